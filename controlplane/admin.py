@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from controlplane.admin_site import CONTROL, OBSERVABILITY
+from controlplane.approvals import ApprovalError, decide_approval
+from controlplane.models import (
+    Approval,
+    AuditEvent,
+    DeliveryAttempt,
+    FeatureToggle,
+    NotificationChannel,
+    NotificationDelivery,
+    ToggleLocked,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """History and decisions: visible to every tier, changed by nobody through the admin."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    admin_section = OBSERVABILITY
+    list_display = ["at", "actor_label", "action", "object_repr", "client_address"]
+    list_filter = ["action", "content_type"]
+    search_fields = ["actor_label", "action", "object_repr", "object_id"]
+    list_select_related = ["content_type"]
+    date_hierarchy = "at"
+
+
+@admin.register(FeatureToggle)
+class FeatureToggleAdmin(admin.ModelAdmin):
+    admin_section = CONTROL
+    list_display = ["key", "enabled", "locked", "critical", "description", "updated_at"]
+    list_filter = ["enabled", "locked", "critical"]
+    search_fields = ["key", "description"]
+    actions = ["turn_on", "turn_off"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["key", "enabled", "locked", "critical", "description"] if obj and obj.locked else []
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_delete_permission(request, obj) and not (obj and obj.locked)
+
+    def _set_enabled(self, request: HttpRequest, queryset: QuerySet, enabled: bool) -> None:
+        changed = 0
+        for toggle in queryset:
+            toggle.enabled = enabled
+            try:
+                toggle.save()
+                changed += 1
+            except ToggleLocked as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+        if changed:
+            self.message_user(request, f"{changed} toggle(s) turned {'on' if enabled else 'off'}.")
+
+    @admin.action(description="Turn selected toggles on", permissions=["change"])
+    def turn_on(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_enabled(request, queryset, True)
+
+    @admin.action(description="Turn selected toggles off", permissions=["change"])
+    def turn_off(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_enabled(request, queryset, False)
+
+
+@admin.register(Approval)
+class ApprovalAdmin(ReadOnlyAdmin):
+    admin_section = CONTROL
+    list_display = [
+        "id",
+        "action",
+        "status",
+        "requested_by",
+        "amount",
+        "required_tier",
+        "expires_at",
+        "decided_by",
+    ]
+    list_filter = ["status", "action", "required_tier"]
+    search_fields = ["action", "reason"]
+    list_select_related = ["requested_by", "decided_by"]
+    actions = ["approve", "reject"]
+
+    def has_decide_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("controlplane.decide_approval")
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet, approve: bool) -> None:
+        for approval in queryset:
+            try:
+                decide_approval(approval, user=request.user, approve=approve)
+            except ApprovalError as exc:
+                self.message_user(request, f"#{approval.pk}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"#{approval.pk} {approval.status}.")
+
+    @admin.action(description="Approve selected requests", permissions=["decide"])
+    def approve(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._decide(request, queryset, True)
+
+    @admin.action(description="Reject selected requests", permissions=["decide"])
+    def reject(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._decide(request, queryset, False)
+
+
+class NotificationChannelForm(forms.ModelForm):
+    target = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Webhook URL or email address. Stored encrypted; "
+        "leave blank to keep the current one.",
+    )
+
+    class Meta:
+        model = NotificationChannel
+        fields = ["name", "kind", "target", "enabled"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        target = cleaned.get("target") or ""
+        if not target:
+            if not self.instance.pk:
+                self.add_error("target", "A new channel needs a target.")
+            cleaned["target"] = self.instance.target
+            return cleaned
+        kind = cleaned.get("kind")
+        validator = (
+            forms.EmailField() if kind == NotificationChannel.Kind.EMAIL else forms.URLField()
+        )
+        try:
+            cleaned["target"] = validator.clean(target)
+        except forms.ValidationError as exc:
+            self.add_error("target", exc)
+        return cleaned
+
+
+@admin.register(NotificationChannel)
+class NotificationChannelAdmin(admin.ModelAdmin):
+    admin_section = CONTROL
+    form = NotificationChannelForm
+    list_display = ["name", "kind", "masked_target", "enabled", "created_at"]
+    list_filter = ["kind", "enabled"]
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    extra = 0
+    can_delete = False
+    fields = ["number", "at", "ok", "status_code", "error", "duration_ms"]
+    readonly_fields = ["number", "at", "ok", "status_code", "error", "duration_ms"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(NotificationDelivery)
+class NotificationDeliveryAdmin(ReadOnlyAdmin):
+    admin_section = OBSERVABILITY
+    list_display = [
+        "created_at",
+        "channel",
+        "subject",
+        "status",
+        "attempts",
+        "sent_at",
+        "last_error",
+    ]
+    list_filter = ["status", "channel"]
+    search_fields = ["subject", "dedupe_key"]
+    list_select_related = ["channel"]
+    inlines = [DeliveryAttemptInline]

@@ -1,0 +1,56 @@
+"""The operator panel: the Django admin, open to every tier, organised in three sections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from controlplane.tiers import is_staff_member
+
+OBSERVABILITY = "Observability"
+CONTROL = "Control"
+INTELLIGENCE = "Intelligence"
+SECTIONS = (OBSERVABILITY, CONTROL, INTELLIGENCE)
+SECTION_HINTS = {
+    OBSERVABILITY: "What happened: audit trail, deliveries, costs, runs, logs.",
+    CONTROL: "What may happen: toggles, approvals, routes, budgets, accounts.",
+    INTELLIGENCE: "What the product knows: model catalog, playbooks, error patterns.",
+}
+
+
+class ControlPlaneAdminSite(admin.AdminSite):
+    site_header = "Control plane"
+    site_title = "Control plane admin"
+    index_title = "Operator panel"
+    site_url = "/"
+
+    def has_permission(self, request: HttpRequest) -> bool:
+        # Staff means a tier, not Django's is_staff flag; the model admins then apply
+        # each tier's permissions (Observers see, Owners change).
+        return is_staff_member(request.user)
+
+    def get_app_list(
+        self, request: HttpRequest, app_label: str | None = None
+    ) -> list[dict[str, Any]]:
+        apps = super().get_app_list(request, app_label)
+        if app_label is not None:
+            return apps
+        sections: dict[str, list[dict[str, Any]]] = {name: [] for name in SECTIONS}
+        for app in apps:
+            for model in app["models"]:
+                model_admin = self._registry.get(model["model"])
+                section = getattr(model_admin, "admin_section", CONTROL)
+                sections[section].append({**model, "name": f"{model['name']}"})
+        return [
+            {
+                "name": name,
+                "app_label": name.lower(),
+                "app_url": f"#{name.lower()}",
+                "has_module_perms": True,
+                "hint": SECTION_HINTS[name],
+                "models": sorted(models, key=lambda m: m["name"]),
+            }
+            for name, models in sections.items()
+        ]

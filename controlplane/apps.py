@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.contrib.admin.apps import AdminConfig
+
+
+class ControlplaneConfig(AppConfig):
+    name = "controlplane"
+    verbose_name = "Control plane"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from controlplane import checks, tiers
+        from controlplane.approvals import register_waiter
+        from controlplane.toggle_changes import ACTION, apply_toggle_change
+
+        checks.register()
+        register_waiter(ACTION, apply_toggle_change)
+        post_migrate.connect(tiers.sync_tier_permissions, dispatch_uid="sync_tier_permissions")
+
+
+class ControlplaneAdminConfig(AdminConfig):
+    default_site = "controlplane.admin_site.ControlPlaneAdminSite"

@@ -1,0 +1,158 @@
+"""The audit trail: who changed what configuration, with before and after.
+
+Every configuration model derives from `AuditedModel`, so a change is recorded
+whichever path made it: the admin, a form, a command, the ORM (`save`, `delete`,
+and queryset `update`/`delete`, which are routed through `save`/`delete`). The actor
+and client address come from the request (see `AuditContextMiddleware`) or from
+`acting_as()` in commands and background work.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models, transaction
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    actor: Any = None
+    client_address: str | None = None
+
+
+_NOBODY = AuditContext()
+_context: contextvars.ContextVar[AuditContext | None] = contextvars.ContextVar(
+    "audit_context", default=None
+)
+
+
+def current_context() -> AuditContext:
+    return _context.get() or _NOBODY
+
+
+@contextmanager
+def acting_as(actor: Any, client_address: str | None = None) -> Iterator[None]:
+    """Attribute the audit events written inside this block to `actor`."""
+    if actor is not None and not getattr(actor, "is_authenticated", False):
+        actor = None
+    token = _context.set(AuditContext(actor, client_address))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+REDACTED = "[redacted]"
+
+
+def snapshot(instance: models.Model) -> dict[str, Any]:
+    """A JSON-safe view of a model's concrete fields; secrets show only as redacted."""
+    values: dict[str, Any] = {}
+    for field in instance._meta.concrete_fields:
+        value = field.value_from_object(instance)
+        if getattr(field, "audit_redacted", False):
+            value = REDACTED if value else ""
+        values[field.attname] = value
+    return json.loads(json.dumps(values, cls=DjangoJSONEncoder))
+
+
+def record(
+    action: str,
+    target: models.Model | None = None,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+    actor: Any = None,
+    target_repr: str | None = None,
+) -> Any:
+    """Write one audit event. The actor defaults to the current audit context's."""
+    from django.contrib.contenttypes.models import ContentType
+
+    from controlplane.models import AuditEvent
+
+    context = current_context()
+    actor = actor if actor is not None else context.actor
+    return AuditEvent.objects.create(
+        action=action,
+        actor=actor if actor is not None and actor.is_authenticated else None,
+        actor_label=actor.get_username() if actor is not None else "system",
+        content_type=ContentType.objects.get_for_model(target) if target is not None else None,
+        object_id=str(target.pk) if target is not None and target.pk is not None else "",
+        object_repr=(target_repr or (str(target) if target is not None else ""))[:200],
+        before=before,
+        after=after,
+        client_address=context.client_address,
+    )
+
+
+def _action(instance: models.Model, verb: str) -> str:
+    return f"{instance._meta.model_name}.{verb}"
+
+
+class AuditedQuerySet(models.QuerySet[Any]):
+    """Bulk changes of configuration go row by row through save/delete, so each is audited."""
+
+    def update(self, **kwargs: Any) -> int:
+        with transaction.atomic():
+            rows = list(self.select_for_update())
+            for row in rows:
+                for name, value in kwargs.items():
+                    setattr(row, name, value)
+                row.save()
+        return len(rows)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        count = 0
+        with transaction.atomic():
+            for row in list(self):
+                row.delete()
+                count += 1
+        return count, {self.model._meta.label: count}
+
+    def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
+        with transaction.atomic():
+            for obj in objs:
+                obj.save()
+        return len(objs)
+
+
+class AuditedModel(models.Model):
+    """A configuration model: every create, change and delete writes an audit event."""
+
+    objects = AuditedQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        with transaction.atomic():
+            before = self.stored_snapshot()
+            super().save(*args, **kwargs)
+            after = snapshot(self)
+            if before is None:
+                record(_action(self, "created"), self, after=after)
+            elif before != after:
+                changed = {k for k in after if before.get(k) != after[k]}
+                record(
+                    _action(self, "changed"),
+                    self,
+                    before={k: before.get(k) for k in sorted(changed)},
+                    after={k: after[k] for k in sorted(changed)},
+                )
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        with transaction.atomic():
+            record(_action(self, "deleted"), self, before=snapshot(self))
+            return super().delete(*args, **kwargs)
+
+    def stored_snapshot(self) -> dict[str, Any] | None:
+        if self._state.adding or self.pk is None:
+            return None
+        stored = type(self)._base_manager.filter(pk=self.pk).first()
+        return snapshot(stored) if stored is not None else None

@@ -1,0 +1,57 @@
+"""System checks run at start-up (`manage.py check`, which the run command calls)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import Error
+from django.core.checks import register as register_check
+from django.db import DatabaseError, connection
+
+
+def critical_toggles(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    from django.conf import settings
+
+    from controlplane.models import FeatureToggle
+
+    if FeatureToggle._meta.db_table not in connection.introspection.table_names():
+        return []  # not migrated yet: `migrate` runs the checks before creating tables
+    try:
+        toggles = {t.key: t for t in FeatureToggle.objects.all()}
+    except DatabaseError as exc:
+        return [Error(f"Could not read feature toggles: {exc}", id="controlplane.E000")]
+    errors = []
+    for key, required in settings.CRITICAL_TOGGLES.items():
+        state = "on" if required else "off"
+        toggle = toggles.get(key)
+        if toggle is None:
+            errors.append(
+                Error(
+                    f"Critical feature toggle '{key}' does not exist.",
+                    hint=f"Create it {state} in the admin, or run 'manage.py migrate'.",
+                    id="controlplane.E001",
+                )
+            )
+        elif toggle.enabled != required:
+            errors.append(
+                Error(
+                    f"Critical feature toggle '{key}' must be {state}.",
+                    hint=f"Turn it {state} in the admin (Control > Feature toggles).",
+                    id="controlplane.E002",
+                )
+            )
+    for key, toggle in toggles.items():
+        if toggle.critical and key not in settings.CRITICAL_TOGGLES:
+            errors.append(
+                Error(
+                    f"Feature toggle '{key}' is marked critical but CRITICAL_TOGGLES gives no "
+                    "required state for it.",
+                    hint=f"Add '{key}=on' or '{key}=off' to CRITICAL_TOGGLES, or unmark it.",
+                    id="controlplane.E003",
+                )
+            )
+    return errors
+
+
+def register() -> None:
+    register_check(critical_toggles, "controlplane")

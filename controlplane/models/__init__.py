@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from controlplane.models.approvals import Approval
+from controlplane.models.audit import AppendOnlyError, AppendOnlyModel, AuditEvent
+from controlplane.models.notifications import (
+    DeliveryAttempt,
+    NotificationChannel,
+    NotificationDelivery,
+)
+from controlplane.models.toggles import FeatureToggle, ToggleLocked, toggle_enabled
+
+__all__ = [
+    "AppendOnlyError",
+    "AppendOnlyModel",
+    "Approval",
+    "AuditEvent",
+    "DeliveryAttempt",
+    "FeatureToggle",
+    "NotificationChannel",
+    "NotificationDelivery",
+    "ToggleLocked",
+    "toggle_enabled",
+]

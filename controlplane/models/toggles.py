@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models, transaction
+
+from controlplane import audit
+
+log = logging.getLogger(__name__)
+
+_MISSING = "missing"
+
+
+class ToggleLocked(ValidationError):
+    """A locked toggle cannot be changed by anyone, superusers included."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"Feature toggle '{key}' is locked and cannot be changed by anyone. "
+            f"A server administrator can unlock it with "
+            f"'manage.py toggle unlock {key} --reason ...'."
+        )
+        self.key = key
+
+
+class FeatureToggleQuerySet(audit.AuditedQuerySet):
+    # Bulk paths check for locked rows before opening their transaction, so the
+    # refusal's audit event is not rolled back with the refused change.
+    def _refuse_locked(self, **changes: Any) -> None:
+        for toggle in self.filter(locked=True)[:1]:
+            for name, value in changes.items():
+                setattr(toggle, name, value)
+            toggle.refuse_if_locked()
+
+    def update(self, **kwargs: Any) -> int:
+        self._refuse_locked(**kwargs)
+        return super().update(**kwargs)
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        self._refuse_locked()
+        return super().delete()
+
+    def bulk_update(self, objs: Any, fields: Any, batch_size: int | None = None) -> int:
+        for obj in objs:
+            obj.refuse_if_locked()
+        return super().bulk_update(objs, fields, batch_size)
+
+    def unlock(self, key: str, *, reason: str) -> FeatureToggle:
+        """The one way to unlock: a deliberate, audited act from the server's shell."""
+        if not reason.strip():
+            raise ValidationError("Unlocking a toggle needs a reason.")
+        with transaction.atomic():
+            toggle = self.select_for_update().get(key=key)
+            before = audit.snapshot(toggle)
+            models.QuerySet.update(self.filter(pk=toggle.pk), locked=False)
+            toggle.refresh_from_db()
+            audit.record(
+                "featuretoggle.unlocked",
+                toggle,
+                before={"locked": before["locked"]},
+                after={"locked": False, "reason": reason},
+            )
+            toggle.invalidate_cache()
+        return toggle
+
+
+class FeatureToggle(audit.AuditedModel):
+    key = models.CharField(
+        max_length=100,
+        unique=True,
+        validators=[RegexValidator(r"^[a-z0-9_.-]+$", "Use lowercase letters, digits, . _ and -.")],
+    )
+    enabled = models.BooleanField(default=False)
+    locked = models.BooleanField(
+        default=False, help_text="A locked toggle cannot be changed by anyone, superusers included."
+    )
+    critical = models.BooleanField(
+        default=False,
+        help_text="The app refuses to start unless this toggle is in its required state "
+        "(CRITICAL_TOGGLES).",
+    )
+    description = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = FeatureToggleQuerySet.as_manager()  # type: ignore[misc]
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.key
+
+    @staticmethod
+    def cache_key(key: str) -> str:
+        return f"toggle:{key}"
+
+    def invalidate_cache(self) -> None:
+        # The cache is shared by every process in scale mode (Redis), so deleting the
+        # key is seen everywhere at once.
+        transaction.on_commit(lambda: cache.delete(self.cache_key(self.key)))
+
+    def is_locked_in_database(self) -> bool:
+        if self.pk is None:
+            return False
+        return FeatureToggle._base_manager.filter(pk=self.pk, locked=True).exists()
+
+    def refuse_if_locked(self) -> None:
+        if self.is_locked_in_database():
+            log.warning("refused a change to locked toggle %s", self.key)
+            audit.record(
+                "featuretoggle.change_refused",
+                self,
+                after={"enabled": self.enabled, "locked": self.locked},
+            )
+            raise ToggleLocked(self.key)
+
+    def clean(self) -> None:
+        self.refuse_if_locked()
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.refuse_if_locked()
+        super().save(*args, **kwargs)
+        self.invalidate_cache()
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        self.refuse_if_locked()
+        result = super().delete(*args, **kwargs)
+        self.invalidate_cache()
+        return result
+
+    @property
+    def required_state(self) -> bool | None:
+        return settings.CRITICAL_TOGGLES.get(self.key)
+
+
+def toggle_enabled(key: str, default: bool = False) -> bool:
+    """Whether the feature `key` is on. Cached; a missing toggle reads as `default`."""
+    cache_key = FeatureToggle.cache_key(key)
+    cached = cache.get(cache_key)
+    if cached is None:
+        row = FeatureToggle.objects.filter(key=key).values_list("enabled", flat=True).first()
+        cached = _MISSING if row is None else bool(row)
+        cache.set(cache_key, cached, settings.TOGGLE_CACHE_SECONDS)
+    return default if cached == _MISSING else bool(cached)

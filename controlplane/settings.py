@@ -1,0 +1,260 @@
+"""Settings for the control plane, all read from the environment through django-environ.
+
+Every variable is listed with its default in `.env.example`. The embedded default
+(SQLite, in-memory channel layer, in-process worker and scheduler) needs none of them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")
+
+# Runtime state of the embedded mode (SQLite database, generated keys) lives here.
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+
+
+def _generated_secret(name: str, factory) -> str:
+    """Read a secret kept in VAR_DIR, creating it (mode 0600) on first use.
+
+    The embedded default must run without configuration yet never with a fixed,
+    published key: each installation generates its own.
+    """
+    path = VAR_DIR / name
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(factory())
+    return path.read_text().strip()
+
+
+def _fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
+
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default="") or _generated_secret(
+    "secret_key", lambda: secrets.token_urlsafe(50)
+)
+# Keys that encrypt secrets at rest (webhook URLs, provider API keys). Comma-separated
+# Fernet keys; the first encrypts, all decrypt, so a key can be rotated in.
+ENCRYPTION_KEYS = env.list("ENCRYPTION_KEYS", default=[]) or [
+    _generated_secret("encryption_key", _fernet_key)
+]
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+
+INSTALLED_APPS = [
+    "daphne",
+    "controlplane.apps.ControlplaneAdminConfig",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "controlplane.apps.ControlplaneConfig",
+    "routing",
+    "chat",
+    "selfheal",
+    "healthmon",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "controlplane.middleware.AuditContextMiddleware",
+]
+
+ROOT_URLCONF = "controlplane.urls"
+ASGI_APPLICATION = "controlplane.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "controlplane.tiers.tier_context",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'controlplane.sqlite3'}")
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # IMMEDIATE transactions take the write lock up front, so two threads of the
+    # in-process worker cannot both read then both write inside atomic blocks.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="")
+
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 10_000, "expiry": 60},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            # The default capacity of 100 drops messages silently under a burst.
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": 10_000, "expiry": 60},
+        }
+    }
+
+# Background work: Celery when a broker is configured, the in-process pool otherwise.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_TASK_SOFT_TIME_LIMIT = 270
+CELERY_TIMEZONE = env.str("TIME_ZONE", default="UTC")
+BACKGROUND_THREADS = env.int("BACKGROUND_THREADS", default=4)
+# Tests run background work inline, in the caller's thread.
+BACKGROUND_EAGER = env.bool("BACKGROUND_EAGER", default=False)
+# The periodic schedule is ticked in-process when there is no broker (no Celery beat).
+EMBEDDED_SCHEDULER = env.bool("EMBEDDED_SCHEDULER", default=not CELERY_BROKER_URL)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns about a missing root
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+# Without collectstatic (tests, DEBUG) WhiteNoise serves straight from the finders.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+if DEBUG or env.bool("TESTING", default=False):
+    STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+
+_email = env.email_url("EMAIL_URL", default="consolemail://")
+MAILERS = {
+    "default": {
+        "BACKEND": _email["EMAIL_BACKEND"],
+        "OPTIONS": {
+            key: value
+            for key, value in {
+                "host": _email.get("EMAIL_HOST"),
+                "port": _email.get("EMAIL_PORT"),
+                "username": _email.get("EMAIL_HOST_USER"),
+                "password": _email.get("EMAIL_HOST_PASSWORD"),
+                "use_tls": _email.get("EMAIL_USE_TLS"),
+                "use_ssl": _email.get("EMAIL_USE_SSL"),
+            }.items()
+            if value not in (None, "")
+        }
+        if _email["EMAIL_BACKEND"].endswith("smtp.EmailBackend")
+        else {},
+    }
+}
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="controlplane@localhost")
+
+# Security. HTTPS=true turns on what a deployment behind TLS needs; the embedded
+# default serves plain HTTP on 127.0.0.1, where these would lock the user out.
+HTTPS = env.bool("HTTPS", default=False)
+SECURE_SSL_REDIRECT = HTTPS
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+if SECURE_HSTS_SECONDS and not SECURE_HSTS_PRELOAD:
+    # security.W021: preloading is a one-way commitment for the whole domain; an
+    # operator opts in with SECURE_HSTS_PRELOAD=true, we do not decide it for them.
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]
+if env.bool("BEHIND_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# Feature toggles that must exist and be in this state for the app to start
+# ("key=on,other=off"). Checked by a system check.
+CRITICAL_TOGGLES = {
+    key.strip(): state.strip().lower() in {"on", "true", "1"}
+    for key, _, state in (
+        item.partition("=")
+        for item in env.list("CRITICAL_TOGGLES", default=["notifications.enabled=on"])
+    )
+    if key.strip()
+}
+TOGGLE_CACHE_SECONDS = env.int("TOGGLE_CACHE_SECONDS", default=300)
+
+# Approvals that nobody decides expire after this long.
+APPROVAL_TTL_HOURS = env.int("APPROVAL_TTL_HOURS", default=24)
+
+# Notifications: retries with exponential backoff (base * 2**attempt seconds).
+NOTIFY_MAX_ATTEMPTS = env.int("NOTIFY_MAX_ATTEMPTS", default=5)
+NOTIFY_RETRY_BASE_SECONDS = env.float("NOTIFY_RETRY_BASE_SECONDS", default=10.0)
+NOTIFY_TIMEOUT_SECONDS = env.float("NOTIFY_TIMEOUT_SECONDS", default=10.0)
+NOTIFY_DEDUPE_WINDOW_SECONDS = env.int("NOTIFY_DEDUPE_WINDOW_SECONDS", default=3600)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+}
+
+# The one periodic schedule: Celery beat reads it in scale mode, the in-process
+# scheduler ticks the same entries in embedded mode.
+CELERY_BEAT_SCHEDULE = {
+    "expire-approvals": {"task": "controlplane.tasks.expire_approvals", "schedule": 60.0},
+    "retry-due-notifications": {
+        "task": "controlplane.tasks.retry_due_deliveries",
+        "schedule": 30.0,
+    },
+}

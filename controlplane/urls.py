@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from controlplane import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("approvals/", views.approvals, name="approvals"),
+    path("approvals/<int:approval_id>/decide/", views.decide, name="approval_decide"),
+    path("toggles/", views.toggles, name="toggles"),
+    path("healthz", views.healthz, name="healthz"),
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("chat/", include("chat.urls")),
+    path("routing/", include("routing.urls")),
+    path("selfheal/", include("selfheal.urls")),
+    path("health/", include("healthmon.urls")),
+]

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from controlplane.approvals import ApprovalError, decide_approval
+from controlplane.dashboard import home_context
+from controlplane.forms import DecisionForm, ToggleChangeRequestForm
+from controlplane.health import probe_all
+from controlplane.models import Approval, FeatureToggle
+from controlplane.tiers import Tier, tier_required
+from controlplane.toggle_changes import request_toggle_change
+
+
+@require_GET
+@tier_required(Tier.OBSERVER)
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "controlplane/home.html", home_context(request.user))
+
+
+@require_GET
+@tier_required(Tier.OBSERVER)
+def approvals(request: HttpRequest) -> HttpResponse:
+    recent = Approval.objects.exclude(status=Approval.Status.PENDING).select_related(
+        "requested_by", "decided_by"
+    )[:25]
+    return render(
+        request,
+        "controlplane/approvals.html",
+        {**home_context(request.user), "recent_decisions": recent, "form": DecisionForm()},
+    )
+
+
+@require_POST
+@tier_required(Tier.OPERATOR)
+def decide(request: HttpRequest, approval_id: int) -> HttpResponse:
+    approval = get_object_or_404(Approval, pk=approval_id)
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose approve or reject.")
+        return redirect("approvals")
+    try:
+        decide_approval(
+            approval,
+            user=request.user,
+            approve=form.cleaned_data["decision"] == "approve",
+            note=form.cleaned_data["note"],
+        )
+    except ApprovalError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Approval #{approval.pk} {form.cleaned_data['decision']}d.")
+    return redirect("approvals")
+
+
+@tier_required(Tier.OBSERVER)
+def toggles(request: HttpRequest) -> HttpResponse:
+    form = ToggleChangeRequestForm()
+    if request.method == "POST":
+        if not request.user.has_perm("controlplane.request_approval"):
+            messages.error(request, "Observers cannot request changes.")
+            return redirect("toggles")
+        form = ToggleChangeRequestForm(request.POST)
+        if form.is_valid():
+            toggle = get_object_or_404(FeatureToggle, key=form.cleaned_data["key"])
+            try:
+                approval = request_toggle_change(
+                    toggle,
+                    enabled=form.cleaned_data["enabled"],
+                    user=request.user,
+                    reason=form.cleaned_data["reason"],
+                )
+            except ApprovalError as exc:
+                form.add_error(None, str(exc))
+            else:
+                messages.success(
+                    request, f"Requested as approval #{approval.pk}; an Owner decides."
+                )
+                return redirect("toggles")
+    return render(
+        request,
+        "controlplane/toggles.html",
+        {"toggles": FeatureToggle.objects.all(), "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    probes = probe_all()
+    healthy = all(p.ok for p in probes)
+    return JsonResponse(
+        {"status": "ok" if healthy else "down", **{p.name: p.as_dict() for p in probes}},
+        status=200 if healthy else 503,
+    )

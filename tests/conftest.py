@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+
+from controlplane.tiers import Tier
+from tests.personas import make_user
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache() -> Any:
+    # The cache is Redis when REDIS_URL is set and outlives each test's rollback.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def observer(db: Any) -> Any:
+    return make_user("olive-observer", Tier.OBSERVER)
+
+
+@pytest.fixture
+def operator(db: Any) -> Any:
+    return make_user("oscar-operator", Tier.OPERATOR)
+
+
+@pytest.fixture
+def operator2(db: Any) -> Any:
+    return make_user("opal-operator", Tier.OPERATOR)
+
+
+@pytest.fixture
+def owner(db: Any) -> Any:
+    return make_user("wendy-owner", Tier.OWNER)
+
+
+@pytest.fixture
+def owner2(db: Any) -> Any:
+    return make_user("walt-owner", Tier.OWNER)
+
+
+@pytest.fixture
+def outsider(db: Any) -> Any:
+    """An active account in no tier: not staff."""
+    return make_user("eve-outsider")
+
+
+@pytest.fixture
+def superuser(db: Any) -> Any:
+    return make_user("root-admin", is_superuser=True, is_staff=True)
