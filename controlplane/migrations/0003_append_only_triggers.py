@@ -19,8 +19,8 @@ FOR EACH ROW EXECUTE FUNCTION controlplane_refuse_change();
 
 def forwards(apps, schema_editor):
     if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(FUNCTION)
-        schema_editor.execute(TRIGGER)
+        schema_editor.execute(FUNCTION, params=None)
+        schema_editor.execute(TRIGGER, params=None)
 
 
 def backwards(apps, schema_editor):
