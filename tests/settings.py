@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 from controlplane.settings import *  # noqa: F403
 from controlplane.settings import STORAGES
 
@@ -14,3 +17,13 @@ STORAGES = {
 }
 MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
 NOTIFY_RETRY_BASE_SECONDS = 0.0
+
+# The browser tests serve the app from a daphne process of its own, which must see
+# the test database: on SQLite that means a file, not the in-memory default.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # One file per test run, so that concurrent runs do not share a database.
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.path.join(tempfile.gettempdir(), f"controlplane-test-{os.getpid()}.sqlite3")
+    }
+else:
+    DATABASES["default"]["TEST"] = {"NAME": f"test_controlplane_{os.getpid()}"}  # noqa: F405
