@@ -24,6 +24,7 @@ from django.utils import timezone
 from controlplane import audit
 from controlplane.live import HOME_GROUP, publish
 from controlplane.models import Approval
+from controlplane.notifications import notify
 from controlplane.tiers import Tier, tier_of
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,14 @@ def request_approval(
             "approval.requested", approval, after=audit.snapshot(approval), actor=requested_by
         )
         publish(HOME_GROUP, "approval.changed", approval_id=approval.pk)
+        notify(
+            f"Approval needed: {action} (#{approval.pk})",
+            f"{requested_by.get_username()} asks: {approval.reason}\n"
+            f"Needs the {Tier(required_tier).label} tier; "
+            f"expires {approval.expires_at:%Y-%m-%d %H:%M %Z}.\n"
+            f"Decide at {settings.SITE_URL}/approvals/",
+            dedupe_key=f"approval-requested:{approval.pk}",
+        )
     return approval
 
 

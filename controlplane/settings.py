@@ -127,7 +127,14 @@ if REDIS_URL:
         }
     }
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # A file cache, not a per-process one: a toggle changed by a management command
+    # must be seen at once by the running server, which is another process.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
     CHANNEL_LAYERS = {
         "default": {
             # The default capacity of 100 drops messages silently under a burst.

@@ -27,3 +27,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     }
 else:
     DATABASES["default"]["TEST"] = {"NAME": f"test_controlplane_{os.getpid()}"}  # noqa: F405
+if CACHES["default"]["BACKEND"].endswith("FileBasedCache"):  # noqa: F405
+    CACHES["default"]["LOCATION"] = os.path.join(  # noqa: F405
+        tempfile.gettempdir(), f"controlplane-test-cache-{os.getpid()}"
+    )
