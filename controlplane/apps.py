@@ -11,11 +11,12 @@ class ControlplaneConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from controlplane import checks, tiers
+        from controlplane import account_audit, checks, tiers
         from controlplane.approvals import register_waiter
         from controlplane.toggle_changes import ACTION, apply_toggle_change
 
         checks.register()
+        account_audit.connect()
         register_waiter(ACTION, apply_toggle_change)
         post_migrate.connect(tiers.sync_tier_permissions, dispatch_uid="sync_tier_permissions")
 
