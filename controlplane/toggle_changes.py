@@ -17,7 +17,13 @@ ACTION = "toggle.set"
 def request_toggle_change(
     toggle: FeatureToggle, *, enabled: bool, user: Any, reason: str
 ) -> Approval:
-    if toggle.locked:
+    if toggle.locked or toggle.is_locked_in_database():
+        audit.record(
+            "featuretoggle.change_refused",
+            toggle,
+            after={"enabled": enabled, "locked": True},
+            actor=user,
+        )
         raise ApprovalError(str(ToggleLocked(toggle.key).message))
     if toggle.enabled == enabled:
         raise ApprovalError(f"'{toggle.key}' is already {'on' if enabled else 'off'}.")
@@ -44,6 +50,12 @@ def apply_toggle_change(approval: Approval) -> None:
                 toggle.save()
             outcome = f"'{key}' turned {'on' if enabled else 'off'}."
         except ToggleLocked as exc:
+            # The refusal's audit event was rolled back with the transaction above.
+            audit.record(
+                "featuretoggle.change_refused",
+                toggle,
+                after={"enabled": enabled, "locked": True},
+            )
             outcome = f"Not applied: {exc.message}"
         except FeatureToggle.DoesNotExist:
             outcome = f"Not applied: toggle '{key}' no longer exists."

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
 
 from controlplane.tiers import Tier
@@ -51,3 +52,11 @@ def outsider(db: Any) -> Any:
 @pytest.fixture
 def superuser(db: Any) -> Any:
     return make_user("root-admin", is_superuser=True, is_staff=True)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if (
+        item.get_closest_marker("postgres")
+        and "postgresql" not in settings.DATABASES["default"]["ENGINE"]
+    ):
+        pytest.skip("needs PostgreSQL (set DATABASE_URL)")

@@ -99,10 +99,14 @@ class FeatureToggle(audit.AuditedModel):
     def cache_key(key: str) -> str:
         return f"toggle:{key}"
 
-    def invalidate_cache(self) -> None:
-        # The cache is shared by every process in scale mode (Redis), so deleting the
-        # key is seen everywhere at once.
-        transaction.on_commit(lambda: cache.delete(self.cache_key(self.key)))
+    def invalidate_cache(self, *, deleted: bool = False) -> None:
+        """Publish the committed state to the cache, which every process shares.
+
+        The new state is written (not merely deleted) and readers only `add`, so a
+        reader that fetched the old row just before the commit cannot put it back.
+        """
+        key, state = self.cache_key(self.key), _MISSING if deleted else self.enabled
+        transaction.on_commit(lambda: cache.set(key, state, settings.TOGGLE_CACHE_SECONDS))
 
     def is_locked_in_database(self) -> bool:
         if self.pk is None:
@@ -124,13 +128,22 @@ class FeatureToggle(audit.AuditedModel):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.refuse_if_locked()
+        old_key = (
+            None
+            if self._state.adding
+            else FeatureToggle._base_manager.filter(pk=self.pk)
+            .values_list("key", flat=True)
+            .first()
+        )
         super().save(*args, **kwargs)
         self.invalidate_cache()
+        if old_key is not None and old_key != self.key:
+            transaction.on_commit(lambda: cache.delete(self.cache_key(old_key)))
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         self.refuse_if_locked()
         result = super().delete(*args, **kwargs)
-        self.invalidate_cache()
+        self.invalidate_cache(deleted=True)
         return result
 
     @property
@@ -145,5 +158,5 @@ def toggle_enabled(key: str, default: bool = False) -> bool:
     if cached is None:
         row = FeatureToggle.objects.filter(key=key).values_list("enabled", flat=True).first()
         cached = _MISSING if row is None else bool(row)
-        cache.set(cache_key, cached, settings.TOGGLE_CACHE_SECONDS)
+        cache.add(cache_key, cached, settings.TOGGLE_CACHE_SECONDS)
     return default if cached == _MISSING else bool(cached)

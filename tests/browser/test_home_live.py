@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 
+from controlplane.models import FeatureToggle
 from tests.personas import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -20,6 +21,7 @@ def log_in(page: Any, base_url: str, username: str) -> None:
 def test_an_approval_requested_elsewhere_appears_on_home_without_reloading(
     live_server_url: str, browser: Any, owner: Any, operator: Any
 ) -> None:
+    FeatureToggle.objects.create(key="reports.weekly", enabled=True, description="Weekly report")
     owner_view = browser.new_context()
     operator_view = browser.new_context()
     try:
@@ -38,7 +40,7 @@ def test_an_approval_requested_elsewhere_appears_on_home_without_reloading(
         other = operator_view.new_page()
         log_in(other, live_server_url, operator.username)
         other.goto(f"{live_server_url}/toggles/")
-        other.select_option("#id_key", "notifications.enabled")
+        other.select_option("#id_key", "reports.weekly")
         other.select_option("#id_enabled", "false")
         other.fill("#id_reason", "Quiet period during the <migration>")
         other.click("text=Request approval")
