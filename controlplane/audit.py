@@ -132,13 +132,23 @@ class AuditedModel(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         with transaction.atomic():
-            before = self.stored_snapshot()
+            stored = self.stored_instance()
             super().save(*args, **kwargs)
             after = snapshot(self)
-            if before is None:
+            if stored is None:
                 record(_action(self, "created"), self, after=after)
-            elif before != after:
-                changed = {k for k in after if before.get(k) != after[k]}
+                return
+            before = snapshot(stored)
+            changed = {k for k in after if before.get(k) != after[k]}
+            # A secret snapshots as "[redacted]" whatever its value, so a new secret
+            # would look unchanged: compare secrets by their real values instead.
+            changed |= {
+                field.attname
+                for field in self._meta.concrete_fields
+                if getattr(field, "audit_redacted", False)
+                and field.value_from_object(stored) != field.value_from_object(self)
+            }
+            if changed:
                 record(
                     _action(self, "changed"),
                     self,
@@ -151,8 +161,7 @@ class AuditedModel(models.Model):
             record(_action(self, "deleted"), self, before=snapshot(self))
             return super().delete(*args, **kwargs)
 
-    def stored_snapshot(self) -> dict[str, Any] | None:
+    def stored_instance(self) -> Any:
         if self._state.adding or self.pk is None:
             return None
-        stored = type(self)._base_manager.filter(pk=self.pk).first()
-        return snapshot(stored) if stored is not None else None
+        return type(self)._base_manager.filter(pk=self.pk).first()
