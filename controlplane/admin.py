@@ -154,6 +154,16 @@ class NotificationChannelAdmin(admin.ModelAdmin):
     form = NotificationChannelForm
     list_display = ["name", "kind", "masked_target", "enabled", "created_at"]
     list_filter = ["kind", "enabled"]
+    readonly_fields = ["masked_target"]
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
+        if obj is None:
+            return ("name", "kind", "target", "enabled")
+        if self.has_change_permission(request, obj):
+            return ("name", "kind", "masked_target", "target", "enabled")
+        # A read-only view renders every field's value as text, so the target is left
+        # out there and shown only masked.
+        return ("name", "kind", "masked_target", "enabled")
 
 
 class DeliveryAttemptInline(admin.TabularInline):

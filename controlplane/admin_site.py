@@ -5,7 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
+from django.contrib.auth import REDIRECT_FIELD_NAME
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 
 from controlplane.tiers import is_staff_member
 
@@ -30,6 +34,20 @@ class ControlPlaneAdminSite(admin.AdminSite):
         # Staff means a tier, not Django's is_staff flag; the model admins then apply
         # each tier's permissions (Observers see, Owners change).
         return is_staff_member(request.user)
+
+    def login(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # The admin's own login form accepts only is_staff accounts, which tiers do not
+        # use, so everyone logs in on the product's page; outsiders get 403 as elsewhere.
+        if self.has_permission(request):
+            return super().login(request, extra_context)
+        if request.user.is_authenticated:
+            raise PermissionDenied("The operator panel is for Observers, Operators and Owners.")
+        next_url = request.GET.get(REDIRECT_FIELD_NAME) or reverse(
+            "admin:index", current_app=self.name
+        )
+        return redirect_to_login(next_url)
 
     def get_app_list(
         self, request: HttpRequest, app_label: str | None = None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
@@ -61,8 +62,7 @@ def toggles(request: HttpRequest) -> HttpResponse:
     form = ToggleChangeRequestForm()
     if request.method == "POST":
         if not request.user.has_perm("controlplane.request_approval"):
-            messages.error(request, "Observers cannot request changes.")
-            return redirect("toggles")
+            raise PermissionDenied("Observers cannot request changes.")
         form = ToggleChangeRequestForm(request.POST)
         if form.is_valid():
             toggle = get_object_or_404(FeatureToggle, key=form.cleaned_data["key"])
