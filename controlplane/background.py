@@ -42,7 +42,7 @@ def enqueue(task: Task, *args: Any, countdown: float | None = None, **kwargs: An
 
 def _dispatch(task: Task, args: tuple, kwargs: dict, countdown: float | None) -> None:
     if settings.BACKGROUND_EAGER:
-        _run_in_process(task, args, kwargs)
+        _run_in_process(task, args, kwargs, pool_thread=False)
     elif broker_configured():
         task.apply_async(args=args, kwargs=kwargs, countdown=countdown)
     elif countdown:
@@ -58,19 +58,18 @@ def _submit(task: Task, args: tuple, kwargs: dict) -> None:
             _pool = ThreadPoolExecutor(
                 max_workers=settings.BACKGROUND_THREADS, thread_name_prefix="background"
             )
-    _pool.submit(_run_in_process, task, args, kwargs)
+    _pool.submit(_run_in_process, task, args, kwargs, pool_thread=True)
 
 
-def _run_in_process(task: Task, args: tuple, kwargs: dict) -> None:
-    in_worker_thread = not settings.BACKGROUND_EAGER
+def _run_in_process(task: Task, args: tuple, kwargs: dict, *, pool_thread: bool) -> None:
     try:
         task.run(*args, **kwargs)
     except Exception:
         log.exception("background task %s failed", task.name)
-        if settings.BACKGROUND_EAGER:
+        if not pool_thread:
             raise
     finally:
-        if in_worker_thread:
+        if pool_thread:
             # Pool threads outlive requests: give their connections back.
             connections.close_all()
 

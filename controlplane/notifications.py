@@ -114,6 +114,12 @@ def send_delivery(delivery_id: int) -> NotificationDelivery | None:
         error = ""
     except DeliveryFailed as exc:
         error, status_code = str(exc), exc.status_code
+    except Exception as exc:
+        # Whatever else goes wrong counts as a failed attempt, so the delivery still
+        # ends sent or failed instead of sitting in "sending". The type only: the
+        # message of an unknown error may carry the secret target.
+        log.exception("notification %s: unexpected error while sending", delivery_id)
+        error = f"unexpected {type(exc).__name__}"
     duration_ms = int((time.perf_counter() - started) * 1000)
     with transaction.atomic():
         DeliveryAttempt.objects.create(
@@ -184,7 +190,8 @@ def deliver(channel: NotificationChannel, subject: str, body: str, dedupe_key: s
         }
     try:
         response = httpx.post(channel.target, json=payload, timeout=settings.NOTIFY_TIMEOUT_SECONDS)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        # InvalidURL is not an HTTPError: uncaught, it left the delivery "sending".
         # The URL is a secret (it carries the webhook's token): never put it in an error.
         raise DeliveryFailed(
             f"{type(exc).__name__} talking to the {channel.get_kind_display()}"

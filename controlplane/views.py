@@ -12,7 +12,7 @@ from controlplane.dashboard import home_context
 from controlplane.forms import DecisionForm, ToggleChangeRequestForm
 from controlplane.health import probe_all
 from controlplane.models import Approval, FeatureToggle
-from controlplane.tiers import Tier, tier_required
+from controlplane.tiers import Tier, is_staff_member, tier_required
 from controlplane.toggle_changes import request_toggle_change
 
 
@@ -93,7 +93,13 @@ def toggles(request: HttpRequest) -> HttpResponse:
 def healthz(request: HttpRequest) -> JsonResponse:
     probes = probe_all()
     healthy = all(p.ok for p in probes)
+    # Load balancers call this anonymously: they get up or down per part. Error
+    # text (hosts, ports, driver messages) is for staff only.
+    detailed = is_staff_member(request.user)
     return JsonResponse(
-        {"status": "ok" if healthy else "down", **{p.name: p.as_dict() for p in probes}},
+        {
+            "status": "ok" if healthy else "down",
+            **{p.name: p.as_dict() if detailed else {"ok": p.ok} for p in probes},
+        },
         status=200 if healthy else 503,
     )

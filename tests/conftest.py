@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 import pytest
@@ -60,3 +61,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         and "postgresql" not in settings.DATABASES["default"]["ENGINE"]
     ):
         pytest.skip("needs PostgreSQL (set DATABASE_URL)")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # The file cache of this run (see tests/settings.py) goes with it.
+    location = settings.CACHES["default"].get("LOCATION", "")
+    if settings.CACHES["default"]["BACKEND"].endswith("FileBasedCache") and location:
+        shutil.rmtree(location, ignore_errors=True)

@@ -16,8 +16,10 @@ class Command(BaseCommand):
         parser.add_argument("channel", help="Channel name or id.")
 
     def handle(self, *args: Any, channel: str, **options: Any) -> None:
-        lookup = {"pk": int(channel)} if channel.isdigit() else {"name": channel}
-        found = NotificationChannel.objects.filter(**lookup).first()
+        # A name first: a channel may well be named "2024".
+        found = NotificationChannel.objects.filter(name=channel).first()
+        if found is None and channel.isdigit():
+            found = NotificationChannel.objects.filter(pk=int(channel)).first()
         if found is None:
             names = (
                 ", ".join(NotificationChannel.objects.values_list("name", flat=True)) or "none yet"

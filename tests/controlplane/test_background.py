@@ -1,0 +1,261 @@
+"""The background machinery: enqueue on commit, the in-process pool and delayed queue,
+and the embedded scheduler that ticks the beat schedule."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from celery import shared_task
+from django.db import transaction
+
+from controlplane.background import EmbeddedScheduler, enqueue
+from controlplane.celery import app
+from controlplane.models import NotificationChannel, NotificationDelivery
+from controlplane.notifications import notify
+from tests.local_servers import LocalWebhook
+
+# What the test tasks did, and in which thread: (value, thread name).
+recorded_calls: list[tuple[str, str]] = []
+_calls_lock = threading.Lock()
+
+
+@shared_task(name="tests.background.record_call")
+def record_call(value: str) -> None:
+    with _calls_lock:
+        recorded_calls.append((value, threading.current_thread().name))
+
+
+@shared_task(name="tests.background.explode")
+def explode(value: str) -> None:
+    raise RuntimeError(f"task blew up on {value}")
+
+
+@pytest.fixture(autouse=True)
+def _forget_calls() -> Iterator[None]:
+    recorded_calls.clear()
+    yield
+    recorded_calls.clear()
+
+
+@pytest.fixture
+def in_process_pool(settings: Any) -> None:
+    """The embedded mode: no broker, work runs on the in-process thread pool."""
+    settings.BACKGROUND_EAGER = False
+    settings.CELERY_BROKER_URL = ""
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout}s waiting for {condition}")
+
+
+def values() -> list[str]:
+    return [value for value, _ in recorded_calls]
+
+
+# Enqueue on commit
+
+
+@pytest.mark.django_db
+def test_enqueued_work_waits_for_the_transaction_to_commit(
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with transaction.atomic():
+            enqueue(record_call, "after commit")
+            assert values() == []
+        # Still inside the test's own transaction: nothing is committed yet.
+        assert values() == []
+
+    assert len(callbacks) == 1
+    assert values() == ["after commit"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueued_work_runs_once_the_outermost_block_commits() -> None:
+    with transaction.atomic():
+        with transaction.atomic():
+            enqueue(record_call, "nested")
+        assert values() == []
+
+    assert values() == ["nested"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueued_work_never_runs_when_the_transaction_rolls_back() -> None:
+    def enqueue_then_fail() -> None:
+        with transaction.atomic():
+            enqueue(record_call, "rolled back")
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        enqueue_then_fail()
+
+    assert values() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueued_work_runs_at_once_outside_a_transaction() -> None:
+    enqueue(record_call, "autocommit")
+    assert values() == ["autocommit"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eager_mode_runs_work_in_the_callers_thread_and_raises_its_errors() -> None:
+    enqueue(record_call, "eager")
+    assert recorded_calls == [("eager", threading.current_thread().name)]
+
+    with pytest.raises(RuntimeError, match="task blew up on eager"):
+        enqueue(explode, "eager")
+
+
+# The in-process pool
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("in_process_pool")
+def test_the_in_process_pool_runs_a_task_in_another_thread() -> None:
+    enqueue(record_call, "pooled")
+
+    [(value, thread)] = wait_for(lambda: list(recorded_calls))
+    assert value == "pooled"
+    assert thread != threading.current_thread().name
+    assert thread.startswith("background")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("in_process_pool")
+def test_a_countdown_without_a_broker_delays_the_task_in_process() -> None:
+    started = time.monotonic()
+
+    enqueue(record_call, "later", countdown=0.3)
+
+    time.sleep(0.1)
+    assert values() == []
+    wait_for(lambda: values() == ["later"])
+    assert time.monotonic() - started >= 0.3
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("in_process_pool")
+def test_a_failing_task_is_logged_and_the_pool_keeps_working(caplog: Any) -> None:
+    with caplog.at_level(logging.ERROR, logger="controlplane.background"):
+        enqueue(explode, "pooled")
+        wait_for(lambda: "tests.background.explode failed" in caplog.text)
+
+    enqueue(record_call, "still working")
+    wait_for(lambda: values() == ["still working"])
+
+
+@pytest.mark.django_db
+def test_with_a_broker_work_goes_to_celery_with_its_countdown(
+    settings: Any, monkeypatch: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    settings.BACKGROUND_EAGER = False
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(record_call, "apply_async", lambda **options: sent.append(options))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        enqueue(record_call, "brokered", countdown=30)
+
+    assert sent == [{"args": ("brokered",), "kwargs": {}, "countdown": 30}]
+    assert values() == []
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("in_process_pool")
+def test_the_embedded_mode_delivers_a_notification_with_retries_in_the_background(
+    settings: Any,
+) -> None:
+    # Retries go through the delayed queue, then the pool, as on a laptop.
+    settings.NOTIFY_RETRY_BASE_SECONDS = 0.05
+    with LocalWebhook([500]) as webhook:
+        NotificationChannel.objects.create(
+            name="ops-hook", kind=NotificationChannel.Kind.WEBHOOK, target=webhook.url
+        )
+
+        [delivery] = notify("Budget at 90%", dedupe_key="budget:90")
+
+        wait_for(
+            lambda: NotificationDelivery.objects.filter(
+                pk=delivery.pk, status=NotificationDelivery.Status.SENT
+            ).exists()
+        )
+    delivery.refresh_from_db()
+    assert delivery.attempts == 2
+    assert len(webhook.received) == 2
+
+
+# The embedded scheduler
+
+
+# Building a scheduler imports every app's tasks, as a worker does; Celery's Django
+# fixup runs the system checks then, and some of them read the database.
+
+
+def scheduler_of(**schedules: float | timedelta) -> EmbeddedScheduler:
+    return EmbeddedScheduler(
+        {
+            name: {"task": "tests.background.record_call", "schedule": every, "args": (name,)}
+            for name, every in schedules.items()
+        }
+    )
+
+
+@pytest.mark.django_db
+def test_the_scheduler_runs_every_entry_on_the_first_tick_then_only_when_due() -> None:
+    scheduler = scheduler_of(often=0.2, hourly=timedelta(hours=1))
+
+    assert scheduler.due_tasks(datetime.now(UTC)) == [
+        ("tests.background.record_call", ("often",)),
+        ("tests.background.record_call", ("hourly",)),
+    ]
+    assert scheduler.due_tasks(datetime.now(UTC)) == []
+
+    time.sleep(0.25)
+    assert scheduler.due_tasks(datetime.now(UTC)) == [("tests.background.record_call", ("often",))]
+    assert scheduler.due_tasks(datetime.now(UTC)) == []
+
+
+@pytest.mark.django_db
+def test_the_scheduler_runs_an_entry_again_once_its_interval_has_passed() -> None:
+    scheduler = scheduler_of(minutely=timedelta(minutes=1), hourly=timedelta(hours=1))
+    # A first tick 90 seconds ago: the minutely entry is due again now, the hourly not.
+    scheduler.due_tasks(datetime.now(UTC) - timedelta(seconds=90))
+
+    assert scheduler.due_tasks(datetime.now(UTC)) == [
+        ("tests.background.record_call", ("minutely",))
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scheduler_tick_runs_the_due_tasks_on_the_pool() -> None:
+    scheduler = scheduler_of(first=60.0, second=60.0)
+
+    scheduler.tick()
+
+    wait_for(lambda: sorted(values()) == ["first", "second"])
+    assert all(thread.startswith("background") for _, thread in recorded_calls)
+    scheduler.tick()
+    time.sleep(0.1)
+    assert sorted(values()) == ["first", "second"]
+
+
+@pytest.mark.django_db
+def test_every_entry_of_the_beat_schedule_names_a_registered_task(settings: Any) -> None:
+    scheduler = EmbeddedScheduler(settings.CELERY_BEAT_SCHEDULE)
+
+    assert scheduler.entries
+    for task_name, _, _ in scheduler.entries.values():
+        assert task_name in app.tasks

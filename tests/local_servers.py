@@ -1,0 +1,67 @@
+"""Real HTTP servers on 127.0.0.1 that tests talk to instead of mocks."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+SECRET_PATH = "/hooks/1234/s3cr3t-webhook-token"
+
+
+class LocalWebhook:
+    """A real HTTP server on 127.0.0.1 that answers each POST with the next scripted status
+    (then 204 once the script runs out) and records what it received."""
+
+    def __init__(self, statuses: list[int] | None = None, delay: float = 0) -> None:
+        self.statuses = list(statuses or [])
+        self.delay = delay
+        self.received: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        webhook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                raw = self.rfile.read(length)
+                with webhook._lock:
+                    webhook.received.append(
+                        {
+                            "path": self.path,
+                            "content_type": self.headers.get("Content-Type", ""),
+                            "json": json.loads(raw) if raw else None,
+                        }
+                    )
+                    status = webhook.statuses.pop(0) if webhook.statuses else 204
+                time.sleep(webhook.delay)
+                body = b"" if status == 204 else f"status {status}".encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # keep the test output clean
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{SECRET_PATH}"
+
+    def __enter__(self) -> LocalWebhook:
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: connecting to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
