@@ -433,7 +433,7 @@ def _decide_in_thread(
 
 
 @pytest.mark.postgres
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_two_staff_deciding_at_once_give_exactly_one_decision_and_one_waiter_call(
     operator, owner, owner2, waiter
 ):
