@@ -232,7 +232,9 @@ CRITICAL_TOGGLES = {
     key.strip(): state.strip().lower() in {"on", "true", "1"}
     for key, _, state in (
         item.partition("=")
-        for item in env.list("CRITICAL_TOGGLES", default=["notifications.enabled=on"])
+        for item in env.list(
+            "CRITICAL_TOGGLES", default=["notifications.enabled=on", "routing.budgets.enforced=on"]
+        )
     )
     if key.strip()
 }

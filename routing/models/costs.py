@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from controlplane.models import AppendOnlyModel
+from routing.money import money_field
+
+
+class OperationLog(AppendOnlyModel):
+    """One row per AI call, written once. The sum of `cost` is what was spent."""
+
+    class Status(models.TextChoices):
+        OK = "ok"
+        ERROR = "error"
+        REFUSED = "refused", "Refused (budget, approval or toggle)"
+
+    class CostSource(models.TextChoices):
+        PROVIDER = "provider", "Reported by the provider"
+        CATALOG = "catalog", "Tokens times catalog prices"
+        OFFLINE = "offline", "Offline model (free)"
+        UNPRICED = "unpriced", "No price known"
+        NONE = "none", "No call made"
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    request_id = models.CharField(max_length=64, db_index=True)
+    operation = models.CharField(max_length=100, db_index=True)
+    mode = models.CharField(max_length=20, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    service = models.CharField(max_length=64, blank=True, db_index=True)
+    model_requested = models.CharField(max_length=200, blank=True)
+    model_used = models.CharField(max_length=200, blank=True)
+    provider = models.CharField(max_length=64, blank=True)
+    fallback_used = models.BooleanField(default=False)
+    ab_variant = models.BooleanField(default=False)
+    stream = models.BooleanField(default=False)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cached_tokens = models.PositiveIntegerField(default=0)
+    cache_write_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    cost = money_field(default=0)
+    cost_source = models.CharField(max_length=10, choices=CostSource.choices)
+    latency_ms = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    error = models.TextField(blank=True)
+    attempts = models.JSONField(
+        default=list, blank=True, help_text="Each model tried, in order, with its outcome."
+    )
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["operation", "at"]),
+            models.Index(fields=["model_used", "at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.model_used or self.model_requested} {self.status}"
+
+
+class DailySpend(models.Model):
+    """Rollup of the log per day, operation, model and service: what dashboards read."""
+
+    day = models.DateField()
+    operation = models.CharField(max_length=100)
+    model = models.CharField(max_length=200)
+    service = models.CharField(max_length=64, blank=True)
+    calls = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    cost = money_field(default=0)
+    latency_p50_ms = models.PositiveIntegerField(default=0)
+    latency_p95_ms = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-day", "operation", "model"]
+        verbose_name_plural = "daily spend"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "operation", "model", "service"], name="daily_spend_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.operation} {self.model}"

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from controlplane.audit import AuditedModel
+
+KEY_PREFIX = "cpk_"
+
+
+def hash_key(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ServiceKey(AuditedModel):
+    """An API key for another service calling the gateway. Only its hash is stored."""
+
+    name = models.CharField(max_length=100)
+    service = models.SlugField(
+        max_length=64, help_text="The calling service, for budgets and logs."
+    )
+    lookup = models.CharField(max_length=16, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    default_operation = models.CharField(max_length=100, default="chat")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["service", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.service}/{self.name}"
+
+    @classmethod
+    def issue(cls, *, name: str, service: str, default_operation: str = "chat", created_by=None):
+        """Create a key; returns (key, raw secret). The raw secret is shown once, never stored."""
+        lookup = secrets.token_hex(6)
+        raw = f"{KEY_PREFIX}{lookup}_{secrets.token_urlsafe(32)}"
+        key = cls.objects.create(
+            name=name,
+            service=service,
+            lookup=lookup,
+            key_hash=hash_key(raw),
+            default_operation=default_operation,
+            created_by=created_by,
+        )
+        return key, raw
+
+    @classmethod
+    def authenticate(cls, raw: str) -> ServiceKey | None:
+        if not raw.startswith(KEY_PREFIX) or raw.count("_") < 2:
+            return None
+        lookup = raw[len(KEY_PREFIX) :].split("_", 1)[0]
+        key = cls.objects.filter(lookup=lookup, revoked_at__isnull=True).first()
+        if key is None or not secrets.compare_digest(key.key_hash, hash_key(raw)):
+            return None
+        return key
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def revoke(self) -> None:
+        self.revoked_at = timezone.now()
+        self.save()

@@ -1,0 +1,130 @@
+"""What every provider speaks: OpenAI-style chat completions, as plain data.
+
+A provider takes a `ChatRequest` and either returns a `Completion` or, streaming,
+yields `StreamChunk`s and then a final `Completion` (its usage and cost). Failures
+are `ProviderError`s that say whether trying another model could help.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from routing.money import to_decimal
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str  # the provider's model id
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    # Anything else the caller sent (OpenAI-compatible fields), passed through as is.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def body(self, *, stream: bool) -> dict[str, Any]:
+        payload: dict[str, Any] = {**self.extra, "model": self.model, "messages": self.messages}
+        if self.tools:
+            payload["tools"] = self.tools
+        if self.max_tokens is not None:
+            payload["max_tokens"] = self.max_tokens
+        if self.temperature is not None:
+            payload["temperature"] = self.temperature
+        if stream:
+            payload["stream"] = True
+            payload["stream_options"] = {"include_usage": True}
+        return payload
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens read from the provider's cache
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0  # part of completion_tokens, priced on their own when listed
+    # What the provider says the call cost (OpenRouter's usage.cost), exactly.
+    reported_cost: Decimal | None = None
+
+    @classmethod
+    def from_openai(cls, usage: dict[str, Any] | None) -> Usage:
+        """Read an OpenAI/OpenRouter `usage` object (numbers parsed as Decimal or int)."""
+        if not usage:
+            return cls()
+        prompt_details = usage.get("prompt_tokens_details") or {}
+        completion_details = usage.get("completion_tokens_details") or {}
+        cost = usage.get("cost")
+        return cls(
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            cached_tokens=int(prompt_details.get("cached_tokens") or 0),
+            cache_write_tokens=int(
+                prompt_details.get("cache_write_tokens")
+                or usage.get("cache_creation_input_tokens")
+                or 0
+            ),
+            reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+            reported_cost=to_decimal(cost) if cost is not None else None,
+        )
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+@dataclass
+class Completion:
+    """The whole answer: text, tool calls, why it ended, usage, and the raw response."""
+
+    content: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""  # as the provider reported it
+    response_id: str = ""
+    raw: dict[str, Any] | None = None  # the non-streamed JSON body, for pass-through
+
+
+@dataclass
+class StreamChunk:
+    """One server-sent event's worth of answer, and the raw event for pass-through."""
+
+    content: str = ""
+    tool_call_deltas: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str | None = None
+    raw: dict[str, Any] | None = None
+
+
+class ProviderError(Exception):
+    """A failed call. `retryable` means another model (a fallback) may succeed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+        code: str = "provider_error",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.code = code
+
+
+class ChatProvider(Protocol):
+    label: str  # shown in the UI, e.g. "offline"
+
+    def complete(self, request: ChatRequest) -> Completion: ...
+
+    def stream(self, request: ChatRequest) -> Iterator[StreamChunk | Completion]:
+        """Yield chunks as they arrive, then exactly one final Completion."""
+        ...
