@@ -249,6 +249,17 @@ NOTIFY_RETRY_BASE_SECONDS = env.float("NOTIFY_RETRY_BASE_SECONDS", default=10.0)
 NOTIFY_TIMEOUT_SECONDS = env.float("NOTIFY_TIMEOUT_SECONDS", default=10.0)
 NOTIFY_DEDUPE_WINDOW_SECONDS = env.int("NOTIFY_DEDUPE_WINDOW_SECONDS", default=3600)
 
+# Routing: routes are cached in each process at most this long (and dropped at once
+# on change); a model that fails is skipped for this long.
+ROUTE_CACHE_SECONDS = env.int("ROUTE_CACHE_SECONDS", default=300)
+MODEL_COOLDOWN_SECONDS = env.int("MODEL_COOLDOWN_SECONDS", default=60)
+# Completion tokens assumed for a cost estimate when a call does not set max_tokens.
+DEFAULT_COMPLETION_TOKENS = env.int("DEFAULT_COMPLETION_TOKENS", default=1024)
+# The public model list `manage.py sync_models` loads prices from.
+OPENROUTER_MODELS_URL = env.str(
+    "OPENROUTER_MODELS_URL", default="https://openrouter.ai/api/v1/models"
+)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -265,5 +276,15 @@ CELERY_BEAT_SCHEDULE = {
     "retry-due-notifications": {
         "task": "controlplane.tasks.retry_due_deliveries",
         "schedule": 30.0,
+    },
+    "release-stale-reservations": {
+        "task": "routing.tasks.release_stale_reservations",
+        "schedule": 600.0,
+    },
+    "rollup-spend": {"task": "routing.tasks.rollup_spend", "schedule": 60.0},
+    "detect-spend-anomalies": {"task": "routing.tasks.detect_anomalies", "schedule": 900.0},
+    "recommend-cheaper-models": {
+        "task": "routing.tasks.recommend_cheaper_models",
+        "schedule": 6 * 3600.0,
     },
 }

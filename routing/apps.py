@@ -6,3 +6,20 @@ from django.apps import AppConfig
 class RoutingConfig(AppConfig):
     name = "routing"
     verbose_name = "Routing"
+
+    def ready(self) -> None:
+        from django.db.models.signals import m2m_changed, post_delete, post_save
+
+        from routing import snapshots
+        from routing.models import AIModel, Policy, Provider, Route, RouteFallback
+
+        for model in (Route, RouteFallback, Policy, AIModel, Provider):
+            post_save.connect(
+                snapshots.invalidate, sender=model, dispatch_uid=f"route-cache-{model.__name__}"
+            )
+            post_delete.connect(
+                snapshots.invalidate, sender=model, dispatch_uid=f"route-cache-del-{model.__name__}"
+            )
+        m2m_changed.connect(
+            snapshots.invalidate, sender=Route.fallbacks.through, dispatch_uid="route-cache-m2m"
+        )

@@ -37,6 +37,19 @@ def loads_exact(text: str | bytes) -> Any:
     return json.loads(text, parse_float=Decimal)
 
 
+def dumps_exact(value: Any) -> str:
+    """JSON text in which Decimals are written as exact numbers (json.dumps cannot)."""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, dict):
+        return (
+            "{" + ",".join(f"{json.dumps(str(k))}:{dumps_exact(v)}" for k, v in value.items()) + "}"
+        )
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(dumps_exact(v) for v in value) + "]"
+    return json.dumps(value)
+
+
 def usd(amount: Decimal | None, places: int = 6) -> str:
     if amount is None:
         return "—"

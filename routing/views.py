@@ -1,21 +1,82 @@
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
+from django import forms
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from controlplane.tiers import Tier, tier_required
+from routing import budgets, insights
+from routing.models import AIModel, Policy, Recommendation, Route
+from routing.money import ZERO
+
+CHART_WIDTH, CHART_HEIGHT = 560, 140
+
+
+class SavingsForm(forms.Form):
+    operation = forms.ChoiceField(choices=[])
+    model = forms.ModelChoiceField(queryset=AIModel.objects.none())
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        operation = self.fields["operation"]
+        assert isinstance(operation, forms.ChoiceField)
+        operation.choices = [(op, op) for op in Route.objects.values_list("operation", flat=True)]
+        model = self.fields["model"]
+        assert isinstance(model, forms.ModelChoiceField)
+        model.queryset = AIModel.objects.filter(active=True).select_related("provider")
+
+
+def bars(days: list[insights.DayTotals]) -> list[dict[str, Any]]:
+    """Bar geometry for the 7-day spend chart, drawn server-side as SVG."""
+    top = max((d.cost for d in days), default=ZERO) or Decimal(1)
+    width = CHART_WIDTH / max(len(days), 1)
+    return [
+        {
+            "x": round(i * width + 4, 1),
+            "width": round(width - 8, 1),
+            "height": round(float(d.cost / top) * (CHART_HEIGHT - 20), 1),
+            "y": round(CHART_HEIGHT - 20 - float(d.cost / top) * (CHART_HEIGHT - 20), 1),
+            "label": d.day.strftime("%a %d"),
+            "cost": d.cost,
+            "calls": d.calls,
+        }
+        for i, d in enumerate(days)
+    ]
 
 
 @require_GET
 @tier_required(Tier.OBSERVER)
 def index(request: HttpRequest) -> HttpResponse:
+    week = insights.daily_totals(insights.TRAILING_DAYS)
+    by_model = insights.spend_by("model")
+    total_calls = sum(row["calls"] for row in by_model) or 1
+    savings = None
+    form = SavingsForm(request.GET or None)
+    if form.is_bound and form.is_valid():
+        savings = insights.savings(form.cleaned_data["operation"], form.cleaned_data["model"])
     return render(
         request,
-        "controlplane/section_pending.html",
+        "routing/index.html",
         {
-            "section": "Routing",
-            "purpose": "Model routes, exact costs, daily budgets and the OpenAI-compatible "
-            "gateway.",
+            "budget_rows": budgets.spend_today(),
+            "week": week,
+            "week_total": sum((d.cost for d in week), ZERO),
+            "bars": bars(week),
+            "chart": {"width": CHART_WIDTH, "height": CHART_HEIGHT},
+            "by_operation": insights.spend_by("operation"),
+            "by_model": [{**row, "share": row["calls"] * 100 / total_calls} for row in by_model],
+            "latency": insights.latency_by_model(),
+            "routes": Route.objects.select_related(
+                "primary_model__provider", "policy", "ab_model"
+            ).prefetch_related("fallback_links__model"),
+            "policies": Policy.objects.select_related("preferred_model", "preferred_provider"),
+            "recommendations": Recommendation.objects.filter(dismissed_at__isnull=True)[:10],
+            "ab": insights.ab_comparisons(),
+            "form": form,
+            "savings": savings,
         },
     )

@@ -31,3 +31,11 @@ if CACHES["default"]["BACKEND"].endswith("FileBasedCache"):  # noqa: F405
     CACHES["default"]["LOCATION"] = os.path.join(  # noqa: F405
         tempfile.gettempdir(), f"controlplane-test-cache-{os.getpid()}"
     )
+
+# A live server for the browser tests runs in a process of its own: it is told the
+# test run's database and cache, so both processes see the same data.
+if os.environ.get("CONTROLPLANE_LIVE_TEST_DB"):
+    DATABASES["default"]["NAME"] = os.environ["CONTROLPLANE_LIVE_TEST_DB"]  # noqa: F405
+    DATABASES["default"]["TEST"]["NAME"] = os.environ["CONTROLPLANE_LIVE_TEST_DB"]  # noqa: F405
+if os.environ.get("CONTROLPLANE_LIVE_TEST_CACHE"):
+    CACHES["default"]["LOCATION"] = os.environ["CONTROLPLANE_LIVE_TEST_CACHE"]  # noqa: F405

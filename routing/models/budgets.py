@@ -102,6 +102,11 @@ class Reservation(models.Model):
     amount = money_field()
     actual = money_field(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.HELD)
+    approved = models.BooleanField(
+        default=False,
+        help_text="An Owner approved this call past its budgets (approval rule 3), "
+        "so no limit was checked.",
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     days = models.ManyToManyField(BudgetDay, related_name="reservations")

@@ -9,7 +9,7 @@ from controlplane.crypto import EncryptedTextField, mask
 from routing.money import money_field
 
 
-class Provider(AuditedModel):  # type: ignore[django-manager-missing]  # as_manager() on an abstract base
+class Provider(AuditedModel):
     class Kind(models.TextChoices):
         OPENROUTER = "openrouter", "OpenRouter"
         OPENAI = "openai", "OpenAI"
@@ -84,6 +84,10 @@ class AIModel(AuditedModel):
 
     def __str__(self) -> str:
         return f"{self.model_id} ({self.provider_id and self.provider.name})"
+
+    @property
+    def is_offline(self) -> bool:
+        return self.provider.is_offline
 
     @property
     def price_missing(self) -> bool:

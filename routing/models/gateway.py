@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -25,6 +26,9 @@ class ServiceKey(AuditedModel):
     )
     lookup = models.CharField(max_length=16, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
+    # The hash is not a secret to protect (the key has 256 bits), but it is redacted
+    # in the audit trail all the same.
+    key_hash.audit_redacted = True  # type: ignore[attr-defined]
     default_operation = models.CharField(max_length=100, default="chat")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -39,19 +43,23 @@ class ServiceKey(AuditedModel):
     def __str__(self) -> str:
         return f"{self.service}/{self.name}"
 
+    def assign_secret(self) -> str:
+        """Give the key a new secret; returns it. Only its hash is kept."""
+        self.lookup = secrets.token_hex(6)
+        raw = f"{KEY_PREFIX}{self.lookup}_{secrets.token_urlsafe(32)}"
+        self.key_hash = hash_key(raw)
+        return raw
+
     @classmethod
-    def issue(cls, *, name: str, service: str, default_operation: str = "chat", created_by=None):
+    def issue(
+        cls, *, name: str, service: str, default_operation: str = "chat", created_by: Any = None
+    ) -> tuple[ServiceKey, str]:
         """Create a key; returns (key, raw secret). The raw secret is shown once, never stored."""
-        lookup = secrets.token_hex(6)
-        raw = f"{KEY_PREFIX}{lookup}_{secrets.token_urlsafe(32)}"
-        key = cls.objects.create(
-            name=name,
-            service=service,
-            lookup=lookup,
-            key_hash=hash_key(raw),
-            default_operation=default_operation,
-            created_by=created_by,
+        key = cls(
+            name=name, service=service, default_operation=default_operation, created_by=created_by
         )
+        raw = key.assign_secret()
+        key.save()
         return key, raw
 
     @classmethod

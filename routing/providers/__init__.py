@@ -1,0 +1,128 @@
+"""The clients that talk to models: `provider_for(provider)` picks one by the catalog
+provider's kind.
+
+Every kind but `offline` speaks OpenAI-compatible chat completions over HTTP
+(`OpenAICompatibleProvider`); `offline` is the deterministic, free `OfflineProvider`.
+Clients are kept per catalog provider so their connection pools are reused; a change
+of base URL, key or timeout gets a new one.
+
+Tests put a `ScriptedProvider` in place of a catalog provider, by name, with
+`use_scripted("openrouter", ScriptedProvider([...]))`: every thread then gets it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+from routing.providers.base import (
+    ChatProvider,
+    ChatRequest,
+    Completion,
+    ProviderError,
+    StreamChunk,
+    ToolCall,
+    Usage,
+)
+from routing.providers.offline import (
+    CallTool,
+    Delay,
+    OfflineProvider,
+    Reply,
+    ScriptedProvider,
+    ScriptExhaustedError,
+)
+from routing.providers.openai_compat import OpenAICompatibleProvider
+
+if TYPE_CHECKING:
+    from routing.models import Provider
+
+__all__ = [
+    "CallTool",
+    "ChatProvider",
+    "ChatRequest",
+    "Completion",
+    "Delay",
+    "OfflineProvider",
+    "OpenAICompatibleProvider",
+    "ProviderError",
+    "Reply",
+    "ScriptExhaustedError",
+    "ScriptedProvider",
+    "StreamChunk",
+    "ToolCall",
+    "Usage",
+    "provider_for",
+    "use_scripted",
+]
+
+APP_TITLE = "Control plane"
+
+_offline = OfflineProvider()
+_overrides: dict[str, ChatProvider] = {}
+_clients: dict[object, tuple[tuple[object, ...], OpenAICompatibleProvider]] = {}
+_lock = threading.Lock()
+
+
+def provider_for(provider: Provider) -> ChatProvider:
+    """The client for a catalog provider. A disabled or unconfigured provider raises a
+    retryable ProviderError: another provider's fallback model may still answer."""
+    override = _overrides.get(provider.name)
+    if override is not None:
+        return override
+    if not provider.enabled:
+        raise ProviderError(f"{provider.name}: the provider is disabled", code="provider_disabled")
+    if provider.is_offline:
+        return _offline
+    if not provider.base_url:
+        raise ProviderError(f"{provider.name}: the provider has no base URL", code="misconfigured")
+    signature = (
+        provider.kind,
+        provider.name,
+        provider.base_url,
+        provider.api_key,
+        provider.timeout_seconds,
+    )
+    key = provider.pk if provider.pk is not None else provider.name
+    with _lock:
+        cached = _clients.get(key)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        client = OpenAICompatibleProvider(
+            provider.base_url,
+            provider.api_key,
+            timeout=float(provider.timeout_seconds),
+            label=provider.name,
+            headers=_headers_for(provider),
+        )
+        # A replaced client is left to the garbage collector: a call may still be using it.
+        _clients[key] = (signature, client)
+        return client
+
+
+def _headers_for(provider: Provider) -> dict[str, str]:
+    if provider.kind == "openrouter":
+        # OpenRouter's app attribution: https://openrouter.ai/docs/app-attribution
+        return {"HTTP-Referer": settings.SITE_URL, "X-Title": APP_TITLE}
+    return {}
+
+
+@contextmanager
+def use_scripted(provider_name: str, scripted: ChatProvider) -> Iterator[ChatProvider]:
+    """Answer every call to the catalog provider named `provider_name` with `scripted`
+    (any ChatProvider, usually a ScriptedProvider) until the block ends."""
+    with _lock:
+        previous = _overrides.get(provider_name)
+        _overrides[provider_name] = scripted
+    try:
+        yield scripted
+    finally:
+        with _lock:
+            if previous is None:
+                _overrides.pop(provider_name, None)
+            else:
+                _overrides[provider_name] = previous

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from daphne.testing import DaphneProcess
-from django.db import connections
+from django.conf import settings
+from django.db import connection
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -23,27 +27,51 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _application() -> Any:
-    from channels.routing import get_default_application
-
-    return get_default_application()
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[str]:
+    """daphne in a separate process, as in production, on this run's test database."""
     with django_db_blocker.unblock():
-        # The server process is forked: it must not inherit an open connection,
-        # whose socket it would share with this process.
-        connections.close_all()
-    # The fork also inherits pytest-django's block on database access: lift it there.
-    server = DaphneProcess("127.0.0.1", _application, setup=django_db_blocker.unblock)
-    server.start()
-    if not server.ready.wait(timeout=30):
-        server.terminate()
-        raise RuntimeError(f"daphne did not start: {server.errors.get(timeout=1)}")
-    yield f"http://127.0.0.1:{server.port.value}"
+        database = connection.settings_dict["NAME"]
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "CONTROLPLANE_LIVE_TEST_DB": str(database),
+        "CONTROLPLANE_LIVE_TEST_CACHE": str(settings.CACHES["default"].get("LOCATION", "")),
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "controlplane.asgi:application",
+        ],
+        env=env,
+        cwd=settings.BASE_DIR,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError("daphne did not start for the browser tests") from None
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
     server.terminate()
-    server.join(timeout=10)
+    server.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,380 @@
+"""Daily budgets: money is reserved before a call and settled after it.
+
+A budget's day is a calendar day in `settings.TIME_ZONE`; each day has its own
+`BudgetDay` ledger (limit, reserved, spent), so a new day starts fresh without any
+reset job. A reservation is one conditional UPDATE per ledger row
+(`reserved + spent + amount <= limit`), all in one transaction: the database, not
+Python, decides whether there is room, so concurrent calls can never take a budget
+past its limit, and a refusal by one budget leaves nothing reserved on the others.
+Ledger rows are always updated in primary-key order, so two transactions touching
+the same rows cannot deadlock.
+
+Settling records the actual cost in full, even past the limit (money that was
+spent is never dropped); the budget then refuses the next reservation until the
+day ends. When the critical toggle `routing.budgets.enforced` is off, every
+reservation succeeds and is still recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from controlplane.models import toggle_enabled
+from controlplane.notifications import notify
+from routing.models import Budget, BudgetDay, Reservation
+from routing.money import ZERO
+
+log = logging.getLogger(__name__)
+
+ENFORCED_TOGGLE = "routing.budgets.enforced"
+THRESHOLDS = (50, 80, 100)  # percent of the daily limit, each notified once a day
+# A reservation still held after this long belongs to a call that crashed.
+STALE_AFTER = timedelta(hours=1)
+SWEEP_BATCH = 500
+
+
+# The calendar.
+
+
+def budget_day(at: datetime | None = None) -> date:
+    """The budget day of `at` (default now): its date in the configured time zone."""
+    return timezone.localtime(at or timezone.now(), timezone.get_default_timezone()).date()
+
+
+def resets_at(day: date) -> datetime:
+    """When `day` ends and its budgets start fresh: the next midnight, local time."""
+    zone = timezone.get_default_timezone()
+    return datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone)
+
+
+def budgets_enforced() -> bool:
+    return toggle_enabled(ENFORCED_TOGGLE, default=True)
+
+
+# Money as people read it.
+
+
+def dollars(amount: Decimal) -> str:
+    """`$10.00`, `$0.000075`: cents at least, every significant digit kept."""
+    exact = amount.normalize()
+    exponent = exact.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        exact = exact.quantize(Decimal("0.01"))
+    return f"${exact:,f}"
+
+
+def exact_text(amount: Decimal) -> str:
+    """An amount for JSON: a string, so no digit is lost to a float."""
+    return format(amount.normalize(), "f")
+
+
+# Refusal.
+
+
+class BudgetExceeded(Exception):
+    """A call refused because it would take `budget` past its daily limit."""
+
+    def __init__(self, budget: Budget, ledger: BudgetDay, amount: Decimal) -> None:
+        self.budget = budget
+        self.day = ledger.day
+        self.limit = ledger.limit
+        self.spent = ledger.spent
+        self.reserved = ledger.reserved
+        self.amount = amount
+        self.resets_at = resets_at(ledger.day)
+        in_flight = (
+            f" and {dollars(self.reserved)} reserved by calls in flight" if self.reserved else ""
+        )
+        super().__init__(
+            f"The {budget} is used up for {self.day.isoformat()}: its daily limit is "
+            f"{dollars(self.limit)}, {dollars(self.spent)} is spent{in_flight}, and this "
+            f"call needs an estimated {dollars(amount)}. "
+            f"It resets at {self.resets_at.isoformat()}."
+        )
+
+    @property
+    def retry_after_seconds(self) -> int:
+        """Whole seconds until the reset, for a `Retry-After` header."""
+        return max(int((self.resets_at - timezone.now()).total_seconds()) + 1, 1)
+
+    def details(self) -> dict[str, Any]:
+        """JSON-safe facts for the gateway's 429 answer."""
+        return {
+            "budget": str(self.budget),
+            "budget_id": self.budget.pk,
+            "scope": self.budget.scope,
+            "limit": exact_text(self.limit),
+            "spent": exact_text(self.spent),
+            "reserved": exact_text(self.reserved),
+            "requested": exact_text(self.amount),
+            "day": self.day.isoformat(),
+            "resets_at": self.resets_at.isoformat(),
+            "retry_after": self.retry_after_seconds,
+        }
+
+
+# Which budgets apply.
+
+
+def applicable_budgets(user: Any, operation: str = "", service: str = "") -> list[Budget]:
+    """The enabled budgets a call by `user` for `operation` from `service` counts against."""
+    matches = Q(scope=Budget.Scope.GLOBAL)
+    if getattr(user, "pk", None) is not None:
+        matches |= Q(scope=Budget.Scope.USER, user_id=user.pk)
+    if operation:
+        matches |= Q(scope=Budget.Scope.OPERATION, operation=operation)
+    if service:
+        matches |= Q(scope=Budget.Scope.SERVICE, service=service)
+    return list(Budget.objects.filter(matches, enabled=True).order_by("pk"))
+
+
+def _ledgers(budgets: Sequence[Budget], day: date) -> list[BudgetDay]:
+    """Each budget's ledger for `day`, created if missing, in primary-key order."""
+    found = {row.budget_id: row for row in BudgetDay.objects.filter(budget__in=budgets, day=day)}
+    for budget in budgets:
+        if budget.pk not in found:
+            # get_or_create inserts in a savepoint and, when a concurrent call inserted
+            # the same (budget, day) first, catches the IntegrityError of the unique
+            # constraint and reads that row instead.
+            found[budget.pk], _ = BudgetDay.objects.get_or_create(
+                budget=budget, day=day, defaults={"limit": budget.daily_limit}
+            )
+    for budget in budgets:
+        row = found[budget.pk]
+        row.budget = budget
+        if row.limit != budget.daily_limit:
+            # An Owner changed the limit today: it applies from the next call on.
+            BudgetDay.objects.filter(pk=row.pk).update(limit=budget.daily_limit)
+            row.limit = budget.daily_limit
+    return sorted(found.values(), key=lambda row: row.pk)
+
+
+def _unique(budgets: Iterable[Budget]) -> list[Budget]:
+    return sorted({budget.pk: budget for budget in budgets}.values(), key=lambda b: b.pk)
+
+
+def would_exceed(budgets: Iterable[Budget], amount: Decimal) -> Budget | None:
+    """The first budget that `amount` more would take past its limit today, if any.
+
+    A read for approval rule 3; nothing is reserved. None also when budgets are
+    not enforced, since asking for an approval is a way of enforcing them.
+    """
+    budgets = _unique(budgets)
+    if not budgets or not budgets_enforced():
+        return None
+    ledgers = {
+        row.budget_id: row for row in BudgetDay.objects.filter(budget__in=budgets, day=budget_day())
+    }
+    for budget in budgets:
+        row = ledgers.get(budget.pk)
+        committed = row.reserved + row.spent if row else ZERO
+        if committed + amount > budget.daily_limit:
+            return budget
+    return None
+
+
+# Reserve, settle, release.
+
+
+def reserve(
+    request_id: str, amount: Decimal, budgets: Iterable[Budget], *, approved: bool = False
+) -> Reservation:
+    """Set `amount` aside on every budget in `budgets` for the call `request_id`.
+
+    All or nothing: raises `BudgetExceeded` (naming the first budget without room)
+    and reserves nothing when any budget lacks room. `approved` is for a call an
+    Owner approved past its budgets (approval rule 3): no limit is checked, and the
+    reservation records that it was approved.
+    """
+    if amount < 0:
+        raise ValueError(f"A reservation cannot be negative ({amount}).")
+    budgets = _unique(budgets)
+    checked = budgets_enforced() and not approved
+    # Ledger rows are created (and their limits brought up to date) before the
+    # reservation's transaction, so a refusal does not undo them and concurrent
+    # first calls of the day do not queue behind each other's whole reservation.
+    ledgers = _ledgers(budgets, budget_day())
+    with transaction.atomic():
+        for ledger in ledgers:
+            room = BudgetDay.objects.filter(pk=ledger.pk)
+            if checked:
+                room = room.filter(limit__gte=F("reserved") + F("spent") + amount)
+            if not room.update(reserved=F("reserved") + amount):
+                ledger.refresh_from_db(fields=["limit", "reserved", "spent"])
+                log.info("budget refused %s: %s over %s", request_id, amount, ledger.budget)
+                raise BudgetExceeded(ledger.budget, ledger, amount)
+        reservation = Reservation.objects.create(
+            request_id=request_id, amount=amount, approved=approved
+        )
+        reservation.days.add(*ledgers)
+    if not checked and budgets:
+        log.info(
+            "reserved %s for %s without a limit check (%s)",
+            amount,
+            request_id,
+            "approved" if approved else "budgets not enforced",
+        )
+    return reservation
+
+
+def settle(reservation: Reservation, actual: Decimal) -> bool:
+    """Record the call's actual cost in place of its reservation. Idempotent.
+
+    The actual cost is recorded in full, even past a limit. A reservation the stale
+    sweep released (its call outlived `STALE_AFTER`) is still settled: the money was
+    spent. Returns whether this call did the settling.
+    """
+    if actual < 0:
+        raise ValueError(f"A cost cannot be negative ({actual}).")
+    now = timezone.now()
+    closed = {"status": Reservation.Status.SETTLED, "actual": actual, "closed_at": now}
+    mine = Reservation.objects.filter(pk=reservation.pk)
+    with transaction.atomic():
+        was_held = bool(mine.filter(status=Reservation.Status.HELD).update(**closed))
+        if not was_held and not mine.filter(status=Reservation.Status.RELEASED).update(**closed):
+            return False  # settled already
+        held = reservation.amount if was_held else ZERO
+        ledger_ids = list(reservation.days.order_by("pk").values_list("pk", flat=True))
+        for ledger_id in ledger_ids:
+            BudgetDay.objects.filter(pk=ledger_id).update(
+                spent=F("spent") + actual, reserved=F("reserved") - held
+            )
+        _notify_thresholds(ledger_ids)
+    reservation.status, reservation.actual, reservation.closed_at = (
+        Reservation.Status.SETTLED,
+        actual,
+        now,
+    )
+    return True
+
+
+def release(reservation: Reservation) -> bool:
+    """Give a failed call's reservation back. Idempotent; returns whether it released."""
+    now = timezone.now()
+    with transaction.atomic():
+        if not Reservation.objects.filter(pk=reservation.pk, status=Reservation.Status.HELD).update(
+            status=Reservation.Status.RELEASED, closed_at=now
+        ):
+            return False
+        for ledger_id in reservation.days.order_by("pk").values_list("pk", flat=True):
+            BudgetDay.objects.filter(pk=ledger_id).update(
+                reserved=F("reserved") - reservation.amount
+            )
+    reservation.status, reservation.closed_at = Reservation.Status.RELEASED, now
+    return True
+
+
+def release_stale_reservations(older_than: timedelta = STALE_AFTER) -> int:
+    """Periodic sweep: release reservations held longer than any call lasts."""
+    cutoff = timezone.now() - older_than
+    stale = Reservation.objects.filter(status=Reservation.Status.HELD, created_at__lt=cutoff)
+    released = 0
+    for reservation in stale.order_by("pk")[:SWEEP_BATCH]:
+        if release(reservation):
+            released += 1
+            log.warning(
+                "released the stale reservation %s (%s), held since %s",
+                reservation.request_id,
+                reservation.amount,
+                reservation.created_at.isoformat(),
+            )
+    return released
+
+
+# Threshold notifications.
+
+
+def _crossed(ledger: BudgetDay) -> list[int]:
+    if ledger.spent <= 0:
+        return []
+    return [t for t in THRESHOLDS if ledger.spent * 100 >= ledger.limit * t]
+
+
+def _notify_thresholds(ledger_ids: Sequence[int]) -> None:
+    """Claim the thresholds newly crossed on each ledger and notify the highest.
+
+    The claim is a compare-and-swap on `thresholds_notified`, so of two settlements
+    crossing the same threshold at once only one notifies.
+    """
+    for ledger in BudgetDay.objects.filter(pk__in=ledger_ids).select_related("budget__user"):
+        for _attempt in range(5):
+            notified = list(ledger.thresholds_notified)
+            new = [t for t in _crossed(ledger) if t not in notified]
+            if not new:
+                break
+            claimed = BudgetDay.objects.filter(pk=ledger.pk, thresholds_notified=notified).update(
+                thresholds_notified=sorted(notified + new)
+            )
+            if claimed:
+                _send_threshold_notice(ledger, max(new))
+                break
+            ledger.refresh_from_db(fields=["spent", "limit", "thresholds_notified"])
+
+
+def _send_threshold_notice(ledger: BudgetDay, threshold: int) -> None:
+    budget, day = ledger.budget, ledger.day
+    subject = f"The {budget} reached {threshold}% of its daily limit"
+    body = (
+        f"{dollars(ledger.spent)} of {dollars(ledger.limit)} spent on {day.isoformat()} "
+        f"({timezone.get_default_timezone_name()}). "
+        + ("Calls that need more are refused until it resets" if threshold >= 100 else "It resets")
+        + f" at {resets_at(day).isoformat()}."
+    )
+    key = f"budget:{budget.pk}:{day.isoformat()}:{threshold}"
+    # After commit: a settlement that rolls back must not have notified.
+    transaction.on_commit(lambda: notify(subject, body, dedupe_key=key))
+
+
+# Today's spend, for the dashboard and `manage.py spend`.
+
+
+@dataclass(frozen=True)
+class BudgetSpend:
+    budget: Budget
+    day: date
+    limit: Decimal
+    spent: Decimal
+    reserved: Decimal
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(self.limit - self.spent - self.reserved, ZERO)
+
+    @property
+    def percent(self) -> Decimal | None:
+        """Spent as a percentage of the limit; None for a zero limit."""
+        if not self.limit:
+            return None
+        return (self.spent * 100 / self.limit).quantize(Decimal("0.1"))
+
+
+def spend_on(day: date) -> list[BudgetSpend]:
+    """Each enabled budget's spend on `day`, under the limit that applies now."""
+    budgets = list(Budget.objects.filter(enabled=True).select_related("user"))
+    ledgers = {row.budget_id: row for row in BudgetDay.objects.filter(day=day)}
+    rows = []
+    for budget in budgets:
+        ledger = ledgers.get(budget.pk)
+        rows.append(
+            BudgetSpend(
+                budget=budget,
+                day=day,
+                limit=budget.daily_limit,
+                spent=ledger.spent if ledger else ZERO,
+                reserved=ledger.reserved if ledger else ZERO,
+            )
+        )
+    return rows
+
+
+def spend_today() -> list[BudgetSpend]:
+    return spend_on(budget_day())

@@ -1,0 +1,457 @@
+"""Every AI call in the product goes through here: toggles, route, approval,
+budget reservation, the provider with fallbacks, exact cost, settlement, the log.
+
+`complete()` returns a finished `CallResult`; `stream()` returns a `StreamingCall`
+whose iterator yields `StreamChunk`s and then one `CallResult`. Refusals (a kill
+switch, a needed approval, a budget) raise `CallRefused` before anything is spent,
+and are logged like every other call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from controlplane.approvals import request_approval
+from controlplane.models import Approval, toggle_enabled
+from controlplane.tiers import Tier
+from routing import budgets, pricing
+from routing.models import OperationLog, Provider, Reservation
+from routing.providers import provider_for
+from routing.providers.base import ChatRequest, Completion, ProviderError, StreamChunk, Usage
+from routing.router import RouteDecision, RoutingError, cool_down, route
+from routing.snapshots import ModelChoice
+
+log = logging.getLogger(__name__)
+
+APPROVAL_ACTION = "routing.call"
+
+
+@dataclass
+class CallContext:
+    """Who calls, for what. `approval_id` names an approval granted for this call."""
+
+    operation: str
+    mode: str | None = None
+    user: Any = None
+    service: str = ""
+    approval_id: int | None = None
+    via_gateway: bool = False
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+class CallRefused(Exception):
+    """Nothing was spent. `status` is the HTTP status the gateway answers with."""
+
+    status = 400
+    code = "refused"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class FeatureOff(CallRefused):
+    status = 503
+    code = "feature_off"
+
+
+class ApprovalRequired(CallRefused):
+    status = 403
+    code = "approval_required"
+
+
+class OverBudget(CallRefused):
+    status = 429
+    code = "budget_exceeded"
+
+
+class NotRoutable(CallRefused):
+    status = 404
+    code = "not_routable"
+
+
+class CallFailed(Exception):
+    """Every model tried failed; the reservation was released."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class CallResult:
+    completion: Completion
+    decision: RouteDecision
+    model: ModelChoice  # the model that actually answered
+    cost: Decimal
+    cost_source: str
+    log: OperationLog
+
+
+@dataclass
+class _Prepared:
+    context: CallContext
+    decision: RouteDecision
+    reservation: Reservation
+    request: ChatRequest
+    started: float
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    streaming: bool = False
+
+
+def service_account(service: str) -> Any:
+    """The inactive account that stands for a calling service in approvals."""
+    users = get_user_model()
+    account, created = users.objects.get_or_create(
+        username=f"service-{service}"[:150], defaults={"is_active": False}
+    )
+    if created:
+        account.set_unusable_password()
+        account.save(update_fields=["password"])
+    return account
+
+
+def _refusal_log(context: CallContext, exc: CallRefused, model_requested: str) -> None:
+    OperationLog.objects.create(
+        request_id=context.request_id,
+        operation=context.operation,
+        mode=context.mode or "",
+        user=context.user if getattr(context.user, "pk", None) else None,
+        service=context.service,
+        model_requested=model_requested,
+        cost=Decimal(0),
+        cost_source=OperationLog.CostSource.NONE,
+        status=OperationLog.Status.REFUSED,
+        error=f"{exc.code}: {exc}",
+    )
+
+
+def _usable_approval(context: CallContext, decision: RouteDecision) -> Approval | None:
+    """An approved, unexpired, unused approval for this operation; using it spends it."""
+    if context.approval_id is None:
+        return None
+    approval = Approval.objects.filter(
+        pk=context.approval_id,
+        action=APPROVAL_ACTION,
+        status=Approval.Status.APPROVED,
+        proposal__operation=context.operation,
+    ).first()
+    if approval is None:
+        return None
+    if approval.amount is not None and approval.amount < decision.estimated_cost:
+        return None
+    used = Approval.objects.filter(pk=approval.pk, outcome="").update(
+        outcome=f"Used by call {context.request_id} at {timezone.now():%Y-%m-%d %H:%M:%S %Z}."
+    )
+    return approval if used else None
+
+
+def _ask_for_approval(context: CallContext, decision: RouteDecision) -> Approval:
+    need = decision.approval
+    assert need is not None
+    requester = (
+        context.user
+        if getattr(context.user, "pk", None)
+        else service_account(context.service or "unknown")
+    )
+    pending = Approval.objects.filter(
+        action=APPROVAL_ACTION,
+        status=Approval.Status.PENDING,
+        requested_by=requester,
+        proposal__operation=context.operation,
+        proposal__rule=need.rule.value,
+        expires_at__gt=timezone.now(),
+    ).first()
+    if pending is not None:
+        return pending  # the same call asked again: one approval to wait on
+    return request_approval(
+        action=APPROVAL_ACTION,
+        requested_by=requester,
+        reason=f"{need.reason} Model {decision.model.label}, estimated "
+        f"${decision.estimated_cost:.6f}.",
+        amount=decision.estimated_cost if need.about_money else None,
+        required_tier=Tier.OWNER if need.about_money else Tier.OPERATOR,
+        proposal={
+            "operation": context.operation,
+            "mode": decision.mode,
+            "model": decision.model.model_id,
+            "estimated_cost": str(decision.estimated_cost),
+            "rule": need.rule.value,
+            "service": context.service,
+        },
+    )
+
+
+def _prepare(
+    context: CallContext,
+    messages: list[dict[str, Any]],
+    *,
+    tools: list[dict[str, Any]] | None,
+    max_tokens: int | None,
+    extra: dict[str, Any] | None,
+    model_requested: str,
+) -> _Prepared:
+    try:
+        if context.via_gateway and not toggle_enabled("gateway.enabled", default=True):
+            raise FeatureOff("The gateway is switched off (toggle gateway.enabled).")
+        toggle = f"operation.{context.operation}.enabled"
+        if not toggle_enabled(toggle, default=True):
+            raise FeatureOff(f"Operation '{context.operation}' is switched off (toggle {toggle}).")
+        try:
+            decision = route(
+                context.operation,
+                context.mode,
+                context.user,
+                pricing.estimate_prompt_tokens(messages),
+                service=context.service,
+                completion_tokens=max_tokens,
+            )
+        except RoutingError as exc:
+            raise NotRoutable(str(exc), reason=exc.code) from exc
+        approved = None
+        if decision.needs_approval:
+            approved = _usable_approval(context, decision)
+            if approved is None:
+                approval = _ask_for_approval(context, decision)
+                raise ApprovalRequired(
+                    f"Approval #{approval.pk} is needed: {decision.approval.reason}",  # type: ignore[union-attr]
+                    approval_id=approval.pk,
+                    rule=decision.approval.rule.value,  # type: ignore[union-attr]
+                )
+        try:
+            reservation = budgets.reserve(
+                context.request_id,
+                decision.estimated_cost,
+                decision.budgets,
+                approved=approved is not None,
+            )
+        except budgets.BudgetExceeded as exc:
+            raise OverBudget(str(exc), **exc.details()) from exc
+    except CallRefused as exc:
+        _refusal_log(context, exc, model_requested)
+        raise
+    request = ChatRequest(
+        model=decision.model.model_id,
+        messages=messages,
+        tools=tools,
+        max_tokens=max_tokens,
+        extra=extra or {},
+    )
+    return _Prepared(context, decision, reservation, request, time.perf_counter())
+
+
+def _provider(model: ModelChoice) -> Any:
+    return provider_for(Provider.objects.get(pk=model.provider_id))
+
+
+def _record_failure(
+    prepared: _Prepared, model: ModelChoice, exc: ProviderError, began: float
+) -> None:
+    prepared.attempts.append(
+        {
+            "model": model.model_id,
+            "provider": model.provider_name,
+            "outcome": "error",
+            "error": str(exc)[:500],
+            "status": exc.status,
+            "latency_ms": int((time.perf_counter() - began) * 1000),
+        }
+    )
+    if exc.retryable:
+        cool_down(model, exc.retry_after)
+
+
+def _finish(
+    prepared: _Prepared,
+    model: ModelChoice | None,
+    completion: Completion | None,
+    *,
+    error: str = "",
+    usage: Usage | None = None,
+) -> tuple[OperationLog, Decimal, str]:
+    """Price the call, settle or release its reservation, and write its log row."""
+    decision, context = prepared.decision, prepared.context
+    usage = completion.usage if completion is not None else usage
+    cost, source = Decimal(0), str(OperationLog.CostSource.NONE)
+    if model is not None and usage is not None:
+        try:
+            cost, source = pricing.cost_of(model, usage)
+        except pricing.PriceMissing as exc:
+            # The call happened; its cost is unknown, and the log says so.
+            source, error = str(exc.source), (error + " " if error else "") + str(exc)
+    if model is not None and usage is not None:
+        budgets.settle(prepared.reservation, cost)
+    else:
+        budgets.release(prepared.reservation)
+    row = OperationLog.objects.create(
+        request_id=context.request_id,
+        operation=context.operation,
+        mode=decision.mode or "",
+        user=context.user if getattr(context.user, "pk", None) else None,
+        service=context.service,
+        model_requested=decision.model.model_id,
+        model_used=model.model_id if model else "",
+        provider=model.provider_name if model else "",
+        fallback_used=model is not None and model.pk != decision.model.pk,
+        ab_variant=decision.ab_variant,
+        stream=prepared.streaming,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        cached_tokens=usage.cached_tokens if usage else 0,
+        cache_write_tokens=usage.cache_write_tokens if usage else 0,
+        reasoning_tokens=usage.reasoning_tokens if usage else 0,
+        cost=cost,
+        cost_source=source,
+        latency_ms=int((time.perf_counter() - prepared.started) * 1000),
+        status=OperationLog.Status.ERROR if error else OperationLog.Status.OK,
+        error=error,
+        attempts=prepared.attempts,
+    )
+    return row, cost, source
+
+
+def complete(
+    context: CallContext,
+    messages: list[dict[str, Any]],
+    *,
+    tools: list[dict[str, Any]] | None = None,
+    max_tokens: int | None = None,
+    extra: dict[str, Any] | None = None,
+    model_requested: str = "",
+) -> CallResult:
+    prepared = _prepare(
+        context,
+        messages,
+        tools=tools,
+        max_tokens=max_tokens,
+        extra=extra,
+        model_requested=model_requested,
+    )
+    last_error: ProviderError | None = None
+    for model in prepared.decision.candidates:
+        began = time.perf_counter()
+        try:
+            request = ChatRequest(**{**prepared.request.__dict__, "model": model.model_id})
+            completion = _provider(model).complete(request)
+        except ProviderError as exc:
+            _record_failure(prepared, model, exc, began)
+            last_error = exc
+            if not exc.retryable:
+                break
+            continue
+        prepared.attempts.append(
+            {
+                "model": model.model_id,
+                "provider": model.provider_name,
+                "outcome": "ok",
+                "latency_ms": int((time.perf_counter() - began) * 1000),
+            }
+        )
+        row, cost, source = _finish(prepared, model, completion)
+        return CallResult(completion, prepared.decision, model, cost, source, row)
+    message = f"Every model failed for '{context.operation}': {last_error}"
+    _finish(prepared, None, None, error=message)
+    raise CallFailed(message, status=last_error.status if last_error else None)
+
+
+@dataclass
+class StreamingCall:
+    decision: RouteDecision
+    events: Generator[StreamChunk | CallResult]
+
+    def __iter__(self) -> Iterator[StreamChunk | CallResult]:
+        return self.events
+
+
+def stream(
+    context: CallContext,
+    messages: list[dict[str, Any]],
+    *,
+    tools: list[dict[str, Any]] | None = None,
+    max_tokens: int | None = None,
+    extra: dict[str, Any] | None = None,
+    model_requested: str = "",
+) -> StreamingCall:
+    """Refusals raise here, before anything streams; provider failures before the
+    first chunk fall back to the next model, after it they end the stream."""
+    prepared = _prepare(
+        context,
+        messages,
+        tools=tools,
+        max_tokens=max_tokens,
+        extra=extra,
+        model_requested=model_requested,
+    )
+    prepared.streaming = True
+    return StreamingCall(prepared.decision, _stream_events(prepared))
+
+
+def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult]:
+    finished = False
+    model: ModelChoice | None = None
+    streamed: list[str] = []
+    try:
+        last_error: ProviderError | None = None
+        for model in prepared.decision.candidates:
+            began = time.perf_counter()
+            request = ChatRequest(**{**prepared.request.__dict__, "model": model.model_id})
+            sent_any = False
+            try:
+                for item in _provider(model).stream(request):
+                    if isinstance(item, Completion):
+                        prepared.attempts.append(
+                            {
+                                "model": model.model_id,
+                                "provider": model.provider_name,
+                                "outcome": "ok",
+                                "latency_ms": int((time.perf_counter() - began) * 1000),
+                            }
+                        )
+                        row, cost, source = _finish(prepared, model, item)
+                        finished = True
+                        yield CallResult(item, prepared.decision, model, cost, source, row)
+                        return
+                    sent_any = True
+                    streamed.append(item.content)
+                    yield item
+            except ProviderError as exc:
+                _record_failure(prepared, model, exc, began)
+                last_error = exc
+                if sent_any or not exc.retryable:
+                    break  # the client has part of an answer: no silent switch of model
+        message = f"Every model failed for '{prepared.context.operation}': {last_error}"
+        finished = True
+        if streamed and model is not None:
+            # Tokens were produced and are paid for: price what was streamed.
+            _finish(prepared, model, None, error=message, usage=_streamed_usage(prepared, streamed))
+        else:
+            _finish(prepared, None, None, error=message)
+        raise CallFailed(message, status=last_error.status if last_error else None)
+    finally:
+        if not finished:
+            # The client went away mid-stream: what was generated is still paid for.
+            _finish(
+                prepared,
+                model,
+                None,
+                error="client disconnected mid-stream",
+                usage=_streamed_usage(prepared, streamed) if model is not None else None,
+            )
+
+
+def _streamed_usage(prepared: _Prepared, streamed: list[str]) -> Usage:
+    return Usage(
+        prompt_tokens=prepared.decision.prompt_tokens,
+        completion_tokens=pricing.estimate_prompt_tokens(
+            [{"role": "assistant", "content": "".join(streamed)}]
+        ),
+    )

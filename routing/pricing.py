@@ -1,0 +1,218 @@
+"""What an AI call costs, in Decimal USD, exactly.
+
+`cost_of` prices a call that happened: the provider's own figure when it reports one
+(OpenRouter's `usage.cost`), zero for the offline model, else tokens times catalog
+prices, counting cached, cache-write and reasoning tokens at their own prices.
+`estimate_cost` is the upper bound that routing and budget reservations use before
+a call. A model missing a price is never priced at zero: both raise `PriceMissing`.
+
+Every figure is `int * Decimal` summed in a context wide enough that nothing is
+rounded (and `Inexact` is trapped to prove it), so a cost is exact to the last digit
+of the catalog's prices.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from decimal import Decimal, Inexact, localcontext
+from typing import Any, Protocol
+
+from routing.models import OperationLog
+from routing.money import ZERO
+from routing.providers.base import Usage
+
+CostSource = OperationLog.CostSource
+
+# estimate_prompt_tokens: a cheap, deterministic stand-in for a tokenizer.
+CHARS_PER_TOKEN = 4
+MESSAGE_OVERHEAD_TOKENS = 4  # role and separators the chat format adds to each message
+REPLY_PRIMING_TOKENS = 3  # the assistant header every reply starts with
+IMAGE_TOKENS = 85  # OpenAI's flat charge for a low-detail image part
+
+# Prices have at most 30 digits and token counts about 10, so 60 digits never round.
+_EXACT_DIGITS = 60
+
+
+class PricedModel(Protocol):
+    """A catalog model (`AIModel`) or routing's in-memory copy of one (`ModelChoice`)."""
+
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def is_offline(self) -> bool: ...
+    @property
+    def price_prompt(self) -> Decimal | None: ...
+    @property
+    def price_completion(self) -> Decimal | None: ...
+    @property
+    def price_cache_read(self) -> Decimal | None: ...
+    @property
+    def price_cache_write(self) -> Decimal | None: ...
+    @property
+    def price_reasoning(self) -> Decimal | None: ...
+    @property
+    def price_request(self) -> Decimal | None: ...
+
+
+class PriceMissing(Exception):
+    """The catalog has no prompt or completion price for a model: it cannot be priced.
+
+    Raised instead of returning zero. A caller that must still record a call that
+    already happened logs it with `cost_source = PriceMissing.source` ("unpriced")
+    and this message, so the gap shows up rather than passing for free.
+    """
+
+    source = CostSource.UNPRICED
+
+    def __init__(self, model: PricedModel, missing: Iterable[str]) -> None:
+        self.model_id = model.model_id
+        self.missing = tuple(missing)
+        kinds = " and ".join(name.removeprefix("price_") for name in self.missing)
+        super().__init__(
+            f"Model {self.model_id} has no {kinds} price in the catalog, so its cost is "
+            "unknown (it is flagged, never priced at zero). Run `manage.py sync_models` "
+            "or set its prices in the admin."
+        )
+
+
+def cost_of(model: PricedModel, usage: Usage) -> tuple[Decimal, str]:
+    """The cost of one call and where the figure comes from (an `OperationLog.CostSource`).
+
+    - "provider": the provider reported the cost; it wins, exactly as reported.
+    - "offline": the offline model is free.
+    - "catalog": uncached prompt tokens (prompt - cached - cache-write) at the prompt
+      price; cached tokens at the cache-read price and cache-write tokens at the
+      cache-write price, each falling back to the prompt price when not listed;
+      reasoning tokens (a part of the completion tokens) at the reasoning price when
+      listed, the rest of the completion at the completion price; plus the per-request
+      price once. A per-request price that is not listed adds nothing.
+
+    Raises `PriceMissing` when the prompt or completion price is unknown: the choice
+    is to fail loudly rather than return a zero that could be summed as real spend.
+    Token counts follow OpenAI's convention (cached and cache-write tokens are part of
+    the prompt, reasoning tokens part of the completion); a provider that reports
+    them separately never yields a negative count, the difference is floored at zero.
+    """
+    if usage.reported_cost is not None:
+        return usage.reported_cost, CostSource.PROVIDER
+    if model.is_offline:
+        return ZERO, CostSource.OFFLINE
+    prompt_price, completion_price = _required_prices(model)
+    cache_read_price = _listed_or(model.price_cache_read, prompt_price)
+    cache_write_price = _listed_or(model.price_cache_write, prompt_price)
+    uncached = max(usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens, 0)
+    with _exact():
+        cost = (
+            uncached * prompt_price
+            + usage.cached_tokens * cache_read_price
+            + usage.cache_write_tokens * cache_write_price
+            + _listed_or(model.price_request, ZERO)
+        )
+        if model.price_reasoning is not None:
+            answer = max(usage.completion_tokens - usage.reasoning_tokens, 0)
+            cost += answer * completion_price + usage.reasoning_tokens * model.price_reasoning
+        else:
+            cost += usage.completion_tokens * completion_price
+    return cost, CostSource.CATALOG
+
+
+def estimate_cost(model: PricedModel, prompt_tokens: int, completion_tokens: int) -> Decimal:
+    """An upper bound of a call's cost, for routing decisions and budget reservations.
+
+    Every prompt token at the prompt price (cache reads would only be cheaper), every
+    completion token at the dearer of the completion and reasoning prices, plus the
+    per-request price. Cache writes, which some providers charge above the prompt
+    price, happen only when the caller asks for prompt caching and are not counted.
+    Zero for the offline model; raises `PriceMissing` when a price is unknown.
+    """
+    if model.is_offline:
+        return ZERO
+    prompt_price, completion_price = _required_prices(model)
+    output_price = max(completion_price, _listed_or(model.price_reasoning, completion_price))
+    with _exact():
+        return (
+            prompt_tokens * prompt_price
+            + completion_tokens * output_price
+            + _listed_or(model.price_request, ZERO)
+        )
+
+
+def estimate_prompt_tokens(
+    messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None
+) -> int:
+    """About how many prompt tokens these messages (and tool definitions) make.
+
+    Four characters a token, rounded up per message, plus the chat format's overhead
+    per message and for the reply; each image part counts as a low-detail image. No
+    tokenizer, so it is deterministic, instant and needs no download; it is an
+    estimate for routing and reservations, never what a call is charged.
+    """
+    tokens = REPLY_PRIMING_TOKENS
+    for message in messages:
+        characters, images = _message_size(message)
+        tokens += MESSAGE_OVERHEAD_TOKENS + _tokens(characters) + images * IMAGE_TOKENS
+    if tools:
+        tokens += _tokens(len(json.dumps(list(tools), sort_keys=True, default=str)))
+    return tokens
+
+
+def _required_prices(model: PricedModel) -> tuple[Decimal, Decimal]:
+    prompt, completion = model.price_prompt, model.price_completion
+    if prompt is None or completion is None:
+        missing = [
+            name
+            for name, price in (("price_prompt", prompt), ("price_completion", completion))
+            if price is None
+        ]
+        raise PriceMissing(model, missing)
+    return prompt, completion
+
+
+def _listed_or(price: Decimal | None, fallback: Decimal) -> Decimal:
+    return fallback if price is None else price
+
+
+@contextmanager
+def _exact() -> Iterator[None]:
+    with localcontext() as context:
+        context.prec = _EXACT_DIGITS
+        context.traps[Inexact] = True
+        yield
+
+
+def _tokens(characters: int) -> int:
+    return math.ceil(characters / CHARS_PER_TOKEN)
+
+
+def _message_size(message: Any) -> tuple[int, int]:
+    """Characters of text in a chat message, and how many images it carries."""
+    if not isinstance(message, Mapping):
+        return len(str(message)), 0
+    characters = len(str(message.get("role") or "")) + len(str(message.get("name") or ""))
+    images = 0
+    content = message.get("content")
+    if isinstance(content, str):
+        characters += len(content)
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, Mapping) and part.get("type") in {"image_url", "input_image"}:
+                images += 1
+            elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                characters += len(part["text"])
+            else:
+                characters += len(json.dumps(part, default=str))
+    elif content is not None:
+        characters += len(json.dumps(content, default=str))
+    for call in message.get("tool_calls") or []:
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if isinstance(function, Mapping):
+            characters += len(str(function.get("name") or ""))
+            characters += len(str(function.get("arguments") or ""))
+        else:
+            characters += len(json.dumps(call, default=str))
+    if message.get("tool_call_id"):
+        characters += len(str(message["tool_call_id"]))
+    return characters, images

@@ -1,0 +1,182 @@
+"""`route()`: which model answers an operation, at what estimated cost, under which
+budgets, and whether a person must approve first."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+
+from routing import budgets, pricing
+from routing.approval_rules import ApprovalNeed, approval_needed
+from routing.models import Budget
+from routing.snapshots import ModelChoice, PolicySnapshot, RouteSnapshot, routing_table
+
+
+class RoutingError(Exception):
+    code = "routing_error"
+
+
+class UnknownOperation(RoutingError):
+    code = "unknown_operation"
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(
+            f"No route for operation '{operation}'. An Owner adds one in the admin "
+            "(Control > Routes)."
+        )
+        self.operation = operation
+
+
+class UnknownMode(RoutingError):
+    code = "unknown_mode"
+
+
+class NoModelAvailable(RoutingError):
+    code = "no_model_available"
+
+
+@dataclass
+class RouteDecision:
+    operation: str
+    mode: str | None
+    model: ModelChoice
+    fallbacks: list[ModelChoice]
+    estimated_cost: Decimal
+    prompt_tokens: int
+    completion_tokens: int
+    approval: ApprovalNeed | None
+    budgets: list[Budget]
+    policy: PolicySnapshot | None
+    route: RouteSnapshot
+    ab_variant: bool = False
+    skipped: list[str] = field(default_factory=list)  # candidates left out, and why
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.approval is not None
+
+    @property
+    def candidates(self) -> list[ModelChoice]:
+        return [self.model, *self.fallbacks]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "mode": self.mode,
+            "model": self.model.model_id,
+            "provider": self.model.provider_name,
+            "fallbacks": [m.model_id for m in self.fallbacks],
+            "estimated_cost": str(self.estimated_cost),
+            "needs_approval": self.needs_approval,
+            "approval_rule": self.approval.rule.value if self.approval else None,
+            "approval_reason": self.approval.reason if self.approval else None,
+            "budgets": [str(b) for b in self.budgets],
+            "ab_variant": self.ab_variant,
+            "skipped": self.skipped,
+        }
+
+
+def cooldown_key(model_pk: int) -> str:
+    return f"routing:cooldown:{model_pk}"
+
+
+def cool_down(model: ModelChoice, seconds: float | None = None) -> None:
+    """Skip a failing model for a while; its fallbacks answer meanwhile."""
+    cache.set(cooldown_key(model.pk), True, seconds or settings.MODEL_COOLDOWN_SECONDS)
+
+
+def _eligible(model: ModelChoice, policy: PolicySnapshot | None, prompt_tokens: int) -> str | None:
+    """Why `model` cannot serve this call, or None when it can."""
+    if not model.active:
+        return "inactive"
+    if model.price_missing:
+        return "price missing (flagged in the catalog)"
+    if model.context_length is not None and prompt_tokens > model.context_length:
+        return f"context {model.context_length} < {prompt_tokens} tokens"
+    if policy is None:
+        return None
+    if policy.max_context is not None and prompt_tokens > policy.max_context:
+        return f"policy max context {policy.max_context}"
+    if (
+        policy.max_price_per_1k is not None
+        and model.price_per_1k is not None
+        and model.price_per_1k > policy.max_price_per_1k
+    ):
+        return f"over the policy's {policy.max_price_per_1k}/1k tokens"
+    return None
+
+
+def route(
+    operation: str,
+    mode: str | None = None,
+    user: Any = None,
+    estimated_tokens: int | None = None,
+    *,
+    service: str = "",
+    completion_tokens: int | None = None,
+) -> RouteDecision:
+    table = routing_table()
+    snapshot = table.routes.get(operation)
+    if snapshot is None:
+        raise UnknownOperation(operation)
+    if mode is not None and mode not in table.policies:
+        raise UnknownMode(f"Unknown mode '{mode}'. Modes: {', '.join(sorted(table.policies))}.")
+    policy = table.policies.get(mode or snapshot.policy_mode or "")
+    prompt_tokens = estimated_tokens or 0
+    completion = completion_tokens or settings.DEFAULT_COMPLETION_TOKENS
+
+    ordered = [snapshot.primary, *snapshot.fallbacks]
+    ab_variant = False
+    if snapshot.ab_model is not None and random.uniform(0, 100) < snapshot.ab_percent:
+        ordered = [snapshot.ab_model, *[m for m in ordered if m.pk != snapshot.ab_model.pk]]
+        ab_variant = True
+    if policy is not None and not ab_variant:
+        preferred = [
+            m
+            for m in ordered
+            if m.pk == policy.preferred_model_id or m.provider_id == policy.preferred_provider_id
+        ]
+        ordered = preferred + [m for m in ordered if m not in preferred]
+
+    skipped: list[str] = []
+    usable = []
+    for model in ordered:
+        reason = _eligible(model, policy, prompt_tokens)
+        if reason:
+            skipped.append(f"{model.model_id}: {reason}")
+        else:
+            usable.append(model)
+    cooling = cache.get_many([cooldown_key(m.pk) for m in usable])
+    warm = [m for m in usable if cooldown_key(m.pk) not in cooling]
+    skipped += [f"{m.model_id}: cooling down after a failure" for m in usable if m not in warm]
+    # When every usable model is cooling down, try them anyway rather than fail.
+    candidates = warm or usable
+    if not candidates:
+        raise NoModelAvailable(
+            f"No model can serve '{operation}': " + "; ".join(skipped or ["no models"])
+        )
+
+    chosen = candidates[0]
+    estimated = pricing.estimate_cost(chosen, prompt_tokens, completion)
+    applicable = budgets.applicable_budgets(user, operation, service)
+    in_the_way = budgets.would_exceed(applicable, estimated)
+    return RouteDecision(
+        operation=operation,
+        mode=mode or (policy.mode if policy else None),
+        model=chosen,
+        fallbacks=candidates[1:],
+        estimated_cost=estimated,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion,
+        approval=approval_needed(snapshot, estimated, in_the_way),
+        budgets=applicable,
+        policy=policy,
+        route=snapshot,
+        ab_variant=ab_variant,
+        skipped=skipped,
+    )

@@ -1,0 +1,175 @@
+"""Plain, cacheable views of the routing configuration.
+
+`route()` runs on every AI call, so it reads these frozen snapshots from memory
+instead of the database. The whole table of routes is loaded at once, kept for at
+most `ROUTE_CACHE_SECONDS` (5 minutes), and dropped at once in every process when a
+route, policy, model or provider changes: a change bumps a version number in the
+shared cache, which each process compares on every call.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+
+from routing.models import AIModel, Policy, Route
+
+VERSION_KEY = "routing:config-version"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    pk: int
+    model_id: str
+    provider_id: int
+    provider_name: str
+    provider_kind: str
+    context_length: int | None
+    supports_tools: bool
+    price_missing: bool
+    price_per_1k: Decimal | None
+    active: bool
+    # Prices per token, as in the catalog (None: unknown), for estimates.
+    price_prompt: Decimal | None
+    price_completion: Decimal | None
+    price_cache_read: Decimal | None
+    price_cache_write: Decimal | None
+    price_reasoning: Decimal | None
+    price_request: Decimal | None
+
+    @classmethod
+    def of(cls, model: AIModel) -> ModelChoice:
+        return cls(
+            pk=model.pk,
+            model_id=model.model_id,
+            provider_id=model.provider_id,
+            provider_name=model.provider.name,
+            provider_kind=model.provider.kind,
+            context_length=model.context_length,
+            supports_tools=model.supports_tools,
+            price_missing=model.price_missing,
+            price_per_1k=model.price_per_1k(),
+            active=model.active and model.provider.enabled,
+            **{name: getattr(model, name) for name in AIModel.PRICE_FIELDS},
+        )
+
+    @property
+    def is_offline(self) -> bool:
+        return self.provider_kind == "offline"
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_id} via {self.provider_name}"
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    mode: str
+    preferred_provider_id: int | None
+    preferred_model_id: int | None
+    max_price_per_1k: Decimal | None
+    max_context: int | None
+    max_iterations: int
+    max_cost_per_run: Decimal | None
+    max_wall_clock_seconds: int
+
+    @classmethod
+    def of(cls, policy: Policy) -> PolicySnapshot:
+        return cls(
+            mode=policy.mode,
+            preferred_provider_id=policy.preferred_provider_id,
+            preferred_model_id=policy.preferred_model_id,
+            max_price_per_1k=policy.max_price_per_1k,
+            max_context=policy.max_context,
+            max_iterations=policy.max_iterations,
+            max_cost_per_run=policy.max_cost_per_run,
+            max_wall_clock_seconds=policy.max_wall_clock_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class RouteSnapshot:
+    operation: str
+    route_id: int
+    primary: ModelChoice
+    fallbacks: tuple[ModelChoice, ...]
+    policy_mode: str | None
+    spends_money: bool
+    irreversible: bool
+    approval_threshold: Decimal | None
+    ab_model: ModelChoice | None
+    ab_percent: int
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    routes: dict[str, RouteSnapshot]
+    policies: dict[str, PolicySnapshot]
+    version: str
+    loaded_at: float
+
+
+def load_table(version: str) -> RoutingTable:
+    routes = Route.objects.select_related(
+        "primary_model__provider", "ab_model__provider", "policy"
+    ).prefetch_related("fallback_links__model__provider")
+    snapshots = {}
+    for route in routes:
+        snapshots[route.operation] = RouteSnapshot(
+            operation=route.operation,
+            route_id=route.pk,
+            primary=ModelChoice.of(route.primary_model),
+            fallbacks=tuple(
+                ModelChoice.of(link.model)
+                for link in sorted(route.fallback_links.all(), key=lambda link: link.position)
+            ),
+            policy_mode=route.policy.mode if route.policy else None,
+            spends_money=route.spends_money,
+            irreversible=route.irreversible,
+            approval_threshold=route.approval_threshold,
+            ab_model=ModelChoice.of(route.ab_model) if route.ab_model else None,
+            ab_percent=route.ab_percent,
+        )
+    policies = {policy.mode: PolicySnapshot.of(policy) for policy in Policy.objects.all()}
+    return RoutingTable(snapshots, policies, version, time.monotonic())
+
+
+_table: RoutingTable | None = None
+_lock = threading.Lock()
+
+
+def current_version() -> str:
+    version = cache.get(VERSION_KEY)
+    if version is None:
+        version = uuid.uuid4().hex
+        if not cache.add(VERSION_KEY, version, None):
+            version = cache.get(VERSION_KEY) or version
+    return version
+
+
+def routing_table() -> RoutingTable:
+    """The routes and policies, from memory while still current."""
+    global _table
+    version = current_version()
+    table = _table
+    if (
+        table is None
+        or table.version != version
+        or time.monotonic() - table.loaded_at > settings.ROUTE_CACHE_SECONDS
+    ):
+        with _lock:
+            table = load_table(version)
+            _table = table
+    return table
+
+
+def invalidate(**kwargs: object) -> None:
+    """Signal receiver: once the change commits, every process reloads its table."""
+    transaction.on_commit(lambda: cache.set(VERSION_KEY, uuid.uuid4().hex, None))

@@ -1,0 +1,400 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 for tests: scripted per request.
+
+    with OpenAIServer() as server:
+        server.reply(Answer("Hello", cost="0.000123456789012345"))   # the next request
+        server.reply(Failure(429, "slow down", headers={"Retry-After": "7"}),
+                     model="openai/gpt-4o")                            # the next one for a model
+        provider = OpenAICompatibleProvider(server.url, "sk-test")    # server.url ends in /v1
+        ...
+        server.requests[-1].json["messages"]                          # what it received
+
+It serves `POST <any prefix>/chat/completions` and `GET <any prefix>/models`
+(`server.models`). Each chat request takes the next scripted reply queued for its
+model, else the next one queued for any model, else `Answer("ok")`; so unscripted
+traffic (a benchmark) always gets a valid answer. HTTP/1.1 with keep-alive; streams
+are chunked.
+
+Replies:
+- `Answer(content, tool_calls=..., usage=..., cost=...)` answers the way the request
+  asked: one JSON completion, or (`"stream": true`) OpenRouter-shaped server-sent
+  events: a `: OPENROUTER PROCESSING` comment, content in word pieces, tool-call
+  deltas with their arguments in pieces, a finish chunk, a usage chunk (`choices`
+  empty) and `data: [DONE]`.
+- `Stream(events)` sends exactly these events (dicts as `data:` lines, strings as
+  raw lines, e.g. a comment), optionally without `[DONE]` or dropping the connection
+  after some events; `chunk()` and `usage_chunk()` build events.
+- `Failure(status, message, headers=...)` answers with an OpenAI-style error body.
+- `Disconnect()` closes the connection without answering.
+Every reply takes `delay` (seconds before the response starts). Decimal numbers are
+written with their exact digits, so `cost="0.000123456789012345"` arrives as is.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from routing.money import dumps_exact
+
+# -- replies ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A successful answer, streamed or not as the request asks.
+
+    `tool_calls` are (name, arguments) pairs, arguments a dict or JSON text.
+    `usage` is an OpenAI usage object; by default word counts. `cost` (OpenRouter's
+    `usage.cost`) is added to it when given.
+    """
+
+    content: str = "ok"
+    tool_calls: tuple[tuple[str, dict[str, Any] | str], ...] = ()
+    usage: dict[str, Any] | None = None
+    cost: Decimal | str | None = None
+    model: str | None = None  # default: the requested model
+    finish_reason: str | None = None  # default: "tool_calls" or "stop"
+    delay: float = 0.0
+    event_delay: float = 0.0  # between stream events
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Exactly these stream events (dicts become `data:` lines; strings are sent as raw
+    lines, e.g. ": OPENROUTER PROCESSING"), then `data: [DONE]` unless `done` is False.
+    `drop_after=n` closes the connection after n events, mid-body."""
+
+    events: tuple[dict[str, Any] | str, ...]
+    done: bool = True
+    drop_after: int | None = None
+    delay: float = 0.0
+    event_delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An HTTP error with an OpenAI-style body `{"error": {"message", "code"}}`."""
+
+    status: int
+    message: str = "failure"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Disconnect:
+    """Close the connection without sending a response."""
+
+    delay: float = 0.0
+
+
+Reply = Answer | Stream | Failure | Disconnect
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]  # names lower-cased
+    json: Any
+    client_port: int  # the same port again means the connection was kept alive
+
+
+def chunk(
+    content: str | None = None,
+    *,
+    tool_calls: list[dict[str, Any]] | None = None,
+    finish_reason: str | None = None,
+    model: str = "test/model",
+    role: str | None = None,
+) -> dict[str, Any]:
+    """One `chat.completion.chunk` event."""
+    delta: dict[str, Any] = {}
+    if role:
+        delta["role"] = role
+    if content is not None:
+        delta["content"] = content
+    if tool_calls is not None:
+        delta["tool_calls"] = tool_calls
+    return {
+        "id": "gen-test-1",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+
+
+def usage_chunk(
+    prompt_tokens: int = 10,
+    completion_tokens: int = 5,
+    *,
+    cost: Decimal | str | None = None,
+    cached_tokens: int = 0,
+    reasoning_tokens: int = 0,
+    model: str = "test/model",
+) -> dict[str, Any]:
+    """The final usage event, as OpenRouter sends it: `choices` empty."""
+    return {
+        "id": "gen-test-1",
+        "object": "chat.completion.chunk",
+        "created": 1700000000,
+        "model": model,
+        "choices": [],
+        "usage": _usage(prompt_tokens, completion_tokens, cost, cached_tokens, reasoning_tokens),
+    }
+
+
+def _usage(
+    prompt_tokens: int,
+    completion_tokens: int,
+    cost: Decimal | str | None,
+    cached_tokens: int = 0,
+    reasoning_tokens: int = 0,
+) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
+    }
+    if cost is not None:
+        usage["cost"] = Decimal(cost)
+    return usage
+
+
+# -- the server -----------------------------------------------------------------------
+
+
+class OpenAIServer:
+    """See the module docstring. Use as a context manager; `url` is the base URL
+    (ending in /v1) a client puts before `/chat/completions`."""
+
+    def __init__(self, models: list[dict[str, Any]] | None = None) -> None:
+        self.models = list(models or [])
+        self.requests: list[ReceivedRequest] = []
+        self._queues: dict[str | None, deque[Reply]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.server = _Server(("127.0.0.1", 0), _handler_for(self))
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def reply(self, *replies: Reply, model: str | None = None) -> None:
+        """Queue replies for the next requests (for `model` only, if given)."""
+        with self._lock:
+            self._queues[model].extend(replies)
+
+    @property
+    def pending(self) -> int:
+        """Replies queued and not yet sent."""
+        with self._lock:
+            return sum(len(queue) for queue in self._queues.values())
+
+    def __enter__(self) -> OpenAIServer:
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()  # wakes handlers still sleeping on a delay
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _take(self, request: ReceivedRequest) -> Reply:
+        model = request.json.get("model") if isinstance(request.json, dict) else None
+        with self._lock:
+            self.requests.append(request)
+            for key in (model, None):
+                if self._queues.get(key):
+                    return self._queues[key].popleft()
+        return Answer()
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait; False when the server is stopping meanwhile."""
+        return not (seconds and self._stopping.wait(seconds))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up (a timeout test) is not an error here
+
+
+def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: with Nagle's algorithm on, each
+        # kept-alive answer would wait ~40 ms for a delayed ACK.
+        disable_nagle_algorithm = True
+
+        def do_GET(self) -> None:
+            self._record(None)
+            if self.path.rstrip("/").endswith("/models"):
+                self._send_json(200, {"object": "list", "data": server.models})
+            else:
+                self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            raw = self.rfile.read(length)
+            try:
+                body = json.loads(raw, parse_float=Decimal) if raw else None
+            except ValueError:
+                body = None
+            request = self._record(body)
+            if not self.path.rstrip("/").endswith("/chat/completions"):
+                self._send_json(404, {"error": {"message": f"no route {self.path}"}})
+                return
+            reply = server._take(request)
+            if not server._sleep(reply.delay):
+                return
+            wants_stream = isinstance(body, dict) and bool(body.get("stream"))
+            model = (body or {}).get("model", "test/model") if isinstance(body, dict) else ""
+            match reply:
+                case Disconnect():
+                    self._drop()
+                case Failure(status=status, message=message, headers=headers):
+                    error = {"error": {"message": message, "code": status}}
+                    self._send_json(status, error, headers)
+                case Stream():
+                    self._send_stream(reply)
+                case Answer() if wants_stream:
+                    self._send_stream(_answer_stream(reply, model))
+                case Answer():
+                    self._send_json(200, _answer_body(reply, model))
+
+        def _record(self, body: Any) -> ReceivedRequest:
+            return ReceivedRequest(
+                method=self.command,
+                path=self.path,
+                headers={name.lower(): value for name, value in self.headers.items()},
+                json=body,
+                client_port=self.client_address[1],
+            )
+
+        def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            payload = dumps_exact(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def _send_stream(self, stream: Stream) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Transfer-Encoding", "chunked")
+            for name, value in stream.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            for number, event in enumerate(stream.events):
+                if stream.drop_after is not None and number >= stream.drop_after:
+                    self._drop()
+                    return
+                if number and not server._sleep(stream.event_delay):
+                    return
+                line = event if isinstance(event, str) else f"data: {dumps_exact(event)}"
+                self._write_chunk(f"{line}\n\n")
+            if stream.drop_after is not None and stream.drop_after >= len(stream.events):
+                self._drop()
+                return
+            if stream.done:
+                self._write_chunk("data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+
+        def _write_chunk(self, text: str) -> None:
+            data = text.encode()
+            self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        def _drop(self) -> None:
+            self.close_connection = True
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep the test output clean
+
+    Handler.__name__ = "OpenAIServerHandler"
+    return Handler
+
+
+def _answer_body(answer: Answer, model: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": answer.content or None}
+    calls = _tool_calls(answer)
+    if calls:
+        message["tool_calls"] = calls
+    return {
+        "id": "gen-test-1",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": answer.model or model,
+        "choices": [{"index": 0, "message": message, "finish_reason": _finish(answer)}],
+        "usage": _answer_usage(answer),
+    }
+
+
+def _answer_stream(answer: Answer, model: str) -> Stream:
+    model = answer.model or model
+    events: list[dict[str, Any] | str] = [
+        ": OPENROUTER PROCESSING",
+        chunk("", role="assistant", model=model),
+    ]
+    events += [chunk(piece, model=model) for piece in _pieces(answer.content)]
+    for index, call in enumerate(_tool_calls(answer)):
+        arguments = call["function"]["arguments"]
+        head = {**call, "index": index, "function": {"name": call["function"]["name"]}}
+        head["function"]["arguments"] = ""
+        events.append(chunk(tool_calls=[head], model=model))
+        events += [
+            chunk(tool_calls=[{"index": index, "function": {"arguments": arguments[i : i + 7]}}])
+            for i in range(0, len(arguments), 7)
+        ]
+    events.append(chunk(finish_reason=_finish(answer), model=model))
+    events.append({**usage_chunk(model=model), "usage": _answer_usage(answer)})
+    return Stream(tuple(events), event_delay=answer.event_delay)
+
+
+def _tool_calls(answer: Answer) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"call_test_{index}",
+            "type": "function",
+            "function": {
+                "name": name,
+                "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+            },
+        }
+        for index, (name, arguments) in enumerate(answer.tool_calls)
+    ]
+
+
+def _finish(answer: Answer) -> str:
+    return answer.finish_reason or ("tool_calls" if answer.tool_calls else "stop")
+
+
+def _answer_usage(answer: Answer) -> dict[str, Any]:
+    usage = dict(answer.usage or _usage(12, len(answer.content.split()), None))
+    if answer.cost is not None:
+        usage["cost"] = Decimal(answer.cost)
+    return usage
+
+
+def _pieces(text: str) -> list[str]:
+    words = text.split(" ")
+    return [word + (" " if i < len(words) - 1 else "") for i, word in enumerate(words) if word]
