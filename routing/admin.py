@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from controlplane import audit
 from controlplane.admin import ReadOnlyAdmin
 from controlplane.admin_site import CONTROL, INTELLIGENCE, OBSERVABILITY
 from controlplane.tiers import Tier, tier_of
@@ -120,6 +121,22 @@ class RouteAdmin(admin.ModelAdmin):
     inlines = [RouteFallbackInline]
     exclude = ["fallbacks"]
     search_fields = ["operation"]
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        # Fallback rows are not audited models, so the route records their change
+        # as its own, like any other field: the models in order, before and after.
+        route = form.instance
+        before = _fallback_ids(route) if change else []
+        super().save_related(request, form, formsets, change)
+        after = _fallback_ids(route)
+        if before != after:
+            audit.record(
+                "route.changed", route, before={"fallbacks": before}, after={"fallbacks": after}
+            )
+
+
+def _fallback_ids(route: Route) -> list[int]:
+    return list(route.fallback_links.order_by("position", "pk").values_list("model_id", flat=True))
 
 
 @admin.register(Budget)

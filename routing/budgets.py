@@ -166,7 +166,10 @@ def would_exceed(budgets: Iterable[Budget], amount: Decimal) -> Budget | None:
     """The first budget that `amount` more would take past its limit today, if any.
 
     A read for approval rule 3; nothing is reserved. None also when budgets are
-    not enforced, since asking for an approval is a way of enforcing them.
+    not enforced, since asking for an approval is a way of enforcing them, and when
+    a budget the call needs is already used up: an approval lets one call go past a
+    limit, it does not reopen a spent budget, so `reserve` refuses that call naming
+    the budget (as the 100% notice says: calls that need more are refused).
     """
     budgets = _unique(budgets)
     if not budgets or not budgets_enforced():
@@ -174,12 +177,15 @@ def would_exceed(budgets: Iterable[Budget], amount: Decimal) -> Budget | None:
     ledgers = {
         row.budget_id: row for row in BudgetDay.objects.filter(budget__in=budgets, day=budget_day())
     }
+    in_the_way = None
     for budget in budgets:
         row = ledgers.get(budget.pk)
         committed = row.reserved + row.spent if row else ZERO
         if committed + amount > budget.daily_limit:
-            return budget
-    return None
+            if committed >= budget.daily_limit:
+                return None
+            in_the_way = in_the_way or budget
+    return in_the_way
 
 
 # Reserve, settle, release.
@@ -198,7 +204,8 @@ def reserve(
     if amount < 0:
         raise ValueError(f"A reservation cannot be negative ({amount}).")
     budgets = _unique(budgets)
-    checked = budgets_enforced() and not approved
+    # Without budgets there is no limit to check: no need to read the toggle.
+    checked = bool(budgets) and budgets_enforced() and not approved
     # Ledger rows are created (and their limits brought up to date) before the
     # reservation's transaction, so a refusal does not undo them and concurrent
     # first calls of the day do not queue behind each other's whole reservation.
@@ -216,6 +223,8 @@ def reserve(
             request_id=request_id, amount=amount, approved=approved
         )
         reservation.days.add(*ledgers)
+    # settle() or release() of this very object then needs no query to find them.
+    setattr(reservation, _LEDGER_IDS, [ledger.pk for ledger in ledgers])
     if not checked and budgets:
         log.info(
             "reserved %s for %s without a limit check (%s)",
@@ -224,6 +233,18 @@ def reserve(
             "approved" if approved else "budgets not enforced",
         )
     return reservation
+
+
+# The ledgers a reservation holds money on, in primary-key order, as `reserve` made
+# them: a reservation's ledgers never change once it is made.
+_LEDGER_IDS = "_held_on_ledger_ids"
+
+
+def _ledger_ids(reservation: Reservation) -> list[int]:
+    known = getattr(reservation, _LEDGER_IDS, None)
+    if known is not None:
+        return list(known)
+    return list(reservation.days.order_by("pk").values_list("pk", flat=True))
 
 
 def settle(reservation: Reservation, actual: Decimal) -> bool:
@@ -243,12 +264,13 @@ def settle(reservation: Reservation, actual: Decimal) -> bool:
         if not was_held and not mine.filter(status=Reservation.Status.RELEASED).update(**closed):
             return False  # settled already
         held = reservation.amount if was_held else ZERO
-        ledger_ids = list(reservation.days.order_by("pk").values_list("pk", flat=True))
+        ledger_ids = _ledger_ids(reservation)
         for ledger_id in ledger_ids:
             BudgetDay.objects.filter(pk=ledger_id).update(
                 spent=F("spent") + actual, reserved=F("reserved") - held
             )
-        _notify_thresholds(ledger_ids)
+        if ledger_ids:
+            _notify_thresholds(ledger_ids)
     reservation.status, reservation.actual, reservation.closed_at = (
         Reservation.Status.SETTLED,
         actual,
@@ -265,7 +287,7 @@ def release(reservation: Reservation) -> bool:
             status=Reservation.Status.RELEASED, closed_at=now
         ):
             return False
-        for ledger_id in reservation.days.order_by("pk").values_list("pk", flat=True):
+        for ledger_id in _ledger_ids(reservation):
             BudgetDay.objects.filter(pk=ledger_id).update(
                 reserved=F("reserved") - reservation.amount
             )

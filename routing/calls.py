@@ -14,10 +14,11 @@ import time
 import uuid
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any
+from decimal import ROUND_CEILING, Decimal
+from typing import Any, cast
 
 from django.contrib.auth import get_user_model
+from django.db import models, transaction
 from django.utils import timezone
 
 from controlplane.approvals import request_approval
@@ -135,14 +136,31 @@ def _refusal_log(context: CallContext, exc: CallRefused, model_requested: str) -
     )
 
 
+def _requester(context: CallContext) -> Any:
+    """Who asks for (and may then use) an approval: the user, else the service's account."""
+    if getattr(context.user, "pk", None):
+        return context.user
+    return service_account(context.service or "unknown")
+
+
+def _approval_amount(estimate: Decimal) -> Decimal:
+    """The estimate rounded up to the places `Approval.amount` keeps, so the stored
+    amount still covers the call it approves (rounded down, it never would)."""
+    column = Approval._meta.get_field("amount")
+    assert isinstance(column, models.DecimalField)
+    return estimate.quantize(Decimal(1).scaleb(-column.decimal_places), rounding=ROUND_CEILING)
+
+
 def _usable_approval(context: CallContext, decision: RouteDecision) -> Approval | None:
-    """An approved, unexpired, unused approval for this operation; using it spends it."""
+    """An approved, unused approval this requester got for this operation; using it
+    spends it."""
     if context.approval_id is None:
         return None
     approval = Approval.objects.filter(
         pk=context.approval_id,
         action=APPROVAL_ACTION,
         status=Approval.Status.APPROVED,
+        requested_by=_requester(context),
         proposal__operation=context.operation,
     ).first()
     if approval is None:
@@ -158,11 +176,7 @@ def _usable_approval(context: CallContext, decision: RouteDecision) -> Approval 
 def _ask_for_approval(context: CallContext, decision: RouteDecision) -> Approval:
     need = decision.approval
     assert need is not None
-    requester = (
-        context.user
-        if getattr(context.user, "pk", None)
-        else service_account(context.service or "unknown")
-    )
+    requester = _requester(context)
     pending = Approval.objects.filter(
         action=APPROVAL_ACTION,
         status=Approval.Status.PENDING,
@@ -178,7 +192,7 @@ def _ask_for_approval(context: CallContext, decision: RouteDecision) -> Approval
         requested_by=requester,
         reason=f"{need.reason} Model {decision.model.label}, estimated "
         f"${decision.estimated_cost:.6f}.",
-        amount=decision.estimated_cost if need.about_money else None,
+        amount=_approval_amount(decision.estimated_cost) if need.about_money else None,
         required_tier=Tier.OWNER if need.about_money else Tier.OPERATOR,
         proposal={
             "operation": context.operation,
@@ -279,7 +293,6 @@ def _finish(
     usage: Usage | None = None,
 ) -> tuple[OperationLog, Decimal, str]:
     """Price the call, settle or release its reservation, and write its log row."""
-    decision, context = prepared.decision, prepared.context
     usage = completion.usage if completion is not None else usage
     cost, source = Decimal(0), str(OperationLog.CostSource.NONE)
     if model is not None and usage is not None:
@@ -288,11 +301,27 @@ def _finish(
         except pricing.PriceMissing as exc:
             # The call happened; its cost is unknown, and the log says so.
             source, error = str(exc.source), (error + " " if error else "") + str(exc)
-    if model is not None and usage is not None:
-        budgets.settle(prepared.reservation, cost)
-    else:
-        budgets.release(prepared.reservation)
-    row = OperationLog.objects.create(
+    # One transaction for the settlement and the log row: one commit (one disk
+    # flush) instead of two, and the ledger and the log never disagree.
+    with transaction.atomic():
+        if model is not None and usage is not None:
+            budgets.settle(prepared.reservation, cost)
+        else:
+            budgets.release(prepared.reservation)
+        row = _log_row(prepared, model, usage, cost, source, error)
+    return row, cost, source
+
+
+def _log_row(
+    prepared: _Prepared,
+    model: ModelChoice | None,
+    usage: Usage | None,
+    cost: Decimal,
+    source: str,
+    error: str,
+) -> OperationLog:
+    decision, context = prepared.decision, prepared.context
+    return OperationLog.objects.create(
         request_id=context.request_id,
         operation=context.operation,
         mode=decision.mode or "",
@@ -316,7 +345,6 @@ def _finish(
         error=error,
         attempts=prepared.attempts,
     )
-    return row, cost, source
 
 
 def complete(
@@ -392,14 +420,20 @@ def stream(
         model_requested=model_requested,
     )
     prepared.streaming = True
-    return StreamingCall(prepared.decision, _stream_events(prepared))
+    events = _stream_events(prepared)
+    # Run it into its try block: a generator closed before it started would skip its
+    # `finally`, leaving the reservation held and the call unlogged.
+    next(events)
+    return StreamingCall(prepared.decision, cast(Generator[StreamChunk | CallResult], events))
 
 
-def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult]:
+def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult | None]:
+    """Yields None once, for `stream()` to prime it, then the call's chunks and result."""
     finished = False
     model: ModelChoice | None = None
     streamed: list[str] = []
     try:
+        yield None
         last_error: ProviderError | None = None
         for model in prepared.decision.candidates:
             began = time.perf_counter()

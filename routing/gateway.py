@@ -22,6 +22,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
+from controlplane.models import toggle_enabled
 from routing import calls
 from routing.models import AIModel, ServiceKey
 from routing.money import dumps_exact, loads_exact
@@ -48,11 +49,13 @@ def _service_key(request: HttpRequest) -> ServiceKey | None:
         return None
     key = ServiceKey.authenticate(header.removeprefix("Bearer ").strip())
     if key is not None:
-        # A cheap, conditional write: last use to the minute is enough.
+        # A cheap, conditional write: last use to the minute is enough. The row was
+        # just read, so a key used within the minute needs no write at all.
         stale = timezone.now() - timedelta(minutes=1)
-        ServiceKey._base_manager.filter(pk=key.pk).exclude(last_used_at__gt=stale).update(
-            last_used_at=timezone.now()
-        )
+        if key.last_used_at is None or key.last_used_at <= stale:
+            ServiceKey._base_manager.filter(pk=key.pk).exclude(last_used_at__gt=stale).update(
+                last_used_at=timezone.now()
+            )
     return key
 
 
@@ -74,12 +77,16 @@ def _parse(request: HttpRequest) -> dict[str, Any]:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise BadRequest(f"messages[{index}] must be an object with a 'role'.")
     max_tokens = body.get("max_tokens")
-    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+    # bool is an int in Python, not in JSON: `true` is no token count.
+    if max_tokens is not None and (
+        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
+    ):
         raise BadRequest("'max_tokens' must be a positive integer.")
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
         raise BadRequest("'tools' must be a list.")
-    if not isinstance(body.get("stream", False), bool):
+    # null means the default (false), as in OpenAI's API.
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
         raise BadRequest("'stream' must be true or false.")
     return body
 
@@ -202,6 +209,10 @@ def _sse_events(call: calls.StreamingCall, request_id: str) -> Generator[bytes]:
     except calls.CallFailed as exc:
         error = {"error": {"message": str(exc), "type": "upstream_error", "code": exc.status}}
         yield f"data: {json.dumps(error)}\n\n".encode()
+    finally:
+        # Closing this (a client went away) closes the call now, in this thread, so it
+        # settles and logs; left to the garbage collector, that could wait forever.
+        call.events.close()
     yield b"data: [DONE]\n\n"
 
 
@@ -228,6 +239,8 @@ async def _sse(call: calls.StreamingCall, request_id: str) -> AsyncIterator[byte
 def models(request: HttpRequest) -> HttpResponse:
     if _service_key(request) is None:
         return _error(401, "invalid_api_key", "A valid service API key is required (Bearer).")
+    if not toggle_enabled("gateway.enabled", default=True):
+        return _error(503, "feature_off", "The gateway is switched off (toggle gateway.enabled).")
     rows = AIModel.objects.filter(active=True, provider__enabled=True).select_related("provider")
     return _json(
         {

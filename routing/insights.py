@@ -4,6 +4,7 @@ spend anomalies, cheaper models, A/B comparisons and a savings calculator."""
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -11,7 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from controlplane.notifications import notify
@@ -35,8 +36,9 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
 def _percentile(values: list[int], share: float) -> int:
     if not values:
         return 0
+    # Nearest rank: the smallest value with at least `share` of the values at or below it.
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+    return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
 def rollup_day(day: date) -> int:
@@ -117,14 +119,17 @@ def daily_totals(
     return [DayTotals(day, *sums.get(day, (ZERO, 0))) for day in days_list]
 
 
+def _operations(rows: QuerySet[DailySpend]) -> list[str]:
+    # Without order_by() the default ordering's day and model join the SELECT
+    # DISTINCT, and an operation comes back once per day and model.
+    return list(rows.order_by("operation").values_list("operation", flat=True).distinct())
+
+
 def detect_anomalies(day: date | None = None) -> list[Recommendation]:
     """Flag a day whose spend is >= 2x, or whose calls are >= 3x, the trailing 7-day
     average, overall and per operation; each anomaly notifies once."""
     day = day or budget_day()
-    operations = [
-        None,
-        *DailySpend.objects.filter(day=day).values_list("operation", flat=True).distinct(),
-    ]
+    operations = [None, *_operations(DailySpend.objects.filter(day=day))]
     found = []
     for operation in operations:
         history = daily_totals(TRAILING_DAYS + 1, until=day, operation=operation)
@@ -190,6 +195,11 @@ class Savings:
     def monthly_saving(self) -> Decimal:
         return (self.current_cost - self.alternative_cost) * 30 / self.days
 
+    @property
+    def monthly_extra_cost(self) -> Decimal:
+        """What the alternative would cost more a month (a negative saving, as people say it)."""
+        return -self.monthly_saving
+
 
 def savings(operation: str, alternative: AIModel, *, days: int = TRAILING_DAYS) -> Savings:
     """What the last `days` of an operation would have cost on another model."""
@@ -223,9 +233,7 @@ def recommend_cheaper_models() -> list[Recommendation]:
     ]
     by_id = {m.model_id: m for m in AIModel.objects.select_related("provider")}
     made = []
-    operations = (
-        DailySpend.objects.filter(day__gte=first).values_list("operation", flat=True).distinct()
-    )
+    operations = _operations(DailySpend.objects.filter(day__gte=first))
     for operation in operations:
         current = by_id.get(
             DailySpend.objects.filter(operation=operation, day__gte=first)
@@ -280,28 +288,35 @@ class Arm:
 def ab_comparisons(days: int = TRAILING_DAYS) -> list[tuple[Route, list[Arm]]]:
     """Each A/B split's arms over the last `days`: cost per call, latency, errors."""
     first = budget_day() - timedelta(days=days - 1)
-    results = []
-    for route in (
+    routes = list(
         Route.objects.exclude(ab_model=None)
         .filter(ab_percent__gt=0)
         .select_related("primary_model", "ab_model")
-    ):
+    )
+    # One read of the rollup for every split, so the page's queries do not grow
+    # with the number of routes.
+    per_arm: dict[tuple[str, str], list[tuple[int, int, Decimal, int]]] = defaultdict(list)
+    rows = DailySpend.objects.filter(
+        day__gte=first, operation__in=[route.operation for route in routes]
+    ).values_list("operation", "model", "calls", "errors", "cost", "latency_p50_ms")
+    for operation, model_id, calls, errors, cost, p50 in rows:
+        per_arm[(operation, model_id)].append((calls, errors, cost, p50))
+    results = []
+    for route in routes:
         arms = []
         for model in (route.primary_model, route.ab_model):
             assert model is not None
-            rows = DailySpend.objects.filter(
-                operation=route.operation, model=model.model_id, day__gte=first
-            )
-            totals = rows.aggregate(calls=Sum("calls"), errors=Sum("errors"), cost=Sum("cost"))
-            calls = totals["calls"] or 0
-            p50s = sorted(rows.values_list("latency_p50_ms", flat=True))
+            days_rows = per_arm.get((route.operation, model.model_id), [])
+            calls = sum(c for c, _, _, _ in days_rows)
+            cost = sum((c for _, _, c, _ in days_rows), ZERO)
+            errors = sum(e for _, e, _, _ in days_rows)
             arms.append(
                 Arm(
                     model=model.model_id,
                     calls=calls,
-                    cost_per_call=(totals["cost"] or ZERO) / calls if calls else ZERO,
-                    p50_ms=_percentile(list(p50s), 0.5),
-                    error_rate=Decimal(totals["errors"] or 0) / calls if calls else ZERO,
+                    cost_per_call=cost / calls if calls else ZERO,
+                    p50_ms=_percentile([p for _, _, _, p in days_rows], 0.5),
+                    error_rate=Decimal(errors) / calls if calls else ZERO,
                 )
             )
         results.append((route, arms))

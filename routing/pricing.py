@@ -81,8 +81,9 @@ class PriceMissing(Exception):
 def cost_of(model: PricedModel, usage: Usage) -> tuple[Decimal, str]:
     """The cost of one call and where the figure comes from (an `OperationLog.CostSource`).
 
-    - "provider": the provider reported the cost; it wins, exactly as reported.
-    - "offline": the offline model is free.
+    - "offline": the offline model is free (it reports zero, or nothing).
+    - "provider": the provider reported the cost; it wins, exactly as reported (a
+      scripted stand-in for the offline model may report a real cost).
     - "catalog": uncached prompt tokens (prompt - cached - cache-write) at the prompt
       price; cached tokens at the cache-read price and cache-write tokens at the
       cache-write price, each falling back to the prompt price when not listed;
@@ -96,10 +97,11 @@ def cost_of(model: PricedModel, usage: Usage) -> tuple[Decimal, str]:
     the prompt, reasoning tokens part of the completion); a provider that reports
     them separately never yields a negative count, the difference is floored at zero.
     """
+    if model.is_offline and not usage.reported_cost:
+        # The offline model reports a cost of zero; it is free, not provider-priced.
+        return ZERO, CostSource.OFFLINE
     if usage.reported_cost is not None:
         return usage.reported_cost, CostSource.PROVIDER
-    if model.is_offline:
-        return ZERO, CostSource.OFFLINE
     prompt_price, completion_price = _required_prices(model)
     cache_read_price = _listed_or(model.price_cache_read, prompt_price)
     cache_write_price = _listed_or(model.price_cache_write, prompt_price)

@@ -13,6 +13,7 @@ from django.core.cache import cache
 
 from routing import budgets, pricing
 from routing.approval_rules import ApprovalNeed, approval_needed
+from routing.budgets import dollars
 from routing.models import Budget
 from routing.snapshots import ModelChoice, PolicySnapshot, RouteSnapshot, routing_table
 
@@ -107,7 +108,7 @@ def _eligible(model: ModelChoice, policy: PolicySnapshot | None, prompt_tokens: 
         and model.price_per_1k is not None
         and model.price_per_1k > policy.max_price_per_1k
     ):
-        return f"over the policy's {policy.max_price_per_1k}/1k tokens"
+        return f"over the policy's {dollars(policy.max_price_per_1k)}/1k tokens"
     return None
 
 

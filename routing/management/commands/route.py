@@ -6,6 +6,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from routing.budgets import dollars
 from routing.router import RoutingError, route
 
 
@@ -47,7 +48,7 @@ class Command(BaseCommand):
         self.stdout.write(f"operation   {described['operation']} (mode {described['mode'] or '—'})")
         self.stdout.write(f"model       {described['model']} via {described['provider']}")
         self.stdout.write(f"fallbacks   {', '.join(described['fallbacks']) or '—'}")
-        self.stdout.write(f"estimate    ${described['estimated_cost']}")
+        self.stdout.write(f"estimate    {dollars(decision.estimated_cost)}")
         if decision.approval:
             self.stdout.write(
                 f"approval    needed ({decision.approval.rule.value}): {decision.approval.reason}"

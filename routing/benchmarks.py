@@ -1,0 +1,200 @@
+"""What `manage.py bench_route` and `manage.py bench_gateway` share: latency
+percentiles, and a minimal, fast OpenAI-compatible upstream to send calls to.
+
+The upstream answers every `POST .../chat/completions` with the same small JSON
+completion (usage and an OpenRouter-style `usage.cost`) and `GET .../models` with a
+one-model list. It is a bare asyncio protocol with Nagle disabled, so that what the
+gateway benchmark measures is the gateway, not the upstream. The gateway benchmark
+runs it in a process of its own:
+
+    python -m routing.benchmarks [--port 0]     # prints "listening on <port>"
+
+This module imports nothing from Django, so that process starts in a few
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import socket
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+UPSTREAM_MODEL = "bench-model"
+UPSTREAM_COST = "0.0000021"  # USD per call, as the upstream reports it (usage.cost)
+UPSTREAM_PROMPT_TOKENS = 12
+UPSTREAM_COMPLETION_TOKENS = 2
+
+
+# -- statistics -------------------------------------------------------------------------
+
+
+def percentile(ordered: Sequence[float], percent: float) -> float:
+    """The nearest-rank percentile of already sorted values."""
+    if not ordered:
+        raise ValueError("no samples")
+    rank = math.ceil(percent / 100 * len(ordered))
+    return ordered[min(max(rank, 1), len(ordered)) - 1]
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """Percentiles of a run of samples, in the unit the samples were taken in."""
+
+    count: int
+    p50: float
+    p95: float
+    p99: float
+    max: float
+    mean: float
+
+    @classmethod
+    def of(cls, samples: Sequence[float]) -> Latencies:
+        ordered = sorted(samples)
+        return cls(
+            count=len(ordered),
+            p50=percentile(ordered, 50),
+            p95=percentile(ordered, 95),
+            p99=percentile(ordered, 99),
+            max=ordered[-1],
+            mean=sum(ordered) / len(ordered),
+        )
+
+
+# -- the upstream -----------------------------------------------------------------------
+
+
+def _response(status: str, body: bytes) -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: keep-alive\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def completion_body() -> bytes:
+    """The one answer: JSON text, the cost written as an exact decimal number."""
+    usage = (
+        f'{{"prompt_tokens":{UPSTREAM_PROMPT_TOKENS},'
+        f'"completion_tokens":{UPSTREAM_COMPLETION_TOKENS},'
+        f'"total_tokens":{UPSTREAM_PROMPT_TOKENS + UPSTREAM_COMPLETION_TOKENS},'
+        f'"cost":{UPSTREAM_COST}}}'
+    )
+    return (
+        '{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,'
+        f'"model":"{UPSTREAM_MODEL}","choices":[{{"index":0,'
+        '"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],'
+        f'"usage":{usage}}}'
+    ).encode()
+
+
+COMPLETION = _response("200 OK", completion_body())
+MODELS = _response(
+    "200 OK",
+    json.dumps(
+        {"object": "list", "data": [{"id": UPSTREAM_MODEL, "object": "model", "created": 0}]}
+    ).encode(),
+)
+NOT_FOUND = _response("404 Not Found", b'{"error":{"message":"not found","code":404}}')
+
+
+class _Connection(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive, just enough of it: a request line, headers, and a
+    body of `Content-Length` bytes (clients send no chunked requests here)."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while self.transport is not None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end]).decode("latin-1").lower()
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip() == "content-length":
+                    length = int(value.strip() or 0)
+            if len(self.buffer) < end + 4 + length:
+                return
+            del self.buffer[: end + 4 + length]
+            method, _, rest = head.partition(" ")
+            path = rest.partition(" ")[0].partition("?")[0]
+            if method == "post" and path.endswith("/chat/completions"):
+                self.transport.write(COMPLETION)
+            elif method == "get" and path.endswith("/models"):
+                self.transport.write(MODELS)
+            else:
+                self.transport.write(NOT_FOUND)
+            if "\r\nconnection: close" in head:
+                self.transport.close()
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
+class Upstream:
+    """The upstream on 127.0.0.1, served from a thread of its own (`with Upstream()`),
+    or from the current thread with `serve_forever()`."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.server = self.loop.run_until_complete(
+            self.loop.create_server(_Connection, "127.0.0.1", port, backlog=1024)
+        )
+        self.port: int = self.server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._thread: threading.Thread | None = None
+
+    def serve_forever(self) -> None:
+        try:
+            self.loop.run_forever()
+        finally:
+            self.server.close()
+            self.loop.run_until_complete(self.server.wait_closed())
+            self.loop.close()
+
+    def __enter__(self) -> Upstream:
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A fast local OpenAI-compatible upstream.")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    upstream = Upstream(parser.parse_args(argv).port)
+    # The parent reads this line to learn the port.
+    sys.stdout.write(f"listening on {upstream.port}\n")
+    sys.stdout.flush()
+    # Ctrl-C in the terminal reaches this process too: stop quietly.
+    with contextlib.suppress(KeyboardInterrupt):
+        upstream.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,488 @@
+"""`manage.py bench_gateway`: what the gateway adds to an AI call's latency.
+
+Starts a fast local OpenAI-compatible upstream (`python -m routing.benchmarks`) and
+the gateway as a real daphne process on the configured database and cache; creates
+a provider `bench-upstream` pointing at the upstream, a model, a route `bench` and a
+service key; then, at each concurrency level, sends the same non-streaming chat
+completions to the upstream directly and through the gateway, and prints the
+latency percentiles of both, the latency the gateway adds, and requests per second.
+Target: p95 added latency under 5 ms at concurrency 1.
+
+The configuration rows are removed at the end (their creation and removal stay in
+the audit trail). The calls' `OperationLog` rows are append-only and stay, tagged
+with the service `bench-gateway`, with their settled reservations. Both processes
+are stopped on exit, Ctrl-C and SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
+from django.db.models import Q
+from django.utils import timezone
+
+from routing.benchmarks import UPSTREAM_MODEL, Latencies
+from routing.management.commands.bench_route import describe_cache, describe_database
+from routing.models import AIModel, OperationLog, Provider, Reservation, Route, ServiceKey
+
+PROVIDER = "bench-upstream"
+OPERATION = "bench"
+SERVICE = "bench-gateway"
+TARGET_ADDED_P95_MS = 5.0
+START_TIMEOUT = 60.0
+REQUEST_BODY = json.dumps(
+    {
+        "model": UPSTREAM_MODEL,
+        "messages": [{"role": "user", "content": "Say ok."}],
+        "max_tokens": 16,
+    }
+).encode()
+
+
+class Command(BaseCommand):
+    help = (
+        "Benchmark the gateway: the same requests to a local upstream directly and "
+        "through /v1/chat/completions; added latency and requests/s per concurrency level."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--requests", type=int, default=2000, help="Timed requests each way, per level."
+        )
+        parser.add_argument(
+            "--concurrency", default="1,10", help="Comma-separated levels (default 1,10)."
+        )
+        parser.add_argument(
+            "--warmup", type=int, default=50, help="Untimed requests each way before each level."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        requests, warmup = options["requests"], options["warmup"]
+        levels = _levels(options["concurrency"])
+        if requests < 1 or warmup < 0:
+            raise CommandError("--requests must be at least 1 and --warmup at least 0.")
+        _check_database_is_shareable()
+        self.stdout.write(
+            f"bench_gateway: {requests} non-streaming chat completions each way per level, "
+            f"concurrency {','.join(map(str, levels))}, {warmup} warm-up requests each way first"
+        )
+        self.stdout.write(f"Database: {describe_database()}")
+        self.stdout.write(f"Cache: {describe_cache()}")
+        started = timezone.now()
+        results: dict[int, LevelResult] = {}
+        with _interrupt_on_sigterm(), _Processes() as processes:
+            try:
+                self._remove_rows(leftovers=True)
+                upstream_url = processes.start_upstream()
+                raw_key = _create_rows(upstream_url)
+                gateway_url = processes.start_gateway()
+                _wait_until_ready(gateway_url, raw_key, processes)
+                self.stdout.write(
+                    f"Upstream: {upstream_url} (asyncio, TCP_NODELAY, pid {processes.pids[0]}); "
+                    f"gateway: daphne on {gateway_url} (pid {processes.pids[1]})"
+                )
+                for level in levels:
+                    results[level] = _measure(
+                        level, requests, warmup, upstream_url, gateway_url, raw_key
+                    )
+                    self._print_level(results[level])
+            except KeyboardInterrupt:
+                self.stdout.write("Interrupted: stopping the processes and cleaning up.")
+            finally:
+                log = processes.gateway_log.name if processes.gateway_log else None
+                had_failures = any(r.gateway.failures for r in results.values())
+                processes.stop(keep_log=had_failures)
+                if had_failures and log:
+                    self.stdout.write(f"The gateway's log is kept in {log}")
+                self._remove_rows()
+                self._print_kept(started)
+        self._print_target(results)
+        failed = [r.level for r in results.values() if not r.gateway.latencies]
+        if failed:
+            raise CommandError(f"Every request through the gateway failed at concurrency {failed}.")
+
+    # -- output --------------------------------------------------------------------
+
+    def _print_level(self, result: LevelResult) -> None:
+        direct, gateway = result.direct.stats(), result.gateway.stats()
+        self.stdout.write(
+            f"Concurrency {result.level}: {result.requests} requests each way "
+            f"(after {result.warmup} warm-up requests each way)"
+        )
+        for label, load, stats in (
+            ("direct to upstream  ", result.direct, direct),
+            ("through the gateway ", result.gateway, gateway),
+        ):
+            if stats is None:
+                self.stdout.write(f"  {label} no successful request")
+            else:
+                self.stdout.write(
+                    f"  {label} p50 {_ms(stats.p50)}  p95 {_ms(stats.p95)}  "
+                    f"p99 {_ms(stats.p99)}  max {_ms(stats.max)}  "
+                    f"{load.per_second:,.0f} req/s"
+                )
+            if load.failures:
+                self.stdout.write(
+                    f"  {label} {len(load.failures)} failed; first: {load.failures[0]}"
+                )
+        if direct is not None and gateway is not None:
+            self.stdout.write(
+                f"  added by the gateway p50 {_ms(gateway.p50 - direct.p50)}  "
+                f"p95 {_ms(gateway.p95 - direct.p95)}  (gateway percentile minus direct)"
+            )
+
+    def _print_target(self, results: dict[int, LevelResult]) -> None:
+        result = results.get(1)
+        stats = (result.direct.stats(), result.gateway.stats()) if result else (None, None)
+        if stats[0] is None or stats[1] is None:
+            self.stdout.write("Target p95 added latency under 5 ms at concurrency 1: not measured")
+            return
+        added = (stats[1].p95 - stats[0].p95) * 1000
+        verdict = "met" if added < TARGET_ADDED_P95_MS else "MISSED"
+        self.stdout.write(
+            f"Target p95 added latency under 5 ms at concurrency 1: {verdict} ({added:.2f} ms)"
+        )
+
+    def _remove_rows(self, *, leftovers: bool = False) -> None:
+        removed = remove_bench_rows()
+        if removed:
+            what = "Removed rows left by an earlier run" if leftovers else "Removed"
+            self.stdout.write(
+                f"{what}: {', '.join(removed)} (their creation and removal are in the audit trail)"
+            )
+
+    def _print_kept(self, since: datetime) -> None:
+        logs = OperationLog.objects.filter(service=SERVICE, at__gte=since)
+        costs = list(logs.values_list("cost", flat=True))
+        # Summed here, not with Sum(): SQLite would add them up as floats.
+        total = sum(costs, Decimal(0))
+        reservations = Reservation.objects.filter(request_id__in=logs.values("request_id")).count()
+        self.stdout.write(
+            f"Kept: {len(costs)} OperationLog rows tagged service '{SERVICE}' (the log is "
+            f"append-only) and their {reservations} settled budget reservations; the calls "
+            f"cost ${format(total.normalize(), 'f')} in all, as reported by the bench upstream."
+        )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def _levels(text: str) -> list[int]:
+    try:
+        levels = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CommandError(f"--concurrency wants numbers like 1,10, not '{text}'.") from None
+    if not levels or min(levels) < 1:
+        raise CommandError("--concurrency levels must be at least 1.")
+    return levels
+
+
+def _check_database_is_shareable() -> None:
+    """The gateway runs in another process: it must open this very database."""
+    name = str(connection.settings_dict["NAME"])
+    if connection.vendor == "sqlite" and (name == ":memory:" or "mode=memory" in name):
+        raise CommandError(
+            "The database is an in-memory SQLite database, which the gateway process "
+            "cannot open. Use a database file (the default) or PostgreSQL."
+        )
+
+
+# -- the rows ------------------------------------------------------------------------
+
+
+def _create_rows(upstream_url: str) -> str:
+    """The provider, model, route and service key; returns the key's raw secret."""
+    if Route.objects.filter(operation=OPERATION).exists():
+        raise CommandError(
+            f"A route '{OPERATION}' already exists and is not the benchmark's: the "
+            "benchmark needs that operation name for itself."
+        )
+    provider = Provider.objects.create(
+        name=PROVIDER, kind=Provider.Kind.COMPATIBLE, base_url=upstream_url, timeout_seconds=30
+    )
+    model = AIModel.objects.create(
+        provider=provider,
+        model_id=UPSTREAM_MODEL,
+        name="Benchmark upstream model",
+        context_length=128_000,
+        price_prompt=Decimal("0.0000001"),
+        price_completion=Decimal("0.0000004"),
+    )
+    Route.objects.create(
+        operation=OPERATION,
+        description="Made by manage.py bench_gateway; removed when it ends.",
+        primary_model=model,
+    )
+    _key, raw = ServiceKey.issue(name="bench", service=SERVICE, default_operation=OPERATION)
+    return raw
+
+
+def remove_bench_rows() -> list[str]:
+    """Remove the benchmark's configuration rows (also those of an interrupted run)."""
+    removed: list[str] = []
+    for key in ServiceKey.objects.filter(service=SERVICE):
+        key.delete()
+        removed.append(f"service key {key}")
+    provider = Provider.objects.filter(name=PROVIDER).first()
+    if provider is None:
+        return removed
+    models = list(AIModel.objects.filter(provider=provider))
+    uses = Q(primary_model__in=models) | Q(fallback_links__model__in=models)
+    for route in Route.objects.filter(uses).distinct():
+        route.delete()
+        removed.append(f"route {route}")
+    for model in models:
+        model.delete()
+        removed.append(f"model {model.model_id}")
+    provider.delete()
+    removed.append(f"provider {provider}")
+    return removed
+
+
+# -- the processes -------------------------------------------------------------------
+
+
+@contextmanager
+def _interrupt_on_sigterm() -> Iterator[None]:
+    """SIGTERM cleans up like Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class _Processes:
+    """The upstream and the gateway, each a child process, stopped on exit."""
+
+    def __init__(self) -> None:
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.gateway_log: IO[bytes] | None = None
+
+    @property
+    def pids(self) -> list[int]:
+        return [child.pid for child in self.children]
+
+    def __enter__(self) -> _Processes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start_upstream(self) -> str:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "routing.benchmarks"],
+            cwd=settings.BASE_DIR,
+            stdout=subprocess.PIPE,
+        )
+        self.children.append(child)
+        assert child.stdout is not None
+        line = child.stdout.readline().decode()
+        if not line.startswith("listening on "):
+            raise CommandError(f"The bench upstream did not start (it said {line!r}).")
+        return f"http://127.0.0.1:{int(line.split()[-1])}/v1"
+
+    def start_gateway(self) -> str:
+        port = _free_port()
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,
+            "EMBEDDED_SCHEDULER": "false",
+        }
+        if connection.vendor == "sqlite":
+            # The very file this process uses, whatever relative path or default led here.
+            path = Path(str(connection.settings_dict["NAME"])).resolve()
+            env["DATABASE_URL"] = f"sqlite:///{path}"
+        self.gateway_log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop())
+            prefix="bench-gateway-daphne-", suffix=".log", delete=False
+        )
+        child = subprocess.Popen(  # noqa: S603 (this Python, a fixed command line)
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "controlplane.asgi:application",
+            ],
+            cwd=settings.BASE_DIR,
+            env=env,
+            stdout=self.gateway_log,
+            stderr=subprocess.STDOUT,
+        )
+        self.children.append(child)
+        return f"http://127.0.0.1:{port}"
+
+    def gateway_output(self) -> str:
+        if self.gateway_log is None:
+            return ""
+        self.gateway_log.flush()
+        return Path(self.gateway_log.name).read_text(errors="replace")[-3000:]
+
+    def stop(self, *, keep_log: bool = False) -> None:
+        for child in reversed(self.children):
+            if child.poll() is None:
+                child.terminate()
+        for child in self.children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            if child.stdout is not None:
+                child.stdout.close()
+        self.children = []
+        if self.gateway_log is not None:
+            self.gateway_log.close()
+            if not keep_log:
+                os.unlink(self.gateway_log.name)
+            self.gateway_log = None
+
+
+def _wait_until_ready(gateway_url: str, raw_key: str, processes: _Processes) -> None:
+    """Until the gateway answers `GET /v1/models` with this run's key: which also
+    proves it opened the same database."""
+    deadline = time.monotonic() + START_TIMEOUT
+    headers = {"Authorization": f"Bearer {raw_key}"}
+    with httpx.Client(timeout=5) as client:
+        while True:
+            try:
+                response = client.get(f"{gateway_url}/v1/models", headers=headers)
+            except httpx.HTTPError:
+                response = None
+            if response is not None and response.status_code == 200:
+                return
+            if response is not None and response.status_code == 401:
+                raise CommandError(
+                    "The gateway does not know the benchmark's service key: it is not "
+                    "using this database."
+                )
+            exited = processes.children[-1].poll() is not None
+            if exited or time.monotonic() > deadline:
+                raise CommandError(
+                    "The gateway (daphne) did not start. Its output:\n" + processes.gateway_output()
+                )
+            time.sleep(0.1)
+
+
+# -- the load ------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests
+    failures: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    def stats(self) -> Latencies | None:
+        return Latencies.of(self.latencies) if self.latencies else None
+
+
+@dataclass
+class LevelResult:
+    level: int
+    requests: int
+    warmup: int
+    direct: Load
+    gateway: Load
+
+
+def _measure(
+    level: int, requests: int, warmup: int, upstream_url: str, gateway_url: str, raw_key: str
+) -> LevelResult:
+    direct_url = f"{upstream_url}/chat/completions"
+    through_url = f"{gateway_url}/v1/chat/completions"
+    plain = {"Content-Type": "application/json"}
+    keyed = {**plain, "Authorization": f"Bearer {raw_key}", "X-Operation": OPERATION}
+    limits = httpx.Limits(max_connections=level, max_keepalive_connections=level)
+    with (
+        httpx.Client(limits=limits, timeout=30) as to_upstream,
+        httpx.Client(limits=limits, timeout=30) as to_gateway,
+    ):
+        _send(to_upstream, direct_url, plain, warmup, level)
+        _send(to_gateway, through_url, keyed, warmup, level)
+        direct = _send(to_upstream, direct_url, plain, requests, level)
+        gateway = _send(to_gateway, through_url, keyed, requests, level)
+    return LevelResult(level, requests, warmup, direct, gateway)
+
+
+def _send(
+    client: httpx.Client, url: str, headers: dict[str, str], count: int, concurrency: int
+) -> Load:
+    """`count` POSTs from `concurrency` threads sharing one keep-alive pool."""
+    load = Load()
+    tickets = iter(range(count))
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker() -> None:
+        while not stop.is_set():
+            with lock:
+                if next(tickets, None) is None:
+                    return
+            began = time.perf_counter()
+            try:
+                response = client.post(url, content=REQUEST_BODY, headers=headers)
+            except httpx.HTTPError as exc:
+                load.failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            took = time.perf_counter() - began
+            if response.status_code == 200:
+                load.latencies.append(took)
+            else:
+                text = " ".join(response.text.split())  # an HTML error page, on one line
+                load.failures.append(f"HTTP {response.status_code}: {text[:200]}")
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    load.elapsed = time.perf_counter() - began
+    return load

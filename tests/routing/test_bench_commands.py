@@ -1,0 +1,94 @@
+"""Smoke tests of the benchmark commands at tiny sizes: they run and report in the
+expected format. (The numbers themselves are not tested: benchmarks are run by hand.)"""
+
+from __future__ import annotations
+
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+
+from routing.models import AIModel, OperationLog, Provider, Route, RouteFallback, ServiceKey
+
+
+def run(*args: str) -> list[str]:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue().splitlines()
+
+
+def starting(lines: list[str], prefix: str) -> list[str]:
+    return [line for line in lines if line.strip().startswith(prefix)]
+
+
+@pytest.mark.django_db
+def test_bench_route_prints_percentiles_throughput_and_the_target():
+    lines = run("bench_route", "--routes", "5", "--calls", "50")
+    assert lines[0].startswith("bench_route: 5 routes")
+    assert starting(lines, "Database: ")
+    assert starting(lines, "Cache: ")
+    (timing,) = starting(lines, "route() per call: ")
+    for label in ("p50", "p95", "p99", "max"):
+        assert f" {label} " in timing
+    assert starting(lines, "Throughput: ")
+    (target,) = starting(lines, "Target p99 under 1 ms: ")
+    assert target.split(": ")[1].split()[0] in {"met", "MISSED"}
+
+
+@pytest.mark.django_db
+def test_bench_route_leaves_no_rows_behind():
+    def counts() -> tuple[int, ...]:
+        return tuple(table.objects.count() for table in (Route, RouteFallback, AIModel, Provider))
+
+    before = counts()
+    run("bench_route", "--routes", "3", "--calls", "10")
+    assert counts() == before
+
+
+@pytest.fixture
+def gateway_sees_the_test_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command's daphne process runs with these settings: point it at this test
+    run's database and cache, as the browser tests' live server is."""
+    monkeypatch.setenv("CONTROLPLANE_LIVE_TEST_DB", str(connection.settings_dict["NAME"]))
+    location = settings.CACHES["default"].get("LOCATION", "")
+    if location:
+        monkeypatch.setenv("CONTROLPLANE_LIVE_TEST_CACHE", str(location))
+
+
+# transaction=True: the gateway is another process, which sees committed rows only.
+@pytest.mark.django_db(transaction=True)
+def test_bench_gateway_prints_both_paths_per_level_and_cleans_up(
+    gateway_sees_the_test_database: Any,
+):
+    lines = run("bench_gateway", "--requests", "20", "--concurrency", "1,2", "--warmup", "2")
+    assert lines[0].startswith("bench_gateway: 20 non-streaming chat completions")
+    assert starting(lines, "Database: ")
+    assert starting(lines, "Upstream: ")
+    assert [line.split(":")[0] for line in starting(lines, "Concurrency ")] == [
+        "Concurrency 1",
+        "Concurrency 2",
+    ]
+    for path in ("direct to upstream", "through the gateway"):
+        rows = starting(lines, path)
+        assert len(rows) == 2
+        for row in rows:
+            assert all(part in row for part in ("p50", "p95", "p99", "req/s"))
+        assert not any("failed" in row for row in rows)
+    added = starting(lines, "added by the gateway")
+    assert len(added) == 2
+    assert all("p50" in row and "p95" in row for row in added)
+    (target,) = starting(lines, "Target p95 added latency under 5 ms at concurrency 1: ")
+    assert target.split(": ")[1].split()[0] in {"met", "MISSED"}
+    assert starting(lines, "Removed: ")
+    (kept,) = starting(lines, "Kept: ")
+    assert "44 OperationLog rows tagged service 'bench-gateway'" in kept
+
+    assert not Provider.objects.filter(name="bench-upstream").exists()
+    assert not Route.objects.filter(operation="bench").exists()
+    assert not ServiceKey.objects.filter(service="bench-gateway").exists()
+    calls = OperationLog.objects.filter(service="bench-gateway")
+    assert calls.count() == 2 * (20 + 2)
+    assert set(calls.values_list("status", flat=True)) == {OperationLog.Status.OK}
