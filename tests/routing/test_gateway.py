@@ -483,6 +483,8 @@ def test_a_used_up_global_budget_refuses_the_call_with_429_naming_it(
     assert error["scope"] == "global"
     assert (error["limit"], error["spent"], error["reserved"]) == ("0", "0", "0")
     assert error["resets_at"].endswith("T00:00:00+00:00")
+    assert response["Retry-After"] == str(error["retry_after"])
+    assert int(response["Retry-After"]) > 0
     assert "global budget" in error["message"]
     assert error["resets_at"] in error["message"]
     assert upstream.requests == []
