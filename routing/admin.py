@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from controlplane import audit
-from controlplane.admin import ReadOnlyAdmin
+from controlplane.admin import AuditHistoryMixin, ReadOnlyAdmin
 from controlplane.admin_site import CONTROL, INTELLIGENCE, OBSERVABILITY
 from controlplane.tiers import Tier, tier_of
 from routing.models import (
@@ -43,7 +43,7 @@ class ProviderForm(forms.ModelForm):
 
 
 @admin.register(Provider)
-class ProviderAdmin(admin.ModelAdmin):
+class ProviderAdmin(AuditHistoryMixin, admin.ModelAdmin):
     admin_section = CONTROL
     form = ProviderForm
     list_display = ["name", "kind", "base_url", "masked_api_key", "enabled"]
@@ -61,7 +61,7 @@ class ProviderAdmin(admin.ModelAdmin):
 
 
 @admin.register(AIModel)
-class AIModelAdmin(admin.ModelAdmin):
+class AIModelAdmin(AuditHistoryMixin, admin.ModelAdmin):
     admin_section = INTELLIGENCE
     list_display = [
         "model_id",
@@ -84,7 +84,7 @@ class AIModelAdmin(admin.ModelAdmin):
 
 
 @admin.register(Policy)
-class PolicyAdmin(admin.ModelAdmin):
+class PolicyAdmin(AuditHistoryMixin, admin.ModelAdmin):
     admin_section = CONTROL
     list_display = [
         "mode",
@@ -104,7 +104,7 @@ class RouteFallbackInline(admin.TabularInline):
 
 
 @admin.register(Route)
-class RouteAdmin(admin.ModelAdmin):
+class RouteAdmin(AuditHistoryMixin, admin.ModelAdmin):
     admin_section = CONTROL
     list_display = [
         "operation",
@@ -140,7 +140,7 @@ def _fallback_ids(route: Route) -> list[int]:
 
 
 @admin.register(Budget)
-class BudgetAdmin(admin.ModelAdmin):
+class BudgetAdmin(AuditHistoryMixin, admin.ModelAdmin):
     admin_section = CONTROL
     list_display = ["__str__", "scope", "daily_limit", "enabled"]
     list_filter = ["scope", "enabled"]
@@ -156,7 +156,7 @@ class BudgetDayAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ServiceKey)
-class ServiceKeyAdmin(admin.ModelAdmin):
+class ServiceKeyAdmin(AuditHistoryMixin, admin.ModelAdmin):
     admin_section = CONTROL
     list_display = [
         "service",

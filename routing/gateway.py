@@ -132,13 +132,13 @@ def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpRespon
             return response
         result = calls.complete(context, body["messages"], **arguments)
     except calls.CallRefused as exc:
-        response = _error(
+        refusal = _error(
             exc.status, exc.code, str(exc), request_id=context.request_id, **exc.details
         )
         if exc.details.get("retry_after") is not None:
             # Clients (the openai package among them) read the wait from the header.
-            response["Retry-After"] = str(exc.details["retry_after"])
-        return response
+            refusal["Retry-After"] = str(exc.details["retry_after"])
+        return refusal
     except calls.CallFailed as exc:
         return _error(502, "upstream_error", str(exc), request_id=context.request_id)
     return _json(

@@ -15,6 +15,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.contrib.messages import get_messages
 from django.db import DatabaseError, connection, transaction
 
+from controlplane.audit import acting_as
 from controlplane.crypto import decrypt
 from controlplane.models import AppendOnlyError, AuditEvent
 from routing.models import (
@@ -688,3 +689,30 @@ def test_the_database_refuses_an_update_through_the_base_manager(operation_log):
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         OperationLog._base_manager.filter(pk=operation_log.pk).update(cost=Decimal("0"))
     assert OperationLog.objects.get(pk=operation_log.pk).cost == Decimal("0.00036")
+
+
+@pytest.mark.django_db
+def test_a_routes_history_page_shows_its_audit_trail_with_before_and_after(client, owner, observer):
+
+    route = Route.objects.get(operation="chat")
+    with acting_as(owner, "10.9.8.7"):
+        route.approval_threshold = Decimal("0.25")
+        route.save()
+
+    client.force_login(observer)
+    response = client.get(f"/admin/routing/route/{route.pk}/history/")
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "route.changed" in page
+    assert owner.username in page
+    assert "10.9.8.7" in page
+    assert "0.25" in page
+
+
+@pytest.mark.django_db
+def test_an_outsider_cannot_see_a_routes_history(client, outsider):
+
+    route = Route.objects.get(operation="chat")
+    client.force_login(outsider)
+    assert client.get(f"/admin/routing/route/{route.pk}/history/").status_code in (302, 403)
