@@ -47,6 +47,9 @@ TIER_GROUPS = {Tier.OBSERVER: "Observer", Tier.OPERATOR: "Operator", Tier.OWNER:
 OPERATOR_PERMISSIONS: list[str] = [
     "controlplane.decide_approval",
     "controlplane.request_approval",
+    "selfheal.run_playbook",
+    "selfheal.rollback_execution",
+    "selfheal.operate_task",
 ]
 OWNER_EXTRA_PERMISSIONS: list[str] = [
     "auth.add_user",

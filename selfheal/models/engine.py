@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from django.db import models
+from django.db.models import Q
+
+from controlplane.audit import AuditedModel
+
+
+class TaskStatus(models.TextChoices):
+    PENDING = "pending"
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    WAITING_APPROVAL = "waiting_approval", "Waiting for approval"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+OPEN_STATUSES = (
+    TaskStatus.PENDING,
+    TaskStatus.RUNNING,
+    TaskStatus.BLOCKED,
+    TaskStatus.WAITING_APPROVAL,
+)
+
+# The only moves a task can make. Anything else is refused (and nothing is written).
+TRANSITIONS: dict[str, set[str]] = {
+    TaskStatus.PENDING: {
+        TaskStatus.RUNNING,
+        TaskStatus.BLOCKED,
+        TaskStatus.WAITING_APPROVAL,
+        TaskStatus.CANCELLED,
+    },
+    TaskStatus.RUNNING: {
+        TaskStatus.COMPLETED,
+        TaskStatus.FAILED,
+        TaskStatus.PENDING,  # lease lost or a retryable failure
+        TaskStatus.BLOCKED,
+        TaskStatus.CANCELLED,
+    },
+    TaskStatus.BLOCKED: {TaskStatus.PENDING, TaskStatus.CANCELLED, TaskStatus.FAILED},
+    TaskStatus.WAITING_APPROVAL: {TaskStatus.PENDING, TaskStatus.CANCELLED},
+    TaskStatus.COMPLETED: set(),
+    TaskStatus.FAILED: {TaskStatus.PENDING},  # a person retries it
+    TaskStatus.CANCELLED: set(),
+}
+
+
+class Task(models.Model):
+    """A unit of governance work, done by a worker that claims it under a lease."""
+
+    class Source(models.TextChoices):
+        CHAT = "chat"
+        HEALTHMON = "healthmon", "Health monitor"
+        SELFHEAL = "selfheal", "Self-heal"
+        MANUAL = "manual"
+
+    Status = TaskStatus
+
+    title = models.CharField(max_length=200)
+    kind = models.CharField(max_length=100, db_index=True)
+    payload = models.JSONField(default=dict, blank=True)
+    priority = models.IntegerField(default=0, help_text="Higher runs first.")
+    status = models.CharField(
+        max_length=20, choices=TaskStatus.choices, default=TaskStatus.PENDING, db_index=True
+    )
+    required_capabilities = models.JSONField(default=list, blank=True)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.MANUAL)
+    dedupe_key = models.CharField(max_length=200, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=3)
+    lease_worker = models.ForeignKey(
+        "Worker", null=True, blank=True, on_delete=models.SET_NULL, related_name="leased_tasks"
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    fencing_token = models.PositiveBigIntegerField(
+        default=0, help_text="Grows with every claim; a completion must carry the current one."
+    )
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    blocked_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["-priority", "created_at", "id"]
+        permissions = [("operate_task", "Can create, retry and cancel tasks")]
+        indexes = [
+            models.Index(fields=["status", "-priority", "created_at"], name="task_claim_order"),
+        ]
+        constraints = [
+            # One open task per de-duplication key: creating another returns the open one.
+            models.UniqueConstraint(
+                fields=["dedupe_key"],
+                condition=~Q(dedupe_key="")
+                & Q(status__in=["pending", "running", "blocked", "waiting_approval"]),
+                name="task_one_open_per_dedupe_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.title}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+WORKER_TOKEN_PREFIX = "cpw_"  # noqa: S105 (a prefix, not a secret)
+
+
+class Worker(AuditedModel):
+    class Status(models.TextChoices):
+        ONLINE = "online"
+        OFFLINE = "offline"
+        DRAINING = "draining"
+
+    name = models.SlugField(max_length=100, unique=True)
+    capabilities = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OFFLINE)
+    last_heartbeat = models.DateTimeField(null=True, blank=True, db_index=True)
+    version = models.CharField(max_length=50, blank=True)
+    token_lookup = models.CharField(max_length=16, unique=True, editable=False)
+    token_hash = models.CharField(max_length=64, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def assign_token(self) -> str:
+        """A new API token; only its hash is kept. Shown once."""
+        self.token_lookup = secrets.token_hex(6)
+        raw = f"{WORKER_TOKEN_PREFIX}{self.token_lookup}_{secrets.token_urlsafe(32)}"
+        self.token_hash = hash_token(raw)
+        return raw
+
+    @classmethod
+    def register(cls, name: str, capabilities: list[str], **extra: Any) -> tuple[Worker, str]:
+        worker = cls(name=name, capabilities=sorted(set(capabilities)), **extra)
+        raw = worker.assign_token()
+        worker.save()
+        return worker, raw
+
+    @classmethod
+    def authenticate(cls, raw: str) -> Worker | None:
+        if not raw.startswith(WORKER_TOKEN_PREFIX):
+            return None
+        lookup = raw[len(WORKER_TOKEN_PREFIX) :].split("_", 1)[0]
+        worker = cls.objects.filter(token_lookup=lookup, revoked_at__isnull=True).first()
+        if worker is None or not secrets.compare_digest(worker.token_hash, hash_token(raw)):
+            return None
+        return worker
+
+    def can_do(self, task: Task) -> bool:
+        return set(task.required_capabilities or []) <= set(self.capabilities or [])
