@@ -259,6 +259,25 @@ DEFAULT_COMPLETION_TOKENS = env.int("DEFAULT_COMPLETION_TOKENS", default=1024)
 OPENROUTER_MODELS_URL = env.str(
     "OPENROUTER_MODELS_URL", default="https://openrouter.ai/api/v1/models"
 )
+# Seconds the offline model waits between streamed pieces of its answer: 0 answers at
+# once; a demo, or the live browser test that presses Stop mid-stream, slows it down.
+OFFLINE_TOKEN_DELAY_SECONDS = env.float("OFFLINE_TOKEN_DELAY_SECONDS", default=0.0)
+
+# Self-heal task engine: a claimed task's lease (a worker extends it while working);
+# how often workers heartbeat (three missed beats mark a worker offline and release
+# its leases); how long a pending task may find no live capable worker before it
+# asks a person (an approval) instead of waiting forever.
+LEASE_SECONDS = env.int("LEASE_SECONDS", default=60)
+HEARTBEAT_SECONDS = env.int("HEARTBEAT_SECONDS", default=15)
+UNBLOCK_AFTER_SECONDS = env.int("UNBLOCK_AFTER_SECONDS", default=600)
+
+# Chat agent runs: a run with no heartbeat for this long has lost its worker and is
+# stopped by the periodic check; the http_get tool reaches only these hosts (comma
+# list; empty refuses every host), within a timeout and a size cap.
+CHAT_HEARTBEAT_TIMEOUT_SECONDS = env.int("CHAT_HEARTBEAT_TIMEOUT_SECONDS", default=30)
+CHAT_HTTP_ALLOWLIST = env.list("CHAT_HTTP_ALLOWLIST", default=[])
+CHAT_HTTP_TIMEOUT_SECONDS = env.float("CHAT_HTTP_TIMEOUT_SECONDS", default=10.0)
+CHAT_HTTP_MAX_BYTES = env.int("CHAT_HTTP_MAX_BYTES", default=65_536)
 
 LOGGING = {
     "version": 1,
@@ -287,4 +306,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "routing.tasks.recommend_cheaper_models",
         "schedule": 6 * 3600.0,
     },
+    "detect-stuck": {"task": "selfheal.tasks.detect_stuck", "schedule": 15.0},
+    "route-unclaimable": {"task": "selfheal.tasks.route_unclaimable_tasks", "schedule": 60.0},
+    "evaluate-autoheal-rules": {"task": "selfheal.tasks.evaluate_autoheal_rules", "schedule": 60.0},
 }

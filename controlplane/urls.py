@@ -18,6 +18,7 @@ urlpatterns = [
     path("chat/", include("chat.urls")),
     path("routing/", include("routing.urls")),
     path("v1/", include("routing.gateway_urls")),
+    path("selfheal/api/", include("selfheal.api_urls")),
     path("selfheal/", include("selfheal.urls")),
     path("health/", include("healthmon.urls")),
 ]

@@ -6,3 +6,11 @@ from django.apps import AppConfig
 class SelfhealConfig(AppConfig):
     name = "selfheal"
     verbose_name = "Self-heal"
+
+    def ready(self) -> None:
+        from selfheal import engine, playbooks
+
+        # Whichever process decides an unblock approval puts its task back or cancels it.
+        engine.register_waiters()
+        # Approved over-cap repairs, and the worker's "playbook.run" task kind.
+        playbooks.connect()

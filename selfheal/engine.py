@@ -1,0 +1,667 @@
+"""The task engine: tasks that move only along `TRANSITIONS`, and the workers that
+do them under leases.
+
+A worker claims a task atomically and gets a lease and a fencing token (one more
+than the task's last one). Whatever it reports afterwards (extend, complete, fail,
+release) carries that token and is a conditional UPDATE on it: once the lease is
+lost and the task given to another worker the token is stale and the report is
+refused, so no task is ever completed twice. Every status change goes through
+`_move()`: a conditional UPDATE on the status it leaves, audited and published to
+the Engine page on commit.
+
+The periodic parts: `detect_stuck()` puts the work of expired leases and silent
+workers back in the queue; `route_unclaimable_tasks()` asks a person (an approval)
+when no live worker can do a task, instead of letting it wait forever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q, QuerySet
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+
+from controlplane import audit
+from controlplane.approvals import register_waiter, request_approval
+from controlplane.live import publish
+from controlplane.models import Approval
+from selfheal.models import OPEN_STATUSES, TRANSITIONS, Task, TaskStatus, Worker
+
+ENGINE_GROUP = "selfheal"
+ENGINE_CHANGED = "engine.changed"
+UNBLOCK_ACTION = "selfheal.unblock_task"
+ENGINE_ACCOUNT = "selfheal-engine"
+CLAIM_ORDER = ("-priority", "created_at", "id")
+# SQLite has no SKIP LOCKED: a claim tries the first few candidates in order with a
+# conditional UPDATE each, and the first it wins is its task.
+CLAIM_CANDIDATES = 20
+MISSED_HEARTBEATS = 3
+DEDUPE_RETRIES = 3
+
+
+class EngineError(Exception):
+    """A refused engine operation; the message says why, for a person to read."""
+
+
+class InvalidTask(EngineError):
+    pass
+
+
+class TransitionRefused(EngineError):
+    pass
+
+
+class TaskNotFound(EngineError):
+    pass
+
+
+class LeaseLost(EngineError):
+    """The caller's lease is gone: expired and given to another worker, or finished."""
+
+
+# -- creating tasks ------------------------------------------------------------------
+
+
+def create_task(
+    title: str,
+    kind: str,
+    payload: dict[str, Any] | None = None,
+    priority: int = 0,
+    required_capabilities: Iterable[str] = (),
+    source: str = Task.Source.MANUAL,
+    dedupe_key: str = "",
+    max_attempts: int = 3,
+    *,
+    actor: Any = None,
+) -> Task:
+    """A new pending task; when `dedupe_key` names an open task, that task instead."""
+    fields = _task_fields(
+        title, kind, payload, priority, required_capabilities, source, dedupe_key, max_attempts
+    )
+    for _ in range(DEDUPE_RETRIES):
+        if dedupe_key and (existing := open_task_for(dedupe_key)) is not None:
+            return existing
+        try:
+            with transaction.atomic():
+                task = Task.objects.create(**fields)
+                _record(task, "created", before=None, actor=actor, kind=kind, source=source)
+                return task
+        except IntegrityError:
+            if not dedupe_key:
+                raise
+            # Another caller opened a task with this key between our look and our
+            # insert (the partial unique constraint refused ours): return theirs.
+    raise EngineError(f"Could not create or find the open task for key '{dedupe_key}'.")
+
+
+def open_task_for(dedupe_key: str) -> Task | None:
+    return Task.objects.filter(dedupe_key=dedupe_key, status__in=OPEN_STATUSES).first()
+
+
+def _task_fields(
+    title: str,
+    kind: str,
+    payload: dict[str, Any] | None,
+    priority: int,
+    required_capabilities: Iterable[str],
+    source: str,
+    dedupe_key: str,
+    max_attempts: int,
+) -> dict[str, Any]:
+    if not title.strip() or not kind.strip():
+        raise InvalidTask("A task needs a title and a kind.")
+    if max_attempts < 1:
+        raise InvalidTask("max_attempts must be at least 1.")
+    if source not in Task.Source.values:
+        raise InvalidTask(f"Unknown source '{source}'; one of {', '.join(Task.Source.values)}.")
+    if isinstance(required_capabilities, str):
+        raise InvalidTask("required_capabilities is a list of names, not one string.")
+    return {
+        "title": title.strip()[:200],
+        "kind": kind.strip(),
+        "payload": payload or {},
+        "priority": priority,
+        "required_capabilities": normalized_capabilities(required_capabilities),
+        "source": source,
+        "dedupe_key": dedupe_key,
+        "max_attempts": max_attempts,
+    }
+
+
+def normalized_capabilities(capabilities: Iterable[str]) -> list[str]:
+    return sorted({str(name).strip() for name in capabilities if str(name).strip()})
+
+
+# -- moving tasks ----------------------------------------------------------------------
+
+
+def transition(task: Task, to: str, *, actor: Any = None, reason: str = "") -> Task:
+    """Move `task` to status `to`, audited; refuses (writing nothing) an invalid move."""
+    old = task.status
+    if to not in TRANSITIONS.get(old, set()):
+        allowed = ", ".join(sorted(TRANSITIONS.get(old, set()))) or "nothing (it is final)"
+        raise TransitionRefused(
+            f"Task #{task.pk} is {old} and cannot become {to}; it can become: {allowed}."
+        )
+    if to == TaskStatus.RUNNING:
+        raise TransitionRefused(
+            f"Task #{task.pk} starts running only when a worker claims it (with a lease)."
+        )
+    moved = _move(task, old, to, fields=_entering(to, old, reason), actor=actor, reason=reason)
+    if moved is None:
+        current = Task.objects.filter(pk=task.pk).values_list("status", flat=True).first()
+        raise TransitionRefused(
+            f"Task #{task.pk} is no longer {old} (it is {current or 'deleted'} now); "
+            "nothing was changed."
+        )
+    return moved
+
+
+def _entering(to: str, old: str, reason: str) -> dict[str, Any]:
+    """The fields a task's move to `to` sets besides its status."""
+    now = timezone.now()
+    if to == TaskStatus.PENDING:
+        fields: dict[str, Any] = {"lease_worker": None, "lease_expires_at": None}
+        if old == TaskStatus.FAILED:  # a person retries it: a fresh set of attempts
+            fields.update(attempts=0, error="", result=None, finished_at=None)
+        return {**fields, "blocked_reason": ""}
+    if to == TaskStatus.BLOCKED:
+        return {"lease_worker": None, "lease_expires_at": None, "blocked_reason": reason}
+    if to == TaskStatus.WAITING_APPROVAL:
+        return {"lease_worker": None, "lease_expires_at": None}
+    fields = {"lease_expires_at": None, "finished_at": now}
+    if to == TaskStatus.FAILED and reason:
+        fields["error"] = reason
+    return fields
+
+
+def _move(
+    task: Task,
+    old: str,
+    to: str,
+    *,
+    where: Q | None = None,
+    fields: dict[str, Any] | None = None,
+    actor: Any = None,
+    reason: str = "",
+    **details: Any,
+) -> Task | None:
+    """Move the task from `old` to `to` if it is still `old` (and matches `where`);
+    audit and publish the move. None when the task was not in that state."""
+    now = timezone.now()
+    # No savepoint: a claim runs this inside its own transaction, and a failure here
+    # fails the whole operation anyway.
+    with transaction.atomic(savepoint=False):
+        rows = Task.objects.filter(Q(pk=task.pk, status=old) & (where or Q()))
+        if not rows.update(status=to, updated_at=now, **(fields or {})):
+            return None
+        task.refresh_from_db()
+        _record(task, to, before={"status": old}, actor=actor, reason=reason, **details)
+    return task
+
+
+def _record(
+    task: Task, verb: str, *, before: Any, actor: Any, reason: str = "", **details: Any
+) -> None:
+    after = {"status": task.status, **details}
+    if reason:
+        after["reason"] = reason
+    audit.record(f"task.{verb}", task, before=before, after=after, actor=actor)
+    publish(ENGINE_GROUP, ENGINE_CHANGED, task_id=task.pk, status=task.status)
+
+
+# -- workers: heartbeat and claim -----------------------------------------------------
+
+
+def heartbeat(
+    worker: Worker, *, capabilities: Iterable[str] | None = None, version: str | None = None
+) -> Worker:
+    """The worker is alive: online (unless draining), with what it says it can do."""
+    changes: dict[str, Any] = {
+        "status": Worker.Status.DRAINING
+        if worker.status == Worker.Status.DRAINING
+        else Worker.Status.ONLINE,
+    }
+    if capabilities is not None:
+        changes["capabilities"] = normalized_capabilities(capabilities)
+    if version is not None:
+        changes["version"] = version[:50]
+    before = {name: getattr(worker, name) for name in changes}
+    changed = {name for name, value in changes.items() if before[name] != value}
+    with transaction.atomic():
+        # Beats are frequent: one plain UPDATE, audited only when something changes.
+        now = timezone.now()
+        Worker._base_manager.filter(pk=worker.pk).update(last_heartbeat=now, **changes)
+        for name, value in {**changes, "last_heartbeat": now}.items():
+            setattr(worker, name, value)
+        if changed:
+            _record_worker(
+                worker,
+                "online" if "status" in changed else "changed",
+                before={name: before[name] for name in sorted(changed)},
+                after={name: changes[name] for name in sorted(changed)},
+            )
+    return worker
+
+
+def _record_worker(
+    worker: Worker, verb: str, *, before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    audit.record(f"worker.{verb}", worker, before=before, after=after)
+    publish(ENGINE_GROUP, ENGINE_CHANGED, worker_id=worker.pk, status=worker.status)
+
+
+def claim(worker: Worker, *, kinds: Collection[str] | None = None) -> Task | None:
+    """The highest-priority (then oldest) pending task this worker can do, now leased
+    to it with a new fencing token; None when there is none.
+
+    `kinds` limits the claim to the task kinds the worker knows how to execute.
+    """
+    if worker.status == Worker.Status.DRAINING or worker.revoked_at is not None:
+        return None
+    candidates = _claimable_by(worker, kinds).order_by(*CLAIM_ORDER).values_list("pk", flat=True)
+    if connection.vendor == "postgresql":
+        return _claim_skip_locked(worker, candidates)
+    return _claim_conditional(worker, candidates)
+
+
+def _claimable_by(worker: Worker, kinds: Collection[str] | None) -> QuerySet[Task]:
+    tasks = Task.objects.filter(status=TaskStatus.PENDING)
+    if kinds is not None:
+        tasks = tasks.filter(kind__in=list(kinds))
+    capabilities = list(worker.capabilities or [])
+    if connection.vendor == "postgresql":
+        return tasks.filter(required_capabilities__contained_by=capabilities)
+    # SQLite: no required capability outside the worker's (json_each lists them).
+    column = f'"{Task._meta.db_table}"."required_capabilities"'
+    placeholders = ", ".join(["%s"] * len(capabilities))
+    missing = RawSQL(  # noqa: S611 (the capabilities are bound parameters)
+        f"SELECT count(*) FROM json_each({column}) WHERE value NOT IN ({placeholders})",  # noqa: S608
+        capabilities,
+    )
+    return tasks.alias(missing=missing).filter(missing=0)
+
+
+def _claim_skip_locked(worker: Worker, candidates: QuerySet[Task, int]) -> Task | None:
+    """PostgreSQL: lock the first candidate no other claim holds, skipping locked rows,
+    so concurrent workers take different tasks instead of queueing on one."""
+    with transaction.atomic():
+        task_id = candidates.select_for_update(skip_locked=True).first()
+        if task_id is None:
+            return None
+        return _take(worker, task_id)
+
+
+def _claim_conditional(worker: Worker, candidates: QuerySet[Task, int]) -> Task | None:
+    for task_id in list(candidates[:CLAIM_CANDIDATES]):
+        task = _take(worker, task_id)
+        if task is not None:
+            return task
+    return None
+
+
+def _take(worker: Worker, task_id: int) -> Task | None:
+    now = timezone.now()
+    return _move(
+        Task(pk=task_id),
+        TaskStatus.PENDING,
+        TaskStatus.RUNNING,
+        fields={
+            "lease_worker": worker,
+            "lease_expires_at": now + lease_duration(),
+            "fencing_token": F("fencing_token") + 1,
+            "attempts": F("attempts") + 1,
+            "started_at": now,
+        },
+        worker=worker.name,
+    )
+
+
+def lease_duration() -> timedelta:
+    return timedelta(seconds=settings.LEASE_SECONDS)
+
+
+# -- workers: reporting under the lease ------------------------------------------------
+
+
+def _held(worker: Worker, fencing_token: int) -> Q:
+    return Q(lease_worker=worker, fencing_token=fencing_token)
+
+
+def extend_lease(worker: Worker, task_id: int, fencing_token: int) -> Task:
+    """Push the lease's expiry out by LEASE_SECONDS from now."""
+    now = timezone.now()
+    extended = Task.objects.filter(
+        _held(worker, fencing_token), pk=task_id, status=TaskStatus.RUNNING
+    ).update(lease_expires_at=now + lease_duration(), updated_at=now)
+    if not extended:
+        raise _refusal(worker, task_id, fencing_token, "lease extension")
+    return Task.objects.get(pk=task_id)
+
+
+def complete(worker: Worker, task_id: int, fencing_token: int, result: Any = None) -> Task:
+    task = _move(
+        Task(pk=task_id),
+        TaskStatus.RUNNING,
+        TaskStatus.COMPLETED,
+        where=_held(worker, fencing_token),
+        fields={
+            "result": result,
+            "error": "",
+            "finished_at": timezone.now(),
+            "lease_expires_at": None,
+        },
+        worker=worker.name,
+    )
+    if task is None:
+        raise _refusal(worker, task_id, fencing_token, "completion")
+    return task
+
+
+def fail(
+    worker: Worker, task_id: int, fencing_token: int, error: str, *, retryable: bool = True
+) -> Task:
+    """Back to pending when retryable and attempts remain; failed for good otherwise."""
+    error = error.strip() or "The worker reported a failure without a message."
+    held = _held(worker, fencing_token)
+    task = None
+    if retryable:
+        task = _move(
+            Task(pk=task_id),
+            TaskStatus.RUNNING,
+            TaskStatus.PENDING,
+            where=held & Q(attempts__lt=F("max_attempts")),
+            fields={"error": error, "lease_worker": None, "lease_expires_at": None},
+            reason=error,
+            worker=worker.name,
+            retry=True,
+        )
+    if task is None:
+        task = _move(
+            Task(pk=task_id),
+            TaskStatus.RUNNING,
+            TaskStatus.FAILED,
+            where=held,
+            fields={"error": error, "finished_at": timezone.now(), "lease_expires_at": None},
+            reason=error,
+            worker=worker.name,
+            retryable=retryable,
+        )
+    if task is None:
+        raise _refusal(worker, task_id, fencing_token, "failure report")
+    return task
+
+
+def release(worker: Worker, task_id: int, fencing_token: int, reason: str = "") -> Task:
+    """The worker hands the task back untouched (it is stopping): pending again, and
+    the attempt it took at claim is given back."""
+    reason = reason.strip() or f"Handed back by worker {worker.name}."
+    task = _move(
+        Task(pk=task_id),
+        TaskStatus.RUNNING,
+        TaskStatus.PENDING,
+        where=_held(worker, fencing_token),
+        fields={
+            "lease_worker": None,
+            "lease_expires_at": None,
+            "attempts": F("attempts") - 1,
+        },
+        reason=reason,
+        worker=worker.name,
+        handed_back=True,
+    )
+    if task is None:
+        raise _refusal(worker, task_id, fencing_token, "hand-back")
+    return task
+
+
+def _refusal(worker: Worker, task_id: int, fencing_token: int, what: str) -> EngineError:
+    """Why a report under a lease was refused, in words a person can act on."""
+    task = Task.objects.filter(pk=task_id).first()
+    if task is None:
+        return TaskNotFound(f"There is no task #{task_id}.")
+    if task.fencing_token != fencing_token:
+        return LeaseLost(
+            f"Task #{task_id} was claimed again after your lease was lost: your fencing "
+            f"token {fencing_token} is stale (the current one is {task.fencing_token}). "
+            f"Your {what} was refused."
+        )
+    if task.status != TaskStatus.RUNNING:
+        return LeaseLost(
+            f"Task #{task_id} is {task.status}, no longer running under your lease. "
+            f"Your {what} was refused."
+        )
+    return LeaseLost(f"Task #{task_id} is not leased to you. Your {what} was refused.")
+
+
+def go_offline(worker: Worker, reason: str) -> list[Task]:
+    """Mark the worker offline and put the tasks it still holds back in the queue."""
+    _mark_offline(worker, reason)
+    return release_leases(worker, reason)
+
+
+def _mark_offline(worker: Worker, reason: str, *, where: Q | None = None) -> bool:
+    with transaction.atomic():
+        old = worker.status
+        went = (
+            Worker._base_manager.filter(Q(pk=worker.pk) & (where or Q()))
+            .exclude(status=Worker.Status.OFFLINE)
+            .update(status=Worker.Status.OFFLINE)
+        )
+        if went:
+            worker.status = Worker.Status.OFFLINE
+            _record_worker(
+                worker,
+                "offline",
+                before={"status": old},
+                after={"status": Worker.Status.OFFLINE, "reason": reason},
+            )
+    return bool(went)
+
+
+def release_leases(worker: Worker, reason: str) -> list[Task]:
+    held = Task.objects.filter(status=TaskStatus.RUNNING, lease_worker=worker)
+    lost = [requeue_lost(task, f"Worker {worker.name} went offline: {reason}") for task in held]
+    return [task for task in lost if task is not None]
+
+
+def requeue_lost(task: Task, reason: str, *, where: Q | None = None) -> Task | None:
+    """A running task whose worker is gone: pending again while attempts remain (the
+    lost attempt was counted at claim), else failed. None if it moved meanwhile."""
+    where = Q(fencing_token=task.fencing_token) & (where or Q())
+    old_worker = task.lease_worker.name if task.lease_worker else ""
+    moved = _move(
+        task,
+        TaskStatus.RUNNING,
+        TaskStatus.PENDING,
+        where=where & Q(attempts__lt=F("max_attempts")),
+        fields={"error": reason, "lease_worker": None, "lease_expires_at": None},
+        reason=reason,
+        worker=old_worker,
+    )
+    if moved is not None:
+        return moved
+    return _move(
+        task,
+        TaskStatus.RUNNING,
+        TaskStatus.FAILED,
+        where=where,
+        fields={
+            "error": f"{reason} No attempts left.",
+            "finished_at": timezone.now(),
+            "lease_expires_at": None,
+        },
+        reason=f"{reason} No attempts left.",
+        worker=old_worker,
+    )
+
+
+# -- the stuck detector ----------------------------------------------------------------
+
+
+@dataclass
+class StuckReport:
+    requeued: list[Task] = field(default_factory=list)
+    failed: list[Task] = field(default_factory=list)
+    offline: list[Worker] = field(default_factory=list)
+
+    def add(self, task: Task | None) -> None:
+        if task is not None:
+            (self.failed if task.status == TaskStatus.FAILED else self.requeued).append(task)
+
+    @property
+    def changed_anything(self) -> bool:
+        return bool(self.requeued or self.failed or self.offline)
+
+
+def silence_limit() -> timedelta:
+    return timedelta(seconds=MISSED_HEARTBEATS * settings.HEARTBEAT_SECONDS)
+
+
+def detect_stuck(now: datetime | None = None) -> StuckReport:
+    """Silent workers go offline with their leases released; running tasks past their
+    lease go back to pending (or fail when out of attempts)."""
+    now = now or timezone.now()
+    report = StuckReport()
+    unheard = Q(last_heartbeat__lt=now - silence_limit()) | Q(last_heartbeat__isnull=True)
+    for worker in Worker.objects.exclude(status=Worker.Status.OFFLINE).filter(unheard):
+        since = f"since {worker.last_heartbeat:%Y-%m-%d %H:%M:%S}" if worker.last_heartbeat else ""
+        reason = f"no heartbeat {since}".strip() + "."
+        if _mark_offline(worker, reason, where=unheard):  # unless it just beat
+            report.offline.append(worker)
+            for task in release_leases(worker, reason):
+                report.add(task)
+    expired = Task.objects.filter(status=TaskStatus.RUNNING, lease_expires_at__lt=now)
+    for task in expired.select_related("lease_worker"):
+        holder = task.lease_worker.name if task.lease_worker else "its worker"
+        reason = (
+            f"The lease expired at {task.lease_expires_at:%H:%M:%S}: {holder} stopped renewing it."
+        )
+        report.add(requeue_lost(task, reason, where=Q(lease_expires_at__lt=now)))
+    return report
+
+
+# -- the task router ---------------------------------------------------------------------
+
+
+def live_workers(now: datetime | None = None) -> QuerySet[Worker]:
+    now = now or timezone.now()
+    return Worker.objects.filter(
+        status=Worker.Status.ONLINE,
+        revoked_at__isnull=True,
+        last_heartbeat__gte=now - silence_limit(),
+    )
+
+
+def route_unclaimable_tasks(now: datetime | None = None) -> list[Approval]:
+    """Pending tasks that no worker able to do them has been alive for during the
+    last UNBLOCK_AFTER_SECONDS wait for a person instead: an approval each."""
+    now = now or timezone.now()
+    window = now - timedelta(seconds=settings.UNBLOCK_AFTER_SECONDS)
+    recent = Worker.objects.filter(revoked_at__isnull=True, last_heartbeat__gte=window)
+    abilities = [set(caps or []) for caps in recent.values_list("capabilities", flat=True)]
+    waiting = Task.objects.filter(status=TaskStatus.PENDING, updated_at__lte=window).only(
+        "pk", "title", "required_capabilities", "updated_at"
+    )
+    asked = []
+    for task in waiting.order_by(*CLAIM_ORDER):
+        if not any(set(task.required_capabilities or []) <= ability for ability in abilities):
+            approval = _ask_to_unblock(task, abilities, now)
+            if approval is not None:
+                asked.append(approval)
+    return asked
+
+
+def _ask_to_unblock(task: Task, abilities: list[set[str]], now: datetime) -> Approval | None:
+    reason = _unblock_reason(task, abilities, now)
+    with transaction.atomic():
+        moved = _move(
+            task,
+            TaskStatus.PENDING,
+            TaskStatus.WAITING_APPROVAL,
+            where=Q(updated_at=task.updated_at),  # not claimed or changed meanwhile
+            fields={"lease_worker": None, "lease_expires_at": None, "blocked_reason": reason},
+            reason=reason,
+        )
+        if moved is None:
+            return None
+        return request_approval(
+            action=UNBLOCK_ACTION,
+            requested_by=engine_account(),
+            reason=reason,
+            subject=moved,
+            proposal={
+                "task_id": moved.pk,
+                "required_capabilities": moved.required_capabilities,
+                "missing_capabilities": _missing(moved, abilities),
+                "waited_seconds": int((now - task.updated_at).total_seconds()),
+            },
+        )
+
+
+def _missing(task: Task, abilities: list[set[str]]) -> list[str]:
+    return sorted(set(task.required_capabilities or []) - set().union(*abilities))
+
+
+def _unblock_reason(task: Task, abilities: list[set[str]], now: datetime) -> str:
+    waited = _duration(now - task.updated_at)
+    required = ", ".join(task.required_capabilities or [])
+    missing = _missing(task, abilities)
+    if not required:
+        lack = "no worker has been alive"
+    elif missing:
+        lack = f"no live worker has {', '.join(missing)}"
+    else:
+        lack = f"no single live worker has all of {required}"
+    start = f"manage.py run_worker --capabilities {','.join(task.required_capabilities or [])}"
+    return (
+        f"Task #{task.pk} “{task.title}” has waited {waited} for a worker and {lack}. "
+        f"Approve once a capable worker is running ({start.strip()}) to put it back in the "
+        "queue; reject to cancel the task."
+    )
+
+
+def _duration(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    if minutes < 120:
+        return f"{minutes} minutes"
+    return f"{minutes // 60} hours {minutes % 60} minutes"
+
+
+def engine_account() -> Any:
+    """The inactive account that stands for the engine in the approvals it requests."""
+    account, created = get_user_model().objects.get_or_create(
+        username=ENGINE_ACCOUNT, defaults={"is_active": False}
+    )
+    if created:
+        account.set_unusable_password()
+        account.save(update_fields=["password"])
+    return account
+
+
+def unblock_decided(approval: Approval) -> None:
+    """Approved: the task goes back to the queue (a capable worker is coming).
+    Rejected or expired: it is cancelled."""
+    task = Task.objects.filter(pk=int(approval.object_id or 0)).first()
+    if task is None or task.status != TaskStatus.WAITING_APPROVAL:
+        return  # moved by someone else meanwhile
+    approved = approval.status == Approval.Status.APPROVED
+    with contextlib.suppress(TransitionRefused):  # moved meanwhile: nothing left to do
+        transition(
+            task,
+            TaskStatus.PENDING if approved else TaskStatus.CANCELLED,
+            actor=approval.decided_by,
+            reason=f"Approval #{approval.pk} was {approval.status}.",
+        )
+
+
+def register_waiters() -> None:
+    register_waiter(UNBLOCK_ACTION, unblock_decided)
