@@ -11,9 +11,9 @@ class RoutingConfig(AppConfig):
         from django.db.models.signals import m2m_changed, post_delete, post_save
 
         from routing import snapshots
-        from routing.models import AIModel, Policy, Provider, Route, RouteFallback
+        from routing.models import AIModel, Budget, Policy, Provider, Route, RouteFallback
 
-        for model in (Route, RouteFallback, Policy, AIModel, Provider):
+        for model in (Route, RouteFallback, Policy, AIModel, Provider, Budget):
             post_save.connect(
                 snapshots.invalidate, sender=model, dispatch_uid=f"route-cache-{model.__name__}"
             )

@@ -125,8 +125,36 @@ class BudgetExceeded(Exception):
 # Which budgets apply.
 
 
-def applicable_budgets(user: Any, operation: str = "", service: str = "") -> list[Budget]:
-    """The enabled budgets a call by `user` for `operation` from `service` counts against."""
+def applicable_budgets(
+    user: Any, operation: str = "", service: str = "", *, among: Iterable[Budget] | None = None
+) -> list[Budget]:
+    """The enabled budgets a call by `user` for `operation` from `service` counts against.
+
+    `among`: the enabled budgets already in memory (the routing table), to pick from
+    without a query.
+    """
+    if among is not None:
+        user_id = getattr(user, "pk", None)
+        return sorted(
+            (
+                b
+                for b in among
+                if b.enabled
+                and (
+                    b.scope == Budget.Scope.GLOBAL
+                    or (
+                        b.scope == Budget.Scope.USER
+                        and user_id is not None
+                        and b.user_id == user_id
+                    )
+                    or (
+                        b.scope == Budget.Scope.OPERATION and operation and b.operation == operation
+                    )
+                    or (b.scope == Budget.Scope.SERVICE and service and b.service == service)
+                )
+            ),
+            key=lambda b: b.pk,
+        )
     matches = Q(scope=Budget.Scope.GLOBAL)
     if getattr(user, "pk", None) is not None:
         matches |= Q(scope=Budget.Scope.USER, user_id=user.pk)
@@ -139,6 +167,8 @@ def applicable_budgets(user: Any, operation: str = "", service: str = "") -> lis
 
 def _ledgers(budgets: Sequence[Budget], day: date) -> list[BudgetDay]:
     """Each budget's ledger for `day`, created if missing, in primary-key order."""
+    if not budgets:
+        return []  # skips building a query that could only come back empty
     found = {row.budget_id: row for row in BudgetDay.objects.filter(budget__in=budgets, day=day)}
     for budget in budgets:
         if budget.pk not in found:
@@ -259,7 +289,9 @@ def settle(reservation: Reservation, actual: Decimal) -> bool:
     now = timezone.now()
     closed = {"status": Reservation.Status.SETTLED, "actual": actual, "closed_at": now}
     mine = Reservation.objects.filter(pk=reservation.pk)
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction (the call path settles and logs in
+    # one): nothing in here raises to be caught, and a savepoint costs two round trips.
+    with transaction.atomic(savepoint=False):
         was_held = bool(mine.filter(status=Reservation.Status.HELD).update(**closed))
         if not was_held and not mine.filter(status=Reservation.Status.RELEASED).update(**closed):
             return False  # settled already
@@ -282,7 +314,7 @@ def settle(reservation: Reservation, actual: Decimal) -> bool:
 def release(reservation: Reservation) -> bool:
     """Give a failed call's reservation back. Idempotent; returns whether it released."""
     now = timezone.now()
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # as in settle()
         if not Reservation.objects.filter(pk=reservation.pk, status=Reservation.Status.HELD).update(
             status=Reservation.Status.RELEASED, closed_at=now
         ):

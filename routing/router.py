@@ -164,7 +164,7 @@ def route(
 
     chosen = candidates[0]
     estimated = pricing.estimate_cost(chosen, prompt_tokens, completion)
-    applicable = budgets.applicable_budgets(user, operation, service)
+    applicable = budgets.applicable_budgets(user, operation, service, among=table.budgets)
     in_the_way = budgets.would_exceed(applicable, estimated)
     return RouteDecision(
         operation=operation,

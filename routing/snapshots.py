@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
-from routing.models import AIModel, Policy, Route
+from routing.models import AIModel, Budget, Policy, Route
 
 VERSION_KEY = "routing:config-version"
 
@@ -114,6 +114,8 @@ class RoutingTable:
     policies: dict[str, PolicySnapshot]
     version: str
     loaded_at: float
+    # The enabled budgets: which apply to a call is decided without a query.
+    budgets: tuple[Budget, ...] = ()
 
 
 def load_table(version: str) -> RoutingTable:
@@ -138,7 +140,8 @@ def load_table(version: str) -> RoutingTable:
             ab_percent=route.ab_percent,
         )
     policies = {policy.mode: PolicySnapshot.of(policy) for policy in Policy.objects.all()}
-    return RoutingTable(snapshots, policies, version, time.monotonic())
+    budgets = tuple(Budget.objects.filter(enabled=True).order_by("pk"))
+    return RoutingTable(snapshots, policies, version, time.monotonic(), budgets)
 
 
 _table: RoutingTable | None = None

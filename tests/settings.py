@@ -39,3 +39,16 @@ if os.environ.get("CONTROLPLANE_LIVE_TEST_DB"):
     DATABASES["default"]["TEST"]["NAME"] = os.environ["CONTROLPLANE_LIVE_TEST_DB"]  # noqa: F405
 if os.environ.get("CONTROLPLANE_LIVE_TEST_CACHE"):
     CACHES["default"]["LOCATION"] = os.environ["CONTROLPLANE_LIVE_TEST_CACHE"]  # noqa: F405
+if os.environ.get("CONTROLPLANE_LIVE_TEST_DB"):
+    # The live server does background work as the embedded mode does, on its
+    # in-process pool: a chat run streams while the request that started it has
+    # returned (inline, it would hold daphne's one thread for sync views, Stop
+    # included). The offline model streams slowly enough for a person to press Stop.
+    BACKGROUND_EAGER = False
+    CELERY_BROKER_URL = ""
+    OFFLINE_TOKEN_DELAY_SECONDS = float(os.environ.get("OFFLINE_TOKEN_DELAY_SECONDS", "0.2"))
+
+# The race tests run 20–50 threads that each hold a connection at the same moment;
+# a bounded pool would make them wait on each other, so tests connect directly.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F405
+    DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
+
 from routing.money import ZERO, to_decimal
 from routing.providers.base import (
     ChatRequest,
@@ -45,14 +47,19 @@ class OfflineProvider:
 
     label = "offline"
 
-    def __init__(self, token_delay: float = 0.0) -> None:
-        self.token_delay = token_delay  # seconds between streamed pieces, for demos
+    def __init__(self, token_delay: float | None = None) -> None:
+        # Seconds between streamed pieces, for demos and the live browser tests; None
+        # reads settings.OFFLINE_TOKEN_DELAY_SECONDS at each call.
+        self.token_delay = token_delay
 
     def complete(self, request: ChatRequest) -> Completion:
         return _complete(_offline_turn(request), request)
 
     def stream(self, request: ChatRequest) -> Iterator[StreamChunk | Completion]:
-        return _stream(_offline_turn(request), request, token_delay=self.token_delay)
+        delay = self.token_delay
+        if delay is None:
+            delay = float(getattr(settings, "OFFLINE_TOKEN_DELAY_SECONDS", 0.0))
+        return _stream(_offline_turn(request), request, token_delay=delay)
 
     def __repr__(self) -> str:
         return "<OfflineProvider>"

@@ -49,6 +49,7 @@ OPERATION = "bench"
 SERVICE = "bench-gateway"
 TARGET_ADDED_P95_MS = 5.0
 START_TIMEOUT = 60.0
+APPLICATION = "controlplane.asgi:application"
 REQUEST_BODY = json.dumps(
     {
         "model": UPSTREAM_MODEL,
@@ -74,6 +75,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--warmup", type=int, default=50, help="Untimed requests each way before each level."
         )
+        parser.add_argument(
+            "--application",
+            default=APPLICATION,
+            help=f"The ASGI application daphne serves (default {APPLICATION}).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         requests, warmup = options["requests"], options["warmup"]
@@ -89,12 +95,13 @@ class Command(BaseCommand):
         self.stdout.write(f"Cache: {describe_cache()}")
         started = timezone.now()
         results: dict[int, LevelResult] = {}
+        interrupted = False
         with _interrupt_on_sigterm(), _Processes() as processes:
             try:
                 self._remove_rows(leftovers=True)
                 upstream_url = processes.start_upstream()
                 raw_key = _create_rows(upstream_url)
-                gateway_url = processes.start_gateway()
+                gateway_url = processes.start_gateway(options["application"])
                 _wait_until_ready(gateway_url, raw_key, processes)
                 self.stdout.write(
                     f"Upstream: {upstream_url} (asyncio, TCP_NODELAY, pid {processes.pids[0]}); "
@@ -105,7 +112,9 @@ class Command(BaseCommand):
                         level, requests, warmup, upstream_url, gateway_url, raw_key
                     )
                     self._print_level(results[level])
+                self._print_target(results)
             except KeyboardInterrupt:
+                interrupted = True
                 self.stdout.write("Interrupted: stopping the processes and cleaning up.")
             finally:
                 log = processes.gateway_log.name if processes.gateway_log else None
@@ -115,7 +124,8 @@ class Command(BaseCommand):
                     self.stdout.write(f"The gateway's log is kept in {log}")
                 self._remove_rows()
                 self._print_kept(started)
-        self._print_target(results)
+        if interrupted:
+            raise CommandError("Interrupted.")
         failed = [r.level for r in results.values() if not r.gateway.latencies]
         if failed:
             raise CommandError(f"Every request through the gateway failed at concurrency {failed}.")
@@ -178,7 +188,7 @@ class Command(BaseCommand):
         reservations = Reservation.objects.filter(request_id__in=logs.values("request_id")).count()
         self.stdout.write(
             f"Kept: {len(costs)} OperationLog rows tagged service '{SERVICE}' (the log is "
-            f"append-only) and their {reservations} settled budget reservations; the calls "
+            f"append-only) and their {reservations} budget reservations; the calls "
             f"cost ${format(total.normalize(), 'f')} in all, as reported by the bench upstream."
         )
 
@@ -316,7 +326,7 @@ class _Processes:
             raise CommandError(f"The bench upstream did not start (it said {line!r}).")
         return f"http://127.0.0.1:{int(line.split()[-1])}/v1"
 
-    def start_gateway(self) -> str:
+    def start_gateway(self, application: str = APPLICATION) -> str:
         port = _free_port()
         env = {
             **os.environ,
@@ -339,7 +349,7 @@ class _Processes:
                 "127.0.0.1",
                 "-p",
                 str(port),
-                "controlplane.asgi:application",
+                application,
             ],
             cwd=settings.BASE_DIR,
             env=env,
