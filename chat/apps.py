@@ -6,3 +6,9 @@ from django.apps import AppConfig
 class ChatConfig(AppConfig):
     name = "chat"
     verbose_name = "Chat"
+
+    def ready(self) -> None:
+        from chat import agent, tools
+
+        tools.register_builtin_tools()
+        agent.register_approval_waiters()

@@ -5,6 +5,35 @@ row's lock) and then, once the transaction commits, publishes it to the run's
 channel group with its full data, so consumers render it without the database.
 A browser that (re)connects asks for the events after the last `seq` it has.
 `TokenCoalescer` turns a fast model's tokens into a few writes a second.
+
+Event data (what the page helper renders; keys are stable, new keys only get added)
+-------------------------------------------------------------------------------------
+
+- `status`: `{status, detail}`; status is one of idle, thinking, streaming,
+  tool_running, waiting_approval, stopping, stopped; detail is a sentence for people.
+- `token`: `{text}`, a coalesced piece of the reply.
+- `tool_start`: `{execution_id, tool, arguments, step}`, when a `ToolExecution` row is
+  created (a risky call's row is created, and started, when the run pauses for it).
+- `tool_result`: `{execution_id, tool, outcome, duration_ms, fingerprint, result,
+  error}`; outcome ok, error or refused (bad arguments, a host off the allowlist, a
+  rejected approval); fingerprint is empty unless the call failed. Every execution
+  gets exactly one `tool_start` and at most one `tool_result`.
+- `budget`: `{steps, wall_clock, cost}`, each `{used, limit, percent, state}` (state
+  green below 60%, amber 60-85%, red above 85%; cost amounts are exact decimal
+  strings, wall clock in seconds), plus `retries: {fingerprint: count}` and
+  `retry_limit` (the run's max_retries_per_fingerprint).
+- `guardrails`: `{loop, no_progress, repeated_failure}`, each `{count, threshold}`.
+- `approval`: `{approval_id, tool, arguments, reason}`; tool is empty when the
+  approval is for a model call (arguments are then the approval's proposal).
+- `stop_reason`: `{reason, label, suggestion, next_action: {label, kind, ...}}`
+  (see `chat.stop_reasons`). Also sent when a run pauses for an approval (reason
+  awaiting_approval, next action "approve").
+- `error`: `{message}`, the error behind a stop (provider failure, refusal, crash).
+
+The order within one change: `status` first, then tokens, `tool_start`,
+`tool_result`, then `budget` and `guardrails`, then `approval`, `stop_reason` and
+`error`. A run that stops emits `status` (stopped), `budget`, `guardrails`,
+`stop_reason` and, when there was one, `error`.
 """
 
 from __future__ import annotations

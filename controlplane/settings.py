@@ -318,4 +318,5 @@ CELERY_BEAT_SCHEDULE = {
     "detect-stuck": {"task": "selfheal.tasks.detect_stuck", "schedule": 15.0},
     "route-unclaimable": {"task": "selfheal.tasks.route_unclaimable_tasks", "schedule": 60.0},
     "evaluate-autoheal-rules": {"task": "selfheal.tasks.evaluate_autoheal_rules", "schedule": 60.0},
+    "detect-lost-runs": {"task": "chat.tasks.detect_lost_runs", "schedule": 15.0},
 }

@@ -1,0 +1,415 @@
+"""The tools an agent may call: a registry of named tools, each with JSON-schema
+arguments and a risk level.
+
+A **safe** tool runs at once. A **risky** one (it changes something) pauses the run
+for an approval first (`chat.agent`). Arguments are checked against the tool's
+schema before anything runs (`schema_errors`: type, required, enum, properties,
+items, lengths and bounds, no unknown keys where the schema says so). A call that is
+not made (unknown tool, bad arguments, a host off the allowlist) raises `ToolRefused`;
+a call that fails while running raises anything else. Either way the loop records a
+failure fingerprint and tells the model.
+
+Built in: `list_tasks`, `create_task` (risky) and `queue_summary` over the self-heal
+task engine, `todays_spend` from the routing budgets and cost log, and `http_get`,
+which reaches only the hosts of `settings.CHAT_HTTP_ALLOWLIST` (none by default),
+within `CHAT_HTTP_TIMEOUT_SECONDS` and `CHAT_HTTP_MAX_BYTES`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from django.apps import apps
+from django.conf import settings
+from django.db.models import Count, Sum
+
+APP_USER_AGENT = "controlplane-chat/1 (http_get tool)"
+
+
+class Risk(StrEnum):
+    SAFE = "safe"
+    RISKY = "risky"
+
+
+class ToolRefused(Exception):
+    """The call was not made; the message says why, for the model and a person."""
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """Who the tool acts for: the run and the person who started it."""
+
+    run_id: int
+    user: Any
+
+
+Handler = Callable[[dict[str, Any], ToolContext], Any]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # a JSON schema of the arguments object
+    handler: Handler
+    risk: Risk = Risk.SAFE
+
+    @property
+    def risky(self) -> bool:
+        return self.risk == Risk.RISKY
+
+    def spec(self) -> dict[str, Any]:
+        """The tool as OpenAI-compatible models are told about it."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+_registry: dict[str, Tool] = {}
+
+
+def register(tool: Tool) -> Tool:
+    _registry[tool.name] = tool
+    return tool
+
+
+def unregister(name: str) -> None:
+    _registry.pop(name, None)
+
+
+def get_tool(name: str) -> Tool | None:
+    return _registry.get(name)
+
+
+def available_tools() -> list[Tool]:
+    return sorted(_registry.values(), key=lambda tool: tool.name)
+
+
+def tool_specs() -> list[dict[str, Any]]:
+    return [tool.spec() for tool in available_tools()]
+
+
+# -- calling a tool ---------------------------------------------------------------------
+
+
+def parse_arguments(arguments: str | dict[str, Any] | None) -> dict[str, Any]:
+    """The arguments object of a tool call, as the model wrote it (JSON text)."""
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError as exc:
+        raise ToolRefused(f"The arguments are not valid JSON: {exc}.") from exc
+    if not isinstance(parsed, dict):
+        raise ToolRefused("The arguments must be a JSON object.")
+    return parsed
+
+
+def checked_tool(name: str, arguments: dict[str, Any]) -> Tool:
+    """The tool to run, once the call is known to be well formed."""
+    tool = get_tool(name)
+    if tool is None:
+        known = ", ".join(t.name for t in available_tools()) or "none"
+        raise ToolRefused(f"There is no tool named {name!r}. Tools: {known}.")
+    errors = schema_errors(tool.parameters, arguments)
+    if errors:
+        raise ToolRefused(f"Invalid arguments for {name}: " + "; ".join(errors))
+    return tool
+
+
+def run_tool(tool: Tool, arguments: dict[str, Any], context: ToolContext) -> Any:
+    """Run the tool; its result as plain JSON (what is stored and sent to the model)."""
+    return json.loads(json.dumps(tool.handler(arguments, context), default=str))
+
+
+# -- a small JSON-schema validator ---------------------------------------------------------
+
+_TYPES: dict[str, Callable[[Any], bool]] = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def schema_errors(schema: dict[str, Any], value: Any, path: str = "arguments") -> list[str]:
+    """What is wrong with `value` under `schema` (empty: nothing)."""
+    expected = schema.get("type")
+    if expected is not None:
+        kinds = expected if isinstance(expected, list) else [expected]
+        if not any(_TYPES.get(kind, lambda v: True)(value) for kind in kinds):
+            return [f"{path} must be of type {' or '.join(kinds)}"]
+    if "enum" in schema and value not in schema["enum"]:
+        choices = ", ".join(json.dumps(choice) for choice in schema["enum"])
+        return [f"{path} must be one of {choices}"]
+    if isinstance(value, dict):
+        return _object_errors(schema, value, path)
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [
+            e
+            for i, item in enumerate(value)
+            for e in schema_errors(schema["items"], item, f"{path}[{i}]")
+        ]
+    return _bound_errors(schema, value, path)
+
+
+def _object_errors(schema: dict[str, Any], value: dict[str, Any], path: str) -> list[str]:
+    properties = schema.get("properties") or {}
+    errors = [
+        f"{path}.{name} is required" for name in schema.get("required", []) if name not in value
+    ]
+    if schema.get("additionalProperties") is False:
+        errors += [
+            f"{path}.{name} is not an argument of this tool"
+            for name in value
+            if name not in properties
+        ]
+    for name, item in value.items():
+        if name in properties:
+            errors += schema_errors(properties[name], item, f"{path}.{name}")
+    return errors
+
+
+def _bound_errors(schema: dict[str, Any], value: Any, path: str) -> list[str]:
+    errors = []
+    if isinstance(value, str):
+        if len(value) < schema.get("minLength", 0):
+            errors.append(f"{path} must have at least {schema['minLength']} characters")
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            errors.append(f"{path} must have at most {schema['maxLength']} characters")
+    elif _TYPES["number"](value):
+        if "minimum" in schema and value < schema["minimum"]:
+            errors.append(f"{path} must be at least {schema['minimum']}")
+        if "maximum" in schema and value > schema["maximum"]:
+            errors.append(f"{path} must be at most {schema['maximum']}")
+    return errors
+
+
+# -- built-in tools: the task engine ----------------------------------------------------------
+
+TASK_LIST_LIMIT = 50
+
+
+def queue_summary() -> dict[str, int]:
+    """Tasks per status (every status, zero included) and the open ones in all."""
+    from selfheal.models import OPEN_STATUSES, Task, TaskStatus
+
+    counts = dict(Task.objects.values_list("status").annotate(count=Count("id")).order_by())
+    summary = {status: int(counts.get(status, 0)) for status in TaskStatus.values}
+    summary["open"] = sum(summary[status] for status in OPEN_STATUSES)
+    return summary
+
+
+def _list_tasks(arguments: dict[str, Any], context: ToolContext) -> list[dict[str, Any]]:
+    from selfheal.models import Task
+
+    tasks = Task.objects.all()
+    if arguments.get("status"):
+        tasks = tasks.filter(status=arguments["status"])
+    limit = int(arguments.get("limit", 20))
+    return [
+        {
+            "id": task.pk,
+            "title": task.title,
+            "kind": task.kind,
+            "status": task.status,
+            "priority": task.priority,
+            "attempts": task.attempts,
+            "created_at": task.created_at.isoformat(),
+        }
+        for task in tasks.order_by("-created_at", "-id")[:limit]
+    ]
+
+
+def _create_task(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+    from selfheal import engine
+    from selfheal.models import Task
+
+    try:
+        task = engine.create_task(
+            arguments["title"],
+            arguments.get("kind") or "chat.request",
+            payload={**arguments.get("payload", {}), "chat_run_id": context.run_id},
+            priority=int(arguments.get("priority", 0)),
+            source=Task.Source.CHAT,
+            actor=context.user,
+        )
+    except engine.EngineError as exc:
+        raise ToolRefused(str(exc)) from exc
+    return {"id": task.pk, "title": task.title, "kind": task.kind, "status": task.status}
+
+
+def _queue_summary(arguments: dict[str, Any], context: ToolContext) -> dict[str, int]:
+    return queue_summary()
+
+
+# -- built-in tools: spend ---------------------------------------------------------------------
+
+
+def _todays_spend(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+    from routing.budgets import budget_day, dollars, exact_text, spend_today
+    from routing.insights import day_bounds
+    from routing.models import OperationLog
+
+    day = budget_day()
+    start, end = day_bounds(day)
+    logged = OperationLog.objects.filter(at__gte=start, at__lt=end)
+    total = logged.aggregate(total=Sum("cost"))["total"] or Decimal(0)
+    return {
+        "day": day.isoformat(),
+        "total_cost": exact_text(total),
+        "total_cost_text": dollars(total),
+        "calls": logged.count(),
+        "budgets": [
+            {
+                "budget": str(row.budget),
+                "limit": exact_text(row.limit),
+                "spent": exact_text(row.spent),
+                "reserved": exact_text(row.reserved),
+                "remaining": exact_text(row.remaining),
+                "percent": str(row.percent) if row.percent is not None else None,
+            }
+            for row in spend_today()
+        ],
+    }
+
+
+# -- built-in tools: HTTP GET within the allowlist -----------------------------------------------
+
+
+def allowed_hosts() -> set[str]:
+    return {
+        host.strip().lower().rstrip(".") for host in settings.CHAT_HTTP_ALLOWLIST if host.strip()
+    }
+
+
+def _http_get(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+    url = arguments["url"]
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower().rstrip(".")
+    if parts.scheme not in ("http", "https") or not host:
+        raise ToolRefused(f"Only http and https URLs can be fetched, not {url!r}.")
+    if host not in allowed_hosts():
+        raise ToolRefused(
+            f"The host {host!r} is not in CHAT_HTTP_ALLOWLIST; an administrator can add it."
+        )
+    return _fetch(url)
+
+
+def _fetch(url: str) -> dict[str, Any]:
+    limit, timeout = settings.CHAT_HTTP_MAX_BYTES, settings.CHAT_HTTP_TIMEOUT_SECONDS
+    deadline = time.monotonic() + timeout
+    body, truncated = bytearray(), False
+    # No redirects: a redirect could lead off the allowlist.
+    with (
+        httpx.Client(timeout=timeout, follow_redirects=False) as client,
+        client.stream("GET", url, headers={"User-Agent": APP_USER_AGENT}) as response,
+    ):
+        for chunk in response.iter_bytes():
+            body.extend(chunk)
+            if len(body) > limit:
+                del body[limit:]
+                truncated = True
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"GET {url} took longer than {timeout:g} s")
+    return {
+        "url": url,
+        "status": response.status_code,
+        "content_type": response.headers.get("content-type", ""),
+        "location": response.headers.get("location", ""),
+        "body": body.decode(response.encoding or "utf-8", errors="replace"),
+        "bytes": len(body),
+        "truncated": truncated,
+    }
+
+
+# -- the built-in registry --------------------------------------------------------------------
+
+NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+
+
+def register_builtin_tools() -> None:
+    """Called from `ChatConfig.ready()`."""
+    if apps.is_installed("selfheal"):
+        from selfheal.models import TaskStatus
+
+        register(
+            Tool(
+                "list_tasks",
+                "List tasks of the governance work queue, newest first.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "status": {"type": "string", "enum": list(TaskStatus.values)},
+                        "limit": {"type": "integer", "minimum": 1, "maximum": TASK_LIST_LIMIT},
+                    },
+                    "additionalProperties": False,
+                },
+                _list_tasks,
+            )
+        )
+        register(
+            Tool(
+                "create_task",
+                "Create a task in the governance work queue for a worker to do.",
+                {
+                    "type": "object",
+                    "properties": {
+                        "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "kind": {"type": "string", "minLength": 1, "maxLength": 100},
+                        "priority": {"type": "integer", "minimum": -100, "maximum": 100},
+                        "payload": {"type": "object"},
+                    },
+                    "required": ["title"],
+                    "additionalProperties": False,
+                },
+                _create_task,
+                Risk.RISKY,
+            )
+        )
+        register(
+            Tool(
+                "queue_summary",
+                "Count the tasks of the work queue by status (pending, running, blocked, ...).",
+                NO_ARGUMENTS,
+                _queue_summary,
+            )
+        )
+    register(
+        Tool(
+            "todays_spend",
+            "Today's AI spend: the total, and each daily budget's limit, spend and remainder.",
+            NO_ARGUMENTS,
+            _todays_spend,
+        )
+    )
+    register(
+        Tool(
+            "http_get",
+            "Fetch a URL with HTTP GET (only hosts on the administrator's allowlist).",
+            {
+                "type": "object",
+                "properties": {"url": {"type": "string", "format": "uri", "maxLength": 2000}},
+                "required": ["url"],
+                "additionalProperties": False,
+            },
+            _http_get,
+        )
+    )
