@@ -14,9 +14,21 @@ from tests.personas import make_user
 @pytest.fixture(autouse=True)
 def _clear_cache() -> Any:
     # The cache is Redis when REDIS_URL is set and outlives each test's rollback.
-    cache.clear()
+    _forget_cached_values()
     yield
-    cache.clear()
+    _forget_cached_values()
+
+
+def _forget_cached_values() -> None:
+    """Empty the cache, but only the cache: on Redis a FLUSHDB would also wipe the
+    channel layer's keys (same database), under a live server's websockets."""
+    if not settings.CACHES["default"]["BACKEND"].endswith("RedisCache"):
+        cache.clear()
+        return
+    client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+    keys = list(client.scan_iter(match=cache.make_key("*"), count=1000))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture

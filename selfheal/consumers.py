@@ -1,0 +1,95 @@
+"""The Self-heal and Engine pages' websocket: re-rendered fragments, never JSON.
+
+A page says which it is (`?page=index` or `?page=engine`); each connection renders
+only that page's fragments, with the same templates as the full page and as its
+user (the buttons depend on the tier). A burst of events (a repair resetting fifty
+tasks, a thousand claims) is coalesced: a connection renders at most once every
+`RENDER_INTERVAL` seconds, covering every event that arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from django.template.loader import render_to_string
+
+from controlplane.consumers import StaffConsumer
+from selfheal import dashboard
+from selfheal.engine import ENGINE_GROUP
+
+log = logging.getLogger(__name__)
+
+RENDER_INTERVAL = 0.5
+INDEX, ENGINE = "index", "engine"
+# Which fragments each page re-renders for each kind of change.
+FRAGMENTS: dict[str, dict[str, tuple[str, ...]]] = {
+    INDEX: {"playbook": ("report", "history")},
+    ENGINE: {"engine": ("queue", "workers", "attention")},
+}
+TEMPLATES = {
+    "report": ("selfheal/partials/report.html", dashboard.report_context),
+    "history": ("selfheal/partials/history.html", dashboard.history_context),
+    "queue": ("selfheal/partials/queue.html", dashboard.engine_queue_context),
+    "workers": ("selfheal/partials/workers.html", dashboard.engine_workers_context),
+    "attention": ("selfheal/partials/attention.html", dashboard.engine_attention_context),
+}
+
+
+def render_fragments(names: list[str], user: Any) -> str:
+    return "\n".join(
+        render_to_string(template, {**context(user), "oob": True})
+        for template, context in (TEMPLATES[name] for name in names)
+    )
+
+
+class SelfhealConsumer(StaffConsumer):
+    page = INDEX
+    flusher: asyncio.Task[None] | None = None
+    last_render = float("-inf")
+
+    def groups_for(self) -> list[str]:
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        self.page = ENGINE if query.get("page") == [ENGINE] else INDEX
+        self.dirty: set[str] = set()
+        return [ENGINE_GROUP]
+
+    async def disconnect(self, code: int) -> None:
+        if self.flusher is not None:
+            self.flusher.cancel()
+        await super().disconnect(code)
+
+    async def engine_changed(self, event: dict[str, Any]) -> None:
+        self._changed("engine")
+
+    async def playbook_changed(self, event: dict[str, Any]) -> None:
+        self._changed("playbook")
+
+    def _changed(self, kind: str) -> None:
+        fragments = FRAGMENTS[self.page].get(kind, ())
+        if not fragments:
+            return
+        self.dirty.update(fragments)
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Render what changed, at most once per RENDER_INTERVAL, until nothing is left.
+        Events arriving while it renders mark fragments dirty for the next round."""
+        loop = asyncio.get_running_loop()
+        while self.dirty:
+            wait = self.last_render + RENDER_INTERVAL - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            names = [name for name in TEMPLATES if name in self.dirty]
+            self.dirty.clear()
+            self.last_render = loop.time()
+            try:
+                html = await database_sync_to_async(render_fragments)(names, self.scope["user"])
+                await self.send(text_data=html)
+            except Exception:
+                # A live update is best effort: the page shows the same data on reload.
+                log.exception("could not render self-heal fragments %s", names)

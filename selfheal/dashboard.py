@@ -1,0 +1,196 @@
+"""What the Self-heal and Engine pages show, for the views (full page) and the
+consumer (live fragments) alike, so the two cannot drift.
+
+Every list is bounded and read with a fixed number of queries however many tasks,
+workers or executions there are.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from controlplane.tiers import Tier, tier_of
+from selfheal.engine import silence_limit
+from selfheal.models import PlaybookExecution, Task, TaskStatus, Worker
+from selfheal.playbooks import playbooks
+from selfheal.playbooks.diagnose import CHECKS
+
+HISTORY_LIMIT = 20
+ATTENTION_LIMIT = 50
+FAILED_LIMIT = 10
+FAILED_WINDOW = timedelta(hours=24)
+WORKER_LIMIT = 100
+REPORT_PLAYBOOKS = ("diagnose", "repair")
+
+# Suggestions a playbook carries out itself; any other sentence needs a person.
+AUTOMATED_SUGGESTIONS = ("Run repair", "None needed")
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+def needs_a_person(finding: dict[str, Any]) -> bool:
+    """A finding that is not ok and whose suggested action no playbook takes."""
+    if finding.get("severity", "ok") == "ok":
+        return False
+    sentences = _SENTENCE_BREAK.split(str(finding.get("suggested_action") or "").strip())
+    return any(s and not s.startswith(AUTOMATED_SUGGESTIONS) for s in sentences)
+
+
+@dataclass(frozen=True)
+class Permissions:
+    run_playbooks: bool
+    roll_back: bool
+    operate_tasks: bool
+
+    @classmethod
+    def of(cls, user: Any) -> Permissions:
+        if tier_of(user) < Tier.OPERATOR:
+            return cls(False, False, False)
+        return cls(
+            run_playbooks=user.has_perm("selfheal.run_playbook"),
+            roll_back=user.has_perm("selfheal.rollback_execution"),
+            operate_tasks=user.has_perm("selfheal.operate_task"),
+        )
+
+
+# --- the Self-heal page ------------------------------------------------------------------
+
+
+def latest_report() -> dict[str, Any] | None:
+    execution = (
+        PlaybookExecution.objects.filter(playbook__in=REPORT_PLAYBOOKS)
+        .exclude(status=PlaybookExecution.Status.RUNNING)
+        .select_related("started_by")
+        .first()
+    )
+    if execution is None:
+        return None
+    findings = [
+        {
+            **finding,
+            "title": CHECKS.get(finding.get("check", ""), (finding.get("check", ""),))[0],
+            "manual": needs_a_person(finding),
+        }
+        for finding in execution.findings
+    ]
+    changes = [
+        a for a in execution.actions if a.get("action") not in ("step", "read") and a.get("action")
+    ]
+    return {
+        "execution": execution,
+        "severity": execution.worst_severity,
+        "findings": findings,
+        "manual": [f for f in findings if f["manual"]],
+        "changes": changes,
+        "approvals": [a for a in changes if a["action"] == "request_approval" and a["performed"]],
+        "verification": execution.verification or {},
+    }
+
+
+def execution_history() -> list[PlaybookExecution]:
+    return list(
+        PlaybookExecution.objects.select_related("started_by", "rolled_back_by")[:HISTORY_LIMIT]
+    )
+
+
+def report_context(user: Any) -> dict[str, Any]:
+    return {"report": latest_report(), "can": Permissions.of(user)}
+
+
+def history_context(user: Any) -> dict[str, Any]:
+    return {"executions": execution_history(), "can": Permissions.of(user)}
+
+
+def index_context(user: Any) -> dict[str, Any]:
+    return {
+        **report_context(user),
+        **history_context(user),
+        "playbooks": playbooks(),
+    }
+
+
+# --- the Engine page ----------------------------------------------------------------------
+
+
+def queue_counts() -> list[dict[str, Any]]:
+    """Every status with its count, in the order a task moves through them (one query)."""
+    counts = Task.objects.aggregate(
+        **{status: Count("id", filter=Q(status=status)) for status in TaskStatus.values}
+    )
+    return [
+        {"status": status, "label": label, "count": counts[status]}
+        for status, label in TaskStatus.choices
+    ]
+
+
+def worker_rows(now: datetime) -> list[dict[str, Any]]:
+    workers = (
+        Worker.objects.filter(revoked_at__isnull=True)
+        .annotate(running=Count("leased_tasks", filter=Q(leased_tasks__status=TaskStatus.RUNNING)))
+        .order_by("name")[:WORKER_LIMIT]
+    )
+    cutoff = now - silence_limit()
+    rows = []
+    for worker in workers:
+        beat = worker.last_heartbeat
+        rows.append(
+            {
+                "worker": worker,
+                "age_s": None if beat is None else max(int((now - beat).total_seconds()), 0),
+                "live": worker.status == Worker.Status.ONLINE
+                and beat is not None
+                and beat >= cutoff,
+                "running": worker.running,
+            }
+        )
+    return rows
+
+
+def attention_tasks(now: datetime) -> Any:
+    """Stuck (running past their lease) and waiting (blocked, waiting for approval)."""
+    return Task.objects.filter(
+        Q(status=TaskStatus.RUNNING, lease_expires_at__lt=now)
+        | Q(status__in=[TaskStatus.BLOCKED, TaskStatus.WAITING_APPROVAL])
+    ).select_related("lease_worker")
+
+
+def engine_queue_context(user: Any, now: datetime | None = None) -> dict[str, Any]:
+    return {"queue": queue_counts()}
+
+
+def engine_workers_context(user: Any, now: datetime | None = None) -> dict[str, Any]:
+    now = now or timezone.now()
+    return {
+        "workers": worker_rows(now),
+        "stale_after_s": int(silence_limit().total_seconds()),
+        "now": now,
+    }
+
+
+def engine_attention_context(user: Any, now: datetime | None = None) -> dict[str, Any]:
+    now = now or timezone.now()
+    attention = attention_tasks(now)
+    failed = Task.objects.filter(
+        status=TaskStatus.FAILED, finished_at__gte=now - FAILED_WINDOW
+    ).order_by("-finished_at", "-id")
+    return {
+        "attention": list(attention[:ATTENTION_LIMIT]),
+        "attention_count": attention.count(),
+        "failed": list(failed[:FAILED_LIMIT]),
+        "now": now,
+        "can": Permissions.of(user),
+    }
+
+
+def engine_context(user: Any) -> dict[str, Any]:
+    now = timezone.now()
+    return {
+        **engine_queue_context(user, now),
+        **engine_workers_context(user, now),
+        **engine_attention_context(user, now),
+    }

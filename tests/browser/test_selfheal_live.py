@@ -1,0 +1,132 @@
+"""The Self-heal and Engine pages in headless Chromium: the queue updates live as
+tasks arrive and a worker claims them, and Diagnose shows a colour-coded report,
+live on another person's open page too.
+
+Tasks are created in the database by this test. The event their creation
+publishes does not reach the live server from here (the in-memory channel layer
+lives in this process, and Playwright's event loop on this thread keeps
+`async_to_sync` from sending to Redis: a logged, best-effort miss). So a worker
+then talks to the live server over HTTP, as a real one does; the server publishes,
+and the page re-renders its counts from the database, which has both tasks.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+import pytest
+
+from selfheal.engine import create_task
+from selfheal.models import Worker
+from tests.personas import PASSWORD
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+SOCKET_OPEN = (
+    "() => document.querySelector('[ws-connect]')?.['htmx-internal-data']"
+    "?.webSocket?.socket?.readyState === 1"
+)
+CRITICAL_RED = "rgb(248, 81, 73)"
+
+
+def log_in(page: Any, base_url: str, username: str) -> None:
+    page.goto(f"{base_url}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base_url}/")
+
+
+def open_live(page: Any, url: str) -> list[str]:
+    """Open `url`, wait for its socket, and return the list of later navigations."""
+    page.goto(url)
+    page.wait_for_function("() => window.htmx !== undefined")
+    page.wait_for_function(SOCKET_OPEN, timeout=10_000)
+    navigations: list[str] = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+    return navigations
+
+
+def worker_call(base_url: str, token: str, endpoint: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        f"{base_url}/selfheal/api/{endpoint}",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status
+
+
+def wait_for_count(page: Any, status: str, count: int) -> None:
+    page.wait_for_function(
+        f"() => document.querySelector('#queue-count-{status}')?.textContent.trim() === '{count}'",
+        timeout=10_000,
+    )
+
+
+def test_the_engine_page_counts_new_and_claimed_tasks_without_reloading(
+    live_server_url: str, browser: Any, observer: Any
+) -> None:
+    _, token = Worker.register("builder", ["deploy"])
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        log_in(page, live_server_url, observer.username)
+        navigations = open_live(page, f"{live_server_url}/selfheal/engine/")
+        assert page.inner_text("#queue-count-pending") == "0"
+        assert "builder" in page.inner_text("#engine-workers")
+
+        create_task("Deploy <the> release", "deploy", required_capabilities=["deploy"])
+        create_task("Deploy the docs", "deploy", required_capabilities=["deploy"])
+        assert worker_call(live_server_url, token, "heartbeat", {"version": "1.2"}) == 200
+
+        wait_for_count(page, "pending", 2)
+        page.wait_for_function(
+            "() => document.querySelector('#engine-workers .worker-online') !== null",
+            timeout=10_000,
+        )
+
+        assert worker_call(live_server_url, token, "claim", {}) == 200
+        wait_for_count(page, "pending", 1)
+        wait_for_count(page, "running", 1)
+        assert navigations == [], "the Engine page reloaded instead of updating live"
+    finally:
+        context.close()
+
+
+def test_diagnose_shows_a_colour_coded_report_here_and_live_on_an_open_page(
+    live_server_url: str, browser: Any, operator: Any, observer: Any
+) -> None:
+    # Work is pending and no worker is alive: a critical finding only a person can fix.
+    create_task("Nobody can take me", "deploy", required_capabilities=["deploy"])
+    operator_view = browser.new_context()
+    observer_view = browser.new_context()
+    try:
+        watching = observer_view.new_page()
+        log_in(watching, live_server_url, observer.username)
+        navigations = open_live(watching, f"{live_server_url}/selfheal/")
+        assert "No diagnosis yet" in watching.inner_text("#selfheal-report")
+        assert not watching.is_visible("#diagnose-button")  # an Observer only sees
+
+        acting = operator_view.new_page()
+        log_in(acting, live_server_url, operator.username)
+        acting.goto(f"{live_server_url}/selfheal/")
+        acting.click("#diagnose-button")
+        acting.wait_for_selector("#selfheal-report.sev-critical", timeout=15_000)
+
+        badge = acting.locator("#report-severity")
+        assert badge.inner_text().lower() == "critical"
+        assert badge.evaluate("el => getComputedStyle(el).color") == CRITICAL_RED
+        assert acting.is_visible("#manual-actions")
+        assert "Start a worker" in acting.inner_text("#manual-actions")
+        assert acting.locator("#finding-database.sev-ok").count() == 1
+
+        watching.wait_for_selector("#selfheal-report.sev-critical", timeout=10_000)
+        assert watching.locator("#history-rows tr").count() == 1
+        assert navigations == [], "the Self-heal page reloaded instead of updating live"
+    finally:
+        operator_view.close()
+        observer_view.close()
