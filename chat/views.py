@@ -1,17 +1,237 @@
+"""Chat pages: the sessions list, and a session with its live run.
+
+Everyone on staff watches; Operators and Owners start, stop and retry runs (an
+Observer's POST is refused with 403 by `tier_required`).
+"""
+
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from typing import Any, cast
 
-from controlplane.tiers import Tier, tier_required
+from django import forms
+from django.apps import apps
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from chat import tools
+from chat.agent import request_stop, retry_run, start_run
+from chat.forms import ModeForm, NewSessionForm, RetryForm, RunForm
+from chat.models import ChatSession, Message, Run, RunBudget
+from chat.rendering import snapshot_of
+from controlplane.tiers import Tier, tier_of, tier_required
+from routing.models import Mode, Policy
+
+SESSIONS_PER_PAGE = 50
+RUNS_SHOWN = 20
 
 
 @require_GET
 @tier_required(Tier.OBSERVER)
 def index(request: HttpRequest) -> HttpResponse:
-    return render(
-        request,
-        "controlplane/section_pending.html",
-        {"section": "Chat", "purpose": "Agent runs streaming live under budgets and guardrails."},
+    latest = Run.objects.filter(session=OuterRef("pk")).order_by("-created_at", "-id")
+    sessions = (
+        ChatSession.objects.select_related("user")
+        .annotate(
+            run_count=Count("runs"),
+            last_status=Subquery(latest.values("status")[:1]),
+            last_stop_reason=Subquery(latest.values("stop_reason")[:1]),
+        )
+        .order_by("-updated_at", "-id")
     )
+    page = Paginator(sessions, SESSIONS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "chat/index.html", {"page": page, "form": NewSessionForm()})
+
+
+@require_POST
+@tier_required(Tier.OPERATOR)
+def new_session(request: HttpRequest) -> HttpResponse:
+    form = NewSessionForm(request.POST)
+    if not form.is_valid():
+        return render(request, "chat/index.html", {"page": None, "form": form}, status=400)
+    chat = ChatSession.objects.create(
+        user=cast(User, request.user),  # tier_required let only staff through
+        title=form.cleaned_data["title"],
+        mode=form.cleaned_data["mode"],
+    )
+    return redirect("chat:session", chat.pk)
+
+
+@require_GET
+@tier_required(Tier.OBSERVER)
+def session(request: HttpRequest, session_id: int) -> HttpResponse:
+    chat = get_object_or_404(ChatSession.objects.select_related("user"), pk=session_id)
+    runs = list(runs_of(chat)[:RUNS_SHOWN])
+    run = runs[0] if runs else None
+    if request.GET.get("run", "").isdigit():
+        wanted = int(request.GET["run"])
+        run = next((r for r in runs if r.pk == wanted), None) or get_object_or_404(
+            runs_of(chat), pk=wanted
+        )
+    context = {
+        "chat": chat,
+        "runs": runs,
+        "modes": modes(),
+        "queue": queue_summary(),
+        **run_panel(run, tier_of(request.user)),
+    }
+    return render(request, "chat/session.html", context)
+
+
+@require_POST
+@tier_required(Tier.OPERATOR)
+def set_mode(request: HttpRequest, session_id: int) -> HttpResponse:
+    chat = get_object_or_404(ChatSession, pk=session_id)
+    form = ModeForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse("Choose one of the modes.", status=400)
+    chat.mode = form.cleaned_data["mode"]
+    chat.save(update_fields=["mode", "updated_at"])
+    if is_htmx(request):
+        return HttpResponse(status=204)
+    return redirect("chat:session", chat.pk)
+
+
+@require_POST
+@tier_required(Tier.OPERATOR)
+def start(request: HttpRequest, session_id: int) -> HttpResponse:
+    chat = get_object_or_404(ChatSession, pk=session_id)
+    form = RunForm(request.POST)
+    if not form.is_valid():
+        return refused(request, errors_of(form))
+    try:
+        run = start_run(
+            chat,
+            user=request.user,
+            message=form.cleaned_data["message"],
+            mode=form.cleaned_data["mode"],  # remembered on the session by start_run
+        )
+    except ValueError as exc:
+        return refused(request, str(exc))
+    return run_started(request, chat, run)
+
+
+@require_POST
+@tier_required(Tier.OPERATOR)
+def stop(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = get_object_or_404(Run, pk=run_id)
+    request_stop(run, user=request.user)
+    if is_htmx(request):
+        return HttpResponse(status=204)  # the run's own events show it stopping
+    return redirect(f"{reverse('chat:session', args=[run.session_id])}?run={run.pk}")
+
+
+@require_POST
+@tier_required(Tier.OPERATOR)
+def retry(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The one-click next actions: the same message again, in another mode or with a
+    limit raised. A cost budget is money, so only Owners raise it."""
+    previous = get_object_or_404(Run.objects.select_related("session"), pk=run_id)
+    form = RetryForm(request.POST)
+    if not form.is_valid():
+        return refused(request, errors_of(form))
+    limits = form.limits()
+    if "max_cost" in limits and tier_of(request.user) < Tier.OWNER:
+        raise PermissionDenied("A cost budget is money: only an Owner raises it.")
+    try:
+        run = retry_run(
+            previous, user=request.user, mode=form.cleaned_data["mode"] or None, limits=limits
+        )
+    except ValueError as exc:
+        return refused(request, str(exc))
+    return run_started(request, previous.session, run)
+
+
+@require_GET
+@tier_required(Tier.OBSERVER)
+def queue(request: HttpRequest) -> HttpResponse:
+    return render(request, "chat/partials/queue.html", {"queue": queue_summary()})
+
+
+# -- what the views share --------------------------------------------------------------
+
+
+def runs_of(chat: ChatSession) -> QuerySet[Run]:
+    user_messages = Message.objects.filter(role=Message.Role.USER)
+    return chat.runs.select_related("started_by").prefetch_related(
+        Prefetch("messages", queryset=user_messages, to_attr="user_messages")
+    )
+
+
+def run_panel(run: Run | None, tier: Tier) -> dict[str, Any]:
+    """The live part of the page: one run folded from its events, in one query."""
+    if run is None:
+        return {"run": None}
+    events = list(run.events.only("run_id", "seq", "type", "data").order_by("seq"))
+    snapshot = snapshot_of(run, events)
+    messages = getattr(run, "user_messages", None)
+    if messages is None:
+        messages = list(run.messages.filter(role=Message.Role.USER)[:1])
+    return {
+        "run": run,
+        "run_message": messages[0].content if messages else "",
+        "last_seq": snapshot.last_seq,
+        "fragments": snapshot.fragments(run.pk, tier),
+        "tools": snapshot.tool_rows(),
+    }
+
+
+def run_started(request: HttpRequest, chat: ChatSession, run: Run) -> HttpResponse:
+    url = f"{reverse('chat:session', args=[chat.pk])}?run={run.pk}"
+    if not is_htmx(request):
+        return redirect(url)
+    run = runs_of(chat).get(pk=run.pk)
+    context = {
+        "chat": chat,
+        "runs": list(runs_of(chat)[:RUNS_SHOWN]),
+        "oob": True,
+        "queue": queue_summary(),
+        **run_panel(run, tier_of(request.user)),
+    }
+    html = render_to_string("chat/session.html#run-panel", context, request) + render_to_string(
+        "chat/session.html#run-history", context, request
+    )
+    return HttpResponse(html, headers={"HX-Push-Url": url})
+
+
+def refused(request: HttpRequest, reason: str) -> HttpResponse:
+    """A run that could not start: said next to the Run button (htmx) or as a 400."""
+    if is_htmx(request):
+        return HttpResponse(
+            reason, headers={"HX-Retarget": "#run-form-errors", "HX-Reswap": "innerHTML"}
+        )
+    return HttpResponse(reason, status=400)
+
+
+def modes() -> list[dict[str, Any]]:
+    """Each mode with what it is for (its routing policy) and the budgets a run gets."""
+    policies = {p.mode: p for p in Policy.objects.all()}
+    budgets = {b.mode: b for b in RunBudget.objects.all()}
+    return [
+        {
+            "value": value,
+            "label": label,
+            "policy": policies.get(value),
+            "budget": budgets.get(value),
+        }
+        for value, label in Mode.choices
+    ]
+
+
+def queue_summary() -> dict[str, int] | None:
+    """The self-heal task queue, for the why-idle panel (None without the engine)."""
+    return tools.queue_summary() if apps.is_installed("selfheal") else None
+
+
+def errors_of(form: forms.Form) -> str:
+    return "; ".join(str(error) for errors in form.errors.values() for error in errors)
+
+
+def is_htmx(request: HttpRequest) -> bool:
+    return request.headers.get("HX-Request") == "true"

@@ -146,8 +146,9 @@ else:
     }
     CHANNEL_LAYERS = {
         "default": {
-            # The default capacity of 100 drops messages silently under a burst.
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # The default capacity of 100 drops messages silently under a burst. The
+            # in-memory layer, safe to publish to from the in-process worker's threads.
+            "BACKEND": "controlplane.live.LocalChannelLayer",
             "CONFIG": {"capacity": 10_000, "expiry": 60},
         }
     }

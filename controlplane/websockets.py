@@ -1,15 +1,22 @@
-"""Websocket URL routes of the whole product; each app adds its consumers here."""
+"""Websocket URL routes of the whole product.
+
+The core owns the list; each app adds its consumers from its AppConfig.ready()
+(DESIGN.md: nothing imports chat or healthmon, they register themselves here).
+asgi.py builds the router after Django is set up, so every app has registered.
+"""
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import URLPattern, path
 
-from chat.consumers import RunConsumer
 from controlplane.consumers import HomeConsumer
-from selfheal.consumers import SelfhealConsumer
 
-websocket_urlpatterns = [
+websocket_urlpatterns: list[URLPattern] = [
     path("ws/home/", HomeConsumer.as_asgi()),
-    path("ws/runs/<int:run_id>/", RunConsumer.as_asgi()),
-    path("ws/selfheal/", SelfhealConsumer.as_asgi()),
 ]
+
+
+def register(*routes: URLPattern) -> None:
+    for route in routes:
+        if all(str(r.pattern) != str(route.pattern) for r in websocket_urlpatterns):
+            websocket_urlpatterns.append(route)

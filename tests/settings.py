@@ -48,7 +48,7 @@ if os.environ.get("CONTROLPLANE_LIVE_TEST_DB"):
     CELERY_BROKER_URL = ""
     OFFLINE_TOKEN_DELAY_SECONDS = float(os.environ.get("OFFLINE_TOKEN_DELAY_SECONDS", "0.2"))
 
-# The race tests run 20–50 threads that each hold a connection at the same moment;
+# The race tests run 20 to 50 threads that each hold a connection at the same moment;
 # a bounded pool would make them wait on each other, so tests connect directly.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F405
     DATABASES["default"].get("OPTIONS", {}).pop("pool", None)  # noqa: F405

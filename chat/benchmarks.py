@@ -1,0 +1,133 @@
+"""The websocket clients of `manage.py bench_events`, in a process of their own.
+
+    python -m chat.benchmarks --url ws://127.0.0.1:8000/ws/runs/7/ \\
+        --origin http://127.0.0.1:8000 --cookie "sessionid=..." --clients 10 --events 20000
+
+Opens `--clients` sockets to a run's stream, as browsers do (session cookie, Origin),
+prints `ready` once all are open, then records when each event arrives. An event is
+a token whose text is its index, `[k]`, so each one is told apart from the others:
+repeats are counted as duplicates, and the indexes never seen as lost. When every
+client has the last event (or `--timeout` passes), prints one JSON line: for each
+client, the arrival time (`time.time()`) of each index, or null, and its duplicates.
+
+The client is autobahn's, which daphne already depends on. This module imports
+nothing from Django, so the process starts quickly and shares no GIL with the server
+or the producer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import sys
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+from autobahn.asyncio.websocket import WebSocketClientFactory, WebSocketClientProtocol
+
+TOKEN = re.compile(rb'#run-reply">\[(\d+)\]</span>')
+GRACE_SECONDS = 0.5  # after the last event: time for a late duplicate to show up
+
+
+class Recorder:
+    def __init__(self, events: int) -> None:
+        self.arrived: list[float | None] = [None] * events
+        self.duplicates = 0
+        self.unexpected = 0
+        self.done = asyncio.Event()
+        self.events = events
+
+    def frame(self, payload: bytes) -> None:
+        now = time.time()
+        for match in TOKEN.finditer(payload):
+            index = int(match.group(1))
+            if index >= self.events:
+                self.unexpected += 1
+            elif self.arrived[index] is None:
+                self.arrived[index] = now
+            else:
+                self.duplicates += 1
+        if self.arrived[-1] is not None:
+            self.done.set()
+
+
+def client_protocol(
+    recorder: Recorder, opened: asyncio.Future[None]
+) -> type[WebSocketClientProtocol]:
+    class Client(WebSocketClientProtocol):
+        def onOpen(self) -> None:
+            if not opened.done():
+                opened.set_result(None)
+
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:
+            recorder.frame(payload)
+
+        def onClose(self, wasClean: bool, code: int, reason: str) -> None:
+            if not opened.done():
+                opened.set_exception(ConnectionError(f"refused: {code} {reason}"))
+
+    return Client
+
+
+async def run_clients(options: argparse.Namespace) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    url = urlparse(options.url)
+    recorders, transports, opens = [], [], []
+    for _ in range(options.clients):
+        recorder = Recorder(options.events)
+        opened: asyncio.Future[None] = loop.create_future()
+        factory = WebSocketClientFactory(
+            options.url, headers={"Cookie": options.cookie}, origin=options.origin
+        )
+        factory.protocol = client_protocol(recorder, opened)
+        factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
+        transport, _ = await loop.create_connection(factory, url.hostname, url.port)
+        recorders.append(recorder)
+        transports.append(transport)
+        opens.append(opened)
+    await asyncio.gather(*opens)
+    say("ready")
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(
+            asyncio.gather(*(r.done.wait() for r in recorders)), timeout=options.timeout
+        )
+    await asyncio.sleep(GRACE_SECONDS)
+    for transport in transports:
+        transport.close()
+    return {
+        "clients": [
+            {"arrived": r.arrived, "duplicates": r.duplicates, "unexpected": r.unexpected}
+            for r in recorders
+        ]
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--origin", required=True)
+    parser.add_argument("--cookie", required=True)
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    options = parser.parse_args(argv)
+    try:
+        result = asyncio.run(run_clients(options))
+    except ConnectionError as exc:
+        say(f"failed {exc}")
+        sys.exit(1)
+    say(json.dumps(result))
+
+
+def say(line: str) -> None:
+    """One line to the benchmark that started this process."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

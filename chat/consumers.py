@@ -1,0 +1,116 @@
+"""The run websocket: a run's events as HTML fragments, in order, once each.
+
+On connect the browser says which events it already has (`?after=<seq>`); the
+consumer joins the run's group first, then sends what the database holds after that
+seq, then live events. It remembers the last seq it sent: a live event at or below
+it is a duplicate and is dropped; one that jumps ahead means the channel layer lost
+something (it is a delivery hint, not storage), and the gap is read from the
+database before the event is sent. So the browser never sees a gap or a duplicate.
+
+Live events are rendered from their own data, without the database, so the hot
+path skips the thread hop that a stock consumer makes before every handler.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+
+from chat.events import events_after, run_group
+from chat.models import Run
+from chat.rendering import render_live
+from controlplane.consumers import StaffConsumer
+from controlplane.tiers import Tier, tier_of
+
+CLOSE_NOT_FOUND = 4404
+# Missed events are read and sent in batches: one frame each, so a long replay
+# neither holds every event in memory nor sends thousands of frames.
+REPLAY_BATCH = 500
+# Live frames are rendered once for all the sockets of a process that watch a run
+# (they are all on the event loop's thread): the last few hundred are kept.
+RECENT_FRAMES = 512
+_recent_frames: OrderedDict[tuple[int, int, int], str] = OrderedDict()
+
+
+def after_seq(query_string: bytes) -> int:
+    """The last seq the browser has, from `?after=`; 0 (everything) when absent or bad."""
+    values = parse_qs(query_string.decode("latin-1")).get("after") or ["0"]
+    try:
+        return max(0, int(values[-1]))
+    except ValueError:
+        return 0
+
+
+class RunConsumer(StaffConsumer):
+    run_id: int
+    last_seq: int
+    tier: Tier
+
+    async def connect(self) -> None:
+        self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
+        self.last_seq = after_seq(self.scope.get("query_string", b""))
+        # Joins the run's group before reading the database: an event committed
+        # after the read is then certain to arrive live.
+        await super().connect()
+        if not getattr(self, "joined", None):
+            return  # refused (anonymous or not staff)
+        self.tier = await database_sync_to_async(tier_of)(self.scope["user"])
+        if not await database_sync_to_async(Run.objects.filter(pk=self.run_id).exists)():
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.send_missed()
+
+    def groups_for(self) -> list[str]:
+        return [run_group(self.run_id)]
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "run.event":
+            # Rendered from the event itself: no database, so no connection to close.
+            await self.run_event(message)
+        else:
+            await super().dispatch(message)
+
+    async def run_event(self, event: dict[str, Any]) -> None:
+        seq = int(event["seq"])
+        if seq <= self.last_seq:
+            return  # already sent (replayed from the database, or delivered twice)
+        if seq > self.last_seq + 1:
+            await self.send_missed()  # the layer dropped some: fill the gap first
+            if seq <= self.last_seq:
+                return
+        await self.send(text_data=rendered(self.run_id, seq, event, self.tier))
+        self.last_seq = seq
+
+    async def send_missed(self) -> None:
+        """Everything the database holds after `last_seq`, in frames of REPLAY_BATCH."""
+        while True:
+            html, last_seq, count = await database_sync_to_async(missed_frame)(
+                self.run_id, self.last_seq, self.tier
+            )
+            if count:
+                await self.send(text_data=html)
+                self.last_seq = last_seq
+            if count < REPLAY_BATCH:
+                return
+
+
+def rendered(run_id: int, seq: int, event: dict[str, Any], tier: Tier) -> str:
+    """The live frame of one event, rendered once per process for everyone watching
+    the run with the same tier (an event never changes once written)."""
+    key = (run_id, seq, int(tier))
+    html = _recent_frames.get(key)
+    if html is None:
+        html = render_live(run_id, [(seq, event["event_type"], event["data"])], tier=tier)
+        _recent_frames[key] = html
+        if len(_recent_frames) > RECENT_FRAMES:
+            _recent_frames.popitem(last=False)
+    return html
+
+
+def missed_frame(run_id: int, after: int, tier: Tier) -> tuple[str, int, int]:
+    events = events_after(run_id, after, limit=REPLAY_BATCH)
+    html = render_live(run_id, [(e.seq, e.type, e.data) for e in events], tier=tier)
+    return html, (events[-1].seq if events else after), len(events)

@@ -1,0 +1,456 @@
+"""`manage.py bench_events`: a run's event stream under load, end to end.
+
+One run emits `--events` (20,000) token events through `chat.events.emit` (written to
+the database, then published to the run's group) at `--rate` events a second (1,000;
+0 for as fast as it goes), while `--clients` (10) websocket clients, in a process of
+their own (`python -m chat.benchmarks`), watch the run through a real daphne, logged
+in with a session cookie as a browser is. Each event's text is its index, so every
+client can tell each event apart.
+
+Channel layers (`--layer`, both by default):
+
+- `memory`: the in-memory layer works within one process only, so daphne runs in this
+  process (the Twisted reactor in a thread) and the producer in the main thread, as in
+  the embedded mode, where the agent is a thread of the daphne process.
+- `redis`: daphne as a process of its own on `--redis-url`, the producer in this
+  one, as in scale mode (a Celery worker publishing to daphne processes).
+
+Prints, per layer, per client: events delivered, lost, duplicated, events per second
+delivered, and the latency from the start of `emit()` to the frame's arrival (p50,
+p95, p99, max). Lost and duplicated must be 0. Target: p95 under 100 ms with Redis
+at 1,000 events/s. The benchmark's user, session and run are removed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from typing import IO, Any
+
+from channels.layers import channel_layers
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection, connections
+
+from chat.events import emit
+from chat.models import ChatSession, Run, StreamEvent
+from controlplane.tiers import TIER_GROUPS, Tier
+from routing.benchmarks import Latencies
+from routing.management.commands.bench_gateway import _free_port, _interrupt_on_sigterm
+from routing.management.commands.bench_route import describe_database
+
+USERNAME = "bench-events"
+TARGET_P95_MS = 100.0
+TARGET_RATE = 1000.0
+START_TIMEOUT = 60.0
+LAYERS = ("memory", "redis", "redis-pubsub")
+MEMORY_LAYER = {
+    "BACKEND": "controlplane.live.LocalChannelLayer",
+    "CONFIG": {"capacity": 10_000, "expiry": 60},
+}
+
+
+def layer_config(layer: str, redis_url: str) -> dict[str, Any]:
+    if layer == "memory":
+        return MEMORY_LAYER
+    if layer == "redis-pubsub":
+        return {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": [redis_url]}}  # fmt: skip
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [redis_url], "capacity": 10_000, "expiry": 60},
+    }
+
+
+@dataclass
+class Result:
+    layer: str
+    events: int
+    emit_seconds: float
+    clients: list[dict[str, Any]]
+    emitted_at: list[float]
+
+    def latencies(self, client: dict[str, Any]) -> list[float]:
+        return [
+            arrived - emitted
+            for arrived, emitted in zip(client["arrived"], self.emitted_at, strict=True)
+            if arrived is not None
+        ]
+
+    def delivered(self, client: dict[str, Any]) -> int:
+        return sum(arrived is not None for arrived in client["arrived"])
+
+    def per_second(self, client: dict[str, Any]) -> float:
+        arrivals = [a for a in client["arrived"] if a is not None]
+        if not arrivals:
+            return 0.0
+        return len(arrivals) / max(max(arrivals) - self.emitted_at[0], 1e-9)
+
+
+class Command(BaseCommand):
+    help = (
+        "Benchmark the run event stream: one run emitting many events to websocket "
+        "clients through daphne, with the in-memory and the Redis channel layer."
+    )
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--events", type=int, default=20_000)
+        parser.add_argument("--clients", type=int, default=10)
+        parser.add_argument(
+            "--rate",
+            type=float,
+            default=TARGET_RATE,
+            help="Events a second the run emits (0: as fast as it can; default 1000).",
+        )
+        parser.add_argument(
+            "--layer",
+            nargs="+",
+            choices=LAYERS,
+            default=["memory", "redis"],
+            help="memory, redis (the layer settings.py configures with REDIS_URL) and/or "
+            "redis-pubsub (channels_redis' RedisPubSubChannelLayer); default memory redis.",
+        )
+        parser.add_argument(
+            "--redis-url",
+            default=settings.REDIS_URL or "redis://127.0.0.1:6379/0",
+            help="Redis for the redis layer (default REDIS_URL, else redis://127.0.0.1:6379/0).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        events, clients, rate = options["events"], options["clients"], options["rate"]
+        if events < 1 or clients < 1 or rate < 0:
+            raise CommandError("--events and --clients must be at least 1, --rate at least 0.")
+        check_database_is_shareable()
+        self.stdout.write(
+            f"bench_events: one run emits {events:,} events at "
+            f"{f'{rate:,.0f} events/s' if rate else 'full speed'} to {clients} websocket "
+            "clients (autobahn, in a process of their own) through daphne"
+        )
+        self.stdout.write(f"Database: {describe_database()}")
+        results: list[Result] = []
+        # The in-process daphne can start once per process (Twisted's reactor): last.
+        order = [
+            layer for layer in ("redis", "redis-pubsub", "memory") if layer in options["layer"]
+        ]
+        with _interrupt_on_sigterm():
+            for layer in order:
+                result = self._bench(layer, events, clients, rate, options["redis_url"])
+                self._print(result)
+                results.append(result)
+        self._print_target(results, rate)
+        if any(self._lost_or_repeated(r) for r in results):
+            raise CommandError("Events were lost or duplicated.")
+
+    # -- one layer -----------------------------------------------------------------
+
+    def _bench(self, layer: str, events: int, clients: int, rate: float, redis_url: str) -> Result:
+        config = layer_config(layer, redis_url)
+        use_layer(config)
+        with bench_run() as (run, cookie), serving(layer, config, redis_url) as (base, describe):
+            self.stdout.write("")
+            self.stdout.write(f"Layer {layer}: {describe}")
+            with watching(base, run, cookie, clients, events, rate) as collect:
+                started = time.perf_counter()
+                emitted_at = produce(run.pk, events, rate)
+                emit_seconds = time.perf_counter() - started
+                watched = collect()
+        return Result(layer, events, emit_seconds, watched, emitted_at)
+
+    # -- output --------------------------------------------------------------------
+
+    def _print(self, result: Result) -> None:
+        self.stdout.write(
+            f"  emitted {result.events:,} events in {result.emit_seconds:.2f} s "
+            f"({result.events / result.emit_seconds:,.0f} events/s)"
+        )
+        self.stdout.write(
+            "  client  delivered   lost  dup   events/s    p50 ms    p95 ms    p99 ms    max ms"
+        )
+        everything: list[float] = []
+        for number, client in enumerate(result.clients, 1):
+            latencies = result.latencies(client)
+            everything += latencies
+            self.stdout.write(self._row(str(number), result, [client], latencies))
+        self.stdout.write(self._row("all", result, result.clients, everything))
+
+    def _row(
+        self, label: str, result: Result, clients: list[dict[str, Any]], latencies: list[float]
+    ) -> str:
+        delivered = sum(result.delivered(c) for c in clients)
+        lost = result.events * len(clients) - delivered
+        repeated = sum(c["duplicates"] + c["unexpected"] for c in clients)
+        rate = sum(result.per_second(c) for c in clients) / len(clients)
+        if not latencies:
+            return f"  {label:>6} {delivered:>10,} {lost:>6,} {repeated:>4,}  no event arrived"
+        stats = Latencies.of(latencies)
+        return (
+            f"  {label:>6} {delivered:>10,} {lost:>6,} {repeated:>4,} {rate:>10,.0f} "
+            f"{stats.p50 * 1000:>9.2f} {stats.p95 * 1000:>9.2f} "
+            f"{stats.p99 * 1000:>9.2f} {stats.max * 1000:>9.2f}"
+        )
+
+    def _print_target(self, results: list[Result], rate: float) -> None:
+        redis = next((r for r in results if r.layer.startswith("redis")), None)
+        label = "Target p95 under 100 ms with Redis at 1,000 events/s"
+        if redis is None or rate != TARGET_RATE:
+            self.stdout.write(f"{label}: not measured (needs --layer redis --rate 1000)")
+            return
+        latencies = [lat for c in redis.clients for lat in redis.latencies(c)]
+        p95 = Latencies.of(latencies).p95 * 1000 if latencies else float("inf")
+        achieved = redis.events / redis.emit_seconds
+        met = p95 < TARGET_P95_MS and achieved >= 0.95 * TARGET_RATE
+        met = met and not self._lost_or_repeated(redis)
+        self.stdout.write(
+            f"{label}: {'met' if met else 'MISSED'} (p95 {p95:.2f} ms at "
+            f"{achieved:,.0f} events/s emitted, lost+duplicated "
+            f"{'0' if not self._lost_or_repeated(redis) else 'not 0'})"
+        )
+
+    def _lost_or_repeated(self, result: Result) -> bool:
+        return any(
+            result.delivered(c) != result.events or c["duplicates"] or c["unexpected"]
+            for c in result.clients
+        )
+
+
+# -- the producer ----------------------------------------------------------------------
+
+
+def produce(run_id: int, events: int, rate: float) -> list[float]:
+    """Emit the events, paced; when each emit() started (time.time())."""
+    emitted_at: list[float] = []
+    start = time.perf_counter()
+    for index in range(events):
+        if rate:
+            delay = start + index / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        emitted_at.append(time.time())
+        emit(run_id, StreamEvent.Type.TOKEN, {"text": f"[{index}]"})
+    return emitted_at
+
+
+def use_layer(layer: dict[str, Any]) -> None:
+    """This process publishes through `layer` from now on."""
+    settings.CHANNEL_LAYERS = {"default": layer}
+    channel_layers.backends.clear()
+
+
+# -- the run and who watches it -----------------------------------------------------------
+
+
+@contextmanager
+def bench_run() -> Iterator[tuple[Run, str]]:
+    """An Owner, a session cookie for them, and a run; all removed afterwards."""
+    remove_bench_rows()
+    user = get_user_model().objects.create_user(username=USERNAME)
+    user.groups.add(Group.objects.get(name=TIER_GROUPS[Tier.OWNER]))
+    store = logged_in_session(user)
+    chat = ChatSession.objects.create(user=user, title="bench_events")
+    run = Run.objects.create(
+        session=chat, started_by=user, mode="normal", max_steps=1,
+        max_wall_clock_seconds=1, max_cost=0,
+    )  # fmt: skip
+    try:
+        yield run, f"{settings.SESSION_COOKIE_NAME}={store.session_key}"
+    finally:
+        store.delete()
+        remove_bench_rows()
+
+
+def logged_in_session(user: Any) -> Any:
+    """A saved session of `user`, as logging in makes one: its cookie is theirs."""
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.save()
+    return store
+
+
+def remove_bench_rows() -> None:
+    """The benchmark's user and everything of theirs (also from an interrupted run)."""
+    users = get_user_model().objects.filter(username=USERNAME)
+    ChatSession.objects.filter(user__in=users).delete()
+    users.delete()
+
+
+@contextmanager
+def watching(
+    base: str, run: Run, cookie: str, clients: int, events: int, rate: float
+) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The clients' process, connected; yields a function that waits for its results."""
+    timeout = (events / rate if rate else events / 500) + 60
+    child = subprocess.Popen(  # noqa: S603 (this Python, a fixed command line)
+        [
+            sys.executable, "-m", "chat.benchmarks",
+            "--url", f"ws://{base}/ws/runs/{run.pk}/",
+            "--origin", f"http://{base}",
+            "--cookie", cookie,
+            "--clients", str(clients),
+            "--events", str(events),
+            "--timeout", str(timeout),
+        ],
+        cwd=settings.BASE_DIR,
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert child.stdout is not None
+    try:
+        line = child.stdout.readline().strip()
+        if line != "ready":
+            raise CommandError(f"The websocket clients could not connect: {line or 'no answer'}")
+
+        def collect() -> list[dict[str, Any]]:
+            output, _ = child.communicate(timeout=timeout + 30)
+            clients: list[dict[str, Any]] = json.loads(output)["clients"]
+            return clients
+
+        yield collect
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+# -- daphne ------------------------------------------------------------------------------
+
+
+@contextmanager
+def serving(layer: str, config: dict[str, Any], redis_url: str) -> Iterator[tuple[str, str]]:
+    """daphne, ready: yields its host:port and what it is."""
+    port = _free_port()
+    if layer == "memory":
+        stop = _serve_in_this_process(port)
+        try:
+            wait_for_port(port, lambda: False, "")
+            yield (
+                f"127.0.0.1:{port}",
+                (
+                    "in-memory layer; daphne in this process (a thread), the producer in the "
+                    "main thread"
+                ),
+            )
+        finally:
+            stop()
+        return
+    with _daphne_process(port, config, redis_url) as (child, _log):
+        yield (
+            f"127.0.0.1:{port}",
+            f"{config['BACKEND']} on {redis_url}; daphne in its own process "
+            f"(pid {child.pid}), the producer in this one",
+        )
+
+
+def _serve_in_this_process(port: int) -> Callable[[], None]:
+    settings.EMBEDDED_SCHEDULER = False  # no periodic jobs in a benchmark
+    from daphne.endpoints import build_endpoint_description_strings
+    from daphne.server import Server  # installs Twisted's asyncio reactor
+    from twisted.internet import reactor
+
+    from controlplane.asgi import application
+
+    server = Server(
+        application=application,
+        endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
+        signal_handlers=False,
+        verbosity=0,
+    )
+    thread = threading.Thread(target=server.run, name="bench-daphne", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        reactor.callFromThread(reactor.stop)  # type: ignore[misc]
+        thread.join(timeout=10)
+
+    return stop
+
+
+@contextmanager
+def _daphne_process(
+    port: int, config: dict[str, Any], redis_url: str
+) -> Iterator[tuple[subprocess.Popen[bytes], IO]]:
+    with daphne_process(
+        port, f"CHANNEL_LAYERS = {{'default': {config!r}}}", {"REDIS_URL": redis_url}
+    ) as started:
+        yield started
+
+
+@contextmanager
+def daphne_process(
+    port: int, settings_lines: str = "", env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], IO]]:
+    """daphne on `port`, on this process's database, with this process's settings and
+    `settings_lines` after them (a module daphne imports)."""
+    folder = tempfile.TemporaryDirectory(prefix="bench-chat-")
+    Path(folder.name, "bench_chat_settings.py").write_text(
+        f"from {settings.SETTINGS_MODULE} import *  # noqa: F403\n{settings_lines}\n"
+    )
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "bench_chat_settings",
+        "PYTHONPATH": os.pathsep.join([folder.name, str(settings.BASE_DIR)]),
+        "EMBEDDED_SCHEDULER": "false",
+        **(env or {}),
+    }
+    if connection.vendor == "sqlite":
+        # The very file this process uses, whatever relative path or default led here.
+        path = Path(str(connection.settings_dict["NAME"])).resolve()
+        environment["DATABASE_URL"] = f"sqlite:///{path}"
+    log = tempfile.NamedTemporaryFile(prefix="bench-chat-daphne-", suffix=".log")  # noqa: SIM115
+    child = subprocess.Popen(  # noqa: S603 (this Python, a fixed command line)
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+         "controlplane.asgi:application"],
+        cwd=settings.BASE_DIR,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, lambda: child.poll() is not None, log.name)
+        yield child, log
+    finally:
+        if child.poll() is None:
+            child.terminate()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        log.close()
+        folder.cleanup()
+        connections.close_all()
+
+
+def wait_for_port(port: int, exited: Callable[[], bool], log: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if exited() or time.monotonic() > deadline:
+                output = Path(log).read_text(errors="replace")[-3000:] if log else ""
+                raise CommandError(f"daphne did not start. {output}") from None
+            time.sleep(0.05)
+
+
+def check_database_is_shareable() -> None:
+    name = str(connection.settings_dict["NAME"])
+    if connection.vendor == "sqlite" and (name == ":memory:" or "mode=memory" in name):
+        raise CommandError(
+            "The database is an in-memory SQLite database: use a file or PostgreSQL."
+        )

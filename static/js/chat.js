@@ -1,0 +1,56 @@
+// What htmx cannot do on the chat page: copy buttons, and reconnecting the run's
+// websocket with the last event this page has, so the server sends only what it missed.
+(function () {
+  "use strict";
+
+  // The ws extension reconnects to the URL it read when the page loaded; the page
+  // has moved on since. Every live message updates #run-last-seq, so read it here.
+  function withLastSeq(url) {
+    var marker = document.getElementById("run-last-seq");
+    if (!marker || !/\/ws\/runs\/\d+\//.test(url)) {
+      return url;
+    }
+    var target = new URL(url, window.location.href);
+    target.searchParams.set("after", marker.dataset.seq || "0");
+    return target.toString();
+  }
+
+  if (window.htmx && htmx.createWebSocket) {
+    var createWebSocket = htmx.createWebSocket;
+    htmx.createWebSocket = function (url) {
+      return createWebSocket(withLastSeq(url));
+    };
+  }
+
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text);
+    }
+    var area = document.createElement("textarea");
+    area.value = text;
+    document.body.appendChild(area);
+    area.select();
+    document.execCommand("copy");
+    area.remove();
+    return Promise.resolve();
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("button[data-copy]");
+    if (!button) {
+      return;
+    }
+    var source = document.getElementById(button.dataset.copy);
+    if (!source) {
+      return;
+    }
+    copyText(source.textContent).then(function () {
+      button.classList.add("copied");
+      button.textContent = "Copied";
+      setTimeout(function () {
+        button.classList.remove("copied");
+        button.textContent = "Copy";
+      }, 1500);
+    });
+  });
+})();
