@@ -6,9 +6,11 @@
 Opens `--clients` sockets to a run's stream, as browsers do (session cookie, Origin),
 prints `ready` once all are open, then records when each event arrives. An event is
 a token whose text is its index, `[k]`, so each one is told apart from the others:
-repeats are counted as duplicates, and the indexes never seen as lost. When every
-client has the last event (or `--timeout` passes), prints one JSON line: for each
-client, the arrival time (`time.time()`) of each index, or null, and its duplicates.
+repeats are counted as duplicates, and the indexes never seen as lost. The producer
+writes `emitted` on stdin when it is done; from then on the clients wait at most
+`--drain` seconds for what is still on its way. When every client has every event
+(or the drain time is up), prints one JSON line: for each client, the arrival time
+(`time.time()`) of each index, or null, and its duplicates.
 
 The client is autobahn's, which daphne already depends on. This module imports
 nothing from Django, so the process starts quickly and shares no GIL with the server
@@ -36,22 +38,23 @@ GRACE_SECONDS = 0.5  # after the last event: time for a late duplicate to show u
 class Recorder:
     def __init__(self, events: int) -> None:
         self.arrived: list[float | None] = [None] * events
+        self.received = 0
         self.duplicates = 0
         self.unexpected = 0
         self.done = asyncio.Event()
-        self.events = events
 
     def frame(self, payload: bytes) -> None:
         now = time.time()
         for match in TOKEN.finditer(payload):
             index = int(match.group(1))
-            if index >= self.events:
+            if index >= len(self.arrived):
                 self.unexpected += 1
             elif self.arrived[index] is None:
                 self.arrived[index] = now
+                self.received += 1
             else:
                 self.duplicates += 1
-        if self.arrived[-1] is not None:
+        if self.received == len(self.arrived):
             self.done.set()
 
 
@@ -91,10 +94,13 @@ async def run_clients(options: argparse.Namespace) -> dict[str, Any]:
         opens.append(opened)
     await asyncio.gather(*opens)
     say("ready")
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(
-            asyncio.gather(*(r.done.wait() for r in recorders)), timeout=options.timeout
-        )
+    everything = asyncio.ensure_future(asyncio.gather(*(r.done.wait() for r in recorders)))
+    emitted = asyncio.ensure_future(loop.run_in_executor(None, sys.stdin.readline))
+    await asyncio.wait([everything, emitted], return_when=asyncio.FIRST_COMPLETED)
+    if not everything.done():
+        # The producer is done: what has not come within the drain time is lost.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(everything, timeout=options.drain)
     await asyncio.sleep(GRACE_SECONDS)
     for transport in transports:
         transport.close()
@@ -113,7 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cookie", required=True)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--drain", type=float, default=30.0, help="Seconds to wait after `emitted`."
+    )
     options = parser.parse_args(argv)
     try:
         result = asyncio.run(run_clients(options))

@@ -254,7 +254,7 @@ def test_a_stopped_run_explains_why_and_offers_the_next_action(
     assert "Run it again with a larger step budget (20 steps)" in html
     assert "Tool list_tasks timed out" in html
     assert f'hx-post="/chat/runs/{run.pk}/retry/"' in html
-    assert '&quot;budget&quot;: &quot;max_steps&quot;, &quot;value&quot;: &quot;20&quot;' in html
+    assert "&quot;budget&quot;: &quot;max_steps&quot;, &quot;value&quot;: &quot;20&quot;" in html
 
 
 def test_a_run_stopped_before_any_event_still_says_why(client: Client, operator: Any) -> None:

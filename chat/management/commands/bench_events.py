@@ -56,6 +56,9 @@ USERNAME = "bench-events"
 TARGET_P95_MS = 100.0
 TARGET_RATE = 1000.0
 START_TIMEOUT = 60.0
+# After the last emit, how long the clients wait for what is still on its way
+# before they count it lost.
+DRAIN_SECONDS = 30.0
 LAYERS = ("memory", "redis", "redis-pubsub")
 MEMORY_LAYER = {
     "BACKEND": "controlplane.live.LocalChannelLayer",
@@ -293,7 +296,6 @@ def watching(
     base: str, run: Run, cookie: str, clients: int, events: int, rate: float
 ) -> Iterator[Callable[[], list[dict[str, Any]]]]:
     """The clients' process, connected; yields a function that waits for its results."""
-    timeout = (events / rate if rate else events / 500) + 60
     child = subprocess.Popen(  # noqa: S603 (this Python, a fixed command line)
         [
             sys.executable, "-m", "chat.benchmarks",
@@ -302,9 +304,10 @@ def watching(
             "--cookie", cookie,
             "--clients", str(clients),
             "--events", str(events),
-            "--timeout", str(timeout),
+            "--drain", str(DRAIN_SECONDS),
         ],
         cwd=settings.BASE_DIR,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )  # fmt: skip
@@ -315,7 +318,8 @@ def watching(
             raise CommandError(f"The websocket clients could not connect: {line or 'no answer'}")
 
         def collect() -> list[dict[str, Any]]:
-            output, _ = child.communicate(timeout=timeout + 30)
+            """After the last emit: the clients wait DRAIN_SECONDS at most for the rest."""
+            output, _ = child.communicate("emitted\n", timeout=DRAIN_SECONDS + 60)
             clients: list[dict[str, Any]] = json.loads(output)["clients"]
             return clients
 
