@@ -192,7 +192,7 @@ STORAGES = {
 # Without collectstatic (tests, DEBUG) WhiteNoise serves straight from the finders.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
-if DEBUG or env.bool("TESTING", default=False):
+if DEBUG:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
 _email = env.email_url("EMAIL_URL", default="consolemail://")
