@@ -20,7 +20,6 @@ worker does in-process.
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -30,9 +29,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from controlplane import api_tokens
 from selfheal import engine
 from selfheal.models import Task, Worker
-from selfheal.models.engine import WORKER_TOKEN_PREFIX, hash_token
+from selfheal.models.engine import WORKER_TOKEN_PREFIX
 
 WorkerView = Callable[..., HttpResponse]
 
@@ -69,9 +69,11 @@ def _authenticated_worker(request: HttpRequest) -> Worker:
 
 def _revoked(raw: str) -> bool:
     """Told apart from a wrong token only for the holder of the real secret."""
-    lookup = raw.removeprefix(WORKER_TOKEN_PREFIX).split("_", 1)[0]
+    lookup = api_tokens.lookup_of(raw, WORKER_TOKEN_PREFIX)
+    if lookup is None:
+        return False
     worker = Worker.objects.filter(token_lookup=lookup, revoked_at__isnull=False).first()
-    return worker is not None and secrets.compare_digest(worker.token_hash, hash_token(raw))
+    return worker is not None and api_tokens.matches(worker.token_hash, raw)
 
 
 def _body(request: HttpRequest) -> dict[str, Any]:

@@ -1,20 +1,18 @@
 from __future__ import annotations
 
-import hashlib
-import secrets
 from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from controlplane import api_tokens
 from controlplane.audit import AuditedModel
 
 KEY_PREFIX = "cpk_"
 
 
-def hash_key(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
+hash_key = api_tokens.digest
 
 
 class ServiceKey(AuditedModel):
@@ -45,9 +43,7 @@ class ServiceKey(AuditedModel):
 
     def assign_secret(self) -> str:
         """Give the key a new secret; returns it. Only its hash is kept."""
-        self.lookup = secrets.token_hex(6)
-        raw = f"{KEY_PREFIX}{self.lookup}_{secrets.token_urlsafe(32)}"
-        self.key_hash = hash_key(raw)
+        self.lookup, raw, self.key_hash = api_tokens.new_token(KEY_PREFIX)
         return raw
 
     @classmethod
@@ -64,11 +60,11 @@ class ServiceKey(AuditedModel):
 
     @classmethod
     def authenticate(cls, raw: str) -> ServiceKey | None:
-        if not raw.startswith(KEY_PREFIX) or raw.count("_") < 2:
+        lookup = api_tokens.lookup_of(raw, KEY_PREFIX)
+        if lookup is None:
             return None
-        lookup = raw[len(KEY_PREFIX) :].split("_", 1)[0]
         key = cls.objects.filter(lookup=lookup, revoked_at__isnull=True).first()
-        if key is None or not secrets.compare_digest(key.key_hash, hash_key(raw)):
+        if key is None or not api_tokens.matches(key.key_hash, raw):
             return None
         return key
 

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import hashlib
-import secrets
 from typing import Any
 
 from django.db import models
 from django.db.models import Q
 
+from controlplane import api_tokens
 from controlplane.audit import AuditedModel
 
 
@@ -112,8 +111,7 @@ class Task(models.Model):
         return self.status in OPEN_STATUSES
 
 
-def hash_token(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
+hash_token = api_tokens.digest
 
 
 WORKER_TOKEN_PREFIX = "cpw_"  # noqa: S105 (a prefix, not a secret)
@@ -143,9 +141,7 @@ class Worker(AuditedModel):
 
     def assign_token(self) -> str:
         """A new API token; only its hash is kept. Shown once."""
-        self.token_lookup = secrets.token_hex(6)
-        raw = f"{WORKER_TOKEN_PREFIX}{self.token_lookup}_{secrets.token_urlsafe(32)}"
-        self.token_hash = hash_token(raw)
+        self.token_lookup, raw, self.token_hash = api_tokens.new_token(WORKER_TOKEN_PREFIX)
         return raw
 
     @classmethod
@@ -157,11 +153,11 @@ class Worker(AuditedModel):
 
     @classmethod
     def authenticate(cls, raw: str) -> Worker | None:
-        if not raw.startswith(WORKER_TOKEN_PREFIX):
+        lookup = api_tokens.lookup_of(raw, WORKER_TOKEN_PREFIX)
+        if lookup is None:
             return None
-        lookup = raw[len(WORKER_TOKEN_PREFIX) :].split("_", 1)[0]
         worker = cls.objects.filter(token_lookup=lookup, revoked_at__isnull=True).first()
-        if worker is None or not secrets.compare_digest(worker.token_hash, hash_token(raw)):
+        if worker is None or not api_tokens.matches(worker.token_hash, raw):
             return None
         return worker
 
