@@ -1,5 +1,5 @@
-"""What `manage.py bench_route` and `manage.py bench_gateway` share: latency
-percentiles, and a minimal, fast OpenAI-compatible upstream to send calls to.
+"""A minimal, fast OpenAI-compatible upstream for `manage.py bench_gateway` to send
+calls to.
 
 The upstream answers every `POST .../chat/completions` with the same small JSON
 completion (usage and an OpenRouter-style `usage.cost`) and `GET .../models` with a
@@ -19,52 +19,16 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import socket
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 UPSTREAM_MODEL = "bench-model"
 UPSTREAM_COST = "0.0000021"  # USD per call, as the upstream reports it (usage.cost)
 UPSTREAM_PROMPT_TOKENS = 12
 UPSTREAM_COMPLETION_TOKENS = 2
-
-
-# -- statistics -------------------------------------------------------------------------
-
-
-def percentile(ordered: Sequence[float], percent: float) -> float:
-    """The nearest-rank percentile of already sorted values."""
-    if not ordered:
-        raise ValueError("no samples")
-    rank = math.ceil(percent / 100 * len(ordered))
-    return ordered[min(max(rank, 1), len(ordered)) - 1]
-
-
-@dataclass(frozen=True)
-class Latencies:
-    """Percentiles of a run of samples, in the unit the samples were taken in."""
-
-    count: int
-    p50: float
-    p95: float
-    p99: float
-    max: float
-    mean: float
-
-    @classmethod
-    def of(cls, samples: Sequence[float]) -> Latencies:
-        ordered = sorted(samples)
-        return cls(
-            count=len(ordered),
-            p50=percentile(ordered, 50),
-            p95=percentile(ordered, 95),
-            p99=percentile(ordered, 99),
-            max=ordered[-1],
-            mean=sum(ordered) / len(ordered),
-        )
 
 
 # -- the upstream -----------------------------------------------------------------------
@@ -194,6 +158,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Ctrl-C in the terminal reaches this process too: stop quietly.
     with contextlib.suppress(KeyboardInterrupt):
         upstream.serve_forever()
+
+
+def __getattr__(name: str) -> Any:
+    # `manage.py bench_events` still imports Latencies from here: it lives in
+    # controlplane.benchmarking now, imported only when asked for, as importing it
+    # here would slow this process's start by the `controlplane` package's Celery.
+    if name == "Latencies":
+        from controlplane.benchmarking import Latencies
+
+        return Latencies
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -31,31 +31,23 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from chat.management.commands.bench_events import (
-    check_database_is_shareable,
-    daphne_process,
-    logged_in_session,
-)
+from chat.management.commands.bench_events import logged_in_session
 from chat.models import ChatSession, Run
+from controlplane.benchmarking import (
+    DaphneProcess,
+    Latencies,
+    check_database_is_shareable,
+    describe_cache,
+    describe_database,
+    interrupt_on_sigterm,
+    wait_until_ready,
+)
+from controlplane.browser import CHROMIUM, launch_chromium
 from controlplane.tiers import TIER_GROUPS, Tier
-from routing.benchmarks import Latencies
-from routing.management.commands.bench_gateway import _free_port, _interrupt_on_sigterm
-from routing.management.commands.bench_route import describe_cache, describe_database
 from routing.models import OperationLog
 
 USERNAME = "bench-first-status"
 TARGET_P95_MS = 300.0
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # The offline model at full speed, and static files served as they are (the
 # manifest of `collectstatic` may predate them).
 SERVER_SETTINGS = """
@@ -108,7 +100,7 @@ class Command(BaseCommand):
             raise CommandError("--runs must be at least 1 and --warmup at least 0.")
         if not os.path.exists(CHROMIUM):
             raise CommandError(f"This benchmark needs Debian's chromium at {CHROMIUM}.")
-        check_database_is_shareable()
+        check_database_is_shareable("daphne process")
         layer = settings.CHANNEL_LAYERS["default"]["BACKEND"]
         self.stdout.write(
             f"bench_first_status: {runs} runs (after {warmup} warm-up runs) started with "
@@ -124,19 +116,18 @@ class Command(BaseCommand):
         user = bench_user()
         chat = ChatSession.objects.create(user=user, title="bench_first_status", mode="normal")
         store = logged_in_session(user)
-        port = _free_port()
+        daphne = DaphneProcess(
+            log_prefix="bench-chat-daphne-",
+            env={"BACKGROUND_EAGER": "false", "CELERY_BROKER_URL": ""},
+            settings_lines=SERVER_SETTINGS,
+        )
         try:
-            with (
-                _interrupt_on_sigterm(),
-                daphne_process(
-                    port,
-                    SERVER_SETTINGS,
-                    {"BACKGROUND_EAGER": "false", "CELERY_BROKER_URL": ""},
-                ) as (child, _log),
-            ):
-                self.stdout.write(f"daphne: http://127.0.0.1:{port} (pid {child.pid})")
+            with interrupt_on_sigterm(), daphne:
+                daphne.start()
+                wait_until_ready(daphne.accepts_connections, daphne)
+                self.stdout.write(f"daphne: {daphne.url} (pid {daphne.pid})")
                 timings = press_run(
-                    f"http://127.0.0.1:{port}",
+                    daphne.url,
                     chat.pk,
                     (settings.SESSION_COOKIE_NAME, store.session_key),
                     runs + warmup,
@@ -200,7 +191,7 @@ def press_run(
 
     timings = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         context = browser.new_context()
         context.add_cookies([{"name": cookie[0], "value": cookie[1], "url": base_url}])
         page = context.new_page()

@@ -17,39 +17,41 @@ are stopped on exit, Ctrl-C and SIGTERM included.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
-from routing.benchmarks import UPSTREAM_MODEL, Latencies
-from routing.management.commands.bench_route import describe_cache, describe_database
+from controlplane.benchmarking import (
+    APPLICATION,
+    ChildProcess,
+    DaphneProcess,
+    Latencies,
+    check_database_is_shareable,
+    describe_cache,
+    describe_database,
+    free_port,
+    interrupt_on_sigterm,
+    milliseconds,
+    wait_until_ready,
+)
+from routing.benchmarks import UPSTREAM_MODEL
 from routing.models import AIModel, OperationLog, Provider, Reservation, Route, ServiceKey
 
 PROVIDER = "bench-upstream"
 OPERATION = "bench"
 SERVICE = "bench-gateway"
 TARGET_ADDED_P95_MS = 5.0
-START_TIMEOUT = 60.0
-APPLICATION = "controlplane.asgi:application"
 REQUEST_BODY = json.dumps(
     {
         "model": UPSTREAM_MODEL,
@@ -86,7 +88,7 @@ class Command(BaseCommand):
         levels = _levels(options["concurrency"])
         if requests < 1 or warmup < 0:
             raise CommandError("--requests must be at least 1 and --warmup at least 0.")
-        _check_database_is_shareable()
+        check_database_is_shareable("gateway process")
         self.stdout.write(
             f"bench_gateway: {requests} non-streaming chat completions each way per level, "
             f"concurrency {','.join(map(str, levels))}, {warmup} warm-up requests each way first"
@@ -96,16 +98,17 @@ class Command(BaseCommand):
         started = timezone.now()
         results: dict[int, LevelResult] = {}
         interrupted = False
-        with _interrupt_on_sigterm(), _Processes() as processes:
+        gateway = DaphneProcess(options["application"], log_prefix="bench-gateway-daphne-")
+        with interrupt_on_sigterm(), _Upstream() as upstream, gateway:
             try:
                 self._remove_rows(leftovers=True)
-                upstream_url = processes.start_upstream()
+                upstream_url = upstream.start()
                 raw_key = _create_rows(upstream_url)
-                gateway_url = processes.start_gateway(options["application"])
-                _wait_until_ready(gateway_url, raw_key, processes)
+                gateway_url = gateway.start()
+                _wait_until_ready(gateway, raw_key)
                 self.stdout.write(
-                    f"Upstream: {upstream_url} (asyncio, TCP_NODELAY, pid {processes.pids[0]}); "
-                    f"gateway: daphne on {gateway_url} (pid {processes.pids[1]})"
+                    f"Upstream: {upstream_url} (asyncio, TCP_NODELAY, pid {upstream.pid}); "
+                    f"gateway: daphne on {gateway_url} (pid {gateway.pid})"
                 )
                 for level in levels:
                     results[level] = _measure(
@@ -117,9 +120,10 @@ class Command(BaseCommand):
                 interrupted = True
                 self.stdout.write("Interrupted: stopping the processes and cleaning up.")
             finally:
-                log = processes.gateway_log.name if processes.gateway_log else None
+                log = gateway.log_path
                 had_failures = any(r.gateway.failures for r in results.values())
-                processes.stop(keep_log=had_failures)
+                gateway.stop(keep_log=had_failures)
+                upstream.stop()
                 if had_failures and log:
                     self.stdout.write(f"The gateway's log is kept in {log}")
                 self._remove_rows()
@@ -145,19 +149,15 @@ class Command(BaseCommand):
             if stats is None:
                 self.stdout.write(f"  {label} no successful request")
             else:
-                self.stdout.write(
-                    f"  {label} p50 {_ms(stats.p50)}  p95 {_ms(stats.p95)}  "
-                    f"p99 {_ms(stats.p99)}  max {_ms(stats.max)}  "
-                    f"{load.per_second:,.0f} req/s"
-                )
+                self.stdout.write(f"  {label} {stats.milliseconds()}  {load.per_second:,.0f} req/s")
             if load.failures:
                 self.stdout.write(
                     f"  {label} {len(load.failures)} failed; first: {load.failures[0]}"
                 )
         if direct is not None and gateway is not None:
             self.stdout.write(
-                f"  added by the gateway p50 {_ms(gateway.p50 - direct.p50)}  "
-                f"p95 {_ms(gateway.p95 - direct.p95)}  (gateway percentile minus direct)"
+                f"  added by the gateway p50 {milliseconds(gateway.p50 - direct.p50)}  "
+                f"p95 {milliseconds(gateway.p95 - direct.p95)}  (gateway percentile minus direct)"
             )
 
     def _print_target(self, results: dict[int, LevelResult]) -> None:
@@ -193,10 +193,6 @@ class Command(BaseCommand):
         )
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.2f} ms"
-
-
 def _levels(text: str) -> list[int]:
     try:
         levels = [int(part) for part in text.split(",") if part.strip()]
@@ -205,16 +201,6 @@ def _levels(text: str) -> list[int]:
     if not levels or min(levels) < 1:
         raise CommandError("--concurrency levels must be at least 1.")
     return levels
-
-
-def _check_database_is_shareable() -> None:
-    """The gateway runs in another process: it must open this very database."""
-    name = str(connection.settings_dict["NAME"])
-    if connection.vendor == "sqlite" and (name == ":memory:" or "mode=memory" in name):
-        raise CommandError(
-            "The database is an in-memory SQLite database, which the gateway process "
-            "cannot open. Use a database file (the default) or PostgreSQL."
-        )
 
 
 # -- the rows ------------------------------------------------------------------------
@@ -272,143 +258,48 @@ def remove_bench_rows() -> list[str]:
 # -- the processes -------------------------------------------------------------------
 
 
-@contextmanager
-def _interrupt_on_sigterm() -> Iterator[None]:
-    """SIGTERM cleans up like Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+# `manage.py bench_events` imports these two from here until it imports them from
+# controlplane.benchmarking.
+_free_port = free_port
+_interrupt_on_sigterm = interrupt_on_sigterm
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+class _Upstream(ChildProcess):
+    """The bench upstream (`python -m routing.benchmarks`), a child process stopped
+    on exit."""
 
-
-class _Processes:
-    """The upstream and the gateway, each a child process, stopped on exit."""
-
-    def __init__(self) -> None:
-        self.children: list[subprocess.Popen[bytes]] = []
-        self.gateway_log: IO[bytes] | None = None
-
-    @property
-    def pids(self) -> list[int]:
-        return [child.pid for child in self.children]
-
-    def __enter__(self) -> _Processes:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start_upstream(self) -> str:
-        child = subprocess.Popen(
+    def start(self) -> str:
+        self.child = subprocess.Popen(
             [sys.executable, "-m", "routing.benchmarks"],
             cwd=settings.BASE_DIR,
             stdout=subprocess.PIPE,
         )
-        self.children.append(child)
-        assert child.stdout is not None
-        line = child.stdout.readline().decode()
+        assert self.child.stdout is not None
+        line = self.child.stdout.readline().decode()
         if not line.startswith("listening on "):
             raise CommandError(f"The bench upstream did not start (it said {line!r}).")
         return f"http://127.0.0.1:{int(line.split()[-1])}/v1"
 
-    def start_gateway(self, application: str = APPLICATION) -> str:
-        port = _free_port()
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,
-            "EMBEDDED_SCHEDULER": "false",
-        }
-        if connection.vendor == "sqlite":
-            # The very file this process uses, whatever relative path or default led here.
-            path = Path(str(connection.settings_dict["NAME"])).resolve()
-            env["DATABASE_URL"] = f"sqlite:///{path}"
-        self.gateway_log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop())
-            prefix="bench-gateway-daphne-", suffix=".log", delete=False
-        )
-        child = subprocess.Popen(  # noqa: S603 (this Python, a fixed command line)
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                application,
-            ],
-            cwd=settings.BASE_DIR,
-            env=env,
-            stdout=self.gateway_log,
-            stderr=subprocess.STDOUT,
-        )
-        self.children.append(child)
-        return f"http://127.0.0.1:{port}"
 
-    def gateway_output(self) -> str:
-        if self.gateway_log is None:
-            return ""
-        self.gateway_log.flush()
-        return Path(self.gateway_log.name).read_text(errors="replace")[-3000:]
-
-    def stop(self, *, keep_log: bool = False) -> None:
-        for child in reversed(self.children):
-            if child.poll() is None:
-                child.terminate()
-        for child in self.children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-            if child.stdout is not None:
-                child.stdout.close()
-        self.children = []
-        if self.gateway_log is not None:
-            self.gateway_log.close()
-            if not keep_log:
-                os.unlink(self.gateway_log.name)
-            self.gateway_log = None
-
-
-def _wait_until_ready(gateway_url: str, raw_key: str, processes: _Processes) -> None:
+def _wait_until_ready(gateway: DaphneProcess, raw_key: str) -> None:
     """Until the gateway answers `GET /v1/models` with this run's key: which also
     proves it opened the same database."""
-    deadline = time.monotonic() + START_TIMEOUT
     headers = {"Authorization": f"Bearer {raw_key}"}
     with httpx.Client(timeout=5) as client:
-        while True:
+
+        def answers() -> bool:
             try:
-                response = client.get(f"{gateway_url}/v1/models", headers=headers)
+                response = client.get(f"{gateway.url}/v1/models", headers=headers)
             except httpx.HTTPError:
-                response = None
-            if response is not None and response.status_code == 200:
-                return
-            if response is not None and response.status_code == 401:
+                return False
+            if response.status_code == 401:
                 raise CommandError(
                     "The gateway does not know the benchmark's service key: it is not "
                     "using this database."
                 )
-            exited = processes.children[-1].poll() is not None
-            if exited or time.monotonic() > deadline:
-                raise CommandError(
-                    "The gateway (daphne) did not start. Its output:\n" + processes.gateway_output()
-                )
-            time.sleep(0.1)
+            return response.status_code == 200
+
+        wait_until_ready(answers, gateway, name="The gateway (daphne)")
 
 
 # -- the load ------------------------------------------------------------------------

@@ -15,12 +15,11 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from django.core.cache import cache
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection, transaction
+from django.db import transaction
 
-from routing.benchmarks import Latencies
+from controlplane.benchmarking import Latencies, describe_cache, describe_database
 from routing.models import AIModel, Budget, Policy, Provider, Route, RouteFallback
 from routing.router import route
 from routing.snapshots import VERSION_KEY
@@ -74,25 +73,6 @@ class Command(BaseCommand):
             "Cleanup: the benchmark's rows were created in one transaction, rolled back; "
             "nothing is left behind."
         )
-
-
-def describe_database() -> str:
-    connection.ensure_connection()
-    vendor = connection.vendor
-    name = connection.settings_dict["NAME"]
-    if vendor == "sqlite":
-        import sqlite3
-
-        return f"sqlite {sqlite3.sqlite_version} ({name})"
-    if vendor == "postgresql":
-        version = connection.pg_version  # type: ignore[attr-defined]
-        return f"postgresql {version // 10000}.{version % 10000} ({name})"
-    return f"{vendor} ({name})"
-
-
-def describe_cache() -> str:
-    config = settings.CACHES["default"]
-    return f"{config['BACKEND']} ({config.get('LOCATION', '')})"
 
 
 def _bump_routing_version() -> None:

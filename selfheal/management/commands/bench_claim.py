@@ -16,36 +16,33 @@ stopped on exit, Ctrl-C and SIGTERM included.
 
 from __future__ import annotations
 
-import math
-import os
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.utils import timezone
 
+from controlplane.benchmarking import (
+    DaphneProcess,
+    Latencies,
+    check_database_is_shareable,
+    describe_cache,
+    describe_database,
+    interrupt_on_sigterm,
+    wait_until_ready,
+)
 from controlplane.models import AuditEvent
 from selfheal import engine
 from selfheal.models import Task, TaskStatus, Worker
 
 KIND = "bench.claim"
 WORKER_PREFIX = "bench-claim-"
-START_TIMEOUT = 60.0
-APPLICATION = "controlplane.asgi:application"
 
 
 class Command(BaseCommand):
@@ -62,21 +59,25 @@ class Command(BaseCommand):
         count, workers = options["tasks"], options["workers"]
         if count < 1 or workers < 1:
             raise CommandError("--tasks and --workers must be at least 1.")
-        _check_database_is_shareable()
+        check_database_is_shareable("server process")
         self.stdout.write(
             f"bench_claim: {count} tasks each way, {workers} concurrent workers, "
             "claim then complete each task"
         )
-        self.stdout.write(f"Database: {_describe_database()}")
-        self.stdout.write(f"Cache: {settings.CACHES['default']['BACKEND']}")
+        database = describe_database()
+        if connection.vendor == "sqlite":
+            database += ": claims are serialized by its write lock"
+        self.stdout.write(f"Database: {database}")
+        self.stdout.write(f"Cache: {describe_cache()}")
         tag = secrets.token_hex(3)
         interrupted = False
-        with _interrupt_on_sigterm(), _Server() as server:
+        server = DaphneProcess(log_prefix="bench-claim-daphne-")
+        with interrupt_on_sigterm(), server:
             try:
                 self._remove_rows(leftovers=True)
                 crew = _register_workers(tag, workers)
                 url = server.start()
-                _wait_until_ready(url, crew[0][1], server)
+                _wait_until_ready(server, crew[0][1])
                 self.stdout.write(f"Server: daphne on {url} (pid {server.pid}), one process")
                 self._report("Through the HTTP API", _run(count, tag, crew, _http_worker(url)))
                 self._report("Through the model layer", _run(count, tag, crew, _model_worker))
@@ -96,7 +97,7 @@ class Command(BaseCommand):
         )
         for step, samples in (("claim", run.claims), ("complete", run.completions)):
             if samples:
-                self.stdout.write(f"  {step:<8} {_percentiles(samples)}")
+                self.stdout.write(f"  {step:<8} {Latencies.of(samples).milliseconds()}")
         verdict = "yes" if run.exactly_once else "NO"
         self.stdout.write(f"  every task claimed once and completed once: {verdict}")
         if run.failures:
@@ -255,141 +256,27 @@ def _model_worker(worker: Worker, raw: str, run: Run, lock: threading.Lock) -> N
         connection.close()  # this thread's connection
 
 
-def _percentiles(samples: Sequence[float]) -> str:
-    ordered = sorted(samples)
-
-    def rank(percent: float) -> float:
-        return ordered[min(max(math.ceil(percent / 100 * len(ordered)), 1), len(ordered)) - 1]
-
-    return (
-        f"p50 {rank(50) * 1000:.2f} ms  p95 {rank(95) * 1000:.2f} ms  "
-        f"p99 {rank(99) * 1000:.2f} ms  max {ordered[-1] * 1000:.2f} ms"
-    )
-
-
 # -- the server ------------------------------------------------------------------------
 
 
-def _describe_database() -> str:
-    connection.ensure_connection()
-    name = connection.settings_dict["NAME"]
-    if connection.vendor == "postgresql":
-        version = connection.pg_version  # type: ignore[attr-defined]
-        return f"postgresql {version // 10000}.{version % 10000} ({name})"
-    if connection.vendor == "sqlite":
-        return f"sqlite ({name}): claims are serialized by its write lock"
-    return f"{connection.vendor} ({name})"
-
-
-def _check_database_is_shareable() -> None:
-    """The server runs in another process: it must open this very database."""
-    name = str(connection.settings_dict["NAME"])
-    if connection.vendor == "sqlite" and (name == ":memory:" or "mode=memory" in name):
-        raise CommandError(
-            "The database is an in-memory SQLite database, which the server process "
-            "cannot open. Use a database file (the default) or PostgreSQL."
-        )
-
-
-@contextmanager
-def _interrupt_on_sigterm() -> Iterator[None]:
-    """SIGTERM cleans up like Ctrl-C does."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-class _Server:
-    """daphne serving the project in a child process, on this database; stopped on exit."""
-
-    def __init__(self) -> None:
-        self.child: subprocess.Popen[bytes] | None = None
-        self.log: IO[bytes] | None = None
-
-    def __enter__(self) -> _Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        return self.child.pid if self.child else 0
-
-    def start(self) -> str:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": settings.SETTINGS_MODULE,
-            "EMBEDDED_SCHEDULER": "false",
-        }
-        if connection.vendor == "sqlite":
-            # The very file this process uses, whatever relative path or default led here.
-            path = Path(str(connection.settings_dict["NAME"])).resolve()
-            env["DATABASE_URL"] = f"sqlite:///{path}"
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop())
-            prefix="bench-claim-daphne-", suffix=".log", delete=False
-        )
-        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), APPLICATION]
-        self.child = subprocess.Popen(  # noqa: S603 (this Python, a fixed command line)
-            command, cwd=settings.BASE_DIR, env=env, stdout=self.log, stderr=subprocess.STDOUT
-        )
-        return f"http://127.0.0.1:{port}"
-
-    def output(self) -> str:
-        if self.log is None:
-            return ""
-        self.log.flush()
-        return Path(self.log.name).read_text(errors="replace")[-3000:]
-
-    def exited(self) -> bool:
-        return self.child is None or self.child.poll() is not None
-
-    def stop(self) -> None:
-        if self.child is not None:
-            if self.child.poll() is None:
-                self.child.terminate()
-            try:
-                self.child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.child.kill()
-                self.child.wait()
-            self.child = None
-        if self.log is not None:
-            self.log.close()
-            os.unlink(self.log.name)
-            self.log = None
-
-
-def _wait_until_ready(url: str, raw_token: str, server: _Server) -> None:
+def _wait_until_ready(server: DaphneProcess, raw_token: str) -> None:
     """Until the server answers a heartbeat with this run's token: which also proves
     it opened the same database."""
-    deadline = time.monotonic() + START_TIMEOUT
     headers = {"Authorization": f"Bearer {raw_token}"}
     with httpx.Client(timeout=5) as client:
-        while True:
+
+        def answers() -> bool:
             try:
-                response = client.post(f"{url}/selfheal/api/heartbeat", headers=headers, json={})
+                response = client.post(
+                    f"{server.url}/selfheal/api/heartbeat", headers=headers, json={}
+                )
             except httpx.HTTPError:
-                response = None
-            if response is not None and response.status_code == 200:
-                return
-            if response is not None and response.status_code == 401:
+                return False
+            if response.status_code == 401:
                 raise CommandError(
                     "The server does not know the benchmark's worker: it is not using this "
                     "database."
                 )
-            if server.exited() or time.monotonic() > deadline:
-                raise CommandError("daphne did not start. Its output:\n" + server.output())
-            time.sleep(0.1)
+            return response.status_code == 200
+
+        wait_until_ready(answers, server)
