@@ -1,4 +1,5 @@
-"""ASGI entry point, served by daphne: HTTP through Django, websockets through Channels."""
+"""ASGI entry point, served by daphne: HTTP through Django (except the endpoints apps
+register with `controlplane.http_endpoints`), websockets through Channels."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from controlplane.http_endpoints import HTTPRouter  # noqa: E402
 from controlplane.websockets import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": HTTPRouter(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -129,10 +129,22 @@ REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "controlplane.cache.SharedRedisCache", "LOCATION": REDIS_URL}}
+    # Redis pub/sub: one PUBLISH per group send, pushed to the daphne processes whose
+    # sockets joined the group (3,000-7,000 events/s, sub-millisecond latency, against
+    # a few hundred for the core layer's Lua scripts). It has no capacity or expiry:
+    # a process that is away when a message goes out misses it, and a slow socket's
+    # queue grows in memory. Every live update is persisted first and replayed by its
+    # consumer, so at-most-once delivery is enough. Pub/sub ignores Redis database
+    # numbers: the prefix keeps apart deployments that share a server.
+    from redis.connection import parse_url
+
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 10_000, "expiry": 60},
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": f"asgi.{parse_url(REDIS_URL).get('db', 0)}.",
+            },
         }
     }
 else:
@@ -263,6 +275,9 @@ NOTIFY_DEDUPE_WINDOW_SECONDS = env.int("NOTIFY_DEDUPE_WINDOW_SECONDS", default=3
 # on change); a model that fails is skipped for this long.
 ROUTE_CACHE_SECONDS = env.int("ROUTE_CACHE_SECONDS", default=300)
 MODEL_COOLDOWN_SECONDS = env.int("MODEL_COOLDOWN_SECONDS", default=60)
+# Threads per web process serving the /v1/ gateway; each streamed answer holds one
+# while it streams. Each keeps a database connection (pooled ones are given back).
+GATEWAY_THREADS = env.int("GATEWAY_THREADS", default=16)
 # Completion tokens assumed for a cost estimate when a call does not set max_tokens.
 DEFAULT_COMPLETION_TOKENS = env.int("DEFAULT_COMPLETION_TOKENS", default=1024)
 # The public model list `manage.py sync_models` loads prices from.

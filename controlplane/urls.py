@@ -17,7 +17,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("chat/", include("chat.urls")),
     path("routing/", include("routing.urls")),
-    path("v1/", include("routing.gateway_urls")),
     path("selfheal/api/", include("selfheal.api_urls")),
     path("selfheal/", include("selfheal.urls")),
     path("health/", include("healthmon.urls")),

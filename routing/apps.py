@@ -11,9 +11,17 @@ class RoutingConfig(AppConfig):
         from django.db.models.signals import m2m_changed, post_delete, post_save
 
         from routing import snapshots
-        from routing.models import AIModel, Budget, Policy, Provider, Route, RouteFallback
+        from routing.models import (
+            AIModel,
+            Budget,
+            Policy,
+            Provider,
+            Route,
+            RouteFallback,
+            ServiceKey,
+        )
 
-        for model in (Route, RouteFallback, Policy, AIModel, Provider, Budget):
+        for model in (Route, RouteFallback, Policy, AIModel, Provider, Budget, ServiceKey):
             post_save.connect(
                 snapshots.invalidate, sender=model, dispatch_uid=f"route-cache-{model.__name__}"
             )
@@ -23,3 +31,8 @@ class RoutingConfig(AppConfig):
         m2m_changed.connect(
             snapshots.invalidate, sender=Route.fallbacks.through, dispatch_uid="route-cache-m2m"
         )
+
+        from controlplane import http_endpoints
+        from routing.gateway_asgi import ENDPOINTS, GatewayApplication
+
+        http_endpoints.register(GatewayApplication(), *ENDPOINTS)

@@ -6,64 +6,96 @@ the `X-Operation` header) and goes through `routing.calls`: kill switches (503),
 approvals (403 with the approval id to wait on; retry with `X-Approval-Id`), budgets
 (429 naming the budget), routes with fallbacks, exact cost in the log. Streams are
 passed through as the provider sent them.
+
+This module is the gateway's logic, on a plain `GatewayRequest` and
+`GatewayResponse`; `routing.gateway_asgi` serves it over HTTP, outside Django's
+request path (no session, CSRF or template middleware: a service key is the only
+credential here), so the gateway adds as little as it can to every AI call.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Generator
-from datetime import timedelta
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
 
 from controlplane.models import toggle_enabled
 from routing import calls
 from routing.models import AIModel, ServiceKey
 from routing.money import dumps_exact, loads_exact
 from routing.providers.base import StreamChunk
+from routing.snapshots import KeySnapshot, routing_table
 
 HANDLED_FIELDS = {"model", "messages", "tools", "max_tokens", "stream", "stream_options"}
 
 
-def _error(status: int, code: str, message: str, **details: Any) -> HttpResponse:
+@dataclass
+class GatewayRequest:
+    method: str
+    headers: Mapping[str, str]  # names in lower case
+    body: bytes = b""
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name.lower(), "")
+
+
+@dataclass
+class GatewayResponse:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    # A streamed answer: the events, produced as the provider sends them. Closing it
+    # early (the client went away) settles and logs the call.
+    stream: Generator[bytes] | None = None
+
+
+def error_response(status: int, code: str, message: str, **details: Any) -> GatewayResponse:
     body = {"error": {"message": message, "type": code, "code": code, **details}}
-    return HttpResponse(dumps_exact(body), status=status, content_type="application/json")
+    return _json(body, status=status)
 
 
-def _json(body: Any, headers: dict[str, str] | None = None) -> HttpResponse:
-    response = HttpResponse(dumps_exact(body), content_type="application/json")
-    for name, value in (headers or {}).items():
-        response[name] = value
-    return response
+def _json(body: Any, headers: dict[str, str] | None = None, status: int = 200) -> GatewayResponse:
+    return GatewayResponse(
+        status, {"Content-Type": "application/json", **(headers or {})}, dumps_exact(body).encode()
+    )
 
 
-def _service_key(request: HttpRequest) -> ServiceKey | None:
-    header = request.headers.get("Authorization", "")
+def _service_key(request: GatewayRequest) -> KeySnapshot | None:
+    header = request.header("Authorization")
     if not header.startswith("Bearer "):
         return None
-    key = ServiceKey.authenticate(header.removeprefix("Bearer ").strip())
+    key = routing_table().service_key(header.removeprefix("Bearer ").strip())
     if key is not None:
-        # A cheap, conditional write: last use to the minute is enough. The row was
-        # just read, so a key used within the minute needs no write at all.
-        stale = timezone.now() - timedelta(minutes=1)
-        if key.last_used_at is None or key.last_used_at <= stale:
-            ServiceKey._base_manager.filter(pk=key.pk).exclude(last_used_at__gt=stale).update(
-                last_used_at=timezone.now()
-            )
+        _mark_used(key)
     return key
+
+
+_marked: dict[int, datetime] = {}  # key -> when this process last wrote its last use
+
+
+def _mark_used(key: KeySnapshot) -> None:
+    """Last use to the minute is enough: at most one cheap, conditional write a
+    minute per key and process."""
+    now = timezone.now()
+    stale = now - timedelta(minutes=1)
+    known = max(filter(None, (key.last_used_at, _marked.get(key.pk))), default=None)
+    if known is None or known <= stale:
+        _marked[key.pk] = now
+        ServiceKey._base_manager.filter(pk=key.pk).exclude(last_used_at__gt=stale).update(
+            last_used_at=now
+        )
 
 
 class BadRequest(Exception):
     pass
 
 
-def _parse(request: HttpRequest) -> dict[str, Any]:
+def _parse(request: GatewayRequest) -> dict[str, Any]:
     try:
         body = loads_exact(request.body or b"")
     except (ValueError, UnicodeDecodeError) as exc:
@@ -91,30 +123,30 @@ def _parse(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
-def _context(request: HttpRequest, key: ServiceKey) -> calls.CallContext:
-    approval = request.headers.get("X-Approval-Id", "").strip()
+def _context(request: GatewayRequest, key: KeySnapshot) -> calls.CallContext:
+    approval = request.header("X-Approval-Id").strip()
     if approval and not approval.isdigit():
         raise BadRequest("X-Approval-Id must be an approval number.")
     return calls.CallContext(
-        operation=request.headers.get("X-Operation", "").strip() or key.default_operation,
-        mode=request.headers.get("X-Mode", "").strip() or None,
+        operation=request.header("X-Operation").strip() or key.default_operation,
+        mode=request.header("X-Mode").strip() or None,
         service=key.service,
         approval_id=int(approval) if approval else None,
         via_gateway=True,
     )
 
 
-@csrf_exempt
-@require_POST
-def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+def chat_completions(request: GatewayRequest) -> GatewayResponse:
     key = _service_key(request)
     if key is None:
-        return _error(401, "invalid_api_key", "A valid service API key is required (Bearer).")
+        return error_response(
+            401, "invalid_api_key", "A valid service API key is required (Bearer)."
+        )
     try:
         body = _parse(request)
         context = _context(request, key)
     except BadRequest as exc:
-        return _error(400, "invalid_request_error", str(exc))
+        return error_response(400, "invalid_request_error", str(exc))
     arguments: dict[str, Any] = {
         "tools": body.get("tools"),
         "max_tokens": body.get("max_tokens"),
@@ -124,23 +156,26 @@ def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpRespon
     try:
         if body.get("stream"):
             call = calls.stream(context, body["messages"], **arguments)
-            response = StreamingHttpResponse(
-                _sse(call, context.request_id), content_type="text/event-stream"
+            return GatewayResponse(
+                200,
+                {
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "X-Request-Id": context.request_id,
+                },
+                stream=_sse_events(call, context.request_id),
             )
-            response["Cache-Control"] = "no-cache"
-            response["X-Request-Id"] = context.request_id
-            return response
         result = calls.complete(context, body["messages"], **arguments)
     except calls.CallRefused as exc:
-        refusal = _error(
+        refusal = error_response(
             exc.status, exc.code, str(exc), request_id=context.request_id, **exc.details
         )
         if exc.details.get("retry_after") is not None:
             # Clients (the openai package among them) read the wait from the header.
-            refusal["Retry-After"] = str(exc.details["retry_after"])
+            refusal.headers["Retry-After"] = str(exc.details["retry_after"])
         return refusal
     except calls.CallFailed as exc:
-        return _error(502, "upstream_error", str(exc), request_id=context.request_id)
+        return error_response(502, "upstream_error", str(exc), request_id=context.request_id)
     return _json(
         result.completion.raw or _completion_body(result, context.request_id),
         {
@@ -222,31 +257,15 @@ def _sse_events(call: calls.StreamingCall, request_id: str) -> Generator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
-async def _sse(call: calls.StreamingCall, request_id: str) -> AsyncIterator[bytes]:
-    """Serve the (synchronous) call as an async stream, so daphne sends each event
-    as it comes instead of buffering the whole answer."""
-    events = _sse_events(call, request_id)
-
-    def step() -> bytes | None:
-        return next(events, None)
-
-    try:
-        while True:
-            chunk = await sync_to_async(step)()
-            if chunk is None:
-                return
-            yield chunk
-    finally:
-        # A client that went away: close the call so it settles and logs.
-        await sync_to_async(events.close)()
-
-
-@require_GET
-def models(request: HttpRequest) -> HttpResponse:
+def models(request: GatewayRequest) -> GatewayResponse:
     if _service_key(request) is None:
-        return _error(401, "invalid_api_key", "A valid service API key is required (Bearer).")
+        return error_response(
+            401, "invalid_api_key", "A valid service API key is required (Bearer)."
+        )
     if not toggle_enabled("gateway.enabled", default=True):
-        return _error(503, "feature_off", "The gateway is switched off (toggle gateway.enabled).")
+        return error_response(
+            503, "feature_off", "The gateway is switched off (toggle gateway.enabled)."
+        )
     rows = AIModel.objects.filter(active=True, provider__enabled=True).select_related("provider")
     return _json(
         {

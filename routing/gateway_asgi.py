@@ -1,0 +1,206 @@
+"""The gateway over HTTP: a plain ASGI application for `/v1/chat/completions` and
+`/v1/models`, registered with `controlplane.http_endpoints`.
+
+Why not a Django view: the gateway sits in front of every AI call another service
+makes, so what it adds to a call's latency matters. Django's request path runs the
+middleware stack and, under ASGI, hands each request to a fresh thread that opens
+(and closes) its own database connection. Here a request goes straight to the
+gateway's logic (`routing.gateway`) on a small pool of long-lived threads
+(`GATEWAY_THREADS`), each keeping its database connection between requests
+(a pooled PostgreSQL connection goes back to the pool after each request instead;
+one that failed is closed). The host and HTTPS checks of the settings apply as in
+Django (`controlplane.http_endpoints.refusal`); a service key is the only credential.
+
+A streamed answer is sent event by event as the provider produces them; when the
+client goes away mid-stream the call is closed at once, so it settles and logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import connections
+
+from controlplane.audit import acting_as
+from controlplane.http_endpoints import (
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    refusal,
+    security_headers,
+)
+from routing import gateway
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RunSync = Callable[[Callable[[], T]], Awaitable[T]]
+
+ENDPOINTS: dict[str, tuple[str, Callable[[gateway.GatewayRequest], gateway.GatewayResponse]]] = {
+    "/v1/chat/completions": ("POST", gateway.chat_completions),
+    "/v1/models": ("GET", gateway.models),
+}
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    pass
+
+
+class GatewayApplication:
+    """`run_sync` runs the gateway's (synchronous) logic off the event loop: by
+    default on the gateway's thread pool; tests pass asgiref's thread-sensitive
+    `sync_to_async`, so the logic shares the test's database transaction."""
+
+    def __init__(self, run_sync: RunSync[Any] | None = None) -> None:
+        self._run_sync = run_sync
+
+    async def run(self, function: Callable[[], T]) -> T:
+        if self._run_sync is not None:
+            return await self._run_sync(function)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_executor(), functools.partial(_in_pool, function))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = header_map(scope)
+        method, handler = ENDPOINTS[scope["path"]]
+        refused = refusal(scope, headers)
+        if refused is not None:
+            status, message = refused
+            code = "invalid_host" if status == 400 else "https_required"
+            response = gateway.error_response(status, code, message)
+        elif scope["method"] != method:
+            response = gateway.error_response(
+                405, "method_not_allowed", f"{scope['path']} answers {method} only."
+            )
+            response.headers["Allow"] = method
+        else:
+            try:
+                body = await _read_body(receive)
+            except ClientGone:
+                return
+            except BodyTooLarge:
+                response = gateway.error_response(
+                    413,
+                    "request_too_large",
+                    f"The body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes "
+                    "(DATA_UPLOAD_MAX_MEMORY_SIZE).",
+                )
+            else:
+                request = gateway.GatewayRequest(scope["method"], headers, body)
+                address = (scope.get("client") or [None])[0]
+                response = await self.run(functools.partial(_serve, handler, request, address))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [
+                    (name.lower().encode("latin-1"), value.encode("latin-1"))
+                    for name, value in {
+                        **security_headers(scope, headers),
+                        **response.headers,
+                    }.items()
+                ],
+            }
+        )
+        if response.stream is None:
+            await send({"type": "http.response.body", "body": response.body})
+        else:
+            await self._send_stream(response.stream, receive, send)
+
+    async def _send_stream(self, stream: Any, receive: Receive, send: Send) -> None:
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            while True:
+                step = asyncio.ensure_future(self.run(functools.partial(next, stream, None)))
+                await asyncio.wait({step, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    await step  # a thread cannot be interrupted: let the step end
+                    return  # the client went away; `finally` closes the call
+                chunk = step.result()
+                if chunk is None:
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            gone.cancel()
+            # Settles and logs the call now, if it has not finished (client gone).
+            await self.run(stream.close)
+
+
+def _serve(
+    handler: Callable[[gateway.GatewayRequest], gateway.GatewayResponse],
+    request: gateway.GatewayRequest,
+    address: str | None,
+) -> gateway.GatewayResponse:
+    with acting_as(None, address):
+        try:
+            return handler(request)
+        except Exception:
+            log.exception("the gateway failed on %s", request.method)
+            return gateway.error_response(
+                500, "server_error", "The gateway failed; the error is in its log."
+            )
+
+
+async def _read_body(receive: Receive) -> bytes:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        part = message.get("body", b"")
+        size += len(part)
+        if limit is not None and size > limit:
+            raise BodyTooLarge
+        parts.append(part)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+# The thread pool.
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(settings.GATEWAY_THREADS, thread_name_prefix="gateway")
+        return _pool
+
+
+def _in_pool[R](function: Callable[[], R]) -> R:
+    """Run one step of a request on a pool thread, then tidy its database connections:
+    kept open for the next request, except pooled ones (back to their pool) and any
+    that failed (closed; the next request opens a fresh one)."""
+    failed = True
+    try:
+        result = function()
+        failed = False
+        return result
+    finally:
+        for connection in connections.all(initialized_only=True):
+            pooled = getattr(connection, "pool", None) is not None
+            if failed or pooled or connection.errors_occurred:
+                connection.close()
