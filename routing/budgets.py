@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from controlplane.models import toggle_enabled
 from controlplane.notifications import notify
+from controlplane.transactions import transient
 from routing.models import Budget, BudgetDay, Reservation
 from routing.money import ZERO
 
@@ -222,25 +223,35 @@ def would_exceed(budgets: Iterable[Budget], amount: Decimal) -> Budget | None:
 
 
 def reserve(
-    request_id: str, amount: Decimal, budgets: Iterable[Budget], *, approved: bool = False
+    request_id: str,
+    amount: Decimal,
+    budgets: Iterable[Budget],
+    *,
+    approved: bool = False,
+    enforced: bool | None = None,
 ) -> Reservation:
     """Set `amount` aside on every budget in `budgets` for the call `request_id`.
 
     All or nothing: raises `BudgetExceeded` (naming the first budget without room)
     and reserves nothing when any budget lacks room. `approved` is for a call an
     Owner approved past its budgets (approval rule 3): no limit is checked, and the
-    reservation records that it was approved.
+    reservation records that it was approved. `enforced` is the state of the toggle
+    `routing.budgets.enforced` when the caller has read it already.
     """
     if amount < 0:
         raise ValueError(f"A reservation cannot be negative ({amount}).")
     budgets = _unique(budgets)
     # Without budgets there is no limit to check: no need to read the toggle.
-    checked = bool(budgets) and budgets_enforced() and not approved
+    checked = (
+        bool(budgets) and not approved and (budgets_enforced() if enforced is None else enforced)
+    )
     # Ledger rows are created (and their limits brought up to date) before the
     # reservation's transaction, so a refusal does not undo them and concurrent
     # first calls of the day do not queue behind each other's whole reservation.
     ledgers = _ledgers(budgets, budget_day())
-    with transaction.atomic():
+    # A hold for the length of one call: its commit need not wait for the disk (a
+    # crash that loses it ends the call too); the settlement's commit does.
+    with transient():
         for ledger in ledgers:
             room = BudgetDay.objects.filter(pk=ledger.pk)
             if checked:
@@ -252,7 +263,15 @@ def reserve(
         reservation = Reservation.objects.create(
             request_id=request_id, amount=amount, approved=approved
         )
-        reservation.days.add(*ledgers)
+        if ledgers:
+            # A new reservation holds no ledger yet: one INSERT, without the read
+            # that `days.add()` makes first.
+            Reservation.days.through.objects.bulk_create(
+                [
+                    Reservation.days.through(reservation_id=reservation.pk, budgetday_id=ledger.pk)
+                    for ledger in ledgers
+                ]
+            )
     # settle() or release() of this very object then needs no query to find them.
     setattr(reservation, _LEDGER_IDS, [ledger.pk for ledger in ledgers])
     if not checked and budgets:
@@ -294,7 +313,14 @@ def settle(reservation: Reservation, actual: Decimal) -> bool:
     with transaction.atomic(savepoint=False):
         was_held = bool(mine.filter(status=Reservation.Status.HELD).update(**closed))
         if not was_held and not mine.filter(status=Reservation.Status.RELEASED).update(**closed):
-            return False  # settled already
+            if mine.exists():
+                return False  # settled already
+            # A database crash lost the reservation (its commit does not wait for the
+            # disk): the money was spent all the same, so it is recorded in full.
+            log.warning("settling %s without its lost reservation", reservation.request_id)
+            Reservation.objects.create(
+                request_id=reservation.request_id, amount=reservation.amount, **closed
+            )
         held = reservation.amount if was_held else ZERO
         ledger_ids = _ledger_ids(reservation)
         for ledger_id in ledger_ids:

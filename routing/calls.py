@@ -22,14 +22,14 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from controlplane.approvals import request_approval
-from controlplane.models import Approval, toggle_enabled
+from controlplane.models import Approval, toggles_enabled
 from controlplane.tiers import Tier
 from routing import budgets, pricing
 from routing.models import OperationLog, Provider, Reservation
 from routing.providers import provider_for
 from routing.providers.base import ChatRequest, Completion, ProviderError, StreamChunk, Usage
 from routing.router import RouteDecision, RoutingError, cool_down, route
-from routing.snapshots import ModelChoice
+from routing.snapshots import ModelChoice, routing_table
 
 log = logging.getLogger(__name__)
 
@@ -215,10 +215,16 @@ def _prepare(
     model_requested: str,
 ) -> _Prepared:
     try:
-        if context.via_gateway and not toggle_enabled("gateway.enabled", default=True):
-            raise FeatureOff("The gateway is switched off (toggle gateway.enabled).")
         toggle = f"operation.{context.operation}.enabled"
-        if not toggle_enabled(toggle, default=True):
+        # Every switch the call depends on, in one read of the cache.
+        switches = toggles_enabled(
+            {"gateway.enabled": True, toggle: True, budgets.ENFORCED_TOGGLE: True}
+            if context.via_gateway
+            else {toggle: True, budgets.ENFORCED_TOGGLE: True}
+        )
+        if not switches.get("gateway.enabled", True):
+            raise FeatureOff("The gateway is switched off (toggle gateway.enabled).")
+        if not switches[toggle]:
             raise FeatureOff(f"Operation '{context.operation}' is switched off (toggle {toggle}).")
         try:
             decision = route(
@@ -247,6 +253,7 @@ def _prepare(
                 decision.estimated_cost,
                 decision.budgets,
                 approved=approved is not None,
+                enforced=switches[budgets.ENFORCED_TOGGLE],
             )
         except budgets.BudgetExceeded as exc:
             raise OverBudget(str(exc), **exc.details()) from exc
@@ -264,7 +271,10 @@ def _prepare(
 
 
 def _provider(model: ModelChoice) -> Any:
-    return provider_for(Provider.objects.get(pk=model.provider_id))
+    provider = routing_table().providers.get(model.provider_id)
+    if provider is None:  # removed since the route was read: as the database says
+        provider = Provider.objects.get(pk=model.provider_id)
+    return provider_for(provider)
 
 
 def _record_failure(

@@ -3,8 +3,10 @@
 `route()` runs on every AI call, so it reads these frozen snapshots from memory
 instead of the database. The whole table of routes is loaded at once, kept for at
 most `ROUTE_CACHE_SECONDS` (5 minutes), and dropped at once in every process when a
-route, policy, model or provider changes: a change bumps a version number in the
-shared cache, which each process compares on every call.
+route, policy, model, provider, budget or service key changes: a change bumps a
+version number in the shared cache, which each process compares on every call. So
+a gateway call finds its service key, route, budgets and provider without a query,
+and a revoked key is refused by every process from the next call on.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
-from routing.models import AIModel, Budget, Policy, Route
+from controlplane import api_tokens
+from routing.models import AIModel, Budget, Policy, Provider, Route, ServiceKey
+from routing.models.gateway import KEY_PREFIX
 
 VERSION_KEY = "routing:config-version"
 
@@ -109,6 +114,19 @@ class RouteSnapshot:
 
 
 @dataclass(frozen=True)
+class KeySnapshot:
+    pk: int
+    key_hash: str
+    service: str
+    default_operation: str
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ServiceKey) -> KeySnapshot:
+        return cls(key.pk, key.key_hash, key.service, key.default_operation, key.last_used_at)
+
+
+@dataclass(frozen=True)
 class RoutingTable:
     routes: dict[str, RouteSnapshot]
     policies: dict[str, PolicySnapshot]
@@ -116,6 +134,17 @@ class RoutingTable:
     loaded_at: float
     # The enabled budgets: which apply to a call is decided without a query.
     budgets: tuple[Budget, ...] = ()
+    # Catalog providers by id (for their clients), service keys not revoked by lookup.
+    providers: dict[int, Provider] = field(default_factory=dict)
+    service_keys: dict[str, KeySnapshot] = field(default_factory=dict)
+
+    def service_key(self, raw: str) -> KeySnapshot | None:
+        """The key `raw` is the secret of, when it is one and is not revoked."""
+        lookup = api_tokens.lookup_of(raw, KEY_PREFIX)
+        key = self.service_keys.get(lookup) if lookup is not None else None
+        if key is None or not api_tokens.matches(key.key_hash, raw):
+            return None
+        return key
 
 
 def load_table(version: str) -> RoutingTable:
@@ -141,7 +170,16 @@ def load_table(version: str) -> RoutingTable:
         )
     policies = {policy.mode: PolicySnapshot.of(policy) for policy in Policy.objects.all()}
     budgets = tuple(Budget.objects.filter(enabled=True).order_by("pk"))
-    return RoutingTable(snapshots, policies, version, time.monotonic(), budgets)
+    keys = ServiceKey.objects.filter(revoked_at__isnull=True)
+    return RoutingTable(
+        snapshots,
+        policies,
+        version,
+        time.monotonic(),
+        budgets,
+        providers={provider.pk: provider for provider in Provider.objects.all()},
+        service_keys={key.lookup: KeySnapshot.of(key) for key in keys},
+    )
 
 
 _table: RoutingTable | None = None

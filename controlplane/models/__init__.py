@@ -7,7 +7,12 @@ from controlplane.models.notifications import (
     NotificationChannel,
     NotificationDelivery,
 )
-from controlplane.models.toggles import FeatureToggle, ToggleLocked, toggle_enabled
+from controlplane.models.toggles import (
+    FeatureToggle,
+    ToggleLocked,
+    toggle_enabled,
+    toggles_enabled,
+)
 
 __all__ = [
     "AppendOnlyError",
@@ -20,4 +25,5 @@ __all__ = [
     "NotificationDelivery",
     "ToggleLocked",
     "toggle_enabled",
+    "toggles_enabled",
 ]

@@ -200,11 +200,13 @@ def test_a_malformed_authorization_header_gets_401(
     assert error_of(response)["code"] == "invalid_api_key"
 
 
-def test_a_revoked_key_gets_401(client: Client) -> None:
-    key, raw = ServiceKey.issue(name="old worker", service="billing")
+def test_a_revoked_key_gets_401(client: Client, committed: Committed) -> None:
+    with committed():
+        key, raw = ServiceKey.issue(name="old worker", service="billing")
     assert post(client, {"messages": HELLO}, raw).status_code == 200
 
-    key.revoke()
+    with committed():  # every process drops its cached keys once the change commits
+        key.revoke()
 
     assert key.revoked
     for response in (
@@ -449,7 +451,8 @@ def test_an_approval_for_one_service_does_not_let_another_through(
     approval_id = error_of(post(client, {"messages": HELLO}, raw_key))["approval_id"]
     with committed():
         decide_approval(Approval.objects.get(pk=approval_id), user=owner, approve=True)
-    _, other = ServiceKey.issue(name="search", service="search")
+    with committed():  # a new key is seen by the gateway once it commits
+        _, other = ServiceKey.issue(name="search", service="search")
 
     borrowed = post(client, {"messages": HELLO}, other, {"X-Approval-Id": str(approval_id)})
 
@@ -527,7 +530,8 @@ def test_a_service_budget_spent_to_its_limit_refuses_the_next_call_with_429(
         (Decimal("0.01"), 0),
     ]
     # Other services still have room under the global budget.
-    _, other = ServiceKey.issue(name="search", service="search")
+    with committed():  # a new key is seen by the gateway once it commits
+        _, other = ServiceKey.issue(name="search", service="search")
     assert post(client, {"messages": HELLO}, other).status_code == 200
 
 

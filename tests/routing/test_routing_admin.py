@@ -554,16 +554,19 @@ def test_a_service_key_is_stored_only_as_its_hash(client, owner):
 
 
 @pytest.mark.django_db
-def test_an_owner_revokes_a_key_and_it_no_longer_authenticates(client, owner, service_key):
+def test_an_owner_revokes_a_key_and_it_no_longer_authenticates(
+    client, owner, service_key, django_capture_on_commit_callbacks
+):
     key, raw = service_key
     bearer = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
     assert client.get("/v1/models", **bearer).status_code == 200
     client.force_login(owner)
     listing = client.get(admin_url(ServiceKey))
     assert "revoke" in action_names(listing)
-    response = client.post(
-        admin_url(ServiceKey), {"action": "revoke", "_selected_action": [key.pk], "index": "0"}
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            admin_url(ServiceKey), {"action": "revoke", "_selected_action": [key.pk], "index": "0"}
+        )
     assert response.status_code == 302
     assert "1 key(s) revoked." in messages_of(response)
     key.refresh_from_db()
