@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, cast
@@ -95,7 +95,15 @@ class CallResult:
     model: ModelChoice  # the model that actually answered
     cost: Decimal
     cost_source: str
-    log: OperationLog
+    log: OperationLog | None  # None until recorded (`complete(record_later=True)`)
+    recorder: Callable[[], OperationLog] | None = None
+
+    def record(self) -> OperationLog:
+        """Settle the reservation and write the log row, once."""
+        if self.log is None:
+            assert self.recorder is not None
+            self.log, self.recorder = self.recorder(), None
+        return self.log
 
 
 @dataclass
@@ -303,6 +311,20 @@ def _finish(
     usage: Usage | None = None,
 ) -> tuple[OperationLog, Decimal, str]:
     """Price the call, settle or release its reservation, and write its log row."""
+    cost, source, record = _priced(prepared, model, completion, error=error, usage=usage)
+    return record(), cost, source
+
+
+def _priced(
+    prepared: _Prepared,
+    model: ModelChoice | None,
+    completion: Completion | None,
+    *,
+    error: str = "",
+    usage: Usage | None = None,
+) -> tuple[Decimal, str, Callable[[], OperationLog]]:
+    """The call's cost, and what records it: the settlement (or release) of its
+    reservation and its log row, to run now or once the answer is on its way."""
     usage = completion.usage if completion is not None else usage
     cost, source = Decimal(0), str(OperationLog.CostSource.NONE)
     if model is not None and usage is not None:
@@ -311,15 +333,19 @@ def _finish(
         except pricing.PriceMissing as exc:
             # The call happened; its cost is unknown, and the log says so.
             source, error = str(exc.source), (error + " " if error else "") + str(exc)
-    # One transaction for the settlement and the log row: one commit (one disk
-    # flush) instead of two, and the ledger and the log never disagree.
-    with transaction.atomic():
-        if model is not None and usage is not None:
-            budgets.settle(prepared.reservation, cost)
-        else:
-            budgets.release(prepared.reservation)
-        row = _log_row(prepared, model, usage, cost, source, error)
-    return row, cost, source
+    latency_ms = int((time.perf_counter() - prepared.started) * 1000)
+
+    def record() -> OperationLog:
+        # One transaction for the settlement and the log row: one commit (one disk
+        # flush) instead of two, and the ledger and the log never disagree.
+        with transaction.atomic():
+            if model is not None and usage is not None:
+                budgets.settle(prepared.reservation, cost)
+            else:
+                budgets.release(prepared.reservation)
+            return _log_row(prepared, model, usage, cost, source, error, latency_ms)
+
+    return cost, source, record
 
 
 def _log_row(
@@ -329,6 +355,7 @@ def _log_row(
     cost: Decimal,
     source: str,
     error: str,
+    latency_ms: int,
 ) -> OperationLog:
     decision, context = prepared.decision, prepared.context
     return OperationLog.objects.create(
@@ -350,7 +377,7 @@ def _log_row(
         reasoning_tokens=usage.reasoning_tokens if usage else 0,
         cost=cost,
         cost_source=source,
-        latency_ms=int((time.perf_counter() - prepared.started) * 1000),
+        latency_ms=latency_ms,
         status=OperationLog.Status.ERROR if error else OperationLog.Status.OK,
         error=error,
         attempts=prepared.attempts,
@@ -365,7 +392,13 @@ def complete(
     max_tokens: int | None = None,
     extra: dict[str, Any] | None = None,
     model_requested: str = "",
+    record_later: bool = False,
 ) -> CallResult:
+    """`record_later`: the reservation's settlement and the log row are left to the
+    caller, who runs `result.record()` once the answer is on its way (the gateway,
+    so the caller of an AI call does not wait for its bookkeeping); `result.log` is
+    then None until it ran. A process that stops before it leaves the reservation
+    held, for the stale sweep."""
     prepared = _prepare(
         context,
         messages,
@@ -394,8 +427,11 @@ def complete(
                 "latency_ms": int((time.perf_counter() - began) * 1000),
             }
         )
-        row, cost, source = _finish(prepared, model, completion)
-        return CallResult(completion, prepared.decision, model, cost, source, row)
+        cost, source, record = _priced(prepared, model, completion)
+        result = CallResult(completion, prepared.decision, model, cost, source, None, record)
+        if not record_later:
+            result.record()
+        return result
     message = f"Every model failed for '{context.operation}': {last_error}"
     _finish(prepared, None, None, error=message)
     raise CallFailed(message, status=last_error.status if last_error else None)

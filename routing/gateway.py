@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,6 +52,8 @@ class GatewayResponse:
     # A streamed answer: the events, produced as the provider sends them. Closing it
     # early (the client went away) settles and logs the call.
     stream: Generator[bytes] | None = None
+    # What to run once the answer is sent: the call's settlement and log row.
+    after: Callable[[], object] | None = None
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> GatewayResponse:
@@ -165,7 +167,8 @@ def chat_completions(request: GatewayRequest) -> GatewayResponse:
                 },
                 stream=_sse_events(call, context.request_id),
             )
-        result = calls.complete(context, body["messages"], **arguments)
+        # The caller gets its answer first; the settlement and log row follow at once.
+        result = calls.complete(context, body["messages"], record_later=True, **arguments)
     except calls.CallRefused as exc:
         refusal = error_response(
             exc.status, exc.code, str(exc), request_id=context.request_id, **exc.details
@@ -176,7 +179,7 @@ def chat_completions(request: GatewayRequest) -> GatewayResponse:
         return refusal
     except calls.CallFailed as exc:
         return error_response(502, "upstream_error", str(exc), request_id=context.request_id)
-    return _json(
+    response = _json(
         result.completion.raw or _completion_body(result, context.request_id),
         {
             "X-Request-Id": context.request_id,
@@ -184,6 +187,8 @@ def chat_completions(request: GatewayRequest) -> GatewayResponse:
             "X-Cost-USD": format(result.cost, "f"),
         },
     )
+    response.after = result.record
+    return response
 
 
 def _completion_body(result: calls.CallResult, request_id: str) -> dict[str, Any]:

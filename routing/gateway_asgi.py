@@ -12,7 +12,9 @@ one that failed is closed). The host and HTTPS checks of the settings apply as i
 Django (`controlplane.http_endpoints.refusal`); a service key is the only credential.
 
 A streamed answer is sent event by event as the provider produces them; when the
-client goes away mid-stream the call is closed at once, so it settles and logs.
+client goes away mid-stream the call is closed at once, so it settles and logs. A
+whole answer is sent before the call's settlement and log row are written (on the
+same thread, at once after): the caller does not wait for the bookkeeping.
 """
 
 from __future__ import annotations
@@ -118,6 +120,8 @@ class GatewayApplication:
             await send({"type": "http.response.body", "body": response.body})
         else:
             await self._send_stream(response.stream, receive, send)
+        if response.after is not None:
+            await self.run(functools.partial(_after, response.after))
 
     async def _send_stream(self, stream: Any, receive: Receive, send: Send) -> None:
         gone = asyncio.ensure_future(_disconnected(receive))
@@ -152,6 +156,14 @@ def _serve(
             return gateway.error_response(
                 500, "server_error", "The gateway failed; the error is in its log."
             )
+
+
+def _after(function: Callable[[], object]) -> None:
+    try:
+        function()
+    except Exception:
+        # The reservation stays held: the stale sweep writes it off.
+        log.exception("could not record a gateway call after answering it")
 
 
 async def _read_body(receive: Receive) -> bytes:
