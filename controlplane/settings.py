@@ -321,8 +321,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "controlplane.tasks.retry_due_deliveries",
         "schedule": 30.0,
     },
-    "release-stale-reservations": {
-        "task": "routing.tasks.release_stale_reservations",
+    "write-off-stale-reservations": {
+        "task": "routing.tasks.write_off_stale_reservations",
         "schedule": 600.0,
     },
     "rollup-spend": {"task": "routing.tasks.rollup_spend", "schedule": 60.0},

@@ -31,14 +31,14 @@ from django.utils import timezone
 from controlplane.models import toggle_enabled
 from controlplane.notifications import notify
 from controlplane.transactions import transient
-from routing.models import Budget, BudgetDay, Reservation
+from routing.models import Budget, BudgetDay, OperationLog, Reservation
 from routing.money import ZERO
 
 log = logging.getLogger(__name__)
 
 ENFORCED_TOGGLE = "routing.budgets.enforced"
 THRESHOLDS = (50, 80, 100)  # percent of the daily limit, each notified once a day
-# A reservation still held after this long belongs to a call that crashed.
+# A reservation still held after this long belongs to a call whose process stopped.
 STALE_AFTER = timedelta(hours=1)
 SWEEP_BATCH = 500
 
@@ -229,6 +229,9 @@ def reserve(
     *,
     approved: bool = False,
     enforced: bool | None = None,
+    operation: str = "",
+    service: str = "",
+    user: Any = None,
 ) -> Reservation:
     """Set `amount` aside on every budget in `budgets` for the call `request_id`.
 
@@ -236,7 +239,9 @@ def reserve(
     and reserves nothing when any budget lacks room. `approved` is for a call an
     Owner approved past its budgets (approval rule 3): no limit is checked, and the
     reservation records that it was approved. `enforced` is the state of the toggle
-    `routing.budgets.enforced` when the caller has read it already.
+    `routing.budgets.enforced` when the caller has read it already. `operation`,
+    `service` and `user` say whose call it is, for the log row of a call whose
+    outcome is never recorded (`write_off_stale_reservations`).
     """
     if amount < 0:
         raise ValueError(f"A reservation cannot be negative ({amount}).")
@@ -261,7 +266,12 @@ def reserve(
                 log.info("budget refused %s: %s over %s", request_id, amount, ledger.budget)
                 raise BudgetExceeded(ledger.budget, ledger, amount)
         reservation = Reservation.objects.create(
-            request_id=request_id, amount=amount, approved=approved
+            request_id=request_id,
+            amount=amount,
+            approved=approved,
+            operation=operation,
+            service=service,
+            user=user if getattr(user, "pk", None) else None,
         )
         if ledgers:
             # A new reservation holds no ledger yet: one INSERT, without the read
@@ -299,9 +309,10 @@ def _ledger_ids(reservation: Reservation) -> list[int]:
 def settle(reservation: Reservation, actual: Decimal) -> bool:
     """Record the call's actual cost in place of its reservation. Idempotent.
 
-    The actual cost is recorded in full, even past a limit. A reservation the stale
-    sweep released (its call outlived `STALE_AFTER`) is still settled: the money was
-    spent. Returns whether this call did the settling.
+    The actual cost is recorded in full, even past a limit. A released reservation
+    (its call failed) is still settled when money turns out to be spent after all.
+    One the stale sweep wrote off is settled already. Returns whether this call did
+    the settling.
     """
     if actual < 0:
         raise ValueError(f"A cost cannot be negative ({actual}).")
@@ -318,9 +329,10 @@ def settle(reservation: Reservation, actual: Decimal) -> bool:
             # A database crash lost the reservation (its commit does not wait for the
             # disk): the money was spent all the same, so it is recorded in full.
             log.warning("settling %s without its lost reservation", reservation.request_id)
-            Reservation.objects.create(
+            # This object now stands for the new row: settling it again changes nothing.
+            reservation.pk = Reservation.objects.create(
                 request_id=reservation.request_id, amount=reservation.amount, **closed
-            )
+            ).pk
         held = reservation.amount if was_held else ZERO
         ledger_ids = _ledger_ids(reservation)
         for ledger_id in ledger_ids:
@@ -353,21 +365,43 @@ def release(reservation: Reservation) -> bool:
     return True
 
 
-def release_stale_reservations(older_than: timedelta = STALE_AFTER) -> int:
-    """Periodic sweep: release reservations held longer than any call lasts."""
+WRITE_OFF_ERROR = (
+    "The call's outcome was never recorded (the process serving it stopped): charged "
+    "at its reservation, the most it was allowed to cost."
+)
+
+
+def write_off_stale_reservations(older_than: timedelta = STALE_AFTER) -> int:
+    """Periodic sweep: a reservation held longer than any call lasts belongs to a
+    call whose process stopped before recording it (mid-call, or after answering).
+    The provider may well have charged for it, so the money is not given back: the
+    reservation is settled at its amount and the call gets its log row, marked as
+    charged at its reservation. Returns how many were written off."""
     cutoff = timezone.now() - older_than
     stale = Reservation.objects.filter(status=Reservation.Status.HELD, created_at__lt=cutoff)
-    released = 0
+    written_off = 0
     for reservation in stale.order_by("pk")[:SWEEP_BATCH]:
-        if release(reservation):
-            released += 1
-            log.warning(
-                "released the stale reservation %s (%s), held since %s",
-                reservation.request_id,
-                reservation.amount,
-                reservation.created_at.isoformat(),
+        with transaction.atomic():
+            if not settle(reservation, reservation.amount):
+                continue  # recorded meanwhile
+            OperationLog.objects.create(
+                request_id=reservation.request_id,
+                operation=reservation.operation,
+                service=reservation.service,
+                user_id=reservation.user_id,
+                cost=reservation.amount,
+                cost_source=OperationLog.CostSource.RESERVED,
+                status=OperationLog.Status.ERROR,
+                error=WRITE_OFF_ERROR,
             )
-    return released
+        written_off += 1
+        log.warning(
+            "wrote off the stale reservation %s (%s), held since %s",
+            reservation.request_id,
+            reservation.amount,
+            reservation.created_at.isoformat(),
+        )
+    return written_off
 
 
 # Threshold notifications.

@@ -262,6 +262,9 @@ def _prepare(
                 decision.budgets,
                 approved=approved is not None,
                 enforced=switches[budgets.ENFORCED_TOGGLE],
+                operation=context.operation,
+                service=context.service,
+                user=context.user,
             )
         except budgets.BudgetExceeded as exc:
             raise OverBudget(str(exc), **exc.details()) from exc
@@ -397,8 +400,8 @@ def complete(
     """`record_later`: the reservation's settlement and the log row are left to the
     caller, who runs `result.record()` once the answer is on its way (the gateway,
     so the caller of an AI call does not wait for its bookkeeping); `result.log` is
-    then None until it ran. A process that stops before it leaves the reservation
-    held, for the stale sweep."""
+    then None until it ran. If the process stops before, the stale sweep writes the
+    call off at its reservation (`budgets.write_off_stale_reservations`)."""
     prepared = _prepare(
         context,
         messages,

@@ -8,8 +8,8 @@ from routing import budgets, insights
 
 
 @shared_task(time_limit=120, soft_time_limit=100)
-def release_stale_reservations() -> int:
-    return budgets.release_stale_reservations()
+def write_off_stale_reservations() -> int:
+    return budgets.write_off_stale_reservations()
 
 
 @shared_task(time_limit=120, soft_time_limit=100)

@@ -110,6 +110,12 @@ class Reservation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     days = models.ManyToManyField(BudgetDay, related_name="reservations")
+    # Whose call it is: enough to log it when its outcome is never recorded.
+    operation = models.CharField(max_length=100, blank=True)
+    service = models.CharField(max_length=64, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at"]

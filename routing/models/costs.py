@@ -21,6 +21,7 @@ class OperationLog(AppendOnlyModel):
         OFFLINE = "offline", "Offline model (free)"
         UNPRICED = "unpriced", "No price known"
         NONE = "none", "No call made"
+        RESERVED = "reserved", "Its reservation (the outcome was never recorded)"
 
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     request_id = models.CharField(max_length=64, db_index=True)
