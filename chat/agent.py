@@ -52,7 +52,7 @@ from django.utils import timezone
 
 from chat import stop_reasons, tools
 from chat.budget_tracker import PAUSED_SECONDS, BudgetTracker
-from chat.events import TokenCoalescer, emit
+from chat.events import EventSpec, TokenCoalescer, emit, emit_many
 from chat.guardrails import Guardrails, fingerprint
 from chat.models import (
     ACTIVE_STATUSES,
@@ -103,7 +103,11 @@ SYSTEM_PROMPT = (
 
 
 def emit_status(run_id: int, status: str, detail: str) -> None:
-    emit(run_id, StreamEvent.Type.STATUS, {"status": str(status), "detail": detail})
+    emit(run_id, *status_event(status, detail))
+
+
+def status_event(status: str, detail: str) -> EventSpec:
+    return StreamEvent.Type.STATUS, {"status": str(status), "detail": detail}
 
 
 def open_run(
@@ -138,9 +142,14 @@ def open_run(
         session.mode = mode
         session.title = session.title or message.strip()[:200]
         session.save(update_fields=["mode", "title", "updated_at"])
-        emit_status(run.pk, RunStatus.IDLE, QUEUED)
-        emit(run.pk, StreamEvent.Type.BUDGET, BudgetTracker(run).meters())
-        emit(run.pk, StreamEvent.Type.GUARDRAILS, Guardrails(run).counters())
+        emit_many(
+            run.pk,
+            [
+                status_event(RunStatus.IDLE, QUEUED),
+                (StreamEvent.Type.BUDGET, BudgetTracker(run).meters()),
+                (StreamEvent.Type.GUARDRAILS, Guardrails(run).counters()),
+            ],
+        )
     return run
 
 
@@ -300,26 +309,30 @@ def end_run(
         if not mine.update(**fields):
             return False
         run = Run.objects.select_related("pending_approval").get(pk=run_id)
-        emit_status(run_id, RunStatus.STOPPED, run.status_detail)
-        _refuse_awaiting_calls(run, detail)
-        emit(run_id, StreamEvent.Type.BUDGET, BudgetTracker(run).meters())
-        emit(run_id, StreamEvent.Type.GUARDRAILS, Guardrails(run).counters())
+        events = [status_event(RunStatus.STOPPED, run.status_detail)]
+        events += _refuse_awaiting_calls(run, detail)
+        events.append((StreamEvent.Type.BUDGET, BudgetTracker(run).meters()))
+        events.append((StreamEvent.Type.GUARDRAILS, Guardrails(run).counters()))
         explained = stop_reasons.explain(reason, run=run, **(context or {}))
-        emit(run_id, StreamEvent.Type.STOP_REASON, explained)
+        events.append((StreamEvent.Type.STOP_REASON, explained))
         if error:
-            emit(run_id, StreamEvent.Type.ERROR, {"message": error})
+            events.append((StreamEvent.Type.ERROR, {"message": error}))
+        emit_many(run_id, events)
     return True
 
 
-def _refuse_awaiting_calls(run: Run, why: str) -> None:
-    """Tool calls still waiting for an approval will not run now: close their rows."""
+def _refuse_awaiting_calls(run: Run, why: str) -> list[EventSpec]:
+    """Tool calls still waiting for an approval will not run now: close their rows.
+    Their `tool_result` events, to emit."""
+    events: list[EventSpec] = []
     for execution in run.tool_executions.filter(outcome=ToolExecution.Outcome.AWAITING_APPROVAL):
         execution.outcome = ToolExecution.Outcome.REFUSED
         execution.error = f"Not run: {why}"
         execution.fingerprint = fingerprint(f"{execution.tool}: {execution.error}")
         execution.finished_at = timezone.now()
         execution.save(update_fields=["outcome", "error", "fingerprint", "finished_at"])
-        _emit_tool_result(execution)
+        events.append(_tool_result_event(execution))
+    return events
 
 
 def detect_lost_runs(now: Any = None) -> list[int]:
@@ -453,8 +466,13 @@ class AgentLoop:
         if exhausted is not None:
             self._stop(exhausted.reason, exhausted.detail)
         self._save(heartbeat_at=timezone.now())
-        emit(self.run.pk, StreamEvent.Type.BUDGET, self.budget.meters())
-        emit(self.run.pk, StreamEvent.Type.GUARDRAILS, self.guards.counters())
+        emit_many(
+            self.run.pk,
+            [
+                (StreamEvent.Type.BUDGET, self.budget.meters()),
+                (StreamEvent.Type.GUARDRAILS, self.guards.counters()),
+            ],
+        )
 
     def _observation(self, step: int, content: str) -> dict[str, Any]:
         """What a person could see of the step: its text and its tools' results."""
@@ -701,27 +719,24 @@ class AgentLoop:
         )
         if not paused:
             raise _LostControl
-        run_id = self.run.pk
-        emit_status(run_id, RunStatus.WAITING_APPROVAL, detail)
+        events = [status_event(RunStatus.WAITING_APPROVAL, detail)]
         if execution is not None:
-            _emit_tool_start(execution)
-        emit(run_id, StreamEvent.Type.BUDGET, self.budget.meters())
-        emit(run_id, StreamEvent.Type.GUARDRAILS, self.guards.counters())
+            events.append(_tool_start_event(execution))
+        events.append((StreamEvent.Type.BUDGET, self.budget.meters()))
+        events.append((StreamEvent.Type.GUARDRAILS, self.guards.counters()))
         tool = execution.tool if execution else ""
-        emit(
-            run_id,
-            StreamEvent.Type.APPROVAL,
-            {
-                "approval_id": approval.pk,
-                "tool": tool,
-                "arguments": execution.arguments if execution else approval.proposal,
-                "reason": approval.reason,
-            },
-        )
+        approval_data = {
+            "approval_id": approval.pk,
+            "tool": tool,
+            "arguments": execution.arguments if execution else approval.proposal,
+            "reason": approval.reason,
+        }
+        events.append((StreamEvent.Type.APPROVAL, approval_data))
         explained = stop_reasons.explain(
             StopReason.AWAITING_APPROVAL, run=self.run, approval_id=approval.pk, tool=tool
         )
-        emit(run_id, StreamEvent.Type.STOP_REASON, explained)
+        events.append((StreamEvent.Type.STOP_REASON, explained))
+        emit_many(self.run.pk, events)
 
     def _carry_on_after_approval(self) -> None:
         """A resumed run: run the approved tool call and the rest of its answer's calls
@@ -893,32 +908,32 @@ def _stand_in_result(call_id: str) -> dict[str, Any]:
 
 
 def _emit_tool_start(execution: ToolExecution) -> None:
-    emit(
-        execution.run_id,
-        StreamEvent.Type.TOOL_START,
-        {
-            "execution_id": execution.pk,
-            "tool": execution.tool,
-            "arguments": execution.arguments,
-            "step": execution.step,
-        },
-    )
+    emit(execution.run_id, *_tool_start_event(execution))
 
 
 def _emit_tool_result(execution: ToolExecution) -> None:
-    emit(
-        execution.run_id,
-        StreamEvent.Type.TOOL_RESULT,
-        {
-            "execution_id": execution.pk,
-            "tool": execution.tool,
-            "outcome": execution.outcome,
-            "duration_ms": execution.duration_ms,
-            "fingerprint": execution.fingerprint,
-            "result": execution.result,
-            "error": execution.error,
-        },
-    )
+    emit(execution.run_id, *_tool_result_event(execution))
+
+
+def _tool_start_event(execution: ToolExecution) -> EventSpec:
+    return StreamEvent.Type.TOOL_START, {
+        "execution_id": execution.pk,
+        "tool": execution.tool,
+        "arguments": execution.arguments,
+        "step": execution.step,
+    }
+
+
+def _tool_result_event(execution: ToolExecution) -> EventSpec:
+    return StreamEvent.Type.TOOL_RESULT, {
+        "execution_id": execution.pk,
+        "tool": execution.tool,
+        "outcome": execution.outcome,
+        "duration_ms": execution.duration_ms,
+        "fingerprint": execution.fingerprint,
+        "result": execution.result,
+        "error": execution.error,
+    }
 
 
 # -- reading a model's stream --------------------------------------------------------------------

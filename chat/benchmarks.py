@@ -4,13 +4,14 @@
         --origin http://127.0.0.1:8000 --cookie "sessionid=..." --clients 10 --events 20000
 
 Opens `--clients` sockets to a run's stream, as browsers do (session cookie, Origin),
-prints `ready` once all are open, then records when each event arrives. An event is
-a token whose text is its index, `[k]`, so each one is told apart from the others:
-repeats are counted as duplicates, and the indexes never seen as lost. The producer
-writes `emitted` on stdin when it is done; from then on the clients wait at most
-`--drain` seconds for what is still on its way. When every client has every event
-(or the drain time is up), prints one JSON line: for each client, the arrival time
-(`time.time()`) of each index, or null, and its duplicates.
+prints `ready` once each has received its first frame (the run so far, which the
+benchmark makes non-empty: a page that has loaded), then records when each event
+arrives. An event is a token whose text is its index, `[k]`, so each one is told
+apart from the others: repeats are counted as duplicates, and the indexes never seen
+as lost. The producer writes `emitted` on stdin when it is done; from then on the
+clients wait at most `--drain` seconds for what is still on its way. When every
+client has every event (or the drain time is up), prints one JSON line: for each
+client, the arrival time (`time.time()`) of each index, or null, and its duplicates.
 
 The client is autobahn's, which daphne already depends on. This module imports
 nothing from Django, so the process starts quickly and shares no GIL with the server
@@ -33,6 +34,7 @@ from autobahn.asyncio.websocket import WebSocketClientFactory, WebSocketClientPr
 
 TOKEN = re.compile(rb'#run-reply">\[(\d+)\]</span>')
 GRACE_SECONDS = 0.5  # after the last event: time for a late duplicate to show up
+GREETING_SECONDS = 60.0  # for every socket to be open and have its first frame
 
 
 class Recorder:
@@ -59,19 +61,19 @@ class Recorder:
 
 
 def client_protocol(
-    recorder: Recorder, opened: asyncio.Future[None]
+    recorder: Recorder, greeted: asyncio.Future[None]
 ) -> type[WebSocketClientProtocol]:
-    class Client(WebSocketClientProtocol):
-        def onOpen(self) -> None:
-            if not opened.done():
-                opened.set_result(None)
+    """A socket whose `greeted` is done at its first frame (or failed if refused)."""
 
+    class Client(WebSocketClientProtocol):
         def onMessage(self, payload: bytes, isBinary: bool) -> None:
+            if not greeted.done():
+                greeted.set_result(None)
             recorder.frame(payload)
 
         def onClose(self, wasClean: bool, code: int, reason: str) -> None:
-            if not opened.done():
-                opened.set_exception(ConnectionError(f"refused: {code} {reason}"))
+            if not greeted.done():
+                greeted.set_exception(ConnectionError(f"refused: {code} {reason}"))
 
     return Client
 
@@ -79,20 +81,23 @@ def client_protocol(
 async def run_clients(options: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     url = urlparse(options.url)
-    recorders, transports, opens = [], [], []
+    recorders, transports, greetings = [], [], []
     for _ in range(options.clients):
         recorder = Recorder(options.events)
-        opened: asyncio.Future[None] = loop.create_future()
+        greeted: asyncio.Future[None] = loop.create_future()
         factory = WebSocketClientFactory(
             options.url, headers={"Cookie": options.cookie}, origin=options.origin
         )
-        factory.protocol = client_protocol(recorder, opened)
+        factory.protocol = client_protocol(recorder, greeted)
         factory.setProtocolOptions(maxMessagePayloadSize=0, maxFramePayloadSize=0)
         transport, _ = await loop.create_connection(factory, url.hostname, url.port)
         recorders.append(recorder)
         transports.append(transport)
-        opens.append(opened)
-    await asyncio.gather(*opens)
+        greetings.append(greeted)
+    try:
+        await asyncio.wait_for(asyncio.gather(*greetings), timeout=GREETING_SECONDS)
+    except TimeoutError:
+        raise ConnectionError("no first frame (the run so far) on every socket") from None
     say("ready")
     everything = asyncio.ensure_future(asyncio.gather(*(r.done.wait() for r in recorders)))
     emitted = asyncio.ensure_future(loop.run_in_executor(None, sys.stdin.readline))

@@ -2,13 +2,15 @@
 
 On connect the browser says which events it already has (`?after=<seq>`); the
 consumer joins the run's group first, then sends what the database holds after that
-seq, then live events. It remembers the last seq it sent: a live event at or below
-it is a duplicate and is dropped; one that jumps ahead means the channel layer lost
+seq, then live events. It remembers the last seq it sent: live events at or below
+it are duplicates and are dropped; one that jumps ahead means the channel layer lost
 something (it is a delivery hint, not storage), and the gap is read from the
 database before the event is sent. So the browser never sees a gap or a duplicate.
 
-Live events are rendered from their own data, without the database, so the hot
-path skips the thread hop that a stock consumer makes before every handler.
+A live message (`run.events`) carries the events of one transaction, consecutive
+seqs in order, and goes to the browser as one frame. They are rendered from their
+own data, without the database, so the hot path skips the thread hop that a stock
+consumer makes before every handler.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ REPLAY_BATCH = 500
 # Live frames are rendered once for all the sockets of a process that watch a run
 # (they are all on the event loop's thread): the last few hundred are kept.
 RECENT_FRAMES = 512
-_recent_frames: OrderedDict[tuple[int, int, int], str] = OrderedDict()
+_recent_frames: OrderedDict[tuple[int, int, int, int], str] = OrderedDict()
 
 
 def after_seq(query_string: bytes) -> int:
@@ -67,22 +69,25 @@ class RunConsumer(StaffConsumer):
         return [run_group(self.run_id)]
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        if message.get("type") == "run.event":
-            # Rendered from the event itself: no database, so no connection to close.
-            await self.run_event(message)
+        # Rendered from the events themselves: no database, so no connection to close.
+        if message.get("type") == "run.events":
+            await self.run_events(message["events"])
+        elif message.get("type") == "run.event":  # one event, from an older publisher
+            await self.run_events([message])
         else:
             await super().dispatch(message)
 
-    async def run_event(self, event: dict[str, Any]) -> None:
-        seq = int(event["seq"])
-        if seq <= self.last_seq:
+    async def run_events(self, events: list[dict[str, Any]]) -> None:
+        fresh = [event for event in events if int(event["seq"]) > self.last_seq]
+        if not fresh:
             return  # already sent (replayed from the database, or delivered twice)
-        if seq > self.last_seq + 1:
-            await self.send_missed()  # the layer dropped some: fill the gap first
-            if seq <= self.last_seq:
-                return
-        await self.send(text_data=rendered(self.run_id, seq, event, self.tier))
-        self.last_seq = seq
+        seqs = [int(event["seq"]) for event in fresh]
+        if seqs != list(range(self.last_seq + 1, self.last_seq + 1 + len(seqs))):
+            # The layer dropped some: the database holds them all (written first).
+            await self.send_missed()
+            return
+        await self.send(text_data=rendered(self.run_id, fresh, self.tier))
+        self.last_seq = seqs[-1]
 
     async def send_missed(self) -> None:
         """Everything the database holds after `last_seq`, in frames of REPLAY_BATCH."""
@@ -97,13 +102,15 @@ class RunConsumer(StaffConsumer):
                 return
 
 
-def rendered(run_id: int, seq: int, event: dict[str, Any], tier: Tier) -> str:
-    """The live frame of one event, rendered once per process for everyone watching
-    the run with the same tier (an event never changes once written)."""
-    key = (run_id, seq, int(tier))
+def rendered(run_id: int, events: list[dict[str, Any]], tier: Tier) -> str:
+    """The live frame of consecutive events, rendered once per process for everyone
+    watching the run with the same tier (an event never changes once written)."""
+    key = (run_id, int(events[0]["seq"]), int(events[-1]["seq"]), int(tier))
     html = _recent_frames.get(key)
     if html is None:
-        html = render_live(run_id, [(seq, event["event_type"], event["data"])], tier=tier)
+        html = render_live(
+            run_id, [(int(e["seq"]), e["event_type"], e["data"]) for e in events], tier=tier
+        )
         _recent_frames[key] = html
         if len(_recent_frames) > RECENT_FRAMES:
             _recent_frames.popitem(last=False)

@@ -25,7 +25,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import connections
 
 from chat.consumers import CLOSE_NOT_FOUND, after_seq
-from chat.events import emit, event_message, run_group
+from chat.events import emit, emit_many, event_message, events_message, run_group
 from chat.models import ChatSession, Run, StreamEvent
 from controlplane.asgi import application
 from controlplane.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
@@ -71,6 +71,16 @@ def make_run(user: Any) -> Run:
 def emit_tokens(run: Run, numbers: range) -> None:
     for number in numbers:
         emit(run.pk, StreamEvent.Type.TOKEN, {"text": f"[{number}]"})
+
+
+def write_without_publishing(run: Run, seqs: range) -> list[StreamEvent]:
+    """Rows the layer never delivered (a full or restarted channel layer)."""
+    events = [
+        StreamEvent.objects.create(run=run, seq=seq, type="token", data={"text": f"[{seq}]"})
+        for seq in seqs
+    ]
+    Run.objects.filter(pk=run.pk).update(next_seq=seqs[-1] + 1)
+    return events
 
 
 async def connect(user: Any, run: Run, after: str | None = None) -> Any:
@@ -411,7 +421,7 @@ async def test_a_live_event_at_or_below_the_last_seq_sent_is_dropped(operator: A
 
     # The layer delivers an event twice (a retrying producer, two publishers).
     await get_channel_layer().group_send(
-        run_group(run.pk), {"type": "run.event", **event_message(stale)}
+        run_group(run.pk), {"type": "run.events", **events_message(run.pk, [stale])}
     )
 
     assert await communicator.receive_nothing(timeout=0.5)
@@ -427,20 +437,72 @@ async def test_a_live_event_after_a_gap_brings_the_missing_events_from_the_datab
     assert connected
     assert token_numbers(await receive_all(communicator)) == [1, 2]
 
-    def write_without_publishing() -> StreamEvent:
-        # What a full channel layer looks like from here: rows without messages.
-        for seq in (3, 4, 5):
-            StreamEvent.objects.create(run=run, seq=seq, type="token", data={"text": f"[{seq}]"})
-        Run.objects.filter(pk=run.pk).update(next_seq=6)
-        return StreamEvent.objects.get(run=run, seq=5)
-
-    latest = await database_sync_to_async(write_without_publishing)()
+    *_, latest = await database_sync_to_async(write_without_publishing)(run, range(3, 6))
     await get_channel_layer().group_send(
-        run_group(run.pk), {"type": "run.event", **event_message(latest)}
+        run_group(run.pk), {"type": "run.events", **events_message(run.pk, [latest])}
     )
 
     html = await receive_all(communicator)
     assert token_numbers(html) == [3, 4, 5]
     await database_sync_to_async(emit_tokens)(run, range(6, 7))
     assert token_numbers(await receive_all(communicator)) == [6]
+    await communicator.disconnect()
+
+
+async def test_the_events_of_one_change_arrive_in_one_frame_in_order(operator: Any) -> None:
+    run = await database_sync_to_async(make_run)(operator)
+    communicator, connected, _ = await connect(operator, run)
+    assert connected
+
+    await database_sync_to_async(emit_many)(
+        run.pk,
+        [
+            ("status", {"status": "streaming", "detail": "Step 1"}),
+            ("token", {"text": "[1]"}),
+            ("token", {"text": "[2]"}),
+            ("token", {"text": "[3]"}),
+        ],
+    )
+
+    frame = await communicator.receive_from(timeout=5)
+    assert frame.index('id="run-status"') < frame.index("[1]")
+    assert token_numbers(frame) == [1, 2, 3]
+    assert LAST_SEQ.findall(frame) == ["4"]
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.disconnect()
+
+
+async def test_a_live_batch_overlapping_what_was_sent_sends_only_the_new_events(
+    operator: Any,
+) -> None:
+    run = await database_sync_to_async(make_run)(operator)
+    await database_sync_to_async(emit_tokens)(run, range(1, 4))
+    communicator, connected, _ = await connect(operator, run)
+    assert connected
+    assert token_numbers(await receive_all(communicator)) == [1, 2, 3]
+    await database_sync_to_async(write_without_publishing)(run, range(4, 6))
+    sent = await database_sync_to_async(list)(StreamEvent.objects.filter(run=run, seq__gte=2))
+
+    # A batch that starts with events the page has, then two it has not.
+    assert [event.seq for event in sent] == [2, 3, 4, 5]
+    await get_channel_layer().group_send(
+        run_group(run.pk), {"type": "run.events", **events_message(run.pk, sent)}
+    )
+
+    assert token_numbers(await receive_all(communicator)) == [4, 5]
+    await communicator.disconnect()
+
+
+async def test_a_one_event_message_of_an_older_publisher_is_still_shown(operator: Any) -> None:
+    run = await database_sync_to_async(make_run)(operator)
+    communicator, connected, _ = await connect(operator, run)
+    assert connected
+    [event] = await database_sync_to_async(write_without_publishing)(run, range(1, 2))
+
+    await get_channel_layer().group_send(
+        run_group(run.pk),
+        {"type": "run.event", "run_id": run.pk, **event_message(event)},
+    )
+
+    assert token_numbers(await receive_all(communicator)) == [1]
     await communicator.disconnect()

@@ -1,65 +1,84 @@
 """`manage.py bench_events`: a run's event stream under load, end to end.
 
-One run emits `--events` (20,000) token events through `chat.events.emit` (written to
-the database, then published to the run's group) at `--rate` events a second (1,000;
-0 for as fast as it goes), while `--clients` (10) websocket clients, in a process of
-their own (`python -m chat.benchmarks`), watch the run through a real daphne, logged
-in with a session cookie as a browser is. Each event's text is its index, so every
-client can tell each event apart.
+One run emits `--events` (20,000) token events (written to the database, then
+published to the run's group) at `--rate` events a second (1,000; 0 for as fast as it
+goes), while `--clients` (10) websocket clients, in a process of their own
+(`python -m chat.benchmarks`), watch the run through a real daphne, logged in with a
+session cookie as a browser is. Each event's text is its index, so every client can
+tell each event apart. The clients are connected as a page that has loaded is: each
+socket has received the run so far (one event, written before they connect) when the
+producer starts.
+
+Producers (`--producer`): `writer` (default) hands each event to a
+`chat.events.EventWriter`, which writes what queued up since its last transaction in
+the next one, at most one every 10 ms (group commit), as a producer of a fast stream
+does; `emit` calls `chat.events.emit()` once per event, a transaction and a message
+each, which a database that syncs every commit to disk holds to a few hundred a
+second.
 
 Channel layers (`--layer`, both by default):
 
 - `memory`: the in-memory layer works within one process only, so daphne runs in this
   process (the Twisted reactor in a thread) and the producer in the main thread, as in
   the embedded mode, where the agent is a thread of the daphne process.
-- `redis`: daphne as a process of its own on `--redis-url`, the producer in this
-  one, as in scale mode (a Celery worker publishing to daphne processes).
+- `redis`: the layer of the scale mode (settings.py: channels_redis' pub/sub layer),
+  daphne as a process of its own on `--redis-url`, the producer in this one, as in
+  scale mode (a Celery worker publishing to daphne processes).
+- `redis-core`: the same with channels_redis' core `RedisChannelLayer`, to compare.
 
-Prints, per layer, per client: events delivered, lost, duplicated, events per second
-delivered, and the latency from the start of `emit()` to the frame's arrival (p50,
-p95, p99, max). Lost and duplicated must be 0. Target: p95 under 100 ms with Redis
-at 1,000 events/s. The benchmark's user, session and run are removed at the end.
+Prints the rate the producer achieved (every event written and handed to the
+publisher) and, per layer, per client: events delivered, lost, duplicated, events per
+second delivered, and the latency from the moment the producer hands an event over
+(the start of `emit()`) to the arrival of its frame (p50, p95, p99, max). Lost and
+duplicated must be 0. Target: p95 under 100 ms with Redis at 1,000 events/s. The
+benchmark's user, session and run are removed at the end.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import import_module
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from channels.layers import channel_layers
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection, connections
+from django.db import connections
+from redis.connection import parse_url
 
-from chat.events import emit
+from chat.events import WRITER_INTERVAL, EventWriter, emit
 from chat.models import ChatSession, Run, StreamEvent
+from controlplane.benchmarking import (
+    START_TIMEOUT,
+    DaphneProcess,
+    Latencies,
+    check_database_is_shareable,
+    describe_database,
+    free_port,
+    interrupt_on_sigterm,
+    wait_until_ready,
+)
 from controlplane.tiers import TIER_GROUPS, Tier
-from routing.benchmarks import Latencies
-from routing.management.commands.bench_gateway import _free_port, _interrupt_on_sigterm
-from routing.management.commands.bench_route import describe_database
 
 USERNAME = "bench-events"
 TARGET_P95_MS = 100.0
 TARGET_RATE = 1000.0
-START_TIMEOUT = 60.0
 # After the last emit, how long the clients wait for what is still on its way
 # before they count it lost.
 DRAIN_SECONDS = 30.0
-LAYERS = ("memory", "redis", "redis-pubsub")
+LAYERS = ("memory", "redis", "redis-core")
+PRODUCERS = ("writer", "emit")
 MEMORY_LAYER = {
     "BACKEND": "controlplane.live.LocalChannelLayer",
     "CONFIG": {"capacity": 10_000, "expiry": 60},
@@ -69,12 +88,16 @@ MEMORY_LAYER = {
 def layer_config(layer: str, redis_url: str) -> dict[str, Any]:
     if layer == "memory":
         return MEMORY_LAYER
-    if layer == "redis-pubsub":
-        return {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                "CONFIG": {"hosts": [redis_url]}}  # fmt: skip
+    if layer == "redis-core":
+        return {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [redis_url], "capacity": 10_000, "expiry": 60},
+        }
+    # As settings.py configures the scale mode.
+    prefix = f"asgi.{parse_url(redis_url).get('db', 0)}."
     return {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [redis_url], "capacity": 10_000, "expiry": 60},
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [redis_url], "prefix": prefix},
     }
 
 
@@ -123,8 +146,16 @@ class Command(BaseCommand):
             nargs="+",
             choices=LAYERS,
             default=["memory", "redis"],
-            help="memory, redis (the layer settings.py configures with REDIS_URL) and/or "
-            "redis-pubsub (channels_redis' RedisPubSubChannelLayer); default memory redis.",
+            help="memory, redis (the layer settings.py configures with REDIS_URL: "
+            "channels_redis' pub/sub layer) and/or redis-core (channels_redis' "
+            "RedisChannelLayer); default memory redis.",
+        )
+        parser.add_argument(
+            "--producer",
+            choices=PRODUCERS,
+            default="writer",
+            help="writer: an EventWriter (group commit; default); emit: one emit() "
+            "(one transaction) per event.",
         )
         parser.add_argument(
             "--redis-url",
@@ -134,23 +165,31 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         events, clients, rate = options["events"], options["clients"], options["rate"]
+        producer = options["producer"]
         if events < 1 or clients < 1 or rate < 0:
             raise CommandError("--events and --clients must be at least 1, --rate at least 0.")
-        check_database_is_shareable()
+        check_database_is_shareable("daphne process")
         self.stdout.write(
             f"bench_events: one run emits {events:,} events at "
             f"{f'{rate:,.0f} events/s' if rate else 'full speed'} to {clients} websocket "
             "clients (autobahn, in a process of their own) through daphne"
         )
+        self.stdout.write(
+            "Producer: "
+            + (
+                "chat.events.EventWriter (group commit: one transaction at most every "
+                f"{WRITER_INTERVAL * 1000:.0f} ms with what queued up since the last)"
+                if producer == "writer"
+                else "chat.events.emit(), one transaction per event"
+            )
+        )
         self.stdout.write(f"Database: {describe_database()}")
         results: list[Result] = []
         # The in-process daphne can start once per process (Twisted's reactor): last.
-        order = [
-            layer for layer in ("redis", "redis-pubsub", "memory") if layer in options["layer"]
-        ]
-        with _interrupt_on_sigterm():
+        order = [layer for layer in ("redis", "redis-core", "memory") if layer in options["layer"]]
+        with interrupt_on_sigterm():
             for layer in order:
-                result = self._bench(layer, events, clients, rate, options["redis_url"])
+                result = self._bench(layer, events, clients, rate, options["redis_url"], producer)
                 self._print(result)
                 results.append(result)
         self._print_target(results, rate)
@@ -159,15 +198,18 @@ class Command(BaseCommand):
 
     # -- one layer -----------------------------------------------------------------
 
-    def _bench(self, layer: str, events: int, clients: int, rate: float, redis_url: str) -> Result:
+    def _bench(
+        self, layer: str, events: int, clients: int, rate: float, redis_url: str, producer: str
+    ) -> Result:
         config = layer_config(layer, redis_url)
         use_layer(config)
         with bench_run() as (run, cookie), serving(layer, config, redis_url) as (base, describe):
             self.stdout.write("")
             self.stdout.write(f"Layer {layer}: {describe}")
+            emit(run.pk, StreamEvent.Type.STATUS, {"status": "streaming", "detail": "bench"})
             with watching(base, run, cookie, clients, events, rate) as collect:
                 started = time.perf_counter()
-                emitted_at = produce(run.pk, events, rate)
+                emitted_at = produce(run.pk, events, rate, producer)
                 emit_seconds = time.perf_counter() - started
                 watched = collect()
         return Result(layer, events, emit_seconds, watched, emitted_at)
@@ -206,7 +248,7 @@ class Command(BaseCommand):
         )
 
     def _print_target(self, results: list[Result], rate: float) -> None:
-        redis = next((r for r in results if r.layer.startswith("redis")), None)
+        redis = next((r for r in results if r.layer == "redis"), None)
         label = "Target p95 under 100 ms with Redis at 1,000 events/s"
         if redis is None or rate != TARGET_RATE:
             self.stdout.write(f"{label}: not measured (needs --layer redis --rate 1000)")
@@ -232,17 +274,26 @@ class Command(BaseCommand):
 # -- the producer ----------------------------------------------------------------------
 
 
-def produce(run_id: int, events: int, rate: float) -> list[float]:
-    """Emit the events, paced; when each emit() started (time.time())."""
+def produce(run_id: int, events: int, rate: float, producer: str) -> list[float]:
+    """Emit the events, paced; when each was handed over (time.time()). Returns once
+    every event is written and handed to the publisher."""
     emitted_at: list[float] = []
     start = time.perf_counter()
-    for index in range(events):
-        if rate:
-            delay = start + index / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-        emitted_at.append(time.time())
-        emit(run_id, StreamEvent.Type.TOKEN, {"text": f"[{index}]"})
+    writer = EventWriter(run_id) if producer == "writer" else None
+    try:
+        for index in range(events):
+            if rate:
+                delay = start + index / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            emitted_at.append(time.time())
+            if writer is not None:
+                writer.emit(StreamEvent.Type.TOKEN, {"text": f"[{index}]"})
+            else:
+                emit(run_id, StreamEvent.Type.TOKEN, {"text": f"[{index}]"})
+    finally:
+        if writer is not None:
+            writer.close()
     return emitted_at
 
 
@@ -336,31 +387,39 @@ def watching(
 @contextmanager
 def serving(layer: str, config: dict[str, Any], redis_url: str) -> Iterator[tuple[str, str]]:
     """daphne, ready: yields its host:port and what it is."""
-    port = _free_port()
     if layer == "memory":
-        stop = _serve_in_this_process(port)
-        try:
-            wait_for_port(port, lambda: False, "")
+        port = free_port()
+        with _serving_in_this_process(port):
             yield (
                 f"127.0.0.1:{port}",
-                (
-                    "in-memory layer; daphne in this process (a thread), the producer in the "
-                    "main thread"
-                ),
+                "in-memory layer; daphne in this process (a thread), the producer in the "
+                "main thread",
+            )
+        return
+    daphne = DaphneProcess(
+        log_prefix="bench-events-daphne-",
+        env={"REDIS_URL": redis_url},
+        settings_lines=f"CHANNEL_LAYERS = {{'default': {config!r}}}",
+    )
+    with daphne:
+        daphne.start()
+        wait_until_ready(daphne.accepts_connections, daphne)
+        try:
+            yield (
+                daphne.url.removeprefix("http://"),
+                f"{config['BACKEND']} on {redis_url}; daphne in its own process "
+                f"(pid {daphne.pid}), the producer in this one",
             )
         finally:
-            stop()
-        return
-    with _daphne_process(port, config, redis_url) as (child, _log):
-        yield (
-            f"127.0.0.1:{port}",
-            f"{config['BACKEND']} on {redis_url}; daphne in its own process "
-            f"(pid {child.pid}), the producer in this one",
-        )
+            connections.close_all()
 
 
-def _serve_in_this_process(port: int) -> Callable[[], None]:
+@contextmanager
+def _serving_in_this_process(port: int) -> Iterator[None]:
+    """daphne on `port` in a thread of this process (the in-memory layer works within
+    one process only), listening; stopped on exit."""
     settings.EMBEDDED_SCHEDULER = False  # no periodic jobs in a benchmark
+    logging.getLogger("daphne").setLevel(logging.WARNING)  # not amid the results
     from daphne.endpoints import build_endpoint_description_strings
     from daphne.server import Server  # installs Twisted's asyncio reactor
     from twisted.internet import reactor
@@ -375,86 +434,21 @@ def _serve_in_this_process(port: int) -> Callable[[], None]:
     )
     thread = threading.Thread(target=server.run, name="bench-daphne", daemon=True)
     thread.start()
-
-    def stop() -> None:
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _accepts_connections(port):
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise CommandError("daphne did not start in this process.")
+            time.sleep(0.05)
+        yield
+    finally:
         reactor.callFromThread(reactor.stop)  # type: ignore[misc]
         thread.join(timeout=10)
 
-    return stop
 
-
-@contextmanager
-def _daphne_process(
-    port: int, config: dict[str, Any], redis_url: str
-) -> Iterator[tuple[subprocess.Popen[bytes], IO]]:
-    with daphne_process(
-        port, f"CHANNEL_LAYERS = {{'default': {config!r}}}", {"REDIS_URL": redis_url}
-    ) as started:
-        yield started
-
-
-@contextmanager
-def daphne_process(
-    port: int, settings_lines: str = "", env: dict[str, str] | None = None
-) -> Iterator[tuple[subprocess.Popen[bytes], IO]]:
-    """daphne on `port`, on this process's database, with this process's settings and
-    `settings_lines` after them (a module daphne imports)."""
-    folder = tempfile.TemporaryDirectory(prefix="bench-chat-")
-    Path(folder.name, "bench_chat_settings.py").write_text(
-        f"from {settings.SETTINGS_MODULE} import *  # noqa: F403\n{settings_lines}\n"
-    )
-    environment = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "bench_chat_settings",
-        "PYTHONPATH": os.pathsep.join([folder.name, str(settings.BASE_DIR)]),
-        "EMBEDDED_SCHEDULER": "false",
-        **(env or {}),
-    }
-    if connection.vendor == "sqlite":
-        # The very file this process uses, whatever relative path or default led here.
-        path = Path(str(connection.settings_dict["NAME"])).resolve()
-        environment["DATABASE_URL"] = f"sqlite:///{path}"
-    log = tempfile.NamedTemporaryFile(prefix="bench-chat-daphne-", suffix=".log")  # noqa: SIM115
-    child = subprocess.Popen(  # noqa: S603 (this Python, a fixed command line)
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-         "controlplane.asgi:application"],
-        cwd=settings.BASE_DIR,
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
+def _accepts_connections(port: int) -> bool:
     try:
-        wait_for_port(port, lambda: child.poll() is not None, log.name)
-        yield child, log
-    finally:
-        if child.poll() is None:
-            child.terminate()
-        try:
-            child.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        log.close()
-        folder.cleanup()
-        connections.close_all()
-
-
-def wait_for_port(port: int, exited: Callable[[], bool], log: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if exited() or time.monotonic() > deadline:
-                output = Path(log).read_text(errors="replace")[-3000:] if log else ""
-                raise CommandError(f"daphne did not start. {output}") from None
-            time.sleep(0.05)
-
-
-def check_database_is_shareable() -> None:
-    name = str(connection.settings_dict["NAME"])
-    if connection.vendor == "sqlite" and (name == ":memory:" or "mode=memory" in name):
-        raise CommandError(
-            "The database is an in-memory SQLite database: use a file or PostgreSQL."
-        )
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
