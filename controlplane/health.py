@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -52,10 +53,22 @@ def _channel_layer() -> str:
     async def _send_and_receive() -> None:
         channel = await layer.new_channel("healthz.")
         nonce = uuid.uuid4().hex
-        await layer.send(channel, {"type": "healthz", "nonce": nonce})
-        message = await layer.receive(channel)
+        try:
+            await layer.send(channel, {"type": "healthz", "nonce": nonce})
+            message = await layer.receive(channel)
+        finally:
+            await _let_go(channel)
         if message.get("nonce") != nonce:
             raise RuntimeError("channel layer returned another message")
+
+    async def _let_go(channel: str) -> None:
+        """Layers have no call to drop a channel; Redis's pub/sub layer unsubscribes
+        one when a receive on it is cancelled (else every probe would leave one)."""
+        waiting = asyncio.ensure_future(layer.receive(channel))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
 
     async_to_sync(round_trip)()
     return type(layer).__name__

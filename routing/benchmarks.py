@@ -23,7 +23,6 @@ import socket
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 UPSTREAM_MODEL = "bench-model"
 UPSTREAM_COST = "0.0000021"  # USD per call, as the upstream reports it (usage.cost)
@@ -158,17 +157,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Ctrl-C in the terminal reaches this process too: stop quietly.
     with contextlib.suppress(KeyboardInterrupt):
         upstream.serve_forever()
-
-
-def __getattr__(name: str) -> Any:
-    # `manage.py bench_events` still imports Latencies from here: it lives in
-    # controlplane.benchmarking now, imported only when asked for, as importing it
-    # here would slow this process's start by the `controlplane` package's Celery.
-    if name == "Latencies":
-        from controlplane.benchmarking import Latencies
-
-        return Latencies
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -2,16 +2,19 @@
 
 Starts a fast local OpenAI-compatible upstream (`python -m routing.benchmarks`) and
 the gateway as a real daphne process on the configured database and cache; creates
-a provider `bench-upstream` pointing at the upstream, a model, a route `bench` and a
-service key; then, at each concurrency level, sends the same non-streaming chat
-completions to the upstream directly and through the gateway, and prints the
-latency percentiles of both, the latency the gateway adds, and requests per second.
-Target: p95 added latency under 5 ms at concurrency 1.
+a provider `bench-upstream` pointing at the upstream, a model, a route `bench`, a
+service key and two daily budgets (the service's and the operation's: every call
+reserves on both and settles both, as a real call does); then, at each concurrency
+level, sends the same non-streaming chat completions to the upstream directly and
+through the gateway, and prints the latency percentiles of both, the latency the
+gateway adds, and requests per second. Target: p95 added latency under 5 ms at
+concurrency 1.
 
 The configuration rows are removed at the end (their creation and removal stay in
-the audit trail). The calls' `OperationLog` rows are append-only and stay, tagged
-with the service `bench-gateway`, with their settled reservations. Both processes
-are stopped on exit, Ctrl-C and SIGTERM included.
+the audit trail); the two budgets, whose ledgers are history, are disabled instead.
+The calls' `OperationLog` rows are append-only and stay, tagged with the service
+`bench-gateway`, with their settled reservations. Both processes are stopped on
+exit, Ctrl-C and SIGTERM included.
 """
 
 from __future__ import annotations
@@ -40,13 +43,20 @@ from controlplane.benchmarking import (
     check_database_is_shareable,
     describe_cache,
     describe_database,
-    free_port,
     interrupt_on_sigterm,
     milliseconds,
     wait_until_ready,
 )
 from routing.benchmarks import UPSTREAM_MODEL
-from routing.models import AIModel, OperationLog, Provider, Reservation, Route, ServiceKey
+from routing.models import (
+    AIModel,
+    Budget,
+    OperationLog,
+    Provider,
+    Reservation,
+    Route,
+    ServiceKey,
+)
 
 PROVIDER = "bench-upstream"
 OPERATION = "bench"
@@ -95,6 +105,10 @@ class Command(BaseCommand):
         )
         self.stdout.write(f"Database: {describe_database()}")
         self.stdout.write(f"Cache: {describe_cache()}")
+        self.stdout.write(
+            f"Budgets: each call reserves on and settles 2 daily budgets (service "
+            f"'{SERVICE}', operation '{OPERATION}')"
+        )
         started = timezone.now()
         results: dict[int, LevelResult] = {}
         interrupted = False
@@ -230,12 +244,30 @@ def _create_rows(upstream_url: str) -> str:
         primary_model=model,
     )
     _key, raw = ServiceKey.issue(name="bench", service=SERVICE, default_operation=OPERATION)
+    for scope, fields in _BUDGETS:
+        budget = Budget.objects.filter(scope=scope, **fields).first() or Budget(
+            scope=scope, **fields
+        )
+        budget.daily_limit, budget.enabled = BUDGET_LIMIT, True
+        budget.save()
     return raw
+
+
+BUDGET_LIMIT = Decimal(1_000_000)  # room for any run: the budgets are checked, not hit
+_BUDGETS = (
+    (Budget.Scope.SERVICE, {"service": SERVICE}),
+    (Budget.Scope.OPERATION, {"operation": OPERATION}),
+)
 
 
 def remove_bench_rows() -> list[str]:
     """Remove the benchmark's configuration rows (also those of an interrupted run)."""
     removed: list[str] = []
+    for scope, fields in _BUDGETS:
+        for budget in Budget.objects.filter(scope=scope, enabled=True, **fields):
+            budget.enabled = False
+            budget.save()
+            removed.append(f"{budget} (disabled: its ledgers are history)")
     for key in ServiceKey.objects.filter(service=SERVICE):
         key.delete()
         removed.append(f"service key {key}")
@@ -256,12 +288,6 @@ def remove_bench_rows() -> list[str]:
 
 
 # -- the processes -------------------------------------------------------------------
-
-
-# `manage.py bench_events` imports these two from here until it imports them from
-# controlplane.benchmarking.
-_free_port = free_port
-_interrupt_on_sigterm = interrupt_on_sigterm
 
 
 class _Upstream(ChildProcess):
