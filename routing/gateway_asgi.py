@@ -103,25 +103,28 @@ class GatewayApplication:
                 request = gateway.GatewayRequest(scope["method"], headers, body)
                 address = (scope.get("client") or [None])[0]
                 response = await self.run(functools.partial(_serve, handler, request, address))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status,
-                "headers": [
-                    (name.lower().encode("latin-1"), value.encode("latin-1"))
-                    for name, value in {
-                        **security_headers(scope, headers),
-                        **response.headers,
-                    }.items()
-                ],
-            }
-        )
-        if response.stream is None:
-            await send({"type": "http.response.body", "body": response.body})
-        else:
-            await self._send_stream(response.stream, receive, send)
-        if response.after is not None:
-            await self.run(functools.partial(_after, response.after))
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": [
+                        (name.lower().encode("latin-1"), value.encode("latin-1"))
+                        for name, value in {
+                            **security_headers(scope, headers),
+                            **response.headers,
+                        }.items()
+                    ],
+                }
+            )
+            if response.stream is None:
+                await send({"type": "http.response.body", "body": response.body})
+            else:
+                await self._send_stream(response.stream, receive, send)
+        finally:
+            # Recorded even when the answer could not be delivered: it was paid for.
+            if response.after is not None:
+                await self.run(functools.partial(_after, response.after))
 
     async def _send_stream(self, stream: Any, receive: Receive, send: Send) -> None:
         gone = asyncio.ensure_future(_disconnected(receive))

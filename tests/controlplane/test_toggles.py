@@ -417,3 +417,99 @@ def test_a_reader_that_fetched_before_a_change_cannot_cache_the_old_state(
     # A reader that read the old row before the commit now tries to cache it.
     cache.add(FeatureToggle.cache_key(toggle.key), False)
     assert toggle_enabled(toggle.key) is True
+
+
+# Reading several toggles at once (toggles_enabled): one cache read for all.
+
+
+class CountingCache:
+    """Stands in for the cache in the toggles module, counting what it asks of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(cache, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return counted
+
+    @property
+    def reads(self) -> list[str]:
+        return [call for call in self.calls if call.startswith("get")]
+
+
+@pytest.fixture
+def counting_cache(monkeypatch: pytest.MonkeyPatch) -> CountingCache:
+    from controlplane.models import toggles
+
+    counting = CountingCache()
+    monkeypatch.setattr(toggles, "cache", counting)
+    return counting
+
+
+def test_toggles_enabled_reads_several_cached_toggles_in_one_cache_read(
+    counting_cache, django_assert_num_queries
+):
+    from controlplane.models import toggles_enabled
+
+    make_toggle("on.toggle", enabled=True)
+    make_toggle("off.toggle", enabled=False)
+    defaults = {"on.toggle": False, "off.toggle": True, "no.such.toggle": True}
+    toggles_enabled(defaults)  # fills the cache
+    counting_cache.calls.clear()
+
+    with django_assert_num_queries(0):
+        states = toggles_enabled(defaults)
+
+    assert states == {"on.toggle": True, "off.toggle": False, "no.such.toggle": True}
+    assert counting_cache.calls == ["get_many"]
+
+
+def test_toggles_enabled_reads_the_uncached_ones_in_one_query_and_caches_them(
+    counting_cache, django_assert_num_queries
+):
+    from controlplane.models import toggles_enabled
+
+    make_toggle("on.toggle", enabled=True)
+    make_toggle("off.toggle", enabled=False)
+
+    with django_assert_num_queries(1):
+        states = toggles_enabled({"on.toggle": False, "off.toggle": True, "no.such.toggle": True})
+
+    assert states == {"on.toggle": True, "off.toggle": False, "no.such.toggle": True}
+    assert counting_cache.reads == ["get_many"]
+    assert cache.get(FeatureToggle.cache_key("on.toggle")) is True
+    assert cache.get(FeatureToggle.cache_key("off.toggle")) is False
+    # A missing toggle is cached as missing, so it reads as each caller's default.
+    assert cache.get(FeatureToggle.cache_key("no.such.toggle")) is not None
+    with django_assert_num_queries(0):
+        assert toggles_enabled({"no.such.toggle": False}) == {"no.such.toggle": False}
+
+
+def test_toggles_enabled_reads_from_the_database_only_the_ones_not_cached(
+    django_assert_num_queries,
+):
+    from controlplane.models import toggles_enabled
+
+    make_toggle("cached.toggle", enabled=True)
+    make_toggle("uncached.toggle", enabled=True)
+    assert toggle_enabled("cached.toggle") is True
+    # Changed in the database without reaching the cache (its commit never comes).
+    FeatureToggle.objects.filter(key__in=["cached.toggle", "uncached.toggle"]).update(enabled=False)
+
+    with django_assert_num_queries(1) as queries:
+        states = toggles_enabled({"cached.toggle": False, "uncached.toggle": True})
+
+    assert states == {"cached.toggle": True, "uncached.toggle": False}
+    assert "cached.toggle" not in queries.captured_queries[0]["sql"].replace("uncached", "")
+
+
+def test_toggles_enabled_of_nothing_is_nothing(django_assert_num_queries):
+    from controlplane.models import toggles_enabled
+
+    with django_assert_num_queries(0):
+        assert toggles_enabled({}) == {}

@@ -18,14 +18,14 @@ from routing.budgets import (
     applicable_budgets,
     budget_day,
     release,
-    release_stale_reservations,
     reserve,
     resets_at,
     settle,
     spend_today,
     would_exceed,
+    write_off_stale_reservations,
 )
-from routing.models import Budget, BudgetDay, Reservation
+from routing.models import Budget, BudgetDay, OperationLog, Reservation
 
 NEW_YORK = "America/New_York"
 
@@ -346,33 +346,52 @@ def test_a_call_that_finishes_after_the_sweep_released_it_still_records_its_cost
 
 
 @pytest.mark.django_db
-def test_the_sweep_releases_only_reservations_held_longer_than_the_cutoff(clock):
+def test_the_sweep_writes_off_only_reservations_held_longer_than_the_cutoff(clock):
     budget = make_budget("10")
     start = clock.at
-    crashed = reserve("crashed", dollars("2"), [budget])
+    crashed = reserve("crashed", dollars("2"), [budget], operation="chat", service="billing")
     settled = reserve("settled", dollars("1"), [budget])
     settle(settled, dollars("1"))
     clock.at = start + timedelta(minutes=50)
     running = reserve("running", dollars("3"), [budget])
 
     clock.at = start + timedelta(minutes=61)
-    assert release_stale_reservations(timedelta(hours=1)) == 1
-    assert release_stale_reservations(timedelta(hours=1)) == 0
+    assert write_off_stale_reservations(timedelta(hours=1)) == 1
+    assert write_off_stale_reservations(timedelta(hours=1)) == 0
 
-    assert stored(crashed).status == Reservation.Status.RELEASED
+    # The provider may have charged: the money stays spent, at the reservation.
+    assert stored(crashed).status == Reservation.Status.SETTLED
+    assert stored(crashed).actual == dollars("2")
     assert stored(settled).status == Reservation.Status.SETTLED
     assert stored(running).status == Reservation.Status.HELD
-    assert (ledger(budget).spent, ledger(budget).reserved) == (dollars("1"), dollars("3"))
+    assert (ledger(budget).spent, ledger(budget).reserved) == (dollars("3"), dollars("3"))
+    # ... and the call has its log row, saying why it cost that.
+    row = OperationLog.objects.get(request_id="crashed")
+    assert (row.operation, row.service, row.cost) == ("chat", "billing", dollars("2"))
+    assert (row.status, row.cost_source) == ("error", "reserved")
+    assert "never recorded" in row.error
 
 
 @pytest.mark.django_db
-def test_the_sweep_task_releases_stale_reservations_after_an_hour(clock):
+def test_a_call_recorded_late_after_the_write_off_is_not_charged_twice(clock):
+    budget = make_budget("10")
+    start = clock.at
+    late = reserve("late", dollars("2"), [budget])
+    clock.at = start + budgets.STALE_AFTER + timedelta(seconds=1)
+    assert write_off_stale_reservations() == 1
+
+    assert not settle(late, dollars("0.5"))
+    assert ledger(budget).spent == dollars("2")
+
+
+@pytest.mark.django_db
+def test_the_sweep_task_writes_off_stale_reservations_after_an_hour(clock):
     budget = make_budget("10")
     start = clock.at
     reserve("crashed", dollars("2"), [budget])
     clock.at = start + budgets.STALE_AFTER + timedelta(seconds=1)
-    assert tasks.release_stale_reservations() == 1
-    assert ledger(budget).reserved == 0
+    assert tasks.write_off_stale_reservations() == 1
+    assert (ledger(budget).spent, ledger(budget).reserved) == (dollars("2"), 0)
 
 
 # Approval override and the enforcement toggle.
@@ -717,3 +736,84 @@ def test_concurrent_settlements_notify_each_threshold_once(notices):
     assert ledger(budget).thresholds_notified == [50, 80, 100]
     day = budget_day().isoformat()
     assert sorted(notices.keys) == sorted(f"budget:{budget.pk}:{day}:{pct}" for pct in THRESHOLDS)
+
+
+# A reservation a database crash lost (its commit does not wait for the disk).
+
+
+def lose_in_a_crash(reservation: Reservation) -> None:
+    """What a crash that loses the reservation's transaction leaves: neither the row
+    (nor its ledger links) nor the amount it added to each ledger's `reserved`."""
+    from django.db.models import F
+
+    ledger_ids = list(reservation.days.values_list("pk", flat=True))
+    Reservation.objects.filter(pk=reservation.pk).delete()
+    BudgetDay.objects.filter(pk__in=ledger_ids).update(reserved=F("reserved") - reservation.amount)
+
+
+@pytest.mark.django_db
+def test_settling_a_reservation_a_crash_lost_records_the_money_in_full(operator, caplog):
+    everything, mine = make_budget("10"), make_budget("5", Budget.Scope.USER, user=operator)
+    reservation = reserve("lost-call", dollars("2"), [everything, mine])
+    lose_in_a_crash(reservation)
+    assert not Reservation.objects.exists()
+    assert (ledger(everything).reserved, ledger(mine).reserved) == (0, 0)
+
+    with caplog.at_level("WARNING", logger="routing.budgets"):
+        assert settle(reservation, dollars("1.5"))
+
+    for budget in (everything, mine):
+        assert (ledger(budget).spent, ledger(budget).reserved) == (dollars("1.5"), 0)
+    recreated = Reservation.objects.get(request_id="lost-call")
+    assert recreated.status == Reservation.Status.SETTLED
+    assert (recreated.amount, recreated.actual) == (dollars("2"), dollars("1.5"))
+    assert recreated.closed_at is not None
+    assert "lost-call" in caplog.text
+    assert reservation.status == Reservation.Status.SETTLED
+
+
+@pytest.mark.django_db
+def test_a_lost_reservation_counts_towards_the_next_calls_limit():
+    budget = make_budget("10")
+    reservation = reserve("lost-call", dollars("8"), [budget])
+    lose_in_a_crash(reservation)
+
+    settle(reservation, dollars("9"))
+
+    with pytest.raises(BudgetExceeded):
+        reserve("next", dollars("2"), [budget])
+
+
+@pytest.mark.django_db
+def test_settling_a_lost_reservation_twice_changes_nothing_the_second_time():
+    budget = make_budget("10")
+    reservation = reserve("lost-call", dollars("2"), [budget])
+    lose_in_a_crash(reservation)
+    assert settle(reservation, dollars("1"))
+
+    with transaction.atomic():  # keeps the test's transaction usable if it raises
+        second = settle(reservation, dollars("1"))
+
+    assert second is False
+    assert ledger(budget).spent == dollars("1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reservation_commits_without_waiting_for_the_disk_and_a_settlement_waits():
+    from django.test.utils import CaptureQueriesContext
+
+    no_wait = {
+        "postgresql": "SET LOCAL synchronous_commit = off",
+        "sqlite": "PRAGMA synchronous = NORMAL",
+    }[connection.vendor]
+    budget = make_budget("10")
+    reserve("first", dollars("1"), [budget])  # the day's ledger exists from here on
+
+    with CaptureQueriesContext(connection) as reserving:
+        reservation = reserve("call", dollars("1"), [budget])
+    with CaptureQueriesContext(connection) as settling:
+        settle(reservation, dollars("1"))
+
+    assert any(no_wait in query["sql"] for query in reserving.captured_queries)
+    assert not any("synchronous" in query["sql"].lower() for query in settling.captured_queries)
+    assert (ledger(budget).spent, ledger(budget).reserved) == (dollars("1"), dollars("1"))

@@ -9,7 +9,7 @@ test_gateway_openai_client.py.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any
@@ -63,21 +63,8 @@ Committed = Callable[[], AbstractContextManager[Any]]
 
 
 @pytest.fixture
-def committed(django_capture_on_commit_callbacks: Any) -> Committed:
-    """Run what waits for the commit (route and toggle cache updates) as if the test's
-    changes had committed, so the next gateway call sees them."""
-    return lambda: django_capture_on_commit_callbacks(execute=True)
-
-
-@pytest.fixture
 def raw_key() -> str:
     return ServiceKey.issue(name="billing worker", service="billing")[1]
-
-
-@pytest.fixture
-def upstream() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as server:
-        yield server
 
 
 def post(client: Client, body: Any, key: str | None, headers: dict[str, str] | None = None) -> Any:

@@ -58,12 +58,6 @@ def gateway(live_server_url: str, raw_key: str) -> Iterator[OpenAI]:
     client.close()
 
 
-@pytest.fixture
-def upstream() -> Iterator[OpenAIServer]:
-    with OpenAIServer() as server:
-        yield server
-
-
 def offline_reply() -> str:
     request = ChatRequest(model="offline/echo", messages=[dict(m) for m in HELLO])
     return OfflineProvider().complete(request).content
@@ -86,6 +80,15 @@ def route_chat_to_upstream(server: OpenAIServer, model_id: str = "acme/small") -
     return model
 
 
+def logged_call() -> OperationLog:
+    """The call's log row. A whole answer is sent before its row is written (at once
+    after, in the server process), so the row may be a moment behind the answer."""
+    deadline = time.monotonic() + 10
+    while not OperationLog.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return OperationLog.objects.get()
+
+
 def test_a_completion_through_the_gateway(gateway: OpenAI) -> None:
     completion = gateway.chat.completions.create(model="offline/echo", messages=HELLO)
 
@@ -95,7 +98,7 @@ def test_a_completion_through_the_gateway(gateway: OpenAI) -> None:
     assert completion.usage is not None
     assert completion.usage.prompt_tokens > 0
     assert completion.usage.completion_tokens > 0
-    row = OperationLog.objects.get()
+    row = logged_call()
     assert (row.operation, row.service, row.status, row.stream) == ("chat", "billing", "ok", False)
 
 
@@ -143,7 +146,7 @@ def test_a_completion_from_an_upstream_provider_through_the_gateway(
 
     assert completion.choices[0].message.content == "Answered upstream."
     assert completion.id == "gen-test-1"
-    assert OperationLog.objects.get().cost == UPSTREAM_COST
+    assert logged_call().cost == UPSTREAM_COST
 
 
 def test_models_are_listed_through_the_gateway(gateway: OpenAI) -> None:
@@ -159,7 +162,7 @@ def test_another_operation_is_named_with_a_header(gateway: OpenAI) -> None:
         model="offline/echo", messages=HELLO, extra_headers={"X-Operation": "summarize"}
     )
 
-    assert OperationLog.objects.get().operation == "summarize"
+    assert logged_call().operation == "summarize"
 
 
 def test_a_revoked_key_raises_authentication_error(gateway: OpenAI) -> None:
@@ -260,10 +263,7 @@ def test_a_client_that_leaves_mid_stream_still_gets_the_call_logged_and_settled(
             break
     stream.close()
 
-    deadline = time.monotonic() + 10
-    while not OperationLog.objects.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    row = OperationLog.objects.get()
+    row = logged_call()
     assert (row.status, row.stream, row.model_used) == ("error", True, "acme/small")
     assert "disconnected" in row.error
     reservation = Reservation.objects.get(request_id=row.request_id)
