@@ -24,13 +24,15 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from controlplane import rows
 from controlplane.models import toggle_enabled
 from controlplane.notifications import notify
 from controlplane.transactions import transient
+from routing import ledger as ledger_sql
 from routing.models import Budget, BudgetDay, OperationLog, Reservation
 from routing.money import ZERO
 
@@ -166,10 +168,27 @@ def applicable_budgets(
     return list(Budget.objects.filter(matches, enabled=True).order_by("pk"))
 
 
+# Each budget's ledger for a day, as last read by this process: (ledger id, the limit
+# it holds). Ledger rows are never deleted and their limit changes only here (an
+# Owner's new limit is applied by the first call that reads the new budget).
+_known_ledgers: dict[tuple[int, date], tuple[int, Decimal]] = {}
+
+
 def _ledgers(budgets: Sequence[Budget], day: date) -> list[BudgetDay]:
     """Each budget's ledger for `day`, created if missing, in primary-key order."""
     if not budgets:
         return []  # skips building a query that could only come back empty
+    known = [_known_ledgers.get((budget.pk, day)) for budget in budgets]
+    if all(k is not None and k[1] == b.daily_limit for k, b in zip(known, budgets, strict=True)):
+        # As read before, with the limit the budget still has: no query.
+        return sorted(
+            (
+                BudgetDay(pk=k[0], budget=b, day=day, limit=b.daily_limit)
+                for k, b in zip(known, budgets, strict=True)
+                if k is not None
+            ),
+            key=lambda row: row.pk,
+        )
     found = {row.budget_id: row for row in BudgetDay.objects.filter(budget__in=budgets, day=day)}
     for budget in budgets:
         if budget.pk not in found:
@@ -186,6 +205,10 @@ def _ledgers(budgets: Sequence[Budget], day: date) -> list[BudgetDay]:
             # An Owner changed the limit today: it applies from the next call on.
             BudgetDay.objects.filter(pk=row.pk).update(limit=budget.daily_limit)
             row.limit = budget.daily_limit
+        if not connection.in_atomic_block:
+            # Known committed (autocommit): a row that a rollback could take back
+            # (and its id then be reused by another ledger) is never remembered.
+            _known_ledgers[(budget.pk, day)] = (row.pk, row.limit)
     return sorted(found.values(), key=lambda row: row.pk)
 
 
@@ -205,13 +228,10 @@ def would_exceed(budgets: Iterable[Budget], amount: Decimal) -> Budget | None:
     budgets = _unique(budgets)
     if not budgets or not budgets_enforced():
         return None
-    ledgers = {
-        row.budget_id: row for row in BudgetDay.objects.filter(budget__in=budgets, day=budget_day())
-    }
+    held = ledger_sql.committed([budget.pk for budget in budgets], budget_day())
     in_the_way = None
     for budget in budgets:
-        row = ledgers.get(budget.pk)
-        committed = row.reserved + row.spent if row else ZERO
+        committed = held.get(budget.pk, ZERO)
         if committed + amount > budget.daily_limit:
             if committed >= budget.daily_limit:
                 return None
@@ -258,14 +278,11 @@ def reserve(
     # crash that loses it ends the call too); the settlement's commit does.
     with transient():
         for ledger in ledgers:
-            room = BudgetDay.objects.filter(pk=ledger.pk)
-            if checked:
-                room = room.filter(limit__gte=F("reserved") + F("spent") + amount)
-            if not room.update(reserved=F("reserved") + amount):
+            if not ledger_sql.hold(ledger.pk, amount, checked=checked):
                 ledger.refresh_from_db(fields=["limit", "reserved", "spent"])
                 log.info("budget refused %s: %s over %s", request_id, amount, ledger.budget)
                 raise BudgetExceeded(ledger.budget, ledger, amount)
-        reservation = Reservation.objects.create(
+        reservation = Reservation(
             request_id=request_id,
             amount=amount,
             approved=approved,
@@ -273,15 +290,14 @@ def reserve(
             service=service,
             user=user if getattr(user, "pk", None) else None,
         )
-        if ledgers:
-            # A new reservation holds no ledger yet: one INSERT, without the read
-            # that `days.add()` makes first.
-            Reservation.days.through.objects.bulk_create(
-                [
-                    Reservation.days.through(reservation_id=reservation.pk, budgetday_id=ledger.pk)
-                    for ledger in ledgers
-                ]
-            )
+        rows.insert([reservation])
+        # A new reservation holds no ledger yet: one INSERT of its links.
+        rows.insert(
+            [
+                Reservation.days.through(reservation_id=reservation.pk, budgetday_id=ledger.pk)
+                for ledger in ledgers
+            ]
+        )
     # settle() or release() of this very object then needs no query to find them.
     setattr(reservation, _LEDGER_IDS, [ledger.pk for ledger in ledgers])
     if not checked and budgets:
@@ -322,7 +338,13 @@ def settle(reservation: Reservation, actual: Decimal) -> bool:
     # No savepoint inside a caller's transaction (the call path settles and logs in
     # one): nothing in here raises to be caught, and a savepoint costs two round trips.
     with transaction.atomic(savepoint=False):
-        was_held = bool(mine.filter(status=Reservation.Status.HELD).update(**closed))
+        was_held = ledger_sql.close(
+            reservation.pk,
+            Reservation.Status.HELD,
+            to=Reservation.Status.SETTLED,
+            actual=actual,
+            at=now,
+        )
         if not was_held and not mine.filter(status=Reservation.Status.RELEASED).update(**closed):
             if mine.exists():
                 return False  # settled already
@@ -334,13 +356,13 @@ def settle(reservation: Reservation, actual: Decimal) -> bool:
                 request_id=reservation.request_id, amount=reservation.amount, **closed
             ).pk
         held = reservation.amount if was_held else ZERO
-        ledger_ids = _ledger_ids(reservation)
-        for ledger_id in ledger_ids:
-            BudgetDay.objects.filter(pk=ledger_id).update(
-                spent=F("spent") + actual, reserved=F("reserved") - held
-            )
-        if ledger_ids:
-            _notify_thresholds(ledger_ids)
+        crossed = []
+        for ledger_id in _ledger_ids(reservation):
+            spent, limit, notified = ledger_sql.spend(ledger_id, actual, held)
+            if any(t not in notified for t in _thresholds_reached(spent, limit)):
+                crossed.append(ledger_id)
+        if crossed:
+            _notify_thresholds(crossed)
     reservation.status, reservation.actual, reservation.closed_at = (
         Reservation.Status.SETTLED,
         actual,
@@ -408,9 +430,13 @@ def write_off_stale_reservations(older_than: timedelta = STALE_AFTER) -> int:
 
 
 def _crossed(ledger: BudgetDay) -> list[int]:
-    if ledger.spent <= 0:
+    return _thresholds_reached(ledger.spent, ledger.limit)
+
+
+def _thresholds_reached(spent: Decimal, limit: Decimal) -> list[int]:
+    if spent <= 0:
         return []
-    return [t for t in THRESHOLDS if ledger.spent * 100 >= ledger.limit * t]
+    return [t for t in THRESHOLDS if spent * 100 >= limit * t]
 
 
 def _notify_thresholds(ledger_ids: Sequence[int]) -> None:

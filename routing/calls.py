@@ -21,6 +21,7 @@ from django.contrib.auth import get_user_model
 from django.db import models, transaction
 from django.utils import timezone
 
+from controlplane import rows
 from controlplane.approvals import request_approval
 from controlplane.models import Approval, toggles_enabled
 from controlplane.tiers import Tier
@@ -361,7 +362,7 @@ def _log_row(
     latency_ms: int,
 ) -> OperationLog:
     decision, context = prepared.decision, prepared.context
-    return OperationLog.objects.create(
+    row = OperationLog(
         request_id=context.request_id,
         operation=context.operation,
         mode=decision.mode or "",
@@ -385,6 +386,8 @@ def _log_row(
         error=error,
         attempts=prepared.attempts,
     )
+    rows.insert([row])  # an append-only row: the same INSERT, built once
+    return row
 
 
 def complete(
