@@ -20,9 +20,8 @@ from django.db.models import Field, Model
 
 
 @cache
-def _statement(model: type[Model], vendor: str, rows: int) -> tuple[str, tuple[Field, ...]]:
-    del vendor  # part of the cache key: quoting differs by backend
-    connection = connections[DEFAULT_DB_ALIAS]
+def _statement(model: type[Model], using: str, rows: int) -> tuple[str, tuple[Field, ...]]:
+    connection = connections[using]
     quote = connection.ops.quote_name
     fields = tuple(f for f in model._meta.concrete_fields if not f.primary_key)
     columns = ", ".join(quote(str(f.column)) for f in fields)
@@ -43,9 +42,10 @@ def insert(instances: Sequence[Model], using: str = DEFAULT_DB_ALIAS) -> None:
     model = type(instances[0])
     connection = connections[using]
     if not connection.features.can_return_rows_from_bulk_insert:
-        model._default_manager.using(using).bulk_create(instances)
+        for instance in instances:  # a backend without RETURNING: the ORM, row by row
+            instance.save(force_insert=True, using=using)
         return
-    sql, fields = _statement(model, connection.vendor, len(instances))
+    sql, fields = _statement(model, using, len(instances))
     params = [
         field.get_db_prep_save(field.pre_save(instance, add=True), connection)
         for instance in instances

@@ -168,25 +168,22 @@ def applicable_budgets(
     return list(Budget.objects.filter(matches, enabled=True).order_by("pk"))
 
 
-# Each budget's ledger for a day, as last read by this process: (ledger id, the limit
-# it holds). Ledger rows are never deleted and their limit changes only here (an
-# Owner's new limit is applied by the first call that reads the new budget).
-_known_ledgers: dict[tuple[int, date], tuple[int, Decimal]] = {}
+# Each budget's ledger id for a day, as last read by this process. Ledger rows are
+# never deleted; the limit a ledger holds is set by every reservation (`ledger.hold`).
+_known_ledgers: dict[tuple[int, date], int] = {}
+KNOWN_LEDGERS_MAX = 10_000
 
 
 def _ledgers(budgets: Sequence[Budget], day: date) -> list[BudgetDay]:
-    """Each budget's ledger for `day`, created if missing, in primary-key order."""
+    """Each budget's ledger for `day`, created if missing, in primary-key order; its
+    `limit` is the budget's daily limit now."""
     if not budgets:
         return []  # skips building a query that could only come back empty
-    known = [_known_ledgers.get((budget.pk, day)) for budget in budgets]
-    if all(k is not None and k[1] == b.daily_limit for k, b in zip(known, budgets, strict=True)):
-        # As read before, with the limit the budget still has: no query.
+    known = {budget.pk: _known_ledgers.get((budget.pk, day)) for budget in budgets}
+    if None not in known.values():
+        # As read before: no query.
         return sorted(
-            (
-                BudgetDay(pk=k[0], budget=b, day=day, limit=b.daily_limit)
-                for k, b in zip(known, budgets, strict=True)
-                if k is not None
-            ),
+            (BudgetDay(pk=known[b.pk], budget=b, day=day, limit=b.daily_limit) for b in budgets),
             key=lambda row: row.pk,
         )
     found = {row.budget_id: row for row in BudgetDay.objects.filter(budget__in=budgets, day=day)}
@@ -198,17 +195,15 @@ def _ledgers(budgets: Sequence[Budget], day: date) -> list[BudgetDay]:
             found[budget.pk], _ = BudgetDay.objects.get_or_create(
                 budget=budget, day=day, defaults={"limit": budget.daily_limit}
             )
+    if len(_known_ledgers) > KNOWN_LEDGERS_MAX:
+        _known_ledgers.clear()  # days gone by
     for budget in budgets:
         row = found[budget.pk]
-        row.budget = budget
-        if row.limit != budget.daily_limit:
-            # An Owner changed the limit today: it applies from the next call on.
-            BudgetDay.objects.filter(pk=row.pk).update(limit=budget.daily_limit)
-            row.limit = budget.daily_limit
+        row.budget, row.limit = budget, budget.daily_limit
         if not connection.in_atomic_block:
             # Known committed (autocommit): a row that a rollback could take back
             # (and its id then be reused by another ledger) is never remembered.
-            _known_ledgers[(budget.pk, day)] = (row.pk, row.limit)
+            _known_ledgers[(budget.pk, day)] = row.pk
     return sorted(found.values(), key=lambda row: row.pk)
 
 
@@ -276,28 +271,33 @@ def reserve(
     ledgers = _ledgers(budgets, budget_day())
     # A hold for the length of one call: its commit need not wait for the disk (a
     # crash that loses it ends the call too); the settlement's commit does.
+    refused = None
     with transient():
         for ledger in ledgers:
-            if not ledger_sql.hold(ledger.pk, amount, checked=checked):
-                ledger.refresh_from_db(fields=["limit", "reserved", "spent"])
-                log.info("budget refused %s: %s over %s", request_id, amount, ledger.budget)
-                raise BudgetExceeded(ledger.budget, ledger, amount)
-        reservation = Reservation(
-            request_id=request_id,
-            amount=amount,
-            approved=approved,
-            operation=operation,
-            service=service,
-            user=user if getattr(user, "pk", None) else None,
-        )
-        rows.insert([reservation])
-        # A new reservation holds no ledger yet: one INSERT of its links.
-        rows.insert(
-            [
-                Reservation.days.through(reservation_id=reservation.pk, budgetday_id=ledger.pk)
-                for ledger in ledgers
-            ]
-        )
+            if not ledger_sql.hold(ledger.pk, amount, ledger.limit, checked=checked):
+                refused = ledger
+                transaction.set_rollback(True)  # all or nothing: undo the holds made
+                break
+        else:
+            reservation = Reservation(
+                request_id=request_id,
+                amount=amount,
+                approved=approved,
+                operation=operation,
+                service=service,
+                user=user if getattr(user, "pk", None) else None,
+            )
+            rows.insert([reservation])
+            # A new reservation holds no ledger yet: one INSERT of its links.
+            rows.insert(
+                [
+                    Reservation.days.through(reservation_id=reservation.pk, budgetday_id=ledger.pk)
+                    for ledger in ledgers
+                ]
+            )
+    if refused is not None:
+        log.info("budget refused %s: %s over %s", request_id, amount, refused.budget)
+        raise _refusal(refused, amount)
     # settle() or release() of this very object then needs no query to find them.
     setattr(reservation, _LEDGER_IDS, [ledger.pk for ledger in ledgers])
     if not checked and budgets:
@@ -308,6 +308,16 @@ def reserve(
             "approved" if approved else "budgets not enforced",
         )
     return reservation
+
+
+def _refusal(ledger: BudgetDay, amount: Decimal) -> BudgetExceeded:
+    """The refusal of `amount` by `ledger`, with the ledger as it stands; the limit is
+    the budget's now, which the ledger takes on even though this call is refused."""
+    limit = ledger.limit
+    ledger.refresh_from_db(fields=["reserved", "spent"])
+    BudgetDay.objects.filter(pk=ledger.pk).exclude(limit=limit).update(limit=limit)
+    ledger.limit = limit
+    return BudgetExceeded(ledger.budget, ledger, amount)
 
 
 # The ledgers a reservation holds money on, in primary-key order, as `reserve` made

@@ -23,14 +23,16 @@ _LEDGER = BudgetDay._meta.db_table
 _RESERVATION = Reservation._meta.db_table
 
 
-def hold(ledger_id: int, amount: Decimal, *, checked: bool) -> bool:
-    """Reserve `amount` on a ledger; when `checked`, only if it stays within the
-    limit. Returns whether it did."""
-    sql = f"UPDATE {_LEDGER} SET reserved = reserved + %s WHERE id = %s"  # noqa: S608
-    params: list[Any] = [amount, ledger_id]
+def hold(ledger_id: int, amount: Decimal, limit: Decimal, *, checked: bool) -> bool:
+    """Reserve `amount` on a ledger; when `checked`, only if it stays within `limit`,
+    the budget's daily limit now, which the ledger takes on in the same statement (an
+    Owner's change applies from the next call on). Returns whether it did."""
+    sql = f'UPDATE {_LEDGER} SET reserved = reserved + %s, "limit" = %s WHERE id = %s'  # noqa: S608
+    params: list[Any] = [amount, limit, ledger_id]
     if checked:
-        sql += ' AND "limit" >= reserved + spent + %s'
-        params.append(amount)
+        # CAST: on SQLite a bare parameter is text, and text compares above numbers.
+        sql += " AND CAST(%s AS NUMERIC) >= reserved + spent + %s"
+        params += [limit, amount]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount == 1
