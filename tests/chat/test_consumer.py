@@ -10,7 +10,6 @@ import contextlib
 import re
 import threading
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -26,10 +25,11 @@ from django.db import connections
 
 from chat.consumers import CLOSE_NOT_FOUND, after_seq
 from chat.events import emit, emit_many, event_message, events_message, run_group
-from chat.models import ChatSession, Run, StreamEvent
+from chat.models import Run, StreamEvent
 from controlplane.asgi import application
 from controlplane.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from controlplane.websockets import websocket_urlpatterns
+from tests.chat.runs import make_run
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -54,18 +54,6 @@ async def _clean_up_after_each_test() -> AsyncIterator[None]:
     # The ORM calls of these tests run in asgiref's sync thread, whose persistent
     # connections would otherwise keep the test database from being dropped.
     await sync_to_async(connections.close_all)()
-
-
-def make_run(user: Any) -> Run:
-    chat = ChatSession.objects.create(user=user, title="Live")
-    return Run.objects.create(
-        session=chat,
-        started_by=user,
-        mode="normal",
-        max_steps=10,
-        max_wall_clock_seconds=300,
-        max_cost=Decimal("0.50"),
-    )
 
 
 def emit_tokens(run: Run, numbers: range) -> None:

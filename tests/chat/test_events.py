@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -21,20 +20,9 @@ from chat.events import (
     events_after,
     run_group,
 )
-from chat.models import ChatSession, Run, StreamEvent
+from chat.models import Run, StreamEvent
 from controlplane import live
-
-
-def make_run(user: Any) -> Run:
-    chat = ChatSession.objects.create(user=user, title="Events")
-    return Run.objects.create(
-        session=chat,
-        started_by=user,
-        mode="normal",
-        max_steps=10,
-        max_wall_clock_seconds=300,
-        max_cost=Decimal("0.50"),
-    )
+from tests.chat.runs import make_run
 
 
 @pytest.fixture
