@@ -211,7 +211,9 @@ def _unique(budgets: Iterable[Budget]) -> list[Budget]:
     return sorted({budget.pk: budget for budget in budgets}.values(), key=lambda b: b.pk)
 
 
-def would_exceed(budgets: Iterable[Budget], amount: Decimal) -> Budget | None:
+def would_exceed(
+    budgets: Iterable[Budget], amount: Decimal, *, enforced: bool | None = None
+) -> Budget | None:
     """The first budget that `amount` more would take past its limit today, if any.
 
     A read for approval rule 3; nothing is reserved. None also when budgets are
@@ -219,9 +221,10 @@ def would_exceed(budgets: Iterable[Budget], amount: Decimal) -> Budget | None:
     a budget the call needs is already used up: an approval lets one call go past a
     limit, it does not reopen a spent budget, so `reserve` refuses that call naming
     the budget (as the 100% notice says: calls that need more are refused).
+    `enforced` is the toggle's state when the caller has read it already.
     """
     budgets = _unique(budgets)
-    if not budgets or not budgets_enforced():
+    if not budgets or not (budgets_enforced() if enforced is None else enforced):
         return None
     held = ledger_sql.committed([budget.pk for budget in budgets], budget_day())
     in_the_way = None

@@ -243,6 +243,7 @@ def _prepare(
                 pricing.estimate_prompt_tokens(messages),
                 service=context.service,
                 completion_tokens=max_tokens,
+                budgets_enforced=switches[budgets.ENFORCED_TOGGLE],
             )
         except RoutingError as exc:
             raise NotRoutable(str(exc), reason=exc.code) from exc

@@ -120,7 +120,9 @@ def route(
     *,
     service: str = "",
     completion_tokens: int | None = None,
+    budgets_enforced: bool | None = None,
 ) -> RouteDecision:
+    """`budgets_enforced`: the state of the toggle when the caller has read it."""
     table = routing_table()
     snapshot = table.routes.get(operation)
     if snapshot is None:
@@ -165,7 +167,7 @@ def route(
     chosen = candidates[0]
     estimated = pricing.estimate_cost(chosen, prompt_tokens, completion)
     applicable = budgets.applicable_budgets(user, operation, service, among=table.budgets)
-    in_the_way = budgets.would_exceed(applicable, estimated)
+    in_the_way = budgets.would_exceed(applicable, estimated, enforced=budgets_enforced)
     return RouteDecision(
         operation=operation,
         mode=mode or (policy.mode if policy else None),
