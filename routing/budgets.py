@@ -268,9 +268,9 @@ def reserve(
     checked = (
         bool(budgets) and not approved and (budgets_enforced() if enforced is None else enforced)
     )
-    # Ledger rows are created (and their limits brought up to date) before the
-    # reservation's transaction, so a refusal does not undo them and concurrent
-    # first calls of the day do not queue behind each other's whole reservation.
+    # Ledger rows are created before the reservation's transaction, so a refusal does
+    # not undo them and concurrent first calls of the day do not queue behind each
+    # other's whole reservation. Each hold brings its ledger's limit up to date.
     ledgers = _ledgers(budgets, budget_day())
     # A hold for the length of one call: its commit need not wait for the disk (a
     # crash that loses it ends the call too); the settlement's commit does.

@@ -30,7 +30,7 @@ from routing.models import OperationLog, Provider, Reservation
 from routing.providers import provider_for
 from routing.providers.base import ChatRequest, Completion, ProviderError, StreamChunk, Usage
 from routing.router import RouteDecision, RoutingError, cool_down, route
-from routing.snapshots import ModelChoice, routing_table
+from routing.snapshots import ModelChoice
 
 log = logging.getLogger(__name__)
 
@@ -226,11 +226,10 @@ def _prepare(
     try:
         toggle = f"operation.{context.operation}.enabled"
         # Every switch the call depends on, in one read of the cache.
-        switches = toggles_enabled(
-            {"gateway.enabled": True, toggle: True, budgets.ENFORCED_TOGGLE: True}
-            if context.via_gateway
-            else {toggle: True, budgets.ENFORCED_TOGGLE: True}
-        )
+        wanted = {toggle: True, budgets.ENFORCED_TOGGLE: True}
+        if context.via_gateway:
+            wanted["gateway.enabled"] = True
+        switches = toggles_enabled(wanted)
         if not switches.get("gateway.enabled", True):
             raise FeatureOff("The gateway is switched off (toggle gateway.enabled).")
         if not switches[toggle]:
@@ -283,9 +282,9 @@ def _prepare(
     return _Prepared(context, decision, reservation, request, time.perf_counter())
 
 
-def _provider(model: ModelChoice) -> Any:
-    provider = routing_table().providers.get(model.provider_id)
-    if provider is None:  # removed since the route was read: as the database says
+def _provider(decision: RouteDecision, model: ModelChoice) -> Any:
+    provider = decision.providers.get(model.provider_id)
+    if provider is None:  # not in the table the decision was made from: the database's
         provider = Provider.objects.get(pk=model.provider_id)
     return provider_for(provider)
 
@@ -419,7 +418,7 @@ def complete(
         began = time.perf_counter()
         try:
             request = ChatRequest(**{**prepared.request.__dict__, "model": model.model_id})
-            completion = _provider(model).complete(request)
+            completion = _provider(prepared.decision, model).complete(request)
         except ProviderError as exc:
             _record_failure(prepared, model, exc, began)
             last_error = exc
@@ -493,7 +492,7 @@ def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult | 
             request = ChatRequest(**{**prepared.request.__dict__, "model": model.model_id})
             sent_any = False
             try:
-                for item in _provider(model).stream(request):
+                for item in _provider(prepared.decision, model).stream(request):
                     if isinstance(item, Completion):
                         prepared.attempts.append(
                             {

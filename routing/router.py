@@ -4,6 +4,7 @@ budgets, and whether a person must approve first."""
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -14,7 +15,7 @@ from django.core.cache import cache
 from routing import budgets, pricing
 from routing.approval_rules import ApprovalNeed, approval_needed
 from routing.budgets import dollars
-from routing.models import Budget
+from routing.models import Budget, Provider
 from routing.snapshots import ModelChoice, PolicySnapshot, RouteSnapshot, routing_table
 
 
@@ -56,6 +57,9 @@ class RouteDecision:
     route: RouteSnapshot
     ab_variant: bool = False
     skipped: list[str] = field(default_factory=list)  # candidates left out, and why
+    # The catalog's providers as the routing table had them: each candidate's client
+    # is built from these, with no second read of the table.
+    providers: Mapping[int, Provider] = field(default_factory=dict)
 
     @property
     def needs_approval(self) -> bool:
@@ -182,4 +186,5 @@ def route(
         route=snapshot,
         ab_variant=ab_variant,
         skipped=skipped,
+        providers=table.providers,
     )
