@@ -13,26 +13,62 @@ whose model adds nothing there (append-only logs, ledger rows).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Field, Model
 
 
+@dataclass(frozen=True)
+class Statement:
+    """A model's INSERT, in parts: for `insert()`, or to embed in a larger statement."""
+
+    table: str  # quoted
+    columns: str  # quoted, comma-separated
+    pk: str  # quoted
+    fields: tuple[Field, ...]
+
+    @property
+    def placeholders(self) -> str:
+        return "(" + ", ".join(["%s"] * len(self.fields)) + ")"
+
+    def values(self, instance: Model, connection: Any) -> list[Any]:
+        """The row's values as `save()` would store them, in column order."""
+        return [
+            field.get_db_prep_save(field.pre_save(instance, add=True), connection)
+            for field in self.fields
+        ]
+
+
 @cache
-def _statement(model: type[Model], using: str, rows: int) -> tuple[str, tuple[Field, ...]]:
-    connection = connections[using]
-    quote = connection.ops.quote_name
+def statement(model: type[Model], using: str = DEFAULT_DB_ALIAS) -> Statement:
+    quote = connections[using].ops.quote_name
     fields = tuple(f for f in model._meta.concrete_fields if not f.primary_key)
-    columns = ", ".join(quote(str(f.column)) for f in fields)
-    one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    values = ", ".join([one_row] * rows)
     pk_field = model._meta.pk
     assert pk_field is not None
-    pk = quote(str(pk_field.column))
-    table = quote(model._meta.db_table)
-    # Names from the model's own metadata, values as parameters.
-    return f"INSERT INTO {table} ({columns}) VALUES {values} RETURNING {pk}", fields  # noqa: S608
+    # Names from the model's own metadata; values go as parameters.
+    return Statement(
+        table=quote(model._meta.db_table),
+        columns=", ".join(quote(str(f.column)) for f in fields),
+        pk=quote(str(pk_field.column)),
+        fields=fields,
+    )
+
+
+@cache
+def _sql(model: type[Model], using: str, rows: int) -> str:
+    parts = statement(model, using)
+    values = ", ".join([parts.placeholders] * rows)
+    return f"INSERT INTO {parts.table} ({parts.columns}) VALUES {values} RETURNING {parts.pk}"  # noqa: S608
+
+
+def saved(instance: Model, pk: Any, using: str = DEFAULT_DB_ALIAS) -> None:
+    """Mark `instance` as stored with primary key `pk`, as `save()` leaves it."""
+    instance.pk = pk
+    instance._state.adding = False
+    instance._state.db = using
 
 
 def insert(instances: Sequence[Model], using: str = DEFAULT_DB_ALIAS) -> None:
@@ -45,16 +81,10 @@ def insert(instances: Sequence[Model], using: str = DEFAULT_DB_ALIAS) -> None:
         for instance in instances:  # a backend without RETURNING: the ORM, row by row
             instance.save(force_insert=True, using=using)
         return
-    sql, fields = _statement(model, using, len(instances))
-    params = [
-        field.get_db_prep_save(field.pre_save(instance, add=True), connection)
-        for instance in instances
-        for field in fields
-    ]
+    parts = statement(model, using)
+    params = [value for instance in instances for value in parts.values(instance, connection)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_sql(model, using, len(instances)), params)
         pks = [row[0] for row in cursor.fetchall()]
     for instance, pk in zip(instances, pks, strict=True):
-        instance.pk = pk
-        instance._state.adding = False
-        instance._state.db = using
+        saved(instance, pk, using)

@@ -272,32 +272,23 @@ def reserve(
     # not undo them and concurrent first calls of the day do not queue behind each
     # other's whole reservation. Each hold brings its ledger's limit up to date.
     ledgers = _ledgers(budgets, budget_day())
+    reservation = Reservation(
+        request_id=request_id,
+        amount=amount,
+        approved=approved,
+        operation=operation,
+        service=service,
+        user=user if getattr(user, "pk", None) else None,
+    )
     # A hold for the length of one call: its commit need not wait for the disk (a
     # crash that loses it ends the call too); the settlement's commit does.
-    refused = None
-    with transient():
-        for ledger in ledgers:
-            if not ledger_sql.hold(ledger.pk, amount, ledger.limit, checked=checked):
-                refused = ledger
-                transaction.set_rollback(True)  # all or nothing: undo the holds made
-                break
-        else:
-            reservation = Reservation(
-                request_id=request_id,
-                amount=amount,
-                approved=approved,
-                operation=operation,
-                service=service,
-                user=user if getattr(user, "pk", None) else None,
-            )
-            rows.insert([reservation])
-            # A new reservation holds no ledger yet: one INSERT of its links.
-            rows.insert(
-                [
-                    Reservation.days.through(reservation_id=reservation.pk, budgetday_id=ledger.pk)
-                    for ledger in ledgers
-                ]
-            )
+    if connection.vendor == "postgresql":
+        # One statement: one round trip on the path of every call.
+        refused = ledger_sql.reserve(
+            reservation, ledgers, checked=checked, transient=not connection.in_atomic_block
+        )
+    else:
+        refused = _reserve_statement_by_statement(reservation, ledgers, checked=checked)
     if refused is not None:
         log.info("budget refused %s: %s over %s", request_id, amount, refused.budget)
         raise _refusal(refused, amount)
@@ -311,6 +302,27 @@ def reserve(
             "approved" if approved else "budgets not enforced",
         )
     return reservation
+
+
+def _reserve_statement_by_statement(
+    reservation: Reservation, ledgers: Sequence[BudgetDay], *, checked: bool
+) -> BudgetDay | None:
+    """`ledger.reserve` for the other databases, one statement at a time in one
+    transaction. Returns the first ledger without room, or None once reserved."""
+    with transient():
+        for ledger in ledgers:
+            if not ledger_sql.hold(ledger.pk, reservation.amount, ledger.limit, checked=checked):
+                transaction.set_rollback(True)  # all or nothing: undo the holds made
+                return ledger
+        rows.insert([reservation])
+        # A new reservation holds no ledger yet: one INSERT of its links.
+        rows.insert(
+            [
+                Reservation.days.through(reservation_id=reservation.pk, budgetday_id=ledger.pk)
+                for ledger in ledgers
+            ]
+        )
+    return None
 
 
 def _refusal(ledger: BudgetDay, amount: Decimal) -> BudgetExceeded:

@@ -11,16 +11,20 @@ Table names come from the models; every value is a parameter.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from django.db import connection
 
+from controlplane import rows
 from routing.models import BudgetDay, Reservation
 
 _LEDGER = BudgetDay._meta.db_table
 _RESERVATION = Reservation._meta.db_table
+_LINKS = Reservation.days.through
 
 
 def hold(ledger_id: int, amount: Decimal, limit: Decimal, *, checked: bool) -> bool:
@@ -36,6 +40,78 @@ def hold(ledger_id: int, amount: Decimal, limit: Decimal, *, checked: bool) -> b
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount == 1
+
+
+@cache
+def _reserve_sql(transient: bool) -> str:
+    reservation = rows.statement(Reservation)
+    field = Reservation._meta.get_field("days")
+    links_to_reservation = field.m2m_column_name()
+    links_to_ledger = field.m2m_reverse_name()
+    # Whether the commit waits for the disk: as `controlplane.transactions.transient`.
+    sync = "set_config('synchronous_commit', 'off', true)" if transient else "''"
+    # Names from the models' metadata; every value is a parameter.
+    return f"""
+WITH wanted (id, new_limit) AS (
+    SELECT * FROM unnest(%s::bigint[], %s::numeric[])
+), locked AS (
+    SELECT l.id, w.new_limit >= l.reserved + l.spent + %s AS room
+    FROM {_LEDGER} l JOIN wanted w ON w.id = l.id
+    ORDER BY l.id
+    FOR UPDATE OF l
+), decided AS (
+    SELECT count(*) = %s AND (NOT %s OR coalesce(bool_and(room), true)) AS fits FROM locked
+), held AS (
+    UPDATE {_LEDGER} l SET reserved = l.reserved + %s, "limit" = w.new_limit
+    FROM wanted w, decided
+    WHERE l.id = w.id AND decided.fits
+    RETURNING l.id
+), made AS (
+    INSERT INTO {reservation.table} ({reservation.columns})
+    SELECT {reservation.placeholders[1:-1]} FROM decided WHERE decided.fits
+    RETURNING {reservation.pk}
+), linked AS (
+    INSERT INTO {_LINKS._meta.db_table} ({links_to_reservation}, {links_to_ledger})
+    SELECT made.{reservation.pk}, held.id FROM made, held
+)
+SELECT (SELECT {reservation.pk} FROM made),
+       ARRAY(SELECT id FROM locked WHERE NOT room ORDER BY id),
+       {sync}
+"""  # noqa: S608
+
+
+def reserve(
+    reservation: Reservation, ledgers: Sequence[BudgetDay], *, checked: bool, transient: bool
+) -> BudgetDay | None:
+    """PostgreSQL: hold `reservation.amount` on every ledger and insert the reservation
+    with its links, all in one statement, so in one round trip and all or nothing
+    without a transaction of its own. The ledgers are locked in primary-key order and
+    checked (when `checked`) before any is changed: either each has room and each
+    holds, or none changes. Each ledger takes on its `limit`, the budget's limit now.
+    `transient`: the commit need not wait for the disk (outside a caller's transaction).
+
+    Returns None once reserved (the reservation then has its pk), else the first
+    ledger without room, in primary-key order.
+    """
+    amount = reservation.amount
+    params = [
+        [ledger.pk for ledger in ledgers],
+        [ledger.limit for ledger in ledgers],
+        amount,
+        len(ledgers),
+        checked,
+        amount,
+        *rows.statement(Reservation).values(reservation, connection),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_reserve_sql(transient), params)
+        made, refused, _ = cursor.fetchone()
+    if made is not None:
+        rows.saved(reservation, made)
+        return None
+    if not refused:
+        raise BudgetDay.DoesNotExist(f"A ledger of {[ledger.pk for ledger in ledgers]} is gone.")
+    return next(ledger for ledger in ledgers if ledger.pk == refused[0])
 
 
 def committed(budget_ids: list[int], day: date) -> dict[int, Decimal]:

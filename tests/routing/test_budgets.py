@@ -803,7 +803,7 @@ def test_a_reservation_commits_without_waiting_for_the_disk_and_a_settlement_wai
     from django.test.utils import CaptureQueriesContext
 
     no_wait = {
-        "postgresql": "SET LOCAL synchronous_commit = off",
+        "postgresql": "set_config('synchronous_commit', 'off', true)",  # in its one statement
         "sqlite": "PRAGMA synchronous = NORMAL",
     }[connection.vendor]
     budget = make_budget("10")

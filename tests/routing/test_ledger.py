@@ -106,6 +106,101 @@ def test_a_hold_checks_against_the_limit_it_is_given_and_the_ledger_takes_it_on(
     assert money(row) == (Decimal("12"), Decimal("5"), Decimal("6"))
 
 
+# reserve: PostgreSQL's one statement
+
+
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="PostgreSQL reserves in one statement"
+)
+
+
+def a_reservation(request_id: str, amount: str) -> Reservation:
+    return Reservation(request_id=request_id, amount=Decimal(amount), operation="chat")
+
+
+def per_operation(operation: str = "chat") -> Budget:
+    return make_budget(scope=Budget.Scope.OPERATION, operation=operation)
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_one_statement_holds_on_every_ledger_and_inserts_the_reservation_with_its_links():
+    first = make_ledger(make_budget(), limit="10", reserved="1", spent="2")
+    second = make_ledger(per_operation(), "5", spent="4")
+    reservation = a_reservation("call", "1")
+
+    with CaptureQueriesContext(connection) as queries:
+        refused = ledger.reserve(reservation, [first, second], checked=True, transient=True)
+
+    assert refused is None
+    assert len(queries.captured_queries) == 1
+    assert money(first) == (Decimal("10"), Decimal("2"), Decimal("2"))
+    assert money(second) == (Decimal("5"), Decimal("1"), Decimal("4"))  # full to the cent
+    stored = Reservation.objects.get(pk=reservation.pk)
+    assert (stored.request_id, stored.amount, stored.status, stored.operation) == (
+        "call",
+        Decimal("1"),
+        Reservation.Status.HELD,
+        "chat",
+    )
+    assert set(stored.days.all()) == {first, second}
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_one_ledger_without_room_leaves_every_ledger_unchanged_and_inserts_nothing():
+    first = make_ledger(make_budget(), limit="10", reserved="1")
+    second = make_ledger(per_operation(), "5", spent="4.5")
+    third = make_ledger(make_budget(scope=Budget.Scope.SERVICE, service="billing"), "1", spent="1")
+
+    refused = ledger.reserve(
+        a_reservation("call", "1"), [first, second, third], checked=True, transient=True
+    )
+
+    assert refused == second  # the first without room, in primary-key order
+    assert money(first) == (Decimal("10"), Decimal("1"), Decimal(0))
+    assert money(second) == (Decimal("5"), Decimal(0), Decimal("4.5"))
+    assert not Reservation.objects.filter(request_id="call").exists()
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_an_unchecked_reservation_holds_past_the_limit_and_each_ledger_takes_its_new_limit():
+    row = make_ledger(make_budget(), limit="10", spent="9")
+    row.limit = Decimal("12")  # the budget's limit now
+
+    refused = ledger.reserve(a_reservation("call", "50"), [row], checked=False, transient=True)
+
+    assert refused is None
+    assert money(row) == (Decimal("12"), Decimal("50"), Decimal("9"))
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_reservation_in_a_callers_transaction_is_undone_with_it():
+    row = make_ledger(make_budget(), limit="10")
+
+    with transaction.atomic():
+        ledger.reserve(a_reservation("call", "1"), [row], checked=True, transient=False)
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"  # the caller's commit decides
+        transaction.set_rollback(True)
+
+    assert money(row) == (Decimal("10"), Decimal(0), Decimal(0))
+    assert not Reservation.objects.exists()
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_a_reservation_with_no_ledger_is_still_inserted():
+    reservation = a_reservation("call", "1")
+
+    assert ledger.reserve(reservation, [], checked=False, transient=True) is None
+
+    assert Reservation.objects.get(pk=reservation.pk).days.count() == 0
+
+
 # spend
 
 
@@ -307,7 +402,11 @@ def test_the_second_reservation_of_the_day_reads_no_ledger(gateway_thread, opera
         second = reserve("second", Decimal("2"), [everything, mine])
 
     assert reads_of_the_ledger(reserving) == []
-    assert len(ledger_statements(reserving)) == 2  # one hold on each
+    # PostgreSQL holds on both and inserts the reservation in one statement; SQLite
+    # holds on each with a statement of its own.
+    assert len(ledger_statements(reserving)) == (1 if connection.vendor == "postgresql" else 2)
+    if connection.vendor == "postgresql":
+        assert len(reserving.captured_queries) == 1  # one round trip in all
     assert money(today(everything))[1:] == money(today(mine))[1:] == (Decimal("3"), Decimal(0))
     assert set(second.days.all()) == {today(everything), today(mine)}
 
