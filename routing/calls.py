@@ -23,14 +23,14 @@ from django.utils import timezone
 
 from controlplane import rows
 from controlplane.approvals import request_approval
-from controlplane.models import Approval, toggles_enabled
+from controlplane.models import Approval, toggle_cache_keys, toggles_enabled
 from controlplane.tiers import Tier
 from routing import budgets, pricing
 from routing.models import OperationLog, Provider, Reservation
 from routing.providers import provider_for
 from routing.providers.base import ChatRequest, Completion, ProviderError, StreamChunk, Usage
-from routing.router import RouteDecision, RoutingError, cool_down, route
-from routing.snapshots import ModelChoice
+from routing.router import RouteDecision, RoutingError, cool_down, cooldown_keys, route
+from routing.snapshots import ModelChoice, Reading, RoutingTable, read
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class CallContext:
     approval_id: int | None = None
     via_gateway: bool = False
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The routing state as the caller read it already (`state_keys`), if it did.
+    reading: Reading | None = None
 
 
 class CallRefused(Exception):
@@ -214,6 +216,23 @@ def _ask_for_approval(context: CallContext, decision: RouteDecision) -> Approval
     )
 
 
+def _switches(operation: str, via_gateway: bool) -> dict[str, bool]:
+    """Every switch a call depends on, with its default."""
+    wanted = {f"operation.{operation}.enabled": True, budgets.ENFORCED_TOGGLE: True}
+    if via_gateway:
+        wanted["gateway.enabled"] = True
+    return wanted
+
+
+def state_keys(table: RoutingTable, operation: str, *, via_gateway: bool) -> list[str]:
+    """The cache keys a call for `operation` reads with the routing table's version, in
+    one round trip (`snapshots.read`): its switches and its models' cooldowns."""
+    return [
+        *toggle_cache_keys(_switches(operation, via_gateway)),
+        *cooldown_keys(table, operation),
+    ]
+
+
 def _prepare(
     context: CallContext,
     messages: list[dict[str, Any]],
@@ -225,11 +244,12 @@ def _prepare(
 ) -> _Prepared:
     try:
         toggle = f"operation.{context.operation}.enabled"
-        # Every switch the call depends on, in one read of the cache.
-        wanted = {toggle: True, budgets.ENFORCED_TOGGLE: True}
-        if context.via_gateway:
-            wanted["gateway.enabled"] = True
-        switches = toggles_enabled(wanted)
+        reading = context.reading or read(
+            lambda table: state_keys(table, context.operation, via_gateway=context.via_gateway)
+        )
+        wanted = _switches(context.operation, context.via_gateway)
+        read_already = reading.has(toggle_cache_keys(wanted))
+        switches = toggles_enabled(wanted, cached=reading.values if read_already else None)
         if not switches.get("gateway.enabled", True):
             raise FeatureOff("The gateway is switched off (toggle gateway.enabled).")
         if not switches[toggle]:
@@ -243,6 +263,7 @@ def _prepare(
                 service=context.service,
                 completion_tokens=max_tokens,
                 budgets_enforced=switches[budgets.ENFORCED_TOGGLE],
+                reading=reading,
             )
         except RoutingError as exc:
             raise NotRoutable(str(exc), reason=exc.code) from exc

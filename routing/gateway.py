@@ -29,7 +29,7 @@ from routing import calls
 from routing.models import AIModel, ServiceKey
 from routing.money import dumps_exact, loads_exact
 from routing.providers.base import StreamChunk
-from routing.snapshots import KeySnapshot, routing_table
+from routing.snapshots import KeySnapshot, Reading, RoutingTable, read, routing_table
 
 HANDLED_FIELDS = {"model", "messages", "tools", "max_tokens", "stream", "stream_options"}
 
@@ -67,14 +67,43 @@ def _json(body: Any, headers: dict[str, str] | None = None, status: int = 200) -
     )
 
 
-def _service_key(request: GatewayRequest) -> KeySnapshot | None:
+def _bearer(request: GatewayRequest) -> str | None:
     header = request.header("Authorization")
     if not header.startswith("Bearer "):
         return None
-    key = routing_table().service_key(header.removeprefix("Bearer ").strip())
+    return header.removeprefix("Bearer ").strip()
+
+
+def _service_key(request: GatewayRequest) -> KeySnapshot | None:
+    raw = _bearer(request)
+    key = routing_table().service_key(raw) if raw is not None else None
     if key is not None:
         _mark_used(key)
     return key
+
+
+def _look_up(request: GatewayRequest) -> tuple[KeySnapshot | None, Reading | None]:
+    """The caller's service key and the routing state its call needs, in one round
+    trip to the cache: the table's version, the call's switches and its models'
+    cooldowns. A key revoked a moment ago is refused: the version says so."""
+    raw = _bearer(request)
+    if raw is None:
+        return None, None
+    header_operation = request.header("X-Operation").strip()
+
+    def keys(table: RoutingTable) -> list[str]:
+        key = table.service_key(raw)
+        if key is None:
+            return []
+        operation = header_operation or key.default_operation
+        return calls.state_keys(table, operation, via_gateway=True)
+
+    reading = read(keys)
+    key = reading.table.service_key(raw)
+    if key is None:
+        return None, None
+    _mark_used(key)
+    return key, reading
 
 
 _marked: dict[int, datetime] = {}  # key -> when this process last wrote its last use
@@ -125,7 +154,9 @@ def _parse(request: GatewayRequest) -> dict[str, Any]:
     return body
 
 
-def _context(request: GatewayRequest, key: KeySnapshot) -> calls.CallContext:
+def _context(
+    request: GatewayRequest, key: KeySnapshot, reading: Reading | None
+) -> calls.CallContext:
     approval = request.header("X-Approval-Id").strip()
     if approval and not approval.isdigit():
         raise BadRequest("X-Approval-Id must be an approval number.")
@@ -135,18 +166,19 @@ def _context(request: GatewayRequest, key: KeySnapshot) -> calls.CallContext:
         service=key.service,
         approval_id=int(approval) if approval else None,
         via_gateway=True,
+        reading=reading,
     )
 
 
 def chat_completions(request: GatewayRequest) -> GatewayResponse:
-    key = _service_key(request)
+    key, reading = _look_up(request)
     if key is None:
         return error_response(
             401, "invalid_api_key", "A valid service API key is required (Bearer)."
         )
     try:
         body = _parse(request)
-        context = _context(request, key)
+        context = _context(request, key, reading)
     except BadRequest as exc:
         return error_response(400, "invalid_request_error", str(exc))
     arguments: dict[str, Any] = {

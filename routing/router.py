@@ -16,7 +16,14 @@ from routing import budgets, pricing
 from routing.approval_rules import ApprovalNeed, approval_needed
 from routing.budgets import dollars
 from routing.models import Budget, Provider
-from routing.snapshots import ModelChoice, PolicySnapshot, RouteSnapshot, routing_table
+from routing.snapshots import (
+    ModelChoice,
+    PolicySnapshot,
+    Reading,
+    RouteSnapshot,
+    RoutingTable,
+    routing_table,
+)
 
 
 class RoutingError(Exception):
@@ -90,6 +97,18 @@ def cooldown_key(model_pk: int) -> str:
     return f"routing:cooldown:{model_pk}"
 
 
+def cooldown_keys(table: RoutingTable, operation: str) -> list[str]:
+    """The cooldown keys of every model that may answer `operation`, for a caller
+    reading them with the routing table (`snapshots.read`)."""
+    snapshot = table.routes.get(operation)
+    if snapshot is None:
+        return []
+    models = [snapshot.primary, *snapshot.fallbacks]
+    if snapshot.ab_model is not None:
+        models.append(snapshot.ab_model)
+    return [cooldown_key(model.pk) for model in models]
+
+
 def cool_down(model: ModelChoice, seconds: float | None = None) -> None:
     """Skip a failing model for a while; its fallbacks answer meanwhile."""
     cache.set(cooldown_key(model.pk), True, seconds or settings.MODEL_COOLDOWN_SECONDS)
@@ -125,9 +144,12 @@ def route(
     service: str = "",
     completion_tokens: int | None = None,
     budgets_enforced: bool | None = None,
+    reading: Reading | None = None,
 ) -> RouteDecision:
-    """`budgets_enforced`: the state of the toggle when the caller has read it."""
-    table = routing_table()
+    """`budgets_enforced`: the state of the toggle when the caller has read it.
+    `reading`: the routing table and the models' cooldowns when the caller has read
+    them (`snapshots.read` with `cooldown_keys`)."""
+    table = reading.table if reading is not None else routing_table()
     snapshot = table.routes.get(operation)
     if snapshot is None:
         raise UnknownOperation(operation)
@@ -158,7 +180,8 @@ def route(
             skipped.append(f"{model.model_id}: {reason}")
         else:
             usable.append(model)
-    cooling = cache.get_many([cooldown_key(m.pk) for m in usable])
+    keys = [cooldown_key(m.pk) for m in usable]
+    cooling = reading.values if reading is not None and reading.has(keys) else cache.get_many(keys)
     warm = [m for m in usable if cooldown_key(m.pk) not in cooling]
     skipped += [f"{m.model_id}: cooling down after a failure" for m in usable if m not in warm]
     # When every usable model is cooling down, try them anyway rather than fail.

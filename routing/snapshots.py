@@ -14,9 +14,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -209,6 +211,35 @@ def routing_table() -> RoutingTable:
             table = load_table(version)
             _table = table
     return table
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The routing table, and what else a call needs from the cache (its switches, its
+    models' cooldowns), read together: `values` holds each of the `asked` keys the
+    cache had."""
+
+    table: RoutingTable
+    asked: frozenset[str]
+    values: dict[str, Any]
+
+    def has(self, keys: Iterable[str]) -> bool:
+        """Whether every one of `keys` was read (found or not)."""
+        return self.asked.issuperset(keys)
+
+
+def read(keys: Callable[[RoutingTable], Iterable[str]]) -> Reading:
+    """The routing table and the cache's `keys(table)`: while the table in memory is
+    current, in the one round trip that checks its version."""
+    table = _table
+    if table is not None and time.monotonic() - table.loaded_at <= settings.ROUTE_CACHE_SECONDS:
+        wanted = frozenset(keys(table))
+        values = cache.get_many([VERSION_KEY, *wanted])
+        if values.pop(VERSION_KEY, None) == table.version:
+            return Reading(table, wanted, values)
+    table = routing_table()  # changed (or not loaded yet): reloaded, then read again
+    wanted = frozenset(keys(table))
+    return Reading(table, wanted, cache.get_many(list(wanted)))
 
 
 def invalidate(**kwargs: object) -> None:

@@ -10,6 +10,7 @@ from controlplane.models.notifications import (
 from controlplane.models.toggles import (
     FeatureToggle,
     ToggleLocked,
+    toggle_cache_keys,
     toggle_enabled,
     toggles_enabled,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "NotificationChannel",
     "NotificationDelivery",
     "ToggleLocked",
+    "toggle_cache_keys",
     "toggle_enabled",
     "toggles_enabled",
 ]

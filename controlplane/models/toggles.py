@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -157,11 +157,20 @@ def toggle_enabled(key: str, default: bool = False) -> bool:
     return toggles_enabled({key: default})[key]
 
 
-def toggles_enabled(defaults: Mapping[str, bool]) -> dict[str, bool]:
+def toggle_cache_keys(keys: Iterable[str]) -> list[str]:
+    """The cache keys of these toggles: for a caller reading them with other keys."""
+    return [FeatureToggle.cache_key(key) for key in keys]
+
+
+def toggles_enabled(
+    defaults: Mapping[str, bool], cached: Mapping[str, Any] | None = None
+) -> dict[str, bool]:
     """Whether each feature is on, read from the cache at once (one round trip to
-    Redis); a missing toggle reads as its default."""
+    Redis); a missing toggle reads as its default. `cached`: the cache's values of
+    these toggles' keys (`toggle_cache_keys`) when the caller read them already, with
+    other keys in the same round trip; a key it lacks was not in the cache."""
     cache_keys = {FeatureToggle.cache_key(key): key for key in defaults}
-    cached = cache.get_many(cache_keys)
+    cached = dict(cache.get_many(cache_keys) if cached is None else cached)
     missed = [key for cache_key, key in cache_keys.items() if cache_key not in cached]
     if missed:
         rows = dict(FeatureToggle.objects.filter(key__in=missed).values_list("key", "enabled"))
