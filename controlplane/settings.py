@@ -104,6 +104,9 @@ DATABASES = {
     "default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'controlplane.sqlite3'}")
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend, with this process's write transactions queueing on a lock of
+    # their own instead of SQLite's sleeping busy handler (controlplane/sqlite).
+    DATABASES["default"]["ENGINE"] = "controlplane.sqlite"
     # IMMEDIATE transactions take the write lock up front, so two threads of the
     # in-process worker cannot both read then both write inside atomic blocks.
     DATABASES["default"].setdefault("OPTIONS", {}).update(

@@ -347,16 +347,49 @@ def _ledger_ids(reservation: Reservation) -> list[int]:
     return list(reservation.days.order_by("pk").values_list("pk", flat=True))
 
 
-def settle(reservation: Reservation, actual: Decimal) -> bool:
+def settle(
+    reservation: Reservation, actual: Decimal, *, log_row: OperationLog | None = None
+) -> bool:
     """Record the call's actual cost in place of its reservation. Idempotent.
 
     The actual cost is recorded in full, even past a limit. A released reservation
     (its call failed) is still settled when money turns out to be spent after all.
     One the stale sweep wrote off is settled already. Returns whether this call did
-    the settling.
+    the settling. `log_row`: the call's new `OperationLog` row, inserted with the
+    settlement, in one transaction (on PostgreSQL in one statement), whether or not
+    this call did the settling.
     """
     if actual < 0:
         raise ValueError(f"A cost cannot be negative ({actual}).")
+    if log_row is None:
+        return _settle(reservation, actual)
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            settled = _settle(reservation, actual)
+            rows.insert([log_row])
+        return settled
+    now = timezone.now()
+    closed, ledgers = ledger_sql.settle_and_log(reservation.pk, actual, now, log_row)
+    if not closed:
+        # Settled already, or lost (its commit did not wait for the disk): the log row
+        # is in; what is left is the rare path's, one statement at a time.
+        return _settle(reservation, actual)
+    crossed = [
+        ledger_id
+        for ledger_id, spent, limit, notified in ledgers
+        if any(t not in notified for t in _thresholds_reached(spent, limit))
+    ]
+    if crossed:
+        _notify_thresholds(crossed)
+    reservation.status, reservation.actual, reservation.closed_at = (
+        Reservation.Status.SETTLED,
+        actual,
+        now,
+    )
+    return True
+
+
+def _settle(reservation: Reservation, actual: Decimal) -> bool:
     now = timezone.now()
     closed = {"status": Reservation.Status.SETTLED, "actual": actual, "closed_at": now}
     mine = Reservation.objects.filter(pk=reservation.pk)

@@ -363,12 +363,14 @@ def _priced(
     def record() -> OperationLog:
         # One transaction for the settlement and the log row: one commit (one disk
         # flush) instead of two, and the ledger and the log never disagree.
-        with transaction.atomic():
-            if model is not None and usage is not None:
-                budgets.settle(prepared.reservation, cost)
-            else:
+        row = _log_row(prepared, model, usage, cost, source, error, latency_ms)
+        if model is not None and usage is not None:
+            budgets.settle(prepared.reservation, cost, log_row=row)
+        else:
+            with transaction.atomic():
                 budgets.release(prepared.reservation)
-            return _log_row(prepared, model, usage, cost, source, error, latency_ms)
+                rows.insert([row])
+        return row
 
     return cost, source, record
 
@@ -382,6 +384,7 @@ def _log_row(
     error: str,
     latency_ms: int,
 ) -> OperationLog:
+    """The call's log row, not yet saved: it is inserted with the settlement."""
     decision, context = prepared.decision, prepared.context
     row = OperationLog(
         request_id=context.request_id,
@@ -407,7 +410,6 @@ def _log_row(
         error=error,
         attempts=prepared.attempts,
     )
-    rows.insert([row])  # an append-only row: the same INSERT, built once
     return row
 
 

@@ -6,6 +6,13 @@ than the statement itself. These are the same conditional UPDATEs `budgets`
 documents (the database decides whether there is room), written once. Money is
 passed as `Decimal` and computed by the database (exact `numeric` on PostgreSQL).
 Table names come from the models; every value is a parameter.
+
+On PostgreSQL, where each statement is a round trip over the network, a call's
+reservation (`reserve`) and its settlement with its log row (`settle_and_log`) are
+one statement each, built of data-modifying CTEs: all or nothing without a
+transaction of their own, and the ledger rows' locks held no longer than that one
+statement (every call on a budget queues on its ledger row). SQLite, in-process,
+runs the one-row statements (`hold`, `close`, `spend`) in a transaction.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any
 from django.db import connection
 
 from controlplane import rows
-from routing.models import BudgetDay, Reservation
+from routing.models import BudgetDay, OperationLog, Reservation
 
 _LEDGER = BudgetDay._meta.db_table
 _RESERVATION = Reservation._meta.db_table
@@ -112,6 +119,73 @@ def reserve(
     if not refused:
         raise BudgetDay.DoesNotExist(f"A ledger of {[ledger.pk for ledger in ledgers]} is gone.")
     return next(ledger for ledger in ledgers if ledger.pk == refused[0])
+
+
+@cache
+def _settle_sql() -> str:
+    log = rows.statement(OperationLog)
+    field = Reservation._meta.get_field("days")
+    links = _LINKS._meta.db_table
+    # Names from the models' metadata; every value is a parameter.
+    return f"""
+WITH mine AS (
+    SELECT id, status, amount FROM {_RESERVATION}
+    WHERE id = %s AND status IN (%s, %s)
+    FOR UPDATE
+), closed AS (
+    UPDATE {_RESERVATION} r SET status = %s, actual = %s, closed_at = %s
+    FROM mine WHERE r.id = mine.id
+    RETURNING mine.status AS was, CASE WHEN mine.status = %s THEN mine.amount ELSE 0 END AS held
+), locked AS (
+    SELECT l.id FROM {_LEDGER} l
+    WHERE l.id IN (
+        SELECT {field.m2m_reverse_name()} FROM {links} WHERE {field.m2m_column_name()} = %s
+    ) AND EXISTS (SELECT 1 FROM closed)
+    ORDER BY l.id
+    FOR UPDATE OF l
+), spent AS (
+    UPDATE {_LEDGER} l SET spent = l.spent + %s, reserved = l.reserved - closed.held
+    FROM closed, locked WHERE l.id = locked.id
+    RETURNING l.id, l.spent, l."limit", l.thresholds_notified
+), logged AS (
+    INSERT INTO {log.table} ({log.columns}) VALUES {log.placeholders} RETURNING {log.pk}
+)
+SELECT (SELECT was FROM closed),
+       (SELECT {log.pk} FROM logged),
+       ARRAY(SELECT ARRAY[id::text, spent::text, "limit"::text, thresholds_notified::text]
+             FROM spent ORDER BY id)
+"""  # noqa: S608
+
+
+def settle_and_log(
+    reservation_id: int, actual: Decimal, at: datetime, row: OperationLog
+) -> tuple[bool, list[tuple[int, Decimal, Decimal, list[int]]]]:
+    """PostgreSQL: settle a held (or released) reservation at `actual` and insert the
+    call's log `row`, in one statement: one round trip, one commit, the ledgers and the
+    log never apart. The ledgers are locked in primary-key order. Returns whether the
+    reservation was closed here, and each ledger's id, spent, limit and thresholds
+    already notified, as they are after it. When it was not (settled already, or lost), the
+    ledgers are untouched and the log row is inserted all the same."""
+    params = [
+        reservation_id,
+        Reservation.Status.HELD,
+        Reservation.Status.RELEASED,
+        Reservation.Status.SETTLED,
+        actual,
+        at,
+        Reservation.Status.HELD,
+        reservation_id,
+        actual,
+        *rows.statement(OperationLog).values(row, connection),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_settle_sql(), params)
+        was, log_id, ledgers = cursor.fetchone()
+    rows.saved(row, log_id)
+    return was is not None, [
+        (int(ledger_id), Decimal(spent), Decimal(limit), list(json.loads(notified) or []))
+        for ledger_id, spent, limit, notified in ledgers
+    ]
 
 
 def committed(budget_ids: list[int], day: date) -> dict[int, Decimal]:

@@ -15,13 +15,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.db import connection, connections, transaction
 
 from controlplane.transactions import transient
 from routing.models import Reservation
 
-ON_SQLITE = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+ON_SQLITE = connection.vendor == "sqlite"
 sqlite_only = pytest.mark.skipif(not ON_SQLITE, reason="SQLite's PRAGMA synchronous")
 
 # PRAGMA synchronous levels.
