@@ -69,7 +69,7 @@ from controlplane.approvals import register_waiter, request_approval
 from controlplane.background import enqueue
 from controlplane.models import Approval, toggle_enabled
 from controlplane.tiers import Tier
-from routing import calls
+from routing import call_approvals, calls
 from routing.calls import (
     ApprovalRequired,
     CallContext,
@@ -275,7 +275,7 @@ def register_approval_waiters() -> None:
     """From `ChatConfig.ready()`: decisions on a risky tool or on a model call a run
     waits for come back here."""
     register_waiter(RISKY_TOOL_ACTION, approval_decided)
-    register_waiter(calls.APPROVAL_ACTION, approval_decided)
+    register_waiter(call_approvals.APPROVAL_ACTION, approval_decided)
 
 
 # -- ending a run -------------------------------------------------------------------------------
@@ -744,7 +744,7 @@ class AgentLoop:
         approval = self.run.pending_approval
         if approval is None:
             return
-        if approval.action == calls.APPROVAL_ACTION:
+        if approval.action == call_approvals.APPROVAL_ACTION:
             self.model_approval_id = approval.pk  # the next model call uses it
             return
         awaiting = self.run.tool_executions.filter(outcome=ToolExecution.Outcome.AWAITING_APPROVAL)

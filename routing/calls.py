@@ -9,23 +9,22 @@ and are logged like every other call.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
 from typing import Any, cast
 
-from django.contrib.auth import get_user_model
-from django.db import models, transaction
-from django.utils import timezone
+from django.db import transaction
 
 from controlplane import rows
-from controlplane.approvals import request_approval
 from controlplane.models import Approval, toggle_cache_keys, toggles_enabled
-from controlplane.tiers import Tier
 from routing import budgets, pricing
+from routing.approval_rules import approval_needed
+from routing.call_approvals import ask_for_approval, usable_approval
 from routing.models import OperationLog, Provider, Reservation
 from routing.providers import provider_for
 from routing.providers.base import ChatRequest, Completion, ProviderError, StreamChunk, Usage
@@ -33,8 +32,6 @@ from routing.router import RouteDecision, RoutingError, cool_down, cooldown_keys
 from routing.snapshots import ModelChoice, Reading, RoutingTable, read
 
 log = logging.getLogger(__name__)
-
-APPROVAL_ACTION = "routing.call"
 
 
 @dataclass
@@ -120,18 +117,6 @@ class _Prepared:
     streaming: bool = False
 
 
-def service_account(service: str) -> Any:
-    """The inactive account that stands for a calling service in approvals."""
-    users = get_user_model()
-    account, created = users.objects.get_or_create(
-        username=f"service-{service}"[:150], defaults={"is_active": False}
-    )
-    if created:
-        account.set_unusable_password()
-        account.save(update_fields=["password"])
-    return account
-
-
 def _refusal_log(context: CallContext, exc: CallRefused, model_requested: str) -> None:
     OperationLog.objects.create(
         request_id=context.request_id,
@@ -144,75 +129,6 @@ def _refusal_log(context: CallContext, exc: CallRefused, model_requested: str) -
         cost_source=OperationLog.CostSource.NONE,
         status=OperationLog.Status.REFUSED,
         error=f"{exc.code}: {exc}",
-    )
-
-
-def _requester(context: CallContext) -> Any:
-    """Who asks for (and may then use) an approval: the user, else the service's account."""
-    if getattr(context.user, "pk", None):
-        return context.user
-    return service_account(context.service or "unknown")
-
-
-def _approval_amount(estimate: Decimal) -> Decimal:
-    """The estimate rounded up to the places `Approval.amount` keeps, so the stored
-    amount still covers the call it approves (rounded down, it never would)."""
-    column = Approval._meta.get_field("amount")
-    assert isinstance(column, models.DecimalField)
-    return estimate.quantize(Decimal(1).scaleb(-column.decimal_places), rounding=ROUND_CEILING)
-
-
-def _usable_approval(context: CallContext, decision: RouteDecision) -> Approval | None:
-    """An approved, unused approval this requester got for this operation; using it
-    spends it."""
-    if context.approval_id is None:
-        return None
-    approval = Approval.objects.filter(
-        pk=context.approval_id,
-        action=APPROVAL_ACTION,
-        status=Approval.Status.APPROVED,
-        requested_by=_requester(context),
-        proposal__operation=context.operation,
-    ).first()
-    if approval is None:
-        return None
-    if approval.amount is not None and approval.amount < decision.estimated_cost:
-        return None
-    used = Approval.objects.filter(pk=approval.pk, outcome="").update(
-        outcome=f"Used by call {context.request_id} at {timezone.now():%Y-%m-%d %H:%M:%S %Z}."
-    )
-    return approval if used else None
-
-
-def _ask_for_approval(context: CallContext, decision: RouteDecision) -> Approval:
-    need = decision.approval
-    assert need is not None
-    requester = _requester(context)
-    pending = Approval.objects.filter(
-        action=APPROVAL_ACTION,
-        status=Approval.Status.PENDING,
-        requested_by=requester,
-        proposal__operation=context.operation,
-        proposal__rule=need.rule.value,
-        expires_at__gt=timezone.now(),
-    ).first()
-    if pending is not None:
-        return pending  # the same call asked again: one approval to wait on
-    return request_approval(
-        action=APPROVAL_ACTION,
-        requested_by=requester,
-        reason=f"{need.reason} Model {decision.model.label}, estimated "
-        f"${decision.estimated_cost:.6f}.",
-        amount=_approval_amount(decision.estimated_cost) if need.about_money else None,
-        required_tier=Tier.OWNER if need.about_money else Tier.OPERATOR,
-        proposal={
-            "operation": context.operation,
-            "mode": decision.mode,
-            "model": decision.model.model_id,
-            "estimated_cost": str(decision.estimated_cost),
-            "rule": need.rule.value,
-            "service": context.service,
-        },
     )
 
 
@@ -231,6 +147,21 @@ def state_keys(table: RoutingTable, operation: str, *, via_gateway: bool) -> lis
         *toggle_cache_keys(_switches(operation, via_gateway)),
         *cooldown_keys(table, operation),
     ]
+
+
+def _approved(context: CallContext, decision: RouteDecision) -> Approval:
+    """The approval this call may use; else asks for one and refuses the call."""
+    need = decision.approval
+    assert need is not None
+    approved = usable_approval(context, decision)
+    if approved is None:
+        approval = ask_for_approval(context, decision)
+        raise ApprovalRequired(
+            f"Approval #{approval.pk} is needed: {need.reason}",
+            approval_id=approval.pk,
+            rule=need.rule.value,
+        )
+    return approved
 
 
 def _prepare(
@@ -264,32 +195,36 @@ def _prepare(
                 completion_tokens=max_tokens,
                 budgets_enforced=switches[budgets.ENFORCED_TOGGLE],
                 reading=reading,
+                # Rule 3 (a budget past 100%) is found out from the reservation below:
+                # no read of the ledgers first on the path of every call.
+                check_budgets=False,
             )
         except RoutingError as exc:
             raise NotRoutable(str(exc), reason=exc.code) from exc
-        approved = None
-        if decision.needs_approval:
-            approved = _usable_approval(context, decision)
-            if approved is None:
-                approval = _ask_for_approval(context, decision)
-                raise ApprovalRequired(
-                    f"Approval #{approval.pk} is needed: {decision.approval.reason}",  # type: ignore[union-attr]
-                    approval_id=approval.pk,
-                    rule=decision.approval.rule.value,  # type: ignore[union-attr]
-                )
+        approved = _approved(context, decision) if decision.needs_approval else None
+        reserve = functools.partial(
+            budgets.reserve,
+            context.request_id,
+            decision.estimated_cost,
+            decision.budgets,
+            enforced=switches[budgets.ENFORCED_TOGGLE],
+            operation=context.operation,
+            service=context.service,
+            user=context.user,
+        )
         try:
-            reservation = budgets.reserve(
-                context.request_id,
-                decision.estimated_cost,
-                decision.budgets,
-                approved=approved is not None,
-                enforced=switches[budgets.ENFORCED_TOGGLE],
-                operation=context.operation,
-                service=context.service,
-                user=context.user,
-            )
+            reservation = reserve(approved=approved is not None)
         except budgets.BudgetExceeded as exc:
-            raise OverBudget(str(exc), **exc.details()) from exc
+            # Approval rule 3, when no budget is used up already: an Owner may let
+            # this one call go past a limit.
+            in_the_way = budgets.would_exceed(
+                decision.budgets, decision.estimated_cost, enforced=True
+            )
+            if approved is not None or in_the_way is None:
+                raise OverBudget(str(exc), **exc.details()) from exc
+            decision.approval = approval_needed(decision.route, decision.estimated_cost, in_the_way)
+            approved = _approved(context, decision)
+            reservation = reserve(approved=True)
     except CallRefused as exc:
         _refusal_log(context, exc, model_requested)
         raise

@@ -145,10 +145,13 @@ def route(
     completion_tokens: int | None = None,
     budgets_enforced: bool | None = None,
     reading: Reading | None = None,
+    check_budgets: bool = True,
 ) -> RouteDecision:
     """`budgets_enforced`: the state of the toggle when the caller has read it.
     `reading`: the routing table and the models' cooldowns when the caller has read
-    them (`snapshots.read` with `cooldown_keys`)."""
+    them (`snapshots.read` with `cooldown_keys`). `check_budgets=False`: approval
+    rule 3 (a budget past 100%) is not looked into here, since the caller finds it
+    out from its reservation; no ledger is read."""
     table = reading.table if reading is not None else routing_table()
     snapshot = table.routes.get(operation)
     if snapshot is None:
@@ -194,7 +197,11 @@ def route(
     chosen = candidates[0]
     estimated = pricing.estimate_cost(chosen, prompt_tokens, completion)
     applicable = budgets.applicable_budgets(user, operation, service, among=table.budgets)
-    in_the_way = budgets.would_exceed(applicable, estimated, enforced=budgets_enforced)
+    in_the_way = (
+        budgets.would_exceed(applicable, estimated, enforced=budgets_enforced)
+        if check_budgets
+        else None
+    )
     return RouteDecision(
         operation=operation,
         mode=mode or (policy.mode if policy else None),

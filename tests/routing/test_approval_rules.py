@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from controlplane.approvals import ApprovalError, decide_approval
 from controlplane.models import Approval, FeatureToggle
@@ -350,6 +351,42 @@ def test_an_approved_over_budget_call_may_take_the_budget_past_its_limit(
     ledger = BudgetDay.objects.get(budget=everything)
     assert (ledger.spent, ledger.reserved) == (Decimal("0.0004"), 0)
     assert ledger.spent > ledger.limit
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_call_within_its_budgets_reads_no_ledger_before_it_reserves(
+    cheap, model_answers, monkeypatch
+):
+    monkeypatch.setattr(budgets, "_known_ledgers", {})  # none from another test
+    factories.route("refund", cheap)
+    everything = factories.budget("10")
+    call("refund")  # the day's ledger exists (and is known) from here on
+
+    with CaptureQueriesContext(connection) as queries:
+        call("refund")
+
+    ledger_table = BudgetDay._meta.db_table
+    reads = [
+        q["sql"]
+        for q in queries.captured_queries
+        if ledger_table in q["sql"] and q["sql"].lstrip().upper().startswith("SELECT")
+    ]
+    assert reads == []  # rule 3 is found out from the reservation, not from a read
+    assert BudgetDay.objects.get(budget=everything).spent == Decimal("0.0008")
+
+
+@pytest.mark.django_db
+def test_a_used_up_budget_refuses_the_call_instead_of_asking_for_approval(cheap, model_answers):
+    factories.route("refund", cheap)
+    everything = factories.budget("0.01")
+    # Another call spent it all today.
+    budgets.settle(budgets.reserve("earlier", Decimal(0), [everything]), Decimal("0.01"))
+
+    with pytest.raises(calls.OverBudget, match="global budget"):
+        call("refund")
+
+    assert not Approval.objects.exists()
+    assert BudgetDay.objects.get(budget=everything).reserved == 0
 
 
 @pytest.mark.django_db

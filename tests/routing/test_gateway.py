@@ -21,7 +21,7 @@ from django.test import Client
 
 from controlplane.approvals import decide_approval
 from controlplane.models import Approval, AuditEvent, FeatureToggle
-from routing.calls import APPROVAL_ACTION
+from routing.call_approvals import APPROVAL_ACTION
 from routing.models import (
     AIModel,
     Budget,

@@ -1,0 +1,106 @@
+"""The approvals a call may need (`routing.approval_rules` says when): asking an
+Owner or Operator for one, and using one granted, once.
+
+A call is approved for its requester: the user who makes it, else the inactive
+account that stands for the calling service (`service_account`).
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_CEILING, Decimal
+from typing import TYPE_CHECKING, Any
+
+from django.contrib.auth import get_user_model
+from django.db import models
+from django.utils import timezone
+
+from controlplane.approvals import request_approval
+from controlplane.models import Approval
+from controlplane.tiers import Tier
+
+if TYPE_CHECKING:
+    from routing.calls import CallContext
+    from routing.router import RouteDecision
+
+APPROVAL_ACTION = "routing.call"
+
+
+def service_account(service: str) -> Any:
+    """The inactive account that stands for a calling service in approvals."""
+    users = get_user_model()
+    account, created = users.objects.get_or_create(
+        username=f"service-{service}"[:150], defaults={"is_active": False}
+    )
+    if created:
+        account.set_unusable_password()
+        account.save(update_fields=["password"])
+    return account
+
+
+def requester(context: CallContext) -> Any:
+    """Who asks for (and may then use) an approval: the user, else the service's account."""
+    if getattr(context.user, "pk", None):
+        return context.user
+    return service_account(context.service or "unknown")
+
+
+def approval_amount(estimate: Decimal) -> Decimal:
+    """The estimate rounded up to the places `Approval.amount` keeps, so the stored
+    amount still covers the call it approves (rounded down, it never would)."""
+    column = Approval._meta.get_field("amount")
+    assert isinstance(column, models.DecimalField)
+    return estimate.quantize(Decimal(1).scaleb(-column.decimal_places), rounding=ROUND_CEILING)
+
+
+def usable_approval(context: CallContext, decision: RouteDecision) -> Approval | None:
+    """An approved, unused approval this requester got for this operation; using it
+    spends it."""
+    if context.approval_id is None:
+        return None
+    approval = Approval.objects.filter(
+        pk=context.approval_id,
+        action=APPROVAL_ACTION,
+        status=Approval.Status.APPROVED,
+        requested_by=requester(context),
+        proposal__operation=context.operation,
+    ).first()
+    if approval is None:
+        return None
+    if approval.amount is not None and approval.amount < decision.estimated_cost:
+        return None
+    used = Approval.objects.filter(pk=approval.pk, outcome="").update(
+        outcome=f"Used by call {context.request_id} at {timezone.now():%Y-%m-%d %H:%M:%S %Z}."
+    )
+    return approval if used else None
+
+
+def ask_for_approval(context: CallContext, decision: RouteDecision) -> Approval:
+    need = decision.approval
+    assert need is not None
+    asker = requester(context)
+    pending = Approval.objects.filter(
+        action=APPROVAL_ACTION,
+        status=Approval.Status.PENDING,
+        requested_by=asker,
+        proposal__operation=context.operation,
+        proposal__rule=need.rule.value,
+        expires_at__gt=timezone.now(),
+    ).first()
+    if pending is not None:
+        return pending  # the same call asked again: one approval to wait on
+    return request_approval(
+        action=APPROVAL_ACTION,
+        requested_by=asker,
+        reason=f"{need.reason} Model {decision.model.label}, estimated "
+        f"${decision.estimated_cost:.6f}.",
+        amount=approval_amount(decision.estimated_cost) if need.about_money else None,
+        required_tier=Tier.OWNER if need.about_money else Tier.OPERATOR,
+        proposal={
+            "operation": context.operation,
+            "mode": decision.mode,
+            "model": decision.model.model_id,
+            "estimated_cost": str(decision.estimated_cost),
+            "rule": need.rule.value,
+            "service": context.service,
+        },
+    )
