@@ -16,8 +16,10 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from controlplane.http_endpoints import HTTPRouter  # noqa: E402
+from controlplane.http_server import skip_twisted_form_parsing  # noqa: E402
 from controlplane.websockets import websocket_urlpatterns  # noqa: E402
 
+skip_twisted_form_parsing()  # daphne hands the raw body on; Django parses forms
 application = ProtocolTypeRouter(
     {
         "http": HTTPRouter(django_asgi_app),

@@ -158,6 +158,16 @@ class ChildProcess:
     def exited(self) -> bool:
         return self.child is None or self.child.poll() is not None
 
+    def cpu_seconds(self) -> float | None:
+        """The CPU time (user and system, all threads) the process has used so far;
+        None where the system does not say (it is read from Linux's /proc)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        # utime and stime, the 14th and 15th fields (the 12th and 13th after the name).
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         """Ask it to stop; kill it if it has not within 10 seconds."""
         if self.child is None:

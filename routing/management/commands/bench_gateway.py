@@ -126,7 +126,7 @@ class Command(BaseCommand):
                 )
                 for level in levels:
                     results[level] = _measure(
-                        level, requests, warmup, upstream_url, gateway_url, raw_key
+                        level, requests, warmup, upstream_url, gateway_url, raw_key, gateway
                     )
                     self._print_level(results[level])
                 self._print_target(results)
@@ -172,6 +172,12 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"  added by the gateway p50 {milliseconds(gateway.p50 - direct.p50)}  "
                 f"p95 {milliseconds(gateway.p95 - direct.p95)}  (gateway percentile minus direct)"
+            )
+        cpu, answered = result.gateway.cpu_seconds, len(result.gateway.latencies)
+        if cpu is not None and answered:
+            self.stdout.write(
+                f"  gateway process CPU {milliseconds(cpu / answered)} per request "
+                f"({cpu / result.gateway.elapsed:.0%} of a core; its own threads, all of them)"
             )
 
     def _print_target(self, results: dict[int, LevelResult]) -> None:
@@ -336,6 +342,7 @@ class Load:
     latencies: list[float] = field(default_factory=list)  # seconds, successful requests
     failures: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    cpu_seconds: float | None = None  # used by the serving process, where known
 
     @property
     def per_second(self) -> float:
@@ -355,7 +362,13 @@ class LevelResult:
 
 
 def _measure(
-    level: int, requests: int, warmup: int, upstream_url: str, gateway_url: str, raw_key: str
+    level: int,
+    requests: int,
+    warmup: int,
+    upstream_url: str,
+    gateway_url: str,
+    raw_key: str,
+    gateway_process: DaphneProcess,
 ) -> LevelResult:
     direct_url = f"{upstream_url}/chat/completions"
     through_url = f"{gateway_url}/v1/chat/completions"
@@ -369,7 +382,11 @@ def _measure(
         _send(to_upstream, direct_url, plain, warmup, level)
         _send(to_gateway, through_url, keyed, warmup, level)
         direct = _send(to_upstream, direct_url, plain, requests, level)
+        cpu_before = gateway_process.cpu_seconds()
         gateway = _send(to_gateway, through_url, keyed, requests, level)
+        cpu_after = gateway_process.cpu_seconds()
+    if cpu_before is not None and cpu_after is not None:
+        gateway.cpu_seconds = cpu_after - cpu_before
     return LevelResult(level, requests, warmup, direct, gateway)
 
 
