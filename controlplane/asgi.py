@@ -16,7 +16,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from controlplane.http_endpoints import HTTPRouter  # noqa: E402
-from controlplane.http_server import skip_twisted_form_parsing  # noqa: E402
+from controlplane.serving import freeze_startup_objects, skip_twisted_form_parsing  # noqa: E402
 from controlplane.websockets import websocket_urlpatterns  # noqa: E402
 
 skip_twisted_form_parsing()  # daphne hands the raw body on; Django parses forms
@@ -33,3 +33,5 @@ if settings.EMBEDDED_SCHEDULER:
     from controlplane.background import start_embedded_scheduler
 
     start_embedded_scheduler()
+
+freeze_startup_objects()  # what is loaded by now lives as long as the process

@@ -6,7 +6,8 @@ a provider `bench-upstream` pointing at the upstream, a model, a route `bench`, 
 service key and two daily budgets (the service's and the operation's: every call
 reserves on both and settles both, as a real call does); then, at each concurrency
 level, sends the same non-streaming chat completions to the upstream directly and
-through the gateway, and prints the latency percentiles of both, the latency the
+through the gateway (in turns of 100 each way, so that both see the machine as it is
+at the time), and prints the latency percentiles of both, the latency the
 gateway adds, and requests per second. Target: p95 added latency under 5 ms at
 concurrency 1.
 
@@ -47,6 +48,7 @@ from controlplane.benchmarking import (
     milliseconds,
     wait_until_ready,
 )
+from controlplane.serving import freeze_startup_objects
 from routing.benchmarks import UPSTREAM_MODEL
 from routing.models import (
     AIModel,
@@ -109,6 +111,9 @@ class Command(BaseCommand):
             f"Budgets: each call reserves on and settles 2 daily budgets (service "
             f"'{SERVICE}', operation '{OPERATION}')"
         )
+        # As the served process does (controlplane.asgi): no full garbage collection
+        # walking Django's objects in the middle of a timed call.
+        freeze_startup_objects()
         started = timezone.now()
         results: dict[int, LevelResult] = {}
         interrupted = False
@@ -344,6 +349,14 @@ class Load:
     elapsed: float = 0.0
     cpu_seconds: float | None = None  # used by the serving process, where known
 
+    def add(self, other: Load) -> None:
+        """Count `other`'s requests, time and CPU in with these."""
+        self.latencies += other.latencies
+        self.failures += other.failures
+        self.elapsed += other.elapsed
+        if other.cpu_seconds is not None:
+            self.cpu_seconds = (self.cpu_seconds or 0.0) + other.cpu_seconds
+
     @property
     def per_second(self) -> float:
         return len(self.latencies) / self.elapsed if self.elapsed else 0.0
@@ -375,19 +388,31 @@ def _measure(
     plain = {"Content-Type": "application/json"}
     keyed = {**plain, "Authorization": f"Bearer {raw_key}", "X-Operation": OPERATION}
     limits = httpx.Limits(max_connections=level, max_keepalive_connections=level)
+    direct, gateway = Load(), Load()
     with (
         httpx.Client(limits=limits, timeout=30) as to_upstream,
         httpx.Client(limits=limits, timeout=30) as to_gateway,
     ):
         _send(to_upstream, direct_url, plain, warmup, level)
         _send(to_gateway, through_url, keyed, warmup, level)
-        direct = _send(to_upstream, direct_url, plain, requests, level)
-        cpu_before = gateway_process.cpu_seconds()
-        gateway = _send(to_gateway, through_url, keyed, requests, level)
-        cpu_after = gateway_process.cpu_seconds()
-    if cpu_before is not None and cpu_after is not None:
-        gateway.cpu_seconds = cpu_after - cpu_before
+        # In turns, a block each way at a time: a machine that slows down or speeds up
+        # during the run does so for both, not for one side only.
+        for block in _blocks(requests):
+            direct.add(_send(to_upstream, direct_url, plain, block, level))
+            cpu_before = gateway_process.cpu_seconds()
+            through = _send(to_gateway, through_url, keyed, block, level)
+            cpu_after = gateway_process.cpu_seconds()
+            if cpu_before is not None and cpu_after is not None:
+                through.cpu_seconds = cpu_after - cpu_before
+            gateway.add(through)
     return LevelResult(level, requests, warmup, direct, gateway)
+
+
+BLOCK = 100  # requests each way per turn
+
+
+def _blocks(requests: int) -> list[int]:
+    return [BLOCK] * (requests // BLOCK) + ([requests % BLOCK] if requests % BLOCK else [])
 
 
 def _send(

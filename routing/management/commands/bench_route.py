@@ -20,6 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from controlplane.benchmarking import Latencies, describe_cache, describe_database
+from controlplane.serving import freeze_startup_objects
 from routing.models import AIModel, Budget, Policy, Provider, Route, RouteFallback
 from routing.router import route
 from routing.snapshots import VERSION_KEY
@@ -40,6 +41,9 @@ class Command(BaseCommand):
         routes, calls = options["routes"], options["calls"]
         if routes < 1 or calls < 1:
             raise CommandError("--routes and --calls must be at least 1.")
+        # As the served process does (controlplane.asgi): no full garbage collection
+        # walking Django's objects in the middle of a timed call.
+        freeze_startup_objects()
         rng = random.Random(options["seed"])
         self.stdout.write(
             f"bench_route: {routes} routes (a primary and 2 fallbacks each, priced models), "

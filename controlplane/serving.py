@@ -1,0 +1,47 @@
+"""How the served process is set up, beyond Django's settings (`controlplane.asgi`
+applies both; the benchmarks apply the second to themselves, as the served process).
+
+- Twisted's form parsing off. daphne serves HTTP with Twisted's `http.Request`,
+  which parses every POST body whose Content-Type is a form (urlencoded or multipart)
+  into `request.args`, and reads that Content-Type with the `email` package on every
+  POST, form or not. daphne never reads `request.args`: it hands the raw body to the
+  ASGI application, and Django parses forms itself. So the parse is pure cost, on
+  every POST: about a tenth of the CPU the gateway spends on a call (measured with
+  py-spy under `manage.py bench_gateway`), and it parses an uploaded multipart body
+  twice, Twisted's copy in memory. Twisted has a switch for it
+  (`parsePOSTFormSubmission`); daphne does not pass it, so it is turned off here,
+  for the requests daphne creates in this process.
+- The objects loaded at startup set aside from the garbage collector. Django, the
+  apps and Twisted make some hundreds of thousands of objects that live as long as
+  the process; every full collection walks all of them again, stalling whichever
+  request is running for tens of milliseconds (the gateway's worst latencies under
+  `manage.py bench_gateway` were such stalls, 70-90 ms, and 11-13 ms without them).
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+from typing import Any
+
+from daphne.http_protocol import WebRequest
+
+_original_init = WebRequest.__init__
+
+
+@functools.wraps(_original_init)
+def _init_without_form_parsing(self: WebRequest, *args: Any, **kwargs: Any) -> None:
+    kwargs["parsePOSTFormSubmission"] = False
+    _original_init(self, *args, **kwargs)
+
+
+def skip_twisted_form_parsing() -> None:
+    """Create daphne's requests with Twisted's form parsing off. Idempotent."""
+    WebRequest.__init__ = _init_without_form_parsing
+
+
+def freeze_startup_objects() -> None:
+    """Collect what startup left behind, then exempt every object alive now from
+    future collections (`gc.freeze`): call once everything is loaded."""
+    gc.collect()
+    gc.freeze()
