@@ -374,6 +374,13 @@ def settle(
         # Settled already, or lost (its commit did not wait for the disk): the log row
         # is in; what is left is the rare path's, one statement at a time.
         return _settle(reservation, actual)
+    _notify_newly_reached(ledgers)
+    return _mark_settled(reservation, actual, now)
+
+
+def _notify_newly_reached(ledgers: Iterable[tuple[int, Decimal, Decimal, list[int]]]) -> None:
+    """Of ledgers as a settlement left them (id, spent, limit, thresholds notified),
+    notify those that reached a threshold not yet notified."""
     crossed = [
         ledger_id
         for ledger_id, spent, limit, notified in ledgers
@@ -381,10 +388,13 @@ def settle(
     ]
     if crossed:
         _notify_thresholds(crossed)
+
+
+def _mark_settled(reservation: Reservation, actual: Decimal, at: datetime) -> bool:
     reservation.status, reservation.actual, reservation.closed_at = (
         Reservation.Status.SETTLED,
         actual,
-        now,
+        at,
     )
     return True
 
@@ -414,19 +424,11 @@ def _settle(reservation: Reservation, actual: Decimal) -> bool:
                 request_id=reservation.request_id, amount=reservation.amount, **closed
             ).pk
         held = reservation.amount if was_held else ZERO
-        crossed = []
-        for ledger_id in _ledger_ids(reservation):
-            spent, limit, notified = ledger_sql.spend(ledger_id, actual, held)
-            if any(t not in notified for t in _thresholds_reached(spent, limit)):
-                crossed.append(ledger_id)
-        if crossed:
-            _notify_thresholds(crossed)
-    reservation.status, reservation.actual, reservation.closed_at = (
-        Reservation.Status.SETTLED,
-        actual,
-        now,
-    )
-    return True
+        _notify_newly_reached(
+            (ledger_id, *ledger_sql.spend(ledger_id, actual, held))
+            for ledger_id in _ledger_ids(reservation)
+        )
+    return _mark_settled(reservation, actual, now)
 
 
 def release(reservation: Reservation) -> bool:
