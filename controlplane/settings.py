@@ -113,6 +113,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"transaction_mode": "IMMEDIATE", "timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
     )
 else:
+    # Statements a connection runs often are prepared (planned once): psycopg's
+    # default, which Django turns off for the sake of transaction-pooling PgBouncers.
+    # Only statements sent with server-side parameters can be (routing.ledger's), and
+    # they are planned for any parameters (a generic plan), not again on every run.
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options["prepare_threshold"] = env.int("DATABASE_PREPARE_THRESHOLD", default=5) or None
+    if options["prepare_threshold"] is not None:
+        options["options"] = " ".join(
+            filter(None, [options.get("options", ""), "-c plan_cache_mode=force_generic_plan"])
+        )
     # Under ASGI each request may run on a new thread, so persistent connections
     # (CONN_MAX_AGE) would pile up until PostgreSQL refuses clients. A pool per process
     # reuses them instead; DATABASE_POOL_MAX_SIZE bounds what one process may hold.

@@ -201,6 +201,25 @@ def test_a_reservation_with_no_ledger_is_still_inserted():
     assert Reservation.objects.get(pk=reservation.pk).days.count() == 0
 
 
+@postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_the_reservation_statement_is_prepared_and_planned_once_per_connection():
+    row = make_ledger(make_budget(), limit="100")
+    for number in range(7):
+        ledger.reserve(a_reservation(f"call-{number}", "1"), [row], checked=True, transient=True)
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE %s",
+            ["%WITH wanted (id, new_limit)%"],
+        )
+        (generic, custom) = cursor.fetchone()
+    assert generic >= 1
+    assert custom == 0
+    assert money(row) == (Decimal("100"), Decimal("7"), Decimal(0))
+
+
 # spend
 
 
