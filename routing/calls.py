@@ -132,9 +132,13 @@ def _refusal_log(context: CallContext, exc: CallRefused, model_requested: str) -
     )
 
 
+def _operation_toggle(operation: str) -> str:
+    return f"operation.{operation}.enabled"
+
+
 def _switches(operation: str, via_gateway: bool) -> dict[str, bool]:
     """Every switch a call depends on, with its default."""
-    wanted = {f"operation.{operation}.enabled": True, budgets.ENFORCED_TOGGLE: True}
+    wanted = {_operation_toggle(operation): True, budgets.ENFORCED_TOGGLE: True}
     if via_gateway:
         wanted["gateway.enabled"] = True
     return wanted
@@ -174,7 +178,7 @@ def _prepare(
     model_requested: str,
 ) -> _Prepared:
     try:
-        toggle = f"operation.{context.operation}.enabled"
+        toggle = _operation_toggle(context.operation)
         reading = context.reading or read(
             lambda table: state_keys(table, context.operation, via_gateway=context.via_gateway)
         )
