@@ -35,7 +35,7 @@ def _writer_lock(name: str) -> threading.Lock:
 class DatabaseWrapper(base.DatabaseWrapper):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._holds_writer_lock = False
+        self._held_writer_lock: threading.Lock | None = None  # while in a write transaction
 
     def _start_transaction_under_autocommit(self) -> None:
         lock = _writer_lock(str(self.settings_dict["NAME"]))
@@ -45,7 +45,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 f"database is locked: another thread of this process kept its write "
                 f"transaction open for over {timeout:g} s"
             )
-        self._holds_writer_lock = True
+        self._held_writer_lock = lock
         try:
             super()._start_transaction_under_autocommit()  # type: ignore[misc]  # not in the stubs
         except BaseException:
@@ -71,6 +71,6 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self._release_writer_lock()
 
     def _release_writer_lock(self) -> None:
-        if self._holds_writer_lock:
-            self._holds_writer_lock = False
-            _writer_lock(str(self.settings_dict["NAME"])).release()
+        lock, self._held_writer_lock = self._held_writer_lock, None
+        if lock is not None:
+            lock.release()
