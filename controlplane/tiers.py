@@ -16,10 +16,15 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.contrib.auth.models import AnonymousUser, Group, Permission
+from django.contrib.auth.models import AnonymousUser, Group, Permission, User
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+
+# The acting person of every domain function, view and consumer: an account of the
+# project's user model. Whether it may do a thing is asked one way,
+# `user.has_perm("app.codename")`, and the tiers grant those permissions.
+type StaffUser = User
 
 PROJECT_APPS = ("controlplane", "routing", "chat", "selfheal", "healthmon")
 
