@@ -8,27 +8,40 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from celery import shared_task
 from django.db import transaction
 
+from controlplane import background
 from controlplane.background import EmbeddedScheduler, enqueue
 from controlplane.celery import app
 from controlplane.models import NotificationChannel, NotificationDelivery
 from controlplane.notifications import notify
 from tests.local_servers import LocalWebhook
 
-# What the test tasks did, and in which thread: (value, thread name).
-recorded_calls: list[tuple[str, str]] = []
-_calls_lock = threading.Lock()
+# A generous bound on waiting for background work: it only keeps a broken test from
+# hanging, it says nothing about speed.
+HANG_GUARD_SECONDS = 60
+
+
+class Call(NamedTuple):
+    value: str
+    thread: str
+    at: float  # time.monotonic(), the clock of the delayed queue
+
+
+# What the test tasks did, in which thread and when; waiters are woken on each call.
+recorded_calls: list[Call] = []
+_calls_changed = threading.Condition()
 
 
 @shared_task(name="tests.background.record_call")
 def record_call(value: str) -> None:
-    with _calls_lock:
-        recorded_calls.append((value, threading.current_thread().name))
+    with _calls_changed:
+        recorded_calls.append(Call(value, threading.current_thread().name, time.monotonic()))
+        _calls_changed.notify_all()
 
 
 @shared_task(name="tests.background.explode")
@@ -50,17 +63,63 @@ def in_process_pool(settings: Any) -> None:
     settings.CELERY_BROKER_URL = ""
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := condition():
-            return result
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {condition}")
-
-
 def values() -> list[str]:
-    return [value for value, _ in recorded_calls]
+    return [call.value for call in recorded_calls]
+
+
+def wait_for_values(expected: list[str]) -> list[Call]:
+    """The recorded calls, once their values are `expected` (in any order)."""
+    with _calls_changed:
+        if not _calls_changed.wait_for(
+            lambda: sorted(values()) == sorted(expected), timeout=HANG_GUARD_SECONDS
+        ):
+            raise AssertionError(f"the tasks recorded {values()}, not {expected}")
+        return list(recorded_calls)
+
+
+def wait_for(condition: Callable[[], Any]) -> None:
+    """Polls `condition` (a log line, a row) until it holds."""
+    deadline = time.monotonic() + HANG_GUARD_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting for {condition}")
+        time.sleep(0.01)
+
+
+class FakeClock:
+    """Celery's clock, which its schedules read to decide what is due: moves only when told."""
+
+    def __init__(self) -> None:
+        # From the real time: `tick()` marks what it ran with the real time.
+        self.current = datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, by: timedelta) -> datetime:
+        self.current += by
+        return self.current
+
+
+@pytest.fixture
+def clock(monkeypatch: Any) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(app, "now", fake.now)
+    return fake
+
+
+@pytest.fixture
+def submitted(monkeypatch: Any) -> list[tuple[str, tuple]]:
+    """What the scheduler hands to the pool, recorded as it is handed over."""
+    handed: list[tuple[str, tuple]] = []
+    submit = background._submit
+
+    def record_then_submit(task: Any, args: tuple, kwargs: dict) -> None:
+        handed.append((task.name, args))
+        submit(task, args, kwargs)
+
+    monkeypatch.setattr(background, "_submit", record_then_submit)
+    return handed
 
 
 # Enqueue on commit
@@ -113,7 +172,7 @@ def test_enqueued_work_runs_at_once_outside_a_transaction() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_eager_mode_runs_work_in_the_callers_thread_and_raises_its_errors() -> None:
     enqueue(record_call, "eager")
-    assert recorded_calls == [("eager", threading.current_thread().name)]
+    assert [call[:2] for call in recorded_calls] == [("eager", threading.current_thread().name)]
 
     with pytest.raises(RuntimeError, match="task blew up on eager"):
         enqueue(explode, "eager")
@@ -127,23 +186,22 @@ def test_eager_mode_runs_work_in_the_callers_thread_and_raises_its_errors() -> N
 def test_the_in_process_pool_runs_a_task_in_another_thread() -> None:
     enqueue(record_call, "pooled")
 
-    [(value, thread)] = wait_for(lambda: list(recorded_calls))
-    assert value == "pooled"
-    assert thread != threading.current_thread().name
-    assert thread.startswith("background")
+    [call] = wait_for_values(["pooled"])
+    assert call.thread != threading.current_thread().name
+    assert call.thread.startswith("background")
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("in_process_pool")
 def test_a_countdown_without_a_broker_delays_the_task_in_process() -> None:
-    started = time.monotonic()
+    enqueued_at = time.monotonic()
 
     enqueue(record_call, "later", countdown=0.3)
 
-    time.sleep(0.1)
-    assert values() == []
-    wait_for(lambda: values() == ["later"])
-    assert time.monotonic() - started >= 0.3
+    # However busy the machine, the task ran no sooner than its countdown.
+    [call] = wait_for_values(["later"])
+    assert call.at - enqueued_at >= 0.3
+    assert call.thread.startswith("background")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -154,7 +212,7 @@ def test_a_failing_task_is_logged_and_the_pool_keeps_working(caplog: Any) -> Non
         wait_for(lambda: "tests.background.explode failed" in caplog.text)
 
     enqueue(record_call, "still working")
-    wait_for(lambda: values() == ["still working"])
+    wait_for_values(["still working"])
 
 
 @pytest.mark.django_db
@@ -214,42 +272,52 @@ def scheduler_of(**schedules: float | timedelta) -> EmbeddedScheduler:
 
 
 @pytest.mark.django_db
-def test_the_scheduler_runs_every_entry_on_the_first_tick_then_only_when_due() -> None:
-    scheduler = scheduler_of(often=0.2, hourly=timedelta(hours=1))
+def test_the_scheduler_runs_every_entry_on_the_first_tick_then_only_when_due(
+    clock: FakeClock,
+) -> None:
+    scheduler = scheduler_of(often=timedelta(seconds=10), hourly=timedelta(hours=1))
 
-    assert scheduler.due_tasks(datetime.now(UTC)) == [
+    assert scheduler.due_tasks(clock.now()) == [
         ("tests.background.record_call", ("often",)),
         ("tests.background.record_call", ("hourly",)),
     ]
-    assert scheduler.due_tasks(datetime.now(UTC)) == []
+    assert scheduler.due_tasks(clock.now()) == []
+    assert scheduler.due_tasks(clock.advance(timedelta(seconds=9))) == []
 
-    time.sleep(0.25)
-    assert scheduler.due_tasks(datetime.now(UTC)) == [("tests.background.record_call", ("often",))]
-    assert scheduler.due_tasks(datetime.now(UTC)) == []
+    assert scheduler.due_tasks(clock.advance(timedelta(seconds=1))) == [
+        ("tests.background.record_call", ("often",))
+    ]
+    assert scheduler.due_tasks(clock.now()) == []
 
 
 @pytest.mark.django_db
-def test_the_scheduler_runs_an_entry_again_once_its_interval_has_passed() -> None:
+def test_the_scheduler_runs_an_entry_again_once_its_interval_has_passed(clock: FakeClock) -> None:
     scheduler = scheduler_of(minutely=timedelta(minutes=1), hourly=timedelta(hours=1))
-    # A first tick 90 seconds ago: the minutely entry is due again now, the hourly not.
-    scheduler.due_tasks(datetime.now(UTC) - timedelta(seconds=90))
+    scheduler.due_tasks(clock.now())
 
-    assert scheduler.due_tasks(datetime.now(UTC)) == [
+    # 90 seconds on: the minutely entry is due again, the hourly not.
+    assert scheduler.due_tasks(clock.advance(timedelta(seconds=90))) == [
         ("tests.background.record_call", ("minutely",))
     ]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_scheduler_tick_runs_the_due_tasks_on_the_pool() -> None:
+def test_a_scheduler_tick_runs_the_due_tasks_on_the_pool(
+    clock: FakeClock, submitted: list[tuple[str, tuple]]
+) -> None:
     scheduler = scheduler_of(first=60.0, second=60.0)
 
     scheduler.tick()
 
-    wait_for(lambda: sorted(values()) == ["first", "second"])
-    assert all(thread.startswith("background") for _, thread in recorded_calls)
+    calls = wait_for_values(["first", "second"])
+    assert all(call.thread.startswith("background") for call in calls)
+    # A second tick within the minute hands nothing more to the pool.
+    clock.advance(timedelta(seconds=59))
     scheduler.tick()
-    time.sleep(0.1)
-    assert sorted(values()) == ["first", "second"]
+    assert submitted == [
+        ("tests.background.record_call", ("first",)),
+        ("tests.background.record_call", ("second",)),
+    ]
 
 
 @pytest.mark.django_db
