@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
@@ -63,8 +64,9 @@ async def connect_consumer(user: Any) -> Any:
     return communicator, connected, detail
 
 
-async def receive_html_containing(communicator: Any, text: str, timeout: float = 5) -> str:
-    """The first frame that contains `text` (a frame from an earlier event may come first)."""
+async def receive_html_containing(communicator: Any, text: str, timeout: float = 60) -> str:
+    """The first frame that contains `text` (a frame from an earlier event may come first).
+    The timeout only keeps a broken test from hanging."""
     while True:
         html = await communicator.receive_from(timeout=timeout)
         if text in html:
@@ -182,9 +184,20 @@ async def test_the_requester_sees_their_own_request_without_decision_buttons(
     await communicator.disconnect()
 
 
-async def test_an_approval_rolled_back_is_never_published(operator: Any, owner: Any) -> None:
+async def test_an_approval_rolled_back_is_never_published(
+    operator: Any, owner: Any, monkeypatch: Any
+) -> None:
     communicator, connected, _ = await connect_consumer(owner)
     assert connected
+    layer = get_channel_layer()
+    sent: list[dict[str, Any]] = []
+    group_send = layer.group_send
+
+    async def record_then_send(group: str, message: dict[str, Any]) -> None:
+        sent.append(message)
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", record_then_send)
 
     def request_then_roll_back() -> None:
         with transaction.atomic():
@@ -194,8 +207,15 @@ async def test_an_approval_rolled_back_is_never_published(operator: Any, owner: 
             transaction.set_rollback(True)
 
     await database_sync_to_async(request_then_roll_back)()
+    approval = await database_sync_to_async(request_approval)(
+        action="routing.costly_call", requested_by=operator, reason="Committed"
+    )
 
-    assert await communicator.receive_nothing(timeout=0.5)
+    # Events are sent in order: once the committed request's frame is here, anything
+    # the rolled-back one had sent would have been sent before it.
+    html = await receive_html_containing(communicator, f'id="approval-{approval.pk}"')
+    assert "Rolled back" not in html
+    assert [message.get("approval_id") for message in sent] == [approval.pk]
     await communicator.disconnect()
 
 
