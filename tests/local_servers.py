@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -14,11 +13,15 @@ SECRET_PATH = "/hooks/1234/s3cr3t-webhook-token"
 
 class LocalWebhook:
     """A real HTTP server on 127.0.0.1 that answers each POST with the next scripted status
-    (then 204 once the script runs out) and records what it received."""
+    (then 204 once the script runs out) and records what it received. Given `hold`, it
+    answers only once the test sets that event: a sender is then mid-request for as
+    long as the test needs."""
 
-    def __init__(self, statuses: list[int] | None = None, delay: float = 0) -> None:
+    def __init__(
+        self, statuses: list[int] | None = None, hold: threading.Event | None = None
+    ) -> None:
         self.statuses = list(statuses or [])
-        self.delay = delay
+        self.hold = hold
         self.received: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         webhook = self
@@ -36,7 +39,8 @@ class LocalWebhook:
                         }
                     )
                     status = webhook.statuses.pop(0) if webhook.statuses else 204
-                time.sleep(webhook.delay)
+                if webhook.hold is not None:
+                    webhook.hold.wait()
                 body = b"" if status == 204 else f"status {status}".encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))

@@ -408,27 +408,43 @@ def test_a_delivery_claimed_by_another_worker_is_not_sent_again(webhook: LocalWe
 
 
 @pytest.mark.django_db(transaction=True)
-def test_workers_racing_for_one_delivery_send_it_once() -> None:
-    with LocalWebhook(delay=0.2) as webhook:
+def test_workers_racing_for_one_delivery_send_it_once(settings: Any) -> None:
+    # Generous bounds, only against a hang: they say nothing about speed.
+    settings.NOTIFY_TIMEOUT_SECONDS = 120
+    hang_guard = 120
+    answer = threading.Event()
+    with LocalWebhook(hold=answer) as webhook:
         channel = make_channel("ops-hook", webhook.url)
         delivery = NotificationDelivery.objects.create(
             channel=channel, dedupe_key="race", subject="Race", next_attempt_at=timezone.now()
         )
         start = threading.Barrier(4)
         results: list[Any] = []
+        returned = threading.Condition()
 
         def worker() -> None:
             try:
                 start.wait()
-                results.append(send_delivery(delivery.pk))
+                result = send_delivery(delivery.pk)
+                with returned:
+                    results.append(result)
+                    returned.notify_all()
             finally:
                 connections.close_all()
 
         threads = [threading.Thread(target=worker) for _ in range(4)]
         for thread in threads:
             thread.start()
+        # The webhook holds the first sender's request until the other three have
+        # given up on the delivery: they raced it while it was being sent.
+        try:
+            with returned:
+                assert returned.wait_for(lambda: len(results) == 3, timeout=hang_guard), results
+            assert results == [None, None, None]
+        finally:
+            answer.set()
         for thread in threads:
-            thread.join(timeout=10)
+            thread.join(timeout=hang_guard)
 
     assert len(results) == 4
     assert sum(result is not None for result in results) == 1
