@@ -11,9 +11,25 @@ import pytest
 from controlplane.browser import CHROMIUM, launch_chromium
 from tests.live_server import live_server_url  # noqa: F401  (the fixture, for these tests)
 
+# Every wait of the browser tests is for a condition (a selector, a socket open, a
+# count); its deadline only keeps a broken test from hanging, on however busy a machine.
+HANG_GUARD_MS = 120_000
+
+
+class Browser:
+    """Chromium, whose pages wait as long as the hang guard for what the tests ask."""
+
+    def __init__(self, chromium: Any) -> None:
+        self.chromium = chromium
+
+    def new_context(self, **options: Any) -> Any:
+        context = self.chromium.new_context(**options)
+        context.set_default_timeout(HANG_GUARD_MS)
+        return context
+
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser() -> Iterator[Browser]:
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"Browser tests need Debian's chromium at {CHROMIUM} (bin/test installs it).")
     from playwright.sync_api import sync_playwright
@@ -24,6 +40,6 @@ def browser() -> Iterator[Any]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         with sync_playwright() as playwright:
-            browser = launch_chromium(playwright)
-            yield browser
-            browser.close()
+            chromium = launch_chromium(playwright)
+            yield Browser(chromium)
+            chromium.close()

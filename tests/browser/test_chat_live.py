@@ -69,20 +69,18 @@ def test_a_run_streams_live_and_stops_when_stop_is_pressed(
         page.click("#run-button")
 
         # The new run's panel is swapped in and its socket opens.
-        page.wait_for_selector("#run-panel[ws-connect]", timeout=10_000)
-        page.wait_for_function(SOCKET_OPEN, timeout=10_000)
+        page.wait_for_selector("#run-panel[ws-connect]")
+        page.wait_for_function(SOCKET_OPEN)
         run = Run.objects.get(session=chat)
         assert run.mode == "normal"
 
         # The tool call appears in the timeline, then its result.
-        row = page.wait_for_selector("#timeline .tool-row", timeout=10_000)
+        row = page.wait_for_selector("#timeline .tool-row")
         assert "queue_summary" in row.inner_text()
-        page.wait_for_selector("#timeline .tool-outcome.outcome-ok", timeout=10_000)
+        page.wait_for_selector("#timeline .tool-outcome.outcome-ok")
         # The model streams its answer: status, reply and meters move on their own.
-        page.wait_for_selector('#run-status[data-status="streaming"]', timeout=10_000)
-        page.wait_for_function(
-            "() => document.querySelector('#run-reply').textContent.length > 0", timeout=10_000
-        )
+        page.wait_for_selector('#run-status[data-status="streaming"]')
+        page.wait_for_function("() => document.querySelector('#run-reply').textContent.length > 0")
         steps = page.inner_text("#budget-steps .meter-value")
         assert re.match(r"[12] of \d+", steps), steps
         assert page.is_visible("#stop-button")
@@ -90,8 +88,8 @@ def test_a_run_streams_live_and_stops_when_stop_is_pressed(
 
         page.click("#stop-button")
 
-        page.wait_for_selector('#run-status[data-status="stopped"]', timeout=3_000)
-        why = page.wait_for_selector("#why-idle", state="visible", timeout=3_000)
+        page.wait_for_selector('#run-status[data-status="stopped"]')
+        why = page.wait_for_selector("#why-idle", state="visible")
         text = why.inner_text()
         assert "Stopped by a person" in text
         assert f"{operator.username} stopped the run" in text
@@ -140,16 +138,16 @@ def test_an_observer_watches_a_run_that_someone_else_starts(
         runner.wait_for_function("() => window.htmx !== undefined")
         runner.fill("#id_message", "Hello there")
         runner.click("#run-button")
-        runner.wait_for_selector("#run-panel[ws-connect]", timeout=10_000)
+        runner.wait_for_selector("#run-panel[ws-connect]")
 
         watcher = watcher_context.new_page()
         log_in(watcher, live_server_url, observer.username)
         watcher.goto(f"{live_server_url}/chat/{chat.pk}/")
         assert not watcher.is_visible("#run-form")
         assert not watcher.is_visible("#stop-button")
-        watcher.wait_for_function(SOCKET_OPEN, timeout=10_000)
+        watcher.wait_for_function(SOCKET_OPEN)
         # The run completes on its own (no tool named); the watcher sees it happen.
-        watcher.wait_for_selector('#run-status[data-status="stopped"]', timeout=30_000)
+        watcher.wait_for_selector('#run-status[data-status="stopped"]')
         assert "Offline model" in watcher.inner_text("#run-reply")
         assert "Completed" in watcher.inner_text("#stop-reason")
         assert "Operator or Owner" in watcher.inner_text("#next-action")

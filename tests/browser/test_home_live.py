@@ -46,7 +46,7 @@ def test_an_approval_requested_elsewhere_appears_on_home_without_reloading(
         other.click("text=Request approval")
         other.wait_for_selector("text=an Owner decides")
 
-        row = home.wait_for_selector("#pending-approvals .approval", timeout=10_000)
+        row = home.wait_for_selector("#pending-approvals .approval")
         assert "Quiet period during the <migration>" in row.inner_text()
         assert home.inner_text("#pending-count") == "1"
         assert home.is_visible("#pending-approvals button[value=approve]")
