@@ -210,9 +210,11 @@ def test_a_failing_task_is_logged_and_the_pool_keeps_working(caplog: Any) -> Non
     with caplog.at_level(logging.ERROR, logger="controlplane.background"):
         enqueue(explode, "pooled")
         wait_for(lambda: "tests.background.explode failed" in caplog.text)
+    assert "RuntimeError: task blew up on pooled" in caplog.text  # with its traceback
 
     enqueue(record_call, "still working")
-    wait_for_values(["still working"])
+    [call] = wait_for_values(["still working"])
+    assert call.thread.startswith("background")
 
 
 @pytest.mark.django_db
