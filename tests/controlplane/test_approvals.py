@@ -406,6 +406,8 @@ def test_the_database_refuses_money_without_the_owner_tier(operator):
 # Two people decide the same approval at the same moment.
 
 RACE_ROUNDS = 20
+# Waits on the other thread only keep a broken test from hanging: never a bound on speed.
+HANG_GUARD_SECONDS = 120
 
 
 def _decide_in_thread(
@@ -419,7 +421,7 @@ def _decide_in_thread(
         approval = Approval.objects.get(pk=approval_id)
         user = get_user_model().objects.get(pk=user_id)
         user.has_perm("controlplane.decide_approval")  # warm the permission cache
-        barrier.wait(timeout=10)
+        barrier.wait(timeout=HANG_GUARD_SECONDS)
         try:
             decide_approval(approval, user=user, approve=approve)
         except ApprovalError:
@@ -452,7 +454,7 @@ def test_two_staff_deciding_at_once_give_exactly_one_decision_and_one_waiter_cal
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(timeout=30)
+            thread.join(timeout=HANG_GUARD_SECONDS)
 
         assert sorted(outcomes) == ["refused", "won"], f"round {round_number}: {outcomes}"
         approval = stored(approval)
