@@ -54,7 +54,8 @@ def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[st
         env=env,
         cwd=settings.BASE_DIR,
     )
-    deadline = time.monotonic() + 30
+    # Waits until daphne listens; the deadline only keeps a broken start from hanging.
+    deadline = time.monotonic() + 120
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -66,4 +67,8 @@ def live_server_url(django_db_setup: Any, django_db_blocker: Any) -> Iterator[st
             time.sleep(0.1)
     yield f"http://127.0.0.1:{port}"
     server.terminate()
-    server.wait(timeout=10)
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
