@@ -106,7 +106,7 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Django's backend, with this process's write transactions queueing on a lock of
     # their own instead of SQLite's sleeping busy handler (controlplane/sqlite).
-    DATABASES["default"]["ENGINE"] = "controlplane.sqlite"
+    DATABASES["default"]["ENGINE"] = "controlplane.runtime.sqlite"
     # IMMEDIATE transactions take the write lock up front, so two threads of the
     # in-process worker cannot both read then both write inside atomic blocks.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -141,7 +141,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "controlplane.cache.SharedRedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {"BACKEND": "controlplane.runtime.cache.SharedRedisCache", "LOCATION": REDIS_URL}
+    }
     # Redis pub/sub: one PUBLISH per group send, pushed to the daphne processes whose
     # sockets joined the group (3,000-7,000 events/s, sub-millisecond latency, against
     # a few hundred for the core layer's Lua scripts). It has no capacity or expiry:
@@ -173,7 +175,7 @@ else:
         "default": {
             # The default capacity of 100 drops messages silently under a burst. The
             # in-memory layer, safe to publish to from the in-process worker's threads.
-            "BACKEND": "controlplane.live.LocalChannelLayer",
+            "BACKEND": "controlplane.runtime.publisher.LocalChannelLayer",
             "CONFIG": {"capacity": 10_000, "expiry": 60},
         }
     }

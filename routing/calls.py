@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from django.db import transaction
 
-from controlplane import rows
+from controlplane.runtime import rows
 from controlplane.models import Approval, toggle_cache_keys, toggles_enabled
 from routing import budgets, pricing
 from routing.approval_rules import approval_needed

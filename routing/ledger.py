@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from django.db import connection
 
-from controlplane import rows
+from controlplane.runtime import rows
 from routing.models import BudgetDay, OperationLog, Reservation
 
 _LEDGER = BudgetDay._meta.db_table
@@ -72,7 +72,7 @@ def _reserve_sql(transient: bool) -> str:
     field = Reservation._meta.get_field("days")
     links_to_reservation = field.m2m_column_name()
     links_to_ledger = field.m2m_reverse_name()
-    # Whether the commit waits for the disk: as `controlplane.transactions.transient`.
+    # Whether the commit waits for the disk: as `controlplane.runtime.transactions.transient`.
     sync = "set_config('synchronous_commit', 'off', true)" if transient else "''"
     # Names from the models' metadata; every value is a parameter.
     return f"""

@@ -80,7 +80,7 @@ DRAIN_SECONDS = 30.0
 LAYERS = ("memory", "redis", "redis-core")
 PRODUCERS = ("writer", "emit")
 MEMORY_LAYER = {
-    "BACKEND": "controlplane.live.LocalChannelLayer",
+    "BACKEND": "controlplane.runtime.publisher.LocalChannelLayer",
     "CONFIG": {"capacity": 10_000, "expiry": 60},
 }
 

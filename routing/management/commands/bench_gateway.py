@@ -48,7 +48,7 @@ from controlplane.benchmarking import (
     milliseconds,
     wait_until_ready,
 )
-from controlplane.serving import freeze_startup_objects
+from controlplane.runtime.serving import freeze_startup_objects
 from routing.benchmarks import UPSTREAM_MODEL
 from routing.models import (
     AIModel,

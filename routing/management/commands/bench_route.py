@@ -20,7 +20,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from controlplane.benchmarking import Latencies, describe_cache, describe_database
-from controlplane.serving import freeze_startup_objects
+from controlplane.runtime.serving import freeze_startup_objects
 from routing.models import AIModel, Budget, Policy, Provider, Route, RouteFallback
 from routing.router import route
 from routing.snapshots import VERSION_KEY
