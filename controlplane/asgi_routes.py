@@ -16,7 +16,7 @@ from django.urls import URLPattern, path, re_path
 from chat.consumers import RunConsumer
 from controlplane.consumers import HomeConsumer
 from controlplane.runtime.http_endpoints import ASGIApp
-from controlplane.websockets import refuse_websocket
+from controlplane.websockets import NoSuchSocket
 from routing.gateway_asgi import GatewayApplication
 from selfheal.consumers import SelfhealConsumer
 
@@ -32,5 +32,5 @@ websocket_urlpatterns: list[URLPattern] = [
     path("ws/runs/<int:run_id>/", RunConsumer.as_asgi()),
     path("ws/selfheal/", SelfhealConsumer.as_asgi()),
     # Last: any other path (`/ws/runs/abc/` too) is refused at the handshake.
-    re_path(r"", refuse_websocket),
+    re_path(r"", NoSuchSocket.as_asgi()),
 ]

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "chat",
     "selfheal",
     "healthmon",
+    "benchmarks",  # the bench_* commands; no models, nothing imports it
 ]
 
 MIDDLEWARE = [

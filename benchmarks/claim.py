@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError, OutputWrapper
 from django.db import connection
 from django.utils import timezone
 
-from controlplane.benchmarking import (
+from benchmarks.harness import (
     DaphneProcess,
     Latencies,
     check_database_is_shareable,
@@ -45,17 +45,13 @@ KIND = "bench.claim"
 WORKER_PREFIX = "bench-claim-"
 
 
-class Command(BaseCommand):
-    help = (
-        "Benchmark claiming: tasks claimed and completed per second by concurrent workers, "
-        "through the worker HTTP API (daphne) and through the model layer."
-    )
+class ClaimBenchmark:
+    """`manage.py bench_claim` (its arguments are parsed there), writing to `stdout`."""
 
-    def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--tasks", type=int, default=2000, help="Tasks each way (2000).")
-        parser.add_argument("--workers", type=int, default=8, help="Concurrent workers (8).")
+    def __init__(self, stdout: OutputWrapper) -> None:
+        self.stdout = stdout
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def run(self, **options: Any) -> None:
         count, workers = options["tasks"], options["workers"]
         if count < 1 or workers < 1:
             raise CommandError("--tasks and --workers must be at least 1.")

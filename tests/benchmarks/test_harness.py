@@ -12,7 +12,7 @@ import pytest
 from django.core.management.base import CommandError
 from django.db import connections
 
-from controlplane.benchmarking import (
+from benchmarks.harness import (
     DaphneProcess,
     Latencies,
     check_database_is_shareable,

@@ -3,7 +3,7 @@ database and cache they measure, and daphne as a child process on this very data
 
 Importing this module needs no configured settings (it reads them when called), so
 `Latencies` works without Django set up. The upstream process of `bench_gateway`
-(`python -m routing.benchmarks`) does not import it all the same: importing the
+(`python -m benchmarks.upstream`) does not import it all the same: importing the
 `controlplane` package loads Celery, and that process must start in milliseconds.
 """
 

@@ -16,7 +16,7 @@ from datetime import timedelta
 from statistics import median
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError, OutputWrapper
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -40,16 +40,13 @@ STATUS_MIX = [
 FINISHED = {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
 
 
-class Command(BaseCommand):
-    help = "Benchmark the diagnosis with N tasks and M workers (rolled back afterwards)."
+class DiagnoseBenchmark:
+    """`manage.py bench_diagnose` (its arguments are parsed there), writing to `stdout`."""
 
-    def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--tasks", type=int, default=100_000, help="Tasks (100000).")
-        parser.add_argument("--workers", type=int, default=100, help="Workers (100).")
-        parser.add_argument("--runs", type=int, default=7, help="Timed diagnoses (7).")
-        parser.add_argument("--seed", type=int, default=0)
+    def __init__(self, stdout: OutputWrapper) -> None:
+        self.stdout = stdout
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def run(self, **options: Any) -> None:
         tasks, workers, runs = options["tasks"], options["workers"], options["runs"]
         if tasks < 0 or workers < 0 or runs < 1:
             raise CommandError("--tasks and --workers must be >= 0 and --runs >= 1.")
