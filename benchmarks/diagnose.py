@@ -21,6 +21,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from benchmarks.harness import describe_database
 from selfheal.models import PlaybookExecution, Task, TaskStatus, Worker
 from selfheal.playbooks import run_playbook
 
@@ -112,18 +113,6 @@ class DiagnoseBenchmark:
                     finding["evidence"].get("check_ms", 0.0)
                 )
         return totals, per_check, executions
-
-
-def describe_database() -> str:
-    connection.ensure_connection()
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            (version,) = cursor.fetchone()
-        return f"PostgreSQL {version}"
-    import sqlite3
-
-    return f"{connection.vendor} {sqlite3.sqlite_version}"
 
 
 def create_workers(count: int, rng: random.Random) -> list[int]:
