@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from chat.management.commands.bench_events import logged_in_session
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -33,6 +32,7 @@ from django.core.management.base import CommandError, OutputWrapper
 from django.utils import timezone
 
 from benchmarks.browser import CHROMIUM, launch_chromium
+from benchmarks.events import logged_in_session
 from benchmarks.harness import (
     DaphneProcess,
     Latencies,
