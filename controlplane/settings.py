@@ -106,7 +106,7 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Django's backend, with this process's write transactions queueing on a lock of
-    # their own instead of SQLite's sleeping busy handler (controlplane/sqlite).
+    # their own instead of SQLite's sleeping busy handler (controlplane/runtime/sqlite).
     DATABASES["default"]["ENGINE"] = "controlplane.runtime.sqlite"
     # IMMEDIATE transactions take the write lock up front, so two threads of the
     # in-process worker cannot both read then both write inside atomic blocks.
@@ -117,7 +117,8 @@ else:
     # Statements a connection runs often are prepared (planned once): psycopg's
     # default, which Django turns off for the sake of transaction-pooling PgBouncers.
     # Only statements sent with server-side parameters can be (routing.ledger's), and
-    # they are planned for any parameters (a generic plan), not again on every run.
+    # they are planned for any parameters (a generic plan), not again on every run
+    # (controlplane/runtime/prepared.py).
     options = DATABASES["default"].setdefault("OPTIONS", {})
     options["prepare_threshold"] = env.int("DATABASE_PREPARE_THRESHOLD", default=5) or None
     if options["prepare_threshold"] is not None:
