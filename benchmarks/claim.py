@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from django.core.management.base import CommandError, OutputWrapper
+from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 
 from benchmarks.harness import (
+    Benchmark,
     DaphneProcess,
     Latencies,
     check_database_is_shareable,
@@ -45,11 +46,8 @@ KIND = "bench.claim"
 WORKER_PREFIX = "bench-claim-"
 
 
-class ClaimBenchmark:
+class ClaimBenchmark(Benchmark):
     """`manage.py bench_claim` (its arguments are parsed there), writing to `stdout`."""
-
-    def __init__(self, stdout: OutputWrapper) -> None:
-        self.stdout = stdout
 
     def run(self, **options: Any) -> None:
         count, workers = options["tasks"], options["workers"]

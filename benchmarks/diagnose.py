@@ -16,12 +16,12 @@ from datetime import timedelta
 from statistics import median
 from typing import Any
 
-from django.core.management.base import CommandError, OutputWrapper
+from django.core.management.base import CommandError
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from benchmarks.harness import describe_database
+from benchmarks.harness import Benchmark, describe_database
 from selfheal.models import PlaybookExecution, Task, TaskStatus, Worker
 from selfheal.playbooks import run_playbook
 
@@ -41,11 +41,8 @@ STATUS_MIX = [
 FINISHED = {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
 
 
-class DiagnoseBenchmark:
+class DiagnoseBenchmark(Benchmark):
     """`manage.py bench_diagnose` (its arguments are parsed there), writing to `stdout`."""
-
-    def __init__(self, stdout: OutputWrapper) -> None:
-        self.stdout = stdout
 
     def run(self, **options: Any) -> None:
         tasks, workers, runs = options["tasks"], options["workers"], options["runs"]

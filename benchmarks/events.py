@@ -53,13 +53,14 @@ from channels.layers import channel_layers
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import CommandError, OutputWrapper
+from django.core.management.base import CommandError
 from django.db import connections
 from redis.connection import parse_url
 
 from benchmarks.event_writer import WRITER_INTERVAL, EventWriter
 from benchmarks.harness import (
     START_TIMEOUT,
+    Benchmark,
     DaphneProcess,
     Latencies,
     check_database_is_shareable,
@@ -127,11 +128,8 @@ class Result:
         return len(arrivals) / max(max(arrivals) - self.emitted_at[0], 1e-9)
 
 
-class EventsBenchmark:
+class EventsBenchmark(Benchmark):
     """`manage.py bench_events` (its arguments are parsed there), writing to `stdout`."""
-
-    def __init__(self, stdout: OutputWrapper) -> None:
-        self.stdout = stdout
 
     def run(self, **options: Any) -> None:
         events, clients, rate = options["events"], options["clients"], options["rate"]

@@ -28,12 +28,13 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import CommandError, OutputWrapper
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from benchmarks.browser import CHROMIUM, launch_chromium
 from benchmarks.events import logged_in_session
 from benchmarks.harness import (
+    Benchmark,
     DaphneProcess,
     Latencies,
     check_database_is_shareable,
@@ -84,11 +85,8 @@ WATCH = """
 """
 
 
-class FirstStatusBenchmark:
+class FirstStatusBenchmark(Benchmark):
     """`manage.py bench_first_status` (its arguments are parsed there), writing to `stdout`."""
-
-    def __init__(self, stdout: OutputWrapper) -> None:
-        self.stdout = stdout
 
     def run(self, **options: Any) -> None:
         runs, warmup = options["runs"], options["warmup"]

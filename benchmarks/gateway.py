@@ -32,11 +32,12 @@ from typing import Any
 
 import httpx
 from django.conf import settings
-from django.core.management.base import CommandError, OutputWrapper
+from django.core.management.base import CommandError
 from django.db.models import Q
 from django.utils import timezone
 
 from benchmarks.harness import (
+    Benchmark,
     ChildProcess,
     DaphneProcess,
     Latencies,
@@ -72,11 +73,8 @@ REQUEST_BODY = json.dumps(
 ).encode()
 
 
-class GatewayBenchmark:
+class GatewayBenchmark(Benchmark):
     """`manage.py bench_gateway` (its arguments are parsed there), writing to `stdout`."""
-
-    def __init__(self, stdout: OutputWrapper) -> None:
-        self.stdout = stdout
 
     def run(self, **options: Any) -> None:
         requests, warmup = options["requests"], options["warmup"]

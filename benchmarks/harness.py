@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from django.conf import settings
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
 from django.db import connection
 
 from routing.insights import percentile
@@ -31,6 +31,17 @@ APPLICATION = "controlplane.asgi:application"
 START_TIMEOUT = 60.0
 # How much of a child's log an error message quotes: its end, where the traceback is.
 OUTPUT_TAIL = 3000
+
+
+class Benchmark:
+    """A benchmark run by its `manage.py bench_*` command (which parses the arguments
+    and calls `run`), writing its report to the command's `stdout`."""
+
+    def __init__(self, stdout: OutputWrapper) -> None:
+        self.stdout = stdout
+
+    def run(self, **options: Any) -> None:
+        raise NotImplementedError
 
 
 # -- statistics -------------------------------------------------------------------------

@@ -16,10 +16,10 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
-from django.core.management.base import CommandError, OutputWrapper
+from django.core.management.base import CommandError
 from django.db import transaction
 
-from benchmarks.harness import Latencies, describe_cache, describe_database
+from benchmarks.harness import Benchmark, Latencies, describe_cache, describe_database
 from controlplane.runtime.serving import freeze_startup_objects
 from routing.models import AIModel, Budget, Policy, Provider, Route, RouteFallback
 from routing.router import route
@@ -29,11 +29,8 @@ TARGET_P99_US = 1000.0
 MODELS_PER_ROUTE = 3  # a primary and two fallbacks
 
 
-class RouteBenchmark:
+class RouteBenchmark(Benchmark):
     """`manage.py bench_route` (its arguments are parsed there), writing to `stdout`."""
-
-    def __init__(self, stdout: OutputWrapper) -> None:
-        self.stdout = stdout
 
     def run(self, **options: Any) -> None:
         routes, calls = options["routes"], options["calls"]
