@@ -1,5 +1,6 @@
-"""ASGI entry point, served by daphne: HTTP through Django (except the endpoints apps
-register with `controlplane.http_endpoints`), websockets through Channels."""
+"""ASGI entry point, served by daphne: HTTP through Django (except the `/v1`
+endpoints of `controlplane.asgi_routes`), websockets through Channels (the routes of
+`controlplane.asgi_routes`)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,17 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from controlplane.http_endpoints import HTTPRouter  # noqa: E402
-from controlplane.serving import freeze_startup_objects, skip_twisted_form_parsing  # noqa: E402
-from controlplane.websockets import websocket_urlpatterns  # noqa: E402
+from controlplane.asgi_routes import http_endpoints, websocket_urlpatterns  # noqa: E402
+from controlplane.runtime.http_endpoints import HTTPRouter  # noqa: E402
+from controlplane.runtime.serving import (  # noqa: E402
+    freeze_startup_objects,
+    skip_twisted_form_parsing,
+)
 
 skip_twisted_form_parsing()  # daphne hands the raw body on; Django parses forms
 application = ProtocolTypeRouter(
     {
-        "http": HTTPRouter(django_asgi_app),
+        "http": HTTPRouter(django_asgi_app, http_endpoints),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "chat",
     "selfheal",
     "healthmon",
+    "benchmarks",  # the bench_* commands; no models, nothing imports it
 ]
 
 MIDDLEWARE = [
@@ -105,8 +106,8 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Django's backend, with this process's write transactions queueing on a lock of
-    # their own instead of SQLite's sleeping busy handler (controlplane/sqlite).
-    DATABASES["default"]["ENGINE"] = "controlplane.sqlite"
+    # their own instead of SQLite's sleeping busy handler (controlplane/runtime/sqlite).
+    DATABASES["default"]["ENGINE"] = "controlplane.runtime.sqlite"
     # IMMEDIATE transactions take the write lock up front, so two threads of the
     # in-process worker cannot both read then both write inside atomic blocks.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -116,7 +117,8 @@ else:
     # Statements a connection runs often are prepared (planned once): psycopg's
     # default, which Django turns off for the sake of transaction-pooling PgBouncers.
     # Only statements sent with server-side parameters can be (routing.ledger's), and
-    # they are planned for any parameters (a generic plan), not again on every run.
+    # they are planned for any parameters (a generic plan), not again on every run
+    # (controlplane/runtime/prepared.py).
     options = DATABASES["default"].setdefault("OPTIONS", {})
     options["prepare_threshold"] = env.int("DATABASE_PREPARE_THRESHOLD", default=5) or None
     if options["prepare_threshold"] is not None:
@@ -141,7 +143,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "controlplane.cache.SharedRedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {"BACKEND": "controlplane.runtime.cache.SharedRedisCache", "LOCATION": REDIS_URL}
+    }
     # Redis pub/sub: one PUBLISH per group send, pushed to the daphne processes whose
     # sockets joined the group (3,000-7,000 events/s, sub-millisecond latency, against
     # a few hundred for the core layer's Lua scripts). It has no capacity or expiry:
@@ -173,7 +177,7 @@ else:
         "default": {
             # The default capacity of 100 drops messages silently under a burst. The
             # in-memory layer, safe to publish to from the in-process worker's threads.
-            "BACKEND": "controlplane.live.LocalChannelLayer",
+            "BACKEND": "controlplane.runtime.publisher.LocalChannelLayer",
             "CONFIG": {"capacity": 10_000, "expiry": 60},
         }
     }

@@ -1,22 +1,18 @@
-"""Websocket URL routes of the whole product.
-
-The core owns the list; each app adds its consumers from its AppConfig.ready()
-(DESIGN.md: nothing imports chat or healthmon, they register themselves here).
-asgi.py builds the router after Django is set up, so every app has registered.
-"""
+"""What a websocket handshake gets at a path no consumer serves
+(the routes are in `controlplane.asgi_routes`)."""
 
 from __future__ import annotations
 
-from django.urls import URLPattern, path
+from channels.generic.websocket import AsyncWebsocketConsumer
 
-from controlplane.consumers import HomeConsumer
-
-websocket_urlpatterns: list[URLPattern] = [
-    path("ws/home/", HomeConsumer.as_asgi()),
-]
+# Closed before accepting: the server answers the handshake with 403. The code is
+# what a client would see had the connection been accepted: "not found", 4000 + 404.
+NOT_FOUND = 4404
 
 
-def register(*routes: URLPattern) -> None:
-    for route in routes:
-        if all(str(r.pattern) != str(route.pattern) for r in websocket_urlpatterns):
-            websocket_urlpatterns.append(route)
+class NoSuchSocket(AsyncWebsocketConsumer):
+    """Refuses the handshake cleanly, where Channels' router would raise (an HTTP 500
+    and a logged traceback) for a path it has no route for."""
+
+    async def connect(self) -> None:
+        await self.close(code=NOT_FOUND)

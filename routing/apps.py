@@ -31,8 +31,3 @@ class RoutingConfig(AppConfig):
         m2m_changed.connect(
             snapshots.invalidate, sender=Route.fallbacks.through, dispatch_uid="route-cache-m2m"
         )
-
-        from controlplane import http_endpoints
-        from routing.gateway_asgi import ENDPOINTS, GatewayApplication
-
-        http_endpoints.register(GatewayApplication(), *ENDPOINTS)

@@ -28,10 +28,10 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from controlplane import rows
 from controlplane.models import toggle_enabled
 from controlplane.notifications import notify
-from controlplane.transactions import transient
+from controlplane.runtime import rows
+from controlplane.runtime.transactions import transient
 from routing import ledger as ledger_sql
 from routing.models import Budget, BudgetDay, OperationLog, Reservation
 from routing.money import ZERO

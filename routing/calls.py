@@ -20,8 +20,8 @@ from typing import Any, cast
 
 from django.db import transaction
 
-from controlplane import rows
 from controlplane.models import Approval, toggle_cache_keys, toggles_enabled
+from controlplane.runtime import rows
 from routing import budgets, pricing
 from routing.approval_rules import approval_needed
 from routing.call_approvals import ask_for_approval, usable_approval

@@ -1,15 +1,14 @@
 """The gateway over HTTP: a plain ASGI application for `/v1/chat/completions` and
-`/v1/models`, registered with `controlplane.http_endpoints`.
+`/v1/models`, served at those paths by `controlplane.asgi_routes`.
 
 Why not a Django view: the gateway sits in front of every AI call another service
 makes, so what it adds to a call's latency matters. Django's request path runs the
 middleware stack and, under ASGI, hands each request to a fresh thread that opens
 (and closes) its own database connection. Here a request goes straight to the
 gateway's logic (`routing.gateway`) on a small pool of long-lived threads
-(`GATEWAY_THREADS`), each keeping its database connection between requests
-(a pooled PostgreSQL connection goes back to the pool after each request instead;
-one that failed is closed). The host and HTTPS checks of the settings apply as in
-Django (`controlplane.http_endpoints.refusal`); a service key is the only credential.
+(`controlplane.runtime.endpoint_threads`), each keeping its database connection
+between requests. The host and HTTPS checks of the settings apply as in
+Django (`controlplane.runtime.http_endpoints.refusal`); a service key is the only credential.
 
 A streamed answer is sent event by event as the provider produces them; when the
 client goes away mid-stream the call is closed at once, so it settles and logs. A
@@ -22,16 +21,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from django.conf import settings
-from django.db import connections
 
 from controlplane.audit import acting_as
-from controlplane.http_endpoints import (
+from controlplane.runtime.endpoint_threads import run_on_pool
+from controlplane.runtime.http_endpoints import (
     Receive,
     Scope,
     Send,
@@ -71,8 +68,7 @@ class GatewayApplication:
     async def run(self, function: Callable[[], T]) -> T:
         if self._run_sync is not None:
             return await self._run_sync(function)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(_executor(), functools.partial(_in_pool, function))
+        return await run_on_pool(function)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = header_map(scope)
@@ -189,33 +185,3 @@ async def _read_body(receive: Receive) -> bytes:
 async def _disconnected(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-# The thread pool.
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(settings.GATEWAY_THREADS, thread_name_prefix="gateway")
-        return _pool
-
-
-def _in_pool[R](function: Callable[[], R]) -> R:
-    """Run one step of a request on a pool thread, then tidy its database connections:
-    kept open for the next request, except pooled ones (back to their pool) and any
-    that failed (closed; the next request opens a fresh one)."""
-    failed = True
-    try:
-        result = function()
-        failed = False
-        return result
-    finally:
-        for connection in connections.all(initialized_only=True):
-            pooled = getattr(connection, "pool", None) is not None
-            if failed or pooled or connection.errors_occurred:
-                connection.close()

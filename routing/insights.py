@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -33,10 +34,12 @@ def day_bounds(day: date) -> tuple[datetime, datetime]:
     return start, start + timedelta(days=1)
 
 
-def _percentile(values: list[int], share: float) -> int:
+def percentile[N: (int, float)](values: Sequence[N], share: float) -> N:
+    """The nearest-rank percentile: the smallest value with at least `share` (0 to 1)
+    of the values at or below it. The one percentile of the project (the rollup's
+    latencies, the benchmarks' figures)."""
     if not values:
-        return 0
-    # Nearest rank: the smallest value with at least `share` of the values at or below it.
+        raise ValueError("no samples")
     ordered = sorted(values)
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
@@ -82,8 +85,8 @@ def rollup_day(day: date) -> int:
                 prompt_tokens=group["prompt"],
                 completion_tokens=group["completion"],
                 cost=group["cost"],
-                latency_p50_ms=_percentile(group["latency"], 0.5),
-                latency_p95_ms=_percentile(group["latency"], 0.95),
+                latency_p50_ms=percentile(group["latency"], 0.5),
+                latency_p95_ms=percentile(group["latency"], 0.95),
             )
             for (operation, model, service), group in groups.items()
         )
@@ -315,7 +318,7 @@ def ab_comparisons(days: int = TRAILING_DAYS) -> list[tuple[Route, list[Arm]]]:
                     model=model.model_id,
                     calls=calls,
                     cost_per_call=cost / calls if calls else ZERO,
-                    p50_ms=_percentile([p for _, _, _, p in days_rows], 0.5),
+                    p50_ms=percentile([p for _, _, _, p in days_rows], 0.5) if days_rows else 0,
                     error_rate=Decimal(errors) / calls if calls else ZERO,
                 )
             )

@@ -18,17 +18,16 @@ runs the one-row statements (`hold`, `close`, `spend`) in a transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from functools import cache
 from typing import Any
 
-import psycopg
 from django.db import connection
 
-from controlplane import rows
+from controlplane.runtime import rows
+from controlplane.runtime.prepared import server_bound_cursor
 from routing.models import BudgetDay, OperationLog, Reservation
 
 _LEDGER = BudgetDay._meta.db_table
@@ -51,28 +50,13 @@ def hold(ledger_id: int, amount: Decimal, limit: Decimal, *, checked: bool) -> b
         return cursor.rowcount == 1
 
 
-@contextmanager
-def _server_bound_cursor() -> Iterator[Any]:
-    """PostgreSQL: a cursor that sends the parameters apart from the statement, so that
-    psycopg prepares a statement this connection runs often (`prepare_threshold`, 5 by
-    default; None turns it off, as a transaction-pooling PgBouncer needs): the two
-    statements of every call are then planned once per connection, not once per call
-    (planning them took longer than running them). Django's own cursors bind on the
-    client; this one goes through Django's wrappers all the same (query logging,
-    error translation)."""
-    connection.ensure_connection()
-    raw = psycopg.Cursor(connection.connection)
-    with connection._prepare_cursor(raw) as cursor:  # type: ignore[attr-defined]
-        yield cursor
-
-
 @cache
 def _reserve_sql(transient: bool) -> str:
     reservation = rows.statement(Reservation)
     field = Reservation._meta.get_field("days")
     links_to_reservation = field.m2m_column_name()
     links_to_ledger = field.m2m_reverse_name()
-    # Whether the commit waits for the disk: as `controlplane.transactions.transient`.
+    # Whether the commit waits for the disk: as `controlplane.runtime.transactions.transient`.
     sync = "set_config('synchronous_commit', 'off', true)" if transient else "''"
     # Names from the models' metadata; every value is a parameter.
     return f"""
@@ -127,7 +111,7 @@ def reserve(
         amount,
         *rows.statement(Reservation).values(reservation, connection),
     ]
-    with _server_bound_cursor() as cursor:
+    with server_bound_cursor() as cursor:
         cursor.execute(_reserve_sql(transient), params)
         made, refused, _ = cursor.fetchone()
     if made is not None:
@@ -195,7 +179,7 @@ def settle_and_log(
         actual,
         *rows.statement(OperationLog).values(row, connection),
     ]
-    with _server_bound_cursor() as cursor:
+    with server_bound_cursor() as cursor:
         cursor.execute(_settle_sql(), params)
         was, log_id, ledgers = cursor.fetchone()
     rows.saved(row, log_id)

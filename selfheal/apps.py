@@ -8,13 +8,7 @@ class SelfhealConfig(AppConfig):
     verbose_name = "Self-heal"
 
     def ready(self) -> None:
-        from django.urls import path
-
-        from controlplane import websockets
         from selfheal import engine, playbooks
-        from selfheal.consumers import SelfhealConsumer
-
-        websockets.register(path("ws/selfheal/", SelfhealConsumer.as_asgi()))
 
         # Whichever process decides an unblock approval puts its task back or cancels it.
         engine.register_waiters()

@@ -20,7 +20,7 @@ NOTIFY_RETRY_BASE_SECONDS = 0.0
 
 # The browser tests serve the app from a daphne process of its own, which must see
 # the test database: on SQLite that means a file, not the in-memory default.
-if "sqlite" in DATABASES["default"]["ENGINE"]:  # noqa: F405  (controlplane.sqlite)
+if "sqlite" in DATABASES["default"]["ENGINE"]:  # noqa: F405  (controlplane.runtime.sqlite)
     # One file per test run, so that concurrent runs do not share a database.
     DATABASES["default"]["TEST"] = {  # noqa: F405
         "NAME": os.path.join(tempfile.gettempdir(), f"controlplane-test-{os.getpid()}.sqlite3")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from controlplane.browser import CHROMIUM, launch_chromium
+from benchmarks.browser import CHROMIUM, launch_chromium
 from tests.live_server import live_server_url  # noqa: F401  (the fixture, for these tests)
 
 # Every wait of the browser tests is for a condition (a selector, a socket open, a

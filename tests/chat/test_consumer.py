@@ -27,8 +27,8 @@ from chat.consumers import CLOSE_NOT_FOUND, after_seq
 from chat.events import emit, emit_many, event_message, events_message, run_group
 from chat.models import Run, StreamEvent
 from controlplane.asgi import application
+from controlplane.asgi_routes import websocket_urlpatterns
 from controlplane.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
-from controlplane.websockets import websocket_urlpatterns
 from tests.chat.runs import make_run
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

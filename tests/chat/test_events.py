@@ -1,5 +1,5 @@
 """Writing the run event stream: gap-free seqs, one transaction and one message per
-change, the group-commit writer, and, with several writers of one run at once, commit
+change, and, with several writers of one run at once, commit
 order equal to seq order (a reader that replays `after=seq` never skips an event)."""
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from django.db import connection, transaction
 
+from benchmarks.event_writer import EventWriter
 from chat.events import (
-    EventWriter,
-    EventWriterError,
     emit,
     emit_many,
     events_after,
@@ -120,42 +119,6 @@ def test_emitting_to_a_run_that_does_not_exist_raises_and_writes_nothing(operato
 
     assert not StreamEvent.objects.exists()
     assert emit_many(run.pk, []) == []
-
-
-# -- the group-commit writer ------------------------------------------------------------
-
-
-@pytest.mark.django_db(transaction=True)
-def test_an_event_writer_writes_everything_in_order_in_a_few_transactions(operator, published):
-    run = make_run(operator)
-
-    with EventWriter(run.pk, interval=0.05) as writer:
-        for number in range(200):
-            writer.emit("token", {"text": f"[{number}]"})
-
-    texts = [event.data["text"] for event in run.events.order_by("seq")]
-    assert texts == [f"[{number}]" for number in range(200)]
-    assert seqs_of(run) == list(range(1, 201))
-    assert writer.written == 200
-    # Published once per transaction, consecutive seqs each, in order, all of them.
-    batches = published_seqs(published)
-    assert len(batches) < 10
-    assert [seq for batch in batches for seq in batch] == list(range(1, 201))
-
-
-@pytest.mark.django_db(transaction=True)
-def test_an_event_writer_that_cannot_write_says_so(operator):
-    run = make_run(operator)
-    writer = EventWriter(run.pk + 1000)
-    writer.emit("token", {"text": "nowhere"})
-
-    with pytest.raises(EventWriterError, match=f"run {run.pk + 1000} failed") as failure:
-        writer.close()
-
-    assert isinstance(failure.value.__cause__, Run.DoesNotExist)
-    with pytest.raises(EventWriterError):
-        writer.emit("token", {"text": "still nowhere"})
-    assert not StreamEvent.objects.exists()
 
 
 # -- several writers of one run ----------------------------------------------------------

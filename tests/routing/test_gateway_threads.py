@@ -15,8 +15,9 @@ from django.apps import apps
 from django.db import DatabaseError, connection, connections
 from django.test.utils import CaptureQueriesContext
 
-from routing import gateway_asgi
-from routing.gateway_asgi import GatewayApplication, _in_pool
+from controlplane.runtime import endpoint_threads
+from controlplane.runtime.endpoint_threads import in_pool
+from routing.gateway_asgi import GatewayApplication
 from routing.models import (
     Budget,
     OperationLog,
@@ -51,7 +52,7 @@ def gateway_threads(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> I
     before the test database is flushed."""
     SEED.seed(apps, None)  # a previous transactional test's flush removed it
     pool = ThreadPoolExecutor(1, thread_name_prefix="gateway-test")
-    monkeypatch.setattr(gateway_asgi, "_pool", pool)
+    monkeypatch.setattr(endpoint_threads, "_pool", pool)
     yield
     pool.submit(connections.close_all).result()
     pool.shutdown()
@@ -59,8 +60,8 @@ def gateway_threads(transactional_db: Any, monkeypatch: pytest.MonkeyPatch) -> I
 
 def pool_connection() -> Any:
     """The database connection of the gateway's one thread, as it is between requests."""
-    assert gateway_asgi._pool is not None
-    return gateway_asgi._pool.submit(lambda: connection.connection).result()
+    assert endpoint_threads._pool is not None
+    return endpoint_threads._pool.submit(lambda: connection.connection).result()
 
 
 def test_on_the_gateway_threads_a_call_commits_and_the_thread_keeps_its_connection(
@@ -98,7 +99,7 @@ def test_on_the_gateway_threads_a_client_leaving_mid_stream_settles_and_logs(
     assert_closed_as_left_mid_stream(answer, started, budget)
 
 
-# -- the pool's database connections (`_in_pool`) ----------------------------------------
+# -- the pool's database connections (`in_pool`) ----------------------------------------
 
 
 @pytest.fixture
@@ -122,10 +123,10 @@ def connection_of_thread(pool: ThreadPoolExecutor) -> Any:
 def test_after_a_successful_step_the_thread_keeps_its_connection_open(
     pool_thread: ThreadPoolExecutor,
 ) -> None:
-    first = pool_thread.submit(_in_pool, query_and_name_the_connection).result()
+    first = pool_thread.submit(in_pool, query_and_name_the_connection).result()
     assert connection_of_thread(pool_thread) is first
 
-    second = pool_thread.submit(_in_pool, query_and_name_the_connection).result()
+    second = pool_thread.submit(in_pool, query_and_name_the_connection).result()
 
     assert first is not None
     assert second is first
@@ -134,17 +135,17 @@ def test_after_a_successful_step_the_thread_keeps_its_connection_open(
 def test_after_a_failing_step_the_thread_closes_its_connection(
     pool_thread: ThreadPoolExecutor,
 ) -> None:
-    before = pool_thread.submit(_in_pool, query_and_name_the_connection).result()
+    before = pool_thread.submit(in_pool, query_and_name_the_connection).result()
 
     def fails() -> None:
         query_and_name_the_connection()
         raise RuntimeError("the step failed")
 
     with pytest.raises(RuntimeError, match="the step failed"):
-        pool_thread.submit(_in_pool, fails).result()
+        pool_thread.submit(in_pool, fails).result()
 
     assert connection_of_thread(pool_thread) is None
-    after = pool_thread.submit(_in_pool, query_and_name_the_connection).result()
+    after = pool_thread.submit(in_pool, query_and_name_the_connection).result()
     assert after is not None
     assert after is not before
 
@@ -161,10 +162,10 @@ def test_a_step_that_caught_a_database_error_does_not_leave_its_connection_open(
             return "answered anyway"
         raise AssertionError("the query should have failed")
 
-    assert pool_thread.submit(_in_pool, survives_an_error).result() == "answered anyway"
+    assert pool_thread.submit(in_pool, survives_an_error).result() == "answered anyway"
 
     assert connection_of_thread(pool_thread) is None
-    assert pool_thread.submit(_in_pool, query_and_name_the_connection).result() is not None
+    assert pool_thread.submit(in_pool, query_and_name_the_connection).result() is not None
 
 
 class _FakeConnection:
@@ -187,9 +188,9 @@ def test_a_pooled_connection_goes_back_to_its_pool_after_every_step(
             assert initialized_only  # never opens a connection just to close it
             return [pooled, direct]
 
-    monkeypatch.setattr(gateway_asgi, "connections", Connections())
+    monkeypatch.setattr(endpoint_threads, "connections", Connections())
 
-    assert _in_pool(lambda: "done") == "done"
+    assert in_pool(lambda: "done") == "done"
 
     assert (pooled.closed, direct.closed) == (1, 0)
 

@@ -1,4 +1,4 @@
-"""`controlplane.rows.insert`: one INSERT ... RETURNING built once per model and row
+"""`controlplane.runtime.rows.insert`: one INSERT ... RETURNING built once per model and row
 count, storing what `save()` would have stored.
 
 OperationLog is the model under test: it has every kind of field the statement must
@@ -16,8 +16,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from controlplane import rows
 from controlplane.models.audit import AppendOnlyError
+from controlplane.runtime import rows
 from routing.models import OperationLog
 
 # Every digit a money column holds: 12 before the point, 18 after.

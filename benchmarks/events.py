@@ -3,14 +3,14 @@
 One run emits `--events` (20,000) token events (written to the database, then
 published to the run's group) at `--rate` events a second (1,000; 0 for as fast as it
 goes), while `--clients` (10) websocket clients, in a process of their own
-(`python -m chat.benchmarks`), watch the run through a real daphne, logged in with a
+(`python -m benchmarks.event_watcher`), watch the run through a real daphne, logged in with a
 session cookie as a browser is. Each event's text is its index, so every client can
 tell each event apart. The clients are connected as a page that has loaded is: each
 socket has received the run so far (one event, written before they connect) when the
 producer starts.
 
 Producers (`--producer`): `writer` (default) hands each event to a
-`chat.events.EventWriter`, which writes what queued up since its last transaction in
+`benchmarks.event_writer.EventWriter`, which writes what queued up since its last transaction in
 the next one, at most one every 10 ms (group commit), as a producer of a fast stream
 does; `emit` calls `chat.events.emit()` once per event, a transaction and a message
 each, which a database that syncs every commit to disk holds to a few hundred a
@@ -53,14 +53,14 @@ from channels.layers import channel_layers
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import connections
 from redis.connection import parse_url
 
-from chat.events import WRITER_INTERVAL, EventWriter, emit
-from chat.models import ChatSession, Run, StreamEvent
-from controlplane.benchmarking import (
+from benchmarks.event_writer import WRITER_INTERVAL, EventWriter
+from benchmarks.harness import (
     START_TIMEOUT,
+    Benchmark,
     DaphneProcess,
     Latencies,
     check_database_is_shareable,
@@ -69,6 +69,8 @@ from controlplane.benchmarking import (
     interrupt_on_sigterm,
     wait_until_ready,
 )
+from chat.events import emit
+from chat.models import ChatSession, Run, StreamEvent
 from controlplane.tiers import TIER_GROUPS, Tier
 
 USERNAME = "bench-events"
@@ -80,7 +82,7 @@ DRAIN_SECONDS = 30.0
 LAYERS = ("memory", "redis", "redis-core")
 PRODUCERS = ("writer", "emit")
 MEMORY_LAYER = {
-    "BACKEND": "controlplane.live.LocalChannelLayer",
+    "BACKEND": "controlplane.runtime.publisher.LocalChannelLayer",
     "CONFIG": {"capacity": 10_000, "expiry": 60},
 }
 
@@ -126,44 +128,10 @@ class Result:
         return len(arrivals) / max(max(arrivals) - self.emitted_at[0], 1e-9)
 
 
-class Command(BaseCommand):
-    help = (
-        "Benchmark the run event stream: one run emitting many events to websocket "
-        "clients through daphne, with the in-memory and the Redis channel layer."
-    )
+class EventsBenchmark(Benchmark):
+    """`manage.py bench_events` (its arguments are parsed there), writing to `stdout`."""
 
-    def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--events", type=int, default=20_000)
-        parser.add_argument("--clients", type=int, default=10)
-        parser.add_argument(
-            "--rate",
-            type=float,
-            default=TARGET_RATE,
-            help="Events a second the run emits (0: as fast as it can; default 1000).",
-        )
-        parser.add_argument(
-            "--layer",
-            nargs="+",
-            choices=LAYERS,
-            default=["memory", "redis"],
-            help="memory, redis (the layer settings.py configures with REDIS_URL: "
-            "channels_redis' pub/sub layer) and/or redis-core (channels_redis' "
-            "RedisChannelLayer); default memory redis.",
-        )
-        parser.add_argument(
-            "--producer",
-            choices=PRODUCERS,
-            default="writer",
-            help="writer: an EventWriter (group commit; default); emit: one emit() "
-            "(one transaction) per event.",
-        )
-        parser.add_argument(
-            "--redis-url",
-            default=settings.REDIS_URL or "redis://127.0.0.1:6379/0",
-            help="Redis for the redis layer (default REDIS_URL, else redis://127.0.0.1:6379/0).",
-        )
-
-    def handle(self, *args: Any, **options: Any) -> None:
+    def run(self, **options: Any) -> None:
         events, clients, rate = options["events"], options["clients"], options["rate"]
         producer = options["producer"]
         if events < 1 or clients < 1 or rate < 0:
@@ -177,7 +145,7 @@ class Command(BaseCommand):
         self.stdout.write(
             "Producer: "
             + (
-                "chat.events.EventWriter (group commit: one transaction at most every "
+                "benchmarks.event_writer.EventWriter (group commit: one transaction at most every "
                 f"{WRITER_INTERVAL * 1000:.0f} ms with what queued up since the last)"
                 if producer == "writer"
                 else "chat.events.emit(), one transaction per event"
@@ -349,7 +317,7 @@ def watching(
     """The clients' process, connected; yields a function that waits for its results."""
     child = subprocess.Popen(  # noqa: S603 (this Python, a fixed command line)
         [
-            sys.executable, "-m", "chat.benchmarks",
+            sys.executable, "-m", "benchmarks.event_watcher",
             "--url", f"ws://{base}/ws/runs/{run.pk}/",
             "--origin", f"http://{base}",
             "--cookie", cookie,

@@ -12,7 +12,7 @@ import pytest
 from django.core.management.base import CommandError
 from django.db import connections
 
-from controlplane.benchmarking import (
+from benchmarks.harness import (
     DaphneProcess,
     Latencies,
     check_database_is_shareable,
@@ -29,12 +29,12 @@ def test_percentiles_are_the_nearest_rank_of_the_samples():
 
 
 def test_a_percentile_of_a_few_samples_rounds_the_rank_up():
-    assert [percentile([1.0, 2.0, 3.0], p) for p in (0, 34, 50, 67, 95)] == [1, 2, 2, 3, 3]
+    assert [percentile([1.0, 2.0, 3.0], p) for p in (0, 0.34, 0.5, 0.67, 0.95)] == [1, 2, 2, 3, 3]
 
 
 def test_a_percentile_of_no_samples_is_an_error():
     with pytest.raises(ValueError, match="no samples"):
-        percentile([], 50)
+        percentile([], 0.5)
 
 
 def test_latencies_in_seconds_print_in_milliseconds():

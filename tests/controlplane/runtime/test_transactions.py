@@ -1,4 +1,4 @@
-"""`controlplane.transactions.transient`: a transaction whose commit does not wait for
+"""`controlplane.runtime.transactions.transient`: a transaction whose commit does not wait for
 the disk (SQLite: `synchronous` NORMAL for it alone; PostgreSQL: `synchronous_commit`
 off for it alone), and a plain savepoint inside a caller's transaction.
 
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from django.db import connection, connections, transaction
 
-from controlplane.transactions import transient
+from controlplane.runtime.transactions import transient
 from routing.models import Reservation
 
 ON_SQLITE = connection.vendor == "sqlite"

@@ -1,6 +1,6 @@
 """The websocket clients of `manage.py bench_events`, in a process of their own.
 
-    python -m chat.benchmarks --url ws://127.0.0.1:8000/ws/runs/7/ \\
+    python -m benchmarks.event_watcher --url ws://127.0.0.1:8000/ws/runs/7/ \\
         --origin http://127.0.0.1:8000 --cookie "sessionid=..." --clients 10 --events 20000
 
 Opens `--clients` sockets to a run's stream, as browsers do (session cookie, Origin),

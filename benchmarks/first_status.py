@@ -28,12 +28,13 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 
-from chat.management.commands.bench_events import logged_in_session
-from chat.models import ChatSession, Run
-from controlplane.benchmarking import (
+from benchmarks.browser import CHROMIUM, launch_chromium
+from benchmarks.events import logged_in_session
+from benchmarks.harness import (
+    Benchmark,
     DaphneProcess,
     Latencies,
     check_database_is_shareable,
@@ -42,7 +43,7 @@ from controlplane.benchmarking import (
     interrupt_on_sigterm,
     wait_until_ready,
 )
-from controlplane.browser import CHROMIUM, launch_chromium
+from chat.models import ChatSession, Run
 from controlplane.tiers import TIER_GROUPS, Tier
 from routing.models import OperationLog
 
@@ -84,17 +85,10 @@ WATCH = """
 """
 
 
-class Command(BaseCommand):
-    help = (
-        "Benchmark the time from pressing Run to the run's first status in headless "
-        "Chromium, against a live daphne: p50/p95 over --runs runs."
-    )
+class FirstStatusBenchmark(Benchmark):
+    """`manage.py bench_first_status` (its arguments are parsed there), writing to `stdout`."""
 
-    def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--runs", type=int, default=50)
-        parser.add_argument("--warmup", type=int, default=5)
-
-    def handle(self, *args: Any, **options: Any) -> None:
+    def run(self, **options: Any) -> None:
         runs, warmup = options["runs"], options["warmup"]
         if runs < 1 or warmup < 0:
             raise CommandError("--runs must be at least 1 and --warmup at least 0.")

@@ -1,6 +1,6 @@
 """`manage.py bench_gateway`: what the gateway adds to an AI call's latency.
 
-Starts a fast local OpenAI-compatible upstream (`python -m routing.benchmarks`) and
+Starts a fast local OpenAI-compatible upstream (`python -m benchmarks.upstream`) and
 the gateway as a real daphne process on the configured database and cache; creates
 a provider `bench-upstream` pointing at the upstream, a model, a route `bench`, a
 service key and two daily budgets (the service's and the operation's: every call
@@ -32,12 +32,12 @@ from typing import Any
 
 import httpx
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db.models import Q
 from django.utils import timezone
 
-from controlplane.benchmarking import (
-    APPLICATION,
+from benchmarks.harness import (
+    Benchmark,
     ChildProcess,
     DaphneProcess,
     Latencies,
@@ -48,8 +48,8 @@ from controlplane.benchmarking import (
     milliseconds,
     wait_until_ready,
 )
-from controlplane.serving import freeze_startup_objects
-from routing.benchmarks import UPSTREAM_MODEL
+from benchmarks.upstream import UPSTREAM_MODEL
+from controlplane.runtime.serving import freeze_startup_objects
 from routing.models import (
     AIModel,
     Budget,
@@ -73,29 +73,10 @@ REQUEST_BODY = json.dumps(
 ).encode()
 
 
-class Command(BaseCommand):
-    help = (
-        "Benchmark the gateway: the same requests to a local upstream directly and "
-        "through /v1/chat/completions; added latency and requests/s per concurrency level."
-    )
+class GatewayBenchmark(Benchmark):
+    """`manage.py bench_gateway` (its arguments are parsed there), writing to `stdout`."""
 
-    def add_arguments(self, parser: Any) -> None:
-        parser.add_argument(
-            "--requests", type=int, default=2000, help="Timed requests each way, per level."
-        )
-        parser.add_argument(
-            "--concurrency", default="1,10", help="Comma-separated levels (default 1,10)."
-        )
-        parser.add_argument(
-            "--warmup", type=int, default=50, help="Untimed requests each way before each level."
-        )
-        parser.add_argument(
-            "--application",
-            default=APPLICATION,
-            help=f"The ASGI application daphne serves (default {APPLICATION}).",
-        )
-
-    def handle(self, *args: Any, **options: Any) -> None:
+    def run(self, **options: Any) -> None:
         requests, warmup = options["requests"], options["warmup"]
         levels = _levels(options["concurrency"])
         if requests < 1 or warmup < 0:
@@ -302,12 +283,12 @@ def remove_bench_rows() -> list[str]:
 
 
 class _Upstream(ChildProcess):
-    """The bench upstream (`python -m routing.benchmarks`), a child process stopped
+    """The bench upstream (`python -m benchmarks.upstream`), a child process stopped
     on exit."""
 
     def start(self) -> str:
         self.child = subprocess.Popen(
-            [sys.executable, "-m", "routing.benchmarks"],
+            [sys.executable, "-m", "benchmarks.upstream"],
             cwd=settings.BASE_DIR,
             stdout=subprocess.PIPE,
         )

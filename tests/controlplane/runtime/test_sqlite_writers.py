@@ -1,5 +1,5 @@
 """SQLite's write transactions within one process take turns on a lock of their own
-(`controlplane.sqlite`), instead of SQLite's busy handler sleeping between tries."""
+(`controlplane.runtime.sqlite`), instead of SQLite's busy handler sleeping between tries."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.db import OperationalError, connection, connections, transaction
 
-from controlplane.sqlite.base import _writer_lock
+from controlplane.runtime.sqlite.base import _writer_lock
 from routing.models import Reservation
 
 pytestmark = [

@@ -1,4 +1,4 @@
-"""`controlplane.http_endpoints`: registered exact paths go to their own ASGI
+"""`controlplane.runtime.http_endpoints`: the endpoints' exact paths go to their own ASGI
 application, everything else to Django; and the host, HTTPS and security-header
 rules those endpoints apply are Django's own, checked here against Django."""
 
@@ -18,9 +18,9 @@ from django.http import HttpResponse
 from django.middleware.security import SecurityMiddleware
 from django.test import RequestFactory
 
-from controlplane import http_endpoints
-from controlplane.http_endpoints import HTTPRouter, is_secure, refusal, security_headers
-from routing import gateway_asgi
+from controlplane import asgi_routes
+from controlplane.runtime import endpoint_threads
+from controlplane.runtime.http_endpoints import HTTPRouter, is_secure, refusal, security_headers
 from routing.gateway_asgi import ENDPOINTS, GatewayApplication
 from routing.money import loads_exact
 
@@ -35,7 +35,7 @@ def served(db: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     signals.request_started.disconnect(close_old_connections)
     signals.request_finished.disconnect(close_old_connections)
     pool = ThreadPoolExecutor(1, thread_name_prefix="gateway-test")
-    monkeypatch.setattr(gateway_asgi, "_pool", pool)
+    monkeypatch.setattr(endpoint_threads, "_pool", pool)
     try:
         yield
     finally:
@@ -97,8 +97,8 @@ def test_healthz_is_served_by_django(served: None) -> None:
     assert "x-frame-options" in response["headers"]  # Django's middleware ran
 
 
-def test_the_routing_app_registers_exactly_the_gateway_paths() -> None:
-    registered = http_endpoints._endpoints
+def test_the_routes_send_exactly_the_gateway_paths_to_the_gateway() -> None:
+    registered = asgi_routes.http_endpoints
 
     assert set(registered) == set(ENDPOINTS) == {"/v1/chat/completions", "/v1/models"}
     assert all(isinstance(app, GatewayApplication) for app in registered.values())
@@ -127,18 +127,19 @@ def route(router: HTTPRouter, scope: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-def endpoint(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    monkeypatch.setattr(http_endpoints, "_endpoints", {})
-    app = Recorder()
-    http_endpoints.register(app, "/fast", "/also-fast")
-    return app
+def endpoint() -> Recorder:
+    return Recorder()
+
+
+def router(django: Recorder, endpoint: Recorder) -> HTTPRouter:
+    return HTTPRouter(django, {"/fast": endpoint, "/also-fast": endpoint})
 
 
 @pytest.mark.parametrize("path", ["/fast", "/also-fast"])
 def test_a_registered_path_goes_to_its_application(endpoint: Recorder, path: str) -> None:
     django = Recorder()
 
-    route(HTTPRouter(django), {"type": "http", "path": path})
+    route(router(django, endpoint), {"type": "http", "path": path})
 
     assert [scope["path"] for scope in endpoint.scopes] == [path]
     assert django.scopes == []
@@ -158,7 +159,7 @@ def test_a_registered_path_goes_to_its_application(endpoint: Recorder, path: str
 def test_anything_else_goes_to_django(endpoint: Recorder, scope: dict[str, Any]) -> None:
     django = Recorder()
 
-    route(HTTPRouter(django), scope)
+    route(router(django, endpoint), scope)
 
     assert django.scopes == [scope]
     assert endpoint.scopes == []
@@ -334,3 +335,47 @@ def test_hsts_and_nosniff_are_what_djangos_security_middleware_adds(
     assert ours["X-Content-Type-Options"] == django["X-Content-Type-Options"] == "nosniff"
     assert ours.get("Strict-Transport-Security") == django.headers.get("Strict-Transport-Security")
     assert ("Strict-Transport-Security" in ours) == (scheme == "https" and seconds > 0)
+
+
+SECURITY_HEADERS = ["referrer-policy", "cross-origin-opener-policy", "x-content-type-options"]
+
+
+def test_a_v1_answer_carries_the_security_headers_of_a_page_of_the_site(served: None) -> None:
+    page = fetch("/healthz")
+    gateway = fetch("/v1/models")
+
+    for name in SECURITY_HEADERS:
+        assert gateway["headers"][name] == page["headers"][name], name
+    assert gateway["headers"]["referrer-policy"] == "same-origin"
+    assert gateway["headers"]["cross-origin-opener-policy"] == "same-origin"
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_the_v1_security_headers_are_all_that_djangos_middleware_adds(
+    settings: Any, scheme: str
+) -> None:
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_PROXY_SSL_HEADER = None
+    bare = HttpResponse()
+    before = set(bare.headers)
+    django = SecurityMiddleware(lambda request: HttpResponse()).process_response(
+        django_request(scheme, None), bare
+    )
+
+    ours = security_headers(http_scope(scheme), headers_for(None))
+
+    assert ours == {name: value for name, value in django.items() if name not in before}
+
+
+def test_a_changed_security_setting_changes_the_v1_headers(settings: Any) -> None:
+    settings.SECURE_REFERRER_POLICY = "no-referrer"
+    settings.SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin-allow-popups"
+
+    ours = security_headers(http_scope(), headers_for(None))
+
+    assert ours["Referrer-Policy"] == "no-referrer"
+    assert ours["Cross-Origin-Opener-Policy"] == "same-origin-allow-popups"
+
+    settings.SECURE_CROSS_ORIGIN_OPENER_POLICY = None
+
+    assert "Cross-Origin-Opener-Policy" not in security_headers(http_scope(), headers_for(None))

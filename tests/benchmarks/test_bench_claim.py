@@ -8,10 +8,8 @@ from io import StringIO
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 
 from selfheal.models import Task, Worker
 
@@ -20,19 +18,9 @@ def starting(lines: list[str], prefix: str) -> list[str]:
     return [line for line in lines if line.strip().startswith(prefix)]
 
 
-@pytest.fixture
-def server_sees_the_test_database(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The command's daphne process runs with these settings: point it at this test
-    run's database and cache, as the browser tests' live server is."""
-    monkeypatch.setenv("CONTROLPLANE_LIVE_TEST_DB", str(connection.settings_dict["NAME"]))
-    location = settings.CACHES["default"].get("LOCATION", "")
-    if location:
-        monkeypatch.setenv("CONTROLPLANE_LIVE_TEST_CACHE", str(location))
-
-
 # transaction=True: the server is another process, which sees committed rows only.
 @pytest.mark.django_db(transaction=True)
-def test_bench_claim_measures_both_ways_and_cleans_up(server_sees_the_test_database: Any):
+def test_bench_claim_measures_both_ways_and_cleans_up(daphne_sees_the_test_database: Any):
     real = Task.objects.create(title="Real work", kind="noop")
     out = StringIO()
     call_command("bench_claim", "--tasks", "12", "--workers", "3", stdout=out)

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import connection
 from django.utils import timezone
 
-from controlplane.benchmarking import (
+from benchmarks.harness import (
+    Benchmark,
     DaphneProcess,
     Latencies,
     check_database_is_shareable,
@@ -45,17 +46,10 @@ KIND = "bench.claim"
 WORKER_PREFIX = "bench-claim-"
 
 
-class Command(BaseCommand):
-    help = (
-        "Benchmark claiming: tasks claimed and completed per second by concurrent workers, "
-        "through the worker HTTP API (daphne) and through the model layer."
-    )
+class ClaimBenchmark(Benchmark):
+    """`manage.py bench_claim` (its arguments are parsed there), writing to `stdout`."""
 
-    def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--tasks", type=int, default=2000, help="Tasks each way (2000).")
-        parser.add_argument("--workers", type=int, default=8, help="Concurrent workers (8).")
-
-    def handle(self, *args: Any, **options: Any) -> None:
+    def run(self, **options: Any) -> None:
         count, workers = options["tasks"], options["workers"]
         if count < 1 or workers < 1:
             raise CommandError("--tasks and --workers must be at least 1.")

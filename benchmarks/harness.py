@@ -1,15 +1,12 @@
 """What the benchmark commands share: latency percentiles, how they describe the
 database and cache they measure, and daphne as a child process on this very database.
 
-Importing this module needs no configured settings (it reads them when called), so
-`Latencies` works without Django set up. The upstream process of `bench_gateway`
-(`python -m routing.benchmarks`) does not import it all the same: importing the
-`controlplane` package loads Celery, and that process must start in milliseconds.
+The helper processes (`python -m benchmarks.upstream`, `benchmarks.event_watcher`) do
+not import it: it needs Django set up, and they must start in milliseconds.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import socket
@@ -25,8 +22,10 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from django.conf import settings
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
 from django.db import connection
+
+from routing.insights import percentile
 
 APPLICATION = "controlplane.asgi:application"
 START_TIMEOUT = 60.0
@@ -34,15 +33,18 @@ START_TIMEOUT = 60.0
 OUTPUT_TAIL = 3000
 
 
+class Benchmark:
+    """A benchmark run by its `manage.py bench_*` command (which parses the arguments
+    and calls `run`), writing its report to the command's `stdout`."""
+
+    def __init__(self, stdout: OutputWrapper) -> None:
+        self.stdout = stdout
+
+    def run(self, **options: Any) -> None:
+        raise NotImplementedError
+
+
 # -- statistics -------------------------------------------------------------------------
-
-
-def percentile(ordered: Sequence[float], percent: float) -> float:
-    """The nearest-rank percentile of already sorted values."""
-    if not ordered:
-        raise ValueError("no samples")
-    rank = math.ceil(percent / 100 * len(ordered))
-    return ordered[min(max(rank, 1), len(ordered)) - 1]
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,9 @@ class Latencies:
         ordered = sorted(samples)
         return cls(
             count=len(ordered),
-            p50=percentile(ordered, 50),
-            p95=percentile(ordered, 95),
-            p99=percentile(ordered, 99),
+            p50=percentile(ordered, 0.50),
+            p95=percentile(ordered, 0.95),
+            p99=percentile(ordered, 0.99),
             max=ordered[-1],
             mean=sum(ordered) / len(ordered),
         )

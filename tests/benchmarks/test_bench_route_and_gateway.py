@@ -7,9 +7,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
-from django.db import connection
 
 from routing.models import AIModel, OperationLog, Provider, Route, RouteFallback, ServiceKey
 
@@ -48,20 +46,10 @@ def test_bench_route_leaves_no_rows_behind():
     assert counts() == before
 
 
-@pytest.fixture
-def gateway_sees_the_test_database(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The command's daphne process runs with these settings: point it at this test
-    run's database and cache, as the browser tests' live server is."""
-    monkeypatch.setenv("CONTROLPLANE_LIVE_TEST_DB", str(connection.settings_dict["NAME"]))
-    location = settings.CACHES["default"].get("LOCATION", "")
-    if location:
-        monkeypatch.setenv("CONTROLPLANE_LIVE_TEST_CACHE", str(location))
-
-
 # transaction=True: the gateway is another process, which sees committed rows only.
 @pytest.mark.django_db(transaction=True)
 def test_bench_gateway_prints_both_paths_per_level_and_cleans_up(
-    gateway_sees_the_test_database: Any,
+    daphne_sees_the_test_database: Any,
 ):
     lines = run("bench_gateway", "--requests", "20", "--concurrency", "1,2", "--warmup", "2")
     assert lines[0].startswith("bench_gateway: 20 non-streaming chat completions")

@@ -16,11 +16,12 @@ from datetime import timedelta
 from statistics import median
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from benchmarks.harness import Benchmark, describe_database
 from selfheal.models import PlaybookExecution, Task, TaskStatus, Worker
 from selfheal.playbooks import run_playbook
 
@@ -40,16 +41,10 @@ STATUS_MIX = [
 FINISHED = {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
 
 
-class Command(BaseCommand):
-    help = "Benchmark the diagnosis with N tasks and M workers (rolled back afterwards)."
+class DiagnoseBenchmark(Benchmark):
+    """`manage.py bench_diagnose` (its arguments are parsed there), writing to `stdout`."""
 
-    def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--tasks", type=int, default=100_000, help="Tasks (100000).")
-        parser.add_argument("--workers", type=int, default=100, help="Workers (100).")
-        parser.add_argument("--runs", type=int, default=7, help="Timed diagnoses (7).")
-        parser.add_argument("--seed", type=int, default=0)
-
-    def handle(self, *args: Any, **options: Any) -> None:
+    def run(self, **options: Any) -> None:
         tasks, workers, runs = options["tasks"], options["workers"], options["runs"]
         if tasks < 0 or workers < 0 or runs < 1:
             raise CommandError("--tasks and --workers must be >= 0 and --runs >= 1.")
@@ -115,18 +110,6 @@ class Command(BaseCommand):
                     finding["evidence"].get("check_ms", 0.0)
                 )
         return totals, per_check, executions
-
-
-def describe_database() -> str:
-    connection.ensure_connection()
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW server_version")
-            (version,) = cursor.fetchone()
-        return f"PostgreSQL {version}"
-    import sqlite3
-
-    return f"{connection.vendor} {sqlite3.sqlite_version}"
 
 
 def create_workers(count: int, rng: random.Random) -> list[int]:

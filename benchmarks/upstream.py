@@ -7,7 +7,7 @@ one-model list. It is a bare asyncio protocol with Nagle disabled, so that what 
 gateway benchmark measures is the gateway, not the upstream. The gateway benchmark
 runs it in a process of its own:
 
-    python -m routing.benchmarks [--port 0]     # prints "listening on <port>"
+    python -m benchmarks.upstream [--port 0]     # prints "listening on <port>"
 
 This module imports nothing from Django, so that process starts in a few
 milliseconds.

@@ -16,11 +16,11 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import transaction
 
-from controlplane.benchmarking import Latencies, describe_cache, describe_database
-from controlplane.serving import freeze_startup_objects
+from benchmarks.harness import Benchmark, Latencies, describe_cache, describe_database
+from controlplane.runtime.serving import freeze_startup_objects
 from routing.models import AIModel, Budget, Policy, Provider, Route, RouteFallback
 from routing.router import route
 from routing.snapshots import VERSION_KEY
@@ -29,15 +29,10 @@ TARGET_P99_US = 1000.0
 MODELS_PER_ROUTE = 3  # a primary and two fallbacks
 
 
-class Command(BaseCommand):
-    help = "Benchmark route(): p50/p95/p99/max per call with N routes and a warm cache."
+class RouteBenchmark(Benchmark):
+    """`manage.py bench_route` (its arguments are parsed there), writing to `stdout`."""
 
-    def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--routes", type=int, default=100, help="Routes to create (100).")
-        parser.add_argument("--calls", type=int, default=10_000, help="Timed calls (10000).")
-        parser.add_argument("--seed", type=int, default=0, help="Seed for the random calls.")
-
-    def handle(self, *args: Any, **options: Any) -> None:
+    def run(self, **options: Any) -> None:
         routes, calls = options["routes"], options["calls"]
         if routes < 1 or calls < 1:
             raise CommandError("--routes and --calls must be at least 1.")

@@ -1,4 +1,4 @@
-"""How the served process is set up (`controlplane.serving`): daphne's requests skip
+"""How the served process is set up (`controlplane.runtime.serving`): daphne's requests skip
 Twisted's form parsing (daphne hands the raw body to the ASGI application, where Django
 parses forms), and what startup loaded is exempt from garbage collection."""
 

@@ -1,0 +1,36 @@
+"""Every URL the product serves outside Django's URLconf: the `/v1` endpoints served
+straight from ASGI, and the websocket routes. With `controlplane/urls.py` this is the
+whole list of what the product answers.
+
+This module is part of the composition root, as `controlplane/urls.py` and
+`controlplane/asgi.py` are: the one place that puts the apps together. That is why it
+may import chat, routing and selfheal although the rest of the core must not
+(DESIGN.md's dependency direction is about the core's own code, not the project's
+ASGI and URL configuration). Only `controlplane.asgi` imports it, once Django is set up.
+"""
+
+from __future__ import annotations
+
+from django.urls import URLPattern, path, re_path
+
+from chat.consumers import RunConsumer
+from controlplane.consumers import HomeConsumer
+from controlplane.runtime.http_endpoints import ASGIApp
+from controlplane.websockets import NoSuchSocket
+from routing.gateway_asgi import GatewayApplication
+from selfheal.consumers import SelfhealConsumer
+
+# The gateway (OpenAI-compatible), for other services' AI calls; exact paths only.
+_gateway = GatewayApplication()
+http_endpoints: dict[str, ASGIApp] = {
+    "/v1/chat/completions": _gateway,
+    "/v1/models": _gateway,
+}
+
+websocket_urlpatterns: list[URLPattern] = [
+    path("ws/home/", HomeConsumer.as_asgi()),
+    path("ws/runs/<int:run_id>/", RunConsumer.as_asgi()),
+    path("ws/selfheal/", SelfhealConsumer.as_asgi()),
+    # Last: any other path (`/ws/runs/abc/` too) is refused at the handshake.
+    re_path(r"", NoSuchSocket.as_asgi()),
+]
