@@ -11,12 +11,12 @@ class SelfhealConfig(AppConfig):
         from django.urls import path
 
         from controlplane import websockets
-        from selfheal import engine, playbooks
+        from selfheal import playbooks, unblock
         from selfheal.consumers import SelfhealConsumer
 
         websockets.register(path("ws/selfheal/", SelfhealConsumer.as_asgi()))
 
         # Whichever process decides an unblock approval puts its task back or cancels it.
-        engine.register_waiters()
+        unblock.register_waiters()
         # Approved over-cap repairs, and the worker's "playbook.run" task kind.
         playbooks.connect()

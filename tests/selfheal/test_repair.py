@@ -19,7 +19,6 @@ from selfheal.error_patterns import (
 )
 from selfheal.models import PlaybookExecution, Task, TaskStatus, Worker
 from selfheal.playbooks import REPAIR_OVER_CAP_ACTION, run_playbook
-from selfheal.playbooks.base import SERVICE_ACCOUNT
 from selfheal.playbooks.repair import (
     BLOCKED_RESET_CAP,
     FIX_TASK_CAP,
@@ -174,7 +173,7 @@ def test_one_stuck_task_over_the_cap_resets_none_and_asks_for_approval(worker):
     assert approval.proposal["count"] == STUCK_RESET_CAP + 1
     assert approval.proposal["cap"] == STUCK_RESET_CAP
     # Without a user (a command, auto-heal), self-heal's service account asks.
-    assert approval.requested_by.username == SERVICE_ACCOUNT
+    assert approval.requested_by.username == "service-selfheal"
     assert not approval.requested_by.is_active
     assert execution.status == PlaybookExecution.Status.NEEDS_APPROVAL
     assert execution.snapshots == []
