@@ -147,6 +147,7 @@ def test_pending_work_with_no_live_worker_is_critical(now):
     assert finding.evidence["live"] == 0
     assert finding.evidence["pending_work"] == 1
     assert "run_worker" in finding.suggested_action
+    assert finding.needs_person  # only a person starts a worker
 
 
 def test_a_revoked_worker_does_not_count(now):
@@ -186,6 +187,7 @@ def test_blocked_tasks_are_a_warning_and_ten_are_critical(now):
     assert finding.severity == "warning"
     assert finding.evidence["blocked"] == 1
     assert "repair" in finding.suggested_action
+    assert not finding.needs_person  # the repair playbook resets them
     for _ in range(9):
         make_task(TaskStatus.BLOCKED)
     assert check_task_queue(now).severity == "critical"
@@ -207,6 +209,16 @@ def test_many_tasks_waiting_for_approval_are_a_warning(now):
     assert finding.severity == "warning"
     assert finding.evidence["waiting_approval"] == checks.QUEUE_WAITING_APPROVAL_WARNING
     assert "Approvals" in finding.suggested_action
+    assert finding.needs_person
+
+
+def test_a_queue_finding_needs_a_person_when_any_of_its_problems_does(now):
+    make_task(TaskStatus.BLOCKED)
+    for _ in range(checks.QUEUE_WAITING_APPROVAL_WARNING):
+        make_task(TaskStatus.WAITING_APPROVAL)
+    finding = check_task_queue(now)
+    assert finding.needs_person
+    assert finding.as_record()["needs_person"] is True
 
 
 # Error patterns
