@@ -182,6 +182,15 @@ def test_a_task_no_worker_could_do_for_the_whole_window_waits_for_approval(unblo
     assert event.before == {"status": "pending"}
 
 
+def test_the_unblock_proposal_says_how_long_the_task_waited(unblock_after):
+    task = make_task("Retrain", required_capabilities=["gpu"])
+    age(task, 12 * 60)
+    now = timezone.now()
+    (approval,) = unblock.route_unclaimable_tasks(now)
+    # Measured up to the routing, not from the move to waiting_approval it makes.
+    assert approval.proposal["waited_seconds"] == pytest.approx(12 * 60, abs=5)
+
+
 def test_a_task_needing_nothing_waits_for_approval_when_no_worker_is_alive(unblock_after):
     task = make_task("Anything")
     age(task, 601)
