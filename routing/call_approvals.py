@@ -10,12 +10,12 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
 
-from django.contrib.auth import get_user_model
 from django.db import models
 from django.utils import timezone
 
 from controlplane.approvals import request_approval
 from controlplane.models import Approval
+from controlplane.service_accounts import service_account
 from controlplane.tiers import Tier
 
 if TYPE_CHECKING:
@@ -23,18 +23,6 @@ if TYPE_CHECKING:
     from routing.router import RouteDecision
 
 APPROVAL_ACTION = "routing.call"
-
-
-def service_account(service: str) -> Any:
-    """The inactive account that stands for a calling service in approvals."""
-    users = get_user_model()
-    account, created = users.objects.get_or_create(
-        username=f"service-{service}"[:150], defaults={"is_active": False}
-    )
-    if created:
-        account.set_unusable_password()
-        account.save(update_fields=["password"])
-    return account
 
 
 def requester(context: CallContext) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.db.models import Count, Max, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -23,7 +24,7 @@ from controlplane.admin_site import CONTROL, OBSERVABILITY
 from selfheal import engine
 from selfheal.models import AutoHealRule, AutoHealRun, PlaybookExecution, Task, TaskStatus, Worker
 from selfheal.playbooks import get_playbook, playbooks
-from selfheal.playbooks.diagnose import CHECKS
+from selfheal.playbooks.checks import CHECKS
 
 
 def pretty_json(value: Any) -> str:
@@ -93,10 +94,12 @@ class TaskAdmin(AuditHistoryMixin, ReadOnlyAdmin):
         return request.user.has_perm("selfheal.operate_task")
 
     def _move(self, request: HttpRequest, queryset: QuerySet[Task], to: str, verb: str) -> None:
+        # The admin serves signed-in staff only: its user is never anonymous.
+        actor = request.user if isinstance(request.user, User) else None
         moved = 0
         for task in queryset:
             try:
-                engine.transition(task, to, actor=request.user, reason=f"{verb} from the admin.")
+                engine.transition(task, to, actor=actor, reason=f"{verb} from the admin.")
                 moved += 1
             except engine.TransitionRefused as exc:
                 self.message_user(request, str(exc), messages.ERROR)
@@ -232,9 +235,12 @@ class AutoHealRuleForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["playbook"].widget = forms.Select(
-            choices=[(p.name, p.title or p.name) for p in playbooks()]
-        )
+        # A read-only change page (Observers, Operators) builds the form without the
+        # fields it shows as read-only text: there is no playbook field to dress.
+        if "playbook" in self.fields:
+            self.fields["playbook"].widget = forms.Select(
+                choices=[(p.name, p.title or p.name) for p in playbooks()]
+            )
 
     def clean_finding(self) -> str:
         finding = self.cleaned_data["finding"]

@@ -8,9 +8,9 @@ class SelfhealConfig(AppConfig):
     verbose_name = "Self-heal"
 
     def ready(self) -> None:
-        from selfheal import engine, playbooks
+        from selfheal import playbooks, unblock
 
         # Whichever process decides an unblock approval puts its task back or cancels it.
-        engine.register_waiters()
+        unblock.register_waiters()
         # Approved over-cap repairs, and the worker's "playbook.run" task kind.
         playbooks.connect()

@@ -21,8 +21,8 @@ from django.utils import timezone
 from controlplane.models.toggles import toggle_enabled
 from selfheal.models import AutoHealRule, AutoHealRun, PlaybookExecution
 from selfheal.playbooks import UnknownPlaybook, get_playbook, run_playbook
-from selfheal.playbooks.base import SEVERITY_RANK
 from selfheal.playbooks.diagnose import diagnose_system
+from selfheal.playbooks.findings import SEVERITY_RANK
 
 log = logging.getLogger(__name__)
 

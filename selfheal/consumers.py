@@ -46,15 +46,31 @@ def render_fragments(names: list[str], user: Any) -> str:
     )
 
 
+class RenderPace:
+    """A connection's turn to render: at most one render every RENDER_INTERVAL
+    seconds, the first at once. Tests give the consumer a pace they advance by hand."""
+
+    def __init__(self) -> None:
+        self.last = float("-inf")
+
+    async def wait_turn(self) -> None:
+        loop = asyncio.get_running_loop()
+        wait = self.last + RENDER_INTERVAL - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self.last = loop.time()
+
+
 class SelfhealConsumer(StaffConsumer):
     page = INDEX
+    pace_class: type[RenderPace] = RenderPace
     flusher: asyncio.Task[None] | None = None
-    last_render = float("-inf")
 
     def groups_for(self) -> list[str]:
         query = parse_qs(self.scope.get("query_string", b"").decode())
         self.page = ENGINE if query.get("page") == [ENGINE] else INDEX
         self.dirty: set[str] = set()
+        self.pace = self.pace_class()
         return [ENGINE_GROUP]
 
     async def disconnect(self, code: int) -> None:
@@ -79,14 +95,10 @@ class SelfhealConsumer(StaffConsumer):
     async def _flush(self) -> None:
         """Render what changed, at most once per RENDER_INTERVAL, until nothing is left.
         Events arriving while it renders mark fragments dirty for the next round."""
-        loop = asyncio.get_running_loop()
         while self.dirty:
-            wait = self.last_render + RENDER_INTERVAL - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            await self.pace.wait_turn()
             names = [name for name in TEMPLATES if name in self.dirty]
             self.dirty.clear()
-            self.last_render = loop.time()
             try:
                 html = await database_sync_to_async(render_fragments)(names, self.scope["user"])
                 await self.send(text_data=html)

@@ -7,7 +7,6 @@ workers or executions there are.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +18,8 @@ from controlplane.tiers import Tier, tier_of
 from selfheal.engine import silence_limit
 from selfheal.models import PlaybookExecution, Task, TaskStatus, Worker
 from selfheal.playbooks import playbooks
-from selfheal.playbooks.diagnose import CHECKS
+from selfheal.playbooks.checks import CHECKS
+from selfheal.playbooks.findings import needs_a_person
 
 HISTORY_LIMIT = 20
 ATTENTION_LIMIT = 50
@@ -27,18 +27,6 @@ FAILED_LIMIT = 10
 FAILED_WINDOW = timedelta(hours=24)
 WORKER_LIMIT = 100
 REPORT_PLAYBOOKS = ("diagnose", "repair")
-
-# Suggestions a playbook carries out itself; any other sentence needs a person.
-AUTOMATED_SUGGESTIONS = ("Run repair", "None needed")
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-
-
-def needs_a_person(finding: dict[str, Any]) -> bool:
-    """A finding that is not ok and whose suggested action no playbook takes."""
-    if finding.get("severity", "ok") == "ok":
-        return False
-    sentences = _SENTENCE_BREAK.split(str(finding.get("suggested_action") or "").strip())
-    return any(s and not s.startswith(AUTOMATED_SUGGESTIONS) for s in sentences)
 
 
 @dataclass(frozen=True)

@@ -9,36 +9,33 @@ refused, so no task is ever completed twice. Every status change goes through
 `_move()`: a conditional UPDATE on the status it leaves, audited and published to
 the Engine page on commit.
 
-The periodic parts: `detect_stuck()` puts the work of expired leases and silent
-workers back in the queue; `route_unclaimable_tasks()` asks a person (an approval)
-when no live worker can do a task, instead of letting it wait forever.
+The periodic parts build on this module: `selfheal.stuck` puts the work of expired
+leases and silent workers back in the queue; `selfheal.unblock` asks a person (an
+approval) when no live worker can do a task, instead of letting it wait forever.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from controlplane import audit
-from controlplane.approvals import register_waiter, request_approval
 from controlplane.live import publish
-from controlplane.models import Approval
+from controlplane.tiers import StaffUser
 from selfheal.models import OPEN_STATUSES, TRANSITIONS, Task, TaskStatus, Worker
 
 ENGINE_GROUP = "selfheal"
 ENGINE_CHANGED = "engine.changed"
-UNBLOCK_ACTION = "selfheal.unblock_task"
-ENGINE_ACCOUNT = "selfheal-engine"
+# The service account (`service_account(SELFHEAL_SERVICE)`) that stands for self-heal,
+# the engine and the playbooks alike, in the approvals it asks for.
+SELFHEAL_SERVICE = "selfheal"
 CLAIM_ORDER = ("-priority", "created_at", "id")
 # SQLite has no SKIP LOCKED: a claim tries the first few candidates in order with a
 # conditional UPDATE each, and the first it wins is its task.
@@ -80,7 +77,7 @@ def create_task(
     dedupe_key: str = "",
     max_attempts: int = 3,
     *,
-    actor: Any = None,
+    actor: StaffUser | None = None,
 ) -> Task:
     """A new pending task; when `dedupe_key` names an open task, that task instead."""
     fields = _task_fields(
@@ -143,7 +140,7 @@ def normalized_capabilities(capabilities: Iterable[str]) -> list[str]:
 # -- moving tasks ----------------------------------------------------------------------
 
 
-def transition(task: Task, to: str, *, actor: Any = None, reason: str = "") -> Task:
+def transition(task: Task, to: str, *, actor: StaffUser | None = None, reason: str = "") -> Task:
     """Move `task` to status `to`, audited; refuses (writing nothing) an invalid move."""
     old = task.status
     if to not in TRANSITIONS.get(old, set()):
@@ -190,7 +187,7 @@ def _move(
     *,
     where: Q | None = None,
     fields: dict[str, Any] | None = None,
-    actor: Any = None,
+    actor: StaffUser | None = None,
     reason: str = "",
     **details: Any,
 ) -> Task | None:
@@ -209,7 +206,7 @@ def _move(
 
 
 def _record(
-    task: Task, verb: str, *, before: Any, actor: Any, reason: str = "", **details: Any
+    task: Task, verb: str, *, before: Any, actor: StaffUser | None, reason: str = "", **details: Any
 ) -> None:
     after = {"status": task.status, **details}
     if reason:
@@ -329,6 +326,11 @@ def lease_duration() -> timedelta:
     return timedelta(seconds=settings.LEASE_SECONDS)
 
 
+def silence_limit() -> timedelta:
+    """How long a worker may go unheard and still count as live."""
+    return timedelta(seconds=MISSED_HEARTBEATS * settings.HEARTBEAT_SECONDS)
+
+
 # -- workers: reporting under the lease ------------------------------------------------
 
 
@@ -444,11 +446,12 @@ def _refusal(worker: Worker, task_id: int, fencing_token: int, what: str) -> Eng
 
 def go_offline(worker: Worker, reason: str) -> list[Task]:
     """Mark the worker offline and put the tasks it still holds back in the queue."""
-    _mark_offline(worker, reason)
+    mark_offline(worker, reason)
     return release_leases(worker, reason)
 
 
-def _mark_offline(worker: Worker, reason: str, *, where: Q | None = None) -> bool:
+def mark_offline(worker: Worker, reason: str, *, where: Q | None = None) -> bool:
+    """Mark the worker offline (if it still matches `where`); False when it already was."""
     with transaction.atomic():
         old = worker.status
         went = (
@@ -504,164 +507,14 @@ def requeue_lost(task: Task, reason: str, *, where: Q | None = None) -> Task | N
     )
 
 
-# -- the stuck detector ----------------------------------------------------------------
-
-
-@dataclass
-class StuckReport:
-    requeued: list[Task] = field(default_factory=list)
-    failed: list[Task] = field(default_factory=list)
-    offline: list[Worker] = field(default_factory=list)
-
-    def add(self, task: Task | None) -> None:
-        if task is not None:
-            (self.failed if task.status == TaskStatus.FAILED else self.requeued).append(task)
-
-    @property
-    def changed_anything(self) -> bool:
-        return bool(self.requeued or self.failed or self.offline)
-
-
-def silence_limit() -> timedelta:
-    return timedelta(seconds=MISSED_HEARTBEATS * settings.HEARTBEAT_SECONDS)
-
-
-def detect_stuck(now: datetime | None = None) -> StuckReport:
-    """Silent workers go offline with their leases released; running tasks past their
-    lease go back to pending (or fail when out of attempts)."""
-    now = now or timezone.now()
-    report = StuckReport()
-    unheard = Q(last_heartbeat__lt=now - silence_limit()) | Q(last_heartbeat__isnull=True)
-    for worker in Worker.objects.exclude(status=Worker.Status.OFFLINE).filter(unheard):
-        since = f"since {worker.last_heartbeat:%Y-%m-%d %H:%M:%S}" if worker.last_heartbeat else ""
-        reason = f"no heartbeat {since}".strip() + "."
-        if _mark_offline(worker, reason, where=unheard):  # unless it just beat
-            report.offline.append(worker)
-            for task in release_leases(worker, reason):
-                report.add(task)
-    expired = Task.objects.filter(status=TaskStatus.RUNNING, lease_expires_at__lt=now)
-    for task in expired.select_related("lease_worker"):
-        holder = task.lease_worker.name if task.lease_worker else "its worker"
-        reason = (
-            f"The lease expired at {task.lease_expires_at:%H:%M:%S}: {holder} stopped renewing it."
-        )
-        report.add(requeue_lost(task, reason, where=Q(lease_expires_at__lt=now)))
-    return report
-
-
-# -- the task router ---------------------------------------------------------------------
-
-
-def live_workers(now: datetime | None = None) -> QuerySet[Worker]:
-    now = now or timezone.now()
-    return Worker.objects.filter(
-        status=Worker.Status.ONLINE,
-        revoked_at__isnull=True,
-        last_heartbeat__gte=now - silence_limit(),
+def hold_for_approval(task: Task, reason: str) -> Task | None:
+    """A pending task no worker can do waits for a person's decision instead; None
+    when it was claimed or changed since `task` was read (its `updated_at`)."""
+    return _move(
+        task,
+        TaskStatus.PENDING,
+        TaskStatus.WAITING_APPROVAL,
+        where=Q(updated_at=task.updated_at),
+        fields={"lease_worker": None, "lease_expires_at": None, "blocked_reason": reason},
+        reason=reason,
     )
-
-
-def route_unclaimable_tasks(now: datetime | None = None) -> list[Approval]:
-    """Pending tasks that no worker able to do them has been alive for during the
-    last UNBLOCK_AFTER_SECONDS wait for a person instead: an approval each."""
-    now = now or timezone.now()
-    window = now - timedelta(seconds=settings.UNBLOCK_AFTER_SECONDS)
-    recent = Worker.objects.filter(revoked_at__isnull=True, last_heartbeat__gte=window)
-    abilities = [set(caps or []) for caps in recent.values_list("capabilities", flat=True)]
-    waiting = Task.objects.filter(status=TaskStatus.PENDING, updated_at__lte=window).only(
-        "pk", "title", "required_capabilities", "updated_at"
-    )
-    asked = []
-    for task in waiting.order_by(*CLAIM_ORDER):
-        if not any(set(task.required_capabilities or []) <= ability for ability in abilities):
-            approval = _ask_to_unblock(task, abilities, now)
-            if approval is not None:
-                asked.append(approval)
-    return asked
-
-
-def _ask_to_unblock(task: Task, abilities: list[set[str]], now: datetime) -> Approval | None:
-    reason = _unblock_reason(task, abilities, now)
-    with transaction.atomic():
-        moved = _move(
-            task,
-            TaskStatus.PENDING,
-            TaskStatus.WAITING_APPROVAL,
-            where=Q(updated_at=task.updated_at),  # not claimed or changed meanwhile
-            fields={"lease_worker": None, "lease_expires_at": None, "blocked_reason": reason},
-            reason=reason,
-        )
-        if moved is None:
-            return None
-        return request_approval(
-            action=UNBLOCK_ACTION,
-            requested_by=engine_account(),
-            reason=reason,
-            subject=moved,
-            proposal={
-                "task_id": moved.pk,
-                "required_capabilities": moved.required_capabilities,
-                "missing_capabilities": _missing(moved, abilities),
-                "waited_seconds": int((now - task.updated_at).total_seconds()),
-            },
-        )
-
-
-def _missing(task: Task, abilities: list[set[str]]) -> list[str]:
-    return sorted(set(task.required_capabilities or []) - set().union(*abilities))
-
-
-def _unblock_reason(task: Task, abilities: list[set[str]], now: datetime) -> str:
-    waited = _duration(now - task.updated_at)
-    required = ", ".join(task.required_capabilities or [])
-    missing = _missing(task, abilities)
-    if not required:
-        lack = "no worker has been alive"
-    elif missing:
-        lack = f"no live worker has {', '.join(missing)}"
-    else:
-        lack = f"no single live worker has all of {required}"
-    start = f"manage.py run_worker --capabilities {','.join(task.required_capabilities or [])}"
-    return (
-        f"Task #{task.pk} “{task.title}” has waited {waited} for a worker and {lack}. "
-        f"Approve once a capable worker is running ({start.strip()}) to put it back in the "
-        "queue; reject to cancel the task."
-    )
-
-
-def _duration(delta: timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    if minutes < 120:
-        return f"{minutes} minutes"
-    return f"{minutes // 60} hours {minutes % 60} minutes"
-
-
-def engine_account() -> Any:
-    """The inactive account that stands for the engine in the approvals it requests."""
-    account, created = get_user_model().objects.get_or_create(
-        username=ENGINE_ACCOUNT, defaults={"is_active": False}
-    )
-    if created:
-        account.set_unusable_password()
-        account.save(update_fields=["password"])
-    return account
-
-
-def unblock_decided(approval: Approval) -> None:
-    """Approved: the task goes back to the queue (a capable worker is coming).
-    Rejected or expired: it is cancelled."""
-    task = Task.objects.filter(pk=int(approval.object_id or 0)).first()
-    if task is None or task.status != TaskStatus.WAITING_APPROVAL:
-        return  # moved by someone else meanwhile
-    approved = approval.status == Approval.Status.APPROVED
-    with contextlib.suppress(TransitionRefused):  # moved meanwhile: nothing left to do
-        transition(
-            task,
-            TaskStatus.PENDING if approved else TaskStatus.CANCELLED,
-            actor=approval.decided_by,
-            reason=f"Approval #{approval.pk} was {approval.status}.",
-        )
-
-
-def register_waiters() -> None:
-    register_waiter(UNBLOCK_ACTION, unblock_decided)

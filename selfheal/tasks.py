@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from selfheal import autoheal, engine
+from selfheal import autoheal, stuck, unblock
 
 
 @shared_task(time_limit=60, soft_time_limit=50)
 def detect_stuck() -> dict[str, int]:
-    report = engine.detect_stuck()
+    report = stuck.detect_stuck()
     return {
         "offline": len(report.offline),
         "requeued": len(report.requeued),
@@ -19,7 +19,7 @@ def detect_stuck() -> dict[str, int]:
 
 @shared_task(time_limit=120, soft_time_limit=100)
 def route_unclaimable_tasks() -> int:
-    return len(engine.route_unclaimable_tasks())
+    return len(unblock.route_unclaimable_tasks())
 
 
 @shared_task(time_limit=120, soft_time_limit=100)

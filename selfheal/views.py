@@ -10,12 +10,14 @@ outcome message as a plain form post does.
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from controlplane.tiers import Tier, tier_required
+from controlplane.tiers import StaffUser, Tier, tier_required
 from selfheal import engine as task_engine
 from selfheal.autoheal import evaluate_rules
 from selfheal.dashboard import engine_context, engine_workers_context, index_context
@@ -30,6 +32,13 @@ def _back_to(request: HttpRequest, view_name: str) -> HttpResponse:
     if request.headers.get("HX-Request") == "true":
         return HttpResponse(status=204, headers={"HX-Redirect": url})
     return redirect(url)
+
+
+def _acting(request: HttpRequest) -> StaffUser:
+    """The staff member behind a request the tier check let through."""
+    if not isinstance(request.user, User):
+        raise PermissionDenied("Sign in first.")
+    return request.user
 
 
 @require_GET
@@ -51,7 +60,7 @@ def engine(request: HttpRequest) -> HttpResponse:
 @require_POST
 @tier_required(Tier.OPERATOR)
 def diagnose(request: HttpRequest) -> HttpResponse:
-    execution = run_playbook("diagnose", user=request.user)
+    execution = run_playbook("diagnose", user=_acting(request))
     messages.add_message(
         request,
         MESSAGE_LEVELS[execution.worst_severity],
@@ -64,7 +73,7 @@ def diagnose(request: HttpRequest) -> HttpResponse:
 @tier_required(Tier.OPERATOR)
 def repair(request: HttpRequest) -> HttpResponse:
     dry_run = request.POST.get("dry_run") in ("1", "on", "true")
-    execution = run_playbook("repair", user=request.user, dry_run=dry_run)
+    execution = run_playbook("repair", user=_acting(request), dry_run=dry_run)
     level = messages.ERROR if execution.status == execution.Status.FAILED else messages.SUCCESS
     label = "Dry run" if dry_run else "Repair"
     messages.add_message(request, level, f"{label} #{execution.pk}: {execution.summary}")
@@ -86,7 +95,7 @@ def autoheal(request: HttpRequest) -> HttpResponse:
 def rollback_execution(request: HttpRequest, execution_id: int) -> HttpResponse:
     execution = get_object_or_404(PlaybookExecution, pk=execution_id)
     try:
-        rollback(execution, user=request.user)
+        rollback(execution, user=_acting(request))
     except RollbackRefused as exc:
         messages.error(request, str(exc))
     else:
@@ -98,7 +107,7 @@ def _move_task(request: HttpRequest, task_id: int, to: str, verb: str) -> HttpRe
     task = get_object_or_404(Task, pk=task_id)
     try:
         task_engine.transition(
-            task, to, actor=request.user, reason=f"{verb} by {request.user.get_username()}."
+            task, to, actor=_acting(request), reason=f"{verb} by {request.user.get_username()}."
         )
     except task_engine.TransitionRefused as exc:
         messages.error(request, str(exc))

@@ -11,26 +11,27 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 
+from controlplane.tiers import StaffUser
 from selfheal.models import PlaybookExecution
 from selfheal.playbooks import diagnose, repair
-from selfheal.playbooks.base import (
-    EXECUTION_EVENT,
-    MAX_STEPS,
+from selfheal.playbooks.events import EXECUTION_EVENT, SELFHEAL_GROUP
+from selfheal.playbooks.executor import (
     REPAIR_OVER_CAP_ACTION,
-    SAFE_ACTIONS,
-    SELFHEAL_GROUP,
     Playbook,
-    PlaybookDefinitionError,
-    PlaybookError,
     PlaybookRun,
-    RollbackRefused,
-    Step,
     UnknownPlaybook,
     UnsafeActionError,
     get_playbook,
     playbooks,
     register_playbook,
-    rollback,
+)
+from selfheal.playbooks.snapshots import RollbackRefused, rollback
+from selfheal.playbooks.steps import (
+    MAX_STEPS,
+    SAFE_ACTIONS,
+    PlaybookDefinitionError,
+    PlaybookError,
+    Step,
     step,
 )
 from selfheal.task_kinds import PermanentFailure, TaskContext, register_kind
@@ -66,7 +67,7 @@ __all__ = [
 def run_playbook(
     name: str,
     *,
-    user: Any = None,
+    user: StaffUser | None = None,
     dry_run: bool = False,
     trigger: str = PlaybookExecution.Trigger.MANUAL,
     params: dict[str, Any] | None = None,

@@ -26,21 +26,18 @@ from selfheal.error_patterns import (
     top_error_patterns,
 )
 from selfheal.models import OPEN_STATUSES, PlaybookExecution, Task, TaskStatus
-from selfheal.playbooks.base import (
+from selfheal.playbooks.checks import ERROR_PATTERN_LIMIT, ERROR_PATTERN_WARNING_COUNT
+from selfheal.playbooks.diagnose import diagnose_system
+from selfheal.playbooks.executor import (
     REPAIR_OVER_CAP_ACTION,
-    SEVERITY_RANK,
     Playbook,
     PlaybookRun,
     approvals_for,
     get_playbook,
     register_playbook,
-    step,
 )
-from selfheal.playbooks.diagnose import (
-    ERROR_PATTERN_LIMIT,
-    ERROR_PATTERN_WARNING_COUNT,
-    diagnose_system,
-)
+from selfheal.playbooks.findings import SEVERITY_RANK
+from selfheal.playbooks.steps import step
 
 log = logging.getLogger(__name__)
 

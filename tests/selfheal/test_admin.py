@@ -257,6 +257,22 @@ def test_only_owners_change_rules(client: Any, request: Any, persona: str) -> No
     assert rule.name == "mine"
 
 
+@pytest.mark.parametrize("persona", ["observer", "operator"])
+def test_it_shows_a_rule_read_only_to_those_who_cannot_change_it(
+    client: Any, request: Any, persona: str
+) -> None:
+    rule = AutoHealRule.objects.create(name="mine", finding="task_queue", playbook="repair")
+    client.force_login(request.getfixturevalue(persona))
+
+    response = client.get(f"{RULES}{rule.pk}/change/")
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'name="playbook"' not in html  # shown as text, not a field to change
+    assert "repair" in html
+    assert 'name="_save"' not in html
+
+
 # --- history: executions and runs ---------------------------------------------------------
 
 

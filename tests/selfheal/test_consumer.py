@@ -2,14 +2,16 @@
 bursts coalesced into a few renders.
 
 Transactional tests: `publish()` sends on commit, and the consumer reads the
-database from other threads, which must see committed rows.
+database from other threads, which must see committed rows. The coalescing tests
+give the consumer a pace they advance by hand, so what they see does not depend on
+how fast the machine is.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, ClassVar
 
 import pytest
 import pytest_asyncio
@@ -22,7 +24,7 @@ from django.db import connections
 from controlplane.asgi import application
 from controlplane.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from selfheal import engine
-from selfheal.consumers import SelfhealConsumer
+from selfheal.consumers import RenderPace, SelfhealConsumer
 from selfheal.models import Task, TaskStatus
 from selfheal.playbooks import run_playbook
 from tests.controlplane.test_consumer import GOOD_ORIGIN, session_cookie
@@ -37,8 +39,70 @@ async def _close_connections_of_the_sync_thread() -> AsyncIterator[None]:
     await sync_to_async(connections.close_all)()
 
 
-async def connect(user: Any, page: str = "engine") -> Any:
-    communicator = WebsocketCommunicator(SelfhealConsumer.as_asgi(), f"/ws/selfheal/?page={page}")
+# Only against hanging for ever when something is broken; nothing waits this long.
+HANG_GUARD = 30
+
+
+class ManualPace(RenderPace):
+    """The first render at once, as on a fresh connection; each later one only when
+    the test calls `advance()`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.turns = 0
+        self.waiting = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def wait_turn(self) -> None:
+        self.turns += 1
+        if self.turns == 1:
+            return
+        self.waiting.set()
+        await self.go.wait()
+        self.go.clear()
+        self.waiting.clear()
+
+    def advance(self) -> None:
+        self.go.set()
+
+
+class WatchedConsumer(SelfhealConsumer):
+    """The consumer with a hand-driven pace, counting what it hears and sends."""
+
+    pace_class = ManualPace
+    opened: ClassVar[list[WatchedConsumer]] = []
+
+    def groups_for(self) -> list[str]:
+        self.heard = 0
+        self.sent = 0
+        self.news = asyncio.Event()
+        WatchedConsumer.opened.append(self)
+        return super().groups_for()
+
+    async def engine_changed(self, event: dict[str, Any]) -> None:
+        await super().engine_changed(event)
+        self.heard += 1
+        self.news.set()
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        self.sent += 1
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+
+    async def hear(self, count: int) -> None:
+        """Until `count` engine changes have arrived."""
+        while self.heard < count:
+            self.news.clear()
+            await self.news.wait()
+
+
+async def guarded[T](step: Awaitable[T]) -> T:
+    return await asyncio.wait_for(step, timeout=HANG_GUARD)
+
+
+async def connect(user: Any, page: str = "engine", consumer: Any = SelfhealConsumer) -> Any:
+    communicator = WebsocketCommunicator(consumer.as_asgi(), f"/ws/selfheal/?page={page}")
     communicator.scope["user"] = user
     connected, code = await communicator.connect()
     return communicator, connected, code
@@ -135,40 +199,64 @@ async def test_each_page_receives_only_its_own_fragments(observer: Any, operator
 
     await database_sync_to_async(make_task)("engine only")
     await receive_containing(engine_page, 'id="engine-queue"')
-    assert await index.receive_nothing(timeout=0.8)
-
     await database_sync_to_async(run_playbook)("diagnose", user=operator)
-    await receive_containing(index, 'id="selfheal-report"')
+
+    # The task's change reached the index page first: had it rendered anything for
+    # it, that would be the first thing the page receives.
+    first = await index.receive_from(timeout=HANG_GUARD)
+    assert 'id="selfheal-report"' in first
+    assert 'id="engine-queue"' not in first
     await index.disconnect()
     await engine_page.disconnect()
 
 
-async def test_a_burst_of_changes_is_rendered_a_few_times_not_once_each(observer: Any) -> None:
-    communicator, connected, _ = await connect(observer)
+async def connect_watched(user: Any) -> tuple[Any, WatchedConsumer]:
+    WatchedConsumer.opened.clear()
+    communicator, connected, _ = await connect(user, consumer=WatchedConsumer)
     assert connected
+    (consumer,) = WatchedConsumer.opened
+    return communicator, consumer
+
+
+async def test_a_burst_of_changes_is_rendered_a_few_times_not_once_each(observer: Any) -> None:
+    communicator, consumer = await connect_watched(observer)
 
     def burst() -> None:
         for n in range(60):
             engine.create_task(f"burst {n}", "noop")
 
     await database_sync_to_async(burst)()
+    await guarded(consumer.hear(60))
 
-    frames = [await communicator.receive_from(timeout=5)]
-    while not await communicator.receive_nothing(timeout=1.5):
-        frames.append(await communicator.receive_from())
-    assert 1 <= len(frames) <= 10
+    # The first change renders at once; all that arrive meanwhile wait for one more
+    # render at the connection's next turn.
+    frames = [await communicator.receive_from(timeout=HANG_GUARD)]
+    while consumer.dirty:
+        await guarded(consumer.pace.waiting.wait())
+        consumer.pace.advance()
+        frames.append(await communicator.receive_from(timeout=HANG_GUARD))
+    assert consumer.flusher is not None
+    await guarded(consumer.flusher)
+    assert len(frames) <= 2
+    assert consumer.sent == len(frames)
     # The last render covers every change of the burst.
     assert 'id="queue-count-pending">60<' in frames[-1]
     await communicator.disconnect()
 
 
 async def test_closing_the_socket_stops_a_pending_render(observer: Any) -> None:
-    communicator, connected, _ = await connect(observer)
-    assert connected
+    communicator, consumer = await connect_watched(observer)
     await database_sync_to_async(make_task)("first")
     await receive_containing(communicator, 'id="engine-queue"')
+    await database_sync_to_async(make_task)("second")
+    await guarded(consumer.pace.waiting.wait())  # its render waits for the next turn
+    pending = consumer.flusher
+    assert pending is not None
 
-    await database_sync_to_async(make_task)("second")  # due after the interval
     await communicator.disconnect()
+    consumer.pace.advance()  # the turn comes, after the close
 
-    await asyncio.sleep(0.7)  # nothing raises from a cancelled render
+    with pytest.raises(asyncio.CancelledError):
+        await guarded(pending)
+    assert pending.cancelled()
+    assert consumer.sent == 1  # only the first render went out

@@ -13,8 +13,8 @@ from selfheal.error_patterns import (
     unregister_error_source,
 )
 from selfheal.models import PlaybookExecution, Task, TaskStatus, Worker
-from selfheal.playbooks import diagnose, run_playbook
-from selfheal.playbooks.diagnose import (
+from selfheal.playbooks import checks, diagnose, run_playbook
+from selfheal.playbooks.checks import (
     CHECKS,
     SystemResources,
     check_completion_rate,
@@ -23,8 +23,8 @@ from selfheal.playbooks.diagnose import (
     check_system_resources,
     check_task_queue,
     check_worker_heartbeats,
-    diagnose_system,
 )
+from selfheal.playbooks.diagnose import diagnose_system
 
 pytestmark = pytest.mark.django_db
 
@@ -92,9 +92,9 @@ def test_a_database_that_answers_quickly_is_ok(now):
 
 
 def test_a_slow_database_is_a_warning_and_a_very_slow_one_critical(now, monkeypatch):
-    monkeypatch.setattr(diagnose, "ping_database", lambda: 120.0)
+    monkeypatch.setattr(checks, "ping_database", lambda: 120.0)
     assert check_database(now).severity == "warning"
-    monkeypatch.setattr(diagnose, "ping_database", lambda: 900.0)
+    monkeypatch.setattr(checks, "ping_database", lambda: 900.0)
     finding = check_database(now)
     assert finding.severity == "critical"
     assert finding.evidence["latency_ms"] == 900.0
@@ -105,7 +105,7 @@ def test_a_database_that_does_not_answer_is_critical(now, monkeypatch):
     def refuse() -> float:
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(diagnose, "ping_database", refuse)
+    monkeypatch.setattr(checks, "ping_database", refuse)
     finding = check_database(now)
     assert finding.severity == "critical"
     assert finding.evidence == {"reachable": 0}
@@ -147,6 +147,7 @@ def test_pending_work_with_no_live_worker_is_critical(now):
     assert finding.evidence["live"] == 0
     assert finding.evidence["pending_work"] == 1
     assert "run_worker" in finding.suggested_action
+    assert finding.needs_person  # only a person starts a worker
 
 
 def test_a_revoked_worker_does_not_count(now):
@@ -186,6 +187,7 @@ def test_blocked_tasks_are_a_warning_and_ten_are_critical(now):
     assert finding.severity == "warning"
     assert finding.evidence["blocked"] == 1
     assert "repair" in finding.suggested_action
+    assert not finding.needs_person  # the repair playbook resets them
     for _ in range(9):
         make_task(TaskStatus.BLOCKED)
     assert check_task_queue(now).severity == "critical"
@@ -201,12 +203,22 @@ def test_tasks_running_past_their_lease_are_counted_as_stuck(now):
 
 
 def test_many_tasks_waiting_for_approval_are_a_warning(now):
-    for _ in range(diagnose.QUEUE_WAITING_APPROVAL_WARNING):
+    for _ in range(checks.QUEUE_WAITING_APPROVAL_WARNING):
         make_task(TaskStatus.WAITING_APPROVAL)
     finding = check_task_queue(now)
     assert finding.severity == "warning"
-    assert finding.evidence["waiting_approval"] == diagnose.QUEUE_WAITING_APPROVAL_WARNING
+    assert finding.evidence["waiting_approval"] == checks.QUEUE_WAITING_APPROVAL_WARNING
     assert "Approvals" in finding.suggested_action
+    assert finding.needs_person
+
+
+def test_a_queue_finding_needs_a_person_when_any_of_its_problems_does(now):
+    make_task(TaskStatus.BLOCKED)
+    for _ in range(checks.QUEUE_WAITING_APPROVAL_WARNING):
+        make_task(TaskStatus.WAITING_APPROVAL)
+    finding = check_task_queue(now)
+    assert finding.needs_person
+    assert finding.as_record()["needs_person"] is True
 
 
 # Error patterns
@@ -224,7 +236,7 @@ def test_rare_error_patterns_are_ok(now, error_source):
     finding = check_error_patterns(now)
     assert finding.severity == "ok"
     assert finding.evidence["patterns"] == 2
-    assert error_source.limits == [diagnose.ERROR_PATTERN_LIMIT]
+    assert error_source.limits == [checks.ERROR_PATTERN_LIMIT]
 
 
 def test_frequent_error_patterns_are_a_warning_then_critical(now, error_source):
@@ -318,7 +330,7 @@ def resources(**overrides: Any) -> SystemResources:
 
 
 def test_plenty_of_disk_memory_and_cpu_is_ok(now, monkeypatch):
-    monkeypatch.setattr(diagnose, "read_system_resources", lambda: resources())
+    monkeypatch.setattr(checks, "read_system_resources", lambda: resources())
     finding = check_system_resources(now)
     assert finding.severity == "ok"
     assert finding.evidence["load_per_cpu"] == 0.25
@@ -336,7 +348,7 @@ def test_plenty_of_disk_memory_and_cpu_is_ok(now, monkeypatch):
 def test_a_full_disk_low_memory_or_high_load_is_reported(
     now, monkeypatch, overrides, severity, advice
 ):
-    monkeypatch.setattr(diagnose, "read_system_resources", lambda: resources(**overrides))
+    monkeypatch.setattr(checks, "read_system_resources", lambda: resources(**overrides))
     finding = check_system_resources(now)
     assert finding.severity == severity
     assert advice in finding.suggested_action
@@ -388,12 +400,16 @@ def test_checks_past_the_deadline_are_skipped(monkeypatch):
     assert all("Skipped" in f.summary for f in findings)
 
 
+@pytest.fixture
+def steady_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks that read the machine answer the same on a busy one."""
+    monkeypatch.setattr(checks, "ping_database", lambda: 1.0)
+    monkeypatch.setattr(checks, "read_system_resources", lambda: resources())
+
+
 def test_the_diagnose_playbook_records_one_finding_per_check_and_changes_nothing(
-    operator, monkeypatch
+    operator, steady_machine
 ):
-    # A calm machine and a quick database, however busy the one running the tests.
-    monkeypatch.setattr(diagnose, "ping_database", lambda: 1.0)
-    monkeypatch.setattr(diagnose, "read_system_resources", lambda: resources())
     make_task(TaskStatus.BLOCKED)
     execution = run_playbook("diagnose", user=operator)
     assert execution.status == PlaybookExecution.Status.SUCCEEDED

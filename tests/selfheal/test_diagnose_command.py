@@ -7,8 +7,8 @@ import pytest
 from django.core.management import call_command
 
 from selfheal.models import PlaybookExecution, Task, TaskStatus
-from selfheal.playbooks import diagnose
-from selfheal.playbooks.diagnose import SystemResources
+from selfheal.playbooks import checks
+from selfheal.playbooks.checks import SystemResources
 
 pytestmark = pytest.mark.django_db
 
@@ -16,9 +16,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def steady_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     """The checks that read the machine give the same answer on every machine."""
-    monkeypatch.setattr(diagnose, "ping_database", lambda: 1.0)
+    monkeypatch.setattr(checks, "ping_database", lambda: 1.0)
     monkeypatch.setattr(
-        diagnose,
+        checks,
         "read_system_resources",
         lambda: SystemResources(
             disk_percent=40.0, disk_free_gb=50.0, memory_percent=30.0, load_1m=0.2, cpus=4
@@ -46,7 +46,7 @@ def test_diagnose_exits_0_when_everything_is_ok():
     code, out = run_command("diagnose")
     assert code == 0
     lines = out.splitlines()
-    assert [line.split()[1] for line in lines[:6]] == list(diagnose.CHECKS)
+    assert [line.split()[1] for line in lines[:6]] == list(checks.CHECKS)
     assert all(line.startswith("OK") for line in lines[:6])
     assert "-> None needed." in lines[0]
     assert lines[-1].startswith("Worst: ok (execution #")
@@ -64,7 +64,7 @@ def test_diagnose_exits_1_on_a_warning_and_prints_evidence_and_the_suggested_act
 
 
 def test_diagnose_exits_2_on_a_critical_finding():
-    blocked(diagnose.QUEUE_BLOCKED_CRITICAL)
+    blocked(checks.QUEUE_BLOCKED_CRITICAL)
     code, out = run_command("diagnose")
     assert code == 2
     assert "Worst: critical" in out
@@ -76,7 +76,7 @@ def test_diagnose_prints_json_on_request_with_the_same_exit_code():
     assert code == 1
     report = json.loads(out)
     assert report["worst"] == "warning"
-    assert [f["check"] for f in report["findings"]] == list(diagnose.CHECKS)
+    assert [f["check"] for f in report["findings"]] == list(checks.CHECKS)
     queue = next(f for f in report["findings"] if f["check"] == "task_queue")
     assert queue["evidence"]["blocked"] == 1
     assert queue["suggested_action"].startswith("Run repair")

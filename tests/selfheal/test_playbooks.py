@@ -27,7 +27,7 @@ from selfheal.playbooks import (
     run_playbook,
     step,
 )
-from selfheal.playbooks.base import row_values
+from selfheal.playbooks.snapshots import row_values
 from selfheal.task_kinds import PermanentFailure, TaskContext
 
 # The step limit and the safe-action allow-list

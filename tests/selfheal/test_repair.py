@@ -18,9 +18,9 @@ from selfheal.error_patterns import (
     unregister_error_source,
 )
 from selfheal.models import PlaybookExecution, Task, TaskStatus, Worker
-from selfheal.playbooks import REPAIR_OVER_CAP_ACTION, diagnose, run_playbook
-from selfheal.playbooks.base import SERVICE_ACCOUNT
-from selfheal.playbooks.diagnose import SystemResources
+from selfheal.playbooks import REPAIR_OVER_CAP_ACTION, run_playbook
+from selfheal.playbooks import checks as machine_checks
+from selfheal.playbooks.checks import SystemResources
 from selfheal.playbooks.repair import (
     BLOCKED_RESET_CAP,
     FIX_TASK_CAP,
@@ -175,7 +175,7 @@ def test_one_stuck_task_over_the_cap_resets_none_and_asks_for_approval(worker):
     assert approval.proposal["count"] == STUCK_RESET_CAP + 1
     assert approval.proposal["cap"] == STUCK_RESET_CAP
     # Without a user (a command, auto-heal), self-heal's service account asks.
-    assert approval.requested_by.username == SERVICE_ACCOUNT
+    assert approval.requested_by.username == "service-selfheal"
     assert not approval.requested_by.is_active
     assert execution.status == PlaybookExecution.Status.NEEDS_APPROVAL
     assert execution.snapshots == []
@@ -330,9 +330,9 @@ def test_a_dry_run_changes_no_task_and_reports_what_it_would_do(operator, worker
 def test_the_verification_diagnoses_again_and_says_what_improved(operator, monkeypatch):
     # The machine's load and the database's latency hold still between the two
     # diagnoses, however busy the machine running the tests.
-    monkeypatch.setattr(diagnose, "ping_database", lambda: 1.0)
+    monkeypatch.setattr(machine_checks, "ping_database", lambda: 1.0)
     monkeypatch.setattr(
-        diagnose,
+        machine_checks,
         "read_system_resources",
         lambda: SystemResources(
             disk_percent=40.0, disk_free_gb=50.0, memory_percent=30.0, load_1m=0.2, cpus=4

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from controlplane.approvals import decide_approval, expire_due_approvals
 from controlplane.models import Approval, AuditEvent
-from selfheal import engine, tasks
+from selfheal import engine, stuck, tasks, unblock
 from selfheal.engine import LeaseLost
 from selfheal.models import Task, TaskStatus, Worker
 from tests.selfheal import age, expire_lease, make_task, make_worker, silence, stored
@@ -42,7 +42,7 @@ def test_a_worker_killed_mid_task_loses_it_and_another_does_it_once():
     task = claimed_by(first)
     expire_lease(task)  # `first` died: nobody extends its lease
 
-    report = engine.detect_stuck()
+    report = stuck.detect_stuck()
     assert [t.pk for t in report.requeued] == [task.pk]
     requeued = stored(task)
     assert requeued.status == TaskStatus.PENDING
@@ -66,7 +66,7 @@ def test_a_task_past_its_lease_on_its_last_attempt_fails():
     worker, _ = make_worker()
     task = claimed_by(worker, max_attempts=1)
     expire_lease(task)
-    report = engine.detect_stuck()
+    report = stuck.detect_stuck()
     assert [t.pk for t in report.failed] == [task.pk]
     failed = stored(task)
     assert failed.status == TaskStatus.FAILED
@@ -77,7 +77,7 @@ def test_a_task_past_its_lease_on_its_last_attempt_fails():
 def test_a_task_within_its_lease_is_left_alone():
     worker, _ = make_worker()
     task = claimed_by(worker)
-    report = engine.detect_stuck()
+    report = stuck.detect_stuck()
     assert not report.changed_anything
     assert stored(task).status == TaskStatus.RUNNING
 
@@ -87,7 +87,7 @@ def test_a_lease_extended_in_time_is_left_alone():
     task = claimed_by(worker)
     expire_lease(task)
     engine.extend_lease(worker, task.pk, task.fencing_token)  # just before the detector
-    assert not engine.detect_stuck().changed_anything
+    assert not stuck.detect_stuck().changed_anything
     assert stored(task).status == TaskStatus.RUNNING
 
 
@@ -95,7 +95,7 @@ def test_an_extension_after_the_detector_put_the_task_back_is_refused():
     worker, _ = make_worker()
     task = claimed_by(worker)
     expire_lease(task)
-    engine.detect_stuck()
+    stuck.detect_stuck()
     with pytest.raises(LeaseLost, match="is pending, no longer running"):
         engine.extend_lease(worker, task.pk, task.fencing_token)
 
@@ -105,7 +105,7 @@ def test_a_silent_worker_goes_offline_and_its_tasks_go_back(settings):
     silent, _ = make_worker("silent")
     task = claimed_by(silent)
     silence(silent, 31)  # three missed beats
-    report = engine.detect_stuck()
+    report = stuck.detect_stuck()
     assert [w.name for w in report.offline] == ["silent"]
     assert [t.pk for t in report.requeued] == [task.pk]
     assert Worker.objects.get(pk=silent.pk).status == Worker.Status.OFFLINE
@@ -121,7 +121,7 @@ def test_a_worker_that_missed_fewer_than_three_beats_stays_online(settings):
     late, _ = make_worker("late")
     task = claimed_by(late)
     silence(late, 25)
-    assert not engine.detect_stuck().changed_anything
+    assert not stuck.detect_stuck().changed_anything
     assert Worker.objects.get(pk=late.pk).status == Worker.Status.ONLINE
     assert stored(task).status == TaskStatus.RUNNING
 
@@ -129,7 +129,7 @@ def test_a_worker_that_missed_fewer_than_three_beats_stays_online(settings):
 def test_an_offline_worker_is_not_reported_again():
     gone, _ = make_worker("gone", online=False)
     silence(gone, 3600)
-    assert not engine.detect_stuck().changed_anything
+    assert not stuck.detect_stuck().changed_anything
 
 
 def test_the_command_prints_what_it_did(settings):
@@ -166,12 +166,12 @@ def test_a_task_no_worker_could_do_for_the_whole_window_waits_for_approval(unblo
     make_worker("ops-only", ["ops"])
     task = make_task("Retrain", required_capabilities=["gpu", "ops"])
     age(task, 12 * 60)
-    (approval,) = engine.route_unclaimable_tasks()
+    (approval,) = unblock.route_unclaimable_tasks()
     waiting = stored(task)
     assert waiting.status == TaskStatus.WAITING_APPROVAL
     assert approval.action == "selfheal.unblock_task"
     assert approval.subject == waiting
-    assert approval.requested_by.username == "selfheal-engine"
+    assert approval.requested_by.username == "service-selfheal"
     assert approval.reason.startswith(
         f"Task #{task.pk} “Retrain” has waited 12 minutes for a worker and no live worker has gpu."
     )
@@ -182,10 +182,19 @@ def test_a_task_no_worker_could_do_for_the_whole_window_waits_for_approval(unblo
     assert event.before == {"status": "pending"}
 
 
+def test_the_unblock_proposal_says_how_long_the_task_waited(unblock_after):
+    task = make_task("Retrain", required_capabilities=["gpu"])
+    age(task, 12 * 60)
+    now = timezone.now()
+    (approval,) = unblock.route_unclaimable_tasks(now)
+    # Measured up to the routing, not from the move to waiting_approval it makes.
+    assert approval.proposal["waited_seconds"] == pytest.approx(12 * 60, abs=5)
+
+
 def test_a_task_needing_nothing_waits_for_approval_when_no_worker_is_alive(unblock_after):
     task = make_task("Anything")
     age(task, 601)
-    (approval,) = engine.route_unclaimable_tasks()
+    (approval,) = unblock.route_unclaimable_tasks()
     assert "no worker has been alive" in approval.reason
 
 
@@ -194,7 +203,7 @@ def test_capabilities_split_over_workers_are_named_as_such(unblock_after):
     make_worker("ops-box", ["ops"])
     task = make_task(required_capabilities=["gpu", "ops"])
     age(task, 601)
-    (approval,) = engine.route_unclaimable_tasks()
+    (approval,) = unblock.route_unclaimable_tasks()
     assert "no single live worker has all of gpu, ops" in approval.reason
 
 
@@ -202,14 +211,14 @@ def test_a_task_a_live_worker_can_do_stays_in_the_queue(unblock_after):
     make_worker("gpu-box", ["gpu", "ops"])
     task = make_task(required_capabilities=["gpu"])
     age(task, 3600)
-    assert engine.route_unclaimable_tasks() == []
+    assert unblock.route_unclaimable_tasks() == []
     assert stored(task).status == TaskStatus.PENDING
 
 
 def test_a_task_younger_than_the_window_stays_in_the_queue(unblock_after):
     task = make_task(required_capabilities=["gpu"])
     age(task, 599)
-    assert engine.route_unclaimable_tasks() == []
+    assert unblock.route_unclaimable_tasks() == []
     assert stored(task).status == TaskStatus.PENDING
 
 
@@ -218,9 +227,9 @@ def test_a_capable_worker_alive_during_the_window_keeps_the_task_waiting(unblock
     silence(gpu, 300)  # died five minutes ago: within the window
     task = make_task(required_capabilities=["gpu"])
     age(task, 900)
-    assert engine.route_unclaimable_tasks() == []
+    assert unblock.route_unclaimable_tasks() == []
     silence(gpu, 700)
-    assert len(engine.route_unclaimable_tasks()) == 1
+    assert len(unblock.route_unclaimable_tasks()) == 1
     assert stored(task).status == TaskStatus.WAITING_APPROVAL
 
 
@@ -230,21 +239,21 @@ def test_a_revoked_worker_does_not_count(unblock_after):
     gpu.save()
     task = make_task(required_capabilities=["gpu"])
     age(task, 601)
-    assert len(engine.route_unclaimable_tasks()) == 1
+    assert len(unblock.route_unclaimable_tasks()) == 1
 
 
 def test_routing_again_asks_only_once(unblock_after):
     task = make_task(required_capabilities=["gpu"])
     age(task, 601)
-    assert len(engine.route_unclaimable_tasks()) == 1
-    assert engine.route_unclaimable_tasks() == []
-    assert Approval.objects.filter(action=engine.UNBLOCK_ACTION).count() == 1
+    assert len(unblock.route_unclaimable_tasks()) == 1
+    assert unblock.route_unclaimable_tasks() == []
+    assert Approval.objects.filter(action=unblock.UNBLOCK_ACTION).count() == 1
 
 
 def ask_to_unblock() -> tuple[Task, Approval]:
     task = make_task("Retrain", required_capabilities=["gpu"])
     age(task, 601)
-    (approval,) = engine.route_unclaimable_tasks()
+    (approval,) = unblock.route_unclaimable_tasks()
     return task, approval
 
 
@@ -261,7 +270,7 @@ def test_approving_puts_the_task_back_in_the_queue(
     assert event.actor == operator
     assert event.after["reason"] == f"Approval #{approval.pk} was approved."
     # It waits a whole window again before asking again.
-    assert engine.route_unclaimable_tasks() == []
+    assert unblock.route_unclaimable_tasks() == []
 
 
 def test_rejecting_cancels_the_task(unblock_after, operator, django_capture_on_commit_callbacks):

@@ -181,6 +181,61 @@ def test_findings_a_person_must_act_on_are_flagged(client: Any, operator: Any) -
     assert "Start a worker" in html
 
 
+def stored_report(*findings: dict[str, Any]) -> PlaybookExecution:
+    return PlaybookExecution.objects.create(
+        playbook="diagnose", status=PlaybookExecution.Status.SUCCEEDED, findings=list(findings)
+    )
+
+
+def manual_box(html: str) -> str:
+    start = html.index('id="manual-actions"')
+    return html[start : html.index("</div>", start)]
+
+
+def test_the_needs_a_person_box_follows_the_findings_field_not_its_wording(
+    client: Any, observer: Any
+) -> None:
+    # Worded the other way round on purpose: the box must not read the sentences.
+    stored_report(
+        {
+            "check": "task_queue",
+            "severity": "warning",
+            "summary": "Marked manual.",
+            "suggested_action": "Run repair when convenient.",
+            "needs_person": True,
+        },
+        {
+            "check": "worker_heartbeats",
+            "severity": "critical",
+            "summary": "Marked for a playbook.",
+            "suggested_action": "Start a worker somewhere.",
+            "needs_person": False,
+        },
+    )
+    client.force_login(observer)
+
+    box = manual_box(client.get(INDEX).content.decode())
+
+    assert "Needs a person (1)" in box
+    assert "Run repair when convenient." in box
+    assert "Start a worker somewhere." not in box
+
+
+def test_an_ok_finding_never_needs_a_person(client: Any, observer: Any) -> None:
+    stored_report(
+        {
+            "check": "database",
+            "severity": "ok",
+            "summary": "Fine.",
+            "suggested_action": "None needed.",
+            "needs_person": True,
+        }
+    )
+    client.force_login(observer)
+
+    assert 'id="manual-actions"' not in client.get(INDEX).content.decode()
+
+
 def test_a_dry_run_repair_changes_nothing_and_says_what_it_would_do(
     client: Any, operator: Any
 ) -> None:

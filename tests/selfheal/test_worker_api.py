@@ -8,7 +8,7 @@ from django.test import Client
 from django.utils import timezone
 
 from controlplane.models import AuditEvent
-from selfheal import engine
+from selfheal import stuck
 from selfheal.models import Task, TaskStatus, Worker
 from tests.selfheal import expire_lease, make_task, make_worker, stored
 
@@ -270,7 +270,7 @@ def test_a_worker_killed_mid_task_loses_it_and_its_late_completion_is_refused(al
     make_task("Rotate the keys")
     first = alpha.claim()
     expire_lease(Task.objects.get(pk=first["id"]))  # alpha died: its lease ran out
-    engine.detect_stuck()
+    stuck.detect_stuck()
     assert Task.objects.get(pk=first["id"]).status == TaskStatus.PENDING
 
     second = beta.claim()

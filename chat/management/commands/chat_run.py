@@ -12,7 +12,7 @@ from chat import agent
 from chat.events import events_after
 from chat.management.commands.chat_replay import event_line
 from chat.models import ChatSession, Run, StopReason
-from routing.call_approvals import service_account
+from controlplane.service_accounts import service_account
 from routing.models import Mode
 
 POLL_SECONDS = 0.1

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from selfheal.engine import detect_stuck
+from selfheal.stuck import detect_stuck
 
 
 class Command(BaseCommand):

@@ -1,16 +1,10 @@
-"""The playbook base: at most ten steps, each declaring one safe action.
+"""The playbook executor: runs a playbook's steps in order, records what each found
+and did, and offers the steps the safe actions as methods.
 
-A playbook is a class whose steps are methods marked with `@step(title, action=...)`.
-Two rules hold at class definition (and again at registration), so a playbook that
-breaks them cannot exist: no more than `MAX_STEPS` steps, and every action is in
-`SAFE_ACTIONS`. At run time a step can only change rows through the `PlaybookRun`
-methods named after the actions, and only through the one its step declared.
-
-Every row a playbook changes is snapshotted before the change (model label, pk and
-the changed fields' values), together with the values the change set, so that
-`rollback()` can restore it later and can tell whether anyone touched it since.
-Nothing in `SAFE_ACTIONS` destroys data: a reset task can be put back, a created
-task can be cancelled, an approval request only asks.
+At run time a step can only change rows through the `PlaybookRun` methods named
+after the actions, and only through the one its step declared; every change is
+snapshotted (`selfheal.playbooks.snapshots`) in the same transaction, so a crash
+leaves what a rollback needs.
 """
 
 from __future__ import annotations
@@ -19,15 +13,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import date, datetime
-from datetime import time as time_of_day
-from decimal import Decimal
 from typing import Any, ClassVar
-from uuid import UUID
 
-from django.apps import apps
-from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
 from django.db.models import Q
@@ -35,44 +22,27 @@ from django.utils import timezone
 
 from controlplane import audit
 from controlplane.approvals import request_approval
-from controlplane.live import publish
 from controlplane.models import Approval
-from controlplane.tiers import Tier
-from selfheal.engine import ENGINE_CHANGED, ENGINE_GROUP, create_task, transition
+from controlplane.service_accounts import service_account
+from controlplane.tiers import StaffUser, Tier
+from selfheal.engine import SELFHEAL_SERVICE, create_task, transition
 from selfheal.error_patterns import fix_task_dedupe_key
-from selfheal.models import OPEN_STATUSES, TRANSITIONS, PlaybookExecution, Task, TaskStatus
+from selfheal.models import OPEN_STATUSES, PlaybookExecution, Task, TaskStatus
+from selfheal.playbooks.events import publish_execution
+from selfheal.playbooks.findings import worst_severity
+from selfheal.playbooks.snapshots import row_values, snapshot
+from selfheal.playbooks.steps import (
+    PlaybookDefinitionError,
+    PlaybookError,
+    Step,
+    collect_steps,
+    validate_steps,
+)
 
 log = logging.getLogger(__name__)
 
-MAX_STEPS = 10
-
-# The only things a playbook step may do. None of them destroys anything.
-SAFE_ACTIONS: dict[str, str] = {
-    "read": "Reads and measures; changes nothing.",
-    "reset_task_to_pending": "Moves a blocked or stuck task back to pending (rollback undoes it).",
-    "create_fix_task": "Opens a task to fix an error pattern (rollback cancels it).",
-    "request_approval": "Asks a person to approve work that is over a cap.",
-}
-
-SEVERITY_RANK = {"ok": 0, "warning": 1, "critical": 2}
-
-# Executions are published to the Self-heal pages' group, next to the engine's events.
-SELFHEAL_GROUP = ENGINE_GROUP
-EXECUTION_EVENT = "playbook.changed"
 REPAIR_OVER_CAP_ACTION = "selfheal.repair_over_cap"
-SERVICE_ACCOUNT = "service-selfheal"
 FIX_TASK_KIND = "fix_error_pattern"
-
-# Models a rollback may write to: the ones playbook actions change.
-ROLLBACK_MODELS = {"selfheal.task"}
-
-
-class PlaybookError(Exception):
-    """Something a person should read: the message says what and why."""
-
-
-class PlaybookDefinitionError(PlaybookError):
-    """A playbook that breaks the rules (too many steps, an action not allowed)."""
 
 
 class UnsafeActionError(PlaybookError):
@@ -81,49 +51,6 @@ class UnsafeActionError(PlaybookError):
 
 class UnknownPlaybook(PlaybookError, LookupError):
     pass
-
-
-class RollbackRefused(PlaybookError):
-    """The rollback did not happen, and nothing was changed."""
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    title: str
-    action: str
-
-
-def step[StepMethod: Callable[..., Any]](
-    title: str, *, action: str
-) -> Callable[[StepMethod], StepMethod]:
-    """Mark a playbook method as a step that takes only `action`."""
-    _check_action(action, where=title)
-
-    def mark(method: StepMethod) -> StepMethod:
-        method._playbook_step = Step(name=method.__name__, title=title, action=action)  # type: ignore[attr-defined]
-        return method
-
-    return mark
-
-
-def _check_action(action: str, *, where: str) -> None:
-    if action not in SAFE_ACTIONS:
-        raise PlaybookDefinitionError(
-            f"{where}: action '{action}' is not a safe playbook action "
-            f"(allowed: {', '.join(sorted(SAFE_ACTIONS))})."
-        )
-
-
-def validate_steps(name: str, steps: Iterable[Step]) -> tuple[Step, ...]:
-    steps = tuple(steps)
-    if len(steps) > MAX_STEPS:
-        raise PlaybookDefinitionError(
-            f"Playbook '{name}' has {len(steps)} steps; a playbook has at most {MAX_STEPS}."
-        )
-    for each in steps:
-        _check_action(each.action, where=f"Playbook '{name}', step '{each.name}'")
-    return steps
 
 
 class Playbook:
@@ -138,15 +65,7 @@ class Playbook:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        collected: dict[str, Step] = {}
-        for klass in reversed(cls.__mro__):
-            for attribute, value in vars(klass).items():
-                marked = getattr(value, "_playbook_step", None)
-                if isinstance(marked, Step):
-                    collected[attribute] = marked
-                elif attribute in collected:
-                    del collected[attribute]  # overridden without being a step
-        cls.steps = validate_steps(cls.name or cls.__name__, collected.values())
+        cls.steps = collect_steps(cls)
 
     def verify(self, run: PlaybookRun) -> dict[str, Any]:
         """After the steps: check the result. The default has nothing to check."""
@@ -158,7 +77,7 @@ class Playbook:
     def execute(
         self,
         *,
-        user: Any = None,
+        user: StaffUser | None = None,
         dry_run: bool = False,
         trigger: str = PlaybookExecution.Trigger.MANUAL,
         params: dict[str, Any] | None = None,
@@ -196,7 +115,7 @@ class Playbook:
         execution.finished_at = timezone.now()
         execution.duration_ms = int((time.monotonic() - started) * 1000)
         run.save_progress(final=True)
-        publish(SELFHEAL_GROUP, EXECUTION_EVENT, execution_id=execution.pk, status=execution.status)
+        publish_execution(execution)
         return execution
 
 
@@ -212,7 +131,7 @@ class PlaybookRun:
         playbook: Playbook,
         execution: PlaybookExecution,
         *,
-        user: Any,
+        user: StaffUser | None,
         dry_run: bool,
         params: dict[str, Any],
     ) -> None:
@@ -300,9 +219,9 @@ class PlaybookRun:
             )
 
     @property
-    def requester(self) -> Any:
+    def requester(self) -> StaffUser:
         """Who asks for approvals: the user, else the self-heal service account."""
-        return self.user or service_account()
+        return self.user or service_account(SELFHEAL_SERVICE)
 
     # --- the safe actions ----------------------------------------------------------
 
@@ -329,7 +248,7 @@ class PlaybookRun:
             previous = task.status
             transition(task, TaskStatus.PENDING, actor=self.user, reason=reason)
             after = row_values(Task.objects.get(pk=task_id))
-            self._snapshot("selfheal.task", task_id, before, after)
+            self.snapshots.append(snapshot("selfheal.task", task_id, before, after))
             self._record(
                 "reset_task_to_pending",
                 f"Reset task #{task_id} '{task.title}' from {previous} to pending.",
@@ -375,7 +294,9 @@ class PlaybookRun:
                     target={"model": "selfheal.task", "pk": task.pk},
                 )
                 return None
-            self._snapshot("selfheal.task", task.pk, {}, row_values(task, ["status"]), created=True)
+            self.snapshots.append(
+                snapshot("selfheal.task", task.pk, {}, row_values(task, ["status"]), created=True)
+            )
             self._record(
                 "create_fix_task",
                 f"Opened task #{task.pk} to fix error pattern '{label}'.",
@@ -416,28 +337,6 @@ class PlaybookRun:
             target={"model": "controlplane.approval", "pk": approval.pk},
         )
 
-    def _snapshot(
-        self,
-        model: str,
-        pk: Any,
-        before: dict[str, Any],
-        after: dict[str, Any],
-        *,
-        created: bool = False,
-    ) -> None:
-        changed = (
-            sorted(after) if created else sorted(k for k in after if after[k] != before.get(k))
-        )
-        self.snapshots.append(
-            {
-                "model": model,
-                "pk": pk,
-                "created": created,
-                "fields": {k: before.get(k) for k in changed} if not created else {},
-                "after": {k: after[k] for k in changed},
-            }
-        )
-
     def default_summary(self) -> str:
         done = [a for a in self.actions if a["action"] not in ("step", "read") and a["performed"]]
         would = [
@@ -452,181 +351,6 @@ class PlaybookRun:
         if self.approvals:
             parts.append(f"Waiting for {len(self.approvals)} approval(s).")
         return " ".join(parts)
-
-
-def worst_severity(findings: Iterable[dict[str, Any]]) -> str:
-    rank = max((SEVERITY_RANK.get(f.get("severity", "ok"), 0) for f in findings), default=0)
-    return next(name for name, value in SEVERITY_RANK.items() if value == rank)
-
-
-def service_account() -> Any:
-    """The inactive account that stands for self-heal in approvals it asks for."""
-    users = get_user_model()
-    account, created = users.objects.get_or_create(
-        username=SERVICE_ACCOUNT, defaults={"is_active": False}
-    )
-    if created:
-        account.set_unusable_password()
-        account.save(update_fields=["password"])
-    return account
-
-
-# --- snapshots and rollback --------------------------------------------------------
-
-
-def _json_value(value: Any) -> Any:
-    # Full precision: a rollback compares and restores these exactly.
-    if isinstance(value, datetime | date | time_of_day):
-        return value.isoformat()
-    if isinstance(value, Decimal | UUID):
-        return str(value)
-    return value
-
-
-def row_values(instance: models.Model, names: Iterable[str] | None = None) -> dict[str, Any]:
-    """The row's values by column name, JSON-safe; `auto_now` columns are left out
-    (they change on every write, which is not a change anyone made)."""
-    wanted = set(names) if names is not None else None
-    values: dict[str, Any] = {}
-    for field in instance._meta.concrete_fields:
-        if getattr(field, "auto_now", False):
-            continue
-        if wanted is not None and field.attname not in wanted:
-            continue
-        values[field.attname] = _json_value(field.value_from_object(instance))
-    return values
-
-
-def _python_values(model: type[models.Model], values: dict[str, Any]) -> dict[str, Any]:
-    by_attname = {f.attname: f for f in model._meta.concrete_fields}
-    return {name: by_attname[name].to_python(value) for name, value in values.items()}
-
-
-def rollback(execution: PlaybookExecution, *, user: Any) -> PlaybookExecution:
-    """Restore every row the execution changed to its snapshot, all or nothing.
-
-    Refuses (RollbackRefused, nothing changed) when any row changed since the
-    execution changed it.
-    """
-    if not getattr(user, "pk", None) or not user.has_perm("selfheal.rollback_execution"):
-        raise RollbackRefused("Your tier cannot roll back playbook executions.")
-    try:
-        with transaction.atomic(), audit.acting_as(user):
-            restored = _restore(execution, user)
-    except RollbackRefused as exc:
-        audit.record(
-            "playbookexecution.rollback_refused",
-            execution,
-            after={"reason": str(exc)},
-            actor=user,
-        )
-        raise
-    execution.refresh_from_db()
-    publish(SELFHEAL_GROUP, EXECUTION_EVENT, execution_id=execution.pk, status=execution.status)
-    log.info("rolled back execution %s (%s rows)", execution.pk, len(restored))
-    return execution
-
-
-def _restore(execution: PlaybookExecution, user: Any) -> list[str]:
-    locked = PlaybookExecution.objects.select_for_update().get(pk=execution.pk)
-    if locked.status == PlaybookExecution.Status.ROLLED_BACK:
-        raise RollbackRefused(f"Execution #{locked.pk} was already rolled back.")
-    if locked.dry_run:
-        raise RollbackRefused(f"Execution #{locked.pk} was a dry run: it changed nothing.")
-    if not locked.snapshots:
-        raise RollbackRefused(
-            f"Execution #{locked.pk} changed no rows: there is nothing to restore."
-        )
-    if not locked.can_roll_back:
-        raise RollbackRefused(
-            f"Execution #{locked.pk} is {locked.get_status_display().lower()}; "
-            "it can be rolled back once it has finished."
-        )
-    rows: list[tuple[dict[str, Any], models.Model]] = []
-    conflicts: list[str] = []
-    for snap in locked.snapshots:
-        label = f"{snap['model']} #{snap['pk']}"
-        if snap["model"] not in ROLLBACK_MODELS:
-            conflicts.append(f"{label}: a rollback does not restore this kind of row")
-            continue
-        model = apps.get_model(snap["model"])
-        instance = model._base_manager.select_for_update().filter(pk=snap["pk"]).first()
-        if instance is None:
-            conflicts.append(f"{label} no longer exists")
-            continue
-        current = row_values(instance, snap["after"])
-        changed = sorted(k for k, v in snap["after"].items() if current.get(k) != v)
-        if changed:
-            now = ", ".join(
-                f"{k} is {current.get(k)!r}, was set to {snap['after'][k]!r}" for k in changed
-            )
-            conflicts.append(f"{label} changed since ({now})")
-            continue
-        target_status = "cancelled" if snap["created"] else snap["fields"].get("status")
-        status = getattr(instance, "status", None)
-        if (
-            target_status
-            and target_status != status
-            and target_status not in TRANSITIONS.get(status or "", ())
-        ):
-            conflicts.append(f"{label} cannot move from {status} back to {target_status}")
-            continue
-        rows.append((snap, instance))
-    if conflicts:
-        raise RollbackRefused(
-            f"Execution #{locked.pk} was not rolled back, and nothing was changed: "
-            + "; ".join(conflicts)
-            + "."
-        )
-    restored = [_restore_row(locked, snap, instance, user) for snap, instance in reversed(rows)]
-    before_status = locked.status
-    PlaybookExecution.objects.filter(pk=locked.pk).update(
-        status=PlaybookExecution.Status.ROLLED_BACK,
-        rolled_back_at=timezone.now(),
-        rolled_back_by=user,
-    )
-    audit.record(
-        "playbookexecution.rolled_back",
-        locked,
-        before={"status": before_status},
-        after={"status": PlaybookExecution.Status.ROLLED_BACK, "restored": restored},
-        actor=user,
-    )
-    return restored
-
-
-def _restore_row(
-    execution: PlaybookExecution, snap: dict[str, Any], instance: models.Model, user: Any
-) -> str:
-    assert isinstance(instance, Task)
-    label = f"{snap['model']} #{snap['pk']}"
-    reason = f"Rollback of playbook execution #{execution.pk}."
-    if snap["created"]:
-        transition(instance, TaskStatus.CANCELLED, actor=user, reason=reason)
-        return f"{label} cancelled (the execution had opened it)"
-    before_restore = row_values(instance)
-    wanted = snap["fields"].get("status")
-    if wanted and wanted != instance.status and wanted != TaskStatus.RUNNING:
-        # The engine moves the status (and audits the move); the snapshot's exact
-        # values are written back below over whatever else the move set.
-        transition(instance, wanted, actor=user, reason=reason)
-    after_move = row_values(Task.objects.get(pk=snap["pk"]))
-    restored = {k: before_restore[k] for k, v in after_move.items() if v != before_restore[k]}
-    restored.update(snap["fields"])
-    Task.objects.filter(pk=snap["pk"]).update(**_python_values(Task, restored))
-    if wanted == TaskStatus.RUNNING and before_restore["status"] != TaskStatus.RUNNING:
-        # Running is entered only with a lease, which the engine hands out at claim:
-        # here the snapshot gives the lease back as it was, so this move is audited
-        # here rather than by `transition`.
-        audit.record(
-            "task.running",
-            instance,
-            before={"status": before_restore["status"]},
-            after={"status": TaskStatus.RUNNING, "reason": reason},
-            actor=user,
-        )
-        publish(ENGINE_GROUP, ENGINE_CHANGED, task_id=snap["pk"], status=TaskStatus.RUNNING)
-    return f"{label} restored ({', '.join(sorted(snap['fields']))})"
 
 
 def approvals_for(execution: PlaybookExecution) -> models.QuerySet[Approval]:
