@@ -263,9 +263,10 @@ def _queue_summary(arguments: dict[str, Any], context: ToolContext) -> dict[str,
 
 
 def _todays_spend(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-    from routing.budgets import budget_day, dollars, exact_text, spend_today
+    from routing.budgets import budget_day, spend_today
     from routing.insights import day_bounds
     from routing.models import OperationLog
+    from routing.money import dollars, exact_text
 
     day = budget_day()
     start, end = day_bounds(day)

@@ -233,6 +233,15 @@ def spend(ledger_id: int, actual: Decimal, held: Decimal) -> tuple[Decimal, Deci
     return _exact(spent), _exact(limit), list(notified or [])
 
 
+def unhold(ledger_id: int, amount: Decimal) -> None:
+    """Give back `amount` a released reservation held on a ledger."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_LEDGER} SET reserved = reserved - %s WHERE id = %s",  # noqa: S608
+            [amount, ledger_id],
+        )
+
+
 def close(reservation_id: int, status: str, *, to: str, actual: Decimal, at: datetime) -> bool:
     """Close a reservation that is in `status`; returns whether it was."""
     with connection.cursor() as cursor:

@@ -50,7 +50,26 @@ def dumps_exact(value: Any) -> str:
     return json.dumps(value)
 
 
+# Money as people read it: every amount shown anywhere goes through one of these.
+
+
+def dollars(amount: Decimal) -> str:
+    """`$10.00`, `$0.000075`: cents at least, every significant digit kept."""
+    exact = amount.normalize()
+    exponent = exact.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        exact = exact.quantize(Decimal("0.01"))
+    return f"${exact:,f}"
+
+
 def usd(amount: Decimal | None, places: int = 6) -> str:
+    """`$1,234.500000`: rounded to `places`, for columns and sentences that compare
+    amounts side by side; "—" for none."""
     if amount is None:
         return "—"
     return f"${amount.quantize(Decimal(1).scaleb(-places)):,}"
+
+
+def exact_text(amount: Decimal) -> str:
+    """An amount for JSON and events: `0.5`, a string, so no digit is lost to a float."""
+    return format(Decimal(amount).normalize(), "f")

@@ -12,20 +12,18 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from controlplane.models import FeatureToggle, NotificationChannel, NotificationDelivery
-from routing import budgets, tasks
+from routing import budget_notices, budgets, stale_reservations, tasks
 from routing.budgets import (
     BudgetExceeded,
     applicable_budgets,
     budget_day,
-    release,
-    reserve,
     resets_at,
-    settle,
     spend_today,
     would_exceed,
-    write_off_stale_reservations,
 )
 from routing.models import Budget, BudgetDay, OperationLog, Reservation
+from routing.reservations import release, reserve, settle
+from routing.stale_reservations import write_off_stale_reservations
 
 NEW_YORK = "America/New_York"
 
@@ -99,7 +97,7 @@ class Notices:
 @pytest.fixture
 def notices(monkeypatch: pytest.MonkeyPatch) -> Notices:
     notices = Notices()
-    monkeypatch.setattr(budgets, "notify", notices)
+    monkeypatch.setattr(budget_notices, "notify", notices)
     return notices
 
 
@@ -377,7 +375,7 @@ def test_a_call_recorded_late_after_the_write_off_is_not_charged_twice(clock):
     budget = make_budget("10")
     start = clock.at
     late = reserve("late", dollars("2"), [budget])
-    clock.at = start + budgets.STALE_AFTER + timedelta(seconds=1)
+    clock.at = start + stale_reservations.STALE_AFTER + timedelta(seconds=1)
     assert write_off_stale_reservations() == 1
 
     assert not settle(late, dollars("0.5"))
@@ -389,7 +387,7 @@ def test_the_sweep_task_writes_off_stale_reservations_after_an_hour(clock):
     budget = make_budget("10")
     start = clock.at
     reserve("crashed", dollars("2"), [budget])
-    clock.at = start + budgets.STALE_AFTER + timedelta(seconds=1)
+    clock.at = start + stale_reservations.STALE_AFTER + timedelta(seconds=1)
     assert tasks.write_off_stale_reservations() == 1
     assert (ledger(budget).spent, ledger(budget).reserved) == (dollars("2"), 0)
 

@@ -20,9 +20,10 @@ from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from routing import budgets, ledger
-from routing.budgets import BudgetExceeded, budget_day, reserve, settle
+from routing import budget_notices, ledger, reservations
+from routing.budgets import BudgetExceeded, budget_day
 from routing.models import Budget, BudgetDay, Reservation
+from routing.reservations import reserve, settle
 
 LEDGER_TABLE = BudgetDay._meta.db_table
 
@@ -380,7 +381,7 @@ def test_committed_is_exact_to_18_places_on_postgresql():
 @pytest.fixture
 def fresh_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """No ledger remembered from another test (the memory lives as long as the process)."""
-    monkeypatch.setattr(budgets, "_known_ledgers", {})
+    monkeypatch.setattr(reservations, "_known_ledgers", {})
 
 
 @pytest.fixture
@@ -409,7 +410,7 @@ class Notices:
 @pytest.fixture
 def notices(monkeypatch: pytest.MonkeyPatch) -> Notices:
     notices = Notices()
-    monkeypatch.setattr(budgets, "notify", notices)
+    monkeypatch.setattr(budget_notices, "notify", notices)
     return notices
 
 
@@ -468,17 +469,17 @@ def test_a_limit_changed_and_changed_back_applies_on_a_process_that_remembers_th
     # Two gateway processes, each with its own memory of the day's ledgers.
     first_process: dict[Any, Any] = {}
     budget = make_budget("10")
-    monkeypatch.setattr(budgets, "_known_ledgers", first_process)
+    monkeypatch.setattr(reservations, "_known_ledgers", first_process)
     reserve("first-process", Decimal("1"), [budget])
     lowered = Budget.objects.get(pk=budget.pk)
     lowered.daily_limit = Decimal("5")
     lowered.save()
-    monkeypatch.setattr(budgets, "_known_ledgers", {})
+    monkeypatch.setattr(reservations, "_known_ledgers", {})
     reserve("second-process", Decimal("1"), [lowered])  # applies $5 to the ledger
     restored = Budget.objects.get(pk=budget.pk)
     restored.daily_limit = Decimal("10")
     restored.save()
-    monkeypatch.setattr(budgets, "_known_ledgers", first_process)
+    monkeypatch.setattr(reservations, "_known_ledgers", first_process)
 
     reserve("first-process-again", Decimal("7"), [restored])
 

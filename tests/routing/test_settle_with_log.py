@@ -1,4 +1,4 @@
-"""A call's settlement and its log row, written together (`budgets.settle(log_row=)`):
+"""A call's settlement and its log row, written together (`reservations.settle(log_row=)`):
 on PostgreSQL in one statement, elsewhere in one transaction. Run on committed data
 (`transactional_db`), in autocommit as on the gateway's threads."""
 
@@ -10,9 +10,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from routing import budgets
-from routing.budgets import release, reserve, settle
+from routing import budget_notices
 from routing.models import Budget, OperationLog, Reservation
+from routing.reservations import release, reserve, settle
 from tests.routing.test_budgets import (
     Notices,
     dollars,
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def notices(monkeypatch: pytest.MonkeyPatch) -> Notices:
     notices = Notices()
-    monkeypatch.setattr(budgets, "notify", notices)
+    monkeypatch.setattr(budget_notices, "notify", notices)
     return notices
 
 
