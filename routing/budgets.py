@@ -147,8 +147,9 @@ def applicable_budgets(
             key=lambda b: b.pk,
         )
     matches = Q(scope=Budget.Scope.GLOBAL)
-    if getattr(user, "pk", None) is not None:
-        matches |= Q(scope=Budget.Scope.USER, user_id=user.pk)
+    user_id = getattr(user, "pk", None)
+    if user_id is not None:
+        matches |= Q(scope=Budget.Scope.USER, user_id=user_id)
     if operation:
         matches |= Q(scope=Budget.Scope.OPERATION, operation=operation)
     if service:
