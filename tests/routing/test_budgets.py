@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from controlplane.models import FeatureToggle, NotificationChannel, NotificationDelivery
 from routing import budget_notices, budgets, stale_reservations, tasks
+from routing import ledger as ledger_sql
 from routing.budgets import (
     BudgetExceeded,
     applicable_budgets,
@@ -742,11 +743,10 @@ def test_concurrent_settlements_notify_each_threshold_once(notices):
 def lose_in_a_crash(reservation: Reservation) -> None:
     """What a crash that loses the reservation's transaction leaves: neither the row
     (nor its ledger links) nor the amount it added to each ledger's `reserved`."""
-    from django.db.models import F
-
     ledger_ids = list(reservation.days.values_list("pk", flat=True))
     Reservation.objects.filter(pk=reservation.pk).delete()
-    BudgetDay.objects.filter(pk__in=ledger_ids).update(reserved=F("reserved") - reservation.amount)
+    for ledger_id in ledger_ids:
+        ledger_sql.unhold(ledger_id, reservation.amount)
 
 
 @pytest.mark.django_db

@@ -120,8 +120,6 @@ def test_a_settlement_with_its_row_notifies_a_threshold_once(notices: Notices):
 
 
 def test_money_with_eighteen_places_is_settled_and_logged_exactly():
-    if connection.vendor != "postgresql":
-        pytest.skip("SQLite keeps money as REAL")
     budget = make_budget("10")
     cost = Decimal("0.000123456789012345")
     reservation = reserve("call", dollars("1"), [budget])
