@@ -20,9 +20,9 @@ from routing.approval_rules import Rule
 from routing.budgets import budget_day
 from routing.calls import ApprovalRequired, CallContext
 from routing.models import AIModel, Budget, BudgetDay, OperationLog, Provider, Reservation
-from routing.providers import Reply, ScriptedProvider, use_scripted
 from routing.router import route
 from tests.routing import factories
+from tests.scripted_providers import Reply, ScriptedProvider, use_scripted
 
 MESSAGES = [{"role": "user", "content": "Refund order 42"}]
 MAX_TOKENS = 500

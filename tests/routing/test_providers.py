@@ -12,22 +12,19 @@ from typing import Any
 import pytest
 from django.conf import settings
 
+from routing import calls
 from routing.models import Provider
 from routing.providers import (
     CallTool,
     ChatRequest,
     Completion,
-    Delay,
     OfflineProvider,
     OpenAICompatibleProvider,
     ProviderError,
     Reply,
-    ScriptedProvider,
-    ScriptExhaustedError,
     StreamChunk,
     Usage,
     provider_for,
-    use_scripted,
 )
 from tests.local_servers import closed_port
 from tests.routing.openai_server import (
@@ -39,6 +36,7 @@ from tests.routing.openai_server import (
     chunk,
     usage_chunk,
 )
+from tests.scripted_providers import Delay, ScriptedProvider, ScriptExhaustedError, use_scripted
 
 API_KEY = "sk-or-v1-THIS-IS-THE-SECRET-KEY-0123456789"
 EXACT_COST = "0.000123456789012345"
@@ -500,9 +498,10 @@ def test_use_scripted_stands_in_for_a_catalog_provider_until_the_block_ends() ->
     scripted = ScriptedProvider([Reply("scripted answer")])
 
     with use_scripted("openrouter", scripted):
-        assert provider_for(openrouter).complete(HELLO).content == "scripted answer"
+        assert calls.provider_for(openrouter).complete(HELLO).content == "scripted answer"
 
-    assert provider_for(openrouter) is not scripted
+    assert calls.provider_for(openrouter) is not scripted
+    assert calls.provider_for is provider_for
     assert scripted.requests == [HELLO]
 
 
