@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -71,10 +71,17 @@ class ScriptedProvider:
     """
 
     def __init__(
-        self, turns: Sequence[Turn], *, label: str = "scripted", timeout: float | None = None
+        self,
+        turns: Sequence[Turn],
+        *,
+        label: str = "scripted",
+        timeout: float | None = None,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
+        # `sleep`: how a delay passes; a test of the delays themselves records them.
         self.label = label
         self.timeout = timeout
+        self._sleep = sleep
         self.requests: list[ChatRequest] = []
         self._turns = list(turns)
         self._lock = threading.Lock()
@@ -117,12 +124,12 @@ class ScriptedProvider:
                 )
             turn = self._turns.pop(0)
         if self.timeout is not None and delay > self.timeout:
-            time.sleep(self.timeout)
+            self._sleep(self.timeout)
             raise ProviderError(
                 f"{self.label}: no answer within {self.timeout:g} s", code="timeout"
             )
         if delay:
-            time.sleep(delay)
+            self._sleep(delay)
         if isinstance(turn, ProviderError):
             raise turn
         assert not isinstance(turn, Delay)
