@@ -757,7 +757,7 @@ def test_settling_a_reservation_a_crash_lost_records_the_money_in_full(operator,
     assert not Reservation.objects.exists()
     assert (ledger(everything).reserved, ledger(mine).reserved) == (0, 0)
 
-    with caplog.at_level("WARNING", logger="routing.budgets"):
+    with caplog.at_level("WARNING", logger="routing.reservations"):
         assert settle(reservation, dollars("1.5"))
 
     for budget in (everything, mine):
