@@ -7,7 +7,7 @@ its model calls, exactly as the routing cost log has them. Wall-clock time count
 the first pickup by a worker and leaves out the time spent waiting for an approval.
 
 Each meter is published in `budget` events as `{used, limit, percent, state}` with
-state green below 60%, amber from 60% to 85%, red above 85%.
+state green, amber or red (`routing.budgets.meter_state`: amber from 60%, red above 85%).
 """
 
 from __future__ import annotations
@@ -20,23 +20,10 @@ from typing import Any
 from django.utils import timezone
 
 from chat.models import Run, StopReason
+from routing.budgets import meter_state
+from routing.money import exact_text
 
-AMBER_FROM = Decimal(60)
-RED_ABOVE = Decimal(85)
 PAUSED_SECONDS = "paused_seconds"  # kept in Run.guardrails, next to the counters
-
-
-def meter_state(percent: Decimal) -> str:
-    if percent > RED_ABOVE:
-        return "red"
-    if percent >= AMBER_FROM:
-        return "amber"
-    return "green"
-
-
-def money_text(amount: Decimal) -> str:
-    """Exact, without trailing zeros: 0.5000000000 -> "0.5"."""
-    return format(Decimal(amount).normalize(), "f")
 
 
 def meter(used: Decimal, limit: Decimal, *, shown: Any) -> dict[str, Any]:
@@ -122,7 +109,7 @@ class BudgetTracker:
             "wall_clock": meter(
                 self.wall_clock_seconds(), Decimal(run.max_wall_clock_seconds), shown=float
             ),
-            "cost": meter(Decimal(run.cost), Decimal(run.max_cost), shown=money_text),
+            "cost": meter(Decimal(run.cost), Decimal(run.max_cost), shown=exact_text),
             "retries": dict(run.retries_by_fingerprint or {}),
             "retry_limit": run.max_retries_per_fingerprint,
         }

@@ -38,7 +38,9 @@ from chat.guardrails import Guardrails
 from chat.models import ACTIVE_STATUSES, Run, RunStatus, StopReason, StreamEvent
 from chat.stop_reasons import explain
 from controlplane.tiers import Tier
+from routing.budgets import meter_state
 from routing.models import Mode
+from routing.money import usd
 
 FRAGMENTS: dict[str, str] = {
     StreamEvent.Type.STATUS: "chat/partials/status.html",
@@ -52,10 +54,6 @@ FRAGMENTS: dict[str, str] = {
     StreamEvent.Type.ERROR: "chat/partials/last_error.html",
 }
 LAST_SEQ_FRAGMENT = "chat/partials/last_seq.html"
-
-# Meters turn amber past 60% and red past 85% (the thresholds).
-WARN_PERCENT = 60
-CRITICAL_PERCENT = 85
 
 # The budget tracker names each meter's state; the page styles it by level.
 METER_STATES = {"green": "ok", "amber": "warning", "red": "critical"}
@@ -416,13 +414,7 @@ def number(value: Any) -> Decimal | None:
 
 
 def level(percent: Decimal | float | None) -> str:
-    if percent is None:
-        return "ok"
-    if percent > CRITICAL_PERCENT:
-        return "critical"
-    if percent > WARN_PERCENT:
-        return "warning"
-    return "ok"
+    return "ok" if percent is None else METER_STATES[meter_state(percent)]
 
 
 def format_amount(value: Decimal | None, unit: str) -> str:
@@ -430,7 +422,7 @@ def format_amount(value: Decimal | None, unit: str) -> str:
         return "—"
     if unit == "$":
         # Enough places for runs that cost fractions of a cent.
-        return f"${value:.4f}" if value < 1 else f"${value:.2f}"
+        return usd(value, 4 if value < 1 else 2)
     if unit == "s":
         return f"{value:.0f} s"
     return f"{value:.0f}"

@@ -26,6 +26,7 @@ from django.urls import reverse
 
 from chat.models import Run, StopReason
 from routing.models import Mode
+from routing.money import usd
 
 Advice = tuple[str, dict[str, Any]]  # (suggestion, next action)
 
@@ -118,9 +119,9 @@ def _cost_budget(run: Run, context: dict[str, Any]) -> Advice:
         )
     value = Decimal(run.max_cost) * 2
     return (
-        f"The run spent its cost budget of ${run.max_cost:.2f}. An Owner can run it again "
-        f"with ${value:.2f}; or make the request smaller, or use a cheaper mode.",
-        raise_budget(run, "max_cost", value.normalize(), f"${value:.2f}", tier="owner"),
+        f"The run spent its cost budget of {usd(Decimal(run.max_cost), 2)}. An Owner can run "
+        f"it again with {usd(value, 2)}; or make the request smaller, or use a cheaper mode.",
+        raise_budget(run, "max_cost", value.normalize(), usd(value, 2), tier="owner"),
     )
 
 

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 from django.apps import apps
 from django.conf import settings
-from django.db.models import Count, Sum
+from django.db.models import Count
 
 APP_USER_AGENT = "controlplane-chat/1 (http_get tool)"
 
@@ -263,14 +263,15 @@ def _queue_summary(arguments: dict[str, Any], context: ToolContext) -> dict[str,
 
 
 def _todays_spend(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-    from routing.budgets import budget_day, dollars, exact_text, spend_today
+    from routing.budgets import budget_day, spend_today
     from routing.insights import day_bounds
     from routing.models import OperationLog
+    from routing.money import MoneySum, dollars, exact_text
 
     day = budget_day()
     start, end = day_bounds(day)
     logged = OperationLog.objects.filter(at__gte=start, at__lt=end)
-    total = logged.aggregate(total=Sum("cost"))["total"] or Decimal(0)
+    total = logged.aggregate(total=MoneySum("cost"))["total"] or Decimal(0)
     return {
         "day": day.isoformat(),
         "total_cost": exact_text(total),

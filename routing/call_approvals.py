@@ -17,6 +17,7 @@ from controlplane.approvals import request_approval
 from controlplane.models import Approval
 from controlplane.service_accounts import service_account
 from controlplane.tiers import Tier
+from routing.money import usd
 
 if TYPE_CHECKING:
     from routing.calls import CallContext
@@ -80,7 +81,7 @@ def ask_for_approval(context: CallContext, decision: RouteDecision) -> Approval:
         action=APPROVAL_ACTION,
         requested_by=asker,
         reason=f"{need.reason} Model {decision.model.label}, estimated "
-        f"${decision.estimated_cost:.6f}.",
+        f"{usd(decision.estimated_cost)}.",
         amount=approval_amount(decision.estimated_cost) if need.about_money else None,
         required_tier=Tier.OWNER if need.about_money else Tier.OPERATOR,
         proposal={

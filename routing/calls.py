@@ -22,7 +22,7 @@ from django.db import transaction
 
 from controlplane.models import Approval, toggle_cache_keys, toggles_enabled
 from controlplane.runtime import rows
-from routing import budgets, pricing
+from routing import budgets, pricing, reservations
 from routing.approval_rules import approval_needed
 from routing.call_approvals import ask_for_approval, usable_approval
 from routing.models import OperationLog, Provider, Reservation
@@ -207,7 +207,7 @@ def _prepare(
             raise NotRoutable(str(exc), reason=exc.code) from exc
         approved = _approved(context, decision) if decision.needs_approval else None
         reserve = functools.partial(
-            budgets.reserve,
+            reservations.reserve,
             context.request_id,
             decision.estimated_cost,
             decision.budgets,
@@ -304,10 +304,10 @@ def _priced(
         # flush) instead of two, and the ledger and the log never disagree.
         row = _log_row(prepared, model, usage, cost, source, error, latency_ms)
         if model is not None and usage is not None:
-            budgets.settle(prepared.reservation, cost, log_row=row)
+            reservations.settle(prepared.reservation, cost, log_row=row)
         else:
             with transaction.atomic():
-                budgets.release(prepared.reservation)
+                reservations.release(prepared.reservation)
                 rows.insert([row])
         return row
 
@@ -366,7 +366,7 @@ def complete(
     caller, who runs `result.record()` once the answer is on its way (the gateway,
     so the caller of an AI call does not wait for its bookkeeping); `result.log` is
     then None until it ran. If the process stops before, the stale sweep writes the
-    call off at its reservation (`budgets.write_off_stale_reservations`)."""
+    call off at its reservation (`stale_reservations.write_off_stale_reservations`)."""
     prepared = _prepare(
         context,
         messages,

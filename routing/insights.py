@@ -19,7 +19,7 @@ from django.utils import timezone
 from controlplane.notifications import notify
 from routing.budgets import budget_day
 from routing.models import AIModel, DailySpend, OperationLog, Recommendation, Route
-from routing.money import ZERO, usd
+from routing.money import ZERO, MoneySum, usd
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def daily_totals(
         rows = rows.filter(operation=operation)
     sums: dict[date, tuple[Decimal, int]] = {
         row["day"]: (row["cost"] or ZERO, row["calls"] or 0)
-        for row in rows.values("day").annotate(cost=Sum("cost"), calls=Sum("calls"))
+        for row in rows.values("day").annotate(cost=MoneySum("cost"), calls=Sum("calls"))
     }
     days_list = [first + timedelta(days=n) for n in range(days)]
     return [DayTotals(day, *sums.get(day, (ZERO, 0))) for day in days_list]
@@ -209,7 +209,7 @@ def savings(operation: str, alternative: AIModel, *, days: int = TRAILING_DAYS) 
     first = budget_day() - timedelta(days=days - 1)
     rows = DailySpend.objects.filter(operation=operation, day__gte=first)
     totals = rows.aggregate(
-        cost=Sum("cost"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens")
+        cost=MoneySum("cost"), prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens")
     )
     busiest = rows.values("model").annotate(n=Sum("calls")).order_by("-n").first()
     alternative_cost = (alternative.price_prompt or ZERO) * (totals["prompt"] or 0) + (
@@ -331,7 +331,7 @@ def spend_by(field: str, days: int = TRAILING_DAYS) -> list[dict[str, Any]]:
     return list(
         DailySpend.objects.filter(day__gte=first)
         .values(field)
-        .annotate(cost=Sum("cost"), calls=Sum("calls"), errors=Sum("errors"))
+        .annotate(cost=MoneySum("cost"), calls=Sum("calls"), errors=Sum("errors"))
         .order_by("-cost", field)
     )
 

@@ -5,7 +5,9 @@ ORM each costs about half a millisecond of Python to build and compile here, mor
 than the statement itself. These are the same conditional UPDATEs `budgets`
 documents (the database decides whether there is room), written once. Money is
 passed as `Decimal` and computed by the database (exact `numeric` on PostgreSQL).
-Table names come from the models; every value is a parameter.
+Table names come from the models; every value is a parameter. SQLite keeps money
+as text and computes it with the Decimal functions of `routing.money` (`money_add`,
+`money_sub`, `money_cmp`), so the statements below are written per database.
 
 On PostgreSQL, where each statement is a round trip over the network, a call's
 reservation (`reserve`) and its settlement with its log row (`settle_and_log`) are
@@ -35,18 +37,42 @@ _RESERVATION = Reservation._meta.db_table
 _LINKS = Reservation.days.through
 
 
+@cache
+def _arithmetic(vendor: str) -> tuple[str, str, str, str]:
+    """How `vendor` adds, subtracts, compares (`>=`) and takes in money: on SQLite
+    through Decimal functions on the stored text, elsewhere with the database's own
+    exact numbers. Templates of two operands, `{0}` and `{1}`."""
+    if vendor == "sqlite":
+        return (
+            "money_add({0}, {1})",
+            "money_sub({0}, {1})",
+            "money_cmp({0}, {1}) >= 0",
+            "money({0})",
+        )
+    return "{0} + {1}", "{0} - {1}", "{0} >= {1}", "{0}"
+
+
+@cache
+def _hold_sql(vendor: str, checked: bool) -> str:
+    add, _sub, at_least, money = _arithmetic(vendor)
+    sql = (
+        f"UPDATE {_LEDGER} SET reserved = {add.format('reserved', '%s')}, "  # noqa: S608
+        f'"limit" = {money.format("%s")} WHERE id = %s'
+    )
+    if checked:
+        sql += " AND " + at_least.format("%s", add.format(add.format("reserved", "spent"), "%s"))
+    return sql
+
+
 def hold(ledger_id: int, amount: Decimal, limit: Decimal, *, checked: bool) -> bool:
     """Reserve `amount` on a ledger; when `checked`, only if it stays within `limit`,
     the budget's daily limit now, which the ledger takes on in the same statement (an
     Owner's change applies from the next call on). Returns whether it did."""
-    sql = f'UPDATE {_LEDGER} SET reserved = reserved + %s, "limit" = %s WHERE id = %s'  # noqa: S608
     params: list[Any] = [amount, limit, ledger_id]
     if checked:
-        # CAST: on SQLite a bare parameter is text, and text compares above numbers.
-        sql += " AND CAST(%s AS NUMERIC) >= reserved + spent + %s"
         params += [limit, amount]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_hold_sql(connection.vendor, checked), params)
         return cursor.rowcount == 1
 
 
@@ -202,32 +228,49 @@ def committed(budget_ids: list[int], day: date) -> dict[int, Decimal]:
         return {budget: _exact(reserved) + _exact(spent) for budget, reserved, spent in cursor}
 
 
+@cache
+def _spend_sql(vendor: str) -> str:
+    add, sub, _at_least, _money = _arithmetic(vendor)
+    return (
+        f"UPDATE {_LEDGER} SET spent = {add.format('spent', '%s')}, "  # noqa: S608
+        f"reserved = {sub.format('reserved', '%s')} "
+        'WHERE id = %s RETURNING spent, "limit", thresholds_notified'
+    )
+
+
 def spend(ledger_id: int, actual: Decimal, held: Decimal) -> tuple[Decimal, Decimal, list[int]]:
     """Move a settled call's money from reserved to spent; returns the ledger's
     spent, limit and thresholds already notified, as they are after the change."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {_LEDGER} SET spent = spent + %s, reserved = reserved - %s "  # noqa: S608
-            'WHERE id = %s RETURNING spent, "limit", thresholds_notified',
-            [actual, held, ledger_id],
-        )
+        cursor.execute(_spend_sql(connection.vendor), [actual, held, ledger_id])
         spent, limit, notified = cursor.fetchone()
     if isinstance(notified, str):
         notified = json.loads(notified)
     return _exact(spent), _exact(limit), list(notified or [])
 
 
-def close(reservation_id: int, status: str, *, to: str, actual: Decimal, at: datetime) -> bool:
-    """Close a reservation that is in `status`; returns whether it was."""
+def unhold(ledger_id: int, amount: Decimal) -> None:
+    """Give back `amount` a released reservation held on a ledger."""
+    sub = _arithmetic(connection.vendor)[1]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_RESERVATION} SET status = %s, actual = %s, closed_at = %s "  # noqa: S608
-            "WHERE id = %s AND status = %s",
+            f"UPDATE {_LEDGER} SET reserved = {sub.format('reserved', '%s')} WHERE id = %s",  # noqa: S608
+            [amount, ledger_id],
+        )
+
+
+def close(reservation_id: int, status: str, *, to: str, actual: Decimal, at: datetime) -> bool:
+    """Close a reservation that is in `status`; returns whether it was."""
+    money = _arithmetic(connection.vendor)[3]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_RESERVATION} SET status = %s, actual = {money.format('%s')}, "  # noqa: S608
+            "closed_at = %s WHERE id = %s AND status = %s",
             [to, actual, connection.ops.adapt_datetimefield_value(at), reservation_id, status],
         )
         return cursor.rowcount == 1
 
 
 def _exact(value: Any) -> Decimal:
-    # SQLite hands back a float (money is REAL there): through its repr.
-    return value if isinstance(value, Decimal) else Decimal(str(value))
+    # SQLite hands back money's stored text.
+    return value if isinstance(value, Decimal) else Decimal(value)

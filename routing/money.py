@@ -1,24 +1,147 @@
-"""Money in the routing app: Decimal USD, never float.
+"""Money in the routing app: Decimal USD, never float, exact on every database.
 
 Enough places for per-token prices (OpenRouter quotes e.g. 0.000000075 USD a token)
-and for provider-reported costs to be stored to their last digit.
+and for provider-reported costs to be stored to their last digit: 30 digits, 18 of
+them places.
+
+PostgreSQL stores money as `numeric(30, 18)` and computes with it exactly. SQLite has
+no exact numeric type (a "decimal" column is REAL there: 15 significant digits, and
+SUM adds floats), so a `MoneyField` is a text column on SQLite holding canonical
+fixed-point text (`stored_text`), and the SQL that adds, compares or sums money there
+calls the Decimal functions this module registers on every SQLite connection
+(`money_add`, `money_sub`, `money_cmp`, `money`, the aggregate `money_sum`; see
+`MoneySum` and `routing.ledger`). The text's integer part is zero-padded, so that
+where SQL still compares or orders money as text (a filter, a CHECK constraint, an
+ORDER BY) text order is the amounts' order; all money here is zero or more.
 """
 
 from __future__ import annotations
 
 import json
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from django.db import models
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models.sql.compiler import SQLCompiler
 
 PLACES = 18
 DIGITS = 30
 ZERO = Decimal(0)
+_QUANTUM = Decimal(1).scaleb(-PLACES)
+# Precision for money arithmetic on SQLite: any sum of amounts, to the last place.
+_EXACT = Context(prec=2 * DIGITS)
+# The stored text's width: every integer digit, the point, every place.
+_STORED_WIDTH = DIGITS + 1
 
 
-def money_field(**kwargs: Any) -> models.DecimalField:
-    return models.DecimalField(max_digits=DIGITS, decimal_places=PLACES, **kwargs)
+class MoneyField(models.DecimalField):
+    """A DecimalField of 30 digits, 18 places, stored exactly on every database."""
+
+    description = "Money (USD), exact on every database"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max_digits", DIGITS)
+        kwargs.setdefault("decimal_places", PLACES)
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> Any:
+        name, path, args, kwargs = super().deconstruct()
+        if kwargs.get("max_digits") == DIGITS:
+            del kwargs["max_digits"]
+        if kwargs.get("decimal_places") == PLACES:
+            del kwargs["decimal_places"]
+        return name, path, args, kwargs
+
+    def db_type(self, connection: BaseDatabaseWrapper) -> str | None:
+        if connection.vendor == "sqlite":
+            return "text"
+        return super().db_type(connection)
+
+    def get_db_prep_value(
+        self, value: Any, connection: BaseDatabaseWrapper, prepared: bool = False
+    ) -> Any:
+        if connection.vendor != "sqlite":
+            return super().get_db_prep_value(value, connection, prepared)
+        if not prepared:
+            value = self.get_prep_value(value)
+        if value is None or hasattr(value, "as_sql"):
+            return value
+        return stored_text(self.to_python(value))
+
+
+def money_field(**kwargs: Any) -> MoneyField:
+    return MoneyField(**kwargs)
+
+
+def stored_text(amount: Decimal) -> str:
+    """`amount` as SQLite stores it: `000000000001.500000000000000000`."""
+    return format(amount.quantize(_QUANTUM, context=_EXACT), f"0{_STORED_WIDTH}f")
+
+
+class MoneySum(models.Sum):
+    """`Sum()` of money, exact on both databases (SQLite's SUM would add floats)."""
+
+    def as_sqlite(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> tuple[str, Any]:
+        # Not Django's SQLite wrapping (a CAST to NUMERIC, which makes a float of it).
+        return self.as_sql(compiler, connection, function="money_sum", **extra_context)
+
+
+# The Decimal functions of money on SQLite connections.
+
+
+def _amount(value: str | int | float | None) -> Decimal | None:
+    if value is None:
+        return None
+    # A float only from data stored before money was text: through its repr.
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+def _money(value: str | int | float | None) -> str | None:
+    amount = _amount(value)
+    return None if amount is None else stored_text(amount)
+
+
+def _money_add(a: str | int | float | None, b: str | int | float | None) -> str | None:
+    x, y = _amount(a), _amount(b)
+    return None if x is None or y is None else stored_text(_EXACT.add(x, y))
+
+
+def _money_sub(a: str | int | float | None, b: str | int | float | None) -> str | None:
+    x, y = _amount(a), _amount(b)
+    return None if x is None or y is None else stored_text(_EXACT.subtract(x, y))
+
+
+def _money_cmp(a: str | int | float | None, b: str | int | float | None) -> int | None:
+    x, y = _amount(a), _amount(b)
+    return None if x is None or y is None else int(x.compare(y))
+
+
+class _MoneySumAggregate:
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: str | int | float | None) -> None:
+        amount = _amount(value)
+        if amount is not None:
+            self.total = amount if self.total is None else _EXACT.add(self.total, amount)
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else stored_text(self.total)
+
+
+def register_sqlite_functions(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    """`connection_created` receiver: the money functions on each new SQLite connection."""
+    if connection.vendor != "sqlite":
+        return
+    raw = connection.connection
+    raw.create_function("money", 1, _money, deterministic=True)
+    raw.create_function("money_add", 2, _money_add, deterministic=True)
+    raw.create_function("money_sub", 2, _money_sub, deterministic=True)
+    raw.create_function("money_cmp", 2, _money_cmp, deterministic=True)
+    raw.create_aggregate("money_sum", 1, _MoneySumAggregate)
 
 
 def to_decimal(value: Any) -> Decimal | None:
@@ -50,7 +173,26 @@ def dumps_exact(value: Any) -> str:
     return json.dumps(value)
 
 
+# Money as people read it: every amount shown anywhere goes through one of these.
+
+
+def dollars(amount: Decimal) -> str:
+    """`$10.00`, `$0.000075`: cents at least, every significant digit kept."""
+    exact = amount.normalize()
+    exponent = exact.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        exact = exact.quantize(Decimal("0.01"))
+    return f"${exact:,f}"
+
+
 def usd(amount: Decimal | None, places: int = 6) -> str:
+    """`$1,234.500000`: rounded to `places`, for columns and sentences that compare
+    amounts side by side; "—" for none."""
     if amount is None:
         return "—"
     return f"${amount.quantize(Decimal(1).scaleb(-places)):,}"
+
+
+def exact_text(amount: Decimal) -> str:
+    """An amount for JSON and events: `0.5`, a string, so no digit is lost to a float."""
+    return format(Decimal(amount).normalize(), "f")

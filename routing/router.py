@@ -14,8 +14,8 @@ from django.core.cache import cache
 
 from routing import budgets, pricing
 from routing.approval_rules import ApprovalNeed, approval_needed
-from routing.budgets import dollars
 from routing.models import Budget, Provider
+from routing.money import dollars
 from routing.snapshots import (
     ModelChoice,
     PolicySnapshot,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from routing import budgets, insights
+from routing import insights, stale_reservations
 
 
 @shared_task(time_limit=120, soft_time_limit=100)
 def write_off_stale_reservations() -> int:
-    return budgets.write_off_stale_reservations()
+    return stale_reservations.write_off_stale_reservations()
 
 
 @shared_task(time_limit=120, soft_time_limit=100)

@@ -63,6 +63,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "routing/index.html",
         {
             "budget_rows": budgets.spend_today(),
+            "meter": {"amber_from": budgets.AMBER_FROM, "red_above": budgets.RED_ABOVE},
             "week": week,
             "week_total": sum((d.cost for d in week), ZERO),
             "bars": bars(week),

@@ -5,16 +5,11 @@ Every kind but `offline` speaks OpenAI-compatible chat completions over HTTP
 (`OpenAICompatibleProvider`); `offline` is the deterministic, free `OfflineProvider`.
 Clients are kept per catalog provider so their connection pools are reused; a change
 of base URL, key or timeout gets a new one.
-
-Tests put a `ScriptedProvider` in place of a catalog provider, by name, with
-`use_scripted("openrouter", ScriptedProvider([...]))`: every thread then gets it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -28,14 +23,7 @@ from routing.providers.base import (
     ToolCall,
     Usage,
 )
-from routing.providers.offline import (
-    CallTool,
-    Delay,
-    OfflineProvider,
-    Reply,
-    ScriptedProvider,
-    ScriptExhaustedError,
-)
+from routing.providers.offline import CallTool, OfflineProvider, Reply
 from routing.providers.openai_compat import OpenAICompatibleProvider
 
 if TYPE_CHECKING:
@@ -46,24 +34,19 @@ __all__ = [
     "ChatProvider",
     "ChatRequest",
     "Completion",
-    "Delay",
     "OfflineProvider",
     "OpenAICompatibleProvider",
     "ProviderError",
     "Reply",
-    "ScriptExhaustedError",
-    "ScriptedProvider",
     "StreamChunk",
     "ToolCall",
     "Usage",
     "provider_for",
-    "use_scripted",
 ]
 
 APP_TITLE = "Control plane"
 
 _offline = OfflineProvider()
-_overrides: dict[str, ChatProvider] = {}
 _clients: dict[object, tuple[tuple[object, ...], OpenAICompatibleProvider]] = {}
 _lock = threading.Lock()
 
@@ -71,9 +54,6 @@ _lock = threading.Lock()
 def provider_for(provider: Provider) -> ChatProvider:
     """The client for a catalog provider. A disabled or unconfigured provider raises a
     retryable ProviderError: another provider's fallback model may still answer."""
-    override = _overrides.get(provider.name)
-    if override is not None:
-        return override
     if not provider.enabled:
         raise ProviderError(f"{provider.name}: the provider is disabled", code="provider_disabled")
     if provider.is_offline:
@@ -109,20 +89,3 @@ def _headers_for(provider: Provider) -> dict[str, str]:
         # OpenRouter's app attribution: https://openrouter.ai/docs/app-attribution
         return {"HTTP-Referer": settings.SITE_URL, "X-Title": APP_TITLE}
     return {}
-
-
-@contextmanager
-def use_scripted(provider_name: str, scripted: ChatProvider) -> Iterator[ChatProvider]:
-    """Answer every call to the catalog provider named `provider_name` with `scripted`
-    (any ChatProvider, usually a ScriptedProvider) until the block ends."""
-    with _lock:
-        previous = _overrides.get(provider_name)
-        _overrides[provider_name] = scripted
-    try:
-        yield scripted
-    finally:
-        with _lock:
-            if previous is None:
-                _overrides.pop(provider_name, None)
-            else:
-                _overrides[provider_name] = previous

@@ -1,9 +1,10 @@
-"""Providers that need no network: the offline model of the embedded default, and
-the scripted model tests play back.
+"""The provider that needs no network: the offline model of the embedded default.
 
-Both answer in the same OpenAI shapes as a real provider (every StreamChunk and the
+It answers in the same OpenAI shapes as a real provider (every StreamChunk and the
 non-streamed Completion carry an OpenAI-style `raw` dict), so the gateway and the
-agent loop cannot tell them apart except by `label`.
+agent loop cannot tell it apart except by `label`. An answer is a `Reply` or a
+`CallTool`, played as a completion (`complete_answer`) or a stream (`stream_answer`);
+the tests' scripted providers play theirs the same way (tests/scripted_providers.py).
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -53,26 +53,26 @@ class OfflineProvider:
         self.token_delay = token_delay
 
     def complete(self, request: ChatRequest) -> Completion:
-        return _complete(_offline_turn(request), request)
+        return complete_answer(_offline_turn(request), request)
 
     def stream(self, request: ChatRequest) -> Iterator[StreamChunk | Completion]:
         delay = self.token_delay
         if delay is None:
             delay = float(getattr(settings, "OFFLINE_TOKEN_DELAY_SECONDS", 0.0))
-        return _stream(_offline_turn(request), request, token_delay=delay)
+        return stream_answer(_offline_turn(request), request, token_delay=delay)
 
     def __repr__(self) -> str:
         return "<OfflineProvider>"
 
 
-# -- scripted playback ----------------------------------------------------------------
+# -- answers ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Reply:
     """A text answer. `usage` defaults to word counts with no reported cost; `cost`
-    sets the provider-reported cost. `error_after` fails the stream after the text
-    (and a non-streamed call, before answering)."""
+    sets the provider-reported cost. `error_after` is for a scripted provider: it fails
+    the stream after the text (and a non-streamed call, before answering)."""
 
     text: str
     usage: Usage | None = None
@@ -91,99 +91,16 @@ class CallTool:
     cost: Decimal | str | None = None
 
 
-@dataclass(frozen=True)
-class Delay:
-    """Not a call of its own: the call that plays the next turn takes this long first.
-    With the provider's `timeout` shorter, that call fails as a timeout instead."""
-
-    seconds: float
-
-
-Turn = Reply | CallTool | Delay | ProviderError
-
-
-class ScriptExhaustedError(AssertionError):
-    """A test made more calls than it scripted turns."""
-
-
-class ScriptedProvider:
-    """Plays back an exact sequence of model turns, one per call, and records the
-    requests it got.
-
-        ScriptedProvider([CallTool("search", {"q": "logs"}), Delay(0.5),
-                          Reply("Found it.", cost="0.0002"),
-                          ProviderError("busy", code="rate_limited", retry_after=3)])
-    """
-
-    def __init__(
-        self, turns: Sequence[Turn], *, label: str = "scripted", timeout: float | None = None
-    ) -> None:
-        self.label = label
-        self.timeout = timeout
-        self.requests: list[ChatRequest] = []
-        self._turns = list(turns)
-        self._lock = threading.Lock()
-
-    @property
-    def remaining(self) -> int:
-        """Turns not yet played (delays not counted)."""
-        return sum(not isinstance(turn, Delay) for turn in self._turns)
-
-    def complete(self, request: ChatRequest) -> Completion:
-        turn = self._next_turn(request)
-        if isinstance(turn, Reply) and turn.error_after is not None:
-            raise turn.error_after
-        return _complete(turn, request)
-
-    def stream(self, request: ChatRequest) -> Iterator[StreamChunk | Completion]:
-        turn = self._next_turn(request)  # raises here, before the first chunk
-        return self._stream_turn(turn, request)
-
-    def _stream_turn(
-        self, turn: _Answer, request: ChatRequest
-    ) -> Iterator[StreamChunk | Completion]:
-        error_after = turn.error_after if isinstance(turn, Reply) else None
-        for item in _stream(turn, request):
-            if error_after is not None and isinstance(item, StreamChunk) and item.finish_reason:
-                raise error_after
-            yield item
-
-    def _next_turn(self, request: ChatRequest) -> _Answer:
-        with self._lock:
-            self.requests.append(request)
-            call_number = len(self.requests)
-            delay = 0.0
-            while self._turns and isinstance(head := self._turns[0], Delay):
-                delay += head.seconds
-                self._turns.pop(0)
-            if not self._turns:
-                raise ScriptExhaustedError(
-                    f"{self.label}: call {call_number} has no scripted turn left"
-                )
-            turn = self._turns.pop(0)
-        if self.timeout is not None and delay > self.timeout:
-            time.sleep(self.timeout)
-            raise ProviderError(
-                f"{self.label}: no answer within {self.timeout:g} s", code="timeout"
-            )
-        if delay:
-            time.sleep(delay)
-        if isinstance(turn, ProviderError):
-            raise turn
-        assert not isinstance(turn, Delay)
-        return turn
-
-
 # -- the offline model's answer ---------------------------------------------------------
 
-_Answer = Reply | CallTool
+Answer = Reply | CallTool
 
 
-def _offline_turn(request: ChatRequest) -> _Answer:
+def _offline_turn(request: ChatRequest) -> Answer:
     return replace(_offline_answer(request), cost=ZERO)
 
 
-def _offline_answer(request: ChatRequest) -> _Answer:
+def _offline_answer(request: ChatRequest) -> Answer:
     messages = request.messages
     digest = _digest(messages)
     last = messages[-1] if messages else {}
@@ -294,7 +211,7 @@ def _string_for(schema: dict[str, Any], context: dict[str, str]) -> str:
 # -- shaping answers the OpenAI way ---------------------------------------------------
 
 
-def _complete(turn: _Answer, request: ChatRequest) -> Completion:
+def complete_answer(turn: Answer, request: ChatRequest) -> Completion:
     completion = _completion(turn, request)
     message: dict[str, Any] = {"role": "assistant", "content": completion.content or None}
     if completion.tool_calls:
@@ -310,8 +227,8 @@ def _complete(turn: _Answer, request: ChatRequest) -> Completion:
     return completion
 
 
-def _stream(
-    turn: _Answer, request: ChatRequest, *, token_delay: float = 0.0
+def stream_answer(
+    turn: Answer, request: ChatRequest, *, token_delay: float = 0.0
 ) -> Iterator[StreamChunk | Completion]:
     completion = _completion(turn, request)
     created = int(time.time())
@@ -341,7 +258,7 @@ def _stream(
     yield completion
 
 
-def _completion(turn: _Answer, request: ChatRequest) -> Completion:
+def _completion(turn: Answer, request: ChatRequest) -> Completion:
     digest = _digest(request.messages)
     if isinstance(turn, CallTool):
         arguments = (

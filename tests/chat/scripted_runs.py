@@ -20,8 +20,7 @@ from chat import tools
 from chat.agent import start_run
 from chat.models import ChatSession, Run, StreamEvent
 from controlplane.models import FeatureToggle
-from routing.providers import ScriptedProvider, use_scripted
-from routing.providers.offline import Turn
+from tests.scripted_providers import ScriptedProvider, Turn, use_scripted
 
 OFFLINE = "offline"  # the catalog provider of the seeded "agent" route
 SEEDS = (

@@ -11,9 +11,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from chat.models import Run
-from routing.providers import CallTool, ProviderError, Reply, ScriptedProvider, use_scripted
 from tests.chat.scripted_runs import OFFLINE, reseed, run_scripted
 from tests.personas import make_user
+from tests.scripted_providers import CallTool, ProviderError, Reply, ScriptedProvider, use_scripted
 
 
 def chat_run(*args: str) -> str:

@@ -21,7 +21,6 @@ from controlplane.approvals import decide_approval
 from controlplane.models import Approval
 from routing.budgets import budget_day
 from routing.models import Budget, BudgetDay, OperationLog
-from routing.providers import CallTool, Delay, ProviderError, Reply, ScriptedProvider, use_scripted
 from selfheal.models import Task
 from tests.chat.scripted_runs import (
     OFFLINE,
@@ -34,6 +33,14 @@ from tests.chat.scripted_runs import (
     stop_reason_of,
     switch,
     types_of,
+)
+from tests.scripted_providers import (
+    CallTool,
+    Delay,
+    ProviderError,
+    Reply,
+    ScriptedProvider,
+    use_scripted,
 )
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("scripted_tools")]

@@ -69,13 +69,17 @@ class Answer:
 class Stream:
     """Exactly these stream events (dicts become `data:` lines; strings are sent as raw
     lines, e.g. ": OPENROUTER PROCESSING"), then `data: [DONE]` unless `done` is False.
-    `drop_after=n` closes the connection after n events, mid-body."""
+    `drop_after=n` closes the connection after n events, mid-body. `pause_after=n`
+    waits `pause` seconds after n events (the server stopping ends the wait), for a
+    stream whose end does not come while a test runs."""
 
     events: tuple[dict[str, Any] | str, ...]
     done: bool = True
     drop_after: int | None = None
     delay: float = 0.0
     event_delay: float = 0.0
+    pause_after: int | None = None
+    pause: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -306,6 +310,8 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                     self._drop()
                     return
                 if number and not server._sleep(stream.event_delay):
+                    return
+                if number == stream.pause_after and not server._sleep(stream.pause):
                     return
                 line = event if isinstance(event, str) else f"data: {dumps_exact(event)}"
                 self._write_chunk(f"{line}\n\n")

@@ -15,14 +15,14 @@ from django.test.utils import CaptureQueriesContext
 from controlplane.approvals import ApprovalError, decide_approval
 from controlplane.models import Approval, FeatureToggle
 from controlplane.tiers import Tier
-from routing import budgets, calls, pricing
+from routing import budgets, calls, pricing, reservations
 from routing.approval_rules import Rule
 from routing.budgets import budget_day
 from routing.calls import ApprovalRequired, CallContext
 from routing.models import AIModel, Budget, BudgetDay, OperationLog, Provider, Reservation
-from routing.providers import Reply, ScriptedProvider, use_scripted
 from routing.router import route
 from tests.routing import factories
+from tests.scripted_providers import Reply, ScriptedProvider, use_scripted
 
 MESSAGES = [{"role": "user", "content": "Refund order 42"}]
 MAX_TOKENS = 500
@@ -147,7 +147,7 @@ def test_rule_3_a_call_that_would_take_a_budget_past_100_percent_needs_approval(
 def test_rule_3_counts_what_calls_in_flight_have_reserved(dear):
     factories.route("report", dear)
     everything = factories.budget("0.01")
-    budgets.reserve("in-flight", Decimal("0.005"), [everything])
+    reservations.reserve("in-flight", Decimal("0.005"), [everything])
 
     need = route("report", estimated_tokens=1000, completion_tokens=500).approval
 
@@ -357,7 +357,7 @@ def test_an_approved_over_budget_call_may_take_the_budget_past_its_limit(
 def test_a_call_within_its_budgets_reads_no_ledger_before_it_reserves(
     cheap, model_answers, monkeypatch
 ):
-    monkeypatch.setattr(budgets, "_known_ledgers", {})  # none from another test
+    monkeypatch.setattr(reservations, "_known_ledgers", {})  # none from another test
     factories.route("refund", cheap)
     everything = factories.budget("10")
     call("refund")  # the day's ledger exists (and is known) from here on
@@ -380,7 +380,7 @@ def test_a_used_up_budget_refuses_the_call_instead_of_asking_for_approval(cheap,
     factories.route("refund", cheap)
     everything = factories.budget("0.01")
     # Another call spent it all today.
-    budgets.settle(budgets.reserve("earlier", Decimal(0), [everything]), Decimal("0.01"))
+    reservations.settle(reservations.reserve("earlier", Decimal(0), [everything]), Decimal("0.01"))
 
     with pytest.raises(calls.OverBudget, match="global budget"):
         call("refund")

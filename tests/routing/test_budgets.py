@@ -12,20 +12,19 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from controlplane.models import FeatureToggle, NotificationChannel, NotificationDelivery
-from routing import budgets, tasks
+from routing import budget_notices, budgets, stale_reservations, tasks
+from routing import ledger as ledger_sql
 from routing.budgets import (
     BudgetExceeded,
     applicable_budgets,
     budget_day,
-    release,
-    reserve,
     resets_at,
-    settle,
     spend_today,
     would_exceed,
-    write_off_stale_reservations,
 )
 from routing.models import Budget, BudgetDay, OperationLog, Reservation
+from routing.reservations import release, reserve, settle
+from routing.stale_reservations import write_off_stale_reservations
 
 NEW_YORK = "America/New_York"
 
@@ -99,7 +98,7 @@ class Notices:
 @pytest.fixture
 def notices(monkeypatch: pytest.MonkeyPatch) -> Notices:
     notices = Notices()
-    monkeypatch.setattr(budgets, "notify", notices)
+    monkeypatch.setattr(budget_notices, "notify", notices)
     return notices
 
 
@@ -377,7 +376,7 @@ def test_a_call_recorded_late_after_the_write_off_is_not_charged_twice(clock):
     budget = make_budget("10")
     start = clock.at
     late = reserve("late", dollars("2"), [budget])
-    clock.at = start + budgets.STALE_AFTER + timedelta(seconds=1)
+    clock.at = start + stale_reservations.STALE_AFTER + timedelta(seconds=1)
     assert write_off_stale_reservations() == 1
 
     assert not settle(late, dollars("0.5"))
@@ -389,7 +388,7 @@ def test_the_sweep_task_writes_off_stale_reservations_after_an_hour(clock):
     budget = make_budget("10")
     start = clock.at
     reserve("crashed", dollars("2"), [budget])
-    clock.at = start + budgets.STALE_AFTER + timedelta(seconds=1)
+    clock.at = start + stale_reservations.STALE_AFTER + timedelta(seconds=1)
     assert tasks.write_off_stale_reservations() == 1
     assert (ledger(budget).spent, ledger(budget).reserved) == (dollars("2"), 0)
 
@@ -744,11 +743,10 @@ def test_concurrent_settlements_notify_each_threshold_once(notices):
 def lose_in_a_crash(reservation: Reservation) -> None:
     """What a crash that loses the reservation's transaction leaves: neither the row
     (nor its ledger links) nor the amount it added to each ledger's `reserved`."""
-    from django.db.models import F
-
     ledger_ids = list(reservation.days.values_list("pk", flat=True))
     Reservation.objects.filter(pk=reservation.pk).delete()
-    BudgetDay.objects.filter(pk__in=ledger_ids).update(reserved=F("reserved") - reservation.amount)
+    for ledger_id in ledger_ids:
+        ledger_sql.unhold(ledger_id, reservation.amount)
 
 
 @pytest.mark.django_db
@@ -759,7 +757,7 @@ def test_settling_a_reservation_a_crash_lost_records_the_money_in_full(operator,
     assert not Reservation.objects.exists()
     assert (ledger(everything).reserved, ledger(mine).reserved) == (0, 0)
 
-    with caplog.at_level("WARNING", logger="routing.budgets"):
+    with caplog.at_level("WARNING", logger="routing.reservations"):
         assert settle(reservation, dollars("1.5"))
 
     for budget in (everything, mine):

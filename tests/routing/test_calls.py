@@ -5,16 +5,14 @@ priced failure after it, a client that goes away)."""
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.core.cache import cache
-from django.db.models import Sum
 
 from controlplane.models import FeatureToggle
-from routing import calls, pricing
+from routing import calls, pricing, router
 from routing.budgets import budget_day
 from routing.calls import (
     CallContext,
@@ -25,6 +23,7 @@ from routing.calls import (
     OverBudget,
 )
 from routing.models import AIModel, Budget, BudgetDay, OperationLog, Provider, Reservation
+from routing.money import MoneySum
 from routing.providers import StreamChunk
 from routing.router import cool_down, cooldown_key, route
 from tests.routing import factories
@@ -260,13 +259,34 @@ def test_a_failing_model_is_cooled_down_and_its_fallback_answers(report, server,
     assert models_asked(server) == [PRIMARY, FALLBACK, FALLBACK]
 
 
+class CacheSettings:
+    """The cache, recording the timeout of every key set through it."""
+
+    def __init__(self) -> None:
+        self.timeouts: dict[str, Any] = {}
+
+    def set(self, key: str, value: Any, timeout: Any = None, **kwargs: Any) -> Any:
+        self.timeouts[key] = timeout
+        return cache.set(key, value, timeout, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(cache, name)
+
+
 @pytest.mark.django_db
-def test_a_rate_limited_model_is_cooled_down_for_as_long_as_retry_after_says(report, server):
+def test_a_rate_limited_model_is_cooled_down_for_as_long_as_retry_after_says(
+    report, server, monkeypatch
+):
+    recorded = CacheSettings()
+    monkeypatch.setattr(router, "cache", recorded)
     server.reply(Failure(429, "slow down", headers={"Retry-After": "1"}), model=PRIMARY)
 
     assert complete().model.model_id == FALLBACK
     assert complete().model.model_id == FALLBACK
-    time.sleep(1.5)  # the cooldown is Retry-After's 1 s, not MODEL_COOLDOWN_SECONDS (60)
+    primary = AIModel.objects.get(model_id=PRIMARY)
+    # Retry-After's 1 s, not MODEL_COOLDOWN_SECONDS (60); then the cache entry expires.
+    assert recorded.timeouts == {cooldown_key(primary.pk): 1}
+    cache.delete(cooldown_key(primary.pk))
     assert complete().model.model_id == PRIMARY
 
     assert models_asked(server) == [PRIMARY, FALLBACK, FALLBACK, PRIMARY]
@@ -343,7 +363,7 @@ def test_the_sum_of_the_log_equals_the_sum_of_the_reported_costs_to_the_last_dig
         complete()
 
     expected = sum(EXACT_COSTS, Decimal(0))
-    assert OperationLog.objects.aggregate(total=Sum("cost"))["total"] == expected
+    assert OperationLog.objects.aggregate(total=MoneySum("cost"))["total"] == expected
     assert sorted(OperationLog.objects.values_list("cost", flat=True)) == sorted(EXACT_COSTS)
     # The budget's ledger, added to in SQL one settlement at a time, is exact too.
     assert ledger(everything).spent == expected

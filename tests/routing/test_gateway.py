@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.db.models import Sum
 from django.test import Client
 
 from controlplane.approvals import decide_approval
@@ -34,7 +33,7 @@ from routing.models import (
     ServiceKey,
 )
 from routing.models.gateway import hash_key
-from routing.money import dumps_exact, loads_exact
+from routing.money import MoneySum, dumps_exact, loads_exact
 from routing.providers import ChatRequest, OfflineProvider
 from tests.routing.openai_server import (
     Answer,
@@ -311,7 +310,7 @@ def test_the_gateway_switched_off_answers_503_to_everything(
         assert error["code"] == "feature_off"
         assert "gateway.enabled" in error["message"]
     assert not OperationLog.objects.exclude(status="refused").exists()
-    assert OperationLog.objects.aggregate(total=Sum("cost"))["total"] in (None, 0)
+    assert OperationLog.objects.aggregate(total=MoneySum("cost"))["total"] in (None, 0)
 
     with committed():
         set_toggle("gateway.enabled", True)

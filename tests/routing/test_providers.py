@@ -5,29 +5,25 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from django.conf import settings
 
+from routing import calls
 from routing.models import Provider
 from routing.providers import (
     CallTool,
     ChatRequest,
     Completion,
-    Delay,
     OfflineProvider,
     OpenAICompatibleProvider,
     ProviderError,
     Reply,
-    ScriptedProvider,
-    ScriptExhaustedError,
     StreamChunk,
     Usage,
     provider_for,
-    use_scripted,
 )
 from tests.local_servers import closed_port
 from tests.routing.openai_server import (
@@ -39,6 +35,7 @@ from tests.routing.openai_server import (
     chunk,
     usage_chunk,
 )
+from tests.scripted_providers import Delay, ScriptedProvider, ScriptExhaustedError, use_scripted
 
 API_KEY = "sk-or-v1-THIS-IS-THE-SECRET-KEY-0123456789"
 EXACT_COST = "0.000123456789012345"
@@ -376,14 +373,14 @@ def test_each_error_status_says_whether_a_fallback_may_help(
 
 @pytest.mark.parametrize("streaming", [False, True])
 def test_a_slow_server_is_a_retryable_timeout(server: OpenAIServer, streaming: bool) -> None:
-    server.reply(Answer("too late", delay=2))
+    # The server answers only when it stops, after the test: a client that waited for
+    # the answer would get "too late" (after a minute) instead of its timeout.
+    server.reply(Answer("too late", delay=60))
     slow = OpenAICompatibleProvider(server.url, API_KEY, timeout=0.3, label="local")
-    started = time.monotonic()
 
     with pytest.raises(ProviderError) as caught:
         drain(slow.stream(HELLO)) if streaming else slow.complete(HELLO)
 
-    assert time.monotonic() - started < 1.5
     assert (caught.value.code, caught.value.retryable) == ("timeout", True)
     assert "no answer within 0.3 s" in str(caught.value)
 
@@ -500,9 +497,10 @@ def test_use_scripted_stands_in_for_a_catalog_provider_until_the_block_ends() ->
     scripted = ScriptedProvider([Reply("scripted answer")])
 
     with use_scripted("openrouter", scripted):
-        assert provider_for(openrouter).complete(HELLO).content == "scripted answer"
+        assert calls.provider_for(openrouter).complete(HELLO).content == "scripted answer"
 
-    assert provider_for(openrouter) is not scripted
+    assert calls.provider_for(openrouter) is not scripted
+    assert calls.provider_for is provider_for
     assert scripted.requests == [HELLO]
 
 
@@ -736,15 +734,17 @@ def test_a_scripted_provider_plays_back_its_turns_in_order_and_records_requests(
 
 
 def test_a_scripted_delay_slows_the_next_call_or_times_it_out() -> None:
-    scripted = ScriptedProvider([Delay(0.2), Reply("late"), Delay(5), Reply("never")], timeout=1)
+    waited: list[float] = []
+    scripted = ScriptedProvider(
+        [Delay(0.2), Reply("late"), Delay(5), Reply("never")], timeout=1, sleep=waited.append
+    )
 
-    started = time.monotonic()
     assert scripted.complete(HELLO).content == "late"
-    assert time.monotonic() - started >= 0.2
+    assert waited == [0.2]
     with pytest.raises(ProviderError) as caught:
         scripted.complete(HELLO)
 
-    assert 1 <= time.monotonic() - started < 3
+    assert waited == [0.2, 1]  # its timeout, not the 5 s scripted
     assert caught.value.code == "timeout"
 
 

@@ -13,7 +13,6 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from routing.budgets import reserve, settle
 from routing.models import (
     AIModel,
     Budget,
@@ -24,6 +23,7 @@ from routing.models import (
     Route,
     RouteFallback,
 )
+from routing.reservations import reserve, settle
 
 URL = "/routing/"
 NOON = datetime.fromisoformat("2025-01-15T12:00:00-05:00")

@@ -1,4 +1,4 @@
-"""A call's settlement and its log row, written together (`budgets.settle(log_row=)`):
+"""A call's settlement and its log row, written together (`reservations.settle(log_row=)`):
 on PostgreSQL in one statement, elsewhere in one transaction. Run on committed data
 (`transactional_db`), in autocommit as on the gateway's threads."""
 
@@ -10,9 +10,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from routing import budgets
-from routing.budgets import release, reserve, settle
+from routing import budget_notices
 from routing.models import Budget, OperationLog, Reservation
+from routing.reservations import release, reserve, settle
 from tests.routing.test_budgets import (
     Notices,
     dollars,
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def notices(monkeypatch: pytest.MonkeyPatch) -> Notices:
     notices = Notices()
-    monkeypatch.setattr(budgets, "notify", notices)
+    monkeypatch.setattr(budget_notices, "notify", notices)
     return notices
 
 
@@ -120,8 +120,6 @@ def test_a_settlement_with_its_row_notifies_a_threshold_once(notices: Notices):
 
 
 def test_money_with_eighteen_places_is_settled_and_logged_exactly():
-    if connection.vendor != "postgresql":
-        pytest.skip("SQLite keeps money as REAL")
     budget = make_budget("10")
     cost = Decimal("0.000123456789012345")
     reservation = reserve("call", dollars("1"), [budget])

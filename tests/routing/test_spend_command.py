@@ -10,8 +10,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from routing.budgets import reserve, settle
 from routing.models import Budget
+from routing.reservations import reserve, settle
 
 
 def spend(*args: str) -> str:
