@@ -10,10 +10,10 @@ class ChatConfig(AppConfig):
     def ready(self) -> None:
         from django.urls import path
 
-        from chat import agent, tools
+        from chat import runs, tools
         from chat.consumers import RunConsumer
         from controlplane import websockets
 
         tools.register_builtin_tools()
-        agent.register_approval_waiters()
+        runs.register_approval_waiters()
         websockets.register(path("ws/runs/<int:run_id>/", RunConsumer.as_asgi()))

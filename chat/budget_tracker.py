@@ -23,7 +23,6 @@ from chat.models import Run, StopReason
 
 AMBER_FROM = Decimal(60)
 RED_ABOVE = Decimal(85)
-PAUSED_SECONDS = "paused_seconds"  # kept in Run.guardrails, next to the counters
 
 
 def meter_state(percent: Decimal) -> str:
@@ -83,7 +82,7 @@ class BudgetTracker:
         if run.started_at is None:
             return Decimal(0)
         end = run.finished_at or now or timezone.now()
-        paused = Decimal(str((run.guardrails or {}).get(PAUSED_SECONDS, 0)))
+        paused = Decimal(str(run.paused_seconds or 0))
         elapsed = Decimal(str((end - run.started_at).total_seconds())) - paused
         return max(elapsed, Decimal(0)).quantize(Decimal("0.1"))
 

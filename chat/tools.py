@@ -2,7 +2,7 @@
 arguments and a risk level.
 
 A **safe** tool runs at once. A **risky** one (it changes something) pauses the run
-for an approval first (`chat.agent`). Arguments are checked against the tool's
+for an approval first (`chat.loop`). Arguments are checked against the tool's
 schema before anything runs (`schema_errors`: type, required, enum, properties,
 items, lengths and bounds, no unknown keys where the schema says so). A call that is
 not made (unknown tool, bad arguments, a host off the allowlist) raises `ToolRefused`;

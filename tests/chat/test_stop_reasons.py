@@ -12,10 +12,10 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from chat import agent
-from chat.agent import detect_lost_runs, request_stop, start_run
+from chat import runs, streams
 from chat.events import emit
 from chat.models import ChatSession, Run, RunStatus, StopReason, StreamEvent, ToolExecution
+from chat.runs import detect_lost_runs, request_stop, start_run
 from chat.stop_reasons import ADVICE, explain
 from controlplane.approvals import decide_approval
 from controlplane.models import Approval
@@ -383,7 +383,7 @@ def test_a_queued_run_stopped_before_a_worker_takes_it_stops_at_once(operator):
     run.refresh_from_db()
     stop = assert_stopped(run, StopReason.STOPPED_BY_USER)
     assert stop["suggestion"].startswith("oscar-operator stopped the run")
-    assert agent.run_agent(run.pk) == ""  # the task, when it comes, leaves it alone
+    assert runs.run_agent(run.pk) == ""  # the task, when it comes, leaves it alone
     assert request_stop(run, user=operator) is False
 
 
@@ -412,7 +412,7 @@ def test_a_stop_requested_mid_stream_ends_the_run_within_two_seconds(operator):
         wait_for(lambda: Run.objects.filter(pk=run.pk, status="stopped").first(), timeout=2.0)
         stopped_after = time.monotonic() - asked
         worker.join(timeout=5)
-        assert agent.wait_for_abandoned_calls(timeout=10)
+        assert streams.wait_for_abandoned_calls(timeout=10)
 
     assert stopped_after < 2.0
     run.refresh_from_db()
