@@ -1,15 +1,15 @@
 """The agent loop: a claimed run, step by step, until it stops or pauses.
 
-`run_agent()` claims a queued run atomically (`idle` -> `thinking`, so a task
-delivered twice runs once) and drives it. Each step asks the model through
-`routing.calls.stream` (kill switches, route, approvals, budget reservation and exact
-cost all apply), streams its tokens through a `TokenCoalescer`, runs the tool calls it
-made and feeds their results back, until the model answers without a tool call
-(`completed`) or something stops it: a budget (`max_steps`, `wall_clock`,
-`cost_budget`), a guardrail (`loop_detected`, `no_progress`, `repeated_failure`), a
-person (`stopped_by_user`), a kill switch (`toggle_off`), the provider
-(`provider_error`), or a risky tool, which pauses the run (`waiting_approval`, stop
-reason `awaiting_approval`) until an approval resumes it where it paused.
+`chat.runs.run_agent()` claims a queued run and hands it to `AgentLoop`. Each step
+asks the model through `routing.calls.stream` (kill switches, route, approvals,
+budget reservation and exact cost all apply), streams its tokens through a
+`TokenCoalescer`, runs the tool calls it made and feeds their results back, until
+the model answers without a tool call (`completed`) or something stops it: a budget
+(`max_steps`, `wall_clock`, `cost_budget`), a guardrail (`loop_detected`,
+`no_progress`, `repeated_failure`), a person (`stopped_by_user`), a kill switch
+(`toggle_off`), the provider (`provider_error`), or a risky tool, which pauses the
+run (`waiting_approval`, stop reason `awaiting_approval`) until an approval resumes
+it where it paused.
 
 Every write to the run goes through `chat.run_status`, conditional on the run still
 being active (and not asked to stop). Stopping within 2 seconds, even mid-stream: the
@@ -21,7 +21,6 @@ change writes `heartbeat_at`, and a streaming run writes it every `HEARTBEAT_SEC
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from chat import stop_reasons, tools
+from chat import stop_reasons, tool_calls, tools
 from chat.budget_tracker import BudgetTracker
 from chat.conversation import assistant_message, conversation
 from chat.events import EventSpec, TokenCoalescer, emit_many
@@ -49,7 +48,7 @@ from chat.models import (
 )
 from chat.run_status import end_run, move_run, record_progress
 from chat.streams import open_stream
-from chat.timeline import emit_tool_result, emit_tool_start, tool_start_event
+from chat.tool_calls import emit_tool_start, tool_start_event
 from controlplane.approvals import request_approval
 from controlplane.models import Approval, toggle_enabled
 from controlplane.tiers import Tier
@@ -64,8 +63,6 @@ from routing.calls import (
     OverBudget,
 )
 from routing.providers import StreamChunk
-
-log = logging.getLogger(__name__)
 
 OPERATION = "agent"  # the routing operation every model call of a run goes through
 RUNS_TOGGLE = "chat.runs.enabled"
@@ -297,44 +294,12 @@ class AgentLoop:
     def _execute(
         self, execution: ToolExecution, tool: tools.Tool | None, refusal: Exception | None
     ) -> None:
-        began = time.perf_counter()
-        result: Any = None
-        outcome, error = ToolExecution.Outcome.OK, ""
-        if refusal is not None or tool is None:
-            outcome, error = ToolExecution.Outcome.REFUSED, str(refusal or "No such tool.")
-        else:
-            try:
-                context = tools.ToolContext(run_id=self.run.pk, user=self.run.started_by)
-                result = tools.run_tool(tool, execution.arguments, context)
-            except tools.ToolRefused as exc:
-                outcome, error = ToolExecution.Outcome.REFUSED, str(exc)
-            except Exception as exc:
-                outcome, error = ToolExecution.Outcome.ERROR, f"{type(exc).__name__}: {exc}"
-        execution.outcome, execution.result, execution.error = outcome, result, error
-        execution.duration_ms = int((time.perf_counter() - began) * 1000)
-        execution.finished_at = timezone.now()
-        if error:
-            execution.fingerprint = fingerprint(f"{execution.tool}: {error}")
+        tool_calls.execute(execution, tool, refusal, user=self.run.started_by)
+        if execution.error:
             self.budget.record_failure(execution.fingerprint)
-            self.guards.failure_recorded(execution.fingerprint, error)
-            self.run.last_error = error
-        execution.save()
-        emit_tool_result(execution)
-        self._remember_tool_result(execution)
-
-    def _remember_tool_result(self, execution: ToolExecution) -> None:
-        body = execution.result if not execution.error else {"error": execution.error}
-        content = json.dumps(body, ensure_ascii=False)
-        Message.objects.create(
-            session_id=self.run.session_id,
-            run=self.run,
-            role=Message.Role.TOOL,
-            content=content,
-            tool_call_id=execution.call_id,
-        )
-        self.messages.append(
-            {"role": "tool", "tool_call_id": execution.call_id, "content": content}
-        )
+            self.guards.failure_recorded(execution.fingerprint, execution.error)
+            self.run.last_error = execution.error
+        self.messages.append(tool_calls.remember_result(self.run, execution))
 
     # -- pausing for an approval, and carrying on after it ---------------------------------------
 

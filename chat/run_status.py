@@ -23,7 +23,7 @@ from chat.budget_tracker import BudgetTracker
 from chat.events import EventSpec, emit, emit_many
 from chat.guardrails import Guardrails, fingerprint
 from chat.models import ACTIVE_STATUSES, Run, RunStatus, StreamEvent, ToolExecution, sources_of
-from chat.timeline import tool_result_event
+from chat.tool_calls import tool_result_event
 from controlplane import audit
 from controlplane.tiers import StaffUser
 
