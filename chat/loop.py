@@ -211,11 +211,7 @@ class AgentLoop:
                     return item
                 if isinstance(item, StreamChunk):
                     coalescer.add(item.content)
-                if (
-                    coalescer.buffer
-                    and time.monotonic() - coalescer.last_flush >= coalescer.seconds
-                ):
-                    coalescer.flush()  # a slow model's words still show every fraction of a second
+                coalescer.flush_if_due()
                 stop = self._stop_due()
                 if stop is not None:
                     coalescer.flush()

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from chat import conversation, loop
 from chat.budget_tracker import BudgetTracker, meter, meter_state
+from chat.events import COALESCE_CHARACTERS, TokenCoalescer
 from chat.models import ChatSession, Message, Run, RunBudget, RunStatus, StopReason, ToolExecution
 from chat.runs import open_run, retry_run, run_agent, start_run
 from chat.tasks import detect_lost_runs as detect_lost_runs_task
@@ -187,13 +188,16 @@ def test_tool_results_are_fed_back_to_the_model(operator, django_capture_on_comm
 
 
 def test_a_fast_long_reply_is_coalesced_into_a_few_token_events(
-    operator, django_capture_on_commit_callbacks
+    operator, monkeypatch, django_capture_on_commit_callbacks
 ):
+    # The model streams faster than the coalescer's clock ticks: only size flushes.
+    monkeypatch.setattr(TokenCoalescer, "clock", staticmethod(lambda: 0.0))
     reply = " ".join(f"word{n}" for n in range(1000))
     run, _ = run_scripted([Reply(reply)], user=operator, capture=django_capture_on_commit_callbacks)
 
     tokens = events_of(run, "token")
     assert 1 < len(tokens) <= 25
+    assert all(len(event.data["text"]) >= COALESCE_CHARACTERS for event in tokens[:-1])
     assert "".join(event.data["text"] for event in tokens) == reply
     assert run.messages.get(role="assistant").content == reply
 
