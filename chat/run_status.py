@@ -99,6 +99,8 @@ def move_run(
 def record_progress(run_id: int, fields: dict[str, Any]) -> bool:
     """Write a working run's usage and heartbeat, its status unchanged. Whether the run
     is still active (a run stopped or declared lost elsewhere is left as it is)."""
+    if "status" in fields:
+        raise RunMoveRefused("A status change goes through move_run, not record_progress.")
     return bool(Run.objects.filter(pk=run_id, status__in=ACTIVE_STATUSES).update(**fields))
 
 
