@@ -32,6 +32,8 @@ from django.conf import settings
 from django.db.models import Count, Sum
 from jsonschema import Draft202012Validator, ValidationError
 
+from controlplane.tiers import StaffUser
+
 APP_USER_AGENT = "controlplane-chat/1 (http_get tool)"
 
 
@@ -49,7 +51,7 @@ class ToolContext:
     """Who the tool acts for: the run and the person who started it."""
 
     run_id: int
-    user: Any
+    user: StaffUser
 
 
 Handler = Callable[[dict[str, Any], ToolContext], Any]
