@@ -8,7 +8,7 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        from chat import agent, tools
+        from chat import runs, tools
 
         tools.register_builtin_tools()
-        agent.register_approval_waiters()
+        runs.register_approval_waiters()

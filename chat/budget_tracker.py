@@ -23,8 +23,6 @@ from chat.models import Run, StopReason
 from routing.budgets import meter_state
 from routing.money import exact_text
 
-PAUSED_SECONDS = "paused_seconds"  # kept in Run.guardrails, next to the counters
-
 
 def meter(used: Decimal, limit: Decimal, *, shown: Any) -> dict[str, Any]:
     percent = (used * 100 / limit).quantize(Decimal("0.1")) if limit else Decimal(0)
@@ -70,7 +68,7 @@ class BudgetTracker:
         if run.started_at is None:
             return Decimal(0)
         end = run.finished_at or now or timezone.now()
-        paused = Decimal(str((run.guardrails or {}).get(PAUSED_SECONDS, 0)))
+        paused = Decimal(str(run.paused_seconds or 0))
         elapsed = Decimal(str((end - run.started_at).total_seconds())) - paused
         return max(elapsed, Decimal(0)).quantize(Decimal("0.1"))
 

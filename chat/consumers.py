@@ -72,8 +72,6 @@ class RunConsumer(StaffConsumer):
         # Rendered from the events themselves: no database, so no connection to close.
         if message.get("type") == "run.events":
             await self.run_events(message["events"])
-        elif message.get("type") == "run.event":  # one event, from an older publisher
-            await self.run_events([message])
         else:
             await super().dispatch(message)
 

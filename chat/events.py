@@ -129,12 +129,14 @@ def events_after(run_id: int, seq: int, limit: int = 5000) -> list[StreamEvent]:
 class TokenCoalescer:
     """Buffers streamed text and emits it as `token` events a few times a second."""
 
+    clock = staticmethod(time.monotonic)  # tests drive a fake one
+
     def __init__(self, run_id: int, *, seconds: float = COALESCE_SECONDS) -> None:
         self.run_id = run_id
         self.seconds = seconds
         self.buffer: list[str] = []
         self.size = 0
-        self.last_flush = time.monotonic()
+        self.last_flush = self.clock()
         self.text = ""  # everything seen, for the final message
 
     def add(self, text: str) -> None:
@@ -143,7 +145,12 @@ class TokenCoalescer:
         self.buffer.append(text)
         self.size += len(text)
         self.text += text
-        if self.size >= COALESCE_CHARACTERS or time.monotonic() - self.last_flush >= self.seconds:
+        if self.size >= COALESCE_CHARACTERS or self.clock() - self.last_flush >= self.seconds:
+            self.flush()
+
+    def flush_if_due(self) -> None:
+        """A slow model's words still show every fraction of a second."""
+        if self.buffer and self.clock() - self.last_flush >= self.seconds:
             self.flush()
 
     def flush(self) -> None:
@@ -151,4 +158,4 @@ class TokenCoalescer:
             emit(self.run_id, StreamEvent.Type.TOKEN, {"text": "".join(self.buffer)})
             self.buffer.clear()
             self.size = 0
-        self.last_flush = time.monotonic()
+        self.last_flush = self.clock()

@@ -5,7 +5,7 @@ from typing import Any
 
 from django import forms
 
-from chat.agent import LIMIT_FIELDS
+from chat.runs import LIMIT_FIELDS
 from routing.models import Mode
 
 MESSAGE_MAX_CHARS = 20_000

@@ -31,7 +31,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.template.loader import render_to_string
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 
 from chat.budget_tracker import BudgetTracker
 from chat.guardrails import Guardrails
@@ -235,7 +235,7 @@ def next_action(action: dict[str, Any], run_id: int) -> dict[str, Any]:
         values = {"mode": str(action.get("mode") or "")}
         if kind == "raise_budget":
             values |= {"budget": str(action.get("budget")), "value": str(action.get("value"))}
-            shown["admin_href"] = budget_admin_url()
+            shown["admin_href"] = budget_admin_url(str(action.get("mode") or ""))
         shown["post"] = retry_url(run_id)
         shown["values"] = json.dumps(values)
         shown["needs"] = shown["needs"] or "operator"
@@ -248,14 +248,12 @@ def retry_url(run_id: int) -> str:
     return reverse("chat:retry", args=[run_id]) if run_id else ""
 
 
-def budget_admin_url() -> str:
-    """Where an Owner raises a run budget: the per-mode run budgets when the admin has them."""
-    for name in ("admin:chat_runbudget_changelist", "admin:routing_policy_changelist"):
-        try:
-            return reverse(name)
-        except NoReverseMatch:
-            continue
-    return reverse("admin:index")
+def budget_admin_url(mode: str) -> str:
+    """Where an Owner raises a mode's run budget for every later run: that mode's own
+    `RunBudget` in the admin (without a query: the admin finds the row)."""
+    if mode in Mode.values:
+        return reverse("admin:chat_runbudget_mode", args=[mode])
+    return reverse("admin:chat_runbudget_changelist")
 
 
 def error_context(data: dict[str, Any]) -> dict[str, Any]:

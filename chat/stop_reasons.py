@@ -8,7 +8,7 @@ act on; `next_action` is the one step the page offers, one click where possible:
 - `{"kind": "retry", "mode"}`: run the same message again;
 - `{"kind": "retry_other_mode", "mode"}`: run it again in another mode;
 - `{"kind": "raise_budget", "budget", "value", "mode", "tier"}`: run it again with
-  that limit raised (`chat.agent.retry_run(run, limits={budget: value})`); `tier` is
+  that limit raised (`chat.runs.retry_run(run, limits={budget: value})`); `tier` is
   who may (a cost budget is money: Owners);
 - `{"kind": "approve", "approval_id", "url"}`: decide the pending approval;
 - `{"kind": "enable_toggle", "toggle", "url", "tier"}`: switch the kill switch back on.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from chat import agent
+from chat import runs
 
 # The loop stops a run at its own wall-clock budget (1,800 s at most for the seeded
 # modes); the task limit is only the backstop for a loop that cannot get there.
@@ -15,9 +15,9 @@ RUN_SOFT_TIME_LIMIT = 3600
     acks_late=True, soft_time_limit=RUN_SOFT_TIME_LIMIT, time_limit=RUN_SOFT_TIME_LIMIT + 60
 )
 def run_agent(run_id: int) -> str:
-    return agent.run_agent(run_id)
+    return runs.run_agent(run_id)
 
 
 @shared_task(time_limit=60, soft_time_limit=50)
 def detect_lost_runs() -> int:
-    return len(agent.detect_lost_runs())
+    return len(runs.detect_lost_runs())

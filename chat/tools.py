@@ -2,12 +2,11 @@
 arguments and a risk level.
 
 A **safe** tool runs at once. A **risky** one (it changes something) pauses the run
-for an approval first (`chat.agent`). Arguments are checked against the tool's
-schema before anything runs (`schema_errors`: type, required, enum, properties,
-items, lengths and bounds, no unknown keys where the schema says so). A call that is
-not made (unknown tool, bad arguments, a host off the allowlist) raises `ToolRefused`;
-a call that fails while running raises anything else. Either way the loop records a
-failure fingerprint and tells the model.
+for an approval first (`chat.loop`). Arguments are checked against the tool's
+schema (JSON Schema 2020-12, by `jsonschema`) before anything runs; each error names
+the argument it is about. A call that is not made (unknown tool, bad arguments, a
+host off the allowlist) raises `ToolRefused`; a call that fails while running raises
+anything else. Either way the loop records a failure fingerprint and tells the model.
 
 Built in: `list_tasks`, `create_task` (risky) and `queue_summary` over the self-heal
 task engine, `todays_spend` from the routing budgets and cost log, and `http_get`,
@@ -19,10 +18,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +30,9 @@ import httpx
 from django.apps import apps
 from django.conf import settings
 from django.db.models import Count
+from jsonschema import Draft202012Validator, ValidationError
+
+from controlplane.tiers import StaffUser
 
 APP_USER_AGENT = "controlplane-chat/1 (http_get tool)"
 
@@ -48,7 +51,7 @@ class ToolContext:
     """Who the tool acts for: the run and the person who started it."""
 
     run_id: int
-    user: Any
+    user: StaffUser
 
 
 Handler = Callable[[dict[str, Any], ToolContext], Any]
@@ -61,6 +64,11 @@ class Tool:
     parameters: dict[str, Any]  # a JSON schema of the arguments object
     handler: Handler
     risk: Risk = Risk.SAFE
+
+    @cached_property
+    def validator(self) -> Draft202012Validator:
+        """The arguments' validator, built once per tool."""
+        return Draft202012Validator(self.parameters)
 
     @property
     def risky(self) -> bool:
@@ -82,6 +90,7 @@ _registry: dict[str, Tool] = {}
 
 
 def register(tool: Tool) -> Tool:
+    Draft202012Validator.check_schema(tool.parameters)  # a broken schema fails here, not mid-run
     _registry[tool.name] = tool
     return tool
 
@@ -124,7 +133,7 @@ def checked_tool(name: str, arguments: dict[str, Any]) -> Tool:
     if tool is None:
         known = ", ".join(t.name for t in available_tools()) or "none"
         raise ToolRefused(f"There is no tool named {name!r}. Tools: {known}.")
-    errors = schema_errors(tool.parameters, arguments)
+    errors = argument_errors(tool.validator, arguments)
     if errors:
         raise ToolRefused(f"Invalid arguments for {name}: " + "; ".join(errors))
     return tool
@@ -135,70 +144,55 @@ def run_tool(tool: Tool, arguments: dict[str, Any], context: ToolContext) -> Any
     return json.loads(json.dumps(tool.handler(arguments, context), default=str))
 
 
-# -- a small JSON-schema validator ---------------------------------------------------------
-
-_TYPES: dict[str, Callable[[Any], bool]] = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-}
+# -- argument errors in words -------------------------------------------------------------
 
 
-def schema_errors(schema: dict[str, Any], value: Any, path: str = "arguments") -> list[str]:
+def schema_errors(schema: dict[str, Any], value: Any) -> list[str]:
     """What is wrong with `value` under `schema` (empty: nothing)."""
-    expected = schema.get("type")
-    if expected is not None:
-        kinds = expected if isinstance(expected, list) else [expected]
-        if not any(_TYPES.get(kind, lambda v: True)(value) for kind in kinds):
-            return [f"{path} must be of type {' or '.join(kinds)}"]
-    if "enum" in schema and value not in schema["enum"]:
-        choices = ", ".join(json.dumps(choice) for choice in schema["enum"])
-        return [f"{path} must be one of {choices}"]
-    if isinstance(value, dict):
-        return _object_errors(schema, value, path)
-    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+    return argument_errors(Draft202012Validator(schema), value)
+
+
+def argument_errors(validator: Draft202012Validator, value: Any) -> list[str]:
+    """The validator's errors, each naming the argument it is about
+    (`arguments.tags[1] must be of type string`), in argument order."""
+    found = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.path])
+    words: list[str] = []
+    for error in found:
+        for sentence in _in_words(error):
+            if sentence not in words:
+                words.append(sentence)
+    return words
+
+
+def _argument(path: Iterable[Any]) -> str:
+    return "arguments" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+
+
+def _in_words(error: ValidationError) -> list[str]:
+    where, rule = _argument(error.absolute_path), error.validator
+    expected: Any = error.validator_value
+    instance = error.instance
+    if rule == "required" and isinstance(instance, dict):
+        return [f"{where}.{name} is required" for name in expected if name not in instance]
+    if rule == "additionalProperties" and isinstance(instance, dict):
+        known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
         return [
-            e
-            for i, item in enumerate(value)
-            for e in schema_errors(schema["items"], item, f"{path}[{i}]")
+            f"{where}.{name} is not an argument of this tool"
+            for name in instance
+            if name not in known
         ]
-    return _bound_errors(schema, value, path)
-
-
-def _object_errors(schema: dict[str, Any], value: dict[str, Any], path: str) -> list[str]:
-    properties = schema.get("properties") or {}
-    errors = [
-        f"{path}.{name} is required" for name in schema.get("required", []) if name not in value
-    ]
-    if schema.get("additionalProperties") is False:
-        errors += [
-            f"{path}.{name} is not an argument of this tool"
-            for name in value
-            if name not in properties
-        ]
-    for name, item in value.items():
-        if name in properties:
-            errors += schema_errors(properties[name], item, f"{path}.{name}")
-    return errors
-
-
-def _bound_errors(schema: dict[str, Any], value: Any, path: str) -> list[str]:
-    errors = []
-    if isinstance(value, str):
-        if len(value) < schema.get("minLength", 0):
-            errors.append(f"{path} must have at least {schema['minLength']} characters")
-        if "maxLength" in schema and len(value) > schema["maxLength"]:
-            errors.append(f"{path} must have at most {schema['maxLength']} characters")
-    elif _TYPES["number"](value):
-        if "minimum" in schema and value < schema["minimum"]:
-            errors.append(f"{path} must be at least {schema['minimum']}")
-        if "maximum" in schema and value > schema["maximum"]:
-            errors.append(f"{path} must be at most {schema['maximum']}")
-    return errors
+    if rule == "type":
+        kinds = expected if isinstance(expected, list) else [expected]
+        return [f"{where} must be of type {' or '.join(kinds)}"]
+    if rule == "enum":
+        return [f"{where} must be one of {', '.join(json.dumps(choice) for choice in expected)}"]
+    sentences = {
+        "minLength": f"{where} must have at least {expected} characters",
+        "maxLength": f"{where} must have at most {expected} characters",
+        "minimum": f"{where} must be at least {expected}",
+        "maximum": f"{where} must be at most {expected}",
+    }
+    return [sentences.get(str(rule), f"{where}: {error.message}")]
 
 
 # -- built-in tools: the task engine ----------------------------------------------------------

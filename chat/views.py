@@ -21,10 +21,10 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from chat import tools
-from chat.agent import request_stop, retry_run, start_run
 from chat.forms import ModeForm, NewSessionForm, RetryForm, RunForm
 from chat.models import ChatSession, Message, Run, RunBudget
 from chat.rendering import snapshot_of
+from chat.runs import request_stop, retry_run, start_run
 from controlplane.tiers import Tier, tier_of, tier_required
 from routing.models import Mode, Policy
 
@@ -108,7 +108,7 @@ def start(request: HttpRequest, session_id: int) -> HttpResponse:
     try:
         run = start_run(
             chat,
-            user=request.user,
+            user=cast(User, request.user),  # tier_required let only staff through
             message=form.cleaned_data["message"],
             mode=form.cleaned_data["mode"],  # remembered on the session by start_run
         )
@@ -121,7 +121,7 @@ def start(request: HttpRequest, session_id: int) -> HttpResponse:
 @tier_required(Tier.OPERATOR)
 def stop(request: HttpRequest, run_id: int) -> HttpResponse:
     run = get_object_or_404(Run, pk=run_id)
-    request_stop(run, user=request.user)
+    request_stop(run, user=cast(User, request.user))
     if is_htmx(request):
         return HttpResponse(status=204)  # the run's own events show it stopping
     return redirect(f"{reverse('chat:session', args=[run.session_id])}?run={run.pk}")
@@ -141,7 +141,10 @@ def retry(request: HttpRequest, run_id: int) -> HttpResponse:
         raise PermissionDenied("A cost budget is money: only an Owner raises it.")
     try:
         run = retry_run(
-            previous, user=request.user, mode=form.cleaned_data["mode"] or None, limits=limits
+            previous,
+            user=cast(User, request.user),
+            mode=form.cleaned_data["mode"] or None,
+            limits=limits,
         )
     except ValueError as exc:
         return refused(request, str(exc))

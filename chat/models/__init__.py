@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from chat.models.runs import (
     ACTIVE_STATUSES,
+    TRANSITIONS,
+    WORKING_STATUSES,
     ChatSession,
     Message,
     Run,
@@ -10,10 +12,13 @@ from chat.models.runs import (
     StopReason,
     StreamEvent,
     ToolExecution,
+    sources_of,
 )
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "TRANSITIONS",
+    "WORKING_STATUSES",
     "ChatSession",
     "Message",
     "Run",
@@ -22,4 +27,5 @@ __all__ = [
     "StopReason",
     "StreamEvent",
     "ToolExecution",
+    "sources_of",
 ]

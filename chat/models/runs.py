@@ -26,6 +26,33 @@ ACTIVE_STATUSES = (
     RunStatus.TOOL_RUNNING,
     RunStatus.STOPPING,
 )
+WORKING_STATUSES = (RunStatus.THINKING, RunStatus.STREAMING, RunStatus.TOOL_RUNNING)
+
+# The only moves a run can make (`chat.run_status.move_run` refuses any other). A
+# working run moves between its working statuses at every step; a stop request sends it
+# to stopping; an approval pauses it; only a resume sends it back to the queue.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    RunStatus.IDLE: frozenset({RunStatus.THINKING, RunStatus.STOPPED}),  # claimed, or stopped
+    **{
+        status: frozenset(
+            {
+                *WORKING_STATUSES,
+                RunStatus.WAITING_APPROVAL,
+                RunStatus.STOPPING,
+                RunStatus.STOPPED,
+            }
+        )
+        for status in WORKING_STATUSES
+    },
+    RunStatus.STOPPING: frozenset({RunStatus.STOPPED}),
+    RunStatus.WAITING_APPROVAL: frozenset({RunStatus.IDLE, RunStatus.STOPPED}),  # resumed
+    RunStatus.STOPPED: frozenset(),  # final: a retry is a new run
+}
+
+
+def sources_of(status: str) -> frozenset[str]:
+    """The statuses a run may move to `status` from."""
+    return frozenset(source for source, targets in TRANSITIONS.items() if status in targets)
 
 
 class StopReason(models.TextChoices):
@@ -96,6 +123,14 @@ class Run(models.Model):
     status_detail = models.CharField(max_length=300, blank=True)
     stop_reason = models.CharField(max_length=20, choices=StopReason.choices, blank=True)
     stop_requested = models.BooleanField(default=False)
+    stop_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who asked a working run to stop (it stops at its next poll).",
+    )
     last_error = models.TextField(blank=True)
     # Budgets (copied from the mode when the run starts, so a later change does not
     # move the goalposts of a running run) and usage.
@@ -110,6 +145,9 @@ class Run(models.Model):
     pending_approval = models.ForeignKey(
         "controlplane.Approval", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Time waiting for an approval does not count against the wall-clock budget.
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_seconds = models.FloatField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True, db_index=True)
     next_seq = models.PositiveBigIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)

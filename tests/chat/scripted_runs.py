@@ -17,8 +17,8 @@ import pytest
 from django.apps import apps
 
 from chat import tools
-from chat.agent import start_run
 from chat.models import ChatSession, Run, StreamEvent
+from chat.runs import start_run
 from controlplane.models import FeatureToggle
 from tests.scripted_providers import ScriptedProvider, Turn, use_scripted
 

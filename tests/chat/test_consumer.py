@@ -24,7 +24,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import connections
 
 from chat.consumers import CLOSE_NOT_FOUND, after_seq
-from chat.events import emit, emit_many, event_message, events_message, run_group
+from chat.events import emit, emit_many, events_message, run_group
 from chat.models import Run, StreamEvent
 from controlplane.asgi import application
 from controlplane.asgi_routes import websocket_urlpatterns
@@ -478,19 +478,4 @@ async def test_a_live_batch_overlapping_what_was_sent_sends_only_the_new_events(
     )
 
     assert token_numbers(await receive_all(communicator)) == [4, 5]
-    await communicator.disconnect()
-
-
-async def test_a_one_event_message_of_an_older_publisher_is_still_shown(operator: Any) -> None:
-    run = await database_sync_to_async(make_run)(operator)
-    communicator, connected, _ = await connect(operator, run)
-    assert connected
-    [event] = await database_sync_to_async(write_without_publishing)(run, range(1, 2))
-
-    await get_channel_layer().group_send(
-        run_group(run.pk),
-        {"type": "run.event", "run_id": run.pk, **event_message(event)},
-    )
-
-    assert token_numbers(await receive_all(communicator)) == [1]
     await communicator.disconnect()

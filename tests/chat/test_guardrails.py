@@ -145,7 +145,7 @@ def test_the_counters_survive_a_round_trip_through_the_run():
     guards.tool_called("list_tasks", {})
     guards.tool_called("list_tasks", {})
     guards.step_observed({"x": 1})
-    run.guardrails = {**guards.state(), "paused_seconds": 12.5}
+    run.guardrails = {**guards.state(), "kept": 12.5}
 
     again = Guardrails(run)
 
@@ -154,4 +154,4 @@ def test_the_counters_survive_a_round_trip_through_the_run():
         "no_progress": {"count": 1, "threshold": 3},
         "repeated_failure": {"count": 2, "threshold": 4},
     }
-    assert again.state()["paused_seconds"] == 12.5
+    assert again.state()["kept"] == 12.5

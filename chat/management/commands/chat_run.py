@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from chat import agent
+from chat import runs, streams
 from chat.events import events_after
 from chat.management.commands.chat_replay import event_line
 from chat.models import ChatSession, Run, StopReason
@@ -35,7 +35,7 @@ class Command(BaseCommand):
         user = self._user(options["user"])
         session = ChatSession.objects.create(user=user, mode=options["mode"])
         try:
-            run = agent.open_run(
+            run = runs.open_run(
                 session, user=user, message=options["message"], mode=options["mode"]
             )
         except ValueError as exc:
@@ -43,7 +43,7 @@ class Command(BaseCommand):
         worker = threading.Thread(target=_drive, args=(run.pk,), name=f"chat-run-{run.pk}")
         worker.start()
         self._follow(run, worker)
-        agent.wait_for_abandoned_calls(timeout=30)
+        streams.wait_for_abandoned_calls(timeout=30)
         run.refresh_from_db()
         if run.stop_reason != StopReason.COMPLETED:
             raise CommandError(
@@ -75,11 +75,11 @@ class Command(BaseCommand):
                 time.sleep(POLL_SECONDS)
             except KeyboardInterrupt:
                 self.stderr.write("Stopping the run…")
-                agent.request_stop(Run.objects.get(pk=run.pk), user=run.started_by)
+                runs.request_stop(Run.objects.get(pk=run.pk), user=run.started_by)
 
 
 def _drive(run_id: int) -> None:
     try:
-        agent.run_agent(run_id)
+        runs.run_agent(run_id)
     finally:
         connections.close_all()  # this thread's connections

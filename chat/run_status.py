@@ -1,0 +1,166 @@
+"""A run's status changes here and nowhere else.
+
+`move_run()` moves a run along `chat.models.TRANSITIONS`: one conditional UPDATE on
+the statuses the run may come from (narrowed by the caller, and by `where`), so a run
+that was stopped or declared lost elsewhere is never written back to life by a worker
+that was slow to notice; then, in the same transaction, the `status` event and the
+events that go with the move, and an audit event when a person made it (a stop, a
+resume after an approval). `end_run()` is the move to `stopped`, with the events every
+stopped run emits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from chat import stop_reasons
+from chat.budget_tracker import BudgetTracker
+from chat.events import EventSpec, emit, emit_many
+from chat.guardrails import Guardrails, fingerprint
+from chat.models import ACTIVE_STATUSES, Run, RunStatus, StreamEvent, ToolExecution, sources_of
+from chat.tool_calls import tool_result_event
+from controlplane import audit
+from controlplane.tiers import StaffUser
+
+DETAIL_LENGTH = 300  # Run.status_detail's max_length
+
+
+class RunMoveRefused(ValueError):
+    """A move the transition table does not allow: a programming error, nothing written."""
+
+
+def status_event(status: str, detail: str) -> EventSpec:
+    return StreamEvent.Type.STATUS, {"status": str(status), "detail": detail}
+
+
+def emit_status(run_id: int, status: str, detail: str) -> None:
+    emit(run_id, *status_event(status, detail))
+
+
+def move_run(
+    run_id: int,
+    to: RunStatus,
+    detail: str,
+    *,
+    sources: Iterable[str] | None = None,
+    where: Q | None = None,
+    fields: dict[str, Any] | None = None,
+    then: Callable[[], list[EventSpec]] | None = None,
+    announce: bool = True,
+    actor: StaffUser | None = None,
+    audit_as: str = "",
+) -> bool:
+    """Move run `run_id` to `to` if it is in one of `sources` (by default every status
+    the table lets reach `to`) and matches `where`, writing `fields` with it. Then emit
+    the `status` event (unless `announce` is false: a claim, whose first step says it)
+    followed by the events `then` returns, and audit the move as `run.<audit_as>` when
+    given. Whether this call moved it: of two racing callers, only one does."""
+    allowed = sources_of(to)
+    starts = allowed if sources is None else frozenset(str(s) for s in sources)
+    if not starts <= allowed:
+        raise RunMoveRefused(
+            f"A run cannot become {to} from {', '.join(sorted(starts - allowed))}; "
+            f"only from {', '.join(sorted(allowed)) or 'nowhere'}."
+        )
+    rows = Run.objects.filter(where or Q(), pk=run_id, status__in=starts)
+    changed = {"status": to, "status_detail": detail[:DETAIL_LENGTH], **(fields or {})}
+    if not (announce or then or audit_as):
+        return bool(rows.update(**changed))  # one statement: no transaction to open
+    with transaction.atomic():
+        before = ""
+        if audit_as:
+            # A person's move: read what it was (locked), to say so in the audit trail.
+            before = rows.select_for_update().values_list("status", flat=True).first() or ""
+            if not before:
+                return False
+        if not rows.update(**changed):
+            return False
+        events = [status_event(to, detail[:DETAIL_LENGTH])] if announce else []
+        if then is not None:
+            events += then()
+        if audit_as:
+            audit.record(
+                f"run.{audit_as}",
+                Run(pk=run_id),
+                before={"status": before},
+                after={"status": str(to), "detail": detail[:DETAIL_LENGTH]},
+                actor=actor,
+                target_repr=f"Run #{run_id}",
+            )
+        emit_many(run_id, events)
+    return True
+
+
+def record_progress(run_id: int, fields: dict[str, Any]) -> bool:
+    """Write a working run's usage and heartbeat, its status unchanged. Whether the run
+    is still active (a run stopped or declared lost elsewhere is left as it is)."""
+    if "status" in fields:
+        raise RunMoveRefused("A status change goes through move_run, not record_progress.")
+    return bool(Run.objects.filter(pk=run_id, status__in=ACTIVE_STATUSES).update(**fields))
+
+
+def end_run(
+    run_id: int,
+    reason: str,
+    detail: str,
+    *,
+    statuses: Iterable[str],
+    error: str = "",
+    context: dict[str, Any] | None = None,
+    usage: dict[str, Any] | None = None,
+    where: Q | None = None,
+    actor: StaffUser | None = None,
+    audit_as: str = "",
+) -> bool:
+    """Stop the run if it is in one of `statuses` (and matches `where`), then emit
+    `status`, the final `budget` and `guardrails`, `stop_reason` and any `error`.
+    Whether this call stopped it (only one caller ever does)."""
+    fields: dict[str, Any] = {
+        "stop_reason": reason,
+        "finished_at": timezone.now(),
+        **(usage or {}),
+    }
+    if error:
+        fields["last_error"] = error
+
+    def stopped_events() -> list[EventSpec]:
+        run = Run.objects.select_related("pending_approval").get(pk=run_id)
+        events = _refuse_awaiting_calls(run, detail)
+        events.append((StreamEvent.Type.BUDGET, BudgetTracker(run).meters()))
+        events.append((StreamEvent.Type.GUARDRAILS, Guardrails(run).counters()))
+        explained = stop_reasons.explain(reason, run=run, **(context or {}))
+        events.append((StreamEvent.Type.STOP_REASON, explained))
+        if error:
+            events.append((StreamEvent.Type.ERROR, {"message": error}))
+        return events
+
+    return move_run(
+        run_id,
+        RunStatus.STOPPED,
+        detail,
+        sources=statuses,
+        where=where,
+        fields=fields,
+        then=stopped_events,
+        actor=actor,
+        audit_as=audit_as,
+    )
+
+
+def _refuse_awaiting_calls(run: Run, why: str) -> list[EventSpec]:
+    """Tool calls still waiting for an approval will not run now: close their rows.
+    Their `tool_result` events, to emit."""
+    events: list[EventSpec] = []
+    for execution in run.tool_executions.filter(outcome=ToolExecution.Outcome.AWAITING_APPROVAL):
+        execution.outcome = ToolExecution.Outcome.REFUSED
+        execution.error = f"Not run: {why}"
+        execution.fingerprint = fingerprint(f"{execution.tool}: {execution.error}")
+        execution.finished_at = timezone.now()
+        execution.save(update_fields=["outcome", "error", "fingerprint", "finished_at"])
+        events.append(tool_result_event(execution))
+    return events
