@@ -31,6 +31,8 @@ from django.apps import apps
 from django.conf import settings
 from django.db.models import Count, Sum
 
+from controlplane.tiers import StaffUser
+
 APP_USER_AGENT = "controlplane-chat/1 (http_get tool)"
 
 
@@ -48,7 +50,7 @@ class ToolContext:
     """Who the tool acts for: the run and the person who started it."""
 
     run_id: int
-    user: Any
+    user: StaffUser
 
 
 Handler = Callable[[dict[str, Any], ToolContext], Any]

@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 
+from controlplane.tiers import StaffUser
 from selfheal.models import PlaybookExecution
 from selfheal.playbooks import diagnose, repair
 from selfheal.playbooks.base import (
@@ -66,7 +67,7 @@ __all__ = [
 def run_playbook(
     name: str,
     *,
-    user: Any = None,
+    user: StaffUser | None = None,
     dry_run: bool = False,
     trigger: str = PlaybookExecution.Trigger.MANUAL,
     params: dict[str, Any] | None = None,
