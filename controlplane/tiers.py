@@ -169,6 +169,9 @@ class TierBackend(ModelBackend):
     def get_user_permissions(self, user_obj: Any, obj: Any = None) -> set[str]:
         return set()
 
+    # ModelBackend's hook for the group query (private, but the one place that keeps
+    # its per-user permission cache; tests/controlplane/test_tiers.py fails loudly if
+    # Django renames it).
     def _get_group_permissions(self, user_obj: Any) -> QuerySet[Permission]:
         return Permission.objects.filter(group__user=user_obj, group__name__in=TIER_GROUPS.values())
 

@@ -3,9 +3,11 @@ declares for itself, and only the tiers grant anything."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import AnonymousUser, Group, Permission, User
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -87,6 +89,14 @@ def test_a_group_that_is_not_a_tier_grants_nothing(observer):
     observer = User.objects.get(pk=observer.pk)
     assert not observer.has_perm("routing.change_route")
     assert observer not in User.objects.with_perm("routing.change_route")
+
+
+def test_the_model_backend_still_asks_the_hook_the_tier_backend_overrides():
+    # TierBackend narrows ModelBackend's private group query; a rename in Django
+    # would silently bring every group's permissions back.
+    hook = ModelBackend._get_group_permissions
+    assert list(inspect.signature(hook).parameters) == ["self", "user_obj"]
+    assert "_get_%s_permissions" in inspect.getsource(ModelBackend._get_permissions)
 
 
 @pytest.mark.django_db
