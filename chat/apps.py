@@ -6,6 +6,8 @@ from django.apps import AppConfig
 class ChatConfig(AppConfig):
     name = "chat"
     verbose_name = "Chat"
+    # Tier permissions beyond "see everything" (see controlplane.tiers).
+    operator_permissions = ("operate_run",)
 
     def ready(self) -> None:
         from chat import runs, tools

@@ -23,9 +23,9 @@ from channels.db import database_sync_to_async
 
 from chat.events import events_after, run_group
 from chat.models import Run
-from chat.rendering import render_live
+from chat.rendering import render_live, viewer_permissions
 from controlplane.consumers import StaffConsumer
-from controlplane.tiers import Tier, tier_of
+from controlplane.tiers import PermissionSnapshot, StaffUser
 
 CLOSE_NOT_FOUND = 4404
 # Missed events are read and sent in batches: one frame each, so a long replay
@@ -34,7 +34,7 @@ REPLAY_BATCH = 500
 # Live frames are rendered once for all the sockets of a process that watch a run
 # (they are all on the event loop's thread): the last few hundred are kept.
 RECENT_FRAMES = 512
-_recent_frames: OrderedDict[tuple[int, int, int, int], str] = OrderedDict()
+_recent_frames: OrderedDict[tuple[int, int, int, PermissionSnapshot], str] = OrderedDict()
 
 
 def after_seq(query_string: bytes) -> int:
@@ -49,7 +49,7 @@ def after_seq(query_string: bytes) -> int:
 class RunConsumer(StaffConsumer):
     run_id: int
     last_seq: int
-    tier: Tier
+    perms: PermissionSnapshot
 
     async def connect(self) -> None:
         self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
@@ -59,11 +59,16 @@ class RunConsumer(StaffConsumer):
         await super().connect()
         if not getattr(self, "joined", None):
             return  # refused (anonymous or not staff)
-        self.tier = await database_sync_to_async(tier_of)(self.scope["user"])
         if not await database_sync_to_async(Run.objects.filter(pk=self.run_id).exists)():
             await self.close(code=CLOSE_NOT_FOUND)
             return
         await self.send_missed()
+
+    def admits(self, user: StaffUser) -> bool:
+        if not super().admits(user):
+            return False
+        self.perms = viewer_permissions(user)
+        return True
 
     def groups_for(self) -> list[str]:
         return [run_group(self.run_id)]
@@ -84,14 +89,14 @@ class RunConsumer(StaffConsumer):
             # The layer dropped some: the database holds them all (written first).
             await self.send_missed()
             return
-        await self.send(text_data=rendered(self.run_id, fresh, self.tier))
+        await self.send(text_data=rendered(self.run_id, fresh, self.perms))
         self.last_seq = seqs[-1]
 
     async def send_missed(self) -> None:
         """Everything the database holds after `last_seq`, in frames of REPLAY_BATCH."""
         while True:
             html, last_seq, count = await database_sync_to_async(missed_frame)(
-                self.run_id, self.last_seq, self.tier
+                self.run_id, self.last_seq, self.perms
             )
             if count:
                 await self.send(text_data=html)
@@ -100,14 +105,14 @@ class RunConsumer(StaffConsumer):
                 return
 
 
-def rendered(run_id: int, events: list[dict[str, Any]], tier: Tier) -> str:
+def rendered(run_id: int, events: list[dict[str, Any]], perms: PermissionSnapshot) -> str:
     """The live frame of consecutive events, rendered once per process for everyone
-    watching the run with the same tier (an event never changes once written)."""
-    key = (run_id, int(events[0]["seq"]), int(events[-1]["seq"]), int(tier))
+    watching the run with the same permissions (an event never changes once written)."""
+    key = (run_id, int(events[0]["seq"]), int(events[-1]["seq"]), perms)
     html = _recent_frames.get(key)
     if html is None:
         html = render_live(
-            run_id, [(int(e["seq"]), e["event_type"], e["data"]) for e in events], tier=tier
+            run_id, [(int(e["seq"]), e["event_type"], e["data"]) for e in events], perms=perms
         )
         _recent_frames[key] = html
         if len(_recent_frames) > RECENT_FRAMES:
@@ -115,7 +120,7 @@ def rendered(run_id: int, events: list[dict[str, Any]], tier: Tier) -> str:
     return html
 
 
-def missed_frame(run_id: int, after: int, tier: Tier) -> tuple[str, int, int]:
+def missed_frame(run_id: int, after: int, perms: PermissionSnapshot) -> tuple[str, int, int]:
     events = events_after(run_id, after, limit=REPLAY_BATCH)
-    html = render_live(run_id, [(e.seq, e.type, e.data) for e in events], tier=tier)
+    html = render_live(run_id, [(e.seq, e.type, e.data) for e in events], perms=perms)
     return html, (events[-1].seq if events else after), len(events)

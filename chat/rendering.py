@@ -37,7 +37,7 @@ from chat.budget_tracker import BudgetTracker
 from chat.guardrails import Guardrails
 from chat.models import ACTIVE_STATUSES, Run, RunStatus, StopReason, StreamEvent
 from chat.stop_reasons import explain
-from controlplane.tiers import Tier
+from controlplane.tiers import PermissionSnapshot, StaffUser
 from routing.budgets import meter_state
 from routing.models import Mode
 from routing.money import usd
@@ -241,7 +241,25 @@ def next_action(action: dict[str, Any], run_id: int) -> dict[str, Any]:
         shown["needs"] = shown["needs"] or "operator"
     elif action.get("url"):
         shown["href"] = str(action["url"])
+    shown["permission"] = action_permission(kind, shown["needs"])
     return shown
+
+
+# What an Owner's next action asks, by kind: the permission the page it leads to checks.
+OWNER_ACTION_PERMISSIONS = {
+    "raise_budget": "chat.raise_cost_budget",
+    "enable_toggle": "controlplane.change_featuretoggle",
+}
+
+
+def action_permission(kind: str, needs: str) -> str:
+    """The permission a next action asks of the viewer. The event stores the tier
+    that may take it (events are never rewritten); the page asks the permission."""
+    if not needs:
+        return ""
+    if needs == "operator":
+        return "chat.operate_run"
+    return OWNER_ACTION_PERMISSIONS.get(kind, "chat.raise_cost_budget")
 
 
 def retry_url(run_id: int) -> str:
@@ -282,28 +300,50 @@ def context_for(event_type: str, data: dict[str, Any], run_id: int) -> dict[str,
 # -- live updates (the consumer) -------------------------------------------------------
 
 
-def viewer_context(run_id: int, tier: Tier) -> dict[str, Any]:
-    """What differs per viewer: the actions their tier may take."""
-    return {"run_id": run_id, "can_operate": tier >= Tier.OPERATOR, "is_owner": tier >= Tier.OWNER}
+# The permissions the run panel's fragments ask (`perms` in their templates).
+RUN_PANEL_PERMISSIONS = (
+    "chat.operate_run",
+    "chat.raise_cost_budget",
+    "chat.change_runbudget",
+    "controlplane.change_featuretoggle",
+)
+
+
+def viewer_permissions(user: StaffUser) -> PermissionSnapshot:
+    """What differs per viewer: the permissions the run panel asks, asked once (a live
+    frame is rendered once for every viewer with the same answers)."""
+    return PermissionSnapshot.of(user, RUN_PANEL_PERMISSIONS)
 
 
 def render_event(
-    run_id: int, event_type: str, data: dict[str, Any], *, tier: Tier, oob: bool = True
+    run_id: int,
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    perms: PermissionSnapshot,
+    oob: bool = True,
 ) -> str:
     """One event as its fragment (an out-of-band swap unless `oob` is false)."""
     template = FRAGMENTS.get(event_type)
     if template is None:
         return ""  # an event type this page does not show
-    context = {**context_for(event_type, data, run_id), **viewer_context(run_id, tier), "oob": oob}
+    context = {
+        **context_for(event_type, data, run_id),
+        "run_id": run_id,
+        "perms": perms,
+        "oob": oob,
+    }
     return render_to_string(template, context)
 
 
-def render_live(run_id: int, events: list[tuple[int, str, dict[str, Any]]], *, tier: Tier) -> str:
+def render_live(
+    run_id: int, events: list[tuple[int, str, dict[str, Any]]], *, perms: PermissionSnapshot
+) -> str:
     """Events `(seq, type, data)` in order as one websocket frame: each fragment,
     then the marker of the last seq the browser now has."""
     if not events:
         return ""
-    parts = [render_event(run_id, event_type, data, tier=tier) for _, event_type, data in events]
+    parts = [render_event(run_id, event_type, data, perms=perms) for _, event_type, data in events]
     parts.append(render_to_string(LAST_SEQ_FRAGMENT, {"seq": events[-1][0], "oob": True}))
     return "".join(parts)
 
@@ -325,11 +365,11 @@ class RunSnapshot:
     reply: str = ""
     tools: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def fragments(self, run_id: int, tier: Tier) -> dict[str, str]:
+    def fragments(self, run_id: int, perms: PermissionSnapshot) -> dict[str, str]:
         """Each panel as the fragment its events render live (not out of band)."""
 
         def render(event_type: str, data: dict[str, Any]) -> str:
-            return render_event(run_id, event_type, data, tier=tier, oob=False)
+            return render_event(run_id, event_type, data, perms=perms, oob=False)
 
         return {
             "status": render(StreamEvent.Type.STATUS, self.status),

@@ -1,20 +1,19 @@
 """Chat pages: the sessions list, and a session with its live run.
 
 Everyone on staff watches; Operators and Owners start, stop and retry runs (an
-Observer's POST is refused with 403 by `tier_required`).
+Observer's POST is refused with 403: they lack `chat.operate_run`).
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from django import forms
 from django.apps import apps
-from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -23,9 +22,14 @@ from django.views.decorators.http import require_GET, require_POST
 from chat import tools
 from chat.forms import ModeForm, NewSessionForm, RetryForm, RunForm
 from chat.models import ChatSession, Message, Run, RunBudget
-from chat.rendering import snapshot_of
+from chat.rendering import snapshot_of, viewer_permissions
 from chat.runs import request_stop, retry_run, start_run
-from controlplane.tiers import Tier, tier_of, tier_required
+from controlplane.tiers import (
+    PermissionSnapshot,
+    StaffRequest,
+    permission_required_for_staff,
+    staff_required,
+)
 from routing.models import Mode, Policy
 
 SESSIONS_PER_PAGE = 50
@@ -33,8 +37,8 @@ RUNS_SHOWN = 20
 
 
 @require_GET
-@tier_required(Tier.OBSERVER)
-def index(request: HttpRequest) -> HttpResponse:
+@staff_required
+def index(request: StaffRequest) -> HttpResponse:
     latest = Run.objects.filter(session=OuterRef("pk")).order_by("-created_at", "-id")
     sessions = (
         ChatSession.objects.select_related("user")
@@ -50,13 +54,13 @@ def index(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@tier_required(Tier.OPERATOR)
-def new_session(request: HttpRequest) -> HttpResponse:
+@permission_required_for_staff("chat.operate_run")
+def new_session(request: StaffRequest) -> HttpResponse:
     form = NewSessionForm(request.POST)
     if not form.is_valid():
         return render(request, "chat/index.html", {"page": None, "form": form}, status=400)
     chat = ChatSession.objects.create(
-        user=cast(User, request.user),  # tier_required let only staff through
+        user=request.user,
         title=form.cleaned_data["title"],
         mode=form.cleaned_data["mode"],
     )
@@ -64,8 +68,8 @@ def new_session(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@tier_required(Tier.OBSERVER)
-def session(request: HttpRequest, session_id: int) -> HttpResponse:
+@staff_required
+def session(request: StaffRequest, session_id: int) -> HttpResponse:
     chat = get_object_or_404(ChatSession.objects.select_related("user"), pk=session_id)
     runs = list(runs_of(chat)[:RUNS_SHOWN])
     run = runs[0] if runs else None
@@ -79,28 +83,28 @@ def session(request: HttpRequest, session_id: int) -> HttpResponse:
         "runs": runs,
         "modes": modes(),
         "queue": queue_summary(),
-        **run_panel(run, tier_of(request.user)),
+        **run_panel(run, viewer_permissions(request.user)),
     }
     return render(request, "chat/session.html", context)
 
 
 @require_POST
-@tier_required(Tier.OPERATOR)
-def set_mode(request: HttpRequest, session_id: int) -> HttpResponse:
+@permission_required_for_staff("chat.operate_run")
+def set_mode(request: StaffRequest, session_id: int) -> HttpResponse:
     chat = get_object_or_404(ChatSession, pk=session_id)
     form = ModeForm(request.POST)
     if not form.is_valid():
         return HttpResponse("Choose one of the modes.", status=400)
     chat.mode = form.cleaned_data["mode"]
     chat.save(update_fields=["mode", "updated_at"])
-    if is_htmx(request):
+    if request.htmx:
         return HttpResponse(status=204)
     return redirect("chat:session", chat.pk)
 
 
 @require_POST
-@tier_required(Tier.OPERATOR)
-def start(request: HttpRequest, session_id: int) -> HttpResponse:
+@permission_required_for_staff("chat.operate_run")
+def start(request: StaffRequest, session_id: int) -> HttpResponse:
     chat = get_object_or_404(ChatSession, pk=session_id)
     form = RunForm(request.POST)
     if not form.is_valid():
@@ -108,7 +112,7 @@ def start(request: HttpRequest, session_id: int) -> HttpResponse:
     try:
         run = start_run(
             chat,
-            user=cast(User, request.user),  # tier_required let only staff through
+            user=request.user,
             message=form.cleaned_data["message"],
             mode=form.cleaned_data["mode"],  # remembered on the session by start_run
         )
@@ -118,18 +122,18 @@ def start(request: HttpRequest, session_id: int) -> HttpResponse:
 
 
 @require_POST
-@tier_required(Tier.OPERATOR)
-def stop(request: HttpRequest, run_id: int) -> HttpResponse:
+@permission_required_for_staff("chat.operate_run")
+def stop(request: StaffRequest, run_id: int) -> HttpResponse:
     run = get_object_or_404(Run, pk=run_id)
-    request_stop(run, user=cast(User, request.user))
-    if is_htmx(request):
+    request_stop(run, user=request.user)
+    if request.htmx:
         return HttpResponse(status=204)  # the run's own events show it stopping
     return redirect(f"{reverse('chat:session', args=[run.session_id])}?run={run.pk}")
 
 
 @require_POST
-@tier_required(Tier.OPERATOR)
-def retry(request: HttpRequest, run_id: int) -> HttpResponse:
+@permission_required_for_staff("chat.operate_run")
+def retry(request: StaffRequest, run_id: int) -> HttpResponse:
     """The one-click next actions: the same message again, in another mode or with a
     limit raised. A cost budget is money, so only Owners raise it."""
     previous = get_object_or_404(Run.objects.select_related("session"), pk=run_id)
@@ -137,12 +141,12 @@ def retry(request: HttpRequest, run_id: int) -> HttpResponse:
     if not form.is_valid():
         return refused(request, errors_of(form))
     limits = form.limits()
-    if "max_cost" in limits and tier_of(request.user) < Tier.OWNER:
+    if "max_cost" in limits and not request.user.has_perm("chat.raise_cost_budget"):
         raise PermissionDenied("A cost budget is money: only an Owner raises it.")
     try:
         run = retry_run(
             previous,
-            user=cast(User, request.user),
+            user=request.user,
             mode=form.cleaned_data["mode"] or None,
             limits=limits,
         )
@@ -152,8 +156,8 @@ def retry(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 @require_GET
-@tier_required(Tier.OBSERVER)
-def queue(request: HttpRequest) -> HttpResponse:
+@staff_required
+def queue(request: StaffRequest) -> HttpResponse:
     return render(request, "chat/partials/queue.html", {"queue": queue_summary()})
 
 
@@ -167,7 +171,7 @@ def runs_of(chat: ChatSession) -> QuerySet[Run]:
     )
 
 
-def run_panel(run: Run | None, tier: Tier) -> dict[str, Any]:
+def run_panel(run: Run | None, perms: PermissionSnapshot) -> dict[str, Any]:
     """The live part of the page: one run folded from its events, in one query."""
     if run is None:
         return {"run": None}
@@ -180,14 +184,14 @@ def run_panel(run: Run | None, tier: Tier) -> dict[str, Any]:
         "run": run,
         "run_message": messages[0].content if messages else "",
         "last_seq": snapshot.last_seq,
-        "fragments": snapshot.fragments(run.pk, tier),
+        "fragments": snapshot.fragments(run.pk, perms),
         "tools": snapshot.tool_rows(),
     }
 
 
-def run_started(request: HttpRequest, chat: ChatSession, run: Run) -> HttpResponse:
+def run_started(request: StaffRequest, chat: ChatSession, run: Run) -> HttpResponse:
     url = f"{reverse('chat:session', args=[chat.pk])}?run={run.pk}"
-    if not is_htmx(request):
+    if not request.htmx:
         return redirect(url)
     run = runs_of(chat).get(pk=run.pk)
     context = {
@@ -195,7 +199,7 @@ def run_started(request: HttpRequest, chat: ChatSession, run: Run) -> HttpRespon
         "runs": list(runs_of(chat)[:RUNS_SHOWN]),
         "oob": True,
         "queue": queue_summary(),
-        **run_panel(run, tier_of(request.user)),
+        **run_panel(run, viewer_permissions(request.user)),
     }
     html = render_to_string("chat/session.html#run-panel", context, request) + render_to_string(
         "chat/session.html#run-history", context, request
@@ -203,9 +207,9 @@ def run_started(request: HttpRequest, chat: ChatSession, run: Run) -> HttpRespon
     return HttpResponse(html, headers={"HX-Push-Url": url})
 
 
-def refused(request: HttpRequest, reason: str) -> HttpResponse:
+def refused(request: StaffRequest, reason: str) -> HttpResponse:
     """A run that could not start: said next to the Run button (htmx) or as a 400."""
-    if is_htmx(request):
+    if request.htmx:
         return HttpResponse(
             reason, headers={"HX-Retarget": "#run-form-errors", "HX-Reswap": "innerHTML"}
         )
@@ -234,7 +238,3 @@ def queue_summary() -> dict[str, int] | None:
 
 def errors_of(form: forms.Form) -> str:
     return "; ".join(str(error) for errors in form.errors.values() for error in errors)
-
-
-def is_htmx(request: HttpRequest) -> bool:
-    return request.headers.get("HX-Request") == "true"

@@ -12,11 +12,12 @@ from django.contrib.auth import get_user_model
 from django.db.models.signals import m2m_changed, pre_save
 
 from controlplane import audit
+from controlplane.tiers import StaffUser
 
 WATCHED_FIELDS = ("is_active", "is_superuser", "is_staff")
 
 
-def _group_names(user: Any) -> list[str]:
+def _group_names(user: StaffUser) -> list[str]:
     return sorted(user.groups.values_list("name", flat=True))
 
 

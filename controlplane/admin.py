@@ -5,9 +5,11 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import ManyToManyField, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
@@ -22,6 +24,7 @@ from controlplane.models import (
     NotificationDelivery,
     ToggleLocked,
 )
+from controlplane.tiers import TIER_GROUPS, StaffRequest
 
 
 class AuditHistoryMixin:
@@ -130,7 +133,8 @@ class ApprovalAdmin(ReadOnlyAdmin):
     def has_decide_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("controlplane.decide_approval")
 
-    def _decide(self, request: HttpRequest, queryset: QuerySet, approve: bool) -> None:
+    # The admin site lets only staff in: its requests carry a staff user.
+    def _decide(self, request: StaffRequest, queryset: QuerySet, approve: bool) -> None:
         for approval in queryset:
             try:
                 decide_approval(approval, user=request.user, approve=approve)
@@ -140,11 +144,11 @@ class ApprovalAdmin(ReadOnlyAdmin):
                 self.message_user(request, f"#{approval.pk} {approval.status}.")
 
     @admin.action(description="Approve selected requests", permissions=["decide"])
-    def approve(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def approve(self, request: StaffRequest, queryset: QuerySet) -> None:
         self._decide(request, queryset, True)
 
     @admin.action(description="Reject selected requests", permissions=["decide"])
-    def reject(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def reject(self, request: StaffRequest, queryset: QuerySet) -> None:
         self._decide(request, queryset, False)
 
 
@@ -224,3 +228,56 @@ class NotificationDeliveryAdmin(ReadOnlyAdmin):
     search_fields = ["subject", "dedupe_key"]
     list_select_related = ["channel"]
     inlines = [DeliveryAttemptInline]
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class StaffAccountAdmin(UserAdmin):
+    """Accounts, changed by Owners: what someone may do is their tier, nothing else.
+    No per-user permissions are offered (the tiers' backend ignores them anyway),
+    only tier groups can be chosen, and only a superuser makes or changes a superuser."""
+
+    admin_section = CONTROL
+    fieldsets = (
+        (None, {"fields": ("username", "password")}),
+        ("Personal info", {"fields": ("first_name", "last_name", "email")}),
+        ("Tier", {"fields": ("is_active", "groups", "is_superuser")}),
+        ("Important dates", {"fields": ("last_login", "date_joined")}),
+    )
+    filter_horizontal = ("groups",)
+    list_filter = ("is_superuser", "is_active", "groups")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        fields = list(super().get_readonly_fields(request, obj))
+        if not request.user.is_superuser:
+            fields.append("is_superuser")
+        return fields
+
+    def formfield_for_manytomany(
+        self, db_field: ManyToManyField, request: HttpRequest, **kwargs: Any
+    ) -> forms.ModelMultipleChoiceField | None:
+        if db_field.name == "groups":
+            kwargs["queryset"] = Group.objects.filter(name__in=TIER_GROUPS.values())
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A superuser's password or flags would hand its power to whoever changes
+        # them: only another superuser may.
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.is_superuser and not request.user.is_superuser:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        # The form already shows the flag read-only to others; this refuses it
+        # whichever way it arrived.
+        was_superuser = bool(obj.pk and User.objects.filter(pk=obj.pk, is_superuser=True).exists())
+        if obj.is_superuser and not was_superuser and not request.user.is_superuser:
+            raise PermissionDenied("Only a superuser can make a superuser.")
+        super().save_model(request, obj, form, change)

@@ -25,7 +25,7 @@ from controlplane import audit
 from controlplane.live import HOME_GROUP, publish
 from controlplane.models import Approval
 from controlplane.notifications import notify
-from controlplane.tiers import Tier, tier_of
+from controlplane.tiers import StaffUser, Tier
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _notify_waiters(approval_id: int) -> None:
 def request_approval(
     *,
     action: str,
-    requested_by: Any,
+    requested_by: StaffUser,
     reason: str,
     subject: models.Model | None = None,
     amount: Decimal | None = None,
@@ -103,13 +103,15 @@ def request_approval(
     return approval
 
 
-def decide_approval(approval: Approval, *, user: Any, approve: bool, note: str = "") -> Approval:
+def decide_approval(
+    approval: Approval, *, user: StaffUser, approve: bool, note: str = ""
+) -> Approval:
     """Approve or reject. Raises ApprovalError, with the reason, when not allowed."""
     if approval.requested_by_id == user.pk:
         raise ApprovalError("Nobody can decide their own request; ask another staff member.")
     if not user.has_perm("controlplane.decide_approval"):
         raise ApprovalError("Your tier cannot decide approvals.")
-    if tier_of(user) < approval.required_tier:
+    if not user.has_perm(approval.decision_permission):
         raise ApprovalError(
             f"This approval needs the {Tier(approval.required_tier).label} tier "
             f"({'it is about money' if approval.amount is not None else 'that tier owns it'})."

@@ -7,6 +7,8 @@ from django.contrib.admin.apps import AdminConfig
 class ControlplaneConfig(AppConfig):
     name = "controlplane"
     verbose_name = "Control plane"
+    # Tier permissions beyond "see everything" (see controlplane.tiers).
+    operator_permissions = ("decide_approval", "request_approval")
 
     def ready(self) -> None:
         from django.db.models.signals import post_migrate

@@ -7,22 +7,21 @@ from typing import Any
 from controlplane.approvals import pending_approvals
 from controlplane.health import probe_all
 from controlplane.models import AuditEvent, FeatureToggle
-from controlplane.tiers import Tier, tier_of
+from controlplane.tiers import StaffUser
 
 RECENT_AUDIT_EVENTS = 10
 
 
-def pending_approvals_context(user: Any) -> dict[str, Any]:
+def pending_approvals_context(user: StaffUser) -> dict[str, Any]:
     approvals = list(pending_approvals()[:20])
     return {
         "pending_approvals": approvals,
         "pending_count": pending_approvals().count(),
-        "can_decide": tier_of(user) >= Tier.OPERATOR,
         "user": user,
     }
 
 
-def home_context(user: Any) -> dict[str, Any]:
+def home_context(user: StaffUser) -> dict[str, Any]:
     return {
         **pending_approvals_context(user),
         "toggles_off": list(FeatureToggle.objects.filter(enabled=False)),

@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "django_htmx",
     "controlplane.apps.ControlplaneConfig",
     "routing",
     "chat",
@@ -79,6 +80,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # `request.htmx`: whether htmx sent the request (a fragment or a redirect header).
+    "django_htmx.middleware.HtmxMiddleware",
     "controlplane.middleware.AuditContextMiddleware",
 ]
 
@@ -194,6 +197,10 @@ BACKGROUND_THREADS = env.int("BACKGROUND_THREADS", default=4)
 BACKGROUND_EAGER = env.bool("BACKGROUND_EAGER", default=False)
 # The periodic schedule is ticked in-process when there is no broker (no Celery beat).
 EMBEDDED_SCHEDULER = env.bool("EMBEDDED_SCHEDULER", default=not CELERY_BROKER_URL)
+
+# Only the tier groups grant permissions (per-user ones and other groups do not):
+# see controlplane.tiers.
+AUTHENTICATION_BACKENDS = ["controlplane.tiers.TierBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

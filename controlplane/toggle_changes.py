@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import transaction
 
 from controlplane import audit
 from controlplane.approvals import ApprovalError, request_approval
 from controlplane.models import Approval, FeatureToggle, ToggleLocked
-from controlplane.tiers import Tier
+from controlplane.tiers import StaffUser, Tier
 
 ACTION = "toggle.set"
 
 
 def request_toggle_change(
-    toggle: FeatureToggle, *, enabled: bool, user: Any, reason: str
+    toggle: FeatureToggle, *, enabled: bool, user: StaffUser, reason: str
 ) -> Approval:
     if toggle.locked or toggle.is_locked_in_database():
         audit.record(

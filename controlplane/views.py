@@ -12,19 +12,24 @@ from controlplane.dashboard import home_context
 from controlplane.forms import DecisionForm, ToggleChangeRequestForm
 from controlplane.health import probe_all
 from controlplane.models import Approval, FeatureToggle
-from controlplane.tiers import Tier, is_staff_member, tier_required
+from controlplane.tiers import (
+    StaffRequest,
+    is_staff_member,
+    permission_required_for_staff,
+    staff_required,
+)
 from controlplane.toggle_changes import request_toggle_change
 
 
 @require_GET
-@tier_required(Tier.OBSERVER)
-def home(request: HttpRequest) -> HttpResponse:
+@staff_required
+def home(request: StaffRequest) -> HttpResponse:
     return render(request, "controlplane/home.html", home_context(request.user))
 
 
 @require_GET
-@tier_required(Tier.OBSERVER)
-def approvals(request: HttpRequest) -> HttpResponse:
+@staff_required
+def approvals(request: StaffRequest) -> HttpResponse:
     recent = Approval.objects.exclude(status=Approval.Status.PENDING).select_related(
         "requested_by", "decided_by"
     )[:25]
@@ -36,8 +41,8 @@ def approvals(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@tier_required(Tier.OPERATOR)
-def decide(request: HttpRequest, approval_id: int) -> HttpResponse:
+@permission_required_for_staff("controlplane.decide_approval")
+def decide(request: StaffRequest, approval_id: int) -> HttpResponse:
     approval = get_object_or_404(Approval, pk=approval_id)
     form = DecisionForm(request.POST)
     if not form.is_valid():
@@ -57,8 +62,8 @@ def decide(request: HttpRequest, approval_id: int) -> HttpResponse:
     return redirect("approvals")
 
 
-@tier_required(Tier.OBSERVER)
-def toggles(request: HttpRequest) -> HttpResponse:
+@staff_required
+def toggles(request: StaffRequest) -> HttpResponse:
     form = ToggleChangeRequestForm()
     if request.method == "POST":
         if not request.user.has_perm("controlplane.request_approval"):

@@ -4,11 +4,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from controlplane.tiers import Tier, tier_required
+from controlplane.tiers import staff_required
 
 
 @require_GET
-@tier_required(Tier.OBSERVER)
+@staff_required
 def index(request: HttpRequest) -> HttpResponse:
     return render(
         request,

@@ -11,7 +11,6 @@ from django.utils import timezone
 from controlplane import audit
 from controlplane.admin import AuditHistoryMixin, ReadOnlyAdmin
 from controlplane.admin_site import CONTROL, INTELLIGENCE, OBSERVABILITY
-from controlplane.tiers import Tier, tier_of
 from routing.models import (
     AIModel,
     Budget,
@@ -253,7 +252,7 @@ class RecommendationAdmin(ReadOnlyAdmin):
     actions = ["dismiss"]
 
     def has_dismiss_permission(self, request: HttpRequest) -> bool:
-        return tier_of(request.user) >= Tier.OPERATOR
+        return request.user.has_perm("routing.dismiss_recommendation")
 
     @admin.action(description="Dismiss selected recommendations", permissions=["dismiss"])
     def dismiss(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -6,6 +6,8 @@ from django.apps import AppConfig
 class RoutingConfig(AppConfig):
     name = "routing"
     verbose_name = "Routing"
+    # Tier permissions beyond "see everything" (see controlplane.tiers).
+    operator_permissions = ("dismiss_recommendation",)
 
     def ready(self) -> None:
         from django.db.backends.signals import connection_created

@@ -22,6 +22,7 @@ from django.db import transaction
 
 from controlplane.models import Approval, toggle_cache_keys, toggles_enabled
 from controlplane.runtime import rows
+from controlplane.tiers import StaffUser
 from routing import budgets, pricing, reservations
 from routing.approval_rules import approval_needed
 from routing.call_approvals import ask_for_approval, usable_approval
@@ -40,7 +41,7 @@ class CallContext:
 
     operation: str
     mode: str | None = None
-    user: Any = None
+    user: StaffUser | None = None
     service: str = ""
     approval_id: int | None = None
     via_gateway: bool = False

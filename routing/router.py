@@ -12,6 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
+from controlplane.tiers import StaffUser
 from routing import budgets, pricing
 from routing.approval_rules import ApprovalNeed, approval_needed
 from routing.models import Budget, Provider
@@ -138,7 +139,7 @@ def _eligible(model: ModelChoice, policy: PolicySnapshot | None, prompt_tokens: 
 def route(
     operation: str,
     mode: str | None = None,
-    user: Any = None,
+    user: StaffUser | None = None,
     estimated_tokens: int | None = None,
     *,
     service: str = "",

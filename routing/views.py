@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from controlplane.tiers import Tier, tier_required
+from controlplane.tiers import staff_required
 from routing import budgets, insights
 from routing.models import AIModel, Policy, Recommendation, Route
 from routing.money import ZERO
@@ -49,7 +49,7 @@ def bars(days: list[insights.DayTotals]) -> list[dict[str, Any]]:
 
 
 @require_GET
-@tier_required(Tier.OBSERVER)
+@staff_required
 def index(request: HttpRequest) -> HttpResponse:
     week = insights.daily_totals(insights.TRAILING_DAYS)
     by_model = insights.spend_by("model")

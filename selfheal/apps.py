@@ -6,6 +6,8 @@ from django.apps import AppConfig
 class SelfhealConfig(AppConfig):
     name = "selfheal"
     verbose_name = "Self-heal"
+    # Tier permissions beyond "see everything" (see controlplane.tiers).
+    operator_permissions = ("run_playbook", "rollback_execution", "operate_task")
 
     def ready(self) -> None:
         from selfheal import playbooks, unblock

@@ -15,9 +15,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from django.contrib.auth.context_processors import PermWrapper
 from django.template.loader import render_to_string
 
 from controlplane.consumers import StaffConsumer
+from controlplane.tiers import StaffUser
 from selfheal import dashboard
 from selfheal.engine import ENGINE_GROUP
 
@@ -39,9 +41,11 @@ TEMPLATES = {
 }
 
 
-def render_fragments(names: list[str], user: Any) -> str:
+def render_fragments(names: list[str], user: StaffUser) -> str:
+    # Rendered without a request: `perms` as the context processor gives a page.
+    perms = PermWrapper(user)
     return "\n".join(
-        render_to_string(template, {**context(user), "oob": True})
+        render_to_string(template, {**context(), "perms": perms, "oob": True})
         for template, context in (TEMPLATES[name] for name in names)
     )
 

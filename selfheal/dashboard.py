@@ -7,14 +7,12 @@ workers or executions there are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from controlplane.tiers import Tier, tier_of
 from selfheal.engine import silence_limit
 from selfheal.models import PlaybookExecution, Task, TaskStatus, Worker
 from selfheal.playbooks import playbooks
@@ -27,23 +25,6 @@ FAILED_LIMIT = 10
 FAILED_WINDOW = timedelta(hours=24)
 WORKER_LIMIT = 100
 REPORT_PLAYBOOKS = ("diagnose", "repair")
-
-
-@dataclass(frozen=True)
-class Permissions:
-    run_playbooks: bool
-    roll_back: bool
-    operate_tasks: bool
-
-    @classmethod
-    def of(cls, user: Any) -> Permissions:
-        if tier_of(user) < Tier.OPERATOR:
-            return cls(False, False, False)
-        return cls(
-            run_playbooks=user.has_perm("selfheal.run_playbook"),
-            roll_back=user.has_perm("selfheal.rollback_execution"),
-            operate_tasks=user.has_perm("selfheal.operate_task"),
-        )
 
 
 # --- the Self-heal page ------------------------------------------------------------------
@@ -86,18 +67,22 @@ def execution_history() -> list[PlaybookExecution]:
     )
 
 
-def report_context(user: Any) -> dict[str, Any]:
-    return {"report": latest_report(), "can": Permissions.of(user)}
+# The contexts are the same for every viewer: the templates ask `perms` what the
+# viewer may do (the consumer passes it, as the context processor does for a page).
 
 
-def history_context(user: Any) -> dict[str, Any]:
-    return {"executions": execution_history(), "can": Permissions.of(user)}
+def report_context() -> dict[str, Any]:
+    return {"report": latest_report()}
 
 
-def index_context(user: Any) -> dict[str, Any]:
+def history_context() -> dict[str, Any]:
+    return {"executions": execution_history()}
+
+
+def index_context() -> dict[str, Any]:
     return {
-        **report_context(user),
-        **history_context(user),
+        **report_context(),
+        **history_context(),
         "playbooks": playbooks(),
     }
 
@@ -147,11 +132,11 @@ def attention_tasks(now: datetime) -> Any:
     ).select_related("lease_worker")
 
 
-def engine_queue_context(user: Any, now: datetime | None = None) -> dict[str, Any]:
+def engine_queue_context(now: datetime | None = None) -> dict[str, Any]:
     return {"queue": queue_counts()}
 
 
-def engine_workers_context(user: Any, now: datetime | None = None) -> dict[str, Any]:
+def engine_workers_context(now: datetime | None = None) -> dict[str, Any]:
     now = now or timezone.now()
     return {
         "workers": worker_rows(now),
@@ -160,7 +145,7 @@ def engine_workers_context(user: Any, now: datetime | None = None) -> dict[str, 
     }
 
 
-def engine_attention_context(user: Any, now: datetime | None = None) -> dict[str, Any]:
+def engine_attention_context(now: datetime | None = None) -> dict[str, Any]:
     now = now or timezone.now()
     attention = attention_tasks(now)
     failed = Task.objects.filter(
@@ -171,14 +156,13 @@ def engine_attention_context(user: Any, now: datetime | None = None) -> dict[str
         "attention_count": attention.count(),
         "failed": list(failed[:FAILED_LIMIT]),
         "now": now,
-        "can": Permissions.of(user),
     }
 
 
-def engine_context(user: Any) -> dict[str, Any]:
+def engine_context() -> dict[str, Any]:
     now = timezone.now()
     return {
-        **engine_queue_context(user, now),
-        **engine_workers_context(user, now),
-        **engine_attention_context(user, now),
+        **engine_queue_context(now),
+        **engine_workers_context(now),
+        **engine_attention_context(now),
     }

@@ -10,14 +10,12 @@ outcome message as a plain form post does.
 from __future__ import annotations
 
 from django.contrib import messages
-from django.contrib.auth.models import User
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from controlplane.tiers import StaffUser, Tier, tier_required
+from controlplane.tiers import StaffRequest, permission_required_for_staff, staff_required
 from selfheal import engine as task_engine
 from selfheal.autoheal import evaluate_rules
 from selfheal.dashboard import engine_context, engine_workers_context, index_context
@@ -27,40 +25,31 @@ from selfheal.playbooks import RollbackRefused, rollback, run_playbook
 MESSAGE_LEVELS = {"ok": messages.SUCCESS, "warning": messages.WARNING, "critical": messages.ERROR}
 
 
-def _back_to(request: HttpRequest, view_name: str) -> HttpResponse:
+def _back_to(request: StaffRequest, view_name: str) -> HttpResponse:
     url = reverse(view_name)
-    if request.headers.get("HX-Request") == "true":
+    if request.htmx:
         return HttpResponse(status=204, headers={"HX-Redirect": url})
     return redirect(url)
 
 
-def _acting(request: HttpRequest) -> StaffUser:
-    """The staff member behind a request the tier check let through."""
-    if not isinstance(request.user, User):
-        raise PermissionDenied("Sign in first.")
-    return request.user
+@require_GET
+@staff_required
+def index(request: StaffRequest) -> HttpResponse:
+    return render(request, "selfheal/index.html", index_context())
 
 
 @require_GET
-@tier_required(Tier.OBSERVER)
-def index(request: HttpRequest) -> HttpResponse:
-    return render(request, "selfheal/index.html", index_context(request.user))
-
-
-@require_GET
-@tier_required(Tier.OBSERVER)
-def engine(request: HttpRequest) -> HttpResponse:
+@staff_required
+def engine(request: StaffRequest) -> HttpResponse:
     if request.GET.get("fragment") == "workers":  # the workers panel refreshes its ages
-        return render(
-            request, "selfheal/partials/workers.html", engine_workers_context(request.user)
-        )
-    return render(request, "selfheal/engine.html", engine_context(request.user))
+        return render(request, "selfheal/partials/workers.html", engine_workers_context())
+    return render(request, "selfheal/engine.html", engine_context())
 
 
 @require_POST
-@tier_required(Tier.OPERATOR)
-def diagnose(request: HttpRequest) -> HttpResponse:
-    execution = run_playbook("diagnose", user=_acting(request))
+@permission_required_for_staff("selfheal.run_playbook")
+def diagnose(request: StaffRequest) -> HttpResponse:
+    execution = run_playbook("diagnose", user=request.user)
     messages.add_message(
         request,
         MESSAGE_LEVELS[execution.worst_severity],
@@ -70,10 +59,10 @@ def diagnose(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@tier_required(Tier.OPERATOR)
-def repair(request: HttpRequest) -> HttpResponse:
+@permission_required_for_staff("selfheal.run_playbook")
+def repair(request: StaffRequest) -> HttpResponse:
     dry_run = request.POST.get("dry_run") in ("1", "on", "true")
-    execution = run_playbook("repair", user=_acting(request), dry_run=dry_run)
+    execution = run_playbook("repair", user=request.user, dry_run=dry_run)
     level = messages.ERROR if execution.status == execution.Status.FAILED else messages.SUCCESS
     label = "Dry run" if dry_run else "Repair"
     messages.add_message(request, level, f"{label} #{execution.pk}: {execution.summary}")
@@ -81,8 +70,8 @@ def repair(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@tier_required(Tier.OPERATOR)
-def autoheal(request: HttpRequest) -> HttpResponse:
+@permission_required_for_staff("selfheal.run_playbook")
+def autoheal(request: StaffRequest) -> HttpResponse:
     evaluation = evaluate_rules()
     messages.info(request, f"Auto-heal: {evaluation.summary}")
     for decision in evaluation.decisions:
@@ -91,11 +80,11 @@ def autoheal(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@tier_required(Tier.OPERATOR)
-def rollback_execution(request: HttpRequest, execution_id: int) -> HttpResponse:
+@permission_required_for_staff("selfheal.rollback_execution")
+def rollback_execution(request: StaffRequest, execution_id: int) -> HttpResponse:
     execution = get_object_or_404(PlaybookExecution, pk=execution_id)
     try:
-        rollback(execution, user=_acting(request))
+        rollback(execution, user=request.user)
     except RollbackRefused as exc:
         messages.error(request, str(exc))
     else:
@@ -103,11 +92,11 @@ def rollback_execution(request: HttpRequest, execution_id: int) -> HttpResponse:
     return _back_to(request, "selfheal:index")
 
 
-def _move_task(request: HttpRequest, task_id: int, to: str, verb: str) -> HttpResponse:
+def _move_task(request: StaffRequest, task_id: int, to: str, verb: str) -> HttpResponse:
     task = get_object_or_404(Task, pk=task_id)
     try:
         task_engine.transition(
-            task, to, actor=_acting(request), reason=f"{verb} by {request.user.get_username()}."
+            task, to, actor=request.user, reason=f"{verb} by {request.user.get_username()}."
         )
     except task_engine.TransitionRefused as exc:
         messages.error(request, str(exc))
@@ -117,12 +106,12 @@ def _move_task(request: HttpRequest, task_id: int, to: str, verb: str) -> HttpRe
 
 
 @require_POST
-@tier_required(Tier.OPERATOR)
-def retry_task(request: HttpRequest, task_id: int) -> HttpResponse:
+@permission_required_for_staff("selfheal.operate_task")
+def retry_task(request: StaffRequest, task_id: int) -> HttpResponse:
     return _move_task(request, task_id, TaskStatus.PENDING, "Retried")
 
 
 @require_POST
-@tier_required(Tier.OPERATOR)
-def cancel_task(request: HttpRequest, task_id: int) -> HttpResponse:
+@permission_required_for_staff("selfheal.operate_task")
+def cancel_task(request: StaffRequest, task_id: int) -> HttpResponse:
     return _move_task(request, task_id, TaskStatus.CANCELLED, "Cancelled")

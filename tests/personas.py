@@ -7,12 +7,12 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
-from controlplane.tiers import TIER_GROUPS, Tier, sync_tier_permissions
+from controlplane.tiers import TIER_GROUPS, StaffUser, Tier, sync_tier_permissions
 
 PASSWORD = "correct horse battery staple"
 
 
-def make_user(username: str, tier: Tier | None = None, **extra: Any) -> Any:
+def make_user(username: str, tier: Tier | None = None, **extra: Any) -> StaffUser:
     user = get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
     if tier is not None:
         user.groups.add(tier_group(tier))

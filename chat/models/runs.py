@@ -156,6 +156,10 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [
+            ("operate_run", "Can start, stop and retry runs"),
+            ("raise_cost_budget", "Can raise a run's cost budget"),
+        ]
 
     def __str__(self) -> str:
         return f"Run #{self.pk} ({self.status})"

@@ -67,6 +67,7 @@ class Approval(models.Model):
         indexes = [models.Index(fields=["status", "expires_at"])]
         permissions = [
             ("decide_approval", "Can approve or reject requests"),
+            ("decide_owner_approval", "Can decide requests for Owners (money, toggles)"),
             ("request_approval", "Can request approvals"),
         ]
         constraints = [
@@ -92,6 +93,13 @@ class Approval(models.Model):
         return self.status == self.Status.EXPIRED or (
             self.is_pending and self.expires_at <= timezone.now()
         )
+
+    @property
+    def decision_permission(self) -> str:
+        """The permission a person needs to decide this request."""
+        if self.required_tier == Tier.OWNER:
+            return "controlplane.decide_owner_approval"
+        return "controlplane.decide_approval"
 
     @property
     def required_tier_label(self) -> str:

@@ -143,6 +143,7 @@ class Recommendation(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("dismiss_recommendation", "Can dismiss recommendations")]
 
     def __str__(self) -> str:
         return self.title

@@ -184,6 +184,22 @@ async def test_the_requester_sees_their_own_request_without_decision_buttons(
     await communicator.disconnect()
 
 
+async def test_an_observer_sees_a_live_request_without_decision_buttons(
+    observer: Any, operator: Any
+) -> None:
+    communicator, connected, _ = await connect_consumer(observer)
+    assert connected
+
+    approval = await database_sync_to_async(request_approval)(
+        action="selfheal.repair", requested_by=operator, reason="Restart the stuck worker"
+    )
+
+    html = await receive_html_containing(communicator, f'id="approval-{approval.pk}"')
+    assert "Restart the stuck worker" in html
+    assert 'value="approve"' not in html
+    await communicator.disconnect()
+
+
 async def test_an_approval_rolled_back_is_never_published(
     operator: Any, owner: Any, monkeypatch: Any
 ) -> None:

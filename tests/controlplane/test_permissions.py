@@ -434,3 +434,31 @@ def test_an_owner_can_change_a_notification_channel(client, owner, channel):
     event = AuditEvent.objects.get(action="notificationchannel.changed")
     assert event.actor == owner
     assert event.after == {"target": "[redacted]"}
+
+
+# What each page offers: the templates ask `perms`, the same permissions the views check.
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("persona", "offered"), [("observer", False), ("operator", True)])
+def test_home_offers_the_decision_buttons_only_to_who_may_decide(
+    client, request, operator2, persona, offered
+):
+    request_approval(action="test.thing", requested_by=operator2, reason="why")
+    client.force_login(request.getfixturevalue(persona))
+    html = client.get("/").content.decode()
+    assert ('value="approve"' in html) is offered
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("persona", "may_request", "may_change"),
+    [("observer", False, False), ("operator", True, False), ("owner", True, True)],
+)
+def test_the_toggles_page_offers_what_each_tier_may_do(
+    client, request, toggle, persona, may_request, may_change
+):
+    client.force_login(request.getfixturevalue(persona))
+    html = client.get("/toggles/").content.decode()
+    assert ("Request a change" in html) is may_request
+    assert ("As an Owner you change toggles" in html) is may_change
