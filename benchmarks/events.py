@@ -71,7 +71,7 @@ from benchmarks.harness import (
 )
 from chat.events import emit
 from chat.models import ChatSession, Run, StreamEvent
-from controlplane.tiers import TIER_GROUPS, Tier
+from controlplane.tiers import TIER_GROUPS, StaffUser, Tier
 
 USERNAME = "bench-events"
 TARGET_P95_MS = 100.0
@@ -293,7 +293,7 @@ def bench_run() -> Iterator[tuple[Run, str]]:
         remove_bench_rows()
 
 
-def logged_in_session(user: Any) -> Any:
+def logged_in_session(user: StaffUser) -> Any:
     """A saved session of `user`, as logging in makes one: its cookie is theirs."""
     store = import_module(settings.SESSION_ENGINE).SessionStore()
     store[SESSION_KEY] = str(user.pk)

@@ -34,8 +34,6 @@ from jsonschema import Draft202012Validator, ValidationError
 
 from controlplane.tiers import StaffUser
 
-from controlplane.tiers import StaffUser
-
 APP_USER_AGENT = "controlplane-chat/1 (http_get tool)"
 
 

@@ -14,15 +14,20 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser
+
+    from controlplane.tiers import StaffUser
+
 
 @dataclass(frozen=True)
 class AuditContext:
-    actor: Any = None
+    actor: StaffUser | None = None
     client_address: str | None = None
 
 
@@ -37,11 +42,12 @@ def current_context() -> AuditContext:
 
 
 @contextmanager
-def acting_as(actor: Any, client_address: str | None = None) -> Iterator[None]:
+def acting_as(
+    actor: StaffUser | AnonymousUser | None, client_address: str | None = None
+) -> Iterator[None]:
     """Attribute the audit events written inside this block to `actor`."""
-    if actor is not None and not getattr(actor, "is_authenticated", False):
-        actor = None
-    token = _context.set(AuditContext(actor, client_address))
+    staff = actor if actor is not None and actor.is_authenticated else None
+    token = _context.set(AuditContext(staff, client_address))
     try:
         yield
     finally:
@@ -68,7 +74,7 @@ def record(
     *,
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
-    actor: Any = None,
+    actor: StaffUser | None = None,
     target_repr: str | None = None,
 ) -> Any:
     """Write one audit event. The actor defaults to the current audit context's."""

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models
@@ -8,6 +8,9 @@ from django.utils import timezone
 
 from controlplane import api_tokens
 from controlplane.audit import AuditedModel
+
+if TYPE_CHECKING:
+    from controlplane.tiers import StaffUser
 
 KEY_PREFIX = "cpk_"
 
@@ -48,7 +51,12 @@ class ServiceKey(AuditedModel):
 
     @classmethod
     def issue(
-        cls, *, name: str, service: str, default_operation: str = "chat", created_by: Any = None
+        cls,
+        *,
+        name: str,
+        service: str,
+        default_operation: str = "chat",
+        created_by: StaffUser | None = None,
     ) -> tuple[ServiceKey, str]:
         """Create a key; returns (key, raw secret). The raw secret is shown once, never stored."""
         key = cls(
