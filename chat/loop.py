@@ -16,6 +16,10 @@ being active (and not asked to stop). Stopping within 2 seconds, even mid-stream
 loop reads the run's stop flag every `STOP_POLL_SECONDS` between chunks, and reads
 the model's stream without blocking on it (`chat.streams`). Heartbeats: every status
 change writes `heartbeat_at`, and a streaming run writes it every `HEARTBEAT_SECONDS`.
+
+About 500 lines, kept as one module on purpose: it is one state machine (a step, its
+pauses and its stops), and the pieces that are not (the run's status, the stream
+readers, the conversation, the tool calls) live in modules of their own.
 """
 
 from __future__ import annotations

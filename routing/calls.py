@@ -5,6 +5,10 @@ budget reservation, the provider with fallbacks, exact cost, settlement, the log
 whose iterator yields `StreamChunk`s and then one `CallResult`. Refusals (a kill
 switch, a needed approval, a budget) raise `CallRefused` before anything is spent,
 and are logged like every other call.
+
+About 500 lines, kept as one module on purpose: it is the call path, read top to
+bottom in the order a call runs; what is not on that path lives apart (approvals in
+`call_approvals`, money held in `reservations`, the ledger's SQL in `ledger`).
 """
 
 from __future__ import annotations

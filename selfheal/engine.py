@@ -12,6 +12,9 @@ the Engine page on commit.
 The periodic parts build on this module: `selfheal.stuck` puts the work of expired
 leases and silent workers back in the queue; `selfheal.unblock` asks a person (an
 approval) when no live worker can do a task, instead of letting it wait forever.
+
+About 500 lines, kept as one module on purpose: one concept, a task's lifecycle
+under leases, whose claims and reports share the transition function.
 """
 
 from __future__ import annotations

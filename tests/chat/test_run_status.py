@@ -17,7 +17,7 @@ from chat.run_status import RunMoveRefused, move_run
 from chat.runs import open_run, request_stop
 from controlplane.approvals import decide_approval
 from controlplane.models import AuditEvent
-from routing.providers import CallTool, Reply, use_scripted
+from routing.providers import CallTool, Reply
 from tests.chat.scripted_runs import (
     OFFLINE,
     events_of,
@@ -25,6 +25,7 @@ from tests.chat.scripted_runs import (
     scripted_tools,  # noqa: F401  (a fixture)
     stop_reason_of,
 )
+from tests.scripted_providers import use_scripted
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("scripted_tools")]
 
