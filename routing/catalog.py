@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 from django.db import transaction
 
+from controlplane.money import DIGITS, PLACES, loads_exact, to_decimal
 from routing.models import AIModel, Provider
-from routing.money import DIGITS, PLACES, loads_exact, to_decimal
 
 OPENROUTER = "openrouter"
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
