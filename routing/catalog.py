@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 from django.db import transaction
 
-from controlplane.money import DIGITS, PLACES, loads_exact, to_decimal
+from controlplane.money import DIGITS, PLACES, exact_text, loads_exact, to_decimal
 from routing.models import AIModel, Provider
 
 OPENROUTER = "openrouter"
@@ -435,7 +435,7 @@ def _shown(value: Any) -> str:
     if value is None:
         return "unknown"
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f")
+        return exact_text(value)
     if isinstance(value, list):
         return "[" + ", ".join(str(item) for item in value) + "]"
     return str(value)
