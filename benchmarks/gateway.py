@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 from django.core.management.base import CommandError
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from benchmarks.harness import (
@@ -49,6 +49,7 @@ from benchmarks.harness import (
     wait_until_ready,
 )
 from benchmarks.upstream import UPSTREAM_MODEL
+from controlplane.money import ZERO, MoneySum, dollars
 from controlplane.runtime.serving import freeze_startup_objects
 from routing.models import (
     AIModel,
@@ -188,14 +189,12 @@ class GatewayBenchmark(Benchmark):
 
     def _print_kept(self, since: datetime) -> None:
         logs = OperationLog.objects.filter(service=SERVICE, at__gte=since)
-        costs = list(logs.values_list("cost", flat=True))
-        # Summed here, not with Sum(): SQLite would add them up as floats.
-        total = sum(costs, Decimal(0))
+        kept = logs.aggregate(rows=Count("pk"), total=MoneySum("cost"))
         reservations = Reservation.objects.filter(request_id__in=logs.values("request_id")).count()
         self.stdout.write(
-            f"Kept: {len(costs)} OperationLog rows tagged service '{SERVICE}' (the log is "
+            f"Kept: {kept['rows']} OperationLog rows tagged service '{SERVICE}' (the log is "
             f"append-only) and their {reservations} budget reservations; the calls "
-            f"cost ${format(total.normalize(), 'f')} in all, as reported by the bench upstream."
+            f"cost {dollars(kept['total'] or ZERO)} in all, as reported by the bench upstream."
         )
 
 

@@ -20,8 +20,8 @@ from typing import Any
 from django.utils import timezone
 
 from chat.models import Run, StopReason
+from controlplane.money import exact_text, usd
 from routing.budgets import meter_state
-from routing.money import exact_text
 
 
 def meter(used: Decimal, limit: Decimal, *, shown: Any) -> dict[str, Any]:
@@ -93,7 +93,7 @@ class BudgetTracker:
         if run.max_cost and Decimal(run.cost) >= run.max_cost:
             return Exhausted(
                 StopReason.COST_BUDGET,
-                f"The run spent ${Decimal(run.cost):.6f} of its ${run.max_cost:.2f} budget.",
+                f"The run spent {usd(Decimal(run.cost))} of its {usd(run.max_cost, 2)} budget.",
             )
         return self.wall_clock_exceeded()
 

@@ -37,10 +37,10 @@ from chat.budget_tracker import BudgetTracker
 from chat.guardrails import Guardrails
 from chat.models import ACTIVE_STATUSES, Run, RunStatus, StopReason, StreamEvent
 from chat.stop_reasons import explain
+from controlplane.money import usd
 from controlplane.tiers import PermissionSnapshot, StaffUser
 from routing.budgets import meter_state
 from routing.models import Mode
-from routing.money import usd
 
 FRAGMENTS: dict[str, str] = {
     StreamEvent.Type.STATUS: "chat/partials/status.html",

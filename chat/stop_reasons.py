@@ -25,8 +25,8 @@ from typing import Any
 from django.urls import reverse
 
 from chat.models import Run, StopReason
+from controlplane.money import usd
 from routing.models import Mode
-from routing.money import usd
 
 Advice = tuple[str, dict[str, Any]]  # (suggestion, next action)
 

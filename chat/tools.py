@@ -257,10 +257,10 @@ def _queue_summary(arguments: dict[str, Any], context: ToolContext) -> dict[str,
 
 
 def _todays_spend(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+    from controlplane.money import MoneySum, dollars, exact_text
     from routing.budgets import budget_day, spend_today
     from routing.insights import day_bounds
     from routing.models import OperationLog
-    from routing.money import MoneySum, dollars, exact_text
 
     day = budget_day()
     start, end = day_bounds(day)

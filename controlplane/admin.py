@@ -24,6 +24,7 @@ from controlplane.models import (
     NotificationDelivery,
     ToggleLocked,
 )
+from controlplane.money import usd
 from controlplane.tiers import TIER_GROUPS, StaffRequest
 
 
@@ -120,7 +121,7 @@ class ApprovalAdmin(ReadOnlyAdmin):
         "action",
         "status",
         "requested_by",
-        "amount",
+        "amount_usd",
         "required_tier",
         "expires_at",
         "decided_by",
@@ -129,6 +130,10 @@ class ApprovalAdmin(ReadOnlyAdmin):
     search_fields = ["action", "reason"]
     list_select_related = ["requested_by", "decided_by"]
     actions = ["approve", "reject"]
+
+    @admin.display(description="Amount", ordering="amount")
+    def amount_usd(self, approval: Approval) -> str:
+        return usd(approval.amount)
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("controlplane.decide_approval")

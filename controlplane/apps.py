@@ -11,12 +11,17 @@ class ControlplaneConfig(AppConfig):
     operator_permissions = ("decide_approval", "request_approval")
 
     def ready(self) -> None:
+        from django.db.backends.signals import connection_created
         from django.db.models.signals import post_migrate
 
-        from controlplane import account_audit, checks, tiers
+        from controlplane import account_audit, checks, money, tiers
         from controlplane.approvals import register_waiter
         from controlplane.toggle_changes import ACTION, apply_toggle_change
 
+        # Exact money on SQLite: its Decimal functions on every connection.
+        connection_created.connect(
+            money.register_sqlite_functions, dispatch_uid="controlplane-money-sqlite"
+        )
         checks.register()
         account_audit.connect()
         register_waiter(ACTION, apply_toggle_change)

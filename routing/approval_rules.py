@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from routing.money import usd
+from controlplane.money import usd
 from routing.snapshots import RouteSnapshot
 
 

@@ -10,15 +10,9 @@ class RoutingConfig(AppConfig):
     operator_permissions = ("dismiss_recommendation",)
 
     def ready(self) -> None:
-        from django.db.backends.signals import connection_created
         from django.db.models.signals import m2m_changed, post_delete, post_save
 
-        from routing import money, snapshots
-
-        # Exact money on SQLite: its Decimal functions on every connection.
-        connection_created.connect(
-            money.register_sqlite_functions, dispatch_uid="routing-money-sqlite"
-        )
+        from routing import snapshots
         from routing.models import (
             AIModel,
             Budget,

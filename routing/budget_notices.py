@@ -10,10 +10,10 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from controlplane.money import dollars
 from controlplane.notifications import notify
 from routing.budgets import resets_at
 from routing.models import BudgetDay
-from routing.money import dollars
 
 THRESHOLDS = (50, 80, 100)  # percent of the daily limit, each notified once a day
 

@@ -24,10 +24,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.models import toggle_enabled
+from controlplane.money import ZERO, dollars, exact_text
 from controlplane.tiers import StaffUser
 from routing import ledger as ledger_sql
 from routing.models import Budget, BudgetDay
-from routing.money import ZERO, dollars, exact_text
 
 ENFORCED_TOGGLE = "routing.budgets.enforced"
 

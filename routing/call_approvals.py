@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from controlplane.approvals import request_approval
 from controlplane.models import Approval
+from controlplane.money import usd
 from controlplane.service_accounts import service_account
 from controlplane.tiers import Tier
-from routing.money import usd
 
 if TYPE_CHECKING:
     from routing.calls import CallContext

@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 from django.db import transaction
 
+from controlplane.money import DIGITS, PLACES, exact_text, loads_exact, to_decimal
 from routing.models import AIModel, Provider
-from routing.money import DIGITS, PLACES, loads_exact, to_decimal
 
 OPENROUTER = "openrouter"
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
@@ -435,7 +435,7 @@ def _shown(value: Any) -> str:
     if value is None:
         return "unknown"
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f")
+        return exact_text(value)
     if isinstance(value, list):
         return "[" + ", ".join(str(item) for item in value) + "]"
     return str(value)

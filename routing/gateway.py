@@ -25,9 +25,9 @@ from typing import Any
 from django.utils import timezone
 
 from controlplane.models import toggle_enabled
+from controlplane.money import dumps_exact, loads_exact
 from routing import calls
 from routing.models import AIModel, ServiceKey
-from routing.money import dumps_exact, loads_exact
 from routing.providers.base import StreamChunk
 from routing.snapshots import KeySnapshot, Reading, RoutingTable, read, routing_table
 

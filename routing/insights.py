@@ -16,10 +16,10 @@ from django.db import transaction
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
+from controlplane.money import ZERO, MoneySum, usd
 from controlplane.notifications import notify
 from routing.budgets import budget_day
 from routing.models import AIModel, DailySpend, OperationLog, Recommendation, Route
-from routing.money import ZERO, MoneySum, usd
 
 log = logging.getLogger(__name__)
 

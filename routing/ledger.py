@@ -6,7 +6,7 @@ than the statement itself. These are the same conditional UPDATEs `budgets`
 documents (the database decides whether there is room), written once. Money is
 passed as `Decimal` and computed by the database (exact `numeric` on PostgreSQL).
 Table names come from the models; every value is a parameter. SQLite keeps money
-as text and computes it with the Decimal functions of `routing.money` (`money_add`,
+as text and computes it with the Decimal functions of `controlplane.money` (`money_add`,
 `money_sub`, `money_cmp`), so the statements below are written per database.
 
 On PostgreSQL, where each statement is a round trip over the network, a call's

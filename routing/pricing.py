@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from decimal import Decimal, Inexact, localcontext
 from typing import Any, Protocol
 
+from controlplane.money import ZERO
 from routing.models import OperationLog
-from routing.money import ZERO
 from routing.providers.base import Usage
 
 CostSource = OperationLog.CostSource

@@ -23,6 +23,7 @@ from decimal import Decimal
 from django.db import connection, transaction
 from django.utils import timezone
 
+from controlplane.money import ZERO
 from controlplane.runtime import rows
 from controlplane.runtime.transactions import transient
 from controlplane.tiers import StaffUser
@@ -30,7 +31,6 @@ from routing import ledger as ledger_sql
 from routing.budget_notices import notify_newly_reached
 from routing.budgets import BudgetExceeded, budget_day, budgets_enforced, unique_budgets
 from routing.models import Budget, BudgetDay, OperationLog, Reservation
-from routing.money import ZERO
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
+from controlplane.money import dollars
 from controlplane.tiers import StaffUser
 from routing import budgets, pricing
 from routing.approval_rules import ApprovalNeed, approval_needed
 from routing.models import Budget, Provider
-from routing.money import dollars
 from routing.snapshots import (
     ModelChoice,
     PolicySnapshot,

@@ -8,10 +8,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from controlplane.money import ZERO
 from controlplane.tiers import staff_required
 from routing import budgets, insights
 from routing.models import AIModel, Policy, Recommendation, Route
-from routing.money import ZERO
 
 CHART_WIDTH, CHART_HEIGHT = 560, 140
 

@@ -4,27 +4,14 @@ from decimal import Decimal
 
 from django.db import migrations
 
-import routing.money
+import controlplane.money
 
-# SQLite: the money columns were REAL; the AlterFields made them text holding the
-# REAL's text ("0.5", "7.5e-08"); this rewrites each value as canonical money text.
+# SQLite: the money columns were REAL; the AlterFields make them text and the last
+# step rewrites each value as canonical money text (see canonical_text_on_sqlite).
 MONEY = {
     "run": ["cost", "max_cost"],
     "runbudget": ["max_cost"],
 }
-
-
-def canonical_money_text(apps, schema_editor):
-    if schema_editor.connection.vendor != "sqlite":
-        return
-    for model_name, fields in MONEY.items():
-        model = apps.get_model("chat", model_name)
-        table = schema_editor.quote_name(model._meta.db_table)
-        for name in fields:
-            column = schema_editor.quote_name(model._meta.get_field(name).column)
-            schema_editor.execute(
-                f"UPDATE {table} SET {column} = money({column}) WHERE {column} IS NOT NULL"  # noqa: S608
-            )
 
 
 class Migration(migrations.Migration):
@@ -36,17 +23,20 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="run",
             name="cost",
-            field=routing.money.MoneyField(default=0),
+            field=controlplane.money.MoneyField(default=0),
         ),
         migrations.AlterField(
             model_name="run",
             name="max_cost",
-            field=routing.money.MoneyField(),
+            field=controlplane.money.MoneyField(),
         ),
         migrations.AlterField(
             model_name="runbudget",
             name="max_cost",
-            field=routing.money.MoneyField(default=Decimal("0.50")),
+            field=controlplane.money.MoneyField(default=Decimal("0.50")),
         ),
-        migrations.RunPython(canonical_money_text, migrations.RunPython.noop),
+        migrations.RunPython(
+            controlplane.money.canonical_text_on_sqlite("chat", MONEY),
+            migrations.RunPython.noop,
+        ),
     ]

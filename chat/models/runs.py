@@ -6,8 +6,8 @@ from django.conf import settings
 from django.db import models
 
 from controlplane.audit import AuditedModel
+from controlplane.money import money_field
 from routing.models import Mode
-from routing.money import money_field
 
 
 class RunStatus(models.TextChoices):

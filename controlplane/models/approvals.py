@@ -6,6 +6,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from django.utils import timezone
 
+from controlplane.money import MoneyField
 from controlplane.tiers import Tier
 
 
@@ -38,13 +39,7 @@ class Approval(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="approvals_requested"
     )
     reason = models.TextField()
-    amount = models.DecimalField(
-        max_digits=20,
-        decimal_places=10,
-        null=True,
-        blank=True,
-        help_text="USD, when money is involved.",
-    )
+    amount = MoneyField(null=True, blank=True, help_text="USD, when money is involved.")
     required_tier = models.PositiveSmallIntegerField(
         choices=RequiredTier.choices, default=RequiredTier.OPERATOR
     )

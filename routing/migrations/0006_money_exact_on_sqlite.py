@@ -2,10 +2,10 @@
 
 from django.db import migrations
 
-import routing.money
+import controlplane.money
 
-# SQLite: the money columns were REAL; the AlterFields made them text holding the
-# REAL's text ("0.5", "7.5e-08"); this rewrites each value as canonical money text.
+# SQLite: the money columns were REAL; the AlterFields make them text and the last
+# step rewrites each value as canonical money text (see canonical_text_on_sqlite).
 MONEY = {
     "aimodel": [
         "price_cache_read",
@@ -26,19 +26,6 @@ MONEY = {
 }
 
 
-def canonical_money_text(apps, schema_editor):
-    if schema_editor.connection.vendor != "sqlite":
-        return
-    for model_name, fields in MONEY.items():
-        model = apps.get_model("routing", model_name)
-        table = schema_editor.quote_name(model._meta.db_table)
-        for name in fields:
-            column = schema_editor.quote_name(model._meta.get_field(name).column)
-            schema_editor.execute(
-                f"UPDATE {table} SET {column} = money({column}) WHERE {column} IS NOT NULL"  # noqa: S608
-            )
-
-
 class Migration(migrations.Migration):
     dependencies = [
         ("routing", "0005_reservation_caller_and_write_off"),
@@ -48,74 +35,76 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="aimodel",
             name="price_cache_read",
-            field=routing.money.MoneyField(blank=True, null=True),
+            field=controlplane.money.MoneyField(blank=True, null=True),
         ),
         migrations.AlterField(
             model_name="aimodel",
             name="price_cache_write",
-            field=routing.money.MoneyField(blank=True, null=True),
+            field=controlplane.money.MoneyField(blank=True, null=True),
         ),
         migrations.AlterField(
             model_name="aimodel",
             name="price_completion",
-            field=routing.money.MoneyField(blank=True, null=True),
+            field=controlplane.money.MoneyField(blank=True, null=True),
         ),
         migrations.AlterField(
             model_name="aimodel",
             name="price_prompt",
-            field=routing.money.MoneyField(blank=True, null=True),
+            field=controlplane.money.MoneyField(blank=True, null=True),
         ),
         migrations.AlterField(
             model_name="aimodel",
             name="price_reasoning",
-            field=routing.money.MoneyField(blank=True, null=True),
+            field=controlplane.money.MoneyField(blank=True, null=True),
         ),
         migrations.AlterField(
             model_name="aimodel",
             name="price_request",
-            field=routing.money.MoneyField(blank=True, null=True),
+            field=controlplane.money.MoneyField(blank=True, null=True),
         ),
         migrations.AlterField(
             model_name="budget",
             name="daily_limit",
-            field=routing.money.MoneyField(help_text="USD per calendar day."),
+            field=controlplane.money.MoneyField(help_text="USD per calendar day."),
         ),
         migrations.AlterField(
             model_name="budgetday",
             name="limit",
-            field=routing.money.MoneyField(
+            field=controlplane.money.MoneyField(
                 help_text="The budget's limit when the day began (or it last changed)."
             ),
         ),
         migrations.AlterField(
             model_name="budgetday",
             name="reserved",
-            field=routing.money.MoneyField(default=0),
+            field=controlplane.money.MoneyField(default=0),
         ),
         migrations.AlterField(
             model_name="budgetday",
             name="spent",
-            field=routing.money.MoneyField(default=0),
+            field=controlplane.money.MoneyField(default=0),
         ),
         migrations.AlterField(
             model_name="dailyspend",
             name="cost",
-            field=routing.money.MoneyField(default=0),
+            field=controlplane.money.MoneyField(default=0),
         ),
         migrations.AlterField(
             model_name="operationlog",
             name="cost",
-            field=routing.money.MoneyField(default=0),
+            field=controlplane.money.MoneyField(default=0),
         ),
         migrations.AlterField(
             model_name="policy",
             name="max_cost_per_run",
-            field=routing.money.MoneyField(blank=True, help_text="USD per agent run.", null=True),
+            field=controlplane.money.MoneyField(
+                blank=True, help_text="USD per agent run.", null=True
+            ),
         ),
         migrations.AlterField(
             model_name="policy",
             name="max_price_per_1k",
-            field=routing.money.MoneyField(
+            field=controlplane.money.MoneyField(
                 blank=True,
                 help_text="USD per 1,000 tokens (prompt and completion averaged).",
                 null=True,
@@ -124,24 +113,27 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name="recommendation",
             name="estimated_monthly_saving",
-            field=routing.money.MoneyField(blank=True, null=True),
+            field=controlplane.money.MoneyField(blank=True, null=True),
         ),
         migrations.AlterField(
             model_name="reservation",
             name="actual",
-            field=routing.money.MoneyField(blank=True, null=True),
+            field=controlplane.money.MoneyField(blank=True, null=True),
         ),
         migrations.AlterField(
             model_name="reservation",
             name="amount",
-            field=routing.money.MoneyField(),
+            field=controlplane.money.MoneyField(),
         ),
         migrations.AlterField(
             model_name="route",
             name="approval_threshold",
-            field=routing.money.MoneyField(
+            field=controlplane.money.MoneyField(
                 blank=True, help_text="USD: a call estimated above this needs approval.", null=True
             ),
         ),
-        migrations.RunPython(canonical_money_text, migrations.RunPython.noop),
+        migrations.RunPython(
+            controlplane.money.canonical_text_on_sqlite("routing", MONEY),
+            migrations.RunPython.noop,
+        ),
     ]

@@ -5,7 +5,7 @@ from django.db import models
 from django.db.models import Q
 
 from controlplane.audit import AuditedModel
-from routing.money import money_field
+from controlplane.money import money_field
 
 
 class Budget(AuditedModel):

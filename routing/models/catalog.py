@@ -6,7 +6,7 @@ from django.db import models
 
 from controlplane.audit import AuditedModel
 from controlplane.crypto import EncryptedTextField, mask
-from routing.money import money_field
+from controlplane.money import money_field
 
 
 class Provider(AuditedModel):

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.db import models
 
 from controlplane.models import AppendOnlyModel
-from routing.money import money_field
+from controlplane.money import money_field
 
 
 class OperationLog(AppendOnlyModel):

@@ -4,8 +4,8 @@ from django.core.validators import MaxValueValidator, RegexValidator
 from django.db import models
 
 from controlplane.audit import AuditedModel
+from controlplane.money import money_field
 from routing.models.catalog import AIModel, Provider
-from routing.money import money_field
 
 
 class Mode(models.TextChoices):

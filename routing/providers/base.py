@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
-from routing.money import to_decimal
+from controlplane.money import to_decimal
 
 
 @dataclass(frozen=True)

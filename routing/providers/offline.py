@@ -20,7 +20,7 @@ from typing import Any
 
 from django.conf import settings
 
-from routing.money import ZERO, to_decimal
+from controlplane.money import ZERO, to_decimal
 from routing.providers.base import (
     ChatRequest,
     Completion,

@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from routing.money import dumps_exact, loads_exact
+from controlplane.money import dumps_exact, loads_exact
 from routing.providers.base import (
     ChatRequest,
     Completion,

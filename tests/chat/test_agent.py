@@ -8,7 +8,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db.models import Sum
 from django.utils import timezone
 
 from chat import conversation, loop
@@ -18,6 +17,7 @@ from chat.models import ChatSession, Message, Run, RunBudget, RunStatus, StopRea
 from chat.runs import open_run, retry_run, run_agent, start_run
 from chat.tasks import detect_lost_runs as detect_lost_runs_task
 from chat.tasks import run_agent as run_agent_task
+from controlplane.money import MoneySum
 from routing.models import OperationLog
 from routing.providers import CallTool, Reply
 from tests.chat.scripted_runs import (
@@ -207,7 +207,7 @@ def test_the_runs_cost_is_the_sum_of_its_model_calls(operator, django_capture_on
     run, _ = run_scripted(turns, user=operator, capture=django_capture_on_commit_callbacks)
 
     assert run.cost == Decimal("0.00035")
-    logged = OperationLog.objects.filter(operation="agent").aggregate(total=Sum("cost"))
+    logged = OperationLog.objects.filter(operation="agent").aggregate(total=MoneySum("cost"))
     assert logged["total"] == run.cost
     assert last_data(run, "budget")["cost"] == {
         "used": "0.00035",

@@ -17,6 +17,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 
+from controlplane.money import dumps_exact, loads_exact
 from routing.gateway_asgi import GatewayApplication
 from routing.models import (
     AIModel,
@@ -28,7 +29,6 @@ from routing.models import (
     Route,
     ServiceKey,
 )
-from routing.money import dumps_exact, loads_exact
 from tests.routing.openai_server import OpenAIServer, Stream, chunk, usage_chunk
 
 CHAT_URL = "/v1/chat/completions"

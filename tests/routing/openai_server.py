@@ -41,7 +41,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from routing.money import dumps_exact
+from controlplane.money import dumps_exact
 
 # -- replies ----------------------------------------------------------------------------
 

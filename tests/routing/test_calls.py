@@ -12,6 +12,7 @@ import pytest
 from django.core.cache import cache
 
 from controlplane.models import FeatureToggle
+from controlplane.money import MoneySum
 from routing import calls, pricing, router
 from routing.budgets import budget_day
 from routing.calls import (
@@ -23,7 +24,6 @@ from routing.calls import (
     OverBudget,
 )
 from routing.models import AIModel, Budget, BudgetDay, OperationLog, Provider, Reservation
-from routing.money import MoneySum
 from routing.providers import StreamChunk
 from routing.router import cool_down, cooldown_key, route
 from tests.routing import factories

@@ -20,6 +20,7 @@ from django.test import Client
 
 from controlplane.approvals import decide_approval
 from controlplane.models import Approval, AuditEvent, FeatureToggle
+from controlplane.money import MoneySum, dumps_exact, loads_exact
 from routing.call_approvals import APPROVAL_ACTION
 from routing.models import (
     AIModel,
@@ -33,7 +34,6 @@ from routing.models import (
     ServiceKey,
 )
 from routing.models.gateway import hash_key
-from routing.money import MoneySum, dumps_exact, loads_exact
 from routing.providers import ChatRequest, OfflineProvider
 from tests.routing.openai_server import (
     Answer,

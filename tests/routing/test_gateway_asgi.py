@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 
+from controlplane.money import dumps_exact, loads_exact
 from routing import calls
 from routing.models import (
     Budget,
@@ -21,7 +22,6 @@ from routing.models import (
     Reservation,
     ServiceKey,
 )
-from routing.money import dumps_exact, loads_exact
 from tests.routing.asgi_driver import (
     CHAT_URL,
     HELLO,

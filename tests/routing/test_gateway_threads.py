@@ -14,6 +14,7 @@ from django.apps import apps
 from django.db import DatabaseError, connection, connections
 from django.test.utils import CaptureQueriesContext
 
+from controlplane.money import loads_exact
 from controlplane.runtime import endpoint_threads
 from controlplane.runtime.endpoint_threads import in_pool
 from routing.gateway_asgi import GatewayApplication
@@ -23,7 +24,6 @@ from routing.models import (
     Provider,
     ServiceKey,
 )
-from routing.money import loads_exact
 from routing.snapshots import routing_table
 from tests.routing.asgi_driver import (
     CHAT_URL,

@@ -7,12 +7,10 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
-from django.template import Context, Template
 
-from routing import money
+from controlplane.money import MoneySum
 from routing.budgets import BudgetExceeded, budget_day
 from routing.models import Budget, BudgetDay, OperationLog
-from routing.money import MoneySum, dollars, exact_text, stored_text, usd
 from routing.reservations import reserve
 
 PER_TOKEN = Decimal("0.000000075123456789")
@@ -80,34 +78,3 @@ def test_sqlite_keeps_money_as_canonical_text():
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT cost FROM {OperationLog._meta.db_table}")  # noqa: S608
         assert cursor.fetchone() == ("000000000000.500000000000000000",)
-
-
-def test_stored_text_orders_as_the_amounts_do():
-    amounts = [Decimal(text) for text in ("0", "0.000000000000000001", "0.5", "9", "10", "1e3")]
-
-    assert sorted(amounts, key=stored_text) == amounts
-
-
-def test_the_money_functions_compute_with_decimals():
-    assert money._money_add("0.1", 0.2) == stored_text(Decimal("0.3"))
-    assert money._money_sub("000000000001.000000000000000000", "1e-18") == stored_text(
-        Decimal("0.999999999999999999")
-    )
-    assert money._money_cmp("10", "9.999999999999999999") == 1
-    assert money._money_add(None, "1") is None
-
-
-def test_amounts_read_as_people_read_them():
-    assert dollars(Decimal("10")) == "$10.00"
-    assert dollars(Decimal("0.000075")) == "$0.000075"
-    assert usd(Decimal("1234.5"), 2) == "$1,234.50"
-    assert usd(None) == "—"
-    assert exact_text(Decimal("0.500000000000000000")) == "0.5"
-
-
-def test_templates_format_money_with_the_same_function():
-    rendered = Template("{% load money %}{{ amount|usd:4 }} {{ none|usd }}").render(
-        Context({"amount": Decimal("0.12345"), "none": None})
-    )
-
-    assert rendered == f"{usd(Decimal('0.12345'), 4)} —"

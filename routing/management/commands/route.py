@@ -6,7 +6,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from routing.money import dollars
+from controlplane.money import dollars
 from routing.router import RoutingError, route
 
 

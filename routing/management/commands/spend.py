@@ -7,8 +7,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from controlplane.money import dollars, exact_text
 from routing.budgets import BudgetSpend, budget_day, resets_at, spend_on
-from routing.money import dollars, exact_text
 
 HEADERS = ("Budget", "Limit", "Spent", "Reserved", "Remaining", "Used")
 NUMERIC = {"Limit", "Spent", "Reserved", "Remaining", "Used"}

@@ -19,10 +19,10 @@ from django.middleware.security import SecurityMiddleware
 from django.test import RequestFactory
 
 from controlplane import asgi_routes
+from controlplane.money import loads_exact
 from controlplane.runtime import endpoint_threads
 from controlplane.runtime.http_endpoints import HTTPRouter, is_secure, refusal, security_headers
 from routing.gateway_asgi import ENDPOINTS, GatewayApplication
-from routing.money import loads_exact
 
 # -- what controlplane.asgi serves where ----------------------------------------------
 

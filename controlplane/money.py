@@ -1,4 +1,4 @@
-"""Money in the routing app: Decimal USD, never float, exact on every database.
+"""Money, in every app: Decimal USD, never float, exact on every database.
 
 Enough places for per-token prices (OpenRouter quotes e.g. 0.000000075 USD a token)
 and for provider-reported costs to be stored to their last digit: 30 digits, 18 of
@@ -18,6 +18,7 @@ ORDER BY) text order is the amounts' order; all money here is zero or more.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Context, Decimal
 from typing import Any
 
@@ -142,6 +143,32 @@ def register_sqlite_functions(sender: Any, connection: BaseDatabaseWrapper, **kw
     raw.create_function("money_sub", 2, _money_sub, deterministic=True)
     raw.create_function("money_cmp", 2, _money_cmp, deterministic=True)
     raw.create_aggregate("money_sum", 1, _MoneySumAggregate)
+
+
+def canonical_text_on_sqlite(
+    app_label: str, money: Mapping[str, Sequence[str]]
+) -> Callable[[Any, Any], None]:
+    """A migration's `RunPython` step for money columns that were REAL on SQLite.
+
+    `money` maps each model name of `app_label` to its money fields. After the
+    AlterFields to `MoneyField` made those columns text, they hold the REAL's text
+    ("0.5", "7.5e-08"); the step rewrites every value as canonical money text with the
+    `money()` SQL function. Other databases keep `numeric` and need nothing.
+    """
+
+    def rewrite(apps: Any, schema_editor: Any) -> None:
+        if schema_editor.connection.vendor != "sqlite":
+            return
+        for model_name, fields in money.items():
+            model = apps.get_model(app_label, model_name)
+            table = schema_editor.quote_name(model._meta.db_table)
+            for name in fields:
+                column = schema_editor.quote_name(model._meta.get_field(name).column)
+                schema_editor.execute(
+                    f"UPDATE {table} SET {column} = money({column}) WHERE {column} IS NOT NULL"  # noqa: S608
+                )
+
+    return rewrite
 
 
 def to_decimal(value: Any) -> Decimal | None:

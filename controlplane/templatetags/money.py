@@ -1,4 +1,4 @@
-"""`{{ amount|usd:4 }}`: money in templates, through the one formatter of `routing.money`."""
+"""`{{ amount|usd:4 }}`: money in templates, through the one formatter of `controlplane.money`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django import template
 
-from routing.money import usd as usd_text
+from controlplane.money import usd as usd_text
 
 register = template.Library()
 

@@ -1,0 +1,126 @@
+"""Money in the core: one module, exact on both databases and formatted in one place;
+an approval's amount is money like any other."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.apps import apps
+from django.db import connection
+from django.template import Context, Template
+
+from controlplane import money
+from controlplane.approvals import request_approval
+from controlplane.models import Approval
+from controlplane.money import canonical_text_on_sqlite, dollars, exact_text, stored_text, usd
+
+# 22 significant digits, 18 of them places: more than a float or a REAL keeps.
+AMOUNT = Decimal("1234.567890123456789012")
+
+
+def ask_for_money(requested_by: Any, amount: Decimal) -> Approval:
+    return request_approval(
+        action="model.call", requested_by=requested_by, reason="a costly call", amount=amount
+    )
+
+
+@pytest.mark.django_db
+def test_an_approval_amount_keeps_every_digit_on_every_database(operator):
+    approval = ask_for_money(operator, AMOUNT)
+
+    assert Approval.objects.get(pk=approval.pk).amount == AMOUNT
+    assert list(Approval.objects.filter(amount=AMOUNT)) == [approval]
+    assert not Approval.objects.filter(amount=AMOUNT + Decimal("1e-18")).exists()
+
+
+@pytest.mark.django_db
+def test_sqlite_keeps_an_approval_amount_as_canonical_text(operator):
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL keeps money as numeric")
+    approval = ask_for_money(operator, AMOUNT)
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT amount FROM {Approval._meta.db_table} WHERE id = %s",  # noqa: S608
+            [approval.pk],
+        )
+        assert cursor.fetchone() == ("000000001234.567890123456789012",)
+
+
+class _SchemaEditor:
+    """What a RunPython step uses of a schema editor, on the test's connection."""
+
+    connection = connection
+
+    def quote_name(self, name: str) -> str:
+        return connection.ops.quote_name(name)
+
+    def execute(self, sql: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+
+
+@pytest.mark.django_db
+def test_the_migration_step_rewrites_amounts_stored_as_real_as_canonical_text(operator):
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL kept money as numeric: nothing to rewrite")
+    small, large = ask_for_money(operator, Decimal(1)), ask_for_money(operator, Decimal(1))
+    table = Approval._meta.db_table
+    with connection.cursor() as cursor:
+        # What the AlterField left of REAL values: their text, "7.5e-08" and "12.5".
+        cursor.execute(f"UPDATE {table} SET amount = 7.5e-08 WHERE id = %s", [small.pk])  # noqa: S608
+        cursor.execute(f"UPDATE {table} SET amount = 12.5 WHERE id = %s", [large.pk])  # noqa: S608
+
+    canonical_text_on_sqlite("controlplane", {"approval": ["amount"]})(apps, _SchemaEditor())
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, amount FROM {table} ORDER BY id")  # noqa: S608
+        assert cursor.fetchall() == [
+            (small.pk, stored_text(Decimal("7.5e-08"))),
+            (large.pk, stored_text(Decimal("12.5"))),
+        ]
+    assert Approval.objects.get(pk=small.pk).amount == Decimal("0.000000075")
+
+
+@pytest.mark.django_db
+def test_the_approval_row_shows_the_amount_through_the_money_formatter(client, operator, owner):
+    ask_for_money(operator, AMOUNT)
+    client.force_login(owner)
+
+    page = client.get("/approvals/").content.decode()
+
+    assert f'<span class="badge warn">{usd(AMOUNT)}</span>' in page
+    assert usd(AMOUNT) == "$1,234.567890"
+
+
+def test_stored_text_orders_as_the_amounts_do():
+    amounts = [Decimal(text) for text in ("0", "0.000000000000000001", "0.5", "9", "10", "1e3")]
+
+    assert sorted(amounts, key=stored_text) == amounts
+
+
+def test_the_money_functions_compute_with_decimals():
+    assert money._money_add("0.1", 0.2) == stored_text(Decimal("0.3"))
+    assert money._money_sub("000000000001.000000000000000000", "1e-18") == stored_text(
+        Decimal("0.999999999999999999")
+    )
+    assert money._money_cmp("10", "9.999999999999999999") == 1
+    assert money._money_add(None, "1") is None
+
+
+def test_amounts_read_as_people_read_them():
+    assert dollars(Decimal("10")) == "$10.00"
+    assert dollars(Decimal("0.000075")) == "$0.000075"
+    assert usd(Decimal("1234.5"), 2) == "$1,234.50"
+    assert usd(None) == "—"
+    assert exact_text(Decimal("0.500000000000000000")) == "0.5"
+
+
+def test_templates_format_money_with_the_same_function():
+    rendered = Template("{% load money %}{{ amount|usd:4 }} {{ none|usd }}").render(
+        Context({"amount": Decimal("0.12345"), "none": None})
+    )
+
+    assert rendered == f"{usd(Decimal('0.12345'), 4)} —"
