@@ -18,7 +18,8 @@ from typing import Any
 from django.db import connection, connections
 
 from routing import calls
-from routing.calls import CallFailed, CallResult
+from routing.call_refusals import CallFailed
+from routing.calls import CallResult
 from routing.providers import StreamChunk
 
 

@@ -5,10 +5,9 @@ budget reservation, the provider with fallbacks, exact cost, settlement, the log
 whose iterator yields `StreamChunk`s and then one `CallResult`. Refusals (a kill
 switch, a needed approval, a budget) raise `CallRefused` before anything is spent,
 and are logged like every other call.
-
-About 500 lines, kept as one module on purpose: it is the call path, read top to
-bottom in the order a call runs; what is not on that path lives apart (approvals in
-`call_approvals`, money held in `reservations`, the ledger's SQL in `ledger`).
+What is not on the call path lives apart: its refusals and failures in
+`call_refusals`, approvals in `call_approvals`, money held in `reservations`, the
+ledger's SQL in `ledger`.
 """
 
 from __future__ import annotations
@@ -30,6 +29,14 @@ from controlplane.tiers import StaffUser
 from routing import budgets, pricing, reservations
 from routing.approval_rules import approval_needed
 from routing.call_approvals import ask_for_approval, usable_approval
+from routing.call_refusals import (
+    ApprovalRequired,
+    CallFailed,
+    CallRefused,
+    FeatureOff,
+    NotRoutable,
+    OverBudget,
+)
 from routing.models import OperationLog, Provider, Reservation
 from routing.providers import provider_for
 from routing.providers.base import ChatRequest, Completion, ProviderError, StreamChunk, Usage
@@ -52,45 +59,6 @@ class CallContext:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # The routing state as the caller read it already (`state_keys`), if it did.
     reading: Reading | None = None
-
-
-class CallRefused(Exception):
-    """Nothing was spent. `status` is the HTTP status the gateway answers with."""
-
-    status = 400
-    code = "refused"
-
-    def __init__(self, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.details = details
-
-
-class FeatureOff(CallRefused):
-    status = 503
-    code = "feature_off"
-
-
-class ApprovalRequired(CallRefused):
-    status = 403
-    code = "approval_required"
-
-
-class OverBudget(CallRefused):
-    status = 429
-    code = "budget_exceeded"
-
-
-class NotRoutable(CallRefused):
-    status = 404
-    code = "not_routable"
-
-
-class CallFailed(Exception):
-    """Every model tried failed; the reservation was released."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass

@@ -27,6 +27,7 @@ from django.utils import timezone
 from controlplane.models import toggle_enabled
 from controlplane.money import dumps_exact, loads_exact
 from routing import calls
+from routing.call_refusals import CallFailed, CallRefused
 from routing.models import AIModel, ServiceKey
 from routing.providers.base import StreamChunk
 from routing.snapshots import KeySnapshot, Reading, RoutingTable, read, routing_table
@@ -201,7 +202,7 @@ def chat_completions(request: GatewayRequest) -> GatewayResponse:
             )
         # The caller gets its answer first; the settlement and log row follow at once.
         result = calls.complete(context, body["messages"], record_later=True, **arguments)
-    except calls.CallRefused as exc:
+    except CallRefused as exc:
         refusal = error_response(
             exc.status, exc.code, str(exc), request_id=context.request_id, **exc.details
         )
@@ -209,7 +210,7 @@ def chat_completions(request: GatewayRequest) -> GatewayResponse:
             # Clients (the openai package among them) read the wait from the header.
             refusal.headers["Retry-After"] = str(exc.details["retry_after"])
         return refusal
-    except calls.CallFailed as exc:
+    except CallFailed as exc:
         return error_response(502, "upstream_error", str(exc), request_id=context.request_id)
     response = _json(
         result.completion.raw or _completion_body(result, context.request_id),
@@ -284,7 +285,7 @@ def _sse_events(call: calls.StreamingCall, request_id: str) -> Generator[bytes]:
             raw = item.raw or _chunk_body(item, call.decision.model.model_id, request_id)
             saw_usage = saw_usage or bool(raw.get("usage"))
             yield f"data: {dumps_exact(raw)}\n\n".encode()
-    except calls.CallFailed as exc:
+    except CallFailed as exc:
         error = {"error": {"message": str(exc), "type": "upstream_error", "code": exc.status}}
         yield f"data: {json.dumps(error)}\n\n".encode()
     finally:

@@ -18,7 +18,8 @@ from controlplane.tiers import Tier
 from routing import budgets, calls, pricing, reservations
 from routing.approval_rules import Rule
 from routing.budgets import budget_day
-from routing.calls import ApprovalRequired, CallContext
+from routing.call_refusals import ApprovalRequired, OverBudget
+from routing.calls import CallContext
 from routing.models import AIModel, Budget, BudgetDay, OperationLog, Provider, Reservation
 from routing.router import route
 from tests.routing import factories
@@ -382,7 +383,7 @@ def test_a_used_up_budget_refuses_the_call_instead_of_asking_for_approval(cheap,
     # Another call spent it all today.
     reservations.settle(reservations.reserve("earlier", Decimal(0), [everything]), Decimal("0.01"))
 
-    with pytest.raises(calls.OverBudget, match="global budget"):
+    with pytest.raises(OverBudget, match="global budget"):
         call("refund")
 
     assert not Approval.objects.exists()

@@ -15,14 +15,8 @@ from controlplane.models import FeatureToggle
 from controlplane.money import MoneySum
 from routing import calls, pricing, router
 from routing.budgets import budget_day
-from routing.calls import (
-    CallContext,
-    CallFailed,
-    CallResult,
-    FeatureOff,
-    NotRoutable,
-    OverBudget,
-)
+from routing.call_refusals import CallFailed, FeatureOff, NotRoutable, OverBudget
+from routing.calls import CallContext, CallResult
 from routing.models import AIModel, Budget, BudgetDay, OperationLog, Provider, Reservation
 from routing.providers import StreamChunk
 from routing.router import cool_down, cooldown_key, route
