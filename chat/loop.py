@@ -16,10 +16,6 @@ being active (and not asked to stop). Stopping within 2 seconds, even mid-stream
 loop reads the run's stop flag every `STOP_POLL_SECONDS` between chunks, and reads
 the model's stream without blocking on it (`chat.streams`). Heartbeats: every status
 change writes `heartbeat_at`, and a streaming run writes it every `HEARTBEAT_SECONDS`.
-
-About 500 lines, kept as one module on purpose: it is one state machine (a step, its
-pauses and its stops), and the pieces that are not (the run's status, the stream
-readers, the conversation, the tool calls) live in modules of their own.
 """
 
 from __future__ import annotations
@@ -35,10 +31,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from chat import stop_reasons, tool_calls, tools
+from chat import tool_calls, tools
 from chat.budget_tracker import BudgetTracker
 from chat.conversation import assistant_message, conversation
-from chat.events import EventSpec, TokenCoalescer, emit_many
+from chat.events import TokenCoalescer, emit_many
 from chat.guardrails import Guardrails, fingerprint
 from chat.models import (
     ACTIVE_STATUSES,
@@ -50,22 +46,15 @@ from chat.models import (
     StreamEvent,
     ToolExecution,
 )
-from chat.run_status import end_run, move_run, record_progress
+from chat.run_status import end_run, move_run, pause_run, record_progress
 from chat.streams import open_stream
-from chat.tool_calls import emit_tool_start, tool_start_event
+from chat.tool_calls import emit_tool_start
 from controlplane.approvals import request_approval
 from controlplane.models import Approval, toggle_enabled
 from controlplane.tiers import Tier
 from routing import call_approvals, calls
-from routing.calls import (
-    ApprovalRequired,
-    CallContext,
-    CallFailed,
-    CallRefused,
-    CallResult,
-    FeatureOff,
-    OverBudget,
-)
+from routing.call_refusals import ApprovalRequired, CallFailed, CallRefused, FeatureOff, OverBudget
+from routing.calls import CallContext, CallResult
 from routing.providers import StreamChunk
 
 OPERATION = "agent"  # the routing operation every model call of a run goes through
@@ -353,42 +342,14 @@ class AgentLoop:
         self, approval: Approval, detail: str, *, execution: ToolExecution | None = None
     ) -> None:
         """Status waiting_approval, stop reason awaiting_approval; the waiter resumes it."""
-
-        def paused_events() -> list[EventSpec]:
-            events: list[EventSpec] = []
-            if execution is not None:
-                events.append(tool_start_event(execution))
-            events.append((StreamEvent.Type.BUDGET, self.budget.meters()))
-            events.append((StreamEvent.Type.GUARDRAILS, self.guards.counters()))
-            tool = execution.tool if execution else ""
-            approval_data = {
-                "approval_id": approval.pk,
-                "tool": tool,
-                "arguments": execution.arguments if execution else approval.proposal,
-                "reason": approval.reason,
-            }
-            events.append((StreamEvent.Type.APPROVAL, approval_data))
-            explained = stop_reasons.explain(
-                StopReason.AWAITING_APPROVAL, run=self.run, approval_id=approval.pk, tool=tool
-            )
-            events.append((StreamEvent.Type.STOP_REASON, explained))
-            return events
-
-        now = timezone.now()
-        paused = move_run(
-            self.run.pk,
-            RunStatus.WAITING_APPROVAL,
+        paused = pause_run(
+            self.run,
+            approval,
             detail,
-            sources=WORKING_STATUSES,
-            where=Q(stop_requested=False),
-            fields={
-                **self._usage(),
-                "stop_reason": StopReason.AWAITING_APPROVAL,
-                "pending_approval": approval,
-                "heartbeat_at": now,
-                "paused_at": now,  # the wait does not count against the time budget
-            },
-            then=paused_events,
+            usage=self._usage(),
+            meters=self.budget.meters,
+            counters=self.guards.counters,
+            execution=execution,
         )
         if not paused:
             raise _LostControl

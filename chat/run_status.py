@@ -6,7 +6,8 @@ that was stopped or declared lost elsewhere is never written back to life by a w
 that was slow to notice; then, in the same transaction, the `status` event and the
 events that go with the move, and an audit event when a person made it (a stop, a
 resume after an approval). `end_run()` is the move to `stopped`, with the events every
-stopped run emits.
+stopped run emits; `pause_run()` the move to `waiting_approval`, with the events of a
+run waiting for a person.
 """
 
 from __future__ import annotations
@@ -22,9 +23,19 @@ from chat import stop_reasons
 from chat.budget_tracker import BudgetTracker
 from chat.events import EventSpec, emit, emit_many
 from chat.guardrails import Guardrails, fingerprint
-from chat.models import ACTIVE_STATUSES, Run, RunStatus, StreamEvent, ToolExecution, sources_of
-from chat.tool_calls import tool_result_event
+from chat.models import (
+    ACTIVE_STATUSES,
+    WORKING_STATUSES,
+    Run,
+    RunStatus,
+    StopReason,
+    StreamEvent,
+    ToolExecution,
+    sources_of,
+)
+from chat.tool_calls import tool_result_event, tool_start_event
 from controlplane import audit
+from controlplane.models import Approval
 from controlplane.tiers import StaffUser
 
 DETAIL_LENGTH = 300  # Run.status_detail's max_length
@@ -149,6 +160,59 @@ def end_run(
         then=stopped_events,
         actor=actor,
         audit_as=audit_as,
+    )
+
+
+def pause_run(
+    run: Run,
+    approval: Approval,
+    detail: str,
+    *,
+    usage: dict[str, Any],
+    meters: Callable[[], dict[str, Any]],
+    counters: Callable[[], dict[str, Any]],
+    execution: ToolExecution | None = None,
+) -> bool:
+    """Pause a working run (not asked to stop) for `approval`: status waiting_approval,
+    stop reason awaiting_approval, its usage written; the approval waiter resumes it.
+    Emits the tool call waiting (if any), the run's meters and counters as they are
+    once it paused, the approval and the stop reason. Whether this call paused it."""
+
+    def paused_events() -> list[EventSpec]:
+        events: list[EventSpec] = []
+        if execution is not None:
+            events.append(tool_start_event(execution))
+        events.append((StreamEvent.Type.BUDGET, meters()))
+        events.append((StreamEvent.Type.GUARDRAILS, counters()))
+        tool = execution.tool if execution else ""
+        approval_data = {
+            "approval_id": approval.pk,
+            "tool": tool,
+            "arguments": execution.arguments if execution else approval.proposal,
+            "reason": approval.reason,
+        }
+        events.append((StreamEvent.Type.APPROVAL, approval_data))
+        explained = stop_reasons.explain(
+            StopReason.AWAITING_APPROVAL, run=run, approval_id=approval.pk, tool=tool
+        )
+        events.append((StreamEvent.Type.STOP_REASON, explained))
+        return events
+
+    now = timezone.now()
+    return move_run(
+        run.pk,
+        RunStatus.WAITING_APPROVAL,
+        detail,
+        sources=WORKING_STATUSES,
+        where=Q(stop_requested=False),
+        fields={
+            **usage,
+            "stop_reason": StopReason.AWAITING_APPROVAL,
+            "pending_approval": approval,
+            "heartbeat_at": now,
+            "paused_at": now,  # the wait does not count against the time budget
+        },
+        then=paused_events,
     )
 
 
