@@ -233,6 +233,7 @@ def _list_tasks(arguments: dict[str, Any], context: ToolContext) -> list[dict[st
 
 def _create_task(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
     from selfheal import engine
+    from selfheal.engine_errors import EngineError
     from selfheal.models import Task
 
     try:
@@ -244,7 +245,7 @@ def _create_task(arguments: dict[str, Any], context: ToolContext) -> dict[str, A
             source=Task.Source.CHAT,
             actor=context.user,
         )
-    except engine.EngineError as exc:
+    except EngineError as exc:
         raise ToolRefused(str(exc)) from exc
     return {"id": task.pk, "title": task.title, "kind": task.kind, "status": task.status}
 

@@ -22,6 +22,7 @@ from django.utils.html import format_html
 from controlplane.admin import AuditHistoryMixin, ReadOnlyAdmin
 from controlplane.admin_site import CONTROL, OBSERVABILITY
 from selfheal import engine
+from selfheal.engine_errors import TransitionRefused
 from selfheal.models import AutoHealRule, AutoHealRun, PlaybookExecution, Task, TaskStatus, Worker
 from selfheal.playbooks import get_playbook, playbooks
 from selfheal.playbooks.checks import CHECKS
@@ -101,7 +102,7 @@ class TaskAdmin(AuditHistoryMixin, ReadOnlyAdmin):
             try:
                 engine.transition(task, to, actor=actor, reason=f"{verb} from the admin.")
                 moved += 1
-            except engine.TransitionRefused as exc:
+            except TransitionRefused as exc:
                 self.message_user(request, str(exc), messages.ERROR)
         if moved:
             self.message_user(request, f"{moved} task(s) {verb.lower()}.")

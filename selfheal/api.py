@@ -31,6 +31,7 @@ from django.views.decorators.http import require_POST
 
 from controlplane import api_tokens
 from selfheal import engine
+from selfheal.engine_errors import EngineError, InvalidTask, LeaseLost, TaskNotFound
 from selfheal.models import Task, Worker
 from selfheal.models.engine import WORKER_TOKEN_PREFIX
 
@@ -98,13 +99,13 @@ def worker_api(view: WorkerView) -> Callable[..., HttpResponse]:
             return view(request, worker, _body(request), **kwargs)
         except Unauthorized as exc:
             return _error(401, "unauthorized", str(exc))
-        except (BadRequest, engine.InvalidTask) as exc:
+        except (BadRequest, InvalidTask) as exc:
             return _error(400, "bad_request", str(exc))
-        except engine.TaskNotFound as exc:
+        except TaskNotFound as exc:
             return _error(404, "not_found", str(exc))
-        except engine.LeaseLost as exc:
+        except LeaseLost as exc:
             return _error(409, "lease_lost", str(exc))
-        except engine.EngineError as exc:
+        except EngineError as exc:
             return _error(409, "refused", str(exc))
 
     return wrapped

@@ -12,9 +12,7 @@ the Engine page on commit.
 The periodic parts build on this module: `selfheal.stuck` puts the work of expired
 leases and silent workers back in the queue; `selfheal.unblock` asks a person (an
 approval) when no live worker can do a task, instead of letting it wait forever.
-
-About 500 lines, kept as one module on purpose: one concept, a task's lifecycle
-under leases, whose claims and reports share the transition function.
+What the engine refuses, it says with the errors of `selfheal.engine_errors`.
 """
 
 from __future__ import annotations
@@ -32,6 +30,12 @@ from django.utils import timezone
 from controlplane import audit
 from controlplane.live import publish
 from controlplane.tiers import StaffUser
+from selfheal.engine_errors import (
+    EngineError,
+    InvalidTask,
+    TransitionRefused,
+    lease_refusal,
+)
 from selfheal.models import OPEN_STATUSES, TRANSITIONS, Task, TaskStatus, Worker
 
 ENGINE_GROUP = "selfheal"
@@ -45,26 +49,6 @@ CLAIM_ORDER = ("-priority", "created_at", "id")
 CLAIM_CANDIDATES = 20
 MISSED_HEARTBEATS = 3
 DEDUPE_RETRIES = 3
-
-
-class EngineError(Exception):
-    """A refused engine operation; the message says why, for a person to read."""
-
-
-class InvalidTask(EngineError):
-    pass
-
-
-class TransitionRefused(EngineError):
-    pass
-
-
-class TaskNotFound(EngineError):
-    pass
-
-
-class LeaseLost(EngineError):
-    """The caller's lease is gone: expired and given to another worker, or finished."""
 
 
 # -- creating tasks ------------------------------------------------------------------
@@ -348,7 +332,7 @@ def extend_lease(worker: Worker, task_id: int, fencing_token: int) -> Task:
         _held(worker, fencing_token), pk=task_id, status=TaskStatus.RUNNING
     ).update(lease_expires_at=now + lease_duration(), updated_at=now)
     if not extended:
-        raise _refusal(worker, task_id, fencing_token, "lease extension")
+        raise lease_refusal(task_id, fencing_token, "lease extension")
     return Task.objects.get(pk=task_id)
 
 
@@ -367,7 +351,7 @@ def complete(worker: Worker, task_id: int, fencing_token: int, result: Any = Non
         worker=worker.name,
     )
     if task is None:
-        raise _refusal(worker, task_id, fencing_token, "completion")
+        raise lease_refusal(task_id, fencing_token, "completion")
     return task
 
 
@@ -401,7 +385,7 @@ def fail(
             retryable=retryable,
         )
     if task is None:
-        raise _refusal(worker, task_id, fencing_token, "failure report")
+        raise lease_refusal(task_id, fencing_token, "failure report")
     return task
 
 
@@ -424,27 +408,8 @@ def release(worker: Worker, task_id: int, fencing_token: int, reason: str = "") 
         handed_back=True,
     )
     if task is None:
-        raise _refusal(worker, task_id, fencing_token, "hand-back")
+        raise lease_refusal(task_id, fencing_token, "hand-back")
     return task
-
-
-def _refusal(worker: Worker, task_id: int, fencing_token: int, what: str) -> EngineError:
-    """Why a report under a lease was refused, in words a person can act on."""
-    task = Task.objects.filter(pk=task_id).first()
-    if task is None:
-        return TaskNotFound(f"There is no task #{task_id}.")
-    if task.fencing_token != fencing_token:
-        return LeaseLost(
-            f"Task #{task_id} was claimed again after your lease was lost: your fencing "
-            f"token {fencing_token} is stale (the current one is {task.fencing_token}). "
-            f"Your {what} was refused."
-        )
-    if task.status != TaskStatus.RUNNING:
-        return LeaseLost(
-            f"Task #{task_id} is {task.status}, no longer running under your lease. "
-            f"Your {what} was refused."
-        )
-    return LeaseLost(f"Task #{task_id} is not leased to you. Your {what} was refused.")
 
 
 def go_offline(worker: Worker, reason: str) -> list[Task]:

@@ -19,6 +19,7 @@ from controlplane.tiers import StaffRequest, permission_required_for_staff, staf
 from selfheal import engine as task_engine
 from selfheal.autoheal import evaluate_rules
 from selfheal.dashboard import engine_context, engine_workers_context, index_context
+from selfheal.engine_errors import TransitionRefused
 from selfheal.models import PlaybookExecution, Task, TaskStatus
 from selfheal.playbooks import RollbackRefused, rollback, run_playbook
 
@@ -98,7 +99,7 @@ def _move_task(request: StaffRequest, task_id: int, to: str, verb: str) -> HttpR
         task_engine.transition(
             task, to, actor=request.user, reason=f"{verb} by {request.user.get_username()}."
         )
-    except task_engine.TransitionRefused as exc:
+    except TransitionRefused as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Task #{task.pk} {verb.lower()}: it is {task.status} now.")

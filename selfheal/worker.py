@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 
 from selfheal import engine, task_kinds
+from selfheal.engine_errors import EngineError
 from selfheal.models import Task, Worker
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ class InProcessEngine:
         try:
             with _database_as_engine():
                 report(self.worker, assignment.task_id, assignment.fencing_token, *args, **kw)
-        except engine.EngineError as exc:
+        except EngineError as exc:
             log.warning("%s", exc)
             return False
         return True

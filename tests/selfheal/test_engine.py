@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from controlplane.models import AuditEvent
 from selfheal import engine
-from selfheal.engine import InvalidTask, LeaseLost, TaskNotFound, TransitionRefused
+from selfheal.engine_errors import InvalidTask, LeaseLost, TaskNotFound, TransitionRefused
 from selfheal.models import TRANSITIONS, Task, TaskStatus, Worker
 from tests.selfheal import make_task, make_worker, stored
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 from controlplane.approvals import decide_approval, expire_due_approvals
 from controlplane.models import Approval, AuditEvent
 from selfheal import engine, stuck, tasks, unblock
-from selfheal.engine import LeaseLost
+from selfheal.engine_errors import LeaseLost
 from selfheal.models import Task, TaskStatus, Worker
 from tests.selfheal import age, expire_lease, make_task, make_worker, silence, stored
 
