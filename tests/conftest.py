@@ -7,6 +7,7 @@ import pytest
 from django.conf import settings
 from django.core.cache import cache
 
+from controlplane import live
 from controlplane.tiers import Tier
 from tests.personas import make_user
 
@@ -80,3 +81,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     location = settings.CACHES["default"].get("LOCATION", "")
     if settings.CACHES["default"]["BACKEND"].endswith("FileBasedCache") and location:
         shutil.rmtree(location, ignore_errors=True)
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    """What reaches the channel layer, in the order it was handed over."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+    monkeypatch.setattr(live, "_send", lambda group, message: sent.append((group, message)))
+    return sent

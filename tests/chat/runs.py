@@ -18,3 +18,12 @@ def make_run(user: Any) -> Run:
         max_wall_clock_seconds=300,
         max_cost=Decimal("0.50"),
     )
+
+
+def seqs_of(run: Run) -> list[int]:
+    return list(run.events.order_by("seq").values_list("seq", flat=True))
+
+
+def published_seqs(published: list[tuple[str, dict[str, Any]]]) -> list[list[int]]:
+    """The seqs of each message handed to the channel layer (`published` fixture)."""
+    return [[event["seq"] for event in message["events"]] for _, message in published]

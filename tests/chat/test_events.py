@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-from typing import Any
 
 import pytest
 from django.db import connection, transaction
@@ -20,25 +19,7 @@ from chat.events import (
     run_group,
 )
 from chat.models import Run, StreamEvent
-from controlplane import live
-from tests.chat.runs import make_run
-
-
-@pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
-    """What reaches the channel layer, in the order it was handed over."""
-    sent: list[tuple[str, dict[str, Any]]] = []
-    monkeypatch.setattr(live, "_send", lambda group, message: sent.append((group, message)))
-    return sent
-
-
-def seqs_of(run: Run) -> list[int]:
-    return list(run.events.order_by("seq").values_list("seq", flat=True))
-
-
-def published_seqs(published: list[tuple[str, dict[str, Any]]]) -> list[list[int]]:
-    return [[event["seq"] for event in message["events"]] for _, message in published]
-
+from tests.chat.runs import make_run, published_seqs, seqs_of
 
 # -- one writer -------------------------------------------------------------------------
 
