@@ -10,7 +10,9 @@ class ChatConfig(AppConfig):
     operator_permissions = ("operate_run",)
 
     def ready(self) -> None:
-        from chat import runs, tools
+        from chat import metrics, runs, tools
+        from controlplane.metrics import register_section
 
         tools.register_builtin_tools()
         runs.register_approval_waiters()
+        register_section("chat", metrics.scrape)

@@ -328,6 +328,16 @@ CHAT_HTTP_ALLOWLIST = env.list("CHAT_HTTP_ALLOWLIST", default=[])
 CHAT_HTTP_TIMEOUT_SECONDS = env.float("CHAT_HTTP_TIMEOUT_SECONDS", default=10.0)
 CHAT_HTTP_MAX_BYTES = env.int("CHAT_HTTP_MAX_BYTES", default=65_536)
 
+# GET /metrics (controlplane.metrics): a bearer token (or "sha256:<hex digest>") or,
+# without one, the networks whose direct connections may read it; several processes
+# share counters through files in PROMETHEUS_MULTIPROC_DIR (wiped at deploy start).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list(
+    "METRICS_ALLOWED_NETWORKS",
+    default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"],
+)
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

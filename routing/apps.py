@@ -12,7 +12,8 @@ class RoutingConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import m2m_changed, post_delete, post_save
 
-        from routing import snapshots
+        from controlplane.metrics import register_section
+        from routing import metrics, snapshots
         from routing.models import (
             AIModel,
             Budget,
@@ -33,3 +34,4 @@ class RoutingConfig(AppConfig):
         m2m_changed.connect(
             snapshots.invalidate, sender=Route.fallbacks.through, dispatch_uid="route-cache-m2m"
         )
+        register_section("routing", metrics.scrape)

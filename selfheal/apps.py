@@ -10,9 +10,11 @@ class SelfhealConfig(AppConfig):
     operator_permissions = ("run_playbook", "rollback_execution", "operate_task")
 
     def ready(self) -> None:
-        from selfheal import playbooks, unblock
+        from controlplane.metrics import register_section
+        from selfheal import metrics, playbooks, unblock
 
         # Whichever process decides an unblock approval puts its task back or cancels it.
         unblock.register_waiters()
         # Approved over-cap repairs, and the worker's "playbook.run" task kind.
         playbooks.connect()
+        register_section("selfheal", metrics.scrape)

@@ -25,6 +25,8 @@ from typing import Any
 
 from channels.layers import InMemoryChannelLayer
 
+from controlplane.metrics import count_publish_failure
+
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT = 5.0  # seconds; a layer slower than this loses the live update
@@ -51,6 +53,7 @@ class Publisher:
         if self.pending >= MAX_PENDING:
             # The layer cannot keep up: the consumers fill the gap from the database.
             log.warning("live updates back up; dropped %s to %s", message["type"], group)
+            count_publish_failure("dropped")
             return
         with self._lock:
             self.pending += 1
@@ -76,6 +79,7 @@ class Publisher:
             except Exception:
                 # A live update is best effort: the page shows the same data on reload.
                 log.exception("could not publish %s to %s", message["type"], group)
+                count_publish_failure("failed")
             finally:
                 with self._lock:
                     self.pending -= 1
