@@ -26,7 +26,7 @@ from django.db import transaction
 from controlplane.models import Approval, toggle_cache_keys, toggles_enabled
 from controlplane.runtime import rows
 from controlplane.tiers import StaffUser
-from routing import budgets, pricing, reservations
+from routing import budgets, metrics, pricing, reservations
 from routing.approval_rules import approval_needed
 from routing.call_approvals import ask_for_approval, usable_approval
 from routing.call_refusals import (
@@ -59,6 +59,7 @@ class CallContext:
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # The routing state as the caller read it already (`state_keys`), if it did.
     reading: Reading | None = None
+    started: float = field(default_factory=time.perf_counter)  # for the added latency
 
 
 @dataclass
@@ -91,7 +92,7 @@ class _Prepared:
 
 
 def _refusal_log(context: CallContext, exc: CallRefused, model_requested: str) -> None:
-    OperationLog.objects.create(
+    row = OperationLog.objects.create(
         request_id=context.request_id,
         operation=context.operation,
         mode=context.mode or "",
@@ -103,6 +104,7 @@ def _refusal_log(context: CallContext, exc: CallRefused, model_requested: str) -
         status=OperationLog.Status.REFUSED,
         error=f"{exc.code}: {exc}",
     )
+    metrics.count_call(context, row, refusal=exc.code)
 
 
 def _operation_toggle(operation: str) -> str:
@@ -282,6 +284,7 @@ def _priced(
             with transaction.atomic():
                 reservations.release(prepared.reservation)
                 rows.insert([row])
+        metrics.count_call(prepared.context, row, provider_started=prepared.started)
         return row
 
     return cost, source, record
