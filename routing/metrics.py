@@ -25,6 +25,10 @@ from routing.models import OperationLog, Reservation
 if TYPE_CHECKING:
     from routing.calls import CallContext
 
+# What counting costs a call: one counter and one histogram (timeit on the 2-core
+# machine, busy: about 7 us in memory, 10-35 us in multiprocess mode, where each is
+# a write to a memory-mapped file), against the 3-4 ms the gateway adds at p50. For
+# a whole (not streamed) gateway answer it runs with the settlement, after the answer.
 # An operation named by a gateway caller that has no route: its own label value would
 # let any key holder add series without bound (X-Operation is free text).
 UNKNOWN_OPERATION = "(unknown)"
