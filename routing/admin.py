@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from controlplane import audit
-from controlplane.admin import AuditHistoryMixin, ReadOnlyAdmin
+from controlplane.admin import AuditHistoryMixin, KeyedAutocompleteMixin, ReadOnlyAdmin
 from controlplane.admin_site import CONTROL, INTELLIGENCE, OBSERVABILITY
 from routing.models import (
     AIModel,
@@ -95,7 +95,7 @@ class PolicyAdmin(AuditHistoryMixin, admin.ModelAdmin):
     ]
 
 
-class RouteFallbackInline(admin.TabularInline):
+class RouteFallbackInline(KeyedAutocompleteMixin, admin.TabularInline):
     model = RouteFallback
     extra = 1
     ordering = ["position"]
@@ -103,7 +103,7 @@ class RouteFallbackInline(admin.TabularInline):
 
 
 @admin.register(Route)
-class RouteAdmin(AuditHistoryMixin, admin.ModelAdmin):
+class RouteAdmin(KeyedAutocompleteMixin, AuditHistoryMixin, admin.ModelAdmin):
     admin_section = CONTROL
     list_display = [
         "operation",

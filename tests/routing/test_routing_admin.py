@@ -265,6 +265,24 @@ def test_an_owner_adds_a_route_with_fallbacks_and_it_is_audited(client, owner, c
 
 
 @pytest.mark.django_db
+def test_a_route_naming_a_model_by_something_not_a_key_is_refused_on_the_form(
+    client, owner, catalog
+):
+    client.force_login(owner)
+    form = browser_form(
+        client.get(admin_url(Route, "add")),
+        operation="translate",
+        primary_model="1e20",
+        policy=Policy.objects.get(mode="code").pk,
+        **{"fallback_links-0-model": "abc", "fallback_links-0-position": "0"},
+    )
+    response = client.post(admin_url(Route, "add"), form)
+    assert response.status_code == 200
+    assert "primary_model" in response.context["adminform"].form.errors
+    assert not Route.objects.filter(operation="translate").exists()
+
+
+@pytest.mark.django_db
 def test_an_owner_changes_a_route_and_the_trail_has_before_and_after(client, owner, catalog):
     route = Route.objects.get(operation="summarize")
     old_model = route.primary_model_id
