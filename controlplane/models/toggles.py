@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import models, transaction
+from django.db import connection, models, transaction
 
 from controlplane import audit
 
@@ -56,6 +56,7 @@ class FeatureToggleQuerySet(audit.AuditedQuerySet):
         if not reason.strip():
             raise ValidationError("Unlocking a toggle needs a reason.")
         with transaction.atomic():
+            _allow_unlocking_in_this_transaction()
             toggle = self.select_for_update().get(key=key)
             before = audit.snapshot(toggle)
             models.QuerySet.update(self.filter(pk=toggle.pk), locked=False)
@@ -68,6 +69,14 @@ class FeatureToggleQuerySet(audit.AuditedQuerySet):
             )
             toggle.invalidate_cache()
         return toggle
+
+
+def _allow_unlocking_in_this_transaction() -> None:
+    """PostgreSQL's trigger refuses every change to a locked toggle except unlocking it
+    in a transaction that sets this (migration 0006); the setting ends with it."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('controlplane.toggle_unlock', 'on', true)")
 
 
 class FeatureToggle(audit.AuditedModel):
