@@ -31,7 +31,7 @@ class ToggleLocked(ValidationError):
 
 class FeatureToggleQuerySet(audit.AuditedQuerySet):
     # Bulk paths check for locked rows before opening their transaction, so the
-    # refusal's audit event is not rolled back with the refused change.
+    # refusal is written at once rather than by a thread (audit.record_refusal).
     def _refuse_locked(self, **changes: Any) -> None:
         for toggle in self.filter(locked=True)[:1]:
             for name, value in changes.items():
@@ -126,7 +126,7 @@ class FeatureToggle(audit.AuditedModel):
     def refuse_if_locked(self) -> None:
         if self.is_locked_in_database():
             log.warning("refused a change to locked toggle %s", self.key)
-            audit.record(
+            audit.record_refusal(
                 "featuretoggle.change_refused",
                 self,
                 after={"enabled": self.enabled, "locked": self.locked},

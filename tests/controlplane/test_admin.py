@@ -12,6 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from controlplane.approvals import decide_approval, request_approval
+from controlplane.audit import wait_for_refusal_events
 from controlplane.models import (
     Approval,
     AuditEvent,
@@ -86,7 +87,9 @@ def test_the_admin_index_shows_each_model_under_its_section(client, owner):
 # Locked toggles
 
 
-@pytest.mark.django_db
+# The admin saves inside a transaction of its own, so the refusal is written on a
+# connection of its own (audit.record_refusal), which sees only committed rows.
+@pytest.mark.django_db(transaction=True)
 def test_a_superuser_cannot_change_a_locked_toggle_in_the_admin(client, superuser, locked_toggle):
     client.force_login(superuser)
     response = client.post(
@@ -107,6 +110,7 @@ def test_a_superuser_cannot_change_a_locked_toggle_in_the_admin(client, superuse
     assert locked_toggle.enabled is False
     assert locked_toggle.locked is True
     assert locked_toggle.description == ""
+    wait_for_refusal_events()
     refused = AuditEvent.objects.get(action="featuretoggle.change_refused")
     assert refused.actor == superuser
     assert refused.object_id == str(locked_toggle.pk)

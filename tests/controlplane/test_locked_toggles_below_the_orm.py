@@ -1,5 +1,6 @@
 """A locked toggle is refused by the database too (PostgreSQL's trigger), whichever
-path goes around the model; the unlock command's one change gets through."""
+path goes around the model; the unlock command's one change gets through; and a
+refusal's audit event outlives the caller's rollback (both databases)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, models, transaction
 
-from controlplane.models import AuditEvent, FeatureToggle
+from controlplane.audit import acting_as, wait_for_refusal_events
+from controlplane.models import AuditEvent, FeatureToggle, ToggleLocked
 
 
 def make_locked_toggle(key: str = "agents.autopilot") -> FeatureToggle:
@@ -19,6 +21,12 @@ def make_locked_toggle(key: str = "agents.autopilot") -> FeatureToggle:
 
 def stored(toggle: FeatureToggle) -> FeatureToggle:
     return FeatureToggle._base_manager.get(pk=toggle.pk)
+
+
+def refusals(toggle: FeatureToggle) -> Any:
+    return AuditEvent.objects.filter(
+        action="featuretoggle.change_refused", object_id=str(toggle.pk)
+    )
 
 
 def run_sql(sql: str, params: list[Any]) -> None:
@@ -71,6 +79,12 @@ def under_the_unlock_setting(
 ) -> None:
     run_sql("SELECT set_config('controlplane.toggle_unlock', 'on', true)", [])
     change(toggle)
+
+
+def save_beside_other_work(toggle: FeatureToggle) -> None:
+    FeatureToggle.objects.create(key="agents.other")
+    toggle.enabled = False
+    toggle.save()
 
 
 AROUND_THE_MODEL = [
@@ -137,3 +151,39 @@ def test_the_unlock_command_still_unlocks_a_locked_toggle():
     call_command("toggle", "unlock", toggle.key, "--reason", "Incident 42 is over")
     assert stored(toggle).locked is False
     assert AuditEvent.objects.filter(action="featuretoggle.unlocked").count() == 1
+
+
+# A refusal's audit event outlives the caller's rollback.
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refusal_inside_a_transaction_the_caller_rolls_back_is_still_audited(superuser):
+    toggle = make_locked_toggle()
+    with acting_as(superuser, "10.0.0.1"), pytest.raises(ToggleLocked), transaction.atomic():
+        save_beside_other_work(toggle)
+    wait_for_refusal_events()
+    assert not FeatureToggle.objects.filter(key="agents.other").exists()
+    refusal = refusals(toggle).get()
+    assert refusal.actor == superuser
+    assert refusal.client_address == "10.0.0.1"
+    assert refusal.after == {"enabled": False, "locked": True}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refused_delete_inside_a_rolled_back_transaction_is_still_audited(superuser):
+    toggle = make_locked_toggle()
+    with acting_as(superuser), pytest.raises(ToggleLocked), transaction.atomic():
+        toggle.delete()
+    wait_for_refusal_events()
+    assert refusals(toggle).get().actor == superuser
+    assert stored(toggle).locked is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refusal_outside_any_transaction_is_audited_once():
+    toggle = make_locked_toggle()
+    toggle.enabled = False
+    with pytest.raises(ToggleLocked):
+        toggle.save()
+    wait_for_refusal_events()
+    assert refusals(toggle).count() == 1
