@@ -114,9 +114,11 @@ def record_refusal(
     Outside a transaction of the caller's (a test's own wrapping transaction does not
     count, as `atomic(durable=True)` decides) the event is written at once. Inside one,
     a thread of its own writes it on its own connection (Django gives each thread one).
-    PostgreSQL commits it beside the caller's open transaction, and this waits for it;
-    SQLite lets one transaction write at a time, so there it is written when the
-    caller's transaction ends (`wait_for_refusal_events` waits for that).
+    PostgreSQL commits it beside the caller's open transaction, and this waits for it
+    (for a bounded time: were the event to wait on a lock the caller holds, the caller
+    goes on and the event follows once it lets go); SQLite lets one transaction write
+    at a time, so there it is written when the caller's transaction ends
+    (`wait_for_refusal_events` waits for that).
     """
     with ExitStack() as outside_any_transaction:
         try:
@@ -135,9 +137,10 @@ def record_refusal(
         _refusal_writers.add(writer)
     writer.start()
     if connection.vendor != "sqlite":
-        writer.join()
+        writer.join(_REFUSAL_WRITE_WAIT_SECONDS)
 
 
+_REFUSAL_WRITE_WAIT_SECONDS = 5.0
 _refusal_writers: set[threading.Thread] = set()
 _refusal_writers_lock = threading.Lock()
 
