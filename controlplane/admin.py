@@ -103,7 +103,7 @@ class FeatureToggleAdmin(AuditHistoryMixin, admin.ModelAdmin):
         toggle = self.get_object(request, unquote(object_id))
         if (
             toggle is None
-            or not toggle.is_locked_in_database()
+            or not toggle.locked
             or not super().has_delete_permission(request, toggle)
         ):
             return super().delete_view(request, object_id, extra_context)
@@ -112,7 +112,7 @@ class FeatureToggleAdmin(AuditHistoryMixin, admin.ModelAdmin):
 
     @admin.action(description="Delete selected feature toggles", permissions=["delete"])
     def delete_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
-        locked = [toggle for toggle in queryset if toggle.is_locked_in_database()]
+        locked = [toggle for toggle in queryset if toggle.locked]
         for toggle in locked:
             self._refuse_deleting(request, toggle, attempted=True)
         return None if locked else delete_selected(self, request, queryset)
