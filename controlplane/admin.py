@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AutocompleteSelect, AutocompleteSelectMultiple
 from django.contrib.auth.admin import UserAdmin
@@ -13,6 +15,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import ManyToManyField, QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
 from controlplane.admin_site import CONTROL, OBSERVABILITY
@@ -137,13 +140,43 @@ class FeatureToggleAdmin(AuditHistoryMixin, admin.ModelAdmin):
     list_display = ["key", "enabled", "locked", "critical", "description", "updated_at"]
     list_filter = ["enabled", "locked", "critical"]
     search_fields = ["key", "description"]
-    actions = ["turn_on", "turn_off"]
+    actions = ["turn_on", "turn_off", "delete_selected"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return ["key", "enabled", "locked", "critical", "description"] if obj and obj.locked else []
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return super().has_delete_permission(request, obj) and not (obj and obj.locked)
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # Django's own view answers a locked toggle with a bare 403; someone allowed to
+        # delete toggles is told why instead, and the attempt is audited.
+        toggle = self.get_object(request, unquote(object_id))
+        if (
+            toggle is None
+            or not toggle.locked
+            or not super().has_delete_permission(request, toggle)
+        ):
+            return super().delete_view(request, object_id, extra_context)
+        self._refuse_deleting(request, toggle, attempted=request.method == "POST")
+        return redirect("admin:controlplane_featuretoggle_change", toggle.pk)
+
+    @admin.action(description="Delete selected feature toggles", permissions=["delete"])
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        locked = [toggle for toggle in queryset if toggle.locked]
+        for toggle in locked:
+            self._refuse_deleting(request, toggle, attempted=True)
+        return None if locked else delete_selected(self, request, queryset)
+
+    def _refuse_deleting(
+        self, request: HttpRequest, toggle: FeatureToggle, *, attempted: bool
+    ) -> None:
+        if attempted:
+            with suppress(ToggleLocked):
+                toggle.refuse_if_locked()  # writes the refusal's audit event
+        self.message_user(request, ToggleLocked(toggle.key).message, messages.ERROR)
 
     def _set_enabled(self, request: HttpRequest, queryset: QuerySet, enabled: bool) -> None:
         changed = 0

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models, transaction
+from django.db import connection, connections, models, transaction
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser
 
     from controlplane.tiers import StaffUser
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,72 @@ def record(
         after=after,
         client_address=context.client_address,
     )
+
+
+def record_refusal(
+    action: str,
+    target: models.Model,
+    *,
+    after: dict[str, Any] | None = None,
+    actor: StaffUser | None = None,
+) -> None:
+    """Write the audit event of a refused change so that it outlives the caller's
+    transaction: a caller that rolls back after the refusal does not take it back.
+
+    Outside a transaction of the caller's (a test's own wrapping transaction does not
+    count, as `atomic(durable=True)` decides) the event is written at once. Inside one,
+    a thread of its own writes it on its own connection (Django gives each thread one).
+    PostgreSQL commits it beside the caller's open transaction, and this waits for it
+    (for a bounded time: were the event to wait on a lock the caller holds, the caller
+    goes on and the event follows once it lets go); SQLite lets one transaction write
+    at a time, so there it is written when the caller's transaction ends
+    (`wait_for_refusal_events` waits for that).
+    """
+    with ExitStack() as outside_any_transaction:
+        try:
+            outside_any_transaction.enter_context(transaction.atomic(durable=True))
+        except RuntimeError:
+            pass
+        else:
+            record(action, target, after=after, actor=actor)
+            return
+    writer = threading.Thread(
+        target=contextvars.copy_context().run,
+        args=(_write_refusal, action, target, after, actor),
+        name=f"audit {action}",
+    )
+    with _refusal_writers_lock:
+        _refusal_writers.add(writer)
+    writer.start()
+    if connection.vendor != "sqlite":
+        writer.join(_REFUSAL_WRITE_WAIT_SECONDS)
+
+
+_REFUSAL_WRITE_WAIT_SECONDS = 5.0
+_refusal_writers: set[threading.Thread] = set()
+_refusal_writers_lock = threading.Lock()
+
+
+def _write_refusal(
+    action: str, target: models.Model, after: dict[str, Any] | None, actor: StaffUser | None
+) -> None:
+    try:
+        with transaction.atomic():
+            record(action, target, after=after, actor=actor)
+    except Exception:
+        log.exception("the audit event of a refused change (%s %s) was lost", action, target)
+    finally:
+        connections.close_all()
+        with _refusal_writers_lock:
+            _refusal_writers.discard(threading.current_thread())
+
+
+def wait_for_refusal_events(timeout: float | None = None) -> None:
+    """Return once every refusal's audit event begun so far is written (or given up)."""
+    with _refusal_writers_lock:
+        writers = list(_refusal_writers)
+    for writer in writers:
+        writer.join(timeout)
 
 
 def _action(instance: models.Model, verb: str) -> str:

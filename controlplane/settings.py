@@ -286,6 +286,11 @@ CRITICAL_TOGGLES = {
 }
 TOGGLE_CACHE_SECONDS = env.int("TOGGLE_CACHE_SECONDS", default=300)
 
+# `manage.py flush` would erase the audit trail and the cost log, which the database
+# keeps append-only: it is refused unless this is on. Only the test settings turn it
+# on (transactional tests flush after each test); not read from the environment.
+FLUSH_ERASES_HISTORY = False
+
 # Approvals that nobody decides expire after this long.
 APPROVAL_TTL_HOURS = env.int("APPROVAL_TTL_HOURS", default=24)
 

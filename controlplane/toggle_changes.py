@@ -16,7 +16,7 @@ def request_toggle_change(
     toggle: FeatureToggle, *, enabled: bool, user: StaffUser, reason: str
 ) -> Approval:
     if toggle.locked or toggle.is_locked_in_database():
-        audit.record(
+        audit.record_refusal(
             "featuretoggle.change_refused",
             toggle,
             after={"enabled": enabled, "locked": True},
@@ -48,12 +48,7 @@ def apply_toggle_change(approval: Approval) -> None:
                 toggle.save()
             outcome = f"'{key}' turned {'on' if enabled else 'off'}."
         except ToggleLocked as exc:
-            # The refusal's audit event was rolled back with the transaction above.
-            audit.record(
-                "featuretoggle.change_refused",
-                toggle,
-                after={"enabled": enabled, "locked": True},
-            )
+            # The refusal's audit event outlives the rollback (audit.record_refusal).
             outcome = f"Not applied: {exc.message}"
         except FeatureToggle.DoesNotExist:
             outcome = f"Not applied: toggle '{key}' no longer exists."

@@ -17,6 +17,9 @@ STORAGES = {
 }
 MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
 NOTIFY_RETRY_BASE_SECONDS = 0.0
+# Transactional tests empty the database with `flush` after each test, append-only
+# tables included (controlplane/management/commands/flush.py).
+FLUSH_ERASES_HISTORY = True
 
 # The browser tests serve the app from a daphne process of its own, which must see
 # the test database: on SQLite that means a file, not the in-memory default.

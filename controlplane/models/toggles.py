@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import models, transaction
+from django.db import connection, models, transaction
 
 from controlplane import audit
 
@@ -31,7 +31,7 @@ class ToggleLocked(ValidationError):
 
 class FeatureToggleQuerySet(audit.AuditedQuerySet):
     # Bulk paths check for locked rows before opening their transaction, so the
-    # refusal's audit event is not rolled back with the refused change.
+    # refusal is written at once rather than by a thread (audit.record_refusal).
     def _refuse_locked(self, **changes: Any) -> None:
         for toggle in self.filter(locked=True)[:1]:
             for name, value in changes.items():
@@ -56,6 +56,7 @@ class FeatureToggleQuerySet(audit.AuditedQuerySet):
         if not reason.strip():
             raise ValidationError("Unlocking a toggle needs a reason.")
         with transaction.atomic():
+            _allow_unlocking_in_this_transaction()
             toggle = self.select_for_update().get(key=key)
             before = audit.snapshot(toggle)
             models.QuerySet.update(self.filter(pk=toggle.pk), locked=False)
@@ -68,6 +69,14 @@ class FeatureToggleQuerySet(audit.AuditedQuerySet):
             )
             toggle.invalidate_cache()
         return toggle
+
+
+def _allow_unlocking_in_this_transaction() -> None:
+    """PostgreSQL's trigger refuses every change to a locked toggle except unlocking it
+    in a transaction that sets this (migration 0006); the setting ends with it."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('controlplane.toggle_unlock', 'on', true)")
 
 
 class FeatureToggle(audit.AuditedModel):
@@ -117,7 +126,7 @@ class FeatureToggle(audit.AuditedModel):
     def refuse_if_locked(self) -> None:
         if self.is_locked_in_database():
             log.warning("refused a change to locked toggle %s", self.key)
-            audit.record(
+            audit.record_refusal(
                 "featuretoggle.change_refused",
                 self,
                 after={"enabled": self.enabled, "locked": self.locked},

@@ -12,6 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from controlplane.approvals import decide_approval, request_approval
+from controlplane.audit import wait_for_refusal_events
 from controlplane.models import (
     Approval,
     AuditEvent,
@@ -86,7 +87,9 @@ def test_the_admin_index_shows_each_model_under_its_section(client, owner):
 # Locked toggles
 
 
-@pytest.mark.django_db
+# The admin saves inside a transaction of its own, so the refusal is written on a
+# connection of its own (audit.record_refusal), which sees only committed rows.
+@pytest.mark.django_db(transaction=True)
 def test_a_superuser_cannot_change_a_locked_toggle_in_the_admin(client, superuser, locked_toggle):
     client.force_login(superuser)
     response = client.post(
@@ -107,6 +110,7 @@ def test_a_superuser_cannot_change_a_locked_toggle_in_the_admin(client, superuse
     assert locked_toggle.enabled is False
     assert locked_toggle.locked is True
     assert locked_toggle.description == ""
+    wait_for_refusal_events()
     refused = AuditEvent.objects.get(action="featuretoggle.change_refused")
     assert refused.actor == superuser
     assert refused.object_id == str(locked_toggle.pk)
@@ -154,13 +158,79 @@ def test_the_turn_on_action_changes_the_unlocked_toggles_and_reports_the_locked_
 
 
 @pytest.mark.django_db
-def test_a_locked_toggle_cannot_be_deleted_in_the_admin(client, superuser, locked_toggle):
+def test_a_locked_toggle_cannot_be_deleted_in_the_admin_and_the_attempt_is_audited(
+    client, superuser, locked_toggle
+):
     client.force_login(superuser)
+    response = client.post(
+        f"/admin/controlplane/featuretoggle/{locked_toggle.pk}/delete/", {"post": "yes"}
+    )
+    assert response.status_code == 302
+    assert response.url == f"/admin/controlplane/featuretoggle/{locked_toggle.pk}/change/"
+    assert _locked_message(locked_toggle) in _messages(response)
+    assert FeatureToggle.objects.filter(pk=locked_toggle.pk).exists()
+    refused = AuditEvent.objects.get(action="featuretoggle.change_refused")
+    assert refused.actor == superuser
+    assert refused.object_id == str(locked_toggle.pk)
+    assert not AuditEvent.objects.filter(action="featuretoggle.deleted").exists()
+
+
+@pytest.mark.django_db
+def test_the_delete_page_of_a_locked_toggle_says_why_without_auditing_a_look(
+    client, superuser, locked_toggle
+):
+    client.force_login(superuser)
+    response = client.get(f"/admin/controlplane/featuretoggle/{locked_toggle.pk}/delete/")
+    assert response.status_code == 302
+    assert _locked_message(locked_toggle) in _messages(response)
+    assert not AuditEvent.objects.filter(action="featuretoggle.change_refused").exists()
+
+
+@pytest.mark.django_db
+def test_someone_who_may_not_delete_toggles_gets_a_403_on_a_locked_one(
+    client, observer, locked_toggle
+):
+    client.force_login(observer)
     response = client.post(
         f"/admin/controlplane/featuretoggle/{locked_toggle.pk}/delete/", {"post": "yes"}
     )
     assert response.status_code == 403
     assert FeatureToggle.objects.filter(pk=locked_toggle.pk).exists()
+    assert not AuditEvent.objects.filter(action="featuretoggle.change_refused").exists()
+
+
+@pytest.mark.django_db
+def test_deleting_selected_toggles_with_a_locked_one_deletes_none_and_audits_the_attempt(
+    client, superuser, locked_toggle
+):
+    unlocked = FeatureToggle.objects.create(key="chat.streaming")
+    client.force_login(superuser)
+    response = client.post(
+        "/admin/controlplane/featuretoggle/",
+        {**_action("delete_selected", unlocked, locked_toggle), "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert _locked_message(locked_toggle) in _messages(response)
+    assert FeatureToggle.objects.filter(pk__in=[unlocked.pk, locked_toggle.pk]).count() == 2
+    refused = AuditEvent.objects.get(action="featuretoggle.change_refused")
+    assert refused.actor == superuser
+    assert refused.object_id == str(locked_toggle.pk)
+
+
+@pytest.mark.django_db
+def test_deleting_selected_unlocked_toggles_still_asks_and_then_deletes(client, superuser):
+    unlocked = FeatureToggle.objects.create(key="chat.streaming")
+    client.force_login(superuser)
+    asked = client.post("/admin/controlplane/featuretoggle/", _action("delete_selected", unlocked))
+    assert asked.status_code == 200
+    assert asked.template_name[0].endswith("delete_selected_confirmation.html")
+    done = client.post(
+        "/admin/controlplane/featuretoggle/",
+        {**_action("delete_selected", unlocked), "post": "yes"},
+    )
+    assert done.status_code == 302
+    assert not FeatureToggle.objects.filter(pk=unlocked.pk).exists()
+    assert AuditEvent.objects.filter(action="featuretoggle.deleted").count() == 1
 
 
 # Approval actions

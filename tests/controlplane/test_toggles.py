@@ -8,7 +8,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 
 from controlplane.approvals import ApprovalError, decide_approval
-from controlplane.audit import acting_as
+from controlplane.audit import acting_as, wait_for_refusal_events
 from controlplane.models import Approval, AuditEvent, FeatureToggle, ToggleLocked, toggle_enabled
 from controlplane.toggle_changes import request_toggle_change
 
@@ -113,11 +113,16 @@ def test_a_locked_toggle_refuses_bulk_update(superuser):
     assert refusals(toggle).get().actor == superuser
 
 
+# update_or_create runs in a transaction of its own, so the refusal is written on a
+# connection of its own (audit.record_refusal), which sees only committed rows.
+@pytest.mark.django_db(transaction=True)
 def test_a_locked_toggle_refuses_update_or_create():
     toggle = make_locked_toggle()
     with pytest.raises(ToggleLocked):
         FeatureToggle.objects.update_or_create(key=toggle.key, defaults={"enabled": False})
     assert stored(toggle).enabled is True
+    wait_for_refusal_events()
+    assert refusals(toggle).count() == 1
 
 
 def test_a_locked_toggle_refuses_delete(superuser):
@@ -256,6 +261,9 @@ def test_a_rejected_toggle_change_changes_nothing(
     assert approval.outcome == ""
 
 
+# The change is applied in a transaction that the refusal rolls back: the refusal is
+# written on a connection of its own, which sees only committed rows.
+@pytest.mark.django_db(transaction=True)
 def test_an_approved_change_to_a_toggle_locked_after_the_request_is_not_applied(
     operator, owner, django_capture_on_commit_callbacks
 ):
@@ -272,6 +280,7 @@ def test_an_approved_change_to_a_toggle_locked_after_the_request_is_not_applied(
     assert approval.status == Approval.Status.APPROVED
     assert approval.outcome.startswith("Not applied: ")
     assert f"Feature toggle '{toggle.key}' is locked" in approval.outcome
+    wait_for_refusal_events()
     refusal = refusals(toggle).get()
     assert refusal.actor == owner
     assert refusal.after == {"enabled": True, "locked": True}
