@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from django import forms
 from django.contrib import admin, messages
@@ -53,6 +54,41 @@ class AuditHistoryMixin:
             **(extra_context or {}),
         }
         return TemplateResponse(request, "admin/audit_history.html", context)
+
+
+class SecretShownOnceAdmin(admin.ModelAdmin):
+    """A model admin whose add form issues a secret (a service key, a worker token):
+    the page answering the POST shows it, once. Not a message on the next page:
+    Django's messages travel in a cookie, signed but not encrypted."""
+
+    shown_once_label = "Secret"
+    # How to use the secret, shown under it; formatted with the new object as `obj`.
+    shown_once_usage = ""
+
+    _issued: WeakKeyDictionary[HttpRequest, str] = WeakKeyDictionary()
+
+    def show_secret_once(self, request: HttpRequest, raw: str) -> None:
+        """Show `raw` in the response to this request (call it from `save_model`)."""
+        self._issued[request] = raw
+
+    def response_add(
+        self, request: HttpRequest, obj: Any, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        raw = self._issued.pop(request, None)
+        if raw is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{self.shown_once_label} for {obj}",
+            "subtitle": None,
+            "opts": self.opts,
+            "object": obj,
+            "secret": raw,
+            "shown_once_label": self.shown_once_label,
+            "shown_once_usage": self.shown_once_usage.format(obj=obj),
+        }
+        # The admin site's never_cache makes it no-store, as every admin page.
+        return TemplateResponse(request, "admin/secret_shown_once.html", context)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
