@@ -7,6 +7,7 @@ Every variable is listed with its default in `.env.example`. The embedded defaul
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -57,6 +58,7 @@ INSTALLED_APPS = [
     "daphne",
     "controlplane.apps.ControlplaneAdminConfig",
     "django.contrib.auth",
+    "axes",  # login throttling
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
@@ -83,6 +85,8 @@ MIDDLEWARE = [
     # `request.htmx`: whether htmx sent the request (a fragment or a redirect header).
     "django_htmx.middleware.HtmxMiddleware",
     "controlplane.middleware.AuditContextMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "controlplane.urls"
@@ -200,7 +204,23 @@ EMBEDDED_SCHEDULER = env.bool("EMBEDDED_SCHEDULER", default=not CELERY_BROKER_UR
 
 # Only the tier groups grant permissions (per-user ones and other groups do not):
 # see controlplane.tiers.
-AUTHENTICATION_BACKENDS = ["controlplane.tiers.TierBackend"]
+# django-axes' backend first: it refuses a locked-out account or address before any
+# password is checked, for every form that authenticates (the admin's included).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "controlplane.tiers.TierBackend"]
+
+# Login throttling: LOGIN_FAILURE_LIMIT failed logins lock out the account (from any
+# address) and, separately, the address (for any account) for LOGIN_LOCKOUT_MINUTES.
+# `manage.py unlock_login <username or address>` lifts a lockout sooner (audited).
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=30))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True  # a person's own typos do not add up across days
+AXES_LOCKOUT_CALLABLE = "controlplane.views.login_locked_out"
+# The address the audit trail records (REMOTE_ADDR: not a header the client can forge).
+AXES_CLIENT_IP_CALLABLE = "controlplane.middleware.client_address"
+# Failed attempts are seen through `manage.py unlock_login` and the logs; the admin
+# sections are the product's own.
+AXES_ENABLE_ADMIN = False
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

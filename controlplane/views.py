@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -100,6 +103,18 @@ def toggles(request: StaffRequest) -> HttpResponse:
         {"toggles": FeatureToggle.objects.all(), "form": form},
         status=400 if form.errors else 200,
     )
+
+
+def login_locked_out(
+    request: HttpRequest, original_response: HttpResponse | None, credentials: Any
+) -> HttpResponse:
+    """django-axes' answer to a login while locked out (AXES_LOCKOUT_CALLABLE): a page
+    saying why and for how long, which names no account (it would confirm one exists)."""
+    context = {
+        "failure_limit": settings.AXES_FAILURE_LIMIT,
+        "lockout_minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60),
+    }
+    return render(request, "registration/locked_out.html", context, status=429)
 
 
 @never_cache
