@@ -51,7 +51,13 @@ from typing import Any
 
 from channels.layers import channel_layers
 from django.conf import settings
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth import (
+    BACKEND_SESSION_KEY,
+    HASH_SESSION_KEY,
+    SESSION_KEY,
+    get_user_model,
+    load_backend,
+)
 from django.contrib.auth.models import Group
 from django.core.management.base import CommandError
 from django.db import connections
@@ -297,7 +303,11 @@ def logged_in_session(user: StaffUser) -> Any:
     """A saved session of `user`, as logging in makes one: its cookie is theirs."""
     store = import_module(settings.SESSION_ENGINE).SessionStore()
     store[SESSION_KEY] = str(user.pk)
-    store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+    # The first backend that restores a session's user, as Django's force_login picks
+    # it (django-axes' comes first and only refuses locked-out logins).
+    store[BACKEND_SESSION_KEY] = next(
+        path for path in settings.AUTHENTICATION_BACKENDS if hasattr(load_backend(path), "get_user")
+    )
     store[HASH_SESSION_KEY] = user.get_session_auth_hash()
     store.save()
     return store

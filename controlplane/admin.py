@@ -1,18 +1,17 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import unquote
-from django.contrib.admin.widgets import AutocompleteSelect, AutocompleteSelectMultiple
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db.models import ManyToManyField, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -60,55 +59,39 @@ class AuditHistoryMixin:
         return TemplateResponse(request, "admin/audit_history.html", context)
 
 
-class KeyedAutocompleteSelect(AutocompleteSelect):
-    """An autocomplete widget that re-renders a refused form without the values that
-    cannot be keys: Django's own looks up whatever was posted (`model=abc`) and fails
-    with a 500 instead of showing the form's error."""
+class SecretShownOnceAdmin(admin.ModelAdmin):
+    """A model admin whose add form issues a secret (a service key, a worker token):
+    the page answering the POST shows it, once. Not a message on the next page:
+    Django's messages travel in a cookie, signed but not encrypted."""
 
-    def optgroups(
-        self, name: str, value: Sequence[str], attr: dict[str, Any] | None = None
-    ) -> list[tuple[str | None, list[dict[str, Any]], int | None]]:
-        return super().optgroups(name, _keys_only(self.field, value), attr)
+    shown_once_label = "Secret"
+    # How to use the secret, shown under it; formatted with the new object as `obj`.
+    shown_once_usage = ""
 
+    _issued: WeakKeyDictionary[HttpRequest, str] = WeakKeyDictionary()
 
-class KeyedAutocompleteSelectMultiple(AutocompleteSelectMultiple):
-    def optgroups(
-        self, name: str, value: Sequence[str], attr: dict[str, Any] | None = None
-    ) -> list[tuple[str | None, list[dict[str, Any]], int | None]]:
-        return super().optgroups(name, _keys_only(self.field, value), attr)
+    def show_secret_once(self, request: HttpRequest, raw: str) -> None:
+        """Show `raw` in the response to this request (call it from `save_model`)."""
+        self._issued[request] = raw
 
-
-def _keys_only(field: Any, values: Sequence[str]) -> list[str]:
-    remote = field.remote_field
-    key = remote.model._meta.get_field(getattr(remote, "field_name", None) or "pk")
-    kept = []
-    for value in values:
-        try:
-            key.to_python(value)
-        except ValidationError:
-            continue
-        kept.append(value)
-    return kept
-
-
-class KeyedAutocompleteMixin:
-    """Use on any ModelAdmin or inline with `autocomplete_fields`."""
-
-    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
-        model_admin: Any = self
-        if "widget" not in kwargs and db_field.name in model_admin.get_autocomplete_fields(request):
-            kwargs["widget"] = KeyedAutocompleteSelect(
-                db_field, model_admin.admin_site, using=kwargs.get("using")
-            )
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
-
-    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
-        model_admin: Any = self
-        if "widget" not in kwargs and db_field.name in model_admin.get_autocomplete_fields(request):
-            kwargs["widget"] = KeyedAutocompleteSelectMultiple(
-                db_field, model_admin.admin_site, using=kwargs.get("using")
-            )
-        return super().formfield_for_manytomany(db_field, request, **kwargs)  # type: ignore[misc]
+    def response_add(
+        self, request: HttpRequest, obj: Any, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        raw = self._issued.pop(request, None)
+        if raw is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{self.shown_once_label} for {obj}",
+            "subtitle": None,
+            "opts": self.opts,
+            "object": obj,
+            "secret": raw,
+            "shown_once_label": self.shown_once_label,
+            "shown_once_usage": self.shown_once_usage.format(obj=obj),
+        }
+        # The admin site's never_cache makes it no-store, as every admin page.
+        return TemplateResponse(request, "admin/secret_shown_once.html", context)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

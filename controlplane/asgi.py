@@ -13,7 +13,6 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from controlplane.asgi_routes import http_endpoints, websocket_urlpatterns  # noqa: E402
@@ -22,14 +21,13 @@ from controlplane.runtime.serving import (  # noqa: E402
     freeze_startup_objects,
     skip_twisted_form_parsing,
 )
+from controlplane.websockets import SameOriginValidator  # noqa: E402
 
 skip_twisted_form_parsing()  # daphne hands the raw body on; Django parses forms
 application = ProtocolTypeRouter(
     {
         "http": HTTPRouter(django_asgi_app, http_endpoints),
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
 

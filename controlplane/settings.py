@@ -7,9 +7,11 @@ Every variable is listed with its default in `.env.example`. The embedded defaul
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.utils.csp import CSP
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -57,6 +59,7 @@ INSTALLED_APPS = [
     "daphne",
     "controlplane.apps.ControlplaneAdminConfig",
     "django.contrib.auth",
+    "axes",  # login throttling
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
@@ -73,6 +76,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -83,6 +87,8 @@ MIDDLEWARE = [
     # `request.htmx`: whether htmx sent the request (a fragment or a redirect header).
     "django_htmx.middleware.HtmxMiddleware",
     "controlplane.middleware.AuditContextMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "controlplane.urls"
@@ -200,7 +206,23 @@ EMBEDDED_SCHEDULER = env.bool("EMBEDDED_SCHEDULER", default=not CELERY_BROKER_UR
 
 # Only the tier groups grant permissions (per-user ones and other groups do not):
 # see controlplane.tiers.
-AUTHENTICATION_BACKENDS = ["controlplane.tiers.TierBackend"]
+# django-axes' backend first: it refuses a locked-out account or address before any
+# password is checked, for every form that authenticates (the admin's included).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "controlplane.tiers.TierBackend"]
+
+# Login throttling: LOGIN_FAILURE_LIMIT failed logins lock out the account (from any
+# address) and, separately, the address (for any account) for LOGIN_LOCKOUT_MINUTES.
+# `manage.py unlock_login <username or address>` lifts a lockout sooner (audited).
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=30))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True  # a person's own typos do not add up across days
+AXES_LOCKOUT_CALLABLE = "controlplane.views.login_locked_out"
+# The address the audit trail records (REMOTE_ADDR: not a header the client can forge).
+AXES_CLIENT_IP_CALLABLE = "controlplane.middleware.client_address"
+# Failed attempts are seen through `manage.py unlock_login` and the logs; the admin
+# sections are the product's own.
+AXES_ENABLE_ADMIN = False
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -270,6 +292,24 @@ if env.bool("BEHIND_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy on every page (Django's own middleware): scripts, styles,
+# fetches and websockets only from the site itself, so injected markup can run
+# nothing. Hence no inline <script>, no on*= or hx-on attributes (they need eval) and
+# no style= attributes in the templates (tests/controlplane/test_content_security_policy.py
+# checks); htmx is told not to inject its indicator <style> (base.html's htmx-config).
+# The admin keeps to it too: Django's admin has no inline script.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF],
+    # 'self' covers the page's own ws:// and wss:// (CSP level 3).
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
 # Feature toggles that must exist and be in this state for the app to start

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from controlplane.approvals import ApprovalError, decide_approval
 from controlplane.dashboard import home_context
@@ -47,7 +52,7 @@ def decide(request: StaffRequest, approval_id: int) -> HttpResponse:
     form = DecisionForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose approve or reject.")
-        return redirect("approvals")
+        return _to_approvals(request)
     try:
         decide_approval(
             approval,
@@ -59,7 +64,14 @@ def decide(request: StaffRequest, approval_id: int) -> HttpResponse:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Approval #{approval.pk} {form.cleaned_data['decision']}d.")
-    return redirect("approvals")
+    return _to_approvals(request)
+
+
+def _to_approvals(request: StaffRequest) -> HttpResponse:
+    """Approvals, with the outcome's message; htmx (a row's form on Home or Approvals)
+    is told to navigate there, or it would swap the whole page into the form."""
+    url = reverse("approvals")
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
 
 
 @staff_required
@@ -91,6 +103,18 @@ def toggles(request: StaffRequest) -> HttpResponse:
         {"toggles": FeatureToggle.objects.all(), "form": form},
         status=400 if form.errors else 200,
     )
+
+
+def login_locked_out(
+    request: HttpRequest, original_response: HttpResponse | None, credentials: Any
+) -> HttpResponse:
+    """django-axes' answer to a login while locked out (AXES_LOCKOUT_CALLABLE): a page
+    saying why and for how long, which names no account (it would confirm one exists)."""
+    context = {
+        "failure_limit": settings.AXES_FAILURE_LIMIT,
+        "lockout_minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60),
+    }
+    return render(request, "registration/locked_out.html", context, status=429)
 
 
 @never_cache

@@ -3,13 +3,14 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
 from controlplane import audit
-from controlplane.admin import AuditHistoryMixin, KeyedAutocompleteMixin, ReadOnlyAdmin
+from controlplane.admin import AuditHistoryMixin, ReadOnlyAdmin, SecretShownOnceAdmin
+from controlplane.admin_autocomplete import KeyedAutocompleteMixin
 from controlplane.admin_site import CONTROL, INTELLIGENCE, OBSERVABILITY
 from routing.models import (
     AIModel,
@@ -155,8 +156,10 @@ class BudgetDayAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ServiceKey)
-class ServiceKeyAdmin(AuditHistoryMixin, admin.ModelAdmin):
+class ServiceKeyAdmin(AuditHistoryMixin, SecretShownOnceAdmin):
     admin_section = CONTROL
+    shown_once_label = "Key"
+    shown_once_usage = "{obj.service} sends it to the gateway as `Authorization: Bearer <key>`."
     list_display = [
         "service",
         "name",
@@ -181,11 +184,7 @@ class ServiceKeyAdmin(AuditHistoryMixin, admin.ModelAdmin):
         raw = obj.assign_secret()
         obj.created_by = request.user  # type: ignore[assignment]  # staff only here
         super().save_model(request, obj, form, change)
-        self.message_user(
-            request,
-            f"Key for {obj}: {raw} — copy it now: it is shown only once and stored only as a hash.",
-            messages.WARNING,
-        )
+        self.show_secret_once(request, raw)
 
     @admin.action(description="Revoke selected keys", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:

@@ -19,7 +19,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from controlplane.admin import AuditHistoryMixin, ReadOnlyAdmin
+from controlplane.admin import AuditHistoryMixin, ReadOnlyAdmin, SecretShownOnceAdmin
 from controlplane.admin_site import CONTROL, OBSERVABILITY
 from selfheal import engine
 from selfheal.engine_errors import TransitionRefused
@@ -132,8 +132,13 @@ class WorkerForm(forms.ModelForm):
 
 
 @admin.register(Worker)
-class WorkerAdmin(AuditHistoryMixin, admin.ModelAdmin):
+class WorkerAdmin(AuditHistoryMixin, SecretShownOnceAdmin):
     admin_section = CONTROL
+    shown_once_label = "Token"
+    shown_once_usage = (
+        "Start the worker with CONTROLPLANE_WORKER_TOKEN set to it, e.g. "
+        "manage.py run_worker --api <this site's URL> --capabilities <its capabilities>."
+    )
     form = WorkerForm
     list_display = [
         "name",
@@ -196,13 +201,7 @@ class WorkerAdmin(AuditHistoryMixin, admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Worker, form: Any, change: bool) -> None:
         raw = obj.assign_token()
         super().save_model(request, obj, form, change)
-        self.message_user(
-            request,
-            f"Token for worker {obj}: {raw} — copy it now: it is shown only once and "
-            "stored only as a hash. Start the worker with "
-            f"CONTROLPLANE_WORKER_TOKEN set to it.",
-            messages.WARNING,
-        )
+        self.show_secret_once(request, raw)
 
     @admin.action(description="Revoke the tokens of selected workers", permissions=["revoke"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[Worker]) -> None:

@@ -130,6 +130,9 @@ class Worker(AuditedModel):
     version = models.CharField(max_length=50, blank=True)
     token_lookup = models.CharField(max_length=16, unique=True, editable=False)
     token_hash = models.CharField(max_length=64, editable=False)
+    # Not a secret to protect (the token has 256 bits), but redacted in the audit trail
+    # all the same, as a service key's hash is.
+    token_hash.audit_redacted = True  # type: ignore[attr-defined]
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

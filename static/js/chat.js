@@ -1,5 +1,7 @@
-// What htmx cannot do on the chat page: copy buttons, and reconnecting the run's
-// websocket with the last event this page has, so the server sends only what it missed.
+// What htmx cannot do on the chat page: copy buttons, clearing the message box once a
+// run took it, and reconnecting the run's websocket with the last event this page
+// has, so the server sends only what it missed. Here, not in hx-on attributes: the
+// Content-Security-Policy runs no inline script.
 (function () {
   "use strict";
 
@@ -21,6 +23,15 @@
       return createWebSocket(withLastSeq(url));
     };
   }
+
+  // A message the run took is cleared from the box (not on a refusal, which the
+  // person may want to edit and send again).
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = event.detail.elt;
+    if (form && form.id === "run-form" && event.detail.successful) {
+      form.elements.message.value = "";
+    }
+  });
 
   function copyText(text) {
     if (navigator.clipboard && window.isSecureContext) {

@@ -71,6 +71,8 @@ def test_a_run_streams_live_and_stops_when_stop_is_pressed(
         # The new run's panel is swapped in and its socket opens.
         page.wait_for_selector("#run-panel[ws-connect]")
         page.wait_for_function(SOCKET_OPEN)
+        # chat.js clears the message the run took (no inline handler under the CSP).
+        page.wait_for_function("() => document.querySelector('#id_message').value === ''")
         run = Run.objects.get(session=chat)
         assert run.mode == "normal"
 

@@ -30,6 +30,7 @@ from controlplane.asgi import application
 from controlplane.asgi_routes import websocket_urlpatterns
 from controlplane.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
 from tests.chat.runs import make_run
+from tests.controlplane.test_consumer import SITE_HOST
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -123,7 +124,7 @@ async def test_an_outsider_is_refused_as_forbidden(owner: Any, outsider: Any) ->
 async def test_anonymous_visitors_are_refused_through_the_whole_stack(owner: Any) -> None:
     run = await database_sync_to_async(make_run)(owner)
     communicator = WebsocketCommunicator(
-        application, f"/ws/runs/{run.pk}/", headers=[(b"origin", GOOD_ORIGIN)]
+        application, f"/ws/runs/{run.pk}/", headers=[SITE_HOST, (b"origin", GOOD_ORIGIN)]
     )
     OPEN.append(communicator)
 
@@ -141,7 +142,7 @@ async def test_an_observer_with_a_session_watches_through_the_whole_stack(
     communicator = WebsocketCommunicator(
         application,
         f"/ws/runs/{run.pk}/",
-        headers=[(b"origin", GOOD_ORIGIN), (b"cookie", cookie)],
+        headers=[SITE_HOST, (b"origin", GOOD_ORIGIN), (b"cookie", cookie)],
     )
     OPEN.append(communicator)
 

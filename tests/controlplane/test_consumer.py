@@ -26,6 +26,8 @@ from controlplane.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, HomeC
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
 GOOD_ORIGIN = b"http://localhost:8000"
+# A browser sends both; the socket opens only when the page is of the site it reaches.
+SITE_HOST = (b"host", b"localhost:8000")
 SCRIPT_REASON = "<script>alert('pwned')</script> a costly deep research run"
 ESCAPED_REASON = "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt; a costly deep research run"
 
@@ -46,7 +48,7 @@ def session_cookie(client: Any, user: Any) -> bytes:
 
 async def connect_home(cookie: bytes | None = None, origin: bytes | None = GOOD_ORIGIN) -> Any:
     """A socket to /ws/home/ through the whole ASGI stack, as a browser opens it."""
-    headers = []
+    headers = [SITE_HOST]
     if origin is not None:
         headers.append((b"origin", origin))
     if cookie is not None:

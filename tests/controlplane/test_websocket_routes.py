@@ -14,6 +14,7 @@ from controlplane.asgi_routes import websocket_urlpatterns
 from controlplane.websockets import NOT_FOUND
 
 ORIGIN = (b"origin", b"http://localhost:8000")
+HOST = (b"host", b"localhost:8000")
 
 
 @pytest.mark.asyncio
@@ -24,7 +25,7 @@ ORIGIN = (b"origin", b"http://localhost:8000")
 async def test_it_refuses_a_websocket_path_no_consumer_serves_without_an_error(
     path: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    communicator = WebsocketCommunicator(application, path, headers=[ORIGIN])
+    communicator = WebsocketCommunicator(application, path, headers=[HOST, ORIGIN])
 
     with caplog.at_level(logging.WARNING):
         connected, code = await communicator.connect()
@@ -38,7 +39,7 @@ async def test_it_refuses_a_websocket_path_no_consumer_serves_without_an_error(
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_it_still_serves_a_declared_path(admin_user: Any) -> None:
-    communicator = WebsocketCommunicator(application, "/ws/home/", headers=[ORIGIN])
+    communicator = WebsocketCommunicator(application, "/ws/home/", headers=[HOST, ORIGIN])
     communicator.scope["user"] = admin_user
 
     connected, _ = await communicator.connect()

@@ -27,7 +27,7 @@ from selfheal import engine
 from selfheal.consumers import RenderPace, SelfhealConsumer
 from selfheal.models import Task, TaskStatus
 from selfheal.playbooks import run_playbook
-from tests.controlplane.test_consumer import GOOD_ORIGIN, session_cookie
+from tests.controlplane.test_consumer import GOOD_ORIGIN, SITE_HOST, session_cookie
 from tests.selfheal import make_task
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -120,7 +120,7 @@ async def test_staff_connect_through_the_whole_stack(client: Any, observer: Any)
     communicator = WebsocketCommunicator(
         application,
         "/ws/selfheal/?page=engine",
-        headers=[(b"origin", GOOD_ORIGIN), (b"cookie", cookie)],
+        headers=[SITE_HOST, (b"origin", GOOD_ORIGIN), (b"cookie", cookie)],
     )
 
     connected, _ = await communicator.connect()
