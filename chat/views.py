@@ -74,8 +74,9 @@ def session(request: StaffRequest, session_id: int) -> HttpResponse:
     chat = get_object_or_404(ChatSession.objects.select_related("user"), pk=session_id)
     runs = list(runs_of(chat)[:RUNS_SHOWN])
     run = runs[0] if runs else None
-    if request.GET.get("run", "").isdigit():
-        wanted = int(request.GET["run"])
+    asked = request.GET.get("run", "")
+    if asked.isascii() and asked.isdigit():  # "²" is a digit to str.isdigit, not to int()
+        wanted = int(asked)
         run = next((r for r in runs if r.pk == wanted), None) or get_object_or_404(
             runs_of(chat), pk=wanted
         )
