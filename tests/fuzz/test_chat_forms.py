@@ -227,7 +227,14 @@ def test_start_run(clients, chat, django_capture_on_commit_callbacks, data, htmx
 
 
 @given(
-    data=form({"mode": MODE, "budget": BUDGET, "value": VALUE}),
+    data=st.one_of(
+        form({"mode": MODE, "budget": BUDGET, "value": VALUE}),
+        # Half the examples raise a real budget, to probe its bounds.
+        st.fixed_dictionaries(
+            {"budget": st.sampled_from([*BUDGET_BOUNDS]), "value": NUMBER},
+            optional={"mode": st.sampled_from(Mode.values)},
+        ),
+    ),
     person=st.sampled_from(["operator", "owner"]),
     pick=st.integers(min_value=-2, max_value=50),
     htmx=st.booleans(),
