@@ -5,6 +5,7 @@ from typing import Any
 
 from django import forms
 
+from chat import budget_bounds
 from chat.runs import LIMIT_FIELDS
 from routing.models import Mode
 
@@ -32,14 +33,23 @@ class RetryForm(forms.Form):
     budget = forms.ChoiceField(
         choices=[("", "none")] + [(f, f) for f in LIMIT_FIELDS], required=False
     )
-    value = forms.DecimalField(min_value=Decimal("0.000001"), required=False)
+    # Checked against the chosen budget's own bounds in clean(), saying which.
+    value = forms.DecimalField(required=False)
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        if cleaned.get("budget") and cleaned.get("value") is None:
+        budget, value = cleaned.get("budget"), cleaned.get("value")
+        if budget and value is None and "value" not in self.errors:
             self.add_error("value", "Say what to raise the budget to.")
+        elif budget and value is not None:
+            problem = budget_bounds.problem(budget, value)
+            if problem:
+                self.add_error("value", f"{problem[0].upper()}{problem[1:]}.")
         return cleaned
 
     def limits(self) -> dict[str, Any]:
         budget = self.cleaned_data.get("budget")
-        return {budget: self.cleaned_data["value"]} if budget else {}
+        if not budget:
+            return {}
+        value: Decimal = self.cleaned_data["value"]
+        return {budget: value if budget == "max_cost" else int(value)}

@@ -12,9 +12,10 @@ run (`waiting_approval`, stop reason `awaiting_approval`) until an approval resu
 it where it paused.
 
 Every write to the run goes through `chat.run_status`, conditional on the run still
-being active (and not asked to stop). Stopping within 2 seconds, even mid-stream: the
-loop reads the run's stop flag every `STOP_POLL_SECONDS` between chunks, and reads
-the model's stream without blocking on it (`chat.streams`). Heartbeats: every status
+being active (and not asked to stop). Stopping within 2 seconds, even mid-stream or
+mid-tool: the loop reads the run's stop flag every `STOP_POLL_SECONDS` between
+chunks, reads the model's stream without blocking on it (`chat.streams`), and waits
+for a tool call the same way, cancelling it on a stop (`chat.tool_calls`). Heartbeats: every status
 change writes `heartbeat_at`, and a streaming run writes it every `HEARTBEAT_SECONDS`.
 """
 
@@ -283,12 +284,16 @@ class AgentLoop:
     def _execute(
         self, execution: ToolExecution, tool: tools.Tool | None, refusal: Exception | None
     ) -> None:
-        tool_calls.execute(execution, tool, refusal, user=self.run.started_by)
-        if execution.error:
+        stop = tool_calls.execute(
+            execution, tool, refusal, user=self.run.started_by, stop_due=self._stop_due
+        )
+        if execution.fingerprint:
             self.budget.record_failure(execution.fingerprint)
             self.guards.failure_recorded(execution.fingerprint, execution.error)
             self.run.last_error = execution.error
         self.messages.append(tool_calls.remember_result(self.run, execution))
+        if stop is not None:  # stopped while the tool ran: without waiting for it
+            self._stop(stop.reason, stop.detail, context=stop.context)
 
     # -- pausing for an approval, and carrying on after it ---------------------------------------
 

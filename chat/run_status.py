@@ -35,6 +35,7 @@ from chat.models import (
 )
 from chat.tool_calls import tool_result_event, tool_start_event
 from controlplane import audit
+from controlplane.approvals import withdraw_approval
 from controlplane.models import Approval
 from controlplane.tiers import StaffUser
 
@@ -141,6 +142,11 @@ def end_run(
 
     def stopped_events() -> list[EventSpec]:
         run = Run.objects.select_related("pending_approval").get(pk=run_id)
+        if run.pending_approval_id is not None:
+            # A stopped run never acts on its approval: nobody may grant it any more.
+            withdraw_approval(
+                run.pending_approval_id, why=f"Run #{run_id} stopped: {detail}", actor=actor
+            )
         events = _refuse_awaiting_calls(run, detail)
         events.append((StreamEvent.Type.BUDGET, BudgetTracker(run).meters()))
         events.append((StreamEvent.Type.GUARDRAILS, Guardrails(run).counters()))

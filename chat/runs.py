@@ -2,11 +2,15 @@
 resumed after an approval, and swept up when its worker is lost.
 
 `start_run()` opens a run (its budgets copied from the mode's `RunBudget`), stores the
-person's message and enqueues `run_agent` (`chat.loop`). A risky tool or a model call
-that needs an approval pauses the run; `approval_decided()`, the approval waiter,
-resumes it where it paused or stops it. `detect_lost_runs()` (every 15 s) stops runs
+person's message and enqueues `run_agent` (`chat.loop`); when the queue cannot take
+it (the broker is unreachable) the run is removed again and `RunNotQueued` says why.
+A risky tool or a model call that needs an approval pauses the run;
+`approval_decided()`, the approval waiter, resumes it where it paused or stops it.
+`detect_lost_runs()` (every `CHAT_LOST_RUN_SWEEP_SECONDS`, at most 5 s) stops runs
 silent for `CHAT_HEARTBEAT_TIMEOUT_SECONDS` with stop reason `worker_lost`, keeping
-their events. Every status change goes through `chat.run_status`.
+their events. A run whose stored budgets are out of bounds (written before they were
+checked) is stopped with `invalid_budget` instead of being worked on. Every status
+change goes through `chat.run_status`.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import DateTimeField, F, Q, Value
-from django.db.models.functions import Coalesce
+from django.db.models import DateTimeField, F, Q, TextField, Value
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnreachable
 
+from chat import budget_bounds
 from chat.budget_tracker import BudgetTracker
 from chat.events import emit_many
 from chat.guardrails import Guardrails
@@ -49,7 +55,14 @@ log = logging.getLogger(__name__)
 
 QUEUED_GRACE = 60  # queued and not picked up in 60 heartbeat timeouts (30 min): lost too
 QUEUED = "Queued: waiting for a worker to pick it up."
-LIMIT_FIELDS = ("max_steps", "max_wall_clock_seconds", "max_cost", "max_retries_per_fingerprint")
+LIMIT_FIELDS = tuple(budget_bounds.BUDGET_BOUNDS)
+# What handing work to the broker raises when it cannot be reached (kombu wraps the
+# Redis client's errors; a socket error may come through as itself).
+QUEUE_ERRORS = (BrokerUnreachable, OSError)
+
+
+class RunNotQueued(ValueError):
+    """The run could not be handed to a worker; nothing of it is left queued."""
 
 
 # -- opening runs -------------------------------------------------------------------------------
@@ -104,10 +117,11 @@ def _checked_limits(limits: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"Unknown run limits: {', '.join(sorted(unknown))}.")
     checked: dict[str, Any] = {}
     for name, value in limits.items():
-        number = Decimal(str(value)) if name == "max_cost" else int(value)
-        if number <= 0:
-            raise ValueError(f"{name} must be positive.")
-        checked[name] = number
+        problem = budget_bounds.problem(name, value)
+        if problem:
+            raise ValueError(f"{problem[0].upper()}{problem[1:]}.")
+        number = Decimal(str(value))
+        checked[name] = number if name == "max_cost" else int(number)
     return checked
 
 
@@ -119,13 +133,38 @@ def start_run(
     mode: str,
     limits: dict[str, Any] | None = None,
 ) -> Run:
-    """Open a run and hand it to a worker (once the transaction commits)."""
-    from chat.tasks import run_agent as run_agent_task
-
+    """Open a run and hand it to a worker (once the transaction commits). Raises
+    `RunNotQueued` when the queue cannot take it: the run is then deleted again."""
     with transaction.atomic():
         run = open_run(session, user=user, message=message, mode=mode, limits=limits)
-        enqueue(run_agent_task, run.pk)
+        run_id = run.pk
+        transaction.on_commit(lambda: _hand_to_worker(run_id, resumed=False))
     return run
+
+
+def _hand_to_worker(run_id: int, *, resumed: bool) -> None:
+    """Enqueue the run's task, now that its rows are committed. If the broker cannot be
+    reached, a new run is deleted (nothing was done yet, and the person is told to try
+    again) and a resumed one is stopped saying so: neither waits for a sweep."""
+    from chat.tasks import run_agent as run_agent_task
+
+    try:
+        # Called on commit, outside any transaction: the broker is reached right here.
+        enqueue(run_agent_task, run_id)
+    except QUEUE_ERRORS as exc:
+        log.warning("could not queue run %s: %s", run_id, exc)
+        why = f"The work queue could not be reached ({type(exc).__name__}: {exc})"
+        if resumed:
+            detail = f"{why}; the run could not be handed back to a worker."
+            end_run(
+                run_id, StopReason.WORKER_LOST, detail, statuses=(RunStatus.IDLE,), error=detail
+            )
+        else:
+            Run.objects.filter(pk=run_id, status=RunStatus.IDLE).delete()
+        raise RunNotQueued(
+            f"{why}, so the run was not started. Nothing was kept; try again in a moment, "
+            "and if it persists ask an administrator to check the broker (REDIS_URL)."
+        ) from exc
 
 
 def retry_run(
@@ -148,6 +187,8 @@ def retry_run(
 def run_agent(run_id: int) -> str:
     """Claim a queued run and drive it until it stops or pauses. Idempotent: a run
     that is not queued any more is left alone. Returns the run's status."""
+    if _stopped_for_unusable_budgets(run_id, statuses=(RunStatus.IDLE,)):
+        return RunStatus.STOPPED
     run = _claim(run_id)
     if run is None:
         return ""
@@ -211,8 +252,6 @@ def request_stop(run: Run, *, user: StaffUser) -> bool:
 
 def resume_run(run: Run) -> bool:
     """Hand a run paused for an approval back to a worker; it carries on where it paused."""
-    from chat.tasks import run_agent as run_agent_task
-
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=run.pk)
         if run.status != RunStatus.WAITING_APPROVAL:
@@ -236,7 +275,8 @@ def resume_run(run: Run) -> bool:
             audit_as="resumed",
         )
         if resumed:
-            enqueue(run_agent_task, run.pk)
+            run_id = run.pk
+            transaction.on_commit(lambda: _hand_to_worker(run_id, resumed=True))
     return resumed
 
 
@@ -307,13 +347,54 @@ def detect_lost_runs(now: datetime | None = None) -> list[int]:
             if status == RunStatus.IDLE
             else f"No heartbeat from its worker for {timeout} s: the worker died or restarted."
         )
-        if end_run(
-            run_id,
-            StopReason.WORKER_LOST,
-            detail,
-            statuses=(status,),
-            where=silent | never_picked_up,
-            error=detail,
-        ):
-            lost.append(run_id)
+        try:
+            if _stopped_for_unusable_budgets(run_id, statuses=(status,)) or end_run(
+                run_id,
+                StopReason.WORKER_LOST,
+                detail,
+                statuses=(status,),
+                where=silent | never_picked_up,
+                error=detail,
+            ):
+                lost.append(run_id)
+        except Exception:
+            # One run that cannot be stopped must not keep the sweep from the others.
+            log.exception("could not stop lost run %s", run_id)
     return lost
+
+
+# -- budgets the loop cannot use -------------------------------------------------------------
+
+
+def unusable_budgets(run_id: int) -> tuple[dict[str, Any], list[str]]:
+    """The run's budgets that are out of bounds, each brought within them, and what was
+    wrong with each. Read as text, so that a value no column reader can convert (a
+    cost past money's digits on SQLite) is reported rather than raised."""
+    as_text = {f"{name}_text": Cast(name, TextField()) for name in LIMIT_FIELDS}
+    row = Run.objects.filter(pk=run_id).annotate(**as_text).values_list(*as_text).first()
+    fixed: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, text in zip(LIMIT_FIELDS, row or (), strict=False):
+        problem = budget_bounds.problem(name, text)
+        if problem:
+            fixed[name] = budget_bounds.clamped(name, text)
+            problems.append(problem)
+    return fixed, problems
+
+
+def _stopped_for_unusable_budgets(run_id: int, *, statuses: tuple[str, ...]) -> bool:
+    """Stop the run with stop reason invalid_budget if a budget is out of bounds; its
+    budgets are brought within them on the way, so its pages render again."""
+    fixed, problems = unusable_budgets(run_id)
+    if not problems:
+        return False
+    detail = "Its budgets cannot be used: " + "; ".join(problems) + "."
+    return end_run(
+        run_id,
+        StopReason.INVALID_BUDGET,
+        detail,
+        statuses=statuses,
+        usage=fixed,
+        error=detail,
+        context={"problems": problems},
+    )

@@ -24,6 +24,7 @@ from typing import Any
 
 from django.urls import reverse
 
+from chat import budget_bounds
 from chat.models import Run, StopReason
 from controlplane.money import usd
 from routing.models import Mode
@@ -90,8 +91,20 @@ def _completed(run: Run, context: dict[str, Any]) -> Advice:
     )
 
 
+def _at_ceiling(run: Run, what: str, choices: dict[Mode, Mode]) -> Advice:
+    """A budget already at the most a run may have (`chat.budget_bounds`): raising it
+    is not on offer; a smaller request or another mode is."""
+    return (
+        f"The run used {what}, the most any run may have. Split the request into smaller "
+        "ones, or retry in another mode.",
+        retry_other_mode(run, choices),
+    )
+
+
 def _max_steps(run: Run, context: dict[str, Any]) -> Advice:
-    value = run.max_steps * 2
+    value = min(run.max_steps * 2, budget_bounds.STEPS_CEILING)
+    if value <= run.max_steps:
+        return _at_ceiling(run, f"all {run.max_steps} steps", STRONGER_MODE)
     return (
         f"The agent used all {run.max_steps} steps without finishing. Run it again with "
         f"a larger step budget ({value} steps), or narrow the request so it needs fewer "
@@ -101,7 +114,9 @@ def _max_steps(run: Run, context: dict[str, Any]) -> Advice:
 
 
 def _wall_clock(run: Run, context: dict[str, Any]) -> Advice:
-    value = run.max_wall_clock_seconds * 2
+    value = min(run.max_wall_clock_seconds * 2, budget_bounds.WALL_CLOCK_CEILING_SECONDS)
+    if value <= run.max_wall_clock_seconds:
+        return _at_ceiling(run, f"{run.max_wall_clock_seconds} s", STRONGER_MODE)
     return (
         f"The run reached its time limit of {run.max_wall_clock_seconds} s. Run it again "
         f"with {value} s, or split the request into smaller ones.",
@@ -117,7 +132,9 @@ def _cost_budget(run: Run, context: dict[str, Any]) -> Advice:
             "page; otherwise it resets at midnight. A cheaper mode may still fit.",
             retry_other_mode(run, CHEAPER_MODE),
         )
-    value = Decimal(run.max_cost) * 2
+    value = min(Decimal(run.max_cost) * 2, budget_bounds.COST_CEILING)
+    if value <= Decimal(run.max_cost):
+        return _at_ceiling(run, f"a cost budget of {usd(value, 2)}", CHEAPER_MODE)
     return (
         f"The run spent its cost budget of {usd(Decimal(run.max_cost), 2)}. An Owner can run "
         f"it again with {usd(value, 2)}; or make the request smaller, or use a cheaper mode.",
@@ -227,6 +244,16 @@ def _worker_lost(run: Run, context: dict[str, Any]) -> Advice:
     )
 
 
+def _invalid_budget(run: Run, context: dict[str, Any]) -> Advice:
+    problems = "; ".join(context.get("problems") or []) or "a budget was out of bounds"
+    return (
+        f"The run's budgets could not be used ({problems}): they were stored before "
+        "budgets were checked. Run it again: a new run takes its mode's budgets, and a "
+        "raised one is checked against the bounds.",
+        retry(run, "Run it again"),
+    )
+
+
 ADVICE: dict[StopReason, Callable[[Run, dict[str, Any]], Advice]] = {
     StopReason.COMPLETED: _completed,
     StopReason.MAX_STEPS: _max_steps,
@@ -240,6 +267,7 @@ ADVICE: dict[StopReason, Callable[[Run, dict[str, Any]], Advice]] = {
     StopReason.TOGGLE_OFF: _toggle_off,
     StopReason.PROVIDER_ERROR: _provider_error,
     StopReason.WORKER_LOST: _worker_lost,
+    StopReason.INVALID_BUDGET: _invalid_budget,
 }
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from celery import shared_task
 
 from chat import runs
+from chat.budget_bounds import WALL_CLOCK_CEILING_SECONDS
 
-# The loop stops a run at its own wall-clock budget (1,800 s at most for the seeded
-# modes); the task limit is only the backstop for a loop that cannot get there.
-RUN_SOFT_TIME_LIMIT = 3600
+# The loop stops a run at its own wall-clock budget (bounded by the ceiling); the task
+# limit is only the backstop for a loop that cannot get there, so it comes later.
+RUN_SOFT_TIME_LIMIT = WALL_CLOCK_CEILING_SECONDS + 300
 
 
 @shared_task(

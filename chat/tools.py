@@ -12,14 +12,22 @@ Built in: `list_tasks`, `create_task` (risky) and `queue_summary` over the self-
 task engine, `todays_spend` from the routing budgets and cost log, and `http_get`,
 which reaches only the hosts of `settings.CHAT_HTTP_ALLOWLIST` (none by default),
 within `CHAT_HTTP_TIMEOUT_SECONDS` and `CHAT_HTTP_MAX_BYTES`.
+
+A tool may be cancelled while it runs (the run was stopped): its context's
+`cancelled` event is set. `http_get` honours it at once, closing its connection
+mid-request; a tool that does not is abandoned by the loop all the same
+(`chat.tool_calls`), and its result, when it comes, is not used.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from functools import cached_property
@@ -46,12 +54,18 @@ class ToolRefused(Exception):
     """The call was not made; the message says why, for the model and a person."""
 
 
+class ToolCancelled(Exception):
+    """The call was given up while it ran: its run was stopped."""
+
+
 @dataclass(frozen=True)
 class ToolContext:
-    """Who the tool acts for: the run and the person who started it."""
+    """Who the tool acts for (the run and the person who started it), and the event
+    set when the call is cancelled."""
 
     run_id: int
     user: StaffUser
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 Handler = Callable[[dict[str, Any], ToolContext], Any]
@@ -305,26 +319,56 @@ def _http_get(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]
         raise ToolRefused(
             f"The host {host!r} is not in CHAT_HTTP_ALLOWLIST; an administrator can add it."
         )
-    return _fetch(url)
+    return _fetch(url, context.cancelled)
 
 
-def _fetch(url: str) -> dict[str, Any]:
-    limit, timeout = settings.CHAT_HTTP_MAX_BYTES, settings.CHAT_HTTP_TIMEOUT_SECONDS
+# How often a running GET looks at its cancel event (a stop must end a run within 2 s).
+CANCEL_POLL_SECONDS = 0.1
+
+
+def _fetch(url: str, cancelled: threading.Event) -> dict[str, Any]:
+    """GET `url` within the time limit, given up as soon as `cancelled` is set: the
+    request runs as an asyncio task of its own loop, so cancelling it closes the
+    connection whatever it is waiting for (connect, headers or body)."""
+    return asyncio.run(_fetch_unless_cancelled(url, cancelled))
+
+
+async def _fetch_unless_cancelled(url: str, cancelled: threading.Event) -> dict[str, Any]:
+    timeout = settings.CHAT_HTTP_TIMEOUT_SECONDS
     deadline = time.monotonic() + timeout
+    fetch = asyncio.create_task(_fetch_async(url, timeout))
+    while True:
+        done, _ = await asyncio.wait({fetch}, timeout=CANCEL_POLL_SECONDS)
+        if done:
+            return fetch.result()
+        why = ""
+        if cancelled.is_set():
+            why = "cancelled: the run was stopped"
+        elif time.monotonic() > deadline:
+            why = f"took longer than {timeout:g} s (timeout)"
+        if why:
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetch
+            if cancelled.is_set():
+                raise ToolCancelled(f"GET {url} {why}")
+            raise TimeoutError(f"GET {url} {why}")
+
+
+async def _fetch_async(url: str, timeout: float) -> dict[str, Any]:
+    limit = settings.CHAT_HTTP_MAX_BYTES
     body, truncated = bytearray(), False
     # No redirects: a redirect could lead off the allowlist.
-    with (
-        httpx.Client(timeout=timeout, follow_redirects=False) as client,
+    async with (
+        httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client,
         client.stream("GET", url, headers={"User-Agent": APP_USER_AGENT}) as response,
     ):
-        for chunk in response.iter_bytes():
+        async for chunk in response.aiter_bytes():
             body.extend(chunk)
             if len(body) > limit:
                 del body[limit:]
                 truncated = True
                 break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"GET {url} took longer than {timeout:g} s")
     return {
         "url": url,
         "status": response.status_code,

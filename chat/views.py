@@ -17,13 +17,14 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.html import escape
 from django.views.decorators.http import require_GET, require_POST
 
 from chat import tools
 from chat.forms import ModeForm, NewSessionForm, RetryForm, RunForm
 from chat.models import ChatSession, Message, Run, RunBudget
 from chat.rendering import snapshot_of, viewer_permissions
-from chat.runs import request_stop, retry_run, start_run
+from chat.runs import RunNotQueued, request_stop, retry_run, start_run
 from controlplane.tiers import (
     PermissionSnapshot,
     StaffRequest,
@@ -73,8 +74,9 @@ def session(request: StaffRequest, session_id: int) -> HttpResponse:
     chat = get_object_or_404(ChatSession.objects.select_related("user"), pk=session_id)
     runs = list(runs_of(chat)[:RUNS_SHOWN])
     run = runs[0] if runs else None
-    if request.GET.get("run", "").isdigit():
-        wanted = int(request.GET["run"])
+    asked = request.GET.get("run", "")
+    if asked.isascii() and asked.isdigit():  # "²" is a digit to str.isdigit, not to int()
+        wanted = int(asked)
         run = next((r for r in runs if r.pk == wanted), None) or get_object_or_404(
             runs_of(chat), pk=wanted
         )
@@ -116,6 +118,8 @@ def start(request: StaffRequest, session_id: int) -> HttpResponse:
             message=form.cleaned_data["message"],
             mode=form.cleaned_data["mode"],  # remembered on the session by start_run
         )
+    except RunNotQueued as exc:
+        return refused(request, str(exc), status=503)
     except ValueError as exc:
         return refused(request, str(exc))
     return run_started(request, chat, run)
@@ -150,6 +154,8 @@ def retry(request: StaffRequest, run_id: int) -> HttpResponse:
             mode=form.cleaned_data["mode"] or None,
             limits=limits,
         )
+    except RunNotQueued as exc:
+        return refused(request, str(exc), status=503)
     except ValueError as exc:
         return refused(request, str(exc))
     return run_started(request, previous.session, run)
@@ -207,13 +213,15 @@ def run_started(request: StaffRequest, chat: ChatSession, run: Run) -> HttpRespo
     return HttpResponse(html, headers={"HX-Push-Url": url})
 
 
-def refused(request: StaffRequest, reason: str) -> HttpResponse:
-    """A run that could not start: said next to the Run button (htmx) or as a 400."""
+def refused(request: StaffRequest, reason: str, *, status: int = 400) -> HttpResponse:
+    """A run that could not start: said next to the Run button (htmx) or as a 400 (a
+    503 when the work queue is down: the request was fine, try it again later)."""
+    text = escape(reason)  # a form error quotes what was typed; htmx swaps it in as HTML
     if request.htmx:
         return HttpResponse(
-            reason, headers={"HX-Retarget": "#run-form-errors", "HX-Reswap": "innerHTML"}
+            text, headers={"HX-Retarget": "#run-form-errors", "HX-Reswap": "innerHTML"}
         )
-    return HttpResponse(reason, status=400)
+    return HttpResponse(text, status=status)
 
 
 def modes() -> list[dict[str, Any]]:

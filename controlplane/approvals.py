@@ -130,6 +130,11 @@ def decide_approval(
             approval.refresh_from_db()
             if approval.is_pending and approval.expires_at <= now:
                 raise ApprovalError("This request has expired; ask for a new one.")
+            if approval.status == Approval.Status.WITHDRAWN:
+                raise ApprovalError(
+                    "This request was withdrawn: what asked for it no longer needs it "
+                    f"({approval.outcome or 'it was stopped'}). There is nothing to decide."
+                )
             raise ApprovalError(f"This request was already {approval.status}.")
         approval.refresh_from_db()
         audit.record(
@@ -164,6 +169,27 @@ def expire_due_approvals() -> int:
             _after_decision(approval)
             expired += 1
     return expired
+
+
+def withdraw_approval(approval_id: int, *, why: str, actor: StaffUser | None = None) -> bool:
+    """Withdraw a pending approval whose asker will never act on it (a stopped run), so
+    nobody approves something that will not run. Its waiters are not called: the asker
+    withdrew it. Whether it was still pending (a decision that won first stands)."""
+    with transaction.atomic():
+        if not Approval.objects.filter(pk=approval_id, status=Approval.Status.PENDING).update(
+            status=Approval.Status.WITHDRAWN, decided_at=timezone.now(), outcome=why
+        ):
+            return False
+        approval = Approval.objects.get(pk=approval_id)
+        audit.record(
+            "approval.withdrawn",
+            approval,
+            before={"status": Approval.Status.PENDING},
+            after={"status": Approval.Status.WITHDRAWN, "outcome": why},
+            actor=actor,
+        )
+        publish(HOME_GROUP, "approval.changed", approval_id=approval_id)
+    return True
 
 
 def _after_decision(approval: Approval) -> None:

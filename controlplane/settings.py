@@ -369,6 +369,16 @@ UNBLOCK_AFTER_SECONDS = env.int("UNBLOCK_AFTER_SECONDS", default=600)
 # stopped by the periodic check; the http_get tool reaches only these hosts (comma
 # list; empty refuses every host), within a timeout and a size cap.
 CHAT_HEARTBEAT_TIMEOUT_SECONDS = env.int("CHAT_HEARTBEAT_TIMEOUT_SECONDS", default=30)
+
+
+def lost_run_sweep_seconds(heartbeat_timeout: float) -> float:
+    """The lost-run sweep's period is part of the promise: a run whose worker died is
+    stopped within the timeout plus one period, so the period is at most 5 s (and a
+    sixth of a shorter timeout, never under 1 s)."""
+    return max(1.0, min(5.0, heartbeat_timeout / 6))
+
+
+CHAT_LOST_RUN_SWEEP_SECONDS = lost_run_sweep_seconds(CHAT_HEARTBEAT_TIMEOUT_SECONDS)
 CHAT_HTTP_ALLOWLIST = env.list("CHAT_HTTP_ALLOWLIST", default=[])
 CHAT_HTTP_TIMEOUT_SECONDS = env.float("CHAT_HTTP_TIMEOUT_SECONDS", default=10.0)
 CHAT_HTTP_MAX_BYTES = env.int("CHAT_HTTP_MAX_BYTES", default=65_536)
@@ -413,5 +423,8 @@ CELERY_BEAT_SCHEDULE = {
     "detect-stuck": {"task": "selfheal.tasks.detect_stuck", "schedule": 15.0},
     "route-unclaimable": {"task": "selfheal.tasks.route_unclaimable_tasks", "schedule": 60.0},
     "evaluate-autoheal-rules": {"task": "selfheal.tasks.evaluate_autoheal_rules", "schedule": 60.0},
-    "detect-lost-runs": {"task": "chat.tasks.detect_lost_runs", "schedule": 15.0},
+    "detect-lost-runs": {
+        "task": "chat.tasks.detect_lost_runs",
+        "schedule": CHAT_LOST_RUN_SWEEP_SECONDS,
+    },
 }

@@ -5,6 +5,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import models
 
+from chat import budget_bounds
 from controlplane.audit import AuditedModel
 from controlplane.money import money_field
 from routing.models import Mode
@@ -68,19 +69,37 @@ class StopReason(models.TextChoices):
     TOGGLE_OFF = "toggle_off", "Switched off"
     PROVIDER_ERROR = "provider_error", "Model provider failed"
     WORKER_LOST = "worker_lost", "Worker lost"
+    INVALID_BUDGET = "invalid_budget", "Budget out of bounds"
+
+
+def bounded_budget_constraints(prefix: str) -> list[models.BaseConstraint]:
+    """A CHECK per budget column: no path below the forms stores a value out of bounds."""
+    return [
+        models.CheckConstraint(
+            condition=budget_bounds.in_bounds(name), name=f"{prefix}_{name}_in_bounds"
+        )
+        for name in budget_bounds.BUDGET_BOUNDS
+    ]
 
 
 class RunBudget(AuditedModel):
     """The default limits of a run in each mode (seeded from the routing policies)."""
 
     mode = models.CharField(max_length=20, choices=Mode.choices, unique=True)
-    max_steps = models.PositiveIntegerField(default=10)
-    max_wall_clock_seconds = models.PositiveIntegerField(default=300)
-    max_cost = money_field(default=Decimal("0.50"))
-    max_retries_per_fingerprint = models.PositiveIntegerField(default=3)
+    max_steps = models.PositiveIntegerField(
+        default=10, validators=budget_bounds.validators("max_steps")
+    )
+    max_wall_clock_seconds = models.PositiveIntegerField(
+        default=300, validators=budget_bounds.validators("max_wall_clock_seconds")
+    )
+    max_cost = money_field(default=Decimal("0.50"), validators=budget_bounds.validators("max_cost"))
+    max_retries_per_fingerprint = models.PositiveIntegerField(
+        default=3, validators=budget_bounds.validators("max_retries_per_fingerprint")
+    )
 
     class Meta:
         ordering = ["mode"]
+        constraints = bounded_budget_constraints("run_budget")
 
     def __str__(self) -> str:
         return f"{self.get_mode_display()} run budget"
@@ -134,10 +153,14 @@ class Run(models.Model):
     last_error = models.TextField(blank=True)
     # Budgets (copied from the mode when the run starts, so a later change does not
     # move the goalposts of a running run) and usage.
-    max_steps = models.PositiveIntegerField()
-    max_wall_clock_seconds = models.PositiveIntegerField()
-    max_cost = money_field()
-    max_retries_per_fingerprint = models.PositiveIntegerField(default=3)
+    max_steps = models.PositiveIntegerField(validators=budget_bounds.validators("max_steps"))
+    max_wall_clock_seconds = models.PositiveIntegerField(
+        validators=budget_bounds.validators("max_wall_clock_seconds")
+    )
+    max_cost = money_field(validators=budget_bounds.validators("max_cost"))
+    max_retries_per_fingerprint = models.PositiveIntegerField(
+        default=3, validators=budget_bounds.validators("max_retries_per_fingerprint")
+    )
     steps = models.PositiveIntegerField(default=0)
     cost = money_field(default=0)
     retries_by_fingerprint = models.JSONField(default=dict, blank=True)
@@ -160,6 +183,7 @@ class Run(models.Model):
             ("operate_run", "Can start, stop and retry runs"),
             ("raise_cost_budget", "Can raise a run's cost budget"),
         ]
+        constraints = bounded_budget_constraints("run")
 
     def __str__(self) -> str:
         return f"Run #{self.pk} ({self.status})"
@@ -200,6 +224,9 @@ class ToolExecution(models.Model):
         ERROR = "error"
         REFUSED = "refused"
         AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+        # The run was stopped while the tool ran: the loop did not wait for it, and
+        # whatever it would have returned is not used.
+        CANCELLED = "cancelled"
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tool_executions")
     step = models.PositiveIntegerField()

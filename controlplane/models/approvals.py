@@ -19,6 +19,9 @@ class Approval(models.Model):
         APPROVED = "approved"
         REJECTED = "rejected"
         EXPIRED = "expired"
+        # The request's asker no longer needs it (a stopped chat run): nobody may
+        # approve something that will never run.
+        WITHDRAWN = "withdrawn"
 
     class RequiredTier(models.IntegerChoices):
         OPERATOR = Tier.OPERATOR, "Operator"

@@ -58,7 +58,7 @@ def test_a_run_needs_a_known_mode_a_message_and_sensible_limits(operator):
         open_run(session, user=operator, message="Hi", mode="turbo")
     with pytest.raises(ValueError, match="needs a message"):
         open_run(session, user=operator, message="  ", mode="normal")
-    with pytest.raises(ValueError, match="max_steps must be positive"):
+    with pytest.raises(ValueError, match="step budget must be between 1 and 1000, not 0"):
         open_run(session, user=operator, message="Hi", mode="normal", limits={"max_steps": 0})
     with pytest.raises(ValueError, match="Unknown run limits"):
         open_run(session, user=operator, message="Hi", mode="normal", limits={"steps": 3})

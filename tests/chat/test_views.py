@@ -284,6 +284,21 @@ def test_another_run_of_the_session_can_be_opened(client: Client, operator: Any)
     assert wrong.status_code == 404
 
 
+@pytest.mark.parametrize("asked", ["²", "١٢", "abc", ""])
+def test_a_run_asked_for_by_something_that_is_not_a_number_shows_the_latest(
+    client: Client, operator: Any, asked: str
+) -> None:
+    chat = make_session(operator)
+    run = make_run(chat, status=RunStatus.STOPPED, stop_reason=StopReason.COMPLETED)
+
+    response = logged_in(client, operator).get(
+        reverse("chat:session", args=[chat.pk]), {"run": asked}
+    )
+
+    assert response.status_code == 200
+    assert response.context["run"] == run
+
+
 def test_a_run_with_500_tool_calls_renders_every_call_in_a_bounded_number_of_queries(
     client: Client, operator: Any, django_assert_max_num_queries: Any
 ) -> None:
