@@ -8,7 +8,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import unquote
-from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
+from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, OBSERVABILITY
 from controlplane.approvals import ApprovalError, decide_approval
 from controlplane.models import (
@@ -305,10 +306,16 @@ class NotificationDeliveryAdmin(ReadOnlyAdmin):
 
 
 admin.site.unregister(User)
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class TierGroupAdmin(KeyedFieldsMixin, GroupAdmin):
+    pass
 
 
 @admin.register(User)
-class StaffAccountAdmin(UserAdmin):
+class StaffAccountAdmin(KeyedFieldsMixin, UserAdmin):
     """Accounts, changed by Owners: what someone may do is their tier, nothing else.
     No per-user permissions are offered (the tiers' backend ignores them anyway),
     only tier groups can be chosen, and only a superuser makes or changes a superuser."""
@@ -330,7 +337,7 @@ class StaffAccountAdmin(UserAdmin):
         return fields
 
     def formfield_for_manytomany(
-        self, db_field: ManyToManyField, request: HttpRequest, **kwargs: Any
+        self, db_field: ManyToManyField, request: HttpRequest | None = None, **kwargs: Any
     ) -> forms.ModelMultipleChoiceField | None:
         if db_field.name == "groups":
             kwargs["queryset"] = Group.objects.filter(name__in=TIER_GROUPS.values())

@@ -223,6 +223,7 @@ AXES_CLIENT_IP_CALLABLE = "controlplane.middleware.client_address"
 # Failed attempts are seen through `manage.py unlock_login` and the logs; the admin
 # sections are the product's own.
 AXES_ENABLE_ADMIN = False
+AXES_VERBOSE = False  # its start-up banner on every command says nothing an operator needs
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from controlplane import audit
 from controlplane.admin import AuditHistoryMixin, ReadOnlyAdmin, SecretShownOnceAdmin
-from controlplane.admin_autocomplete import KeyedAutocompleteMixin
+from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, INTELLIGENCE, OBSERVABILITY
 from routing.models import (
     AIModel,
@@ -96,7 +96,7 @@ class PolicyAdmin(AuditHistoryMixin, admin.ModelAdmin):
     ]
 
 
-class RouteFallbackInline(KeyedAutocompleteMixin, admin.TabularInline):
+class RouteFallbackInline(KeyedFieldsMixin, admin.TabularInline):
     model = RouteFallback
     extra = 1
     ordering = ["position"]
@@ -104,7 +104,7 @@ class RouteFallbackInline(KeyedAutocompleteMixin, admin.TabularInline):
 
 
 @admin.register(Route)
-class RouteAdmin(KeyedAutocompleteMixin, AuditHistoryMixin, admin.ModelAdmin):
+class RouteAdmin(KeyedFieldsMixin, AuditHistoryMixin, admin.ModelAdmin):
     admin_section = CONTROL
     list_display = [
         "operation",

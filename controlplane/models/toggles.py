@@ -73,7 +73,7 @@ class FeatureToggleQuerySet(audit.AuditedQuerySet):
 
 def _allow_unlocking_in_this_transaction() -> None:
     """PostgreSQL's trigger refuses every change to a locked toggle except unlocking it
-    in a transaction that sets this (migration 0006); the setting ends with it."""
+    in a transaction that sets this (migration 0007); the setting ends with it."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT set_config('controlplane.toggle_unlock', 'on', true)")

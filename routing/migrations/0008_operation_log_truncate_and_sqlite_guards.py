@@ -1,5 +1,5 @@
 """The cost log refuses TRUNCATE on PostgreSQL (row triggers do not fire on it), and
-UPDATE and DELETE on SQLite, as the audit trail does (controlplane's migration 0006)."""
+UPDATE and DELETE on SQLite, as the audit trail does (controlplane's migration 0007)."""
 
 from django.db import migrations
 
@@ -44,6 +44,6 @@ def backwards(apps, schema_editor):
 class Migration(migrations.Migration):
     dependencies = [
         ("routing", "0007_recommendation_dismiss_permission"),
-        ("controlplane", "0006_locked_toggle_and_truncate_guards"),
+        ("controlplane", "0007_locked_toggle_and_truncate_guards"),
     ]
     operations = [migrations.RunPython(forwards, backwards)]

@@ -141,3 +141,23 @@ def test_observers_and_operators_cannot_change_an_account(client, request, perso
 def test_an_outsider_cannot_see_the_accounts(client, outsider, observer):
     client.force_login(outsider)
     assert client.get(_url(observer), follow=True).status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_group_number_past_any_key_is_refused_on_the_form(client, owner, observer):
+    client.force_login(owner)
+    response = client.post(_url(observer), _account_form(observer, groups=[str(2**70)]))
+    assert response.status_code == 200
+    assert "groups" in response.context["adminform"].form.errors
+    assert list(observer.groups.all()) == [tier_group(Tier.OBSERVER)]
+
+
+@pytest.mark.django_db
+def test_a_permission_number_past_any_key_is_refused_on_the_group_form(client, superuser):
+    client.force_login(superuser)
+    response = client.post(
+        "/admin/auth/group/add/", {"name": "night shift", "permissions": [str(2**70)]}
+    )
+    assert response.status_code == 200
+    assert "permissions" in response.context["adminform"].form.errors
+    assert not Group.objects.filter(name="night shift").exists()

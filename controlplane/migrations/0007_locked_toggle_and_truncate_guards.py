@@ -104,5 +104,5 @@ def backwards(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("controlplane", "0005_approval_amount_money")]
+    dependencies = [("controlplane", "0006_approval_withdrawn")]
     operations = [migrations.RunPython(forwards, backwards)]
