@@ -1,0 +1,114 @@
+"""Turning a log message into the tokens the grouper compares: obviously variable
+parts (numbers, hex, addresses, paths, key=value values...) become the wildcard before
+any learning, so that learning only has to find the variable words.
+
+One generic configuration for every kind of log: no rule here names a system.
+"""
+
+from __future__ import annotations
+
+import re
+
+WILDCARD = "<*>"
+
+# Punctuation peeled off a token's ends before it is judged, kept in the template so
+# "(uid=0)" and "(uid=1)" still read as what they were.
+_EDGE = "()[]{},;:\"'.!?<>"
+# Inside a token these separate fields that vary on their own: "a=1,b=2", "ret:false".
+_FIELD_SPLIT = re.compile(r"([,;=|]|(?<=[A-Za-z_\]]):)")
+_SEPARATORS = frozenset(",;=|:")
+# A word holds fields when one of these separates them; a colon only after a name
+# ("index:0"), not inside an address or a time ("10.0.0.1:80", "00:39").
+_FIELDS = re.compile(r"[,;=|]|[A-Za-z_\]]:")
+# Literals that are always values, whatever the system.
+_LITERALS = frozenset({"true", "false", "null", "none", "nil", "undefined", "nan"})
+# Units that follow a number and belong to its value: "3 ms", "2034 bytes", "1.9 KB".
+_UNITS = frozenset(
+    {"b", "kb", "mb", "gb", "tb", "kib", "mib", "gib", "tib", "byte", "bytes", "k", "m", "g"}
+    | {"ns", "us", "µs", "ms", "s", "sec", "secs", "second", "seconds", "min", "mins"}
+    | {"minute", "minutes", "h", "hr", "hrs", "hour", "hours", "day", "days", "%", "percent"}
+)
+
+_HAS_DIGIT = re.compile(r"\d")
+# A path or URL: "/var/log/x", "C:\\x", "hdfs://host/x", "./run.sh".
+_PATH = re.compile(r"^(?:[a-zA-Z][\w+.-]*://|[a-zA-Z]:\\|\.{0,2}/[^/\s]*/|~/)")
+# A host name of three or more labels: "proxy.cse.cuhk.edu.hk", "r1.googlevideo.com".
+_HOST = re.compile(r"^(?:[a-zA-Z0-9-]+\.){2,}[a-zA-Z]{2,}$")
+# An address with its port: "github.com:443", "wpad:80" (not "index:0", a field).
+_HOST_PORT = re.compile(r"^(?:(?:[\w-]+\.)+[\w-]+:\d+|[a-z][\w-]*:\d{2,5})$")
+_EMAIL = re.compile(r"^[\w.+-]+@[\w-]+\.[\w.-]+$")
+
+
+def is_variable(core: str) -> bool:
+    """Whether a token stripped of its edge punctuation is obviously a value."""
+    if not core:
+        return False
+    if _HAS_DIGIT.search(core) or core.lower() in _LITERALS:
+        return True
+    if _PATH.match(core) or _EMAIL.match(core):
+        return True
+    return core.islower() and bool(_HOST.match(core))
+
+
+def _mask_word(word: str) -> str:
+    """One whitespace-separated word: a value inside it becomes the wildcard, its edge
+    punctuation stays."""
+    start, end = 0, len(word)
+    while start < end and word[start] in _EDGE:
+        start += 1
+    while end > start and word[end - 1] in _EDGE:
+        end -= 1
+    core = word[start:end]
+    if not core:
+        return word
+    if _PATH.match(core) or _HOST_PORT.match(core) or not _FIELDS.search(core):
+        if is_variable(core):
+            return word[:start] + WILDCARD + word[end:]
+        return word
+    # Fields inside one word ("a=1,b=2", "index:0"): each is judged on its own.
+    masked: list[str] = []
+    after_equals = False
+    for part in _FIELD_SPLIT.split(core):
+        if part in _SEPARATORS:
+            masked.append(part)
+            after_equals = part == "="
+            continue
+        if part and (after_equals or is_variable(part.strip(_EDGE))):
+            masked.append(_mask_value(part))
+        else:
+            masked.append(part)
+        after_equals = False
+    return word[:start] + "".join(masked) + word[end:]
+
+
+def _mask_value(part: str) -> str:
+    start, end = 0, len(part)
+    while start < end and part[start] in _EDGE:
+        start += 1
+    while end > start and part[end - 1] in _EDGE:
+        end -= 1
+    if start == end:
+        return part
+    return part[:start] + WILDCARD + part[end:]
+
+
+def masked_tokens(message: str) -> list[str]:
+    """The message's words with values masked, runs of wildcards collapsed into one (a
+    value may span several words: "3 ms", "(1.98 KB)")."""
+    tokens: list[str] = []
+    for word in message.split():
+        token = _mask_word(word)
+        if tokens and tokens[-1] == WILDCARD:
+            if _is_value_only(token) or word.strip(_EDGE).lower() in _UNITS:
+                continue
+        elif _is_value_only(token):
+            token = WILDCARD
+        tokens.append(token)
+    return tokens
+
+
+def _is_value_only(token: str) -> bool:
+    """A token that is a wildcard and punctuation: "(<*>", "<*>,", "<*>:<*>"."""
+    if WILDCARD not in token:
+        return False
+    return not token.replace(WILDCARD, "").strip(_EDGE + "=-/@#*+~")
