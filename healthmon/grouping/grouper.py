@@ -32,7 +32,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from healthmon.grouping.masking import WILDCARD, masked_tokens
+from healthmon.grouping.masking import WILDCARD, Masker
 
 # Share of positions that must hold the same token for a message to join a group.
 # Masked values count as the same token, so what it weighs is the constant words: one
@@ -92,12 +92,13 @@ class Grouper:
         self._buckets: dict[tuple[int, str], list[_Group]] = {}
         self._by_id: dict[str, _Group] = {}
         self._seen: dict[str, _Group] = {}
+        self._masker = Masker()
 
     def __len__(self) -> int:
         return len(self._by_id)
 
     def fingerprint(self, message: str) -> Fingerprint:
-        tokens = masked_tokens(message)
+        tokens = self._masker.tokens(message)
         form = " ".join(tokens)
         group = self._seen.get(form)
         if group is None:

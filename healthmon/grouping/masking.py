@@ -92,19 +92,60 @@ def _mask_value(part: str) -> str:
     return part[:start] + WILDCARD + part[end:]
 
 
+# How `Masker` remembers a word: what it masks to and how it joins its neighbours.
+_CONSTANT, _VALUE, _UNIT = 0, 1, 2
+# Words remembered by a `Masker`; past it the memory is dropped and rebuilt.
+WORDS_LIMIT = 100_000
+
+
+class Masker:
+    """`masked_tokens` with a memory of the words it has judged: the words of a log
+    repeat (its constants always, many of its values), and judging a word costs far
+    more than looking it up."""
+
+    def __init__(self) -> None:
+        self._words: dict[str, tuple[str, int]] = {}
+
+    def tokens(self, message: str) -> list[str]:
+        """The message's words with values masked, runs of values collapsed into one
+        wildcard (a value may span several words: "3 ms", "(1.98 KB)")."""
+        words = self._words
+        tokens: list[str] = []
+        previous_is_value = False
+        for word in message.split():
+            judged = words.get(word)
+            if judged is None:
+                judged = _judge(word)
+                if len(words) >= WORDS_LIMIT:
+                    words.clear()
+                words[word] = judged
+            token, kind = judged
+            if kind == _CONSTANT:
+                tokens.append(token)
+                previous_is_value = False
+            elif not previous_is_value:
+                if kind == _VALUE:
+                    tokens.append(WILDCARD)
+                    previous_is_value = True
+                else:
+                    tokens.append(token)
+            # else: a value or a unit right after a value is part of that value.
+        return tokens
+
+
+def _judge(word: str) -> tuple[str, int]:
+    token = _mask_word(word)
+    if _is_value_only(token):
+        return WILDCARD, _VALUE
+    if word.strip(_EDGE).lower() in _UNITS:
+        return token, _UNIT
+    return token, _CONSTANT
+
+
 def masked_tokens(message: str) -> list[str]:
-    """The message's words with values masked, runs of wildcards collapsed into one (a
-    value may span several words: "3 ms", "(1.98 KB)")."""
-    tokens: list[str] = []
-    for word in message.split():
-        token = _mask_word(word)
-        if tokens and tokens[-1] == WILDCARD:
-            if _is_value_only(token) or word.strip(_EDGE).lower() in _UNITS:
-                continue
-        elif _is_value_only(token):
-            token = WILDCARD
-        tokens.append(token)
-    return tokens
+    """The message's words with values masked, runs of values collapsed into one
+    wildcard (a value may span several words: "3 ms", "(1.98 KB)")."""
+    return Masker().tokens(message)
 
 
 def _is_value_only(token: str) -> bool:
