@@ -28,11 +28,11 @@ Stability, by construction:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 
+from healthmon.grouping.fingerprints import Fingerprint, fingerprint_id
 from healthmon.grouping.masking import WILDCARD, Masker
+from healthmon.grouping.tracebacks import traceback_fingerprint
 
 # Share of positions that must hold the same token for a message to join a group.
 # Masked values count as the same token, so what it weighs is the constant words: one
@@ -42,20 +42,6 @@ SIMILARITY = 0.8
 # Masked forms remembered for the fast path. Past it the memory is dropped and
 # rebuilt: forgetting costs time, never a different answer (see `_find`).
 SEEN_LIMIT = 200_000
-
-
-@dataclass(frozen=True, slots=True)
-class Fingerprint:
-    """A group's stable id and its template as learned so far (`<*>` where it varies)."""
-
-    id: str
-    template: str
-
-
-def fingerprint_id(tokens: list[str]) -> str:
-    """The id of a group created by a message of these masked tokens: the same in every
-    process, so two processes creating it at once agree."""
-    return hashlib.blake2b(" ".join(tokens).encode(), digest_size=8).hexdigest()
 
 
 class _Group:
@@ -98,13 +84,18 @@ class Grouper:
         return len(self._by_id)
 
     def fingerprint(self, message: str) -> Fingerprint:
+        if "\n" in message:
+            # A traceback groups by what raised it; its fingerprint is learned nowhere.
+            traced = traceback_fingerprint(message)
+            if traced is not None:
+                return traced
         tokens = self._masker.tokens(message)
         form = " ".join(tokens)
         group = self._seen.get(form)
         if group is None:
             group = self._find(tokens)
             if group is None:
-                group = _Group(fingerprint_id(tokens), tokens)
+                group = _Group(fingerprint_id(form), tokens)
                 self._add(group)
             else:
                 group.generalise(tokens)
