@@ -22,6 +22,11 @@ _SEPARATORS = frozenset(",;=|:")
 _FIELDS = re.compile(r"[,;=|]|[A-Za-z_\]]:")
 # Literals that are always values, whatever the system.
 _LITERALS = frozenset({"true", "false", "null", "none", "nil", "undefined", "nan"})
+# Parts of a written date ("Fri Jun 17 07:07:00 2005"): a date is always a value.
+_DATE_WORDS = frozenset(
+    {"mon", "tue", "wed", "thu", "fri", "sat", "sun", "jan", "feb", "mar", "apr"}
+    | {"jun", "jul", "aug", "sep", "oct", "nov", "dec", "utc", "gmt"}
+)
 # Units that follow a number and belong to its value: "3 ms", "2034 bytes", "1.9 KB".
 _UNITS = frozenset(
     {"b", "kb", "mb", "gb", "tb", "kib", "mib", "gib", "tib", "byte", "bytes", "k", "m", "g"}
@@ -43,7 +48,7 @@ def is_variable(core: str) -> bool:
     """Whether a token stripped of its edge punctuation is obviously a value."""
     if not core:
         return False
-    if _HAS_DIGIT.search(core) or core.lower() in _LITERALS:
+    if _HAS_DIGIT.search(core) or core.lower() in _LITERALS or core.lower() in _DATE_WORDS:
         return True
     if _PATH.match(core) or _EMAIL.match(core):
         return True
@@ -133,9 +138,13 @@ class Masker:
         return tokens
 
 
+# An empty value in its brackets or quotes: "connection from x () at", "name=''".
+_EMPTY = frozenset({"()", "[]", "{}", "<>", '""', "''", "(),", "[],", '"",', "'',"})
+
+
 def _judge(word: str) -> tuple[str, int]:
     token = _mask_word(word)
-    if _is_value_only(token):
+    if _is_value_only(token) or word in _EMPTY:
         return WILDCARD, _VALUE
     if word.strip(_EDGE).lower() in _UNITS:
         return token, _UNIT

@@ -126,12 +126,12 @@ def test_messages_differing_in_a_meaningful_word_stay_apart(first: str, second: 
 
 def test_a_template_generalises_under_the_id_it_was_created_with() -> None:
     grouper = Grouper()
-    first = grouper.fingerprint("Invalid user admin from 10.1.2.3")
-    assert first.template == "Invalid user admin from <*>"
-    second = grouper.fingerprint("Invalid user oracle from 10.9.8.7")
+    first = grouper.fingerprint("Failed password for admin from 10.1.2.3 port 22 ssh2")
+    assert first.template == "Failed password for admin from <*> port <*>"
+    second = grouper.fingerprint("Failed password for oracle from 10.9.8.7 port 23 ssh2")
     assert second.id == first.id
-    assert second.template == "Invalid user <*> from <*>"
-    assert grouper.fingerprint("Invalid user admin from 10.1.2.4") == second
+    assert second.template == "Failed password for <*> from <*> port <*>"
+    assert grouper.fingerprint("Failed password for admin from 10.1.2.4 port 2 ssh2") == second
 
 
 def test_group_lines_gives_one_fingerprint_per_line_from_a_fresh_grouper() -> None:
