@@ -43,7 +43,8 @@ from healthmon.grouping.tracebacks import traceback_fingerprint
 # .85 is best on average without splitting templates of short messages more.
 SIMILARITY = 0.85
 # Masked forms remembered for the fast path. Past it the memory is dropped and
-# rebuilt: forgetting costs time, never a different answer (see `_find`).
+# rebuilt: forgetting costs time, and the group that took a form still covers it, so
+# `_find` finds it again (a test drops the memory all the time and compares).
 SEEN_LIMIT = 200_000
 
 

@@ -13,7 +13,7 @@ WILDCARD = "<*>"
 
 # Punctuation peeled off a token's ends before it is judged, kept in the template so
 # "(uid=0)" and "(uid=1)" still read as what they were.
-_EDGE = "()[]{},;:\"'.!?<>"
+_EDGE = "()[]{},;:\"'.!?"
 # Inside a token these separate fields that vary on their own: "a=1,b=2", "ret:false".
 _FIELD_SPLIT = re.compile(r"([,;=|]|(?<=[A-Za-z_\]]):)")
 _SEPARATORS = frozenset(",;=|:")
@@ -97,6 +97,9 @@ def _mask_value(part: str) -> str:
     return part[:start] + WILDCARD + part[end:]
 
 
+# A quoted value after "=" may hold spaces (tag="View Lock"): it is one value.
+_QUOTED_VALUE = re.compile(r"""(?<==)(?:"[^"]*"|'[^']*')""")
+
 # How `Masker` remembers a word: what it masks to and how it joins its neighbours.
 _CONSTANT, _VALUE, _UNIT = 0, 1, 2
 # Words remembered by a `Masker`; past it the memory is dropped and rebuilt.
@@ -117,6 +120,8 @@ class Masker:
         words = self._words
         tokens: list[str] = []
         previous_is_value = False
+        if '="' in message or "='" in message:
+            message = _QUOTED_VALUE.sub(f'"{WILDCARD}"', message)
         for word in message.split():
             judged = words.get(word)
             if judged is None:

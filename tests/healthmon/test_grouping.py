@@ -80,6 +80,8 @@ def generated(count: int, seed: int, templates: list[str] = TEMPLATES) -> list[t
         ("sent 2034 bytes (1.98 KB) ok", ["sent", "<*>", "ok"]),
         ("index:0 ret:false", ["index:<*>", "ret:<*>"]),
         ("lookup api.github.com:443 failed", ["lookup", "<*>", "failed"]),
+        ('acquire tag="View Lock", uid=7', ["acquire", 'tag="<*>",', "uid=<*>"]),
+        ("connection from 10.0.0.9 () at Fri Jun 17 07:07:00 2005", ["connection", "from", "<*>"]),
     ],
 )
 def test_masking_hides_values_of_every_common_kind(message: str, tokens: list[str]) -> None:
