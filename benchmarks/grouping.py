@@ -7,7 +7,9 @@ messages, beside drain3 with its default configuration in the same run.
 - On a mixed file of `--mixed-lines` messages drawn from all those systems in a seeded
   random interleaving: lines per second (best of `--rounds`, the two parsers taking
   turns so both suffer the same noise from a shared machine), fingerprints per true
-  group (a true group is a system's template) and GA over the whole file.
+  group (a true group is a system's template) and GA over the whole file. Lines per
+  second also on every distinct line once (no repeats: the grouper's memories of seen
+  words and forms help least there).
 
 Targets: mean GA of at least .93, faster than drain3, at most 1.2 fingerprints per
 true group on the mixed file.
@@ -121,6 +123,7 @@ def mixed_file(
 @dataclass
 class MixedResult:
     best_seconds: float = float("inf")
+    best_distinct_seconds: float = float("inf")
     fingerprints: int = 0
     accuracy: float = 0.0
 
@@ -138,17 +141,19 @@ class GroupingBenchmark(Benchmark):
         reference = drain3_group_lines()
         if reference is not None:
             parsers["drain3"] = reference
-        names = list(parsers)
         self.stdout.write(
             f"bench_grouping: GA on {len(systems)} systems in {data}; "
             f"{size:,} mixed lines (seed {options['seed']}), best of {rounds} rounds"
         )
         if reference is None:
             self.stdout.write("drain3 is not installed (a dev dependency): no reference.")
-        self.report_accuracy(systems, parsers)
-        self.report_mixed(systems, parsers, names, size, rounds, options["seed"])
+        mean_accuracy = self.report_accuracy(systems, parsers)
+        self.report_mixed(systems, parsers, size, rounds, options["seed"], mean_accuracy)
 
-    def report_accuracy(self, systems: list[LabelledSystem], parsers: dict[str, GroupLines]):
+    def report_accuracy(
+        self, systems: list[LabelledSystem], parsers: dict[str, GroupLines]
+    ) -> float:
+        """Prints GA per system and the means; returns healthmon's mean."""
         self.stdout.write("")
         self.stdout.write(f"{'GA':<12}{'lines':>7}" + "".join(f"{n:>12}" for n in parsers))
         totals = dict.fromkeys(parsers, 0.0)
@@ -161,26 +166,35 @@ class GroupingBenchmark(Benchmark):
             self.stdout.write(row)
         means = {name: total / len(systems) for name, total in totals.items()}
         self.stdout.write(f"{'mean':<19}" + "".join(f"{m:>12.3f}" for m in means.values()))
-        self.mean_accuracy = means["healthmon"]
+        return means["healthmon"]
 
     def report_mixed(
         self,
         systems: list[LabelledSystem],
         parsers: dict[str, GroupLines],
-        names: list[str],
         size: int,
         rounds: int,
         seed: int,
+        mean_accuracy: float,
     ) -> None:
+        names = list(parsers)
         lines, truth = mixed_file(systems, size, seed)
         true_groups = len(set(truth))
+        # Each distinct line once, in a seeded order: no message repeats, so memories of
+        # what was seen help least. A real log sits between this and the mixed file.
+        distinct = sorted({message for system in systems for message in system.messages})
+        random.Random(seed).shuffle(distinct)
         results = {name: MixedResult() for name in names}
         for _ in range(rounds):
             for name in names:
+                result = results[name]
+                started = time.perf_counter()
+                parsers[name](distinct)
+                elapsed = time.perf_counter() - started
+                result.best_distinct_seconds = min(result.best_distinct_seconds, elapsed)
                 started = time.perf_counter()
                 predicted = parsers[name](lines)
                 elapsed = time.perf_counter() - started
-                result = results[name]
                 result.best_seconds = min(result.best_seconds, elapsed)
                 result.fingerprints = len(set(predicted))
                 result.accuracy = grouping_accuracy(predicted, truth)
@@ -191,6 +205,10 @@ class GroupingBenchmark(Benchmark):
         self.stdout.write(f"{'':<28}" + "".join(f"{name:>12}" for name in names))
         rows = [
             ("lines/s", lambda r: f"{size / r.best_seconds:>12,.0f}"),
+            (
+                f"lines/s, {len(distinct):,} distinct once",
+                lambda r: f"{len(distinct) / r.best_distinct_seconds:>12,.0f}",
+            ),
             ("fingerprints", lambda r: f"{r.fingerprints:>12,}"),
             ("fingerprints per true group", lambda r: f"{r.fingerprints / true_groups:>12.2f}"),
             ("GA on the mixed file", lambda r: f"{r.accuracy:>12.3f}"),
@@ -200,7 +218,7 @@ class GroupingBenchmark(Benchmark):
         ours = results["healthmon"]
         per_group = ours.fingerprints / true_groups
         verdicts = [
-            f"mean GA >= {TARGET_GA}: {_yes(self.mean_accuracy >= TARGET_GA)}",
+            f"mean GA >= {TARGET_GA}: {_yes(mean_accuracy >= TARGET_GA)}",
             f"fingerprints per true group <= {TARGET_FINGERPRINTS_PER_GROUP}: "
             f"{_yes(per_group <= TARGET_FINGERPRINTS_PER_GROUP)}",
         ]

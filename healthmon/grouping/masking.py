@@ -148,6 +148,11 @@ _EMPTY = frozenset({"()", "[]", "{}", "<>", '""', "''", "(),", "[],", '"",', "''
 
 
 def _judge(word: str) -> tuple[str, int]:
+    if word.isalpha():  # most words: no regex needed
+        lower = word.lower()
+        if lower in _LITERALS or lower in _DATE_WORDS:
+            return WILDCARD, _VALUE
+        return word, _UNIT if lower in _UNITS else _CONSTANT
     token = _mask_word(word)
     if _is_value_only(token) or word in _EMPTY:
         return WILDCARD, _VALUE

@@ -119,6 +119,14 @@ def test_messages_of_one_template_share_a_fingerprint() -> None:
         ("Starting TrustedInstaller initialization.", "Ending TrustedInstaller initialization."),
         ("normal", "warning"),
         ("Failed password for root from 1.2.3.4", "Accepted password for root from 1.2.3.4"),
+        (
+            "[instance: 9f3e] VM Started (Lifecycle Event)",
+            "[instance: 9f3e] VM Paused (Lifecycle Event)",
+        ),
+        (
+            '10.0.0.1 "GET /v2/servers HTTP/1.1" status: 200 len: 3',
+            '10.0.0.1 "POST /v2/servers HTTP/1.1" status: 200 len: 3',
+        ),
     ],
 )
 def test_messages_differing_in_a_meaningful_word_stay_apart(first: str, second: str) -> None:

@@ -44,6 +44,7 @@ def test_it_prints_ga_per_system_and_the_mean_beside_drain3() -> None:
         accuracies.append(accuracy)
     assert row(lines, "mean")[0] == f"{sum(accuracies) / len(accuracies):.3f}"
     assert "Mixed file: 300 lines of 3 systems" in "\n".join(lines)
+    assert len(row(lines, "lines/s, 80 distinct once")) == 2
     for label in ("lines/s", "fingerprints per true group", "GA on the mixed file"):
         assert len(row(lines, label)) == 2
     assert any(line.startswith("Targets: mean GA >= 0.93: ") for line in lines)
