@@ -58,14 +58,11 @@ def is_variable(core: str) -> bool:
 def _mask_word(word: str) -> str:
     """One whitespace-separated word: a value inside it becomes the wildcard, its edge
     punctuation stays."""
-    start, end = 0, len(word)
-    while start < end and word[start] in _EDGE:
-        start += 1
-    while end > start and word[end - 1] in _EDGE:
-        end -= 1
-    core = word[start:end]
+    core = word.strip(_EDGE)
     if not core:
         return word
+    start = len(word) - len(word.lstrip(_EDGE))
+    end = start + len(core)
     if _PATH.match(core) or _HOST_PORT.match(core) or not _FIELDS.search(core):
         if is_variable(core):
             return word[:start] + WILDCARD + word[end:]
@@ -87,14 +84,11 @@ def _mask_word(word: str) -> str:
 
 
 def _mask_value(part: str) -> str:
-    start, end = 0, len(part)
-    while start < end and part[start] in _EDGE:
-        start += 1
-    while end > start and part[end - 1] in _EDGE:
-        end -= 1
-    if start == end:
+    core = part.strip(_EDGE)
+    if not core:
         return part
-    return part[:start] + WILDCARD + part[end:]
+    start = len(part) - len(part.lstrip(_EDGE))
+    return part[:start] + WILDCARD + part[start + len(core) :]
 
 
 # A quoted value after "=" may hold spaces (tag="View Lock"): it is one value.
