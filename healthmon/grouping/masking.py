@@ -17,6 +17,7 @@ _EDGE = "()[]{},;:\"'.!?"
 # Inside a token these separate fields that vary on their own: "a=1,b=2", "ret:false".
 _FIELD_SPLIT = re.compile(r"([,;=|]|(?<=[A-Za-z_\]]):)")
 _SEPARATORS = frozenset(",;=|:")
+_ANY_SEPARATOR = re.compile(r"[,;=|:]")
 # A word holds fields when one of these separates them; a colon only after a name
 # ("index:0"), not inside an address or a time ("10.0.0.1:80", "00:39").
 _FIELDS = re.compile(r"[,;=|]|[A-Za-z_\]]:")
@@ -147,6 +148,8 @@ def _judge(word: str) -> tuple[str, int]:
         if lower in _LITERALS or lower in _DATE_WORDS:
             return WILDCARD, _VALUE
         return word, _UNIT if lower in _UNITS else _CONSTANT
+    if _HAS_DIGIT.search(word) and not _ANY_SEPARATOR.search(word):
+        return WILDCARD, _VALUE  # what `_mask_word` would find, sooner
     token = _mask_word(word)
     if _is_value_only(token) or word in _EMPTY:
         return WILDCARD, _VALUE
