@@ -15,5 +15,5 @@ urlpatterns = [
     path("tasks/<int:task_id>/complete", api.complete, name="complete"),
     path("tasks/<int:task_id>/fail", api.fail, name="fail"),
     path("tasks/<int:task_id>/release", api.release, name="release"),
-    re_path(r"^(?P<unknown>.*)$", api.not_found),
+    re_path(r"^(?P<unknown>[\s\S]*)\Z", api.not_found),
 ]
