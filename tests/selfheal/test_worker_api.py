@@ -426,7 +426,9 @@ def test_another_method_gets_a_json_405(alpha):
     assert response.json()["error"]["code"] == "method_not_allowed"
 
 
-@pytest.mark.parametrize("path", ["nothing-here", "tasks/abc/complete", "heartbeat/", "", "tasks/%0A/fail"])
+@pytest.mark.parametrize(
+    "path", ["nothing-here", "tasks/abc/complete", "heartbeat/", "", "tasks/%0A/fail"]
+)
 def test_an_unknown_path_under_the_api_gets_a_json_404(alpha, path):
     response = alpha.post(path)
     assert response.status_code == 404
