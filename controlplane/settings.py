@@ -365,6 +365,10 @@ OFFLINE_TOKEN_DELAY_SECONDS = env.float("OFFLINE_TOKEN_DELAY_SECONDS", default=0
 LEASE_SECONDS = env.int("LEASE_SECONDS", default=60)
 HEARTBEAT_SECONDS = env.int("HEARTBEAT_SECONDS", default=15)
 UNBLOCK_AFTER_SECONDS = env.int("UNBLOCK_AFTER_SECONDS", default=600)
+# A worker's heartbeat lists at most this many capabilities (a claim as many kinds),
+# each at most this long: the API answers 400 past them.
+WORKER_CAPABILITIES_MAX = env.int("WORKER_CAPABILITIES_MAX", default=100)
+WORKER_CAPABILITY_MAX_LENGTH = env.int("WORKER_CAPABILITY_MAX_LENGTH", default=100)
 
 # Chat agent runs: a run with no heartbeat for this long has lost its worker and is
 # stopped by the periodic check; the http_get tool reaches only these hosts (comma

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
 from selfheal import api
 
@@ -15,4 +15,5 @@ urlpatterns = [
     path("tasks/<int:task_id>/complete", api.complete, name="complete"),
     path("tasks/<int:task_id>/fail", api.fail, name="fail"),
     path("tasks/<int:task_id>/release", api.release, name="release"),
+    re_path(r"^(?P<unknown>[\s\S]*)\Z", api.not_found),
 ]

@@ -30,11 +30,14 @@ from django.utils import timezone
 from controlplane import audit
 from controlplane.live import publish
 from controlplane.tiers import StaffUser
+from selfheal import storable
 from selfheal.engine_errors import (
     EngineError,
     InvalidTask,
     TransitionRefused,
     lease_refusal,
+    offline_refusal,
+    unstorable_refusal,
 )
 from selfheal.models import OPEN_STATUSES, TRANSITIONS, Task, TaskStatus, Worker
 
@@ -248,13 +251,26 @@ def claim(worker: Worker, *, kinds: Collection[str] | None = None) -> Task | Non
     to it with a new fencing token; None when there is none.
 
     `kinds` limits the claim to the task kinds the worker knows how to execute.
+    An offline worker is refused (WorkerOffline) until a heartbeat brings it back.
     """
-    if worker.status == Worker.Status.DRAINING or worker.revoked_at is not None:
-        return None
-    candidates = _claimable_by(worker, kinds).order_by(*CLAIM_ORDER).values_list("pk", flat=True)
-    if connection.vendor == "postgresql":
-        return _claim_skip_locked(worker, candidates)
-    return _claim_conditional(worker, candidates)
+    with transaction.atomic():
+        # The worker's row stays locked until the claim commits, so marking it offline
+        # waits and then releases this lease with the others (never a lease left held
+        # by an offline worker).
+        current = Worker._base_manager.select_for_update().filter(pk=worker.pk)
+        row = current.values_list("status", "revoked_at", "capabilities").first()
+        if row is None:
+            return None
+        worker.status, worker.revoked_at, worker.capabilities = row
+        if worker.status == Worker.Status.OFFLINE:
+            raise offline_refusal(worker.name)
+        if worker.status == Worker.Status.DRAINING or worker.revoked_at is not None:
+            return None
+        claimable = _claimable_by(worker, kinds).order_by(*CLAIM_ORDER)
+        candidates = claimable.values_list("pk", flat=True)
+        if connection.vendor == "postgresql":
+            return _claim_skip_locked(worker, candidates)
+        return _claim_conditional(worker, candidates)
 
 
 def _claimable_by(worker: Worker, kinds: Collection[str] | None) -> QuerySet[Task]:
@@ -276,12 +292,12 @@ def _claimable_by(worker: Worker, kinds: Collection[str] | None) -> QuerySet[Tas
 
 def _claim_skip_locked(worker: Worker, candidates: QuerySet[Task, int]) -> Task | None:
     """PostgreSQL: lock the first candidate no other claim holds, skipping locked rows,
-    so concurrent workers take different tasks instead of queueing on one."""
-    with transaction.atomic():
-        task_id = candidates.select_for_update(skip_locked=True).first()
-        if task_id is None:
-            return None
-        return _take(worker, task_id)
+    so concurrent workers take different tasks instead of queueing on one (inside the
+    claim's transaction)."""
+    task_id = candidates.select_for_update(skip_locked=True).first()
+    if task_id is None:
+        return None
+    return _take(worker, task_id)
 
 
 def _claim_conditional(worker: Worker, candidates: QuerySet[Task, int]) -> Task | None:
@@ -337,6 +353,10 @@ def extend_lease(worker: Worker, task_id: int, fencing_token: int) -> Task:
 
 
 def complete(worker: Worker, task_id: int, fencing_token: int, result: Any = None) -> Task:
+    """Completed with `result`; one the database cannot store is refused
+    (UnstorableResult) and the lease is left as it was."""
+    if (problem := storable.problem_in(result, "result")) is not None:
+        raise unstorable_refusal(task_id, problem)
     task = _move(
         Task(pk=task_id),
         TaskStatus.RUNNING,

@@ -22,6 +22,16 @@ class TaskNotFound(EngineError):
     pass
 
 
+class UnstorableResult(EngineError):
+    """A completion whose result the database cannot store: refused, and the task
+    stays leased to the worker, which may complete it again or fail it."""
+
+
+class WorkerOffline(EngineError):
+    """The worker was marked offline (it said it was stopping, or went silent): it
+    claims nothing until a heartbeat says it is back."""
+
+
 class LeaseLost(EngineError):
     """The caller's lease is gone: expired and given to another worker, or finished."""
 
@@ -44,3 +54,17 @@ def lease_refusal(task_id: int, fencing_token: int, what: str) -> EngineError:
             f"Your {what} was refused."
         )
     return LeaseLost(f"Task #{task_id} is not leased to you. Your {what} was refused.")
+
+
+def offline_refusal(worker_name: str) -> WorkerOffline:
+    return WorkerOffline(
+        f"Worker {worker_name} is offline (it said it was stopping, or its heartbeats "
+        "stopped): send a heartbeat, then claim."
+    )
+
+
+def unstorable_refusal(task_id: int, problem: str) -> UnstorableResult:
+    return UnstorableResult(
+        f"{problem} Nothing was recorded: task #{task_id} is still leased to you; "
+        "complete it with a result that can be stored, or fail it."
+    )

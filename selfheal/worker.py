@@ -27,8 +27,8 @@ import httpx
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 
-from selfheal import engine, task_kinds
-from selfheal.engine_errors import EngineError
+from selfheal import engine, storable, task_kinds
+from selfheal.engine_errors import EngineError, WorkerOffline
 from selfheal.models import Task, Worker
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,11 @@ class WorkerRefused(Exception):
 
 class EngineUnavailable(Exception):
     """The engine could not be reached; the loop tries again later."""
+
+
+class MarkedOffline(Exception):
+    """The engine marked this worker offline (it missed its heartbeats): it claims
+    again after its next heartbeat."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,10 @@ class InProcessEngine:
     def claim(self, kinds: list[str]) -> Assignment | None:
         with _database_as_engine():
             close_old_connections()
-            task = engine.claim(self.worker, kinds=kinds)
+            try:
+                task = engine.claim(self.worker, kinds=kinds)
+            except WorkerOffline as exc:
+                raise MarkedOffline(str(exc)) from exc
         return Assignment.of_task(task) if task is not None else None
 
     def extend(self, assignment: Assignment) -> bool:
@@ -182,6 +190,8 @@ class HttpEngine:
         response = self._post("claim", {"kinds": kinds})
         if response.status_code == 204:
             return None
+        if response.status_code == 409:
+            raise MarkedOffline(_message(response))
         return Assignment.of_json(response.json()["task"])
 
     def extend(self, assignment: Assignment) -> bool:
@@ -295,6 +305,10 @@ class WorkerLoop:
             assignment = self.engine.claim(sorted(self.kinds or {}))
         except EngineUnavailable as exc:
             self.say(f"The engine is unavailable ({exc}); trying again.")
+            return False
+        except MarkedOffline as exc:
+            self.say(f"{exc} Beating again.")
+            self.next_beat = 0.0
             return False
         if assignment is None:
             return False
@@ -426,11 +440,16 @@ def _run_handler(
         outcome.error = f"{type(exc).__name__}: {exc}"
         log.exception("task #%s (%s) failed", context.task_id, context.kind)
     else:
+        # What cannot be stored fails now, not at report time (where it would be
+        # refused and the task would run again).
         try:
-            json.dumps(result)  # what cannot be stored fails now, not at report time
+            json.dumps(result)
         except (TypeError, ValueError) as exc:
             outcome.error, outcome.retryable = f"The result is not JSON: {exc}", False
         else:
-            outcome.result = result
+            if (problem := storable.problem_in(result, "result")) is not None:
+                outcome.error, outcome.retryable = f"The result cannot be stored: {problem}", False
+            else:
+                outcome.result = result
     finally:
         connections.close_all()  # this thread's own connections, if the handler used any

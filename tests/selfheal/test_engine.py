@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import threading
 from datetime import timedelta
 from typing import Any
@@ -10,7 +11,14 @@ from django.utils import timezone
 
 from controlplane.models import AuditEvent
 from selfheal import engine
-from selfheal.engine_errors import InvalidTask, LeaseLost, TaskNotFound, TransitionRefused
+from selfheal.engine_errors import (
+    InvalidTask,
+    LeaseLost,
+    TaskNotFound,
+    TransitionRefused,
+    UnstorableResult,
+    WorkerOffline,
+)
 from selfheal.models import TRANSITIONS, Task, TaskStatus, Worker
 from tests.selfheal import make_task, make_worker, stored
 
@@ -371,10 +379,24 @@ def test_a_draining_or_revoked_worker_claims_nothing():
     draining, _ = make_worker("draining")
     revoked, _ = make_worker("revoked")
     make_task()
-    draining.status = Worker.Status.DRAINING
-    revoked.revoked_at = timezone.now()
+    # As stored: a claim reads the worker's row, not the caller's copy of it.
+    Worker._base_manager.filter(pk=draining.pk).update(status=Worker.Status.DRAINING)
+    Worker._base_manager.filter(pk=revoked.pk).update(revoked_at=timezone.now())
     assert engine.claim(draining) is None
     assert engine.claim(revoked) is None
+    assert Task.objects.get().status == TaskStatus.PENDING
+
+
+@pytest.mark.django_db
+def test_an_offline_worker_is_refused_until_it_heartbeats():
+    worker, _ = make_worker("gone")
+    make_task()
+    engine.go_offline(worker, "deploy")
+    with pytest.raises(WorkerOffline, match="send a heartbeat"):
+        engine.claim(worker)
+    assert Task.objects.get().status == TaskStatus.PENDING
+    engine.heartbeat(worker)
+    assert engine.claim(worker) is not None
 
 
 @pytest.mark.django_db
@@ -430,6 +452,24 @@ def test_completing_twice_is_refused_and_keeps_the_first_result(lease):
         engine.complete(worker, task.pk, task.fencing_token, {"second": True})
     assert stored(task).result == {"first": True}
     assert len(task_events(task, "task.completed")) == 1
+
+
+@pytest.mark.parametrize(
+    ("result", "where"),
+    [
+        ({"ratio": float("nan")}, "'result.ratio'"),
+        ([1, float("inf")], "'result[1]'"),
+        ({"log": "a\x00b"}, "'result.log'"),
+        ({"a\x00": 1}, "A key in 'result'"),
+    ],
+)
+def test_a_result_the_database_cannot_store_is_refused_and_the_lease_kept(lease, result, where):
+    worker, task = lease
+    with pytest.raises(UnstorableResult, match=f"{re.escape(where)}.*still leased to you"):
+        engine.complete(worker, task.pk, task.fencing_token, result)
+    held = stored(task)
+    assert (held.status, held.lease_worker, held.result) == (TaskStatus.RUNNING, worker, None)
+    assert engine.complete(worker, task.pk, task.fencing_token, {"ok": 1}).result == {"ok": 1}
 
 
 def test_a_retryable_failure_goes_back_to_pending_while_attempts_remain(lease):

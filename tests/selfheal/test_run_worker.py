@@ -17,17 +17,19 @@ from collections.abc import Callable, Iterator
 from io import StringIO
 from typing import Any
 
+import httpx
 import pytest
 from django.conf import settings
+from django.core.handlers.wsgi import WSGIHandler
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, connections
 
-from selfheal import task_kinds
+from selfheal import stuck, task_kinds
 from selfheal.models import Task, TaskStatus, Worker
 from selfheal.worker import HttpEngine, InProcessEngine, WorkerLoop
 from tests.live_server import live_server_url  # noqa: F401  (the fixture, for these tests)
-from tests.selfheal import make_task, make_worker, stored
+from tests.selfheal import make_task, make_worker, silence, stored
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -150,6 +152,45 @@ def test_a_result_that_is_not_json_fails_the_task(run_loop):
     assert stored(task).error.startswith("The result is not JSON")
 
 
+def test_a_result_the_database_cannot_store_fails_the_task_instead_of_running_it_again(
+    run_loop,
+):
+    worker, _ = make_worker("builtin")
+    task = make_task("Ratio", "test.ratio")
+    running = run_loop(
+        InProcessEngine(worker),
+        capabilities=[],
+        kinds={"test.ratio": lambda context: {"ratio": float("nan")}},
+    )
+    wait_for(lambda: status_of(task) == TaskStatus.FAILED)
+    running.stop()
+    failed = stored(task)
+    assert failed.error.startswith("The result cannot be stored: 'result.ratio' is nan")
+    assert failed.attempts == 1
+
+
+def marked_offline_then_back(engine: Any, worker: Worker) -> list[str]:
+    """One step, the sweep marks the worker offline, then two steps: what it said."""
+    lines: list[str] = []
+    loop = WorkerLoop(engine=engine, capabilities=[], kinds={"noop": lambda context: {}})
+    loop.say = lines.append
+    assert loop.step() is False  # online, nothing to do
+    silence(worker, seconds=3600)
+    assert Worker.objects.get(pk=worker.pk) in stuck.detect_stuck().offline
+    task = make_task()
+    assert loop.step() is False  # refused: it beats before it claims again
+    assert status_of(task) == TaskStatus.PENDING
+    assert loop.step() is True
+    assert status_of(task) == TaskStatus.COMPLETED
+    return lines
+
+
+def test_a_worker_the_sweep_marked_offline_beats_again_before_it_claims():
+    worker, _ = make_worker("builtin")
+    lines = marked_offline_then_back(InProcessEngine(worker), worker)
+    assert any("send a heartbeat, then claim. Beating again." in line for line in lines)
+
+
 def test_the_worker_extends_its_lease_while_a_long_handler_runs(run_loop, settings):
     settings.LEASE_SECONDS = 1
     worker, _ = make_worker("builtin")
@@ -221,6 +262,23 @@ def test_the_worker_works_through_the_http_api_too(run_loop, live_server_url):  
     assert stored(task).result == {"echo": {"over": "http"}}
     worker.refresh_from_db()
     assert (worker.status, worker.version) == (Worker.Status.OFFLINE, "builtin-0.1")
+
+
+def test_an_http_worker_the_sweep_marked_offline_beats_again_before_it_claims():
+    worker, raw = make_worker("remote")
+    engine = HttpEngine("http://127.0.0.1", raw)
+    # The API served in this thread (on the test's connection), not by the live
+    # server: its content-type ids would be stale after the previous test's flush.
+    engine.http = httpx.Client(
+        transport=httpx.WSGITransport(app=WSGIHandler()),
+        base_url=engine.http.base_url,
+        headers=engine.http.headers,
+    )
+    try:
+        lines = marked_offline_then_back(engine, worker)
+    finally:
+        engine.close()
+    assert any("send a heartbeat, then claim. Beating again." in line for line in lines)
 
 
 def test_an_http_worker_with_a_wrong_token_is_refused(live_server_url):  # noqa: F811

@@ -1,16 +1,20 @@
 from __future__ import annotations
 
 import json
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
 from controlplane.models import AuditEvent
 from selfheal import stuck
 from selfheal.models import Task, TaskStatus, Worker
-from tests.selfheal import expire_lease, make_task, make_worker, stored
+from tests.selfheal import expire_lease, make_task, make_worker, silence, stored
 
 pytestmark = pytest.mark.django_db
 
@@ -299,3 +303,244 @@ def test_going_offline_hands_back_what_the_worker_holds(alpha):
     assert response.json() == {"worker": "alpha", "status": "offline", "released": [task["id"]]}
     assert stored(Task(pk=task["id"])).status == TaskStatus.PENDING
     assert Worker.objects.get(name="alpha").status == Worker.Status.OFFLINE
+
+
+# Bodies no database could store, and bodies past the limits.
+
+
+def nested(depth: int, fencing_token: int = 1) -> bytes:
+    result = b"[" * depth + b"]" * depth
+    return b'{"result": %s, "fencing_token": %d}' % (result, fencing_token)
+
+
+@pytest.mark.parametrize("path", ["heartbeat", "claim", "tasks/1/complete"])
+def test_json_nested_thousands_deep_is_refused_with_a_json_400(alpha, path):
+    response = alpha.post(path, raw=nested(5000))
+    assert response.status_code == 400
+    assert "nested too deeply" in error_of(response)
+
+
+def test_a_result_nested_past_the_limit_is_refused_and_the_task_stays_leased(alpha):
+    make_task()
+    task = alpha.claim()
+    response = alpha.post(f"tasks/{task['id']}/complete", raw=nested(200, task["fencing_token"]))
+    assert response.status_code == 400
+    assert "nested deeper than 64 levels" in error_of(response)
+    assert stored(Task(pk=task["id"])).status == TaskStatus.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("heartbeat", {"version": "1.\x002"}, "'version'"),
+        ("heartbeat", {"capabilities": ["ops", "g\x00pu"]}, "'capabilities[1]'"),
+        ("claim", {"kinds": ["ec\x00ho"]}, "'kinds[0]'"),
+        ("offline", {"reason": "bye\x00"}, "'reason'"),
+    ],
+)
+def test_a_nul_character_in_a_worker_field_is_refused_naming_the_field(alpha, path, body, field):
+    before = Worker.objects.get(name="alpha")
+    response = alpha.post(path, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "bad_request"
+    assert field in error_of(response)
+    assert "NUL" in error_of(response)
+    after = Worker.objects.get(name="alpha")
+    assert (after.status, after.version, after.capabilities) == (
+        before.status,
+        before.version,
+        before.capabilities,
+    )
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "field"),
+    [
+        ("complete", {"result": {"rows": ["ok", "b\x00d"]}}, "'result.rows[1]'"),
+        ("complete", {"result": {"k\x00ey": 1}}, "A key in 'result'"),
+        ("complete", {"result": "\x00"}, "'result'"),
+        ("fail", {"error": "boom\x00"}, "'error'"),
+        ("release", {"reason": "\x00"}, "'reason'"),
+    ],
+)
+def test_a_nul_character_in_a_report_is_refused_and_the_task_stays_leased(
+    alpha, action, body, field
+):
+    make_task()
+    task = alpha.claim()
+    response = alpha.report(task, action, **body)
+    assert response.status_code == 400
+    assert field in error_of(response)
+    held = stored(Task(pk=task["id"]))
+    assert (held.status, held.fencing_token, held.error, held.result) == (
+        TaskStatus.RUNNING,
+        task["fencing_token"],
+        "",
+        None,
+    )
+    assert alpha.report(task, "complete", result={"ok": True}).status_code == 200
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+def test_a_result_that_is_not_a_finite_number_is_refused_and_the_task_stays_leased(alpha, number):
+    make_task()
+    task = alpha.claim()
+    raw = b'{"fencing_token": %d, "result": {"ratio": %s}}' % (task["fencing_token"], number)
+    response = alpha.post(f"tasks/{task['id']}/complete", raw=raw)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "unstorable_result"
+    message = error_of(response)
+    assert "'result.ratio'" in message
+    assert f"task #{task['id']} is still leased to you" in message
+    held = stored(Task(pk=task["id"]))
+    assert (held.status, held.lease_worker.name, held.result) == (TaskStatus.RUNNING, "alpha", None)
+    assert alpha.report(task, "complete", result={"ratio": 0.5}).status_code == 200
+    assert stored(held).result == {"ratio": 0.5}
+
+
+def test_a_fencing_token_past_what_the_database_holds_is_refused(alpha):
+    response = alpha.post("tasks/1/complete", {"fencing_token": 2**64})
+    assert response.status_code == 400
+    assert "'fencing_token'" in error_of(response)
+
+
+def test_a_task_id_past_what_the_database_holds_is_not_found(alpha):
+    response = alpha.post(f"tasks/{2**70}/extend", {"fencing_token": 1})
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_a_body_over_the_upload_limit_gets_the_apis_json_413(alpha, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 200
+    response = alpha.post("heartbeat", {"version": "x" * 500})
+    assert response.status_code == 413
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert "DATA_UPLOAD_MAX_MEMORY_SIZE" in error_of(response)
+
+
+def test_another_method_gets_a_json_405(alpha):
+    response = alpha.client.get(API + "claim", headers=alpha.headers)
+    assert response.status_code == 405
+    assert response["Allow"] == "POST"
+    assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize(
+    "path", ["nothing-here", "tasks/abc/complete", "heartbeat/", "", "tasks/%0A/fail"]
+)
+def test_an_unknown_path_under_the_api_gets_a_json_404(alpha, path):
+    response = alpha.post(path)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_an_unexpected_failure_answers_json_and_is_logged(alpha, monkeypatch, caplog):
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("selfheal.engine.heartbeat", broken)
+    response = alpha.post("heartbeat")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "disk on fire" not in response.content.decode()
+    assert "disk on fire" in caplog.text
+
+
+# Bounded lists.
+
+
+@pytest.mark.parametrize("key", ["capabilities", "kinds"])
+def test_a_list_of_names_over_the_count_limit_is_refused_naming_the_field(alpha, settings, key):
+    settings.WORKER_CAPABILITIES_MAX = 3
+    path = "heartbeat" if key == "capabilities" else "claim"
+    assert alpha.post(path, {key: ["a", "b", "c"]}).status_code in (200, 204)
+    response = alpha.post(path, {key: ["a", "b", "c", "d"]})
+    assert response.status_code == 400
+    assert error_of(response) == f"'{key}' lists 4 names; at most 3."
+
+
+@pytest.mark.parametrize("key", ["capabilities", "kinds"])
+def test_a_name_over_the_length_limit_is_refused_naming_the_field(alpha, settings, key):
+    settings.WORKER_CAPABILITY_MAX_LENGTH = 5
+    path = "heartbeat" if key == "capabilities" else "claim"
+    assert alpha.post(path, {key: ["abcde"]}).status_code in (200, 204)
+    response = alpha.post(path, {key: ["abcdef"]})
+    assert response.status_code == 400
+    assert error_of(response) == f"'{key}' holds a name over 5 characters."
+    assert Worker.objects.get(name="alpha").capabilities == (
+        ["abcde"] if key == "capabilities" else ["ops"]
+    )
+
+
+def test_the_default_limits_are_a_hundred_names_of_a_hundred_characters(alpha):
+    names = [f"{n:03d}" + "c" * 97 for n in range(100)]
+    assert alpha.post("heartbeat", {"capabilities": names}).status_code == 200
+    assert alpha.post("heartbeat", {"capabilities": [*names, "x"]}).status_code == 400
+    assert alpha.post("heartbeat", {"capabilities": ["c" * 101]}).status_code == 400
+
+
+# An offline worker.
+
+
+def test_a_worker_that_went_offline_cannot_claim_until_it_heartbeats(alpha):
+    make_task()
+    assert alpha.post("offline", {"reason": "deploy"}).status_code == 200
+    refused = alpha.post("claim")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "worker_offline"
+    assert "send a heartbeat" in error_of(refused)
+    assert Task.objects.get().status == TaskStatus.PENDING
+    assert alpha.post("heartbeat").status_code == 200
+    assert alpha.post("claim").status_code == 200
+
+
+def test_a_worker_the_sweep_marked_offline_cannot_claim_until_it_heartbeats(alpha):
+    worker = Worker.objects.get(name="alpha")
+    silence(worker, seconds=3600)
+    assert stuck.detect_stuck().offline == [worker]
+    make_task()
+    refused = alpha.post("claim")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "worker_offline"
+    assert Task.objects.get().lease_worker is None
+    assert alpha.post("heartbeat").status_code == 200
+    assert alpha.post("claim").status_code == 200
+
+
+# The database unreachable.
+
+
+@contextmanager
+def _unreachable() -> Iterator[None]:
+    """Point the connection where no database answers: a closed port for PostgreSQL,
+    a file in a missing directory for SQLite. A real connection failure."""
+    settings_dict = connection.settings_dict
+    saved = {key: settings_dict.get(key) for key in ("NAME", "HOST", "PORT")}
+    connection.close()
+    if connection.vendor == "postgresql":
+        with socket.socket() as probe:  # a port nobody listens on once it is closed
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        settings_dict.update(HOST="127.0.0.1", PORT=str(port))
+    else:
+        settings_dict["NAME"] = "/nonexistent-directory/controlplane.sqlite3"
+    try:
+        yield
+    finally:
+        connection.close()
+        settings_dict.update(saved)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["heartbeat", "claim", "tasks/1/complete", "offline"])
+def test_an_unreachable_database_answers_503_in_json(path):
+    _, raw = make_worker("alpha", ["ops"])
+    client = WorkerClient(raw)
+    with _unreachable():
+        response = client.post(path, {"fencing_token": 1})
+    assert response.status_code == 503
+    assert response.json()["error"] == {
+        "code": "service_unavailable",
+        "message": "The database cannot be reached; try again shortly.",
+    }
