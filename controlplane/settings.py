@@ -304,6 +304,9 @@ MODEL_COOLDOWN_SECONDS = env.int("MODEL_COOLDOWN_SECONDS", default=60)
 GATEWAY_THREADS = env.int("GATEWAY_THREADS", default=16)
 # Completion tokens assumed for a cost estimate when a call does not set max_tokens.
 DEFAULT_COMPLETION_TOKENS = env.int("DEFAULT_COMPLETION_TOKENS", default=1024)
+# The most completion tokens a call may ask of a model whose context the catalog does
+# not give (otherwise its context is the cap); past it the gateway answers 400.
+GATEWAY_MAX_TOKENS_CAP = env.int("GATEWAY_MAX_TOKENS_CAP", default=1_000_000)
 # The public model list `manage.py sync_models` loads prices from.
 OPENROUTER_MODELS_URL = env.str(
     "OPENROUTER_MODELS_URL", default="https://openrouter.ai/api/v1/models"

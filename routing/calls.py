@@ -17,18 +17,25 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, cast
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 
 from controlplane.models import Approval, toggle_cache_keys, toggles_enabled
 from controlplane.runtime import rows
 from controlplane.tiers import StaffUser
 from routing import budgets, pricing, reservations
-from routing.approval_rules import approval_needed
-from routing.call_approvals import ask_for_approval, usable_approval
+from routing.approval_rules import Rule, approval_needed
+from routing.call_approvals import (
+    approves_past_budget,
+    ask_for_approval,
+    give_back,
+    mark_used,
+    usable_approval,
+)
 from routing.call_refusals import (
     ApprovalRequired,
     CallFailed,
@@ -36,11 +43,19 @@ from routing.call_refusals import (
     FeatureOff,
     NotRoutable,
     OverBudget,
+    TooLong,
 )
 from routing.models import OperationLog, Provider, Reservation
 from routing.providers import provider_for
 from routing.providers.base import ChatRequest, Completion, ProviderError, StreamChunk, Usage
-from routing.router import RouteDecision, RoutingError, cool_down, cooldown_keys, route
+from routing.router import (
+    RouteDecision,
+    RoutingError,
+    TooManyTokens,
+    cool_down,
+    cooldown_keys,
+    route,
+)
 from routing.snapshots import ModelChoice, Reading, RoutingTable, read
 
 log = logging.getLogger(__name__)
@@ -86,12 +101,14 @@ class _Prepared:
     reservation: Reservation
     request: ChatRequest
     started: float
+    # Claimed for this call; used up once a provider answered, else given back.
+    approval: Approval | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     streaming: bool = False
 
 
 def _refusal_log(context: CallContext, exc: CallRefused, model_requested: str) -> None:
-    OperationLog.objects.create(
+    OperationLog(
         request_id=context.request_id,
         operation=context.operation,
         mode=context.mode or "",
@@ -102,7 +119,7 @@ def _refusal_log(context: CallContext, exc: CallRefused, model_requested: str) -
         cost_source=OperationLog.CostSource.NONE,
         status=OperationLog.Status.REFUSED,
         error=f"{exc.code}: {exc}",
-    )
+    ).fit_columns().save()
 
 
 def _operation_toggle(operation: str) -> str:
@@ -126,11 +143,14 @@ def state_keys(table: RoutingTable, operation: str, *, via_gateway: bool) -> lis
     ]
 
 
-def _approved(context: CallContext, decision: RouteDecision) -> Approval:
-    """The approval this call may use; else asks for one and refuses the call."""
+def _approved(
+    context: CallContext, decision: RouteDecision, *, rule: Rule | None = None
+) -> Approval:
+    """The approval this call may use (claimed for it); else asks for one and refuses
+    the call."""
     need = decision.approval
     assert need is not None
-    approved = usable_approval(context, decision)
+    approved = usable_approval(context, decision, rule=rule)
     if approved is None:
         approval = ask_for_approval(context, decision)
         raise ApprovalRequired(
@@ -176,6 +196,8 @@ def _prepare(
                 # no read of the ledgers first on the path of every call.
                 check_budgets=False,
             )
+        except TooManyTokens as exc:
+            raise TooLong(str(exc), most=exc.most) from exc
         except RoutingError as exc:
             raise NotRoutable(str(exc), reason=exc.code) from exc
         approved = _approved(context, decision) if decision.needs_approval else None
@@ -190,17 +212,21 @@ def _prepare(
             user=context.user,
         )
         try:
-            reservation = reserve(approved=approved is not None)
+            # An approval answers its own rule: only one for going past a budget (rule
+            # 3) lets the call past a limit; the budgets still hold for the others.
+            reservation = reserve(approved=approves_past_budget(approved))
         except budgets.BudgetExceeded as exc:
+            if approved is not None:
+                give_back(approved, context)  # no call was made with it
             # Approval rule 3, when no budget is used up already: an Owner may let
             # this one call go past a limit.
             in_the_way = budgets.would_exceed(
                 decision.budgets, decision.estimated_cost, enforced=True
             )
-            if approved is not None or in_the_way is None:
+            if in_the_way is None:
                 raise OverBudget(str(exc), **exc.details()) from exc
             decision.approval = approval_needed(decision.route, decision.estimated_cost, in_the_way)
-            approved = _approved(context, decision)
+            approved = _approved(context, decision, rule=Rule.OVER_BUDGET)
             reservation = reserve(approved=True)
     except CallRefused as exc:
         _refusal_log(context, exc, model_requested)
@@ -212,7 +238,7 @@ def _prepare(
         max_tokens=max_tokens,
         extra=extra or {},
     )
-    return _Prepared(context, decision, reservation, request, time.perf_counter())
+    return _Prepared(context, decision, reservation, request, time.perf_counter(), approved)
 
 
 def _provider(decision: RouteDecision, model: ModelChoice) -> Any:
@@ -220,6 +246,18 @@ def _provider(decision: RouteDecision, model: ModelChoice) -> Any:
     if provider is None:  # not in the table the decision was made from: the database's
         provider = Provider.objects.get(pk=model.provider_id)
     return provider_for(provider)
+
+
+def _as_provider_error(exc: Exception, model: ModelChoice) -> ProviderError:
+    """A provider's failure as the call path handles one. Anything but a
+    `ProviderError` is a defect of the provider's client (or its answer): recorded as
+    the call's error, with no fallback tried (it may fail the same way)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    log.exception("the client of %s failed", model.provider_name)
+    return ProviderError(
+        f"{model.provider_name}: {type(exc).__name__}: {exc}", retryable=False, code="client_error"
+    )
 
 
 def _record_failure(
@@ -263,28 +301,88 @@ def _priced(
     """The call's cost, and what records it: the settlement (or release) of its
     reservation and its log row, to run now or once the answer is on its way."""
     usage = completion.usage if completion is not None else usage
-    cost, source = Decimal(0), str(OperationLog.CostSource.NONE)
+    cost, source, flag = Decimal(0), str(OperationLog.CostSource.NONE), ""
     if model is not None and usage is not None:
+        # What the provider reported is checked before it is priced: a negative or
+        # absurd figure must not reach the ledger (nor the caller's X-Cost-USD).
+        usage, flag = pricing.checked_usage(
+            usage,
+            prompt_tokens=prepared.decision.prompt_tokens,
+            completion_tokens=prepared.decision.completion_tokens,
+        )
+        if flag:
+            log.warning("call %s: %s", prepared.context.request_id, flag)
+        if completion is not None:
+            completion.usage = usage
         try:
             cost, source = pricing.cost_of(model, usage)
         except pricing.PriceMissing as exc:
             # The call happened; its cost is unknown, and the log says so.
             source, error = str(exc.source), (error + " " if error else "") + str(exc)
     latency_ms = int((time.perf_counter() - prepared.started) * 1000)
+    settles = model is not None and usage is not None
 
     def record() -> OperationLog:
-        # One transaction for the settlement and the log row: one commit (one disk
-        # flush) instead of two, and the ledger and the log never disagree.
-        row = _log_row(prepared, model, usage, cost, source, error, latency_ms)
-        if model is not None and usage is not None:
-            reservations.settle(prepared.reservation, cost, log_row=row)
-        else:
-            with transaction.atomic():
-                reservations.release(prepared.reservation)
-                rows.insert([row])
+        row = _log_row(prepared, model, usage, cost, source, error, latency_ms, flag)
+        try:
+            with _undoable():
+                _settle_with_log(prepared, row, cost if settles else None)
+        except (OperationalError, InterfaceError):
+            raise  # the database is away: the stale sweep writes the call off later
+        except Exception as exc:
+            # Never silently: the call is recorded all the same, plainly, with why.
+            log.exception("recording call %s failed; recording it plainly", row.request_id)
+            row = _plain_row(row, f"{type(exc).__name__} while recording the call: {exc}")
+            _settle_with_log(prepared, row, cost if settles else None)
         return row
 
     return cost, source, record
+
+
+def _undoable() -> AbstractContextManager[Any]:
+    """A savepoint inside a caller's transaction, so a failed write can be followed by
+    another; nothing outside one (the settlement is one statement, or one transaction
+    of its own, already: no extra round trips on the path of every call)."""
+    return transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext()
+
+
+def _settle_with_log(prepared: _Prepared, row: OperationLog, cost: Decimal | None) -> None:
+    """Settle at `cost` (None: release) and insert the log row, in one transaction: one
+    commit instead of two, and the ledger and the log never disagree. The call's
+    approval is used up with them when a provider answered (a settled call), else
+    given back."""
+    approval, reservation = prepared.approval, prepared.reservation
+    with transaction.atomic() if approval is not None else nullcontext():
+        if cost is not None:
+            reservations.settle(reservation, cost, log_row=row)
+        else:
+            with transaction.atomic():
+                reservations.release(reservation)
+                rows.insert([row])
+        if approval is not None:
+            (mark_used if cost is not None else give_back)(approval, prepared.context)
+
+
+def _plain_row(row: OperationLog, why: str) -> OperationLog:
+    """A log row that cannot fail to be written: the same call, every count that a
+    constraint could refuse at zero, the cost kept (it was checked), and why."""
+    plain = OperationLog(
+        request_id=row.request_id,
+        operation=row.operation,
+        mode=row.mode,
+        user_id=row.user_id,
+        service=row.service,
+        model_requested=row.model_requested,
+        model_used=row.model_used,
+        provider=row.provider,
+        stream=row.stream,
+        cost=row.cost,
+        cost_source=row.cost_source,
+        status=OperationLog.Status.ERROR,
+        error="; ".join(filter(None, [row.error, why]))[:2000].replace("\x00", ""),
+        usage_flag=row.usage_flag.replace("\x00", ""),
+    )
+    return plain.fit_columns()
 
 
 def _log_row(
@@ -295,6 +393,7 @@ def _log_row(
     source: str,
     error: str,
     latency_ms: int,
+    usage_flag: str = "",
 ) -> OperationLog:
     """The call's log row, not yet saved: it is inserted with the settlement."""
     decision, context = prepared.decision, prepared.context
@@ -320,9 +419,10 @@ def _log_row(
         latency_ms=latency_ms,
         status=OperationLog.Status.ERROR if error else OperationLog.Status.OK,
         error=error,
+        usage_flag=usage_flag,
         attempts=prepared.attempts,
     )
-    return row
+    return row.fit_columns()
 
 
 def complete(
@@ -348,16 +448,31 @@ def complete(
         extra=extra,
         model_requested=model_requested,
     )
+    try:
+        return _complete(prepared, record_later=record_later)
+    except (CallFailed, OperationalError, InterfaceError):
+        raise  # recorded already; or the database is away, and the stale sweep will
+    except Exception as exc:
+        # Whatever failed after the reservation, the call is recorded now, with its
+        # real error, and its reservation given back: nothing is left half-done.
+        message = f"The call failed: {type(exc).__name__}: {exc}"
+        log.exception("call %s failed after its reservation", context.request_id)
+        _finish(prepared, None, None, error=message)
+        raise CallFailed(message) from exc
+
+
+def _complete(prepared: _Prepared, *, record_later: bool) -> CallResult:
+    context = prepared.context
     last_error: ProviderError | None = None
     for model in prepared.decision.candidates:
         began = time.perf_counter()
         try:
             request = ChatRequest(**{**prepared.request.__dict__, "model": model.model_id})
             completion = _provider(prepared.decision, model).complete(request)
-        except ProviderError as exc:
-            _record_failure(prepared, model, exc, began)
-            last_error = exc
-            if not exc.retryable:
+        except Exception as exc:
+            last_error = _as_provider_error(exc, model)
+            _record_failure(prepared, model, last_error, began)
+            if not last_error.retryable:
                 break
             continue
         prepared.attempts.append(
@@ -419,6 +534,7 @@ def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult | 
     finished = False
     model: ModelChoice | None = None
     streamed: list[str] = []
+    cause = "client disconnected mid-stream"
     try:
         yield None
         last_error: ProviderError | None = None
@@ -426,29 +542,34 @@ def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult | 
             began = time.perf_counter()
             request = ChatRequest(**{**prepared.request.__dict__, "model": model.model_id})
             sent_any = False
+            answer: Completion | None = None
             try:
                 for item in _provider(prepared.decision, model).stream(request):
                     if isinstance(item, Completion):
-                        prepared.attempts.append(
-                            {
-                                "model": model.model_id,
-                                "provider": model.provider_name,
-                                "outcome": "ok",
-                                "latency_ms": int((time.perf_counter() - began) * 1000),
-                            }
-                        )
-                        row, cost, source = _finish(prepared, model, item)
-                        finished = True
-                        yield CallResult(item, prepared.decision, model, cost, source, row)
-                        return
+                        answer = item
+                        break
                     sent_any = True
                     streamed.append(item.content)
                     yield item
-            except ProviderError as exc:
-                _record_failure(prepared, model, exc, began)
-                last_error = exc
-                if sent_any or not exc.retryable:
+            except Exception as exc:
+                last_error = _as_provider_error(exc, model)
+                _record_failure(prepared, model, last_error, began)
+                if sent_any or not last_error.retryable:
                     break  # the client has part of an answer: no silent switch of model
+                continue
+            if answer is not None:
+                prepared.attempts.append(
+                    {
+                        "model": model.model_id,
+                        "provider": model.provider_name,
+                        "outcome": "ok",
+                        "latency_ms": int((time.perf_counter() - began) * 1000),
+                    }
+                )
+                row, cost, source = _finish(prepared, model, answer)
+                finished = True
+                yield CallResult(answer, prepared.decision, model, cost, source, row)
+                return
         message = f"Every model failed for '{prepared.context.operation}': {last_error}"
         finished = True
         if streamed and model is not None:
@@ -457,14 +578,23 @@ def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult | 
         else:
             _finish(prepared, None, None, error=message)
         raise CallFailed(message, status=last_error.status if last_error else None)
+    except (GeneratorExit, CallFailed):
+        raise
+    except Exception as exc:
+        # Recording the answer failed (or something else did): the call is still
+        # recorded below, with this error rather than as a client that went away.
+        log.exception("streamed call %s failed", prepared.context.request_id)
+        cause = f"The call failed: {type(exc).__name__}: {exc}"
+        raise CallFailed(cause) from exc
     finally:
         if not finished:
-            # The client went away mid-stream: what was generated is still paid for.
+            # The client went away mid-stream (or the call failed): what was generated
+            # is still paid for.
             _finish(
                 prepared,
                 model,
                 None,
-                error="client disconnected mid-stream",
+                error=cause,
                 usage=_streamed_usage(prepared, streamed) if model is not None else None,
             )
 

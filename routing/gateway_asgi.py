@@ -131,7 +131,14 @@ class GatewayApplication:
                 if not step.done():
                     await step  # a thread cannot be interrupted: let the step end
                     return  # the client went away; `finally` closes the call
-                chunk = step.result()
+                try:
+                    chunk = step.result()
+                except Exception:
+                    # Never a stream left open: the client gets an error and the end.
+                    log.exception("a gateway stream failed")
+                    ending = gateway.stream_error_event() + b"data: [DONE]\n\n"
+                    await send({"type": "http.response.body", "body": ending})
+                    return
                 if chunk is None:
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
