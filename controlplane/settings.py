@@ -123,6 +123,9 @@ else:
     # they are planned for any parameters (a generic plan), not again on every run
     # (controlplane/runtime/prepared.py).
     options = DATABASES["default"].setdefault("OPTIONS", {})
+    # A database that does not answer is reported at once (the gateway's 503), not
+    # after the operating system's own connect timeout.
+    options.setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=3))
     options["prepare_threshold"] = env.int("DATABASE_PREPARE_THRESHOLD", default=5) or None
     if options["prepare_threshold"] is not None:
         options["options"] = " ".join(
@@ -136,7 +139,9 @@ else:
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
             "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
-            "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
+            # Also how soon a request is answered 503 when PostgreSQL is away: the pool
+            # waits this long for a connection it cannot make.
+            "timeout": env.int("DATABASE_POOL_TIMEOUT", default=3),
         }
     else:
         DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)

@@ -28,7 +28,7 @@ from controlplane.models import Approval, toggle_cache_keys, toggles_enabled
 from controlplane.runtime import rows
 from controlplane.tiers import StaffUser
 from routing import budgets, pricing, reservations
-from routing.approval_rules import Rule, approval_needed
+from routing.approval_rules import Rule, past_budget
 from routing.call_approvals import (
     approves_past_budget,
     ask_for_approval,
@@ -55,6 +55,7 @@ from routing.router import (
     cool_down,
     cooldown_keys,
     route,
+    token_cap,
 )
 from routing.snapshots import ModelChoice, Reading, RoutingTable, read
 
@@ -105,6 +106,7 @@ class _Prepared:
     approval: Approval | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     streaming: bool = False
+    ended_because: str = ""  # why a stream was closed early, when not its client
 
 
 def _refusal_log(context: CallContext, exc: CallRefused, model_requested: str) -> None:
@@ -225,7 +227,7 @@ def _prepare(
             )
             if in_the_way is None:
                 raise OverBudget(str(exc), **exc.details()) from exc
-            decision.approval = approval_needed(decision.route, decision.estimated_cost, in_the_way)
+            decision.approval = past_budget(in_the_way)
             approved = _approved(context, decision, rule=Rule.OVER_BUDGET)
             reservation = reserve(approved=True)
     except CallRefused as exc:
@@ -309,6 +311,7 @@ def _priced(
             usage,
             prompt_tokens=prepared.decision.prompt_tokens,
             completion_tokens=prepared.decision.completion_tokens,
+            most_tokens=token_cap(model),
         )
         if flag:
             log.warning("call %s: %s", prepared.context.request_id, flag)
@@ -497,9 +500,17 @@ def _complete(prepared: _Prepared, *, record_later: bool) -> CallResult:
 class StreamingCall:
     decision: RouteDecision
     events: Generator[StreamChunk | CallResult]
+    prepared: _Prepared | None = None
 
     def __iter__(self) -> Iterator[StreamChunk | CallResult]:
         return self.events
+
+    def close(self, reason: str = "") -> None:
+        """End the call now: it settles (what was streamed is paid for) and logs
+        `reason` as its error; without one, the client went away."""
+        if reason and self.prepared is not None:
+            self.prepared.ended_because = reason
+        self.events.close()
 
 
 def stream(
@@ -526,7 +537,9 @@ def stream(
     # Run it into its try block: a generator closed before it started would skip its
     # `finally`, leaving the reservation held and the call unlogged.
     next(events)
-    return StreamingCall(prepared.decision, cast(Generator[StreamChunk | CallResult], events))
+    return StreamingCall(
+        prepared.decision, cast(Generator[StreamChunk | CallResult], events), prepared
+    )
 
 
 def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult | None]:
@@ -594,7 +607,7 @@ def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult | 
                 prepared,
                 model,
                 None,
-                error=cause,
+                error=prepared.ended_because or cause,
                 usage=_streamed_usage(prepared, streamed) if model is not None else None,
             )
 

@@ -288,9 +288,10 @@ def _sse_events(call: calls.StreamingCall, request_id: str) -> Generator[bytes]:
     except CallFailed as exc:
         error = {"error": {"message": str(exc), "type": "upstream_error", "code": exc.status}}
         yield f"data: {json.dumps(error)}\n\n".encode()
-    except Exception:
-        # The call is recorded by its own `finally`; the client still gets an ending.
+    except Exception as exc:
+        # The call is recorded now, with this error; the client still gets an ending.
         log.exception("the stream of call %s failed", request_id)
+        call.close(f"The gateway's stream failed: {type(exc).__name__}: {exc}")
         yield stream_error_event()
     finally:
         # Closing this (a client went away) closes the call now, in this thread, so it

@@ -25,6 +25,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from controlplane.audit import acting_as
 from controlplane.runtime.endpoint_threads import run_on_pool
@@ -157,11 +160,30 @@ def _serve(
     with acting_as(None, address):
         try:
             return handler(request)
+        except (RedisConnectionError, RedisTimeoutError):
+            log.exception("the gateway cannot reach Redis")
+            return _unavailable("Redis (the cache holding the routing state and toggles)")
+        except (OperationalError, InterfaceError):
+            log.exception("the gateway cannot reach the database")
+            return _unavailable("The database")
         except Exception:
             log.exception("the gateway failed on %s", request.method)
             return gateway.error_response(
                 500, "server_error", "The gateway failed; the error is in its log."
             )
+
+
+def _unavailable(dependency: str) -> gateway.GatewayResponse:
+    """503 naming the dependency that is away: a client may retry, an operator knows
+    where to look."""
+    response = gateway.error_response(
+        503,
+        "service_unavailable",
+        f"{dependency} is unreachable; retry shortly.",
+        error_type="service_unavailable",
+    )
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 def _after(function: Callable[[], object]) -> None:

@@ -130,7 +130,9 @@ MAX_COST_REPORTED = Decimal(1000)
 _COUNTS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens")
 
 
-def checked_usage(usage: Usage, *, prompt_tokens: int, completion_tokens: int) -> tuple[Usage, str]:
+def checked_usage(
+    usage: Usage, *, prompt_tokens: int, completion_tokens: int, most_tokens: int
+) -> tuple[Usage, str]:
     """What a provider reported, made safe to price and record, and what was wrong
     with it ("" when nothing was). A misbehaving upstream cannot corrupt the books:
 
@@ -138,14 +140,16 @@ def checked_usage(usage: Usage, *, prompt_tokens: int, completion_tokens: int) -
       priced from the catalog;
     - a prompt or completion count that is negative, unreadable or absurd is replaced
       by the call's own estimate (`prompt_tokens`) or the most it could produce
-      (`completion_tokens`, what was reserved); other counts by zero.
+      (`completion_tokens`, what was reserved); other counts by zero. Absurd is past
+      `most_tokens`, the model's context: no call reads or writes more.
     """
+    most = min(most_tokens, MAX_TOKENS_REPORTED)
     problems: list[str] = []
     fixed: dict[str, Any] = {}
     fallbacks = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
     for name in (*_COUNTS, "reasoning_tokens"):
         value = getattr(usage, name)
-        if name in usage.unreadable or not 0 <= value <= MAX_TOKENS_REPORTED:
+        if name in usage.unreadable or not 0 <= value <= most:
             shown = usage.unreadable.get(name, str(value))
             fixed[name] = fallbacks.get(name, 0)
             problems.append(f"{name} {shown} replaced by {fixed[name]}")

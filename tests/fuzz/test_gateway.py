@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from controlplane.money import dumps_exact, loads_exact
 from routing.models import AIModel, OperationLog, Reservation, ServiceKey
-from routing.providers import ChatRequest, Completion, Reply, StreamChunk
+from routing.providers import ChatRequest, Completion, Reply, StreamChunk, Usage
 from routing.providers.offline import complete_answer, stream_answer
 from tests.fuzz.conftest import record_status
 from tests.routing import asgi_driver, factories
@@ -33,6 +33,7 @@ pytestmark = pytest.mark.django_db
 CHAT = "POST /v1/chat/completions"
 CHAT_STREAMED = "POST /v1/chat/completions (stream)"
 MODELS = "GET /v1/models"
+UPSTREAM = "POST /v1/chat/completions (misreporting upstream)"
 OPERATIONS = ["chat", "priced", "refund", "dear", "no-such-operation"]
 
 
@@ -53,13 +54,13 @@ def raw_key(db: Any) -> Iterator[str]:
     """A service key, and operations that reach every part of the call path: the
     free offline model (`chat`), a priced model (`priced`), one that spends money
     (`refund`, approval rule 1) and one over its approval threshold (`dear`), under
-    a global budget of $1 a day."""
+    a global budget of $100 a day."""
     provider = factories.provider(name="fuzzed-upstream")
     priced = factories.model(provider, "fuzz/priced", context_length=100_000)
     factories.route("priced", priced)
     factories.route("refund", priced, spends_money=True)
     factories.route("dear", priced, approval_threshold="0.001")
-    factories.budget("1")
+    factories.budget("100")
     assert AIModel.objects.filter(model_id="offline/echo").exists()
     _, raw = ServiceKey.issue(name="fuzzer", service="fuzzing")
     with use_scripted("fuzzed-upstream", PricedEcho()):
@@ -143,9 +144,10 @@ message = st.fixed_dictionaries(
     },
 )
 token_counts = mostly(
-    st.integers(min_value=1, max_value=4000)
-    | st.sampled_from([10**13, 10**20, 10**30, 10**100, 2**63, 100_000, 100_001]),
-    st.integers(min_value=-5, max_value=10**120) | json_values,
+    st.integers(min_value=1, max_value=4000),
+    st.sampled_from([10**13, 10**20, 10**30, 10**100, 2**63, 100_000, 100_001])
+    | st.integers(min_value=-5, max_value=10**120)
+    | json_values,
 )
 chat_requests = st.fixed_dictionaries(
     {
@@ -163,6 +165,56 @@ chat_requests = st.fixed_dictionaries(
         "stream_options": mostly(st.just({"include_usage": True}), json_values),
         "temperature": mostly(st.floats(0, 2), json_values),
         "user": mostly(st.text(max_size=8), json_values),
+    },
+)
+
+
+# Well-formed requests with arbitrary values: they get past the shape check, so they
+# reach routing, approvals, the reservation, the provider, pricing and the books.
+any_text = st.text(max_size=80).filter(lambda text: "\x00" not in text)
+well_formed_tool = st.fixed_dictionaries(
+    {
+        "type": st.just("function"),
+        "function": st.fixed_dictionaries(
+            {"name": st.sampled_from(["search", "lookup"]) | any_text.filter(bool)},
+            optional={
+                "description": any_text,
+                "parameters": st.just(
+                    {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+                )
+                | st.just({}),
+            },
+        ),
+    }
+)
+well_formed_message = st.fixed_dictionaries(
+    {
+        "role": st.sampled_from(["system", "user", "assistant", "tool", "developer"]),
+        "content": st.sampled_from(["Hello", "please search the logs", "lookup"]) | any_text,
+    },
+    optional={
+        "tool_calls": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "id": any_text,
+                    "type": st.just("function"),
+                    "function": st.fixed_dictionaries({"name": any_text, "arguments": any_text}),
+                }
+            ),
+            max_size=2,
+        ),
+        "tool_call_id": any_text,
+    },
+)
+well_formed_requests = st.fixed_dictionaries(
+    {"messages": st.lists(well_formed_message, min_size=1, max_size=3)},
+    optional={
+        "model": any_text,
+        "tools": st.lists(well_formed_tool, max_size=3),
+        "max_tokens": st.integers(min_value=1, max_value=40_000),
+        "max_completion_tokens": st.integers(min_value=1, max_value=40_000),
+        "temperature": st.decimals(min_value=0, max_value=2, places=2),
+        "stream": st.booleans(),
     },
 )
 
@@ -218,24 +270,27 @@ def headers(draw: st.DrawFn, raw_key: str) -> dict[str, str]:
         sent["Authorization"] = f"Bearer {raw_key}"
     elif auth == "fuzzed":
         sent["Authorization"] = draw(header_text | st.builds("Bearer {}".format, header_text))
-    operation = draw(st.sampled_from([*OPERATIONS, "", "fuzzed", "long"]), label="X-Operation")
+    operation = draw(
+        st.sampled_from([*OPERATIONS, "", "", "", "fuzzed", "long"]), label="X-Operation"
+    )
     if operation == "fuzzed":
         sent["X-Operation"] = draw(header_text)
     elif operation == "long":
         sent["X-Operation"] = "op-" + "x" * draw(st.integers(min_value=98, max_value=400))
     elif operation:
         sent["X-Operation"] = operation
-    mode = draw(st.sampled_from(["", "normal", "code", "fuzzed", "long"]), label="X-Mode")
+    mode = draw(st.sampled_from(["", "", "", "normal", "code", "fuzzed", "long"]), label="X-Mode")
     if mode == "fuzzed":
         sent["X-Mode"] = draw(header_text)
     elif mode == "long":
         sent["X-Mode"] = "m" * draw(st.integers(min_value=19, max_value=300))
     elif mode:
         sent["X-Mode"] = mode
-    if draw(st.booleans(), label="X-Approval-Id"):
-        sent["X-Approval-Id"] = draw(
-            st.integers(min_value=0, max_value=10**30).map(str) | header_text
-        )
+    approval = draw(st.sampled_from(["", "", "", "", "number", "fuzzed"]), label="X-Approval-Id")
+    if approval == "number":
+        sent["X-Approval-Id"] = str(draw(st.integers(min_value=0, max_value=10**30)))
+    elif approval == "fuzzed":
+        sent["X-Approval-Id"] = draw(header_text)
     return {name: value for name, value in sent.items() if value}
 
 
@@ -325,6 +380,85 @@ def test_a_streamed_chat_completion_always_ends_with_done_or_a_json_error(
     streamed = _body({**request, "stream": True})
     answer = _send(CHAT_STREAMED, "POST", asgi_driver.CHAT_URL, sent_headers, streamed)
     _assert_well_answered(answer)
+    _assert_books_whole()
+
+
+@given(
+    request=well_formed_requests,
+    operation=st.sampled_from(OPERATIONS),
+    approval=st.none() | st.integers(min_value=1, max_value=50),
+)
+def test_well_formed_calls_are_answered_and_recorded(
+    raw_key: str, request: dict[str, Any], operation: str, approval: int | None
+) -> None:
+    sent_headers = {**asgi_driver.bearer(raw_key), "X-Operation": operation}
+    if approval is not None:
+        sent_headers["X-Approval-Id"] = str(approval)
+    endpoint = CHAT_STREAMED if request.get("stream") else CHAT
+    answer = _send(endpoint, "POST", asgi_driver.CHAT_URL, sent_headers, _body(request))
+    _assert_well_answered(answer)
+    # Refusals are the call path's own (a context too short, an approval, a budget, an
+    # unknown operation); nothing a well-formed request sends is refused as malformed.
+    if answer.status >= 400:
+        assert answer.error()["code"] in {
+            "context_length_exceeded",
+            "approval_required",
+            "budget_exceeded",
+            "not_routable",
+        }, answer.error()
+    _assert_books_whole()
+
+
+class Misreporting:
+    """An upstream that answers and reports whatever usage it likes."""
+
+    label = "misreporting"
+
+    def __init__(self, usage: Usage, cost: Decimal | None) -> None:
+        self.reply = Reply("A fuzzed answer.", usage=usage, cost=cost)
+
+    def complete(self, request: ChatRequest) -> Completion:
+        return complete_answer(self.reply, request)
+
+    def stream(self, request: ChatRequest) -> Iterator[StreamChunk | Completion]:
+        return stream_answer(self.reply, request)
+
+
+counts = st.integers(min_value=-(10**6), max_value=10**40) | st.integers(0, 5000)
+# What no provider could mean (refused and flagged), or a plausible cost.
+reported_costs = (
+    st.none()
+    | st.decimals(allow_nan=True, allow_infinity=True).filter(
+        lambda cost: not cost.is_finite() or cost < 0 or cost > 1000
+    )
+    | st.decimals(min_value=0, max_value="0.01", places=18)
+)
+
+
+@given(
+    usage=st.builds(
+        Usage,
+        prompt_tokens=counts,
+        completion_tokens=counts,
+        cached_tokens=counts,
+        cache_write_tokens=counts,
+        reasoning_tokens=counts,
+    ),
+    cost=reported_costs,
+    stream=st.booleans(),
+)
+def test_whatever_an_upstream_reports_the_books_stay_whole(
+    raw_key: str, usage: Usage, cost: Decimal | None, stream: bool
+) -> None:
+    headers = {**asgi_driver.bearer(raw_key), "X-Operation": "priced"}
+    body = _body({"messages": [{"role": "user", "content": "Hello"}], "stream": stream})
+    with use_scripted("fuzzed-upstream", Misreporting(usage, cost)):
+        answer = _send(UPSTREAM, "POST", asgi_driver.CHAT_URL, headers, body)
+    _assert_well_answered(answer)
+    if answer.status == 200 and not stream:
+        reported = Decimal(answer.headers["x-cost-usd"])
+        assert reported.is_finite()
+        assert reported >= 0
     _assert_books_whole()
 
 
