@@ -6,7 +6,8 @@ whose iterator yields `StreamChunk`s and then one `CallResult`. Refusals (a kill
 switch, a needed approval, a budget) raise `CallRefused` before anything is spent,
 and are logged like every other call.
 What is not on the call path lives apart: its refusals and failures in
-`call_refusals`, approvals in `call_approvals`, money held in `reservations`, the
+`call_refusals`, approvals in `call_approvals`, how a call is recorded (its
+settlement and log row) in `call_records`, money held in `reservations`, the
 ledger's SQL in `ledger`.
 """
 
@@ -17,23 +18,20 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, cast
 
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError
 
 from controlplane.models import Approval, toggle_cache_keys, toggles_enabled
-from controlplane.runtime import rows
 from controlplane.tiers import StaffUser
-from routing import budgets, pricing, reservations
+from routing import budgets, call_records, pricing, reservations
 from routing.approval_rules import Rule, past_budget
 from routing.call_approvals import (
     approves_past_budget,
     ask_for_approval,
     give_back,
-    mark_used,
     usable_approval,
 )
 from routing.call_refusals import (
@@ -55,7 +53,6 @@ from routing.router import (
     cool_down,
     cooldown_keys,
     route,
-    token_cap,
 )
 from routing.snapshots import ModelChoice, Reading, RoutingTable, read
 
@@ -96,7 +93,9 @@ class CallResult:
 
 
 @dataclass
-class _Prepared:
+class Prepared:
+    """A call reserved and about to be made: what `call_records` records it from."""
+
     context: CallContext
     decision: RouteDecision
     reservation: Reservation
@@ -107,21 +106,6 @@ class _Prepared:
     attempts: list[dict[str, Any]] = field(default_factory=list)
     streaming: bool = False
     ended_because: str = ""  # why a stream was closed early, when not its client
-
-
-def _refusal_log(context: CallContext, exc: CallRefused, model_requested: str) -> None:
-    OperationLog(
-        request_id=context.request_id,
-        operation=context.operation,
-        mode=context.mode or "",
-        user=context.user if getattr(context.user, "pk", None) else None,
-        service=context.service,
-        model_requested=model_requested,
-        cost=Decimal(0),
-        cost_source=OperationLog.CostSource.NONE,
-        status=OperationLog.Status.REFUSED,
-        error=f"{exc.code}: {exc}",
-    ).fit_columns().save()
 
 
 def _operation_toggle(operation: str) -> str:
@@ -171,7 +155,7 @@ def _prepare(
     max_tokens: int | None,
     extra: dict[str, Any] | None,
     model_requested: str,
-) -> _Prepared:
+) -> Prepared:
     try:
         toggle = _operation_toggle(context.operation)
         reading = context.reading or read(
@@ -231,7 +215,7 @@ def _prepare(
             approved = _approved(context, decision, rule=Rule.OVER_BUDGET)
             reservation = reserve(approved=True)
     except CallRefused as exc:
-        _refusal_log(context, exc, model_requested)
+        call_records.log_refusal(context, exc, model_requested)
         raise
     request = ChatRequest(
         model=decision.model.model_id,
@@ -240,7 +224,7 @@ def _prepare(
         max_tokens=max_tokens,
         extra=extra or {},
     )
-    return _Prepared(context, decision, reservation, request, time.perf_counter(), approved)
+    return Prepared(context, decision, reservation, request, time.perf_counter(), approved)
 
 
 def _provider(decision: RouteDecision, model: ModelChoice) -> Any:
@@ -263,7 +247,7 @@ def _as_provider_error(exc: Exception, model: ModelChoice) -> ProviderError:
 
 
 def _record_failure(
-    prepared: _Prepared, model: ModelChoice, exc: ProviderError, began: float
+    prepared: Prepared, model: ModelChoice, exc: ProviderError, began: float
 ) -> None:
     prepared.attempts.append(
         {
@@ -277,155 +261,6 @@ def _record_failure(
     )
     if exc.retryable:
         cool_down(model, exc.retry_after)
-
-
-def _finish(
-    prepared: _Prepared,
-    model: ModelChoice | None,
-    completion: Completion | None,
-    *,
-    error: str = "",
-    usage: Usage | None = None,
-) -> tuple[OperationLog, Decimal, str]:
-    """Price the call, settle or release its reservation, and write its log row."""
-    cost, source, record = _priced(prepared, model, completion, error=error, usage=usage)
-    return record(), cost, source
-
-
-def _priced(
-    prepared: _Prepared,
-    model: ModelChoice | None,
-    completion: Completion | None,
-    *,
-    error: str = "",
-    usage: Usage | None = None,
-) -> tuple[Decimal, str, Callable[[], OperationLog]]:
-    """The call's cost, and what records it: the settlement (or release) of its
-    reservation and its log row, to run now or once the answer is on its way."""
-    usage = completion.usage if completion is not None else usage
-    cost, source, flag = Decimal(0), str(OperationLog.CostSource.NONE), ""
-    if model is not None and usage is not None:
-        # What the provider reported is checked before it is priced: a negative or
-        # absurd figure must not reach the ledger (nor the caller's X-Cost-USD).
-        usage, flag = pricing.checked_usage(
-            usage,
-            prompt_tokens=prepared.decision.prompt_tokens,
-            completion_tokens=prepared.decision.completion_tokens,
-            most_tokens=token_cap(model),
-        )
-        if flag:
-            log.warning("call %s: %s", prepared.context.request_id, flag)
-        if completion is not None:
-            completion.usage = usage
-        try:
-            cost, source = pricing.cost_of(model, usage)
-        except pricing.PriceMissing as exc:
-            # The call happened; its cost is unknown, and the log says so.
-            source, error = str(exc.source), (error + " " if error else "") + str(exc)
-    latency_ms = int((time.perf_counter() - prepared.started) * 1000)
-    settles = model is not None and usage is not None
-
-    def record() -> OperationLog:
-        row = _log_row(prepared, model, usage, cost, source, error, latency_ms, flag)
-        try:
-            with _undoable():
-                _settle_with_log(prepared, row, cost if settles else None)
-        except (OperationalError, InterfaceError):
-            raise  # the database is away: the stale sweep writes the call off later
-        except Exception as exc:
-            # Never silently: the call is recorded all the same, plainly, with why.
-            log.exception("recording call %s failed; recording it plainly", row.request_id)
-            row = _plain_row(row, f"{type(exc).__name__} while recording the call: {exc}")
-            _settle_with_log(prepared, row, cost if settles else None)
-        return row
-
-    return cost, source, record
-
-
-def _undoable() -> AbstractContextManager[Any]:
-    """A savepoint inside a caller's transaction, so a failed write can be followed by
-    another; nothing outside one (the settlement is one statement, or one transaction
-    of its own, already: no extra round trips on the path of every call)."""
-    return transaction.atomic() if transaction.get_connection().in_atomic_block else nullcontext()
-
-
-def _settle_with_log(prepared: _Prepared, row: OperationLog, cost: Decimal | None) -> None:
-    """Settle at `cost` (None: release) and insert the log row, in one transaction: one
-    commit instead of two, and the ledger and the log never disagree. The call's
-    approval is used up with them when a provider answered (a settled call), else
-    given back."""
-    approval, reservation = prepared.approval, prepared.reservation
-    with transaction.atomic() if approval is not None else nullcontext():
-        if cost is not None:
-            reservations.settle(reservation, cost, log_row=row)
-        else:
-            with transaction.atomic():
-                reservations.release(reservation)
-                rows.insert([row])
-        if approval is not None:
-            (mark_used if cost is not None else give_back)(approval, prepared.context)
-
-
-def _plain_row(row: OperationLog, why: str) -> OperationLog:
-    """A log row that cannot fail to be written: the same call, every count that a
-    constraint could refuse at zero, the cost kept (it was checked), and why."""
-    plain = OperationLog(
-        request_id=row.request_id,
-        operation=row.operation,
-        mode=row.mode,
-        user_id=row.user_id,
-        service=row.service,
-        model_requested=row.model_requested,
-        model_used=row.model_used,
-        provider=row.provider,
-        stream=row.stream,
-        cost=row.cost,
-        cost_source=row.cost_source,
-        status=OperationLog.Status.ERROR,
-        error="; ".join(filter(None, [row.error, why]))[:2000].replace("\x00", ""),
-        usage_flag=row.usage_flag.replace("\x00", ""),
-    )
-    return plain.fit_columns()
-
-
-def _log_row(
-    prepared: _Prepared,
-    model: ModelChoice | None,
-    usage: Usage | None,
-    cost: Decimal,
-    source: str,
-    error: str,
-    latency_ms: int,
-    usage_flag: str = "",
-) -> OperationLog:
-    """The call's log row, not yet saved: it is inserted with the settlement."""
-    decision, context = prepared.decision, prepared.context
-    row = OperationLog(
-        request_id=context.request_id,
-        operation=context.operation,
-        mode=decision.mode or "",
-        user=context.user if getattr(context.user, "pk", None) else None,
-        service=context.service,
-        model_requested=decision.model.model_id,
-        model_used=model.model_id if model else "",
-        provider=model.provider_name if model else "",
-        fallback_used=model is not None and model.pk != decision.model.pk,
-        ab_variant=decision.ab_variant,
-        stream=prepared.streaming,
-        prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=usage.completion_tokens if usage else 0,
-        cached_tokens=usage.cached_tokens if usage else 0,
-        cache_write_tokens=usage.cache_write_tokens if usage else 0,
-        reasoning_tokens=usage.reasoning_tokens if usage else 0,
-        cost=cost,
-        cost_source=source,
-        latency_ms=latency_ms,
-        status=OperationLog.Status.ERROR if error else OperationLog.Status.OK,
-        error=error,
-        usage_flag=usage_flag,
-        attempts=prepared.attempts,
-    )
-    return row.fit_columns()
 
 
 def complete(
@@ -460,11 +295,11 @@ def complete(
         # real error, and its reservation given back: nothing is left half-done.
         message = f"The call failed: {type(exc).__name__}: {exc}"
         log.exception("call %s failed after its reservation", context.request_id)
-        _finish(prepared, None, None, error=message)
+        call_records.finish(prepared, None, None, error=message)
         raise CallFailed(message) from exc
 
 
-def _complete(prepared: _Prepared, *, record_later: bool) -> CallResult:
+def _complete(prepared: Prepared, *, record_later: bool) -> CallResult:
     context = prepared.context
     last_error: ProviderError | None = None
     for model in prepared.decision.candidates:
@@ -486,13 +321,13 @@ def _complete(prepared: _Prepared, *, record_later: bool) -> CallResult:
                 "latency_ms": int((time.perf_counter() - began) * 1000),
             }
         )
-        cost, source, record = _priced(prepared, model, completion)
+        cost, source, record = call_records.priced(prepared, model, completion)
         result = CallResult(completion, prepared.decision, model, cost, source, None, record)
         if not record_later:
             result.record()
         return result
     message = f"Every model failed for '{context.operation}': {last_error}"
-    _finish(prepared, None, None, error=message)
+    call_records.finish(prepared, None, None, error=message)
     raise CallFailed(message, status=last_error.status if last_error else None)
 
 
@@ -500,7 +335,7 @@ def _complete(prepared: _Prepared, *, record_later: bool) -> CallResult:
 class StreamingCall:
     decision: RouteDecision
     events: Generator[StreamChunk | CallResult]
-    prepared: _Prepared | None = None
+    prepared: Prepared | None = None
 
     def __iter__(self) -> Iterator[StreamChunk | CallResult]:
         return self.events
@@ -542,7 +377,7 @@ def stream(
     )
 
 
-def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult | None]:
+def _stream_events(prepared: Prepared) -> Generator[StreamChunk | CallResult | None]:
     """Yields None once, for `stream()` to prime it, then the call's chunks and result."""
     finished = False
     model: ModelChoice | None = None
@@ -579,7 +414,7 @@ def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult | 
                         "latency_ms": int((time.perf_counter() - began) * 1000),
                     }
                 )
-                row, cost, source = _finish(prepared, model, answer)
+                row, cost, source = call_records.finish(prepared, model, answer)
                 finished = True
                 yield CallResult(answer, prepared.decision, model, cost, source, row)
                 return
@@ -587,9 +422,11 @@ def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult | 
         finished = True
         if streamed and model is not None:
             # Tokens were produced and are paid for: price what was streamed.
-            _finish(prepared, model, None, error=message, usage=_streamed_usage(prepared, streamed))
+            call_records.finish(
+                prepared, model, None, error=message, usage=_streamed_usage(prepared, streamed)
+            )
         else:
-            _finish(prepared, None, None, error=message)
+            call_records.finish(prepared, None, None, error=message)
         raise CallFailed(message, status=last_error.status if last_error else None)
     except (GeneratorExit, CallFailed):
         raise
@@ -603,7 +440,7 @@ def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult | 
         if not finished:
             # The client went away mid-stream (or the call failed): what was generated
             # is still paid for.
-            _finish(
+            call_records.finish(
                 prepared,
                 model,
                 None,
@@ -612,7 +449,7 @@ def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult | 
             )
 
 
-def _streamed_usage(prepared: _Prepared, streamed: list[str]) -> Usage:
+def _streamed_usage(prepared: Prepared, streamed: list[str]) -> Usage:
     return Usage(
         prompt_tokens=prepared.decision.prompt_tokens,
         completion_tokens=pricing.estimate_prompt_tokens(
