@@ -129,6 +129,9 @@ else:
     # they are planned for any parameters (a generic plan), not again on every run
     # (controlplane/runtime/prepared.py).
     options = DATABASES["default"].setdefault("OPTIONS", {})
+    # A database that does not answer is reported at once (the gateway's 503), not
+    # after the operating system's own connect timeout.
+    options.setdefault("connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=3))
     options["prepare_threshold"] = env.int("DATABASE_PREPARE_THRESHOLD", default=5) or None
     if options["prepare_threshold"] is not None:
         options["options"] = " ".join(
@@ -142,7 +145,9 @@ else:
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
             "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
-            "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
+            # Also how soon a request is answered 503 when PostgreSQL is away: the pool
+            # waits this long for a connection it cannot make.
+            "timeout": env.int("DATABASE_POOL_TIMEOUT", default=3),
         }
     else:
         DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=0)
@@ -350,6 +355,9 @@ MODEL_COOLDOWN_SECONDS = env.int("MODEL_COOLDOWN_SECONDS", default=60)
 GATEWAY_THREADS = env.int("GATEWAY_THREADS", default=16)
 # Completion tokens assumed for a cost estimate when a call does not set max_tokens.
 DEFAULT_COMPLETION_TOKENS = env.int("DEFAULT_COMPLETION_TOKENS", default=1024)
+# The most completion tokens a call may ask of a model whose context the catalog does
+# not give (otherwise its context is the cap); past it the gateway answers 400.
+GATEWAY_MAX_TOKENS_CAP = env.int("GATEWAY_MAX_TOKENS_CAP", default=1_000_000)
 # The public model list `manage.py sync_models` loads prices from.
 OPENROUTER_MODELS_URL = env.str(
     "OPENROUTER_MODELS_URL", default="https://openrouter.ai/api/v1/models"

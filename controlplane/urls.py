@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from controlplane import metrics, views
+from routing.views import gateway_unknown_path
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -21,4 +22,7 @@ urlpatterns = [
     path("selfheal/api/", include("selfheal.api_urls")),
     path("selfheal/", include("selfheal.urls")),
     path("health/", include("healthmon.urls")),
+    # Last: a `/v1/...` path nothing above serves gets the gateway's JSON 404 (its own
+    # paths are served straight from ASGI, controlplane/asgi_routes.py).
+    re_path(r"^v1(?:/|$)", gateway_unknown_path),
 ]

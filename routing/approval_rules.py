@@ -52,8 +52,14 @@ def approval_needed(
             f"of {usd(threshold)}.",
         )
     if budget_in_the_way is not None:
-        return ApprovalNeed(
-            Rule.OVER_BUDGET,
-            f"The call would take the {budget_in_the_way} past 100% of its daily limit.",
-        )
+        return past_budget(budget_in_the_way)
     return None
+
+
+def past_budget(budget_in_the_way: Any) -> ApprovalNeed:
+    """Rule 3 on its own: asked of a call whose other rule was approved already (an
+    approval answers its own rule only)."""
+    return ApprovalNeed(
+        Rule.OVER_BUDGET,
+        f"The call would take the {budget_in_the_way} past 100% of its daily limit.",
+    )

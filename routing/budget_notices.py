@@ -41,7 +41,9 @@ def _thresholds_reached(spent: Decimal, limit: Decimal) -> list[int]:
 
 
 def _notify_thresholds(ledger_ids: Sequence[int]) -> None:
-    """Claim the thresholds newly crossed on each ledger and notify the highest.
+    """Claim the thresholds newly crossed on each ledger and notify each of them: a
+    settlement that takes a budget from 40% to 100% is still its 50% and 80% notice
+    (a channel or a person may listen for one threshold only).
 
     The claim is a compare-and-swap on `thresholds_notified`, so of two settlements
     crossing the same threshold at once only one notifies.
@@ -56,7 +58,8 @@ def _notify_thresholds(ledger_ids: Sequence[int]) -> None:
                 thresholds_notified=sorted(notified + new)
             )
             if claimed:
-                _send_threshold_notice(ledger, max(new))
+                for threshold in sorted(new):
+                    _send_threshold_notice(ledger, threshold)
                 break
             ledger.refresh_from_db(fields=["spent", "limit", "thresholds_notified"])
 

@@ -1,5 +1,5 @@
 """The approvals a call may need (`routing.approval_rules` says when): asking an
-Owner or Operator for one, and using one granted, once.
+Owner or Operator for one, and using one granted, once, by a call that was made.
 
 A call is approved for its requester: the user who makes it, else the inactive
 account that stands for the calling service (`service_account`).
@@ -18,6 +18,7 @@ from controlplane.models import Approval
 from controlplane.money import usd
 from controlplane.service_accounts import service_account
 from controlplane.tiers import Tier
+from routing.approval_rules import Rule
 
 if TYPE_CHECKING:
     from routing.calls import CallContext
@@ -41,26 +42,55 @@ def approval_amount(estimate: Decimal) -> Decimal:
     return estimate.quantize(Decimal(1).scaleb(-column.decimal_places), rounding=ROUND_CEILING)
 
 
-def usable_approval(context: CallContext, decision: RouteDecision) -> Approval | None:
-    """An approved, unused approval this requester got for this operation; using it
-    spends it."""
+def usable_approval(
+    context: CallContext, decision: RouteDecision, *, rule: Rule | None = None
+) -> Approval | None:
+    """An approved approval this requester got for this operation (for `rule`, when
+    given), not used by a call yet, claimed for this call: no other call can use it
+    meanwhile. The claim becomes its use once a provider answered (`mark_used`) and
+    is given back if none did (`give_back`), so a failed call does not make the
+    caller ask again."""
     if context.approval_id is None:
         return None
-    approval = Approval.objects.filter(
+    approvals = Approval.objects.filter(
         pk=context.approval_id,
         action=APPROVAL_ACTION,
         status=Approval.Status.APPROVED,
         requested_by=requester(context),
         proposal__operation=context.operation,
-    ).first()
+    )
+    if rule is not None:
+        approvals = approvals.filter(proposal__rule=rule.value)
+    approval = approvals.first()
     if approval is None:
         return None
     if approval.amount is not None and approval.amount < decision.estimated_cost:
         return None
-    used = Approval.objects.filter(pk=approval.pk, outcome="").update(
+    claimed = Approval.objects.filter(pk=approval.pk, outcome="").update(outcome=_claim(context))
+    return approval if claimed else None
+
+
+def approves_past_budget(approval: Approval | None) -> bool:
+    """Whether an approval lets its call go past a budget's limit: only one granted for
+    that (approval rule 3). Any other answers its own rule; the budgets still hold."""
+    proposal = approval.proposal if approval is not None else None
+    return isinstance(proposal, dict) and proposal.get("rule") == Rule.OVER_BUDGET.value
+
+
+def _claim(context: CallContext) -> str:
+    return f"In use by call {context.request_id}."
+
+
+def mark_used(approval: Approval, context: CallContext) -> None:
+    """The call the approval was claimed for was made: the approval is used up."""
+    Approval.objects.filter(pk=approval.pk, outcome=_claim(context)).update(
         outcome=f"Used by call {context.request_id} at {timezone.now():%Y-%m-%d %H:%M:%S %Z}."
     )
-    return approval if used else None
+
+
+def give_back(approval: Approval, context: CallContext) -> None:
+    """No provider answered the call (or it was refused): the approval is usable again."""
+    Approval.objects.filter(pk=approval.pk, outcome=_claim(context)).update(outcome="")
 
 
 def ask_for_approval(context: CallContext, decision: RouteDecision) -> Approval:

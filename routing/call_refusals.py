@@ -12,6 +12,8 @@ class CallRefused(Exception):
 
     status = 400
     code = "refused"
+    # OpenAI's error `type` for the answer, when it is not the code itself.
+    error_type: str | None = None
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -36,6 +38,14 @@ class OverBudget(CallRefused):
 class NotRoutable(CallRefused):
     status = 404
     code = "not_routable"
+
+
+class TooLong(CallRefused):
+    """More completion tokens asked for than the route's models give."""
+
+    status = 400
+    code = "context_length_exceeded"
+    error_type = "invalid_request_error"
 
 
 class CallFailed(Exception):

@@ -6,7 +6,8 @@ whose iterator yields `StreamChunk`s and then one `CallResult`. Refusals (a kill
 switch, a needed approval, a budget) raise `CallRefused` before anything is spent,
 and are logged like every other call.
 What is not on the call path lives apart: its refusals and failures in
-`call_refusals`, approvals in `call_approvals`, money held in `reservations`, the
+`call_refusals`, approvals in `call_approvals`, how a call is recorded (its
+settlement and log row) in `call_records`, money held in `reservations`, the
 ledger's SQL in `ledger`.
 """
 
@@ -21,14 +22,18 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, cast
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError
 
 from controlplane.models import Approval, toggle_cache_keys, toggles_enabled
-from controlplane.runtime import rows
 from controlplane.tiers import StaffUser
-from routing import budgets, metrics, pricing, reservations
-from routing.approval_rules import approval_needed
-from routing.call_approvals import ask_for_approval, usable_approval
+from routing import budgets, call_records, pricing, reservations
+from routing.approval_rules import Rule, past_budget
+from routing.call_approvals import (
+    approves_past_budget,
+    ask_for_approval,
+    give_back,
+    usable_approval,
+)
 from routing.call_refusals import (
     ApprovalRequired,
     CallFailed,
@@ -36,11 +41,19 @@ from routing.call_refusals import (
     FeatureOff,
     NotRoutable,
     OverBudget,
+    TooLong,
 )
 from routing.models import OperationLog, Provider, Reservation
 from routing.providers import provider_for
 from routing.providers.base import ChatRequest, Completion, ProviderError, StreamChunk, Usage
-from routing.router import RouteDecision, RoutingError, cool_down, cooldown_keys, route
+from routing.router import (
+    RouteDecision,
+    RoutingError,
+    TooManyTokens,
+    cool_down,
+    cooldown_keys,
+    route,
+)
 from routing.snapshots import ModelChoice, Reading, RoutingTable, read
 
 log = logging.getLogger(__name__)
@@ -81,30 +94,19 @@ class CallResult:
 
 
 @dataclass
-class _Prepared:
+class Prepared:
+    """A call reserved and about to be made: what `call_records` records it from."""
+
     context: CallContext
     decision: RouteDecision
     reservation: Reservation
     request: ChatRequest
     started: float
+    # Claimed for this call; used up once a provider answered, else given back.
+    approval: Approval | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     streaming: bool = False
-
-
-def _refusal_log(context: CallContext, exc: CallRefused, model_requested: str) -> None:
-    row = OperationLog.objects.create(
-        request_id=context.request_id,
-        operation=context.operation,
-        mode=context.mode or "",
-        user=context.user if getattr(context.user, "pk", None) else None,
-        service=context.service,
-        model_requested=model_requested,
-        cost=Decimal(0),
-        cost_source=OperationLog.CostSource.NONE,
-        status=OperationLog.Status.REFUSED,
-        error=f"{exc.code}: {exc}",
-    )
-    metrics.count_call(context, row, refusal=exc.code)
+    ended_because: str = ""  # why a stream was closed early, when not its client
 
 
 def _operation_toggle(operation: str) -> str:
@@ -128,11 +130,14 @@ def state_keys(table: RoutingTable, operation: str, *, via_gateway: bool) -> lis
     ]
 
 
-def _approved(context: CallContext, decision: RouteDecision) -> Approval:
-    """The approval this call may use; else asks for one and refuses the call."""
+def _approved(
+    context: CallContext, decision: RouteDecision, *, rule: Rule | None = None
+) -> Approval:
+    """The approval this call may use (claimed for it); else asks for one and refuses
+    the call."""
     need = decision.approval
     assert need is not None
-    approved = usable_approval(context, decision)
+    approved = usable_approval(context, decision, rule=rule)
     if approved is None:
         approval = ask_for_approval(context, decision)
         raise ApprovalRequired(
@@ -151,7 +156,7 @@ def _prepare(
     max_tokens: int | None,
     extra: dict[str, Any] | None,
     model_requested: str,
-) -> _Prepared:
+) -> Prepared:
     try:
         toggle = _operation_toggle(context.operation)
         reading = context.reading or read(
@@ -178,6 +183,8 @@ def _prepare(
                 # no read of the ledgers first on the path of every call.
                 check_budgets=False,
             )
+        except TooManyTokens as exc:
+            raise TooLong(str(exc), most=exc.most) from exc
         except RoutingError as exc:
             raise NotRoutable(str(exc), reason=exc.code) from exc
         approved = _approved(context, decision) if decision.needs_approval else None
@@ -192,20 +199,24 @@ def _prepare(
             user=context.user,
         )
         try:
-            reservation = reserve(approved=approved is not None)
+            # An approval answers its own rule: only one for going past a budget (rule
+            # 3) lets the call past a limit; the budgets still hold for the others.
+            reservation = reserve(approved=approves_past_budget(approved))
         except budgets.BudgetExceeded as exc:
+            if approved is not None:
+                give_back(approved, context)  # no call was made with it
             # Approval rule 3, when no budget is used up already: an Owner may let
             # this one call go past a limit.
             in_the_way = budgets.would_exceed(
                 decision.budgets, decision.estimated_cost, enforced=True
             )
-            if approved is not None or in_the_way is None:
+            if in_the_way is None:
                 raise OverBudget(str(exc), **exc.details()) from exc
-            decision.approval = approval_needed(decision.route, decision.estimated_cost, in_the_way)
-            approved = _approved(context, decision)
+            decision.approval = past_budget(in_the_way)
+            approved = _approved(context, decision, rule=Rule.OVER_BUDGET)
             reservation = reserve(approved=True)
     except CallRefused as exc:
-        _refusal_log(context, exc, model_requested)
+        call_records.log_refusal(context, exc, model_requested)
         raise
     request = ChatRequest(
         model=decision.model.model_id,
@@ -214,7 +225,7 @@ def _prepare(
         max_tokens=max_tokens,
         extra=extra or {},
     )
-    return _Prepared(context, decision, reservation, request, time.perf_counter())
+    return Prepared(context, decision, reservation, request, time.perf_counter(), approved)
 
 
 def _provider(decision: RouteDecision, model: ModelChoice) -> Any:
@@ -224,8 +235,20 @@ def _provider(decision: RouteDecision, model: ModelChoice) -> Any:
     return provider_for(provider)
 
 
+def _as_provider_error(exc: Exception, model: ModelChoice) -> ProviderError:
+    """A provider's failure as the call path handles one. Anything but a
+    `ProviderError` is a defect of the provider's client (or its answer): recorded as
+    the call's error, with no fallback tried (it may fail the same way)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    log.exception("the client of %s failed", model.provider_name)
+    return ProviderError(
+        f"{model.provider_name}: {type(exc).__name__}: {exc}", retryable=False, code="client_error"
+    )
+
+
 def _record_failure(
-    prepared: _Prepared, model: ModelChoice, exc: ProviderError, began: float
+    prepared: Prepared, model: ModelChoice, exc: ProviderError, began: float
 ) -> None:
     prepared.attempts.append(
         {
@@ -239,93 +262,6 @@ def _record_failure(
     )
     if exc.retryable:
         cool_down(model, exc.retry_after)
-
-
-def _finish(
-    prepared: _Prepared,
-    model: ModelChoice | None,
-    completion: Completion | None,
-    *,
-    error: str = "",
-    usage: Usage | None = None,
-) -> tuple[OperationLog, Decimal, str]:
-    """Price the call, settle or release its reservation, and write its log row."""
-    cost, source, record = _priced(prepared, model, completion, error=error, usage=usage)
-    return record(), cost, source
-
-
-def _priced(
-    prepared: _Prepared,
-    model: ModelChoice | None,
-    completion: Completion | None,
-    *,
-    error: str = "",
-    usage: Usage | None = None,
-) -> tuple[Decimal, str, Callable[[], OperationLog]]:
-    """The call's cost, and what records it: the settlement (or release) of its
-    reservation and its log row, to run now or once the answer is on its way."""
-    usage = completion.usage if completion is not None else usage
-    cost, source = Decimal(0), str(OperationLog.CostSource.NONE)
-    if model is not None and usage is not None:
-        try:
-            cost, source = pricing.cost_of(model, usage)
-        except pricing.PriceMissing as exc:
-            # The call happened; its cost is unknown, and the log says so.
-            source, error = str(exc.source), (error + " " if error else "") + str(exc)
-    latency_ms = int((time.perf_counter() - prepared.started) * 1000)
-
-    def record() -> OperationLog:
-        # One transaction for the settlement and the log row: one commit (one disk
-        # flush) instead of two, and the ledger and the log never disagree.
-        row = _log_row(prepared, model, usage, cost, source, error, latency_ms)
-        if model is not None and usage is not None:
-            reservations.settle(prepared.reservation, cost, log_row=row)
-        else:
-            with transaction.atomic():
-                reservations.release(prepared.reservation)
-                rows.insert([row])
-        metrics.count_call(prepared.context, row, provider_started=prepared.started)
-        return row
-
-    return cost, source, record
-
-
-def _log_row(
-    prepared: _Prepared,
-    model: ModelChoice | None,
-    usage: Usage | None,
-    cost: Decimal,
-    source: str,
-    error: str,
-    latency_ms: int,
-) -> OperationLog:
-    """The call's log row, not yet saved: it is inserted with the settlement."""
-    decision, context = prepared.decision, prepared.context
-    row = OperationLog(
-        request_id=context.request_id,
-        operation=context.operation,
-        mode=decision.mode or "",
-        user=context.user if getattr(context.user, "pk", None) else None,
-        service=context.service,
-        model_requested=decision.model.model_id,
-        model_used=model.model_id if model else "",
-        provider=model.provider_name if model else "",
-        fallback_used=model is not None and model.pk != decision.model.pk,
-        ab_variant=decision.ab_variant,
-        stream=prepared.streaming,
-        prompt_tokens=usage.prompt_tokens if usage else 0,
-        completion_tokens=usage.completion_tokens if usage else 0,
-        cached_tokens=usage.cached_tokens if usage else 0,
-        cache_write_tokens=usage.cache_write_tokens if usage else 0,
-        reasoning_tokens=usage.reasoning_tokens if usage else 0,
-        cost=cost,
-        cost_source=source,
-        latency_ms=latency_ms,
-        status=OperationLog.Status.ERROR if error else OperationLog.Status.OK,
-        error=error,
-        attempts=prepared.attempts,
-    )
-    return row
 
 
 def complete(
@@ -351,16 +287,31 @@ def complete(
         extra=extra,
         model_requested=model_requested,
     )
+    try:
+        return _complete(prepared, record_later=record_later)
+    except (CallFailed, OperationalError, InterfaceError):
+        raise  # recorded already; or the database is away, and the stale sweep will
+    except Exception as exc:
+        # Whatever failed after the reservation, the call is recorded now, with its
+        # real error, and its reservation given back: nothing is left half-done.
+        message = f"The call failed: {type(exc).__name__}: {exc}"
+        log.exception("call %s failed after its reservation", context.request_id)
+        call_records.finish(prepared, None, None, error=message)
+        raise CallFailed(message) from exc
+
+
+def _complete(prepared: Prepared, *, record_later: bool) -> CallResult:
+    context = prepared.context
     last_error: ProviderError | None = None
     for model in prepared.decision.candidates:
         began = time.perf_counter()
         try:
             request = ChatRequest(**{**prepared.request.__dict__, "model": model.model_id})
             completion = _provider(prepared.decision, model).complete(request)
-        except ProviderError as exc:
-            _record_failure(prepared, model, exc, began)
-            last_error = exc
-            if not exc.retryable:
+        except Exception as exc:
+            last_error = _as_provider_error(exc, model)
+            _record_failure(prepared, model, last_error, began)
+            if not last_error.retryable:
                 break
             continue
         prepared.attempts.append(
@@ -371,13 +322,13 @@ def complete(
                 "latency_ms": int((time.perf_counter() - began) * 1000),
             }
         )
-        cost, source, record = _priced(prepared, model, completion)
+        cost, source, record = call_records.priced(prepared, model, completion)
         result = CallResult(completion, prepared.decision, model, cost, source, None, record)
         if not record_later:
             result.record()
         return result
     message = f"Every model failed for '{context.operation}': {last_error}"
-    _finish(prepared, None, None, error=message)
+    call_records.finish(prepared, None, None, error=message)
     raise CallFailed(message, status=last_error.status if last_error else None)
 
 
@@ -385,9 +336,17 @@ def complete(
 class StreamingCall:
     decision: RouteDecision
     events: Generator[StreamChunk | CallResult]
+    prepared: Prepared | None = None
 
     def __iter__(self) -> Iterator[StreamChunk | CallResult]:
         return self.events
+
+    def close(self, reason: str = "") -> None:
+        """End the call now: it settles (what was streamed is paid for) and logs
+        `reason` as its error; without one, the client went away."""
+        if reason and self.prepared is not None:
+            self.prepared.ended_because = reason
+        self.events.close()
 
 
 def stream(
@@ -414,14 +373,17 @@ def stream(
     # Run it into its try block: a generator closed before it started would skip its
     # `finally`, leaving the reservation held and the call unlogged.
     next(events)
-    return StreamingCall(prepared.decision, cast(Generator[StreamChunk | CallResult], events))
+    return StreamingCall(
+        prepared.decision, cast(Generator[StreamChunk | CallResult], events), prepared
+    )
 
 
-def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult | None]:
+def _stream_events(prepared: Prepared) -> Generator[StreamChunk | CallResult | None]:
     """Yields None once, for `stream()` to prime it, then the call's chunks and result."""
     finished = False
     model: ModelChoice | None = None
     streamed: list[str] = []
+    cause = "client disconnected mid-stream"
     try:
         yield None
         last_error: ProviderError | None = None
@@ -429,50 +391,66 @@ def _stream_events(prepared: _Prepared) -> Generator[StreamChunk | CallResult | 
             began = time.perf_counter()
             request = ChatRequest(**{**prepared.request.__dict__, "model": model.model_id})
             sent_any = False
+            answer: Completion | None = None
             try:
                 for item in _provider(prepared.decision, model).stream(request):
                     if isinstance(item, Completion):
-                        prepared.attempts.append(
-                            {
-                                "model": model.model_id,
-                                "provider": model.provider_name,
-                                "outcome": "ok",
-                                "latency_ms": int((time.perf_counter() - began) * 1000),
-                            }
-                        )
-                        row, cost, source = _finish(prepared, model, item)
-                        finished = True
-                        yield CallResult(item, prepared.decision, model, cost, source, row)
-                        return
+                        answer = item
+                        break
                     sent_any = True
                     streamed.append(item.content)
                     yield item
-            except ProviderError as exc:
-                _record_failure(prepared, model, exc, began)
-                last_error = exc
-                if sent_any or not exc.retryable:
+            except Exception as exc:
+                last_error = _as_provider_error(exc, model)
+                _record_failure(prepared, model, last_error, began)
+                if sent_any or not last_error.retryable:
                     break  # the client has part of an answer: no silent switch of model
+                continue
+            if answer is not None:
+                prepared.attempts.append(
+                    {
+                        "model": model.model_id,
+                        "provider": model.provider_name,
+                        "outcome": "ok",
+                        "latency_ms": int((time.perf_counter() - began) * 1000),
+                    }
+                )
+                row, cost, source = call_records.finish(prepared, model, answer)
+                finished = True
+                yield CallResult(answer, prepared.decision, model, cost, source, row)
+                return
         message = f"Every model failed for '{prepared.context.operation}': {last_error}"
         finished = True
         if streamed and model is not None:
             # Tokens were produced and are paid for: price what was streamed.
-            _finish(prepared, model, None, error=message, usage=_streamed_usage(prepared, streamed))
+            call_records.finish(
+                prepared, model, None, error=message, usage=_streamed_usage(prepared, streamed)
+            )
         else:
-            _finish(prepared, None, None, error=message)
+            call_records.finish(prepared, None, None, error=message)
         raise CallFailed(message, status=last_error.status if last_error else None)
+    except (GeneratorExit, CallFailed):
+        raise
+    except Exception as exc:
+        # Recording the answer failed (or something else did): the call is still
+        # recorded below, with this error rather than as a client that went away.
+        log.exception("streamed call %s failed", prepared.context.request_id)
+        cause = f"The call failed: {type(exc).__name__}: {exc}"
+        raise CallFailed(cause) from exc
     finally:
         if not finished:
-            # The client went away mid-stream: what was generated is still paid for.
-            _finish(
+            # The client went away mid-stream (or the call failed): what was generated
+            # is still paid for.
+            call_records.finish(
                 prepared,
                 model,
                 None,
-                error="client disconnected mid-stream",
+                error=prepared.ended_because or cause,
                 usage=_streamed_usage(prepared, streamed) if model is not None else None,
             )
 
 
-def _streamed_usage(prepared: _Prepared, streamed: list[str]) -> Usage:
+def _streamed_usage(prepared: Prepared, streamed: list[str]) -> Usage:
     return Usage(
         prompt_tokens=prepared.decision.prompt_tokens,
         completion_tokens=pricing.estimate_prompt_tokens(

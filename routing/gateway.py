@@ -16,6 +16,7 @@ credential here), so the gateway adds as little as it can to every AI call.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -25,12 +26,21 @@ from typing import Any
 from django.utils import timezone
 
 from controlplane.models import toggle_enabled
-from controlplane.money import dumps_exact, loads_exact
+from controlplane.money import dumps_exact
 from routing import calls
-from routing.call_refusals import CallFailed, CallRefused
+from routing.call_refusals import CallFailed, CallRefused, TooLong
+from routing.gateway_requests import (
+    InvalidRequest,
+    approval_id,
+    completion_limit,
+    header_value,
+    parse_chat_request,
+)
 from routing.models import AIModel, ServiceKey
 from routing.providers.base import StreamChunk
 from routing.snapshots import KeySnapshot, Reading, RoutingTable, read, routing_table
+
+log = logging.getLogger(__name__)
 
 HANDLED_FIELDS = {"model", "messages", "tools", "max_tokens", "stream", "stream_options"}
 
@@ -57,9 +67,19 @@ class GatewayResponse:
     after: Callable[[], object] | None = None
 
 
-def error_response(status: int, code: str, message: str, **details: Any) -> GatewayResponse:
-    body = {"error": {"message": message, "type": code, "code": code, **details}}
+def error_response(
+    status: int, code: str | None, message: str, *, error_type: str | None = None, **details: Any
+) -> GatewayResponse:
+    """An OpenAI-style error: `type` is the kind (the code itself unless told)."""
+    body = {"error": {"message": message, "type": error_type or code, "code": code, **details}}
     return _json(body, status=status)
+
+
+def invalid_request(exc: InvalidRequest) -> GatewayResponse:
+    """400 as OpenAI answers a malformed request: `param` names the field at fault."""
+    return error_response(
+        400, exc.code, str(exc), error_type="invalid_request_error", param=exc.param
+    )
 
 
 def _json(body: Any, headers: dict[str, str] | None = None, status: int = 200) -> GatewayResponse:
@@ -83,14 +103,15 @@ def _service_key(request: GatewayRequest) -> KeySnapshot | None:
     return key
 
 
-def _look_up(request: GatewayRequest) -> tuple[KeySnapshot | None, Reading | None]:
+def _look_up(
+    request: GatewayRequest, header_operation: str
+) -> tuple[KeySnapshot | None, Reading | None]:
     """The caller's service key and the routing state its call needs, in one round
     trip to the cache: the table's version, the call's switches and its models'
     cooldowns. A key revoked a moment ago is refused: the version says so."""
     raw = _bearer(request)
     if raw is None:
         return None, None
-    header_operation = request.header("X-Operation").strip()
 
     def keys(table: RoutingTable) -> list[str]:
         key = table.service_key(raw)
@@ -123,68 +144,40 @@ def _mark_used(key: KeySnapshot) -> None:
         )
 
 
-class BadRequest(Exception):
-    pass
-
-
-def _parse(request: GatewayRequest) -> dict[str, Any]:
-    try:
-        body = loads_exact(request.body or b"")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"The body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object.")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("'messages' must be a non-empty list.")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise BadRequest(f"messages[{index}] must be an object with a 'role'.")
-    max_tokens = body.get("max_tokens")
-    # bool is an int in Python, not in JSON: `true` is no token count.
-    if max_tokens is not None and (
-        isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1
-    ):
-        raise BadRequest("'max_tokens' must be a positive integer.")
-    tools = body.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise BadRequest("'tools' must be a list.")
-    # null means the default (false), as in OpenAI's API.
-    if body.get("stream") is not None and not isinstance(body["stream"], bool):
-        raise BadRequest("'stream' must be true or false.")
-    return body
-
-
 def _context(
     request: GatewayRequest, key: KeySnapshot, reading: Reading | None
 ) -> calls.CallContext:
-    approval = request.header("X-Approval-Id").strip()
-    if approval and not approval.isdigit():
-        raise BadRequest("X-Approval-Id must be an approval number.")
     return calls.CallContext(
-        operation=request.header("X-Operation").strip() or key.default_operation,
-        mode=request.header("X-Mode").strip() or None,
+        operation=header_value(request.headers, "X-Operation") or key.default_operation,
+        mode=header_value(request.headers, "X-Mode") or None,
         service=key.service,
-        approval_id=int(approval) if approval else None,
+        approval_id=approval_id(request.headers),
         via_gateway=True,
         reading=reading,
     )
 
 
 def chat_completions(request: GatewayRequest) -> GatewayResponse:
-    key, reading = _look_up(request)
+    try:
+        operation, refused = header_value(request.headers, "X-Operation"), None
+    except InvalidRequest as exc:
+        operation, refused = "", exc  # answered once the key is known good
+    key, reading = _look_up(request, operation)
     if key is None:
         return error_response(
             401, "invalid_api_key", "A valid service API key is required (Bearer)."
         )
     try:
-        body = _parse(request)
+        if refused is not None:
+            raise refused
         context = _context(request, key, reading)
-    except BadRequest as exc:
-        return error_response(400, "invalid_request_error", str(exc))
+        body = parse_chat_request(request.body)
+    except InvalidRequest as exc:
+        return invalid_request(exc)
+    max_tokens, max_tokens_param = completion_limit(body)
     arguments: dict[str, Any] = {
         "tools": body.get("tools"),
-        "max_tokens": body.get("max_tokens"),
+        "max_tokens": max_tokens,
         "extra": {k: v for k, v in body.items() if k not in HANDLED_FIELDS},
         "model_requested": str(body.get("model") or ""),
     }
@@ -203,8 +196,15 @@ def chat_completions(request: GatewayRequest) -> GatewayResponse:
         # The caller gets its answer first; the settlement and log row follow at once.
         result = calls.complete(context, body["messages"], record_later=True, **arguments)
     except CallRefused as exc:
+        if isinstance(exc, TooLong):
+            exc.details["param"] = max_tokens_param
         refusal = error_response(
-            exc.status, exc.code, str(exc), request_id=context.request_id, **exc.details
+            exc.status,
+            exc.code,
+            str(exc),
+            error_type=exc.error_type,
+            request_id=context.request_id,
+            **exc.details,
         )
         if exc.details.get("retry_after") is not None:
             # Clients (the openai package among them) read the wait from the header.
@@ -288,11 +288,22 @@ def _sse_events(call: calls.StreamingCall, request_id: str) -> Generator[bytes]:
     except CallFailed as exc:
         error = {"error": {"message": str(exc), "type": "upstream_error", "code": exc.status}}
         yield f"data: {json.dumps(error)}\n\n".encode()
+    except Exception as exc:
+        # The call is recorded now, with this error; the client still gets an ending.
+        log.exception("the stream of call %s failed", request_id)
+        call.close(f"The gateway's stream failed: {type(exc).__name__}: {exc}")
+        yield stream_error_event()
     finally:
         # Closing this (a client went away) closes the call now, in this thread, so it
         # settles and logs; left to the garbage collector, that could wait forever.
         call.events.close()
     yield b"data: [DONE]\n\n"
+
+
+def stream_error_event() -> bytes:
+    """The event that ends a stream the gateway could not finish."""
+    error = {"message": "The gateway failed; the error is in its log.", "type": "server_error"}
+    return f"data: {json.dumps({'error': {**error, 'code': 'server_error'}})}\n\n".encode()
 
 
 def models(request: GatewayRequest) -> GatewayResponse:

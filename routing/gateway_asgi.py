@@ -25,6 +25,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from controlplane.audit import acting_as
 from controlplane.runtime.endpoint_threads import run_on_pool
@@ -131,7 +134,14 @@ class GatewayApplication:
                 if not step.done():
                     await step  # a thread cannot be interrupted: let the step end
                     return  # the client went away; `finally` closes the call
-                chunk = step.result()
+                try:
+                    chunk = step.result()
+                except Exception:
+                    # Never a stream left open: the client gets an error and the end.
+                    log.exception("a gateway stream failed")
+                    ending = gateway.stream_error_event() + b"data: [DONE]\n\n"
+                    await send({"type": "http.response.body", "body": ending})
+                    return
                 if chunk is None:
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
@@ -150,11 +160,30 @@ def _serve(
     with acting_as(None, address):
         try:
             return handler(request)
+        except (RedisConnectionError, RedisTimeoutError):
+            log.exception("the gateway cannot reach Redis")
+            return _unavailable("Redis (the cache holding the routing state and toggles)")
+        except (OperationalError, InterfaceError):
+            log.exception("the gateway cannot reach the database")
+            return _unavailable("The database")
         except Exception:
             log.exception("the gateway failed on %s", request.method)
             return gateway.error_response(
                 500, "server_error", "The gateway failed; the error is in its log."
             )
+
+
+def _unavailable(dependency: str) -> gateway.GatewayResponse:
+    """503 naming the dependency that is away: a client may retry, an operator knows
+    where to look."""
+    response = gateway.error_response(
+        503,
+        "service_unavailable",
+        f"{dependency} is unreachable; retry shortly.",
+        error_type="service_unavailable",
+    )
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 def _after(function: Callable[[], object]) -> None:

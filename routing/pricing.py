@@ -17,6 +17,7 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from decimal import Decimal, Inexact, localcontext
 from typing import Any, Protocol
 
@@ -119,6 +120,56 @@ def cost_of(model: PricedModel, usage: Usage) -> tuple[Decimal, str]:
         else:
             cost += usage.completion_tokens * completion_price
     return cost, CostSource.CATALOG
+
+
+# A count past what the log's columns hold is no count a provider could mean.
+MAX_TOKENS_REPORTED = 2**31 - 1
+# More than this for one call is no cost a provider could mean either: the log's
+# money has 12 digits before the point, and no single call costs a thousand dollars.
+MAX_COST_REPORTED = Decimal(1000)
+_COUNTS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens")
+
+
+def checked_usage(
+    usage: Usage, *, prompt_tokens: int, completion_tokens: int, most_tokens: int
+) -> tuple[Usage, str]:
+    """What a provider reported, made safe to price and record, and what was wrong
+    with it ("" when nothing was). A misbehaving upstream cannot corrupt the books:
+
+    - a cost that is negative, not a number, or absurd is dropped, so the call is
+      priced from the catalog;
+    - a prompt or completion count that is negative, unreadable or absurd is replaced
+      by the call's own estimate (`prompt_tokens`) or the most it could produce
+      (`completion_tokens`, what was reserved); other counts by zero. Absurd is past
+      `most_tokens`, the model's context: no call reads or writes more.
+    """
+    most = min(most_tokens, MAX_TOKENS_REPORTED)
+    problems: list[str] = []
+    fixed: dict[str, Any] = {}
+    fallbacks = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+    for name in (*_COUNTS, "reasoning_tokens"):
+        value = getattr(usage, name)
+        if name in usage.unreadable or not 0 <= value <= most:
+            shown = usage.unreadable.get(name, str(value))
+            fixed[name] = fallbacks.get(name, 0)
+            problems.append(f"{name} {shown} replaced by {fixed[name]}")
+    cost = usage.reported_cost
+    if "cost" in usage.unreadable or (
+        cost is not None and not (cost.is_finite() and 0 <= cost <= MAX_COST_REPORTED)
+    ):
+        shown = usage.unreadable.get("cost", str(cost))
+        fixed["reported_cost"] = None
+        problems.append(f"cost {shown} ignored, priced from the catalog")
+    if "usage" in usage.unreadable:
+        fixed.update(fallbacks)
+        problems.append(
+            f"usage {usage.unreadable['usage']} that is not an object; counted "
+            f"{prompt_tokens} prompt and {completion_tokens} completion tokens"
+        )
+    if not problems:
+        return usage, ""
+    checked = replace(usage, **fixed, unreadable={})
+    return checked, "The provider reported " + "; ".join(problems) + "."
 
 
 def estimate_cost(model: PricedModel, prompt_tokens: int, completion_tokens: int) -> Decimal:

@@ -50,6 +50,26 @@ class NoModelAvailable(RoutingError):
     code = "no_model_available"
 
 
+class TooManyTokens(RoutingError):
+    """The caller asks for a longer answer than any model of the route can give."""
+
+    code = "context_length_exceeded"
+
+    def __init__(self, asked: int, most: int) -> None:
+        super().__init__(
+            f"{asked:,} completion tokens were asked for; the models of this route give "
+            f"at most {most:,} (their context in the catalog, else GATEWAY_MAX_TOKENS_CAP)."
+        )
+        self.asked = asked
+        self.most = most
+
+
+def token_cap(model: ModelChoice) -> int:
+    """The longest answer a model may be asked for: its context in the catalog, else
+    the setting. It bounds every estimate and reservation, whatever a caller sends."""
+    return model.context_length or settings.GATEWAY_MAX_TOKENS_CAP
+
+
 @dataclass
 class RouteDecision:
     operation: str
@@ -180,6 +200,8 @@ def route(
     usable = []
     for model in ordered:
         reason = _eligible(model, policy, prompt_tokens)
+        if not reason and completion_tokens is not None and completion > token_cap(model):
+            reason = f"answers of at most {token_cap(model):,} tokens"
         if reason:
             skipped.append(f"{model.model_id}: {reason}")
         else:
@@ -190,6 +212,10 @@ def route(
     skipped += [f"{m.model_id}: cooling down after a failure" for m in usable if m not in warm]
     # When every usable model is cooling down, try them anyway rather than fail.
     candidates = warm or usable
+    if not candidates and completion_tokens is not None:
+        caps = [token_cap(m) for m in ordered if _eligible(m, policy, prompt_tokens) is None]
+        if caps and completion > max(caps):
+            raise TooManyTokens(completion, max(caps))
     if not candidates:
         raise NoModelAvailable(
             f"No model can serve '{operation}': " + "; ".join(skipped or ["no models"])

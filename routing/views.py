@@ -6,11 +6,12 @@ from typing import Any
 from django import forms
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
 from controlplane.money import ZERO
 from controlplane.tiers import staff_required
-from routing import budgets, insights
+from routing import budgets, gateway, insights
 from routing.models import AIModel, Policy, Recommendation, Route
 
 CHART_WIDTH, CHART_HEIGHT = 560, 140
@@ -81,3 +82,17 @@ def index(request: HttpRequest) -> HttpResponse:
             "savings": savings,
         },
     )
+
+
+@csrf_exempt  # a service's call with a key, like the gateway's own paths: no session
+def gateway_unknown_path(request: HttpRequest) -> HttpResponse:
+    """Any `/v1/...` path the gateway does not serve: OpenAI's JSON 404, which clients
+    read, rather than Django's HTML page."""
+    response = gateway.error_response(
+        404,
+        "unknown_url",
+        f"Unknown request URL: {request.method} {request.path}. The gateway serves "
+        "POST /v1/chat/completions and GET /v1/models.",
+        error_type="invalid_request_error",
+    )
+    return HttpResponse(response.body, status=404, headers=response.headers)

@@ -47,6 +47,15 @@ class OperationLog(AppendOnlyModel):
     latency_ms = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=10, choices=Status.choices)
     error = models.TextField(blank=True)
+    # Non-empty: the provider's report was unusable (a negative, unreadable or absurd
+    # cost or count) and what was recorded instead; the call is flagged for review.
+    usage_flag = models.TextField(
+        blank=True,
+        # Added in place on every database (SQLite too, so the table and its triggers stay).
+        db_default="",
+        default="",
+        help_text="What the provider reported that could not be used, and what was used instead.",
+    )
     attempts = models.JSONField(
         default=list, blank=True, help_text="Each model tried, in order, with its outcome."
     )
@@ -60,6 +69,16 @@ class OperationLog(AppendOnlyModel):
 
     def __str__(self) -> str:
         return f"{self.operation} {self.model_used or self.model_requested} {self.status}"
+
+    def fit_columns(self) -> OperationLog:
+        """Cut text longer than its column (a caller's header, a provider's model name),
+        so that writing the row of a call that happened cannot fail on it."""
+        for column in self._meta.concrete_fields:
+            if isinstance(column, models.CharField) and column.max_length:
+                value = getattr(self, column.attname)
+                if isinstance(value, str) and len(value) > column.max_length:
+                    setattr(self, column.attname, value[: column.max_length])
+        return self
 
 
 class DailySpend(models.Model):

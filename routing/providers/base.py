@@ -49,26 +49,53 @@ class Usage:
     # What the provider says the call cost (OpenRouter's usage.cost), exactly.
     reported_cost: Decimal | None = None
 
+    # What the provider sent that could not be read as a count or a cost, by field
+    # (`pricing.checked_usage` flags it on the call's log row).
+    unreadable: dict[str, str] = field(default_factory=dict)
+
     @classmethod
-    def from_openai(cls, usage: dict[str, Any] | None) -> Usage:
-        """Read an OpenAI/OpenRouter `usage` object (numbers parsed as Decimal or int)."""
-        if not usage:
-            return cls()
-        prompt_details = usage.get("prompt_tokens_details") or {}
-        completion_details = usage.get("completion_tokens_details") or {}
-        cost = usage.get("cost")
+    def from_openai(cls, usage: Any) -> Usage:
+        """Read an OpenAI/OpenRouter `usage` object (numbers parsed as Decimal or int).
+        A value that is no number is kept aside in `unreadable`, counted as nothing."""
+        if not usage or not isinstance(usage, dict):
+            return cls(unreadable={"usage": repr(usage)[:100]} if usage else {})
+        prompt_details = _details(usage.get("prompt_tokens_details"))
+        completion_details = _details(usage.get("completion_tokens_details"))
+        unreadable: dict[str, str] = {}
+
+        def count(name: str, value: Any) -> int:
+            if value is None or value == "":
+                return 0
+            try:
+                number = to_decimal(value)
+                if isinstance(value, bool) or number is None or not number.is_finite():
+                    raise ValueError(value)
+                return int(number)
+            except (ArithmeticError, TypeError, ValueError):
+                unreadable[name] = repr(value)[:100]
+                return 0
+
+        try:
+            cost = to_decimal(usage.get("cost"))
+        except (ArithmeticError, TypeError, ValueError):
+            unreadable["cost"], cost = repr(usage.get("cost"))[:100], None
         return cls(
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            cached_tokens=int(prompt_details.get("cached_tokens") or 0),
-            cache_write_tokens=int(
+            prompt_tokens=count("prompt_tokens", usage.get("prompt_tokens")),
+            completion_tokens=count("completion_tokens", usage.get("completion_tokens")),
+            cached_tokens=count("cached_tokens", prompt_details.get("cached_tokens")),
+            cache_write_tokens=count(
+                "cache_write_tokens",
                 prompt_details.get("cache_write_tokens")
-                or usage.get("cache_creation_input_tokens")
-                or 0
+                or usage.get("cache_creation_input_tokens"),
             ),
-            reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
-            reported_cost=to_decimal(cost) if cost is not None else None,
+            reasoning_tokens=count("reasoning_tokens", completion_details.get("reasoning_tokens")),
+            reported_cost=cost,
+            unreadable=unreadable,
         )
+
+
+def _details(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 @dataclass

@@ -310,7 +310,8 @@ def _usage_json(usage: Usage) -> dict[str, Any]:
         "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
     }
     if usage.reported_cost is not None:
-        body["cost"] = usage.reported_cost
+        cost = usage.reported_cost
+        body["cost"] = cost if cost.is_finite() else str(cost)  # JSON has no NaN
     return body
 
 

@@ -37,6 +37,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -180,7 +181,10 @@ class OpenAICompatibleProvider:
 
     def _parse(self, text: str | bytes) -> Any:
         try:
-            return loads_exact(text)
+            # NaN and Infinity are not JSON: kept as the text they are, so a figure
+            # using them is flagged (`pricing.checked_usage`) and the body handed on
+            # to the caller is still JSON.
+            return json.loads(text, parse_float=Decimal, parse_constant=str)
         except ValueError:
             snippet = text[:80] if isinstance(text, str) else text[:80].decode(errors="replace")
             raise self._error(

@@ -475,16 +475,19 @@ def test_each_threshold_notifies_once_at_50_80_and_100_percent(
 
 
 @pytest.mark.django_db
-def test_a_settlement_crossing_several_thresholds_notifies_the_highest_once(
+def test_a_settlement_crossing_several_thresholds_notifies_each_of_them_once(
     notices, django_capture_on_commit_callbacks
 ):
     budget = make_budget("10")
+    day = budget_day().isoformat()
     with django_capture_on_commit_callbacks(execute=True):
         settle(reserve("big", dollars("9"), [budget]), dollars("9"))
         settle(reserve("small", dollars("0.5"), [budget]), dollars("0.5"))
-    assert notices.keys == [f"budget:{budget.pk}:{budget_day().isoformat()}:80"]
-    assert "$9.00 of $10.00 spent" in notices.sent[0][1]
-    assert ledger(budget).thresholds_notified == [50, 80]
+        settle(reserve("past", dollars("0.5"), [budget], approved=True), dollars("5"))
+    assert notices.keys == [f"budget:{budget.pk}:{day}:{pct}" for pct in (50, 80, 100)]
+    assert "reached 50% of its daily limit" in notices.sent[0][0]
+    assert "$9.00 of $10.00 spent" in notices.sent[1][1]
+    assert ledger(budget).thresholds_notified == [50, 80, 100]
 
 
 @pytest.mark.django_db

@@ -796,41 +796,115 @@ def test_a_stream_cut_off_upstream_ends_with_an_error_event_and_done(
 
 
 @pytest.mark.parametrize(
-    ("body", "message"),
+    ("body", "param", "message"),
     [
-        (b"not json", "The body is not valid JSON"),
-        (b"", "The body is not valid JSON"),
-        (b"\xff\xfe", "The body is not valid JSON"),
-        ("[1, 2]", "The body must be a JSON object."),
-        ({"model": "offline/echo"}, "'messages' must be a non-empty list."),
-        ({"messages": []}, "'messages' must be a non-empty list."),
-        ({"messages": "Hello"}, "'messages' must be a non-empty list."),
-        ({"messages": [{"content": "Hello"}]}, "messages[0] must be an object with a 'role'."),
-        ({"messages": [*HELLO, "Hello"]}, "messages[1] must be an object with a 'role'."),
-        ({"messages": HELLO, "max_tokens": "10"}, "'max_tokens' must be a positive integer."),
-        ({"messages": HELLO, "max_tokens": 0}, "'max_tokens' must be a positive integer."),
-        ({"messages": HELLO, "max_tokens": -5}, "'max_tokens' must be a positive integer."),
-        ({"messages": HELLO, "max_tokens": 1.5}, "'max_tokens' must be a positive integer."),
-        ({"messages": HELLO, "max_tokens": True}, "'max_tokens' must be a positive integer."),
-        ({"messages": HELLO, "stream": "yes"}, "'stream' must be true or false."),
-        ({"messages": HELLO, "stream": 1}, "'stream' must be true or false."),
-        ({"messages": HELLO, "tools": {"name": "x"}}, "'tools' must be a list."),
+        (b"not json", None, "The body is not valid JSON"),
+        (b"", None, "The body is not valid JSON"),
+        (b"\xff\xfe", None, "The body is not valid JSON"),
+        ("[1, 2]", None, "The body must be a JSON object."),
+        ({"model": "offline/echo"}, "messages", "Invalid 'messages': 'messages' is a required"),
+        ({"messages": []}, "messages", "Invalid 'messages': [] should be non-empty"),
+        ({"messages": "Hello"}, "messages", "Invalid 'messages': 'Hello' is not of type"),
+        ({"messages": [{"content": "Hello"}]}, "messages[0].role", "Invalid 'messages[0].role'"),
+        ({"messages": [*HELLO, "Hello"]}, "messages[1]", "Invalid 'messages[1]'"),
+        ({"messages": HELLO, "max_tokens": "10"}, "max_tokens", "Invalid 'max_tokens'"),
+        ({"messages": HELLO, "max_tokens": 0}, "max_tokens", "Invalid 'max_tokens'"),
+        ({"messages": HELLO, "max_tokens": -5}, "max_tokens", "Invalid 'max_tokens'"),
+        ({"messages": HELLO, "max_tokens": 1.5}, "max_tokens", "Invalid 'max_tokens'"),
+        ({"messages": HELLO, "max_tokens": True}, "max_tokens", "Invalid 'max_tokens'"),
+        ({"messages": HELLO, "stream": "yes"}, "stream", "Invalid 'stream'"),
+        ({"messages": HELLO, "stream": 1}, "stream", "Invalid 'stream'"),
+        ({"messages": HELLO, "tools": {"name": "x"}}, "tools", "Invalid 'tools'"),
+        # What the fuzzer found crashing the offline model, pricing or the refusal log.
+        ({"messages": HELLO, "tools": [1]}, "tools[0]", "Invalid 'tools[0]'"),
+        (
+            {"messages": HELLO, "tools": [{"type": "function", "function": 5}]},
+            "tools[0].function",
+            "Invalid 'tools[0].function'",
+        ),
+        (
+            {
+                "messages": HELLO,
+                "tools": [{"type": "function", "function": {"name": "x", "parameters": 5}}],
+            },
+            "tools[0].function.parameters",
+            "Invalid 'tools[0].function.parameters'",
+        ),
+        (
+            {"messages": [{"role": "assistant", "content": "", "tool_calls": 5}]},
+            "messages[0].tool_calls",
+            "Invalid 'messages[0].tool_calls'",
+        ),
+        (
+            {"messages": [{"role": "assistant", "content": "", "tool_calls": [1.5]}]},
+            "messages[0].tool_calls[0]",
+            "Invalid 'messages[0].tool_calls[0]'",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": NaN}',
+            None,
+            "The body is not valid JSON: NaN is not a JSON number.",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}], "temperature": Infinity}',
+            None,
+            "The body is not valid JSON: Infinity is not a JSON number.",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "a\x00b"}]},
+            "messages[0].content",
+            "'messages[0].content' contains a NUL character",
+        ),
+        (
+            {"messages": HELLO, "model": "offline/\x00echo"},
+            "model",
+            "'model' contains a NUL character",
+        ),
+        ({"messages": HELLO, "model": "m" * 201}, "model", "Invalid 'model'"),
+        (b'{"messages": [' + b"[" * 5000 + b"]" * 5000 + b"]}", None, "The body nests deeper"),
+        (b'{"messages": [' + b"[" * 70 + b"]" * 70 + b"]}", None, "The body nests deeper"),
     ],
 )
-def test_bad_input_gets_400_with_a_clear_message_and_spends_nothing(
-    client: Client, raw_key: str, body: Any, message: str
+def test_bad_input_gets_400_naming_the_field_and_spends_nothing(
+    client: Client, raw_key: str, body: Any, param: str | None, message: str
 ) -> None:
     Budget.objects.create(scope=Budget.Scope.GLOBAL, daily_limit=Decimal(10))
 
-    response = post(client, body, raw_key)
+    for stream in (False, True):
+        if isinstance(body, dict):
+            body = {**body, "stream": body.get("stream", stream)}
+        response = post(client, body, raw_key)
 
-    assert response.status_code == 400
-    error = error_of(response)
-    assert error["type"] == "invalid_request_error"
-    assert error["message"].startswith(message)
+        assert response.status_code == 400
+        error = error_of(response)
+        assert error["type"] == "invalid_request_error"
+        assert error["param"] == param
+        assert error["message"].startswith(message), error["message"]
     assert not OperationLog.objects.exists()
     assert not Reservation.objects.exists()
     assert not BudgetDay.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("X-Operation", "o" * 101),
+        ("X-Mode", "m" * 21),
+        ("X-Operation", "chat\tops"),
+        ("X-Approval-Id", "²"),
+        ("X-Approval-Id", "1" * 19),
+    ],
+)
+def test_a_header_the_log_cannot_keep_gets_400_naming_it(
+    client: Client, raw_key: str, header: str, value: str
+) -> None:
+    response = post(client, {"messages": HELLO}, raw_key, {header: value})
+
+    assert response.status_code == 400
+    error = error_of(response)
+    assert (error["type"], error["param"]) == ("invalid_request_error", header)
+    assert not OperationLog.objects.exists()
+    assert not Reservation.objects.exists()
 
 
 def test_an_approval_id_that_is_not_a_number_gets_400(client: Client, raw_key: str) -> None:

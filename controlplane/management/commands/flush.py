@@ -1,6 +1,6 @@
 """Django's `flush`, which empties every table: the audit trail and the cost log
 included, which the database itself keeps append-only (TRUNCATE, DELETE and UPDATE
-refused by triggers, controlplane migration 0007 and routing migration 0008).
+refused by triggers, controlplane migration 0007 and routing migration 0009).
 
 So flush is refused unless the settings say that history may be erased
 (`FLUSH_ERASES_HISTORY`, on in the test settings only: transactional tests flush the

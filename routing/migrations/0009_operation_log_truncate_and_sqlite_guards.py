@@ -43,7 +43,7 @@ def backwards(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("routing", "0007_recommendation_dismiss_permission"),
+        ("routing", "0008_operation_log_usage_flag"),
         ("controlplane", "0007_locked_toggle_and_truncate_guards"),
     ]
     operations = [migrations.RunPython(forwards, backwards)]
