@@ -24,7 +24,6 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, QuerySet
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from controlplane import audit
@@ -266,28 +265,12 @@ def claim(worker: Worker, *, kinds: Collection[str] | None = None) -> Task | Non
             raise offline_refusal(worker.name)
         if worker.status == Worker.Status.DRAINING or worker.revoked_at is not None:
             return None
-        claimable = _claimable_by(worker, kinds).order_by(*CLAIM_ORDER)
+        pending = Task.objects.filter(status=TaskStatus.PENDING)
+        claimable = pending.doable_with(worker.capabilities or [], kinds).order_by(*CLAIM_ORDER)
         candidates = claimable.values_list("pk", flat=True)
         if connection.vendor == "postgresql":
             return _claim_skip_locked(worker, candidates)
         return _claim_conditional(worker, candidates)
-
-
-def _claimable_by(worker: Worker, kinds: Collection[str] | None) -> QuerySet[Task]:
-    tasks = Task.objects.filter(status=TaskStatus.PENDING)
-    if kinds is not None:
-        tasks = tasks.filter(kind__in=list(kinds))
-    capabilities = list(worker.capabilities or [])
-    if connection.vendor == "postgresql":
-        return tasks.filter(required_capabilities__contained_by=capabilities)
-    # SQLite: no required capability outside the worker's (json_each lists them).
-    column = f'"{Task._meta.db_table}"."required_capabilities"'
-    placeholders = ", ".join(["%s"] * len(capabilities))
-    missing = RawSQL(  # noqa: S611 (the capabilities are bound parameters)
-        f"SELECT count(*) FROM json_each({column}) WHERE value NOT IN ({placeholders})",  # noqa: S608
-        capabilities,
-    )
-    return tasks.alias(missing=missing).filter(missing=0)
 
 
 def _claim_skip_locked(worker: Worker, candidates: QuerySet[Task, int]) -> Task | None:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from typing import Any
 
-from django.db import models
+from django.db import connection, models
 from django.db.models import Q
+from django.db.models.expressions import RawSQL
 
 from controlplane import api_tokens
 from controlplane.audit import AuditedModel
@@ -49,6 +51,26 @@ TRANSITIONS: dict[str, set[str]] = {
 }
 
 
+class TaskQuerySet(models.QuerySet["Task"]):
+    def doable_with(
+        self, capabilities: Iterable[str], kinds: Collection[str] | None = None
+    ) -> TaskQuerySet:
+        """The tasks that need no capability outside `capabilities` (of `kinds`, if
+        given): what a worker with them may claim."""
+        tasks = self.filter(kind__in=list(kinds)) if kinds is not None else self
+        capabilities = list(capabilities)
+        if connection.vendor == "postgresql":
+            return tasks.filter(required_capabilities__contained_by=capabilities)
+        # SQLite: no required capability outside the worker's (json_each lists them).
+        column = f'"{Task._meta.db_table}"."required_capabilities"'
+        placeholders = ", ".join(["%s"] * len(capabilities))
+        missing = RawSQL(  # noqa: S611 (the capabilities are bound parameters)
+            f"SELECT count(*) FROM json_each({column}) WHERE value NOT IN ({placeholders})",  # noqa: S608
+            capabilities,
+        )
+        return tasks.alias(missing=missing).filter(missing=0)
+
+
 class Task(models.Model):
     """A unit of governance work, done by a worker that claims it under a lease."""
 
@@ -86,6 +108,8 @@ class Task(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    objects = TaskQuerySet.as_manager()
 
     class Meta:
         ordering = ["-priority", "created_at", "id"]
