@@ -25,29 +25,30 @@ class KeyedAutocompleteSelect(AutocompleteSelect):
     def optgroups(
         self, name: str, value: Sequence[str], attr: dict[str, Any] | None = None
     ) -> list[tuple[str | None, list[dict[str, Any]], int | None]]:
-        return super().optgroups(name, _keys_only(self.field, value), attr)
+        return super().optgroups(name, _keys_only(self.field, value, self.db), attr)
 
 
 class KeyedAutocompleteSelectMultiple(AutocompleteSelectMultiple):
     def optgroups(
         self, name: str, value: Sequence[str], attr: dict[str, Any] | None = None
     ) -> list[tuple[str | None, list[dict[str, Any]], int | None]]:
-        return super().optgroups(name, _keys_only(self.field, value), attr)
+        return super().optgroups(name, _keys_only(self.field, value, self.db), attr)
 
 
-def _keys_only(field: Any, values: Sequence[str]) -> list[str]:
+def _keys_only(field: Any, values: Sequence[str], using: str | None) -> list[str]:
     remote = field.remote_field
     meta = remote.model._meta
     name = getattr(remote, "field_name", None)
     key = meta.get_field(name) if name else meta.pk
-    kept = []
-    for value in values:
-        try:
-            key.to_python(value)
-        except ValidationError:
-            continue
-        kept.append(value)
-    return kept
+    return [value for value in values if _is_key(key, value, using or "default")]
+
+
+def _is_key(key: Any, value: Any, using: str) -> bool:
+    try:
+        key.to_python(value)
+    except ValidationError:
+        return False
+    return _fits_the_key(key, value, using)
 
 
 class KeyedFieldsMixin:

@@ -265,14 +265,15 @@ def test_an_owner_adds_a_route_with_fallbacks_and_it_is_audited(client, owner, c
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("not_a_key", ["1e20", str(2**70)])
 def test_a_route_naming_a_model_by_something_not_a_key_is_refused_on_the_form(
-    client, owner, catalog
+    client, owner, catalog, not_a_key
 ):
     client.force_login(owner)
     form = browser_form(
         client.get(admin_url(Route, "add")),
         operation="translate",
-        primary_model="1e20",
+        primary_model=not_a_key,
         policy=Policy.objects.get(mode="code").pk,
         **{"fallback_links-0-model": "abc", "fallback_links-0-position": "0"},
     )
