@@ -4,7 +4,6 @@ next action in the run's `stop_reason` event."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -22,6 +21,7 @@ from controlplane.models import Approval
 from routing.budgets import budget_day
 from routing.models import Budget, BudgetDay, OperationLog
 from selfheal.models import Task
+from tests.chat.runs import wait_for
 from tests.chat.scripted_runs import (
     OFFLINE,
     assert_gap_free,
@@ -429,17 +429,6 @@ def test_a_stop_requested_mid_stream_ends_the_run_while_the_model_is_still_silen
     assert statuses[-3:] == ["streaming", "stopping", "stopped"]
     # The call given up mid-stream was closed and logged all the same.
     assert OperationLog.objects.filter(error="client disconnected mid-stream").count() == 1
-
-
-def wait_for(found, timeout: float = 30.0):
-    """The condition's value once it holds; polls the database, fails after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = found()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting")
 
 
 def test_a_provider_failure_stops_the_run_with_provider_error_and_its_message(

@@ -4,8 +4,7 @@ cancelled (its row says so) and the run stops without waiting for the tool."""
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -15,22 +14,12 @@ from django.db import connection
 from chat import tool_calls, tools
 from chat.models import ChatSession, Run, RunStatus, StopReason, ToolExecution
 from chat.runs import request_stop, start_run
+from tests.chat.runs import wait_for
 from tests.chat.scripted_runs import ANY_ARGUMENTS, OFFLINE, events_of, reseed
 from tests.scripted_providers import CallTool, Reply, ScriptedProvider, use_scripted
 
 # Fail-safes only: a tool or page left blocked by a failing test is released after this.
 FAIL_SAFE = 60.0
-
-
-def wait_for(found: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """The condition's value once it holds; fails after `timeout` (a fail-safe)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = found()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting")
 
 
 @pytest.fixture
