@@ -12,6 +12,7 @@ from decimal import Decimal
 from importlib import import_module
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from django.apps import apps
@@ -51,11 +52,32 @@ def raw_key() -> str:
     return ServiceKey.issue(name="billing worker", service="billing")[1]
 
 
+ANSWERED: list[str] = []
+"""Request ids of the calls the gateway answered in the running test, newest last."""
+
+
+def _note_request_id(response: httpx.Response) -> None:
+    if request_id := response.headers.get("x-request-id"):
+        ANSWERED.append(request_id)
+
+
 @pytest.fixture
 def gateway(live_server_url: str, raw_key: str) -> Iterator[OpenAI]:
-    client = OpenAI(base_url=f"{live_server_url}/v1", api_key=raw_key, max_retries=0, timeout=30)
+    ANSWERED.clear()
+    http_client = httpx.Client(event_hooks={"response": [_note_request_id]})
+    client = OpenAI(
+        base_url=f"{live_server_url}/v1",
+        api_key=raw_key,
+        max_retries=0,
+        timeout=30,
+        http_client=http_client,
+    )
     yield client
     client.close()
+    # Each answered call's row is written by the server just after the answer: wait for
+    # them all, so that none lands in the next test's (flushed) database.
+    for request_id in ANSWERED:
+        logged_call(request_id)
 
 
 def offline_reply() -> str:
@@ -80,13 +102,15 @@ def route_chat_to_upstream(server: OpenAIServer, model_id: str = "acme/small") -
     return model
 
 
-def logged_call() -> OperationLog:
-    """The call's log row. A whole answer is sent before its row is written (at once
-    after, in the server process), so the row may be a moment behind the answer."""
+def logged_call(request_id: str | None = None) -> OperationLog:
+    """The log row of a call (by default the last one answered). A whole answer is sent
+    before its row is written (at once after, in the server process), so the row may
+    be a moment behind the answer."""
+    rows = OperationLog.objects.filter(request_id=request_id or ANSWERED[-1])
     deadline = time.monotonic() + 10
-    while not OperationLog.objects.exists() and time.monotonic() < deadline:
+    while not rows.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
-    return OperationLog.objects.get()
+    return rows.get()
 
 
 def test_a_completion_through_the_gateway(gateway: OpenAI) -> None:
