@@ -406,6 +406,19 @@ METRICS_ALLOWED_NETWORKS = env.list(
 )
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 
+# The log monitor (healthmon). A fingerprint at or above HEALTHMON_TASK_MIN_LEVEL
+# (debug, info, warning, error, critical) seen HEALTHMON_TASK_MIN_COUNT times opens a
+# task. Per-minute counts are rolled up to hours after HEALTHMON_MINUTE_COUNTS_DAYS and
+# dropped after HEALTHMON_HOURLY_COUNTS_DAYS; a fingerprint not seen for
+# HEALTHMON_FINGERPRINT_DAYS is dropped with its samples (the last
+# HEALTHMON_SAMPLES_PER_FINGERPRINT lines of each are kept).
+HEALTHMON_TASK_MIN_LEVEL = env.str("HEALTHMON_TASK_MIN_LEVEL", default="error")
+HEALTHMON_TASK_MIN_COUNT = env.int("HEALTHMON_TASK_MIN_COUNT", default=1)
+HEALTHMON_SAMPLES_PER_FINGERPRINT = max(3, env.int("HEALTHMON_SAMPLES_PER_FINGERPRINT", default=20))
+HEALTHMON_MINUTE_COUNTS_DAYS = env.int("HEALTHMON_MINUTE_COUNTS_DAYS", default=1)
+HEALTHMON_HOURLY_COUNTS_DAYS = env.int("HEALTHMON_HOURLY_COUNTS_DAYS", default=30)
+HEALTHMON_FINGERPRINT_DAYS = env.int("HEALTHMON_FINGERPRINT_DAYS", default=90)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

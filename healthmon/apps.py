@@ -6,5 +6,11 @@ from django.apps import AppConfig
 class HealthmonConfig(AppConfig):
     name = "healthmon"
     verbose_name = "Health"
-    # A product app whose models, when it has some, every tier sees and Owners change.
+    # Every tier sees the health monitor's rows; Owners change its configuration.
     operator_permissions = ()
+
+    def ready(self) -> None:
+        from healthmon.error_source import recent_error_patterns
+        from selfheal.error_patterns import register_error_source
+
+        register_error_source(recent_error_patterns)

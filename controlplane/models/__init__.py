@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from controlplane.models.approvals import Approval
 from controlplane.models.audit import AppendOnlyError, AppendOnlyModel, AuditEvent
+from controlplane.models.integrations import Integration
 from controlplane.models.notifications import (
     DeliveryAttempt,
     NotificationChannel,
@@ -22,6 +23,7 @@ __all__ = [
     "AuditEvent",
     "DeliveryAttempt",
     "FeatureToggle",
+    "Integration",
     "NotificationChannel",
     "NotificationDelivery",
     "ToggleLocked",

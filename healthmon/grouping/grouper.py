@@ -147,6 +147,25 @@ class Grouper:
         elif len(known.tokens) == len(tokens):
             known.generalise(tokens)
 
+    def retire(self, id: str) -> Fingerprint | None:
+        """Give up a group this process created, when another group (learned since,
+        from what another process stored) takes its template: the messages that went to
+        it go to that group from now on, which is returned. None when no other group
+        takes it (the group stays) or the id is not a learned group (a traceback's)."""
+        group = self._by_id.get(id)
+        if group is None:
+            return None
+        bucket = self._buckets[_bucket(group.tokens)]
+        bucket.remove(group)
+        other = self._find(group.tokens)
+        if other is None:
+            bucket.append(group)
+            return None
+        del self._by_id[id]
+        other.generalise(group.tokens)
+        self._seen = {form: other if g is group else g for form, g in self._seen.items()}
+        return other.fingerprint
+
     def templates(self) -> list[tuple[str, str]]:
         """The learned state, as the storage keeps it: (fingerprint id, template)."""
         return [(group.id, group.fingerprint.template) for group in self._by_id.values()]

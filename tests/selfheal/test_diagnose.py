@@ -224,7 +224,9 @@ def test_a_queue_finding_needs_a_person_when_any_of_its_problems_does(now):
 # Error patterns
 
 
-def test_with_no_error_source_registered_the_check_says_so(now):
+def test_with_no_error_source_registered_the_check_says_so(now, monkeypatch):
+    # The health monitor registers one at start: as if it were not installed.
+    monkeypatch.setattr("selfheal.error_patterns._sources", [])
     finding = check_error_patterns(now)
     assert finding.severity == "ok"
     assert finding.evidence == {"sources": 0, "patterns": 0}

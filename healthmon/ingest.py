@@ -1,0 +1,379 @@
+"""Taking in log records, whatever their source (OTLP, the Railway crawler, a file).
+
+`ingest(source, records)` groups each record's message into a fingerprint inline
+(`healthmon.shared_grouper`) and, in one transaction, adds to the stored counts:
+
+- one `Fingerprint` row per (service, fingerprint key): total count, level, first and
+  last seen, status (a resolved one seen again is regressed; an ignore runs out);
+- per-minute counts per fingerprint, and per-minute record and HTTP 5xx totals per
+  service (`ServiceMinute`), each one upserted row per minute;
+- the last few lines of each fingerprint, in a ring of `HEALTHMON_SAMPLES_PER_FINGERPRINT`.
+
+Nothing is stored per line. After the commit, fingerprints that became worth a task
+(level and count over the settings) get one (`healthmon.fix_tasks`, in the
+background), and the Health page hears which fingerprints changed.
+
+A record no message can be made of is rejected and counted; everything else is kept.
+A NUL or an unpaired surrogate is replaced, and a time in the far future or past is
+counted now (the original is kept with the sample).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.db.models.functions import Greatest
+from django.utils import timezone
+
+from controlplane import audit, live
+from healthmon.grouping import TracebackAssembler
+from healthmon.levels import Level, level_setting
+from healthmon.metrics import count_log_records
+from healthmon.models import Fingerprint, LogSource, MinuteCount, Sample, ServiceMinute
+from healthmon.shared_grouper import shared_grouper
+
+HEALTH_GROUP = "health"
+# A message past this is cut before grouping and storing (the sample says so).
+MAX_MESSAGE_CHARS = 32_000
+# Sample lines taken from one batch for one fingerprint (the ring keeps more).
+SAMPLES_PER_BATCH = 3
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+@dataclass(slots=True)
+class LogRecord:
+    message: str
+    at: datetime | None = None
+    level: int = Level.INFO
+    service: str = ""  # empty: the source's service
+    attributes: dict[str, Any] = field(default_factory=dict)
+    http_status: int | None = None
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    rejected: int = 0
+    rejections: list[str] = field(default_factory=list)  # the first few reasons
+    new_fingerprints: list[int] = field(default_factory=list)
+
+    def reject(self, reason: str) -> None:
+        self.rejected += 1
+        if len(self.rejections) < 10:
+            self.rejections.append(reason)
+
+
+@dataclass
+class _Tally:
+    """What one batch adds to one fingerprint."""
+
+    service: str
+    key: str
+    template: str
+    message: str  # the first message, the group's example
+    count: int = 0
+    level: int = Level.DEBUG
+    first: datetime | None = None
+    last: datetime | None = None
+    minutes: Counter[datetime] = field(default_factory=Counter)
+    samples: list[LogRecord] = field(default_factory=list)
+
+    def add(self, record: LogRecord, at: datetime) -> None:
+        self.count += 1
+        self.level = max(self.level, record.level)
+        self.first = at if self.first is None else min(self.first, at)
+        self.last = at if self.last is None else max(self.last, at)
+        self.minutes[at.replace(second=0, microsecond=0)] += 1
+        self.samples.append(record)
+        if len(self.samples) > SAMPLES_PER_BATCH * 4:
+            del self.samples[:-SAMPLES_PER_BATCH]
+
+    def merge(self, other: _Tally) -> None:
+        self.count += other.count
+        self.level = max(self.level, other.level)
+        for moment in (other.first, other.last):
+            if moment is not None:
+                self.first = moment if self.first is None else min(self.first, moment)
+                self.last = moment if self.last is None else max(self.last, moment)
+        self.minutes.update(other.minutes)
+        self.samples.extend(other.samples)
+
+
+def ingest(source: LogSource, records: Sequence[LogRecord]) -> IngestResult:
+    result = IngestResult()
+    now = timezone.now()
+    tallies: dict[tuple[str, str], _Tally] = {}
+    services: dict[tuple[str, datetime], list[int]] = {}
+    assembler: TracebackAssembler[LogRecord] = TracebackAssembler()
+    complete: list[tuple[LogRecord, str]] = []
+    for record in records:
+        problem = _clean(record, source, now)
+        if problem:
+            result.reject(problem)
+            continue
+        complete.extend(assembler.feed(record, record.message))
+    complete.extend(assembler.flush())
+
+    shared_grouper.refresh()
+    with shared_grouper.lock:
+        for record, message in complete:
+            record.message = message
+            grouped = shared_grouper.fingerprint(message)
+            tally = tallies.get((record.service, grouped.id))
+            if tally is None:
+                tally = tallies[(record.service, grouped.id)] = _Tally(
+                    record.service, grouped.id, grouped.template, message
+                )
+            else:
+                tally.template = grouped.template
+            assert record.at is not None
+            tally.add(record, record.at)
+            totals = services.setdefault(
+                (record.service, record.at.replace(second=0, microsecond=0)), [0, 0, 0]
+            )
+            totals[0] += 1
+            if record.http_status is not None:
+                totals[1] += 1
+                totals[2] += record.http_status >= 500
+    result.accepted = len(complete)
+
+    if tallies:
+        with transaction.atomic():
+            rows = _store(source, tallies, result, now)
+            worth_a_task = [row.pk for row in rows if _worth_a_task(row)]
+            LogSource._base_manager.filter(pk=source.pk).update(last_ingest_at=now)
+            _add_service_minutes(services)
+            if worth_a_task:
+                from healthmon.fix_tasks import open_fix_tasks_later
+
+                open_fix_tasks_later(worth_a_task)
+            live.publish(
+                HEALTH_GROUP,
+                "health.fingerprints",
+                ids=[row.pk for row in rows],
+                new=result.new_fingerprints,
+            )
+    count_log_records(source.kind, ingested=result.accepted, rejected=result.rejected)
+    return result
+
+
+def _clean(record: LogRecord, source: LogSource, now: datetime) -> str:
+    """Make a record storable, or say why it cannot be kept."""
+    if not isinstance(record.message, str) or not record.message.strip():
+        return "a record with no message body"
+    message = record.message
+    if "\x00" in message:
+        message = message.replace("\x00", "\ufffd")
+    message = message.encode("utf-8", "replace").decode("utf-8")  # unpaired surrogates
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS]
+        record.attributes["truncated"] = True
+    record.message = message
+    record.service = (record.service or source.service)[:100]
+    at = record.at
+    if at is None:
+        at = now
+    elif timezone.is_naive(at):
+        at = timezone.make_aware(at, UTC)
+    oldest = now - timedelta(days=settings.HEALTHMON_HOURLY_COUNTS_DAYS)
+    if not oldest <= at <= now + FUTURE_TOLERANCE:
+        record.attributes["original_timestamp"] = at.isoformat()
+        at = now
+    record.at = at
+    if record.attributes:
+        text = json.dumps(record.attributes, default=str, ensure_ascii=False)
+        if "\\u0000" in text or "\x00" in text:
+            text = text.replace("\\u0000", "\ufffd").replace("\x00", "\ufffd")
+        record.attributes = json.loads(text.encode("utf-8", "replace").decode("utf-8"))
+    return ""
+
+
+def _store(
+    source: LogSource, tallies: dict[tuple[str, str], _Tally], result: IngestResult, now: datetime
+) -> list[Fingerprint]:
+    rows = _locked_rows(tallies)
+    missing = [tally for ident, tally in tallies.items() if ident not in rows]
+    if missing:
+        with shared_grouper.creating():
+            for tally in missing:
+                adopted = shared_grouper.adopt(tally.key)
+                if adopted is not None:
+                    # Another process stored this pattern first: count it there.
+                    del tallies[(tally.service, tally.key)]
+                    tally.key, tally.template = adopted.id, adopted.template
+                    known = tallies.get((tally.service, tally.key))
+                    if known is None:
+                        tallies[(tally.service, tally.key)] = tally
+                    else:
+                        known.merge(tally)
+            new = [
+                Fingerprint(
+                    service=tally.service,
+                    key=tally.key,
+                    template=tally.template,
+                    level=tally.level,
+                    count=0,
+                    first_seen=tally.first or now,
+                    last_seen=tally.first or now,
+                    source=source,
+                )
+                for ident, tally in tallies.items()
+                if ident not in rows
+            ]
+            Fingerprint.objects.bulk_create(new, ignore_conflicts=True)
+            created = _locked_rows({ident: t for ident, t in tallies.items() if ident not in rows})
+            shared_grouper.stored({key for _, key in created})
+            result.new_fingerprints = sorted(row.pk for row in created.values() if row.count == 0)
+            rows.update(created)
+
+    for ident, tally in tallies.items():
+        _add_tally(rows[ident], tally, now)
+    _add_minutes(rows, tallies)
+    _add_samples(rows, tallies, source)
+    return list(rows.values())
+
+
+def _locked_rows(tallies: dict[tuple[str, str], _Tally]) -> dict[tuple[str, str], Fingerprint]:
+    """The stored rows of these fingerprints, locked in id order (so two batches
+    touching the same fingerprints wait for each other instead of deadlocking)."""
+    if not tallies:
+        return {}
+    match = Q()
+    for service, key in tallies:
+        match |= Q(service=service, key=key)
+    query = Fingerprint.objects.filter(match).order_by("id")
+    if connection.features.has_select_for_update:
+        query = query.select_for_update()
+    return {(row.service, row.key): row for row in query}
+
+
+def _add_tally(row: Fingerprint, tally: _Tally, now: datetime) -> None:
+    assert tally.first is not None
+    assert tally.last is not None
+    before_status = row.status
+    changes: dict[str, Any] = {
+        "count": F("count") + tally.count,
+        "last_seen": Greatest(F("last_seen"), tally.last),
+        "level": Greatest(F("level"), tally.level),
+    }
+    if tally.first < row.first_seen:
+        changes["first_seen"] = tally.first
+    if tally.template != row.template:
+        changes["template"] = tally.template
+    total = row.count + tally.count
+    status = row.status
+    if status == Fingerprint.Status.RESOLVED and row.count:
+        status = Fingerprint.Status.REGRESSED
+        changes.update(regressed_at=now, task=None)
+    elif status == Fingerprint.Status.IGNORED and (
+        (row.ignored_until is not None and now >= row.ignored_until)
+        or (row.ignored_until_count is not None and total >= row.ignored_until_count)
+    ):
+        status = Fingerprint.Status.UNRESOLVED
+        changes.update(ignored_until=None, ignored_until_count=None)
+    if status != before_status:
+        changes.update(status=status, status_changed_at=now)
+    Fingerprint.objects.filter(pk=row.pk).update(**changes)
+    # Keep the row in step for what follows (tasks, samples, the page's event).
+    row.count = total
+    row.level = max(row.level, tally.level)
+    row.last_seen = max(row.last_seen, tally.last)
+    row.template = tally.template
+    if status != before_status:
+        row.status = status
+        if "task" in changes:
+            row.task = None
+        audit.record(
+            f"fingerprint.{status}",
+            row,
+            before={"status": before_status},
+            after={"status": status},
+        )
+
+
+def _worth_a_task(row: Fingerprint) -> bool:
+    return (
+        row.task_id is None
+        and row.status != Fingerprint.Status.IGNORED
+        and row.level >= level_setting("HEALTHMON_TASK_MIN_LEVEL")
+        and row.count >= settings.HEALTHMON_TASK_MIN_COUNT
+    )
+
+
+def _upsert_adding(
+    table: str, keys: Sequence[str], values: list[tuple[Any, ...]], added: Sequence[str]
+) -> None:
+    """Insert rows, or add their numbers to the row already there (one statement)."""
+    if not values:
+        return
+    columns = (*keys, *added)
+    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(values))
+    updates = ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in added)
+    # Table and column names come from the models; values go as parameters.
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {placeholders} "  # noqa: S608
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for row in sorted(values) for value in row])
+
+
+def _add_minutes(
+    rows: dict[tuple[str, str], Fingerprint], tallies: dict[tuple[str, str], _Tally]
+) -> None:
+    adapt = connection.ops.adapt_datetimefield_value
+    values = [
+        (rows[ident].pk, adapt(minute), count)
+        for ident, tally in tallies.items()
+        for minute, count in tally.minutes.items()
+    ]
+    _upsert_adding(MinuteCount._meta.db_table, ("fingerprint_id", "minute"), values, ("count",))
+
+
+def _add_service_minutes(services: dict[tuple[str, datetime], list[int]]) -> None:
+    adapt = connection.ops.adapt_datetimefield_value
+    values = [(service, adapt(minute), *totals) for (service, minute), totals in services.items()]
+    _upsert_adding(
+        ServiceMinute._meta.db_table,
+        ("service", "minute"),
+        values,
+        ("records", "http_requests", "http_5xx"),
+    )
+
+
+def _add_samples(
+    rows: dict[tuple[str, str], Fingerprint],
+    tallies: dict[tuple[str, str], _Tally],
+    source: LogSource,
+) -> None:
+    slots = settings.HEALTHMON_SAMPLES_PER_FINGERPRINT
+    samples = []
+    for ident, tally in tallies.items():
+        row = rows[ident]
+        for offset, record in enumerate(tally.samples[-SAMPLES_PER_BATCH:]):
+            assert record.at is not None
+            samples.append(
+                Sample(
+                    fingerprint=row,
+                    slot=(row.count - offset) % slots,
+                    at=record.at,
+                    level=record.level,
+                    message=record.message,
+                    attributes=record.attributes,
+                    source=source,
+                )
+            )
+    Sample.objects.bulk_create(
+        samples,
+        update_conflicts=True,
+        unique_fields=["fingerprint", "slot"],
+        update_fields=["at", "level", "message", "attributes", "source"],
+    )

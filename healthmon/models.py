@@ -1,3 +1,0 @@
-"""Models of the Health part of the product."""
-
-from __future__ import annotations

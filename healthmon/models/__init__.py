@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from healthmon.models.fingerprints import (
+    Fingerprint,
+    FingerprintStatus,
+    HourCount,
+    MinuteCount,
+    Sample,
+    ServiceMinute,
+)
+from healthmon.models.sources import IngestKey, LogSource
+
+__all__ = [
+    "Fingerprint",
+    "FingerprintStatus",
+    "HourCount",
+    "IngestKey",
+    "LogSource",
+    "MinuteCount",
+    "Sample",
+    "ServiceMinute",
+]
