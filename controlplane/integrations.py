@@ -35,7 +35,7 @@ def register_connection_test(kind: str, test: ConnectionTest) -> None:
     _tests[kind] = test
 
 
-def test_connection(integration: Integration) -> ConnectionResult:
+def check_connection(integration: Integration) -> ConnectionResult:
     """Run the kind's connection test and keep its result and time on the row."""
     test = _tests.get(integration.kind)
     if test is None:
