@@ -173,14 +173,21 @@ class TracebackAssembler[Record]:
                 self._python = _PythonState.RAISED
             return True
         if self._python == _PythonState.RAISED:
+            # A chained exception's traceback follows its "During handling..." line; a
+            # traceback straight after the exception line is another error.
+            if stripped in PYTHON_CHAIN:
+                self._python = _PythonState.CHAINED
+                return True
+            return not stripped
+        if self._python == _PythonState.CHAINED:
             if stripped == PYTHON_START:
                 self._python = _PythonState.FRAMES
                 return True
-            return stripped in PYTHON_CHAIN or not stripped
+            return not stripped
         return bool(
             _JAVA_FRAME.match(message) or _JAVA_CAUSE.match(message) or _JAVA_OMITTED.match(message)
         )
 
 
 class _PythonState:
-    OUTSIDE, FRAMES, RAISED = range(3)
+    OUTSIDE, FRAMES, RAISED, CHAINED = range(4)
