@@ -219,6 +219,7 @@ def _store(
                     service=tally.service,
                     key=tally.key,
                     template=tally.template,
+                    template_changed_at=now,
                     level=tally.level,
                     count=0,
                     first_seen=tally.first or now,
@@ -267,7 +268,7 @@ def _add_tally(row: Fingerprint, tally: _Tally, now: datetime) -> None:
     if tally.first < row.first_seen:
         changes["first_seen"] = tally.first
     if tally.template != row.template:
-        changes["template"] = tally.template
+        changes.update(template=tally.template, template_changed_at=now)
     total = row.count + tally.count
     status = row.status
     if status == Fingerprint.Status.RESOLVED and row.count:

@@ -19,14 +19,17 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 
 from django.db import connection
 from django.db.models import Max
+from django.utils import timezone
 
 from healthmon.grouping import Fingerprint as Grouped
 from healthmon.grouping import Grouper
 
 SYNC_SECONDS = 1.0
+CHANGE_MARGIN = timedelta(seconds=30)
 # The PostgreSQL advisory lock that serialises storing new fingerprints.
 _CREATION_LOCK = 0x6865616C74686D6E  # "healthmn"
 
@@ -37,6 +40,7 @@ class SharedGrouper:
         self._grouper: Grouper | None = None
         self._synced_id = 0
         self._synced_at = 0.0
+        self._changes_seen_at: datetime | None = None
         # Keys known to be stored (for some service): never candidates to retire.
         self._stored: set[str] = set()
 
@@ -84,6 +88,7 @@ class SharedGrouper:
             self._grouper = None
             self._synced_id = 0
             self._synced_at = 0.0
+            self._changes_seen_at = None
             self._stored = set()
 
     def _learn_stored(self) -> None:
@@ -94,6 +99,7 @@ class SharedGrouper:
             # First use, or the storage was emptied under this process: start over.
             self._grouper = Grouper()
             self._synced_id = 0
+            self._changes_seen_at = None
             self._stored = set()
         rows = Fingerprint.objects.filter(id__gt=self._synced_id).order_by("id")
         for id, key, template in rows.values_list("id", "key", "template").iterator(2000):
@@ -101,6 +107,16 @@ class SharedGrouper:
                 self._grouper.learn(key, template)
             self._stored.add(key)
             self._synced_id = id
+        # Templates others generalised since the last look. A change commits a moment
+        # after its time is taken, so look back a margin; learning one twice is a no-op.
+        if self._changes_seen_at is not None:
+            changed = Fingerprint.objects.filter(
+                template_changed_at__gte=self._changes_seen_at - CHANGE_MARGIN
+            )
+            for key, template in changed.values_list("key", "template").iterator(2000):
+                if "\n" not in template:
+                    self._grouper.learn(key, template)
+        self._changes_seen_at = timezone.now()
         self._synced_at = time.monotonic()
 
 

@@ -28,6 +28,8 @@ class Fingerprint(models.Model):
     service = models.CharField(max_length=100)
     key = models.CharField(max_length=32, help_text="The grouper's stable fingerprint id.")
     template = models.TextField()
+    # When the template last generalised: other processes learn the change.
+    template_changed_at = models.DateTimeField(db_index=True)
     level = models.PositiveSmallIntegerField(choices=Level.choices, default=Level.INFO)
     status = models.CharField(
         max_length=12, choices=FingerprintStatus.choices, default=FingerprintStatus.UNRESOLVED
