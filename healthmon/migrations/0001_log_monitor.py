@@ -5,149 +5,341 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('controlplane', '0008_integrations'),
-        ('selfheal', '0003_one_service_account_and_structured_findings'),
+        ("controlplane", "0008_integrations"),
+        ("selfheal", "0003_one_service_account_and_structured_findings"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='LogSource',
+            name="LogSource",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=64, unique=True)),
-                ('service', models.CharField(help_text='The service its logs are from (OTLP records naming their own service.name are filed under that).', max_length=100)),
-                ('kind', models.CharField(choices=[('railway', 'Railway crawler'), ('otlp', 'Pushed over OTLP/HTTP'), ('file', 'File or stdin (ingest_logs)')], max_length=10)),
-                ('settings', models.JSONField(blank=True, default=dict)),
-                ('enabled', models.BooleanField(default=True)),
-                ('is_demo', models.BooleanField(default=False, help_text='Demo data, labelled as such.')),
-                ('cursor', models.JSONField(blank=True, default=dict, editable=False)),
-                ('last_ingest_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('last_error', models.TextField(blank=True, editable=False)),
-                ('last_error_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('backoff_until', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('integration', models.ForeignKey(blank=True, help_text='The account a crawler reads with (Railway sources).', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='log_sources', to='controlplane.integration')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=64, unique=True)),
+                (
+                    "service",
+                    models.CharField(
+                        help_text="The service its logs are from (OTLP records naming their own service.name are filed under that).",
+                        max_length=100,
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("railway", "Railway crawler"),
+                            ("otlp", "Pushed over OTLP/HTTP"),
+                            ("file", "File or stdin (ingest_logs)"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("settings", models.JSONField(blank=True, default=dict)),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "is_demo",
+                    models.BooleanField(default=False, help_text="Demo data, labelled as such."),
+                ),
+                ("cursor", models.JSONField(blank=True, default=dict, editable=False)),
+                ("last_ingest_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("last_error", models.TextField(blank=True, editable=False)),
+                ("last_error_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("backoff_until", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "integration",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The account a crawler reads with (Railway sources).",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="log_sources",
+                        to="controlplane.integration",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['service', 'name'],
+                "ordering": ["service", "name"],
             },
         ),
         migrations.CreateModel(
-            name='Fingerprint',
+            name="Fingerprint",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('service', models.CharField(max_length=100)),
-                ('key', models.CharField(help_text="The grouper's stable fingerprint id.", max_length=32)),
-                ('template', models.TextField()),
-                ('template_changed_at', models.DateTimeField(db_index=True)),
-                ('level', models.PositiveSmallIntegerField(choices=[(10, 'debug'), (20, 'info'), (30, 'warning'), (40, 'error'), (50, 'critical')], default=20)),
-                ('status', models.CharField(choices=[('unresolved', 'Unresolved'), ('resolved', 'Resolved'), ('regressed', 'regressed (seen again after being resolved)'), ('ignored', 'Ignored')], default='unresolved', max_length=12)),
-                ('count', models.BigIntegerField(default=0)),
-                ('first_seen', models.DateTimeField(db_index=True)),
-                ('last_seen', models.DateTimeField(db_index=True)),
-                ('status_changed_at', models.DateTimeField(blank=True, null=True)),
-                ('regressed_at', models.DateTimeField(blank=True, null=True)),
-                ('ignored_until', models.DateTimeField(blank=True, help_text='Ignored until this time, then unresolved again.', null=True)),
-                ('ignored_until_count', models.BigIntegerField(blank=True, help_text='Ignored until the total count reaches this.', null=True)),
-                ('task', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='selfheal.task')),
-                ('source', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='healthmon.logsource')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("service", models.CharField(max_length=100)),
+                (
+                    "key",
+                    models.CharField(
+                        help_text="The grouper's stable fingerprint id.", max_length=32
+                    ),
+                ),
+                ("template", models.TextField()),
+                ("template_changed_at", models.DateTimeField(db_index=True)),
+                (
+                    "level",
+                    models.PositiveSmallIntegerField(
+                        choices=[
+                            (10, "debug"),
+                            (20, "info"),
+                            (30, "warning"),
+                            (40, "error"),
+                            (50, "critical"),
+                        ],
+                        default=20,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("unresolved", "Unresolved"),
+                            ("resolved", "Resolved"),
+                            ("regressed", "regressed (seen again after being resolved)"),
+                            ("ignored", "Ignored"),
+                        ],
+                        default="unresolved",
+                        max_length=12,
+                    ),
+                ),
+                ("count", models.BigIntegerField(default=0)),
+                ("first_seen", models.DateTimeField(db_index=True)),
+                ("last_seen", models.DateTimeField(db_index=True)),
+                ("status_changed_at", models.DateTimeField(blank=True, null=True)),
+                ("regressed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "ignored_until",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="Ignored until this time, then unresolved again.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "ignored_until_count",
+                    models.BigIntegerField(
+                        blank=True,
+                        help_text="Ignored until the total count reaches this.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "task",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="selfheal.task",
+                    ),
+                ),
+                (
+                    "source",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="healthmon.logsource",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-last_seen'],
+                "ordering": ["-last_seen"],
             },
         ),
         migrations.CreateModel(
-            name='MinuteCount',
+            name="MinuteCount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('minute', models.DateTimeField()),
-                ('count', models.PositiveIntegerField(default=0)),
-                ('fingerprint', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='minutes', to='healthmon.fingerprint')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("minute", models.DateTimeField()),
+                ("count", models.PositiveIntegerField(default=0)),
+                (
+                    "fingerprint",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="minutes",
+                        to="healthmon.fingerprint",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Sample',
+            name="Sample",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slot', models.PositiveSmallIntegerField()),
-                ('at', models.DateTimeField()),
-                ('level', models.PositiveSmallIntegerField(choices=[(10, 'debug'), (20, 'info'), (30, 'warning'), (40, 'error'), (50, 'critical')], default=20)),
-                ('message', models.TextField()),
-                ('attributes', models.JSONField(blank=True, default=dict)),
-                ('fingerprint', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='samples', to='healthmon.fingerprint')),
-                ('source', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='healthmon.logsource')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("slot", models.PositiveSmallIntegerField()),
+                ("at", models.DateTimeField()),
+                (
+                    "level",
+                    models.PositiveSmallIntegerField(
+                        choices=[
+                            (10, "debug"),
+                            (20, "info"),
+                            (30, "warning"),
+                            (40, "error"),
+                            (50, "critical"),
+                        ],
+                        default=20,
+                    ),
+                ),
+                ("message", models.TextField()),
+                ("attributes", models.JSONField(blank=True, default=dict)),
+                (
+                    "fingerprint",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="samples",
+                        to="healthmon.fingerprint",
+                    ),
+                ),
+                (
+                    "source",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="healthmon.logsource",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-at'],
+                "ordering": ["-at"],
             },
         ),
         migrations.CreateModel(
-            name='ServiceMinute',
+            name="ServiceMinute",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('service', models.CharField(max_length=100)),
-                ('minute', models.DateTimeField()),
-                ('records', models.PositiveIntegerField(default=0)),
-                ('http_requests', models.PositiveIntegerField(default=0)),
-                ('http_5xx', models.PositiveIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("service", models.CharField(max_length=100)),
+                ("minute", models.DateTimeField()),
+                ("records", models.PositiveIntegerField(default=0)),
+                ("http_requests", models.PositiveIntegerField(default=0)),
+                ("http_5xx", models.PositiveIntegerField(default=0)),
             ],
             options={
-                'indexes': [models.Index(fields=['minute'], name='healthmon_s_minute_74486f_idx')],
-                'constraints': [models.UniqueConstraint(fields=('service', 'minute'), name='service_minute_once')],
+                "indexes": [models.Index(fields=["minute"], name="healthmon_s_minute_74486f_idx")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("service", "minute"), name="service_minute_once"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='HourCount',
+            name="HourCount",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('hour', models.DateTimeField()),
-                ('count', models.PositiveIntegerField(default=0)),
-                ('fingerprint', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='hours', to='healthmon.fingerprint')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("hour", models.DateTimeField()),
+                ("count", models.PositiveIntegerField(default=0)),
+                (
+                    "fingerprint",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="hours",
+                        to="healthmon.fingerprint",
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['hour'], name='healthmon_h_hour_62bbe0_idx')],
-                'constraints': [models.UniqueConstraint(fields=('fingerprint', 'hour'), name='hour_count_once')],
+                "indexes": [models.Index(fields=["hour"], name="healthmon_h_hour_62bbe0_idx")],
+                "constraints": [
+                    models.UniqueConstraint(fields=("fingerprint", "hour"), name="hour_count_once")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='IngestKey',
+            name="IngestKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('lookup', models.CharField(editable=False, max_length=16, unique=True)),
-                ('digest', models.CharField(editable=False, max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_used_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('source', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='ingest_keys', to='healthmon.logsource')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("lookup", models.CharField(editable=False, max_length=16, unique=True)),
+                ("digest", models.CharField(editable=False, max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_used_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "source",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="ingest_keys",
+                        to="healthmon.logsource",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['source', 'name'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('digest', ''), _negated=True), name='ingest_key_has_digest')],
+                "ordering": ["source", "name"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("digest", ""), _negated=True),
+                        name="ingest_key_has_digest",
+                    )
+                ],
             },
         ),
         migrations.AddIndex(
-            model_name='fingerprint',
-            index=models.Index(fields=['service', 'level', 'status'], name='healthmon_f_service_107bc7_idx'),
+            model_name="fingerprint",
+            index=models.Index(
+                fields=["service", "level", "status"], name="healthmon_f_service_107bc7_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='fingerprint',
-            constraint=models.UniqueConstraint(fields=('service', 'key'), name='fingerprint_service_key'),
+            model_name="fingerprint",
+            constraint=models.UniqueConstraint(
+                fields=("service", "key"), name="fingerprint_service_key"
+            ),
         ),
         migrations.AddIndex(
-            model_name='minutecount',
-            index=models.Index(fields=['minute'], name='healthmon_m_minute_158aed_idx'),
+            model_name="minutecount",
+            index=models.Index(fields=["minute"], name="healthmon_m_minute_158aed_idx"),
         ),
         migrations.AddConstraint(
-            model_name='minutecount',
-            constraint=models.UniqueConstraint(fields=('fingerprint', 'minute'), name='minute_count_once'),
+            model_name="minutecount",
+            constraint=models.UniqueConstraint(
+                fields=("fingerprint", "minute"), name="minute_count_once"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='sample',
-            constraint=models.UniqueConstraint(fields=('fingerprint', 'slot'), name='sample_slot_once'),
+            model_name="sample",
+            constraint=models.UniqueConstraint(
+                fields=("fingerprint", "slot"), name="sample_slot_once"
+            ),
         ),
     ]
