@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from http import HTTPStatus
 from typing import Any
 
 from healthmon.ingest import LogRecord
@@ -87,9 +88,17 @@ def _http_record(line: dict[str, Any], at: Any) -> LogRecord:
     }
     attributes.update({"http.method": method, "http.path": path})
     return LogRecord(
-        message=f"{method} {path} {status}",
+        # The status's phrase keeps apart groups the grouper would merge on numbers alone.
+        message=f"{method} {path} {status} {_phrase(status)}".rstrip(),
         at=at,
         level=level,
         attributes=attributes,
         http_status=status or None,
     )
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
