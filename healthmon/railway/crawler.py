@@ -172,6 +172,12 @@ def _run(
         _back_off(source, outcome.error, clock.now())
         if integration is not None:
             integration.record_error(outcome.error)
+    except Exception as exc:
+        # A fault of ours (or the database's): the pages stored so far stay stored with
+        # their cursor, and the next crawl resumes after them.
+        log.exception("crawl of %s broke", source.name)
+        outcome.error = f"The crawl broke: {type(exc).__name__}: {exc}"[:2000]
+        _back_off(source, outcome.error, clock.now())
     else:
         cursor = {key: value for key, value in source.cursor.items() if key != "failures"}
         source.set_state(cursor=cursor, last_error="", last_error_at=None, backoff_until=None)

@@ -88,3 +88,16 @@ def test_an_unknown_or_non_railway_source_is_a_clear_error(source: LogSource) ->
 
 def test_without_sources_it_says_how_to_add_one(db: object) -> None:
     assert "No enabled Railway sources" in run()
+
+
+def test_the_periodic_task_crawls_each_enabled_source(
+    railway: RailwayServer, source: LogSource
+) -> None:
+    from healthmon.tasks import crawl_logs
+
+    railway.add_line("ready", at=timezone.now() - timedelta(seconds=30))
+    LogSource.objects.create(
+        name="paused", service="api", kind=LogSource.Kind.RAILWAY, enabled=False
+    )
+
+    assert crawl_logs() == {"sources": 1, "lines": 1, "failed": 0}

@@ -15,7 +15,9 @@ from django.test import override_settings
 from django.utils import timezone
 
 from controlplane.models import Integration
+from healthmon.ingest import ingest
 from healthmon.models import CrawlRecord, Fingerprint, LogSource, MinuteCount, ServiceMinute
+from healthmon.railway import crawler
 from healthmon.railway.client import RailwayClient
 from healthmon.railway.crawler import CrawlOutcome, crawl_source
 from tests.healthmon.railway_server import Failure, RailwayServer
@@ -378,3 +380,30 @@ def test_the_crawl_runs_on_the_periodic_schedule() -> None:
     entry = settings.CELERY_BEAT_SCHEDULE["crawl-logs"]
     assert entry["schedule"] == float(settings.HEALTHMON_CRAWL_SECONDS) == 300.0
     assert entry["task"] in app.tasks
+
+
+@override_settings(HEALTHMON_CRAWL_PAGE_LINES=4)
+def test_a_crawl_that_breaks_between_pages_keeps_what_it_stored_and_resumes_after_it(
+    railway: RailwayServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = make_source(railway)
+    add_lines(railway, clock.now() - timedelta(minutes=3), 10)
+    calls: list[int] = []
+
+    def ingest_then_break(source: LogSource, records: list[Any]) -> Any:
+        calls.append(len(records))
+        if len(calls) == 2:
+            raise RuntimeError("database went away")
+        return ingest(source, records)
+
+    monkeypatch.setattr(crawler, "ingest", ingest_then_break)
+    broken = crawl(source, clock)
+    assert broken.error == "The crawl broke: RuntimeError: database went away"
+    stored, _ = stored_lines()
+    assert stored == calls[0]
+
+    monkeypatch.undo()
+    clock.moment += timedelta(minutes=5)
+    resumed = crawl(source, clock, force=True)
+    assert resumed.lines == 10 - stored
+    assert stored_lines() == (10, 10)
