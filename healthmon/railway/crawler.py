@@ -65,6 +65,8 @@ RETRIES = 2
 # Longest a crawl holds its source's lock: past the task's time limit.
 LOCK_SECONDS = 900
 BACKOFF_BASE_SECONDS = 60
+# Rate limit waits within one crawl before it gives up and backs off.
+MAX_WAITS = 5
 
 
 class Clock(Protocol):
@@ -235,6 +237,7 @@ class _Crawl:
         self.overlap = timedelta(seconds=settings.HEALTHMON_CRAWL_OVERLAP_SECONDS)
         self.limit = max(1, settings.HEALTHMON_CRAWL_PAGE_LINES)
         self.max_pages = 50
+        self.waits = 0
 
     def run(self) -> None:
         streams = self.options.get("streams") or ["deployment"]
@@ -409,7 +412,9 @@ class _Crawl:
 
     def _wait_until(self, moment: datetime, reason: str) -> None:
         wait = (moment - self.clock.now()).total_seconds()
-        if wait > settings.HEALTHMON_CRAWL_MAX_WAIT_SECONDS:
+        self.waits += 1
+        # A limit that keeps coming back within one crawl ends it too.
+        if wait > settings.HEALTHMON_CRAWL_MAX_WAIT_SECONDS or self.waits > MAX_WAITS:
             raise _Backoff(f"{reason}; crawling again after {timestamp_text(moment)}.", moment)
         if wait > 0:
             self.clock.sleep(wait)

@@ -407,3 +407,17 @@ def test_a_crawl_that_breaks_between_pages_keeps_what_it_stored_and_resumes_afte
     resumed = crawl(source, clock, force=True)
     assert resumed.lines == 10 - stored
     assert stored_lines() == (10, 10)
+
+
+def test_a_rate_limit_that_keeps_coming_back_ends_the_crawl(
+    railway: RailwayServer, clock: FakeClock
+) -> None:
+    source = make_source(railway)
+    railway.fail(*[Failure(429, headers={"Retry-After": "2"})] * 10)
+
+    outcome = crawl(source, clock)
+
+    assert "rate limit" in outcome.error
+    assert clock.sleeps == [2.0] * 5
+    source.refresh_from_db()
+    assert source.backoff_until == clock.now() + timedelta(seconds=2)
