@@ -133,15 +133,17 @@ def crawl_source(
     if source.kind != LogSource.Kind.RAILWAY:
         outcome.skipped = f"{source.name} is not a Railway source"
         return outcome
-    now = clock.now()
-    if not force and source.backoff_until and source.backoff_until > now:
-        outcome.skipped = f"backing off until {timestamp_text(source.backoff_until)}"
-        return outcome
     lock_key, token = f"healthmon:crawl:{source.pk}", secrets.token_hex(8)
     if not cache.add(lock_key, token, timeout=LOCK_SECONDS):
         outcome.skipped = "another crawl of this source is running"
         return outcome
     try:
+        # Read the cursor under the lock: a crawl that ended since this row was loaded
+        # moved it, and crawling from the older one would take lines twice.
+        source.refresh_from_db()
+        if not force and source.backoff_until and source.backoff_until > clock.now():
+            outcome.skipped = f"backing off until {timestamp_text(source.backoff_until)}"
+            return outcome
         _run(source, outcome, clock, client_factory)
     finally:
         if cache.get(lock_key) == token:

@@ -421,3 +421,15 @@ def test_a_rate_limit_that_keeps_coming_back_ends_the_crawl(
     assert clock.sleeps == [2.0] * 5
     source.refresh_from_db()
     assert source.backoff_until == clock.now() + timedelta(seconds=2)
+
+
+def test_a_crawl_from_a_row_loaded_before_another_crawl_takes_no_line_twice(
+    railway: RailwayServer, clock: FakeClock
+) -> None:
+    source = make_source(railway)
+    stale = LogSource.objects.get(pk=source.pk)
+    add_lines(railway, clock.now() - timedelta(minutes=2), 5)
+    assert crawl(source, clock).lines == 5
+
+    assert crawl_source(stale, clock=clock).lines == 0
+    assert stored_lines() == (5, 5)
