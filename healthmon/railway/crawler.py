@@ -65,6 +65,8 @@ RETRIES = 2
 # Longest a crawl holds its source's lock: past the task's time limit.
 LOCK_SECONDS = 900
 BACKOFF_BASE_SECONDS = 60
+# Pages one backward walk holds in memory; a window with more lines is halved.
+MAX_WALK_PAGES = 50
 # Rate limit waits within one crawl before it gives up and backs off.
 MAX_WAITS = 5
 
@@ -238,7 +240,7 @@ class _Crawl:
         self.options: dict[str, Any] = source.settings or {}
         self.overlap = timedelta(seconds=settings.HEALTHMON_CRAWL_OVERLAP_SECONDS)
         self.limit = max(1, settings.HEALTHMON_CRAWL_PAGE_LINES)
-        self.max_pages = 50
+        self.max_pages = MAX_WALK_PAGES
         self.waits = 0
 
     def run(self) -> None:

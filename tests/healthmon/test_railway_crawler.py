@@ -18,7 +18,7 @@ from controlplane.models import Integration
 from healthmon.ingest import ingest
 from healthmon.models import CrawlRecord, Fingerprint, LogSource, MinuteCount, ServiceMinute
 from healthmon.railway import crawler
-from healthmon.railway.client import RailwayClient
+from healthmon.railway.client import RailwayClient, parse_timestamp, timestamp_text
 from healthmon.railway.crawler import CrawlOutcome, crawl_source
 from tests.healthmon.railway_server import Failure, RailwayServer
 
@@ -433,3 +433,22 @@ def test_a_crawl_from_a_row_loaded_before_another_crawl_takes_no_line_twice(
 
     assert crawl_source(stale, clock=clock).lines == 0
     assert stored_lines() == (5, 5)
+
+
+@override_settings(HEALTHMON_CRAWL_PAGE_LINES=3)
+def test_a_window_too_big_for_one_walk_is_crawled_in_parts(
+    railway: RailwayServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(crawler, "MAX_WALK_PAGES", 2)
+    source = make_source(railway)
+    add_lines(railway, clock.now() - timedelta(minutes=50), 25, step=100)
+    end = timestamp_text(clock.now())
+
+    outcome = crawl(source, clock)
+
+    assert outcome.error == ""
+    assert outcome.lines == 25
+    assert stored_lines() == (25, 25)
+    line_times = {timestamp_text(parse_timestamp(line["timestamp"])) for line in railway.lines}
+    window_ends = {query.variables["endDate"] for query in railway.log_queries()}
+    assert window_ends - line_times - {end}  # some walks ended at a halved window
