@@ -133,15 +133,14 @@ def parse_timestamp(text: str) -> datetime:
 
 
 class RailwayClient:
-    """One integration's view of the API. `now` is the caller's clock (rate limit
-    resets given as a delay are read against it)."""
+    """One integration's view of the API. Each call takes `now`, the caller's clock:
+    a rate limit reset given as a delay is read against it."""
 
     def __init__(
         self,
         integration: Integration,
         *,
         timeout: float = 20.0,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = str(integration.setting("api_url") or DEFAULT_API_URL)
         token = integration.secrets.get("token", "")
@@ -152,9 +151,7 @@ class RailwayClient:
         else:
             headers = {"Authorization": f"Bearer {token}"}
         self.project_token = integration.setting("token_kind", "bearer") == "project"
-        self._http = httpx.Client(
-            headers=headers, timeout=timeout, transport=transport, follow_redirects=False
-        )
+        self._http = httpx.Client(headers=headers, timeout=timeout, follow_redirects=False)
         self.rate_limit = RateLimit()
 
     def close(self) -> None:
