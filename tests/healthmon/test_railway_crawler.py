@@ -3,6 +3,7 @@ rate limits, outages and refused tokens."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from email.utils import format_datetime
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.db.models import Sum
 from django.test import override_settings
 from django.utils import timezone
@@ -452,3 +454,36 @@ def test_a_window_too_big_for_one_walk_is_crawled_in_parts(
     line_times = {timestamp_text(parse_timestamp(line["timestamp"])) for line in railway.lines}
     window_ends = {query.variables["endDate"] for query in railway.log_queries()}
     assert window_ends - line_times - {end}  # some walks ended at a halved window
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_crawls_of_one_source_started_at_once_take_each_line_once(
+    railway: RailwayServer,
+) -> None:
+    source = make_source(railway)
+    add_lines(railway, timezone.now() - timedelta(minutes=5), 30)
+    barrier = threading.Barrier(4)
+    outcomes: list[CrawlOutcome] = []
+    errors: list[str] = []
+
+    def crawl_at_once() -> None:
+        try:
+            row = LogSource.objects.select_related("integration").get(pk=source.pk)
+            barrier.wait(timeout=10)
+            outcomes.append(crawl_source(row))
+        except Exception as exc:
+            errors.append(repr(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=crawl_at_once) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert sorted(outcome.error for outcome in outcomes) == [""] * 4
+    assert sum(outcome.lines for outcome in outcomes) == 30
+    assert stored_lines() == (30, 30)
