@@ -57,6 +57,8 @@ class RailwayServer:
         self.deployments: dict[tuple[str, str], str] = {("svc-1", "env-1"): "dep-1"}
         self.me = {"name": "Ada Lovelace", "email": "ada@example.com"}
         self.outage = False
+        # Railway may answer one line more than `limit` (the CLI trims it): do so too.
+        self.one_more = False
         self.auth_status = 200
         self.rate_limit_headers: dict[str, str] = {}  # sent with every answer
         self.requests: list[ReceivedRequest] = []
@@ -168,6 +170,7 @@ class RailwayServer:
                     variables.get("startDate"),
                     variables.get("endDate"),
                     variables.get("limit"),
+                    self.one_more,
                 )
             }
         if "environmentLogs(" in query:
@@ -176,14 +179,14 @@ class RailwayServer:
                 for line in self.lines
                 if line["tags"]["environmentId"] == variables["environmentId"]
             ]
-            return {"environmentLogs": _anchored(lines, variables)}
+            return {"environmentLogs": _anchored(lines, variables, self.one_more)}
         if "httpLogs(" in query:
             lines = [
                 line
                 for line in self.http_lines
                 if line["deploymentId"] == variables["deploymentId"]
             ]
-            return {"httpLogs": _anchored(lines, variables)}
+            return {"httpLogs": _anchored(lines, variables, self.one_more)}
         if "serviceInstance(" in query:
             deployment = self.deployments.get((variables["serviceId"], variables["environmentId"]))
             return {
@@ -198,13 +201,16 @@ class RailwayServer:
         raise AssertionError(f"the fake does not serve this query: {query[:80]}")
 
 
-def _anchored(lines: list[dict[str, Any]], variables: dict[str, Any]) -> list[dict[str, Any]]:
+def _anchored(
+    lines: list[dict[str, Any]], variables: dict[str, Any], one_more: bool
+) -> list[dict[str, Any]]:
     return _window(
         lines,
         variables.get("filter"),
         variables.get("beforeDate"),
         variables.get("anchorDate"),
         variables.get("beforeLimit"),
+        one_more,
     )
 
 
@@ -214,6 +220,7 @@ def _window(
     start: str | None,
     end: str | None,
     limit: int | None,
+    one_more: bool,
 ) -> list[dict[str, Any]]:
     low = parse_timestamp(start) if start else None
     high = parse_timestamp(end) if end else None
@@ -230,7 +237,7 @@ def _window(
                 continue
         chosen.append(line)
     chosen.sort(key=lambda line: parse_timestamp(line["timestamp"]))
-    return chosen[-limit:] if limit else chosen
+    return chosen[-(limit + one_more) :] if limit else chosen
 
 
 class _Server(ThreadingHTTPServer):

@@ -94,9 +94,11 @@ def add_lines(railway: RailwayServer, start: datetime, count: int, step: float =
 
 
 @override_settings(HEALTHMON_CRAWL_PAGE_LINES=4, HEALTHMON_CRAWL_OVERLAP_SECONDS=60)
+@pytest.mark.parametrize("one_more", [False, True], ids=["limit", "limit-plus-one"])
 def test_two_overlapping_crawls_insert_each_line_once(
-    railway: RailwayServer, clock: FakeClock
+    railway: RailwayServer, clock: FakeClock, one_more: bool
 ) -> None:
+    railway.one_more = one_more
     source = make_source(railway)
     add_lines(railway, clock.now() - timedelta(minutes=10), 15)
     # Two lines at one instant, across a page boundary.
