@@ -245,6 +245,8 @@ class _Crawl:
 
     def run(self) -> None:
         streams = self.options.get("streams") or ["deployment"]
+        if isinstance(streams, str):
+            streams = [streams]
         unknown = [stream for stream in streams if stream not in STREAMS]
         if unknown:
             raise SourceMisconfigured(
@@ -307,11 +309,15 @@ class _Crawl:
         if state.get("target") != target:
             state = {"target": target, "at": state.get("at"), "seen": {}}
         end = self.clock.now()
-        lookback = timedelta(
-            minutes=int(
-                self.options.get("lookback_minutes") or settings.HEALTHMON_CRAWL_LOOKBACK_MINUTES
+        try:
+            lookback = timedelta(
+                minutes=float(
+                    self.options.get("lookback_minutes")
+                    or settings.HEALTHMON_CRAWL_LOOKBACK_MINUTES
+                )
             )
-        )
+        except (TypeError, ValueError):
+            raise SourceMisconfigured("The source's lookback_minutes must be a number.") from None
         # A new source starts `lookback` back; a known one at its cursor, however old.
         # Within this crawl, every line up to `read_until` is taken.
         read_until = None if state.get("at") else end - lookback
@@ -324,8 +330,12 @@ class _Crawl:
             for page in pages:
                 state = self._take_page(stream, state, page)
             if window_end >= end:
-                return
+                break
             read_until = window_end
+        if not state.get("at"):
+            # Nothing yet: the next crawl starts here, not `lookback` before its own
+            # time (which, after a long backoff, would leave a gap).
+            self._save_state(stream, {**state, "at": timestamp_text(end)})
 
     def _walk_back(
         self, fetch: Fetch, start: datetime, end: datetime

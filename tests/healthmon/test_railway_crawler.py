@@ -489,3 +489,13 @@ def test_crawls_of_one_source_started_at_once_take_each_line_once(
     assert sorted(outcome.error for outcome in outcomes) == [""] * 4
     assert sum(outcome.lines for outcome in outcomes) == 30
     assert stored_lines() == (30, 30)
+
+
+def test_a_source_with_nothing_yet_takes_what_comes_after_a_long_backoff(
+    railway: RailwayServer, clock: FakeClock
+) -> None:
+    source = make_source(railway, lookback_minutes=60)
+    assert crawl(source, clock).lines == 0
+    railway.add_line("first words", at=clock.now() + timedelta(minutes=10))
+    clock.moment += timedelta(hours=3)  # more than the lookback later
+    assert crawl(source, clock).lines == 1
