@@ -418,6 +418,21 @@ HEALTHMON_SAMPLES_PER_FINGERPRINT = max(3, env.int("HEALTHMON_SAMPLES_PER_FINGER
 HEALTHMON_MINUTE_COUNTS_DAYS = env.int("HEALTHMON_MINUTE_COUNTS_DAYS", default=1)
 HEALTHMON_HOURLY_COUNTS_DAYS = env.int("HEALTHMON_HOURLY_COUNTS_DAYS", default=30)
 HEALTHMON_FINGERPRINT_DAYS = env.int("HEALTHMON_FINGERPRINT_DAYS", default=90)
+# The Railway crawler: every HEALTHMON_CRAWL_SECONDS, each Railway source is read from
+# its cursor in pages of HEALTHMON_CRAWL_PAGE_LINES, re-reading the last
+# HEALTHMON_CRAWL_OVERLAP_SECONDS (lines that arrive late) and skipping lines already
+# taken. A new source starts HEALTHMON_CRAWL_LOOKBACK_MINUTES back. A rate limit that
+# resets within HEALTHMON_CRAWL_MAX_WAIT_SECONDS is waited out, a longer one ends the
+# crawl until then; failures back off exponentially up to
+# HEALTHMON_CRAWL_BACKOFF_MAX_SECONDS. Each source keeps its last
+# HEALTHMON_CRAWL_RECORDS_KEPT crawl records.
+HEALTHMON_CRAWL_SECONDS = env.int("HEALTHMON_CRAWL_SECONDS", default=300)
+HEALTHMON_CRAWL_PAGE_LINES = env.int("HEALTHMON_CRAWL_PAGE_LINES", default=500)
+HEALTHMON_CRAWL_OVERLAP_SECONDS = env.int("HEALTHMON_CRAWL_OVERLAP_SECONDS", default=60)
+HEALTHMON_CRAWL_LOOKBACK_MINUTES = env.int("HEALTHMON_CRAWL_LOOKBACK_MINUTES", default=60)
+HEALTHMON_CRAWL_MAX_WAIT_SECONDS = env.int("HEALTHMON_CRAWL_MAX_WAIT_SECONDS", default=30)
+HEALTHMON_CRAWL_BACKOFF_MAX_SECONDS = env.int("HEALTHMON_CRAWL_BACKOFF_MAX_SECONDS", default=3600)
+HEALTHMON_CRAWL_RECORDS_KEPT = env.int("HEALTHMON_CRAWL_RECORDS_KEPT", default=200)
 
 LOGGING = {
     "version": 1,
@@ -452,5 +467,9 @@ CELERY_BEAT_SCHEDULE = {
     "detect-lost-runs": {
         "task": "chat.tasks.detect_lost_runs",
         "schedule": CHAT_LOST_RUN_SWEEP_SECONDS,
+    },
+    "crawl-logs": {
+        "task": "healthmon.tasks.crawl_logs",
+        "schedule": float(HEALTHMON_CRAWL_SECONDS),
     },
 }

@@ -10,3 +10,17 @@ from healthmon import fix_tasks
 @shared_task(time_limit=120, soft_time_limit=100)
 def open_fix_tasks(fingerprint_ids: list[int]) -> int:
     return len(fix_tasks.open_fix_tasks(fingerprint_ids))
+
+
+@shared_task(time_limit=600, soft_time_limit=540)
+def crawl_logs() -> dict[str, int]:
+    """Crawl every enabled Railway source once (each holds its own lock, so a crawl
+    still running from the last tick is left alone)."""
+    from healthmon.railway.crawler import crawl_all
+
+    outcomes = crawl_all()
+    return {
+        "sources": len(outcomes),
+        "lines": sum(outcome.lines for outcome in outcomes),
+        "failed": sum(bool(outcome.error) for outcome in outcomes),
+    }

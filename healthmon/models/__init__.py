@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from healthmon.models.crawls import CrawlRecord
 from healthmon.models.fingerprints import (
     Fingerprint,
     FingerprintStatus,
@@ -11,6 +12,7 @@ from healthmon.models.fingerprints import (
 from healthmon.models.sources import IngestKey, LogSource
 
 __all__ = [
+    "CrawlRecord",
     "Fingerprint",
     "FingerprintStatus",
     "HourCount",

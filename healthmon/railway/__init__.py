@@ -1,0 +1,1 @@
+"""Railway: the API client, the log crawler and the integration's connection test."""
