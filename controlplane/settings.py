@@ -418,6 +418,11 @@ HEALTHMON_SAMPLES_PER_FINGERPRINT = max(3, env.int("HEALTHMON_SAMPLES_PER_FINGER
 HEALTHMON_MINUTE_COUNTS_DAYS = env.int("HEALTHMON_MINUTE_COUNTS_DAYS", default=1)
 HEALTHMON_HOURLY_COUNTS_DAYS = env.int("HEALTHMON_HOURLY_COUNTS_DAYS", default=30)
 HEALTHMON_FINGERPRINT_DAYS = env.int("HEALTHMON_FINGERPRINT_DAYS", default=90)
+# Alert episodes are kept HEALTHMON_ALERT_DAYS after they clear. When one evaluation
+# opens (or clears) more than HEALTHMON_ALERT_STORM_SIZE episodes of one rule, they
+# are told in one summary message instead of one message each.
+HEALTHMON_ALERT_DAYS = env.int("HEALTHMON_ALERT_DAYS", default=90)
+HEALTHMON_ALERT_STORM_SIZE = max(1, env.int("HEALTHMON_ALERT_STORM_SIZE", default=10))
 
 LOGGING = {
     "version": 1,
@@ -449,6 +454,8 @@ CELERY_BEAT_SCHEDULE = {
     "detect-stuck": {"task": "selfheal.tasks.detect_stuck", "schedule": 15.0},
     "route-unclaimable": {"task": "selfheal.tasks.route_unclaimable_tasks", "schedule": 60.0},
     "evaluate-autoheal-rules": {"task": "selfheal.tasks.evaluate_autoheal_rules", "schedule": 60.0},
+    "evaluate-health-alerts": {"task": "healthmon.tasks.evaluate_alerts", "schedule": 60.0},
+    "sweep-health-storage": {"task": "healthmon.tasks.sweep_storage", "schedule": 600.0},
     "detect-lost-runs": {
         "task": "chat.tasks.detect_lost_runs",
         "schedule": CHAT_LOST_RUN_SWEEP_SECONDS,

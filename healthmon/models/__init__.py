@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from healthmon.models.alerts import Alert, AlertKind, AlertRule
 from healthmon.models.fingerprints import (
     Fingerprint,
     FingerprintStatus,
@@ -11,6 +12,9 @@ from healthmon.models.fingerprints import (
 from healthmon.models.sources import IngestKey, LogSource
 
 __all__ = [
+    "Alert",
+    "AlertKind",
+    "AlertRule",
     "Fingerprint",
     "FingerprintStatus",
     "HourCount",
