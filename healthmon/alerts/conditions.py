@@ -13,11 +13,11 @@ an episode of it has ended.
   baseline (a brand-new one is the new-fingerprint rule's). Ends when the window's
   rate is back under either bar (against the trailing baseline, so a spike that
   lasts longer than the baseline becomes the new normal) or it is ignored.
-- **sustained 5xx**: a service's last `minutes` complete minutes had at least
-  `min_requests` HTTP requests and every one of them with requests answered at
-  least `threshold` of them 5xx. Ends when the share over the last `minutes` minutes
-  is under the threshold. Minutes without requests say nothing: a service that went
-  silent stays open until requests show it recovered.
+- **sustained 5xx**: each of a service's last `minutes` complete minutes had HTTP
+  requests and answered at least `threshold` of them 5xx, and together at least
+  `min_requests`. Ends when the share over the last `minutes` minutes is under the
+  threshold. Minutes without requests say nothing: a service that went silent stays
+  open until requests show it recovered.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def spikes(rule: AlertRule, now: datetime) -> list[Finding]:
     baseline_start = window_start - timedelta(minutes=rule.baseline_minutes)
     candidates = (
         _fingerprints(rule)
-        .filter(first_seen__lt=baseline_start, last_seen__gte=window_start)
+        .filter(first_seen__lte=baseline_start, last_seen__gte=window_start)
         .exclude(status=Status.IGNORED)
         .exclude(Exists(Alert.objects.open().filter(rule=rule, fingerprint=OuterRef("pk"))))
     )
@@ -248,7 +248,9 @@ def sustained_5xx(rule: AlertRule, now: datetime) -> list[Finding]:
         errors = sum(row.http_5xx for row in rows)
         if service in open_services or requests < rule.min_requests:
             continue
-        if all(row.http_5xx >= rule.threshold * row.http_requests for row in rows):
+        if len(rows) == rule.minutes and all(
+            row.http_5xx >= rule.threshold * row.http_requests for row in rows
+        ):
             findings.append(
                 Finding(
                     service=service,

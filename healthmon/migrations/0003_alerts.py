@@ -153,7 +153,7 @@ class Migration(migrations.Migration):
                     "minutes",
                     models.PositiveIntegerField(
                         default=5,
-                        help_text="Sustained 5xx: every minute of this many with requests is over the threshold to open; the share over this many under it to clear.",
+                        help_text="Sustained 5xx: each of this many minutes had requests and was at or over the threshold to open; the share over this many under it to clear.",
                         validators=[django.core.validators.MinValueValidator(1)],
                     ),
                 ),

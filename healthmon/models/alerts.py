@@ -94,8 +94,8 @@ class AlertRule(AuditedModel):
     minutes = models.PositiveIntegerField(
         default=5,
         validators=[MinValueValidator(1)],
-        help_text="Sustained 5xx: every minute of this many with requests is over the "
-        "threshold to open; the share over this many under it to clear.",
+        help_text="Sustained 5xx: each of this many minutes had requests and was at "
+        "or over the threshold to open; the share over this many under it to clear.",
     )
     min_requests = models.PositiveIntegerField(
         "minimum requests",
