@@ -10,7 +10,9 @@ class HealthmonConfig(AppConfig):
     operator_permissions = ()
 
     def ready(self) -> None:
+        from healthmon.alerts import rule_audit
         from healthmon.error_source import recent_error_patterns
         from selfheal.error_patterns import register_error_source
 
         register_error_source(recent_error_patterns)
+        rule_audit.connect()

@@ -24,10 +24,6 @@ class AlertKind(models.TextChoices):
     SUSTAINED_5XX = "sustained_5xx", "sustained HTTP 5xx"
 
 
-# Kinds whose episodes are about one fingerprint; the others are about a service.
-FINGERPRINT_KINDS = frozenset({AlertKind.NEW_FINGERPRINT, AlertKind.REGRESSION, AlertKind.SPIKE})
-
-
 def over_one(value: Decimal) -> None:
     if value is not None and value <= 1:
         raise ValidationError("Must be more than 1 (a rate over N times its baseline).")
@@ -132,9 +128,16 @@ class AlertRule(AuditedModel):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def about_fingerprints(self) -> bool:
-        return self.kind in FINGERPRINT_KINDS
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # A decimal comes back from the database with its field's places ("3.00"):
+        # stored the same way, an unchanged "3" is not audited as a change.
+        for name in ("multiplier", "threshold"):
+            field = self._meta.get_field(name)
+            value = getattr(self, name)
+            if value is not None:
+                places = Decimal(1).scaleb(-field.decimal_places)  # type: ignore[union-attr]
+                setattr(self, name, Decimal(value).quantize(places))
+        super().save(*args, **kwargs)
 
 
 class AlertQuerySet(QuerySet["Alert"]):

@@ -1,0 +1,3 @@
+from __future__ import annotations
+
+from healthmon import alert_admin  # noqa: F401  (registers alert rules and alert history)
