@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from controlplane.background import EmbeddedScheduler
 from healthmon import tasks
+from healthmon.ingest import LogRecord, ingest
 from healthmon.levels import Level
 from healthmon.models import (
     Alert,
@@ -20,6 +21,7 @@ from healthmon.models import (
     AlertRule,
     Fingerprint,
     HourCount,
+    LogSource,
     MinuteCount,
     Sample,
     ServiceMinute,
@@ -201,3 +203,19 @@ def test_the_sweep_and_the_alert_evaluation_are_on_the_periodic_schedule(setting
     old_and_recent_minutes()
     assert tasks.sweep_storage()["minutes_rolled_up"] == 91
     assert tasks.evaluate_alerts() == 0  # two fingerprints a day old: nothing new
+
+
+@pytest.mark.django_db
+def test_a_pattern_seen_again_after_its_fingerprint_was_dropped_is_stored_anew() -> None:
+    source = LogSource.objects.create(name="api", service="api", kind=LogSource.Kind.FILE)
+    ingest(source, [LogRecord("cache miss storm on shard 4", level=Level.ERROR)])
+    dropped = Fingerprint.objects.get()
+    Fingerprint.objects.filter(pk=dropped.pk).update(last_seen=NOW - timedelta(days=91))
+    sweep(NOW)
+
+    result = ingest(source, [LogRecord("cache miss storm on shard 4", level=Level.ERROR)])
+
+    again = Fingerprint.objects.get()
+    assert again.pk != dropped.pk
+    assert (again.key, again.count) == (dropped.key, 1)
+    assert result.new_fingerprints == [again.pk]
