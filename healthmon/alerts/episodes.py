@@ -25,10 +25,12 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from controlplane import live
 from controlplane.models import NotificationChannel
 from controlplane.notifications import notify
 from healthmon.alerts import messages
 from healthmon.alerts.messages import Event
+from healthmon.ingest import HEALTH_GROUP
 from healthmon.models import Alert, AlertRule, Fingerprint
 
 
@@ -73,6 +75,7 @@ def open_episodes(rule: AlertRule, findings: Sequence[Finding], now: datetime) -
             Alert.objects.filter(opened_notice=batch).select_related("fingerprint", "rule")
         )
         _tell(rule, opened, Event.OPENED, batch)
+        _publish(opened)
     return opened
 
 
@@ -93,6 +96,7 @@ def clear_episodes(rule: AlertRule, endings: Mapping[int, str], now: datetime) -
             Alert.objects.filter(cleared_notice=batch).select_related("fingerprint", "rule")
         )
         _tell(rule, cleared, Event.CLEARED, batch)
+        _publish(cleared)
     return cleared
 
 
@@ -117,6 +121,14 @@ def _tell(rule: AlertRule, alerts: list[Alert], event: Event, batch: str) -> Non
         setattr(alert, notice_field, key)
         subject, body = messages.single(alert, event)
         notify(subject, body, dedupe_key=key, channels=channels)
+
+
+def _publish(alerts: list[Alert]) -> None:
+    """The Health page re-renders the fingerprints whose alert state moved (the event
+    ingest sends when their counts move)."""
+    ids = sorted({alert.fingerprint_id for alert in alerts if alert.fingerprint_id is not None})
+    if ids:
+        live.publish(HEALTH_GROUP, "health.fingerprints", ids=ids, new=[])
 
 
 def _channels(rule: AlertRule) -> list[NotificationChannel] | None:

@@ -240,3 +240,20 @@ def test_the_message_reaches_a_webhook_with_a_link_to_the_fingerprint(
     assert received["subject"].startswith("[api] New error: out of memory")
     assert f"https://ops.example.com/health/fingerprints/{fingerprint.pk}/" in received["body"]
     assert [delivery.status for delivery in messages()] == ["sent"]
+
+
+def test_the_health_page_hears_which_fingerprints_alerts_moved(
+    published: list[tuple[str, dict[str, Any]]], django_capture_on_commit_callbacks: Any
+) -> None:
+    only_rule(AlertKind.NEW_FINGERPRINT)
+    now = this_minute()
+    log(make_source(), "kafka consumer lag over limit", at=now - minutes(1))
+    fingerprint = Fingerprint.objects.get()
+    published.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        evaluate_alerts(now=now)
+
+    assert published == [
+        ("health", {"type": "health.fingerprints", "ids": [fingerprint.pk], "new": []})
+    ]
