@@ -71,8 +71,11 @@ def open_episodes(rule: AlertRule, findings: Sequence[Finding], now: datetime) -
             # The open episode another run (or an earlier one) holds wins.
             ignore_conflicts=True,
         )
+        # opened_at and (rule, cleared_at) are indexed; the batch key tells ours apart.
         opened = list(
-            Alert.objects.filter(opened_notice=batch).select_related("fingerprint", "rule")
+            Alert.objects.filter(opened_at=now, opened_notice=batch).select_related(
+                "fingerprint", "rule"
+            )
         )
         _tell(rule, opened, Event.OPENED, batch)
         _publish(opened)
@@ -93,7 +96,9 @@ def clear_episodes(rule: AlertRule, endings: Mapping[int, str], now: datetime) -
                 cleared_at=now, cleared_reason=reason, cleared_notice=batch
             )
         cleared = list(
-            Alert.objects.filter(cleared_notice=batch).select_related("fingerprint", "rule")
+            Alert.objects.filter(rule=rule, cleared_at=now, cleared_notice=batch).select_related(
+                "fingerprint", "rule"
+            )
         )
         _tell(rule, cleared, Event.CLEARED, batch)
         _publish(cleared)

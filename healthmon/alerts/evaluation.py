@@ -16,6 +16,7 @@ from healthmon.models import Alert, AlertRule
 log = logging.getLogger(__name__)
 
 RULE_DISABLED = "the rule was disabled"
+RULE_CHANGED_KIND = "the rule now watches something else"
 
 
 @dataclass
@@ -33,8 +34,12 @@ def evaluate_alerts(now: datetime | None = None) -> Evaluation:
             endings = dict.fromkeys((alert.pk for alert in open_alerts), RULE_DISABLED)
             result.cleared += clear_episodes(rule, endings, now)
             continue
+        # An Owner may turn a rule into another kind: its episodes of the old kind end.
+        endings = {a.pk: RULE_CHANGED_KIND for a in open_alerts if a.kind != rule.kind}
+        current = [alert for alert in open_alerts if alert.kind == rule.kind]
         condition = CONDITIONS[rule.kind]
-        result.cleared += clear_episodes(rule, condition.ended(rule, open_alerts, now), now)
+        endings.update(condition.ended(rule, current, now))
+        result.cleared += clear_episodes(rule, endings, now)
         result.opened += open_episodes(rule, condition.firing(rule, now), now)
     if result.opened or result.cleared:
         log.info("alerts: %d opened, %d cleared", len(result.opened), len(result.cleared))

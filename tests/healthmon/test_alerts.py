@@ -257,3 +257,18 @@ def test_the_health_page_hears_which_fingerprints_alerts_moved(
     assert published == [
         ("health", {"type": "health.fingerprints", "ids": [fingerprint.pk], "new": []})
     ]
+
+
+def test_a_rule_turned_into_another_kind_clears_its_episodes_of_the_old_one() -> None:
+    make_channel()
+    rule = only_rule(AlertKind.NEW_FINGERPRINT)
+    now = this_minute()
+    log(make_source(), "payment webhook signature invalid", at=now - minutes(1))
+    evaluate_alerts(now=now)
+
+    rule.kind = AlertKind.SUSTAINED_5XX
+    rule.save()
+    evaluate_alerts(now=now + minutes(1))
+
+    assert Alert.objects.get().cleared_reason == "the rule now watches something else"
+    assert len(messages()) == 2
