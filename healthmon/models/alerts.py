@@ -8,6 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -127,6 +128,18 @@ class AlertRule(AuditedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        kept = settings.HEALTHMON_MINUTE_COUNTS_DAYS * 24 * 60
+        if (self.window_minutes or 0) + (self.baseline_minutes or 0) > kept:
+            # Older minutes are rolled up to hours (healthmon.retention): a spike rule
+            # reaching past them would see a baseline of nothing.
+            raise ValidationError(
+                {
+                    "baseline_minutes": f"The window and the baseline together may span "
+                    f"at most {kept} minutes (HEALTHMON_MINUTE_COUNTS_DAYS)."
+                }
+            )
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         # A decimal comes back from the database with its field's places ("3.00"):

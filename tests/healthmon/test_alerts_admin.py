@@ -129,6 +129,7 @@ def test_an_owner_adds_and_changes_a_rule_and_both_are_audited(client: Any, owne
         ("window_minutes", "0", "greater than or equal to 1"),
         ("floor", "-3", "greater than or equal to 0"),
         ("multiplier", "lots", "Enter a number"),
+        ("baseline_minutes", "1440", "at most 1440 minutes (HEALTHMON_MINUTE_COUNTS_DAYS)"),
     ],
 )
 def test_bad_parameters_are_refused_with_the_reason(
