@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from healthmon.alerts.evaluation import evaluate_alerts
@@ -250,3 +252,30 @@ def test_many_spikes_at_once_make_one_summary() -> None:
     evaluate_alerts(now=start + minutes(65))
 
     assert subjects() == ["30 alerts: spike (rate over a multiple of its baseline) (3 services)"]
+
+
+def test_a_storm_costs_the_same_queries_whatever_its_size() -> None:
+    make_channel()
+    only_rule(AlertKind.NEW_FINGERPRINT)
+    now = this_minute()
+
+    def storm(size: int, prefix: str) -> int:
+        Fingerprint.objects.bulk_create(
+            Fingerprint(
+                service="api",
+                key=f"{prefix}{n}",
+                template=f"failure {prefix}{n}",
+                level=Level.ERROR,
+                count=1,
+                first_seen=now - minutes(1),
+                last_seen=now - minutes(1),
+            )
+            for n in range(size)
+        )
+        with CaptureQueriesContext(connection) as queries:
+            evaluate_alerts(now=now)
+        return len(queries)
+
+    storm(11, "warm")  # the first run fills what is cached (the notifications toggle)
+    assert storm(11, "a") == storm(300, "b")
+    assert len(messages()) == 3
