@@ -433,6 +433,11 @@ HEALTHMON_CRAWL_LOOKBACK_MINUTES = env.int("HEALTHMON_CRAWL_LOOKBACK_MINUTES", d
 HEALTHMON_CRAWL_MAX_WAIT_SECONDS = env.int("HEALTHMON_CRAWL_MAX_WAIT_SECONDS", default=30)
 HEALTHMON_CRAWL_BACKOFF_MAX_SECONDS = env.int("HEALTHMON_CRAWL_BACKOFF_MAX_SECONDS", default=3600)
 HEALTHMON_CRAWL_RECORDS_KEPT = env.int("HEALTHMON_CRAWL_RECORDS_KEPT", default=200)
+# Alert episodes are kept HEALTHMON_ALERT_DAYS after they clear. When one evaluation
+# opens (or clears) more than HEALTHMON_ALERT_STORM_SIZE episodes of one rule, they
+# are told in one summary message instead of one message each.
+HEALTHMON_ALERT_DAYS = env.int("HEALTHMON_ALERT_DAYS", default=90)
+HEALTHMON_ALERT_STORM_SIZE = max(1, env.int("HEALTHMON_ALERT_STORM_SIZE", default=10))
 
 LOGGING = {
     "version": 1,
@@ -464,6 +469,8 @@ CELERY_BEAT_SCHEDULE = {
     "detect-stuck": {"task": "selfheal.tasks.detect_stuck", "schedule": 15.0},
     "route-unclaimable": {"task": "selfheal.tasks.route_unclaimable_tasks", "schedule": 60.0},
     "evaluate-autoheal-rules": {"task": "selfheal.tasks.evaluate_autoheal_rules", "schedule": 60.0},
+    "evaluate-health-alerts": {"task": "healthmon.tasks.evaluate_alerts", "schedule": 60.0},
+    "sweep-health-storage": {"task": "healthmon.tasks.sweep_storage", "schedule": 600.0},
     "detect-lost-runs": {
         "task": "chat.tasks.detect_lost_runs",
         "schedule": CHAT_LOST_RUN_SWEEP_SECONDS,

@@ -2,4 +2,7 @@
 
 from __future__ import annotations
 
-from healthmon import crawl_admin  # noqa: F401  (registers crawl records)
+from healthmon import (
+    alert_admin,  # noqa: F401  (registers alert rules and alert history)
+    crawl_admin,  # noqa: F401  (registers crawl records)
+)

@@ -12,9 +12,11 @@ class HealthmonConfig(AppConfig):
     def ready(self) -> None:
         from controlplane.integrations import register_connection_test
         from controlplane.models import Integration
+        from healthmon.alerts import rule_audit
         from healthmon.error_source import recent_error_patterns
         from healthmon.railway.connection import check_railway_connection
         from selfheal.error_patterns import register_error_source
 
         register_error_source(recent_error_patterns)
         register_connection_test(Integration.Kind.RAILWAY, check_railway_connection)
+        rule_audit.connect()

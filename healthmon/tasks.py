@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from healthmon import fix_tasks
+from healthmon import fix_tasks, retention
+from healthmon.alerts import evaluation
 
 
 @shared_task(time_limit=120, soft_time_limit=100)
@@ -24,3 +25,14 @@ def crawl_logs() -> dict[str, int]:
         "lines": sum(outcome.lines for outcome in outcomes),
         "failed": sum(bool(outcome.error) for outcome in outcomes),
     }
+
+
+@shared_task(time_limit=55, soft_time_limit=50)
+def evaluate_alerts() -> int:
+    result = evaluation.evaluate_alerts()
+    return len(result.opened) + len(result.cleared)
+
+
+@shared_task(time_limit=540, soft_time_limit=500)
+def sweep_storage() -> dict[str, int]:
+    return retention.sweep().as_dict()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from healthmon.models.alerts import Alert, AlertKind, AlertRule
 from healthmon.models.crawls import CrawlRecord
 from healthmon.models.fingerprints import (
     Fingerprint,
@@ -12,6 +13,9 @@ from healthmon.models.fingerprints import (
 from healthmon.models.sources import IngestKey, LogSource
 
 __all__ = [
+    "Alert",
+    "AlertKind",
+    "AlertRule",
     "CrawlRecord",
     "Fingerprint",
     "FingerprintStatus",

@@ -5,6 +5,7 @@ lines, and per-minute HTTP totals per service. No table grows with every log lin
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 from healthmon.levels import Level
 
@@ -29,7 +30,7 @@ class Fingerprint(models.Model):
     key = models.CharField(max_length=32, help_text="The grouper's stable fingerprint id.")
     template = models.TextField()
     # When the template last generalised: other processes learn the change.
-    template_changed_at = models.DateTimeField(db_index=True)
+    template_changed_at = models.DateTimeField(default=timezone.now, db_index=True)
     level = models.PositiveSmallIntegerField(choices=Level.choices, default=Level.INFO)
     status = models.CharField(
         max_length=12, choices=FingerprintStatus.choices, default=FingerprintStatus.UNRESOLVED
