@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from io import StringIO
 from typing import Any
 
@@ -13,10 +16,11 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import models
+from django.db import connection, connections, models, transaction
 
+from controlplane.audit import acting_as
 from controlplane.models import AuditEvent, Integration, NotificationChannel
-from controlplane.secret_rotation import encrypted_fields
+from controlplane.secret_rotation import encrypted_fields, rotate_secrets
 from routing.models import Provider
 
 OLD_KEY = Fernet.generate_key().decode()
@@ -197,3 +201,68 @@ def test_settings_read_several_comma_separated_keys_in_order(tmp_path):
         check=True,
     ).stdout
     assert printed.strip() == str([NEW_KEY, OLD_KEY])
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.02)
+
+
+def _a_query_waits_on_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        )
+        return bool(cursor.fetchone()[0])
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_secret_saved_while_the_rotation_runs_is_not_overwritten(settings):
+    settings.ENCRYPTION_KEYS = [OLD_KEY]
+    integration = Integration(kind=Integration.Kind.RAILWAY, name="railway")
+    integration.set_secrets({"token": TOKEN})
+    integration.save()
+    settings.ENCRYPTION_KEYS = [NEW_KEY, OLD_KEY]
+    locked, save = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def an_owner_saving_a_new_token() -> None:
+        try:
+            with transaction.atomic():
+                row = Integration.objects.select_for_update().get(pk=integration.pk)
+                locked.set()
+                save.wait(30)
+                row.set_secrets({"token": "rw-the-newest-token"})
+                row.save()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    def rotating() -> None:
+        try:
+            with acting_as(None):
+                rotate_secrets()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    owner = threading.Thread(target=an_owner_saving_a_new_token)
+    owner.start()
+    assert locked.wait(30)
+    rotation = threading.Thread(target=rotating)
+    rotation.start()
+    _wait_for(_a_query_waits_on_a_lock)  # the rotation waits for the owner's save
+    save.set()
+    owner.join(30)
+    rotation.join(30)
+    assert errors == []
+    assert Integration.objects.get(pk=integration.pk).secrets == {"token": "rw-the-newest-token"}
+    settings.ENCRYPTION_KEYS = [NEW_KEY]
+    assert Integration.objects.get(pk=integration.pk).secrets == {"token": "rw-the-newest-token"}
