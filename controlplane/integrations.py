@@ -18,7 +18,7 @@ person could not read (a failure is a result with `ok=False` and the reason).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,7 +189,7 @@ def check_connection(integration: Integration) -> ConnectionResult:
         except Exception as exc:  # a test must never break the page that ran it
             result = ConnectionResult(False, f"The test failed: {exc}")
     # A service's error may echo what it was sent; the message is shown and kept.
-    result = ConnectionResult(result.ok, _without_secrets(result.message, integration))
+    result = ConnectionResult(result.ok, integration.without_secrets(result.message))
     integration.last_tested_at = timezone.now()
     integration.last_test_ok = result.ok
     integration.last_test_message = result.message[:2000]
@@ -210,14 +210,3 @@ def run_connection_test(integration: Integration) -> ConnectionResult:
         after={"ok": result.ok, "message": integration.last_test_message},
     )
     return result
-
-
-def _without_secrets(message: str, integration: Integration) -> str:
-    for value in _secret_values(integration.secrets.values()):
-        message = message.replace(value, mask(value))
-    return message
-
-
-def _secret_values(values: Iterable[str]) -> list[str]:
-    # Longest first, so a secret containing another is replaced whole.
-    return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)

@@ -73,3 +73,15 @@ def test_a_connection_test_that_raises_is_a_failed_result_without_the_token(monk
     integration.refresh_from_db()
     assert integration.last_test_ok is False
     assert integration.last_test_message == result.message
+
+
+@pytest.mark.django_db
+def test_an_error_recorded_by_a_part_using_it_never_keeps_the_token():
+    integration = _railway()
+    integration.record_error(f"401 Unauthorized for Bearer {TOKEN}")
+    integration.refresh_from_db()
+    assert integration.last_error == "401 Unauthorized for Bearer ••••••••0123"
+    assert integration.last_error_at is not None
+    integration.clear_error()
+    integration.refresh_from_db()
+    assert integration.last_error == ""
