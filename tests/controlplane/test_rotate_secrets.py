@@ -19,6 +19,7 @@ from django.core.management.base import CommandError
 from django.db import connection, connections, models, transaction
 
 from controlplane.audit import acting_as
+from controlplane.checks import encryption_keys
 from controlplane.models import AuditEvent, Integration, NotificationChannel
 from controlplane.secret_rotation import encrypted_fields, rotate_secrets
 from routing.models import Provider
@@ -266,3 +267,13 @@ def test_a_secret_saved_while_the_rotation_runs_is_not_overwritten(settings):
     assert Integration.objects.get(pk=integration.pk).secrets == {"token": "rw-the-newest-token"}
     settings.ENCRYPTION_KEYS = [NEW_KEY]
     assert Integration.objects.get(pk=integration.pk).secrets == {"token": "rw-the-newest-token"}
+
+
+def test_a_listed_key_that_is_not_a_fernet_key_is_a_startup_error_naming_its_place(settings):
+    settings.ENCRYPTION_KEYS = [NEW_KEY, "not-a-key", OLD_KEY]
+    errors = encryption_keys()
+    assert [(e.id, e.msg) for e in errors] == [
+        ("controlplane.E010", "ENCRYPTION_KEYS entry 2 is not a Fernet key.")
+    ]
+    settings.ENCRYPTION_KEYS = [NEW_KEY, OLD_KEY]
+    assert encryption_keys() == []
