@@ -446,3 +446,13 @@ def test_outsiders_get_403_and_anonymous_visitors_the_login_page(
     assert client.get(_change(railway), follow=True).status_code == 403
     assert client.post(_test_url(railway), follow=True).status_code == 403
     assert connection_tests == []
+
+
+@pytest.mark.django_db
+def test_integrations_are_listed_under_control(client, observer):
+    client.force_login(observer)
+    sections = {
+        app["name"]: [m["name"] for m in app["models"]]
+        for app in client.get("/admin/").context["app_list"]
+    }
+    assert "Integrations" in sections["Control"]
