@@ -10,9 +10,11 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import redirect
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.decorators import method_decorator
 from django.utils.formats import localize
@@ -106,6 +108,8 @@ class IntegrationAdmin(AuditHistoryMixin, admin.ModelAdmin):
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         # Hidden from error reports: a failure while saving must not mail the token.
+        if object_id is None and "kind" not in request.GET and len(declared_kinds()) > 1:
+            return self._choose_kind(request)
         try:
             if object_id is None:
                 self._declaration(request, None)
@@ -118,6 +122,18 @@ class IntegrationAdmin(AuditHistoryMixin, admin.ModelAdmin):
             "can_test_connection": obj is not None and self.has_change_permission(request, obj),
         }
         return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def _choose_kind(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add integration: choose its kind",
+            "subtitle": None,
+            "opts": self.opts,
+            "kinds": declared_kinds(),
+        }
+        return TemplateResponse(request, "admin/controlplane/integration/choose_kind.html", context)
 
     # What the list and the read-only page show
 

@@ -65,7 +65,7 @@ class IntegrationKind:
 
     @property
     def label(self) -> str:
-        return str(Integration.Kind(self.kind).label)
+        return str(dict(Integration.Kind.choices).get(self.kind, self.kind.title()))
 
     def setting_defaults(self) -> dict[str, str]:
         return {field.name: field.default for field in self.settings}
@@ -80,7 +80,7 @@ def declare_kind(declaration: IntegrationKind) -> IntegrationKind:
 
 
 def declared_kinds() -> list[IntegrationKind]:
-    return [_kinds[kind] for kind in Integration.Kind.values if kind in _kinds]
+    return list(_kinds.values())
 
 
 def kind_of(kind: str) -> IntegrationKind | None:

@@ -15,7 +15,14 @@ from django.test.utils import CaptureQueriesContext
 from django.views.debug import SafeExceptionReporterFilter
 
 from controlplane import integrations
-from controlplane.integrations import RAILWAY_API_URL, ConnectionResult, auth_headers
+from controlplane.integrations import (
+    RAILWAY_API_URL,
+    ConnectionResult,
+    IntegrationKind,
+    SecretField,
+    SettingField,
+    auth_headers,
+)
 from controlplane.models import AuditEvent, Integration
 
 TOKEN = "rw-7f3c2a9e-token-d41d8cd98f00b204e980"
@@ -456,3 +463,31 @@ def test_integrations_are_listed_under_control(client, observer):
         for app in client.get("/admin/").context["app_list"]
     }
     assert "Integrations" in sections["Control"]
+
+
+@pytest.mark.django_db
+def test_with_several_kinds_declared_the_add_page_asks_which_first(client, owner, monkeypatch):
+    # A later kind is a declaration only: its form is built from its fields.
+    github = IntegrationKind(
+        kind="github",
+        secrets=(SecretField("app_key", "App private key"),),
+        settings=(SettingField("api_url", "API URL", default="https://api.github.com"),),
+    )
+    monkeypatch.setitem(integrations._kinds, "github", github)
+    client.force_login(owner)
+    chooser = client.get(ADD)
+    assert chooser.status_code == 200
+    content = chooser.content.decode()
+    assert f'href="{ADD}?kind=railway"' in content
+    assert f'href="{ADD}?kind=github"' in content
+    form = client.get(f"{ADD}?kind=github").content.decode()
+    assert 'type="password" name="secret_app_key"' in form
+    assert 'value="https://api.github.com"' in form
+    assert "secret_token" not in form
+
+
+@pytest.mark.django_db
+def test_the_kind_chooser_is_for_owners_only(client, observer, monkeypatch):
+    monkeypatch.setitem(integrations._kinds, "github", IntegrationKind("github", secrets=()))
+    client.force_login(observer)
+    assert client.get(ADD).status_code == 403
