@@ -10,13 +10,14 @@ from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group, User
-from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db.models import ManyToManyField, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
+from controlplane import admin_integrations  # noqa: F401  (registers IntegrationAdmin)
+from controlplane.admin_history import AuditHistoryMixin
 from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, OBSERVABILITY
 from controlplane.approvals import ApprovalError, decide_approval
@@ -31,33 +32,6 @@ from controlplane.models import (
 )
 from controlplane.money import usd
 from controlplane.tiers import TIER_GROUPS, StaffRequest
-
-
-class AuditHistoryMixin:
-    """The admin's History link shows the object's audit trail, with before and after,
-    whichever path made each change (the admin's own log only knows admin edits)."""
-
-    def history_view(
-        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        model_admin: Any = self
-        obj = model_admin.get_object(request, unquote(object_id))
-        if obj is None or not model_admin.has_view_or_change_permission(request, obj):
-            raise PermissionDenied
-        events = AuditEvent.objects.filter(
-            content_type=ContentType.objects.get_for_model(obj), object_id=str(obj.pk)
-        ).select_related("actor")[:200]
-        context = {
-            **model_admin.admin_site.each_context(request),
-            "title": f"Change history: {obj}",
-            "subtitle": None,
-            "object": obj,
-            "opts": model_admin.opts,
-            "module_name": str(model_admin.opts.verbose_name_plural).capitalize(),
-            "events": events,
-            **(extra_context or {}),
-        }
-        return TemplateResponse(request, "admin/audit_history.html", context)
 
 
 class SecretShownOnceAdmin(admin.ModelAdmin):

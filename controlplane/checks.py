@@ -53,5 +53,29 @@ def critical_toggles(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     return errors
 
 
+def encryption_keys(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Each ENCRYPTION_KEYS entry must be a Fernet key: a bad one would otherwise
+    surface as a failure on the first secret read or written."""
+    from cryptography.fernet import Fernet
+    from django.conf import settings
+
+    errors = []
+    for position, key in enumerate(settings.ENCRYPTION_KEYS, start=1):
+        try:
+            Fernet(key.encode())
+        except (ValueError, TypeError):
+            errors.append(
+                Error(
+                    f"ENCRYPTION_KEYS entry {position} is not a Fernet key.",
+                    hint="Each key is 32 url-safe base64-encoded bytes; make one with "
+                    '`python -c "from cryptography.fernet import Fernet; '
+                    'print(Fernet.generate_key().decode())"`.',
+                    id="controlplane.E010",
+                )
+            )
+    return errors
+
+
 def register() -> None:
     register_check(critical_toggles, "controlplane")
+    register_check(encryption_keys, "controlplane")

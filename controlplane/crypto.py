@@ -11,6 +11,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 
@@ -44,10 +45,30 @@ def mask(secret: str, visible: int = 4) -> str:
     return "•" * 8 + secret[-visible:] if len(secret) > visible * 3 else "•" * 8
 
 
+# How a serialized secret (`dumpdata`) is marked: its ciphertext follows.
+SERIALIZED_PREFIX = "fernet:"
+
+
 class EncryptedTextField(models.TextField):
-    """A TextField stored encrypted; reads return plaintext. Not queryable by value."""
+    """A TextField stored encrypted; reads return plaintext. Not queryable by value.
+
+    Serialized (`dumpdata`), a value is its ciphertext, marked with SERIALIZED_PREFIX:
+    a dump holds no secret, and `loaddata` reads it back with the same keys."""
 
     audit_redacted = True
+
+    def value_to_string(self, obj: Any) -> str:
+        value = self.value_from_object(obj)
+        return f"{SERIALIZED_PREFIX}{encrypt(str(value))}" if value else ""
+
+    def to_python(self, value: Any) -> Any:
+        value = super().to_python(value)
+        if isinstance(value, str) and value.startswith(SERIALIZED_PREFIX):
+            try:
+                return decrypt(value.removeprefix(SERIALIZED_PREFIX))
+            except ValueError as exc:
+                raise ValidationError(str(exc), code="undecryptable") from exc
+        return value
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> str | None:
         if value is None or value == "":

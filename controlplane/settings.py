@@ -46,11 +46,13 @@ DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="") or _generated_secret(
     "secret_key", lambda: secrets.token_urlsafe(50)
 )
-# Keys that encrypt secrets at rest (webhook URLs, provider API keys). Comma-separated
-# Fernet keys; the first encrypts, all decrypt, so a key can be rotated in.
-ENCRYPTION_KEYS = env.list("ENCRYPTION_KEYS", default=[]) or [
-    _generated_secret("encryption_key", _fernet_key)
-]
+# Keys that encrypt secrets at rest (webhook URLs, provider API keys, integration
+# credentials). Comma-separated Fernet keys; the first encrypts, all decrypt, so a key
+# is rotated in by putting the new one first and running `manage.py rotate_secrets`,
+# after which the old one can be dropped.
+ENCRYPTION_KEYS = [
+    key.strip() for key in env.list("ENCRYPTION_KEYS", default=[]) if key.strip()
+] or [_generated_secret("encryption_key", _fernet_key)]
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")

@@ -15,7 +15,7 @@ from django.db import models
 from django.utils import timezone
 
 from controlplane.audit import AuditedModel
-from controlplane.crypto import EncryptedTextField
+from controlplane.crypto import EncryptedTextField, mask
 
 
 class Integration(AuditedModel):
@@ -55,11 +55,20 @@ class Integration(AuditedModel):
     def setting(self, name: str, default: Any = None) -> Any:
         return (self.settings or {}).get(name, default)
 
+    def without_secrets(self, text: str) -> str:
+        """`text` with each of the integration's secrets masked: a service's error may
+        echo what it was sent, and errors are shown and kept."""
+        # Longest first, so a secret containing another is masked whole.
+        for secret in sorted(self.secrets.values(), key=len, reverse=True):
+            if len(secret) >= 4:
+                text = text.replace(secret, mask(secret))
+        return text
+
     def record_error(self, error: str) -> None:
         """A part using the integration failed with it (an expired token, an outage):
         shown on its row until it works again (`clear_error`). Not a configuration
         change, so not audited."""
-        self.last_error, self.last_error_at = error[:2000], timezone.now()
+        self.last_error, self.last_error_at = self.without_secrets(error)[:2000], timezone.now()
         type(self)._base_manager.filter(pk=self.pk).update(
             last_error=self.last_error, last_error_at=self.last_error_at
         )
