@@ -22,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from controlplane.integrations import auth_headers
+from controlplane.integrations import setting as kind_setting
 from controlplane.models import Integration
 
 DEFAULT_API_URL = "https://backboard.railway.com/graphql/v2"
@@ -142,15 +144,12 @@ class RailwayClient:
         *,
         timeout: float = 20.0,
     ) -> None:
-        self.url = str(integration.setting("api_url") or DEFAULT_API_URL)
-        token = integration.secrets.get("token", "")
-        if not token:
+        # The kind's declaration (controlplane.integrations) says how its token is sent.
+        self.url = str(kind_setting(integration, "api_url") or DEFAULT_API_URL)
+        if not integration.secrets.get("token"):
             raise RailwayAuthError(f"Integration {integration.name} has no token.")
-        if integration.setting("token_kind", "bearer") == "project":
-            headers = {"Project-Access-Token": token}
-        else:
-            headers = {"Authorization": f"Bearer {token}"}
-        self.project_token = integration.setting("token_kind", "bearer") == "project"
+        headers = auth_headers(integration)
+        self.project_token = kind_setting(integration, "token_type") == "project"
         self._http = httpx.Client(headers=headers, timeout=timeout, follow_redirects=False)
         self.rate_limit = RateLimit()
 

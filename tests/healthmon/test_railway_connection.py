@@ -44,7 +44,7 @@ def test_an_account_token_connects_and_says_whose_it_is(railway: RailwayServer) 
 
 
 def test_a_project_token_connects_and_names_its_project(railway: RailwayServer) -> None:
-    integration = make_integration(railway.url, token_kind="project")
+    integration = make_integration(railway.url, token_type="project")
 
     result = check_connection(integration)
 

@@ -269,7 +269,7 @@ def test_a_project_token_is_sent_as_railways_project_header(
     railway: RailwayServer, clock: FakeClock
 ) -> None:
     source = make_source(railway)
-    Integration.objects.filter().update(settings={"api_url": railway.url, "token_kind": "project"})
+    Integration.objects.filter().update(settings={"api_url": railway.url, "token_type": "project"})
     railway.add_line("ready", at=clock.now() - timedelta(seconds=30))
     assert crawl(source, clock).lines == 1
     headers = railway.requests[-1].headers
