@@ -6,8 +6,9 @@ from django.apps import AppConfig
 class HealthmonConfig(AppConfig):
     name = "healthmon"
     verbose_name = "Health"
-    # Every tier sees the health monitor's rows; Owners change its configuration.
-    operator_permissions = ()
+    # Every tier sees the health monitor's rows; Operators (and Owners) resolve and
+    # ignore fingerprints; Owners change its configuration.
+    operator_permissions = ("change_fingerprint_state",)
 
     def ready(self) -> None:
         from healthmon.error_source import recent_error_patterns
