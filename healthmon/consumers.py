@@ -73,8 +73,10 @@ class PageState:
             self.seen_since = max(self.seen_since, last_seen)
         return ids
 
-    def render_update(self, ids: set[int]) -> str:
-        """The oob swaps that bring the page up to date with these fingerprints."""
+    def render_update(self, ids: set[int]) -> list[str]:
+        """The oob swaps that bring the page up to date with these fingerprints, one
+        message each: the browser parses a message as one fragment, where a row
+        (`<tr>`) next to a `<tbody>` would drop the `<tbody>` and its swap."""
         now = timezone.now()
         context = {"window": WINDOWS[self.filters.window], "now": now}
         parts: list[str] = []
@@ -105,7 +107,7 @@ class PageState:
                 )
             )
             self.services.add(service)
-        return "\n".join(parts)
+        return parts
 
 
 class HealthConsumer(StaffConsumer):
@@ -158,8 +160,7 @@ class HealthConsumer(StaffConsumer):
             await self.pace.wait_turn()
             ids, self.pending = self.pending, set()
             try:
-                html = await database_sync_to_async(self.state.render_update)(ids)
-                if html:
+                for html in await database_sync_to_async(self.state.render_update)(ids):
                     await self.send(text_data=html)
             except Exception:
                 # A live update is best effort: the page shows the same data on reload.
