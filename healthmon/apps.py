@@ -15,3 +15,9 @@ class HealthmonConfig(AppConfig):
         from selfheal.error_patterns import register_error_source
 
         register_error_source(recent_error_patterns)
+
+    def load_demo(self, owner: object) -> str:
+        """`bootstrap --demo`'s hook: the demo service and its log lines."""
+        from healthmon.demo import load_demo_logs
+
+        return load_demo_logs()
