@@ -82,7 +82,14 @@ class PageState:
         parts: list[str] = []
         new_by_service: dict[str, ServiceSection] = {}
         demo = demo_services()
-        for row in fingerprint_rows(ids, self.filters, now):
+        rows = fingerprint_rows(ids, self.filters, now)
+        # Shown rows that no longer match (resolved under ?status=unresolved, or out of
+        # the window) leave the page, as a reload would not show them.
+        gone = (ids & self.ids) - {row.fingerprint.pk for row in rows}
+        for pk in sorted(gone):
+            parts.append(render_to_string("healthmon/partials/row_gone.html", {"pk": pk}))
+            self.ids.discard(pk)
+        for row in rows:
             fingerprint = row.fingerprint
             self.max_id = max(self.max_id, fingerprint.pk)
             if fingerprint.pk in self.ids:

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from healthmon.fingerprint_states import IGNORE_DURATIONS, TRANSITIONS
 from healthmon.models import Fingerprint, FingerprintStatus
-from healthmon.overview import WINDOWS, FingerprintRow, trend_buckets
+from healthmon.overview import WINDOWS, trend_buckets
 
 CHART_WIDTH, CHART_HEIGHT = 600, 80
 
@@ -50,7 +50,6 @@ def fingerprint_context(fingerprint: Fingerprint) -> dict[str, object]:
     allowed = TRANSITIONS.get(fingerprint.status, set())
     return {
         "fingerprint": fingerprint,
-        "row": FingerprintRow(fingerprint, 0, []),
         "charts": [
             OccurrenceChart("24h", fingerprint, now),
             OccurrenceChart("1h", fingerprint, now),

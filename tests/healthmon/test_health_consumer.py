@@ -211,3 +211,35 @@ async def test_fingerprints_whose_event_was_lost_still_arrive(observer: Any, mon
     html = await receive_containing(communicator, f'id="fp-{lost.pk}"')
     assert f'id="fp-count-{lost.pk}">4<' in html
     await communicator.disconnect()
+
+
+async def test_a_row_that_no_longer_matches_the_page_leaves_it(
+    observer: Any, operator: Any
+) -> None:
+    from healthmon import fingerprint_states
+
+    source = await database_sync_to_async(make_source)()
+    shown = await database_sync_to_async(ingest_lines)(source, TIMEOUT, 1)
+    communicator, _, _ = await connect(observer, "status=unresolved")
+
+    await database_sync_to_async(fingerprint_states.resolve)(shown, actor=operator)
+
+    html = await receive_containing(communicator, f'id="fp-{shown.pk}"')
+    assert 'hx-swap-oob="delete"' in html
+    await communicator.disconnect()
+
+
+async def test_a_state_change_updates_the_row_on_an_unfiltered_page(
+    observer: Any, operator: Any
+) -> None:
+    from healthmon import fingerprint_states
+
+    source = await database_sync_to_async(make_source)()
+    shown = await database_sync_to_async(ingest_lines)(source, TIMEOUT, 1)
+    communicator, _, _ = await connect(observer)
+
+    await database_sync_to_async(fingerprint_states.resolve)(shown, actor=operator)
+
+    html = await receive_containing(communicator, f'id="fp-{shown.pk}"')
+    assert 'class="fp-status status-resolved"' in html
+    await communicator.disconnect()
