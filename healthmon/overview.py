@@ -56,6 +56,14 @@ SORTS = {
     "first_seen": "first seen",
 }
 LEVELS = {label: value for value, label in Level.choices}
+# Each filter's accepted values (as the query string has them) and what they mean.
+FILTER_CHOICES: dict[str, dict[str, Any]] = {
+    "window": {name: name for name in WINDOWS},
+    "level": LEVELS,
+    "status": {"": "", **{value: value for value in FingerprintStatus.values}},
+    "sort": {name: name for name in SORTS},
+}
+FILTER_DEFAULTS = {"window": "24h", "level": "error", "status": "", "sort": "count"}
 
 
 @dataclass(frozen=True)
@@ -72,34 +80,20 @@ class HealthFilters:
     def from_query(cls, query: QueryDict) -> tuple[HealthFilters, list[str]]:
         """The filters asked for; a bad value is named in the errors and its default used."""
         errors: list[str] = []
-        values: dict[str, object] = {}
-        window = query.get("window", "24h")
-        if window in WINDOWS:
-            values["window"] = window
-        else:
-            errors.append(f"Unknown window '{window[:40]}': one of {', '.join(WINDOWS)}.")
-        level = query.get("level", "error")
-        if level in LEVELS:
-            values["level"] = LEVELS[level]
-        else:
-            errors.append(f"Unknown level '{level[:40]}': one of {', '.join(LEVELS)}.")
-        status = query.get("status", "")
-        if status == "" or status in FingerprintStatus.values:
-            values["status"] = status
-        else:
-            choices = ", ".join(FingerprintStatus.values)
-            errors.append(f"Unknown status '{status[:40]}': one of {choices} (or any).")
-        sort = query.get("sort", "count")
-        if sort in SORTS:
-            values["sort"] = sort
-        else:
-            errors.append(f"Unknown sort '{sort[:40]}': one of {', '.join(SORTS)}.")
+        values: dict[str, Any] = {}
+        for name, choices in FILTER_CHOICES.items():
+            asked = query.get(name, FILTER_DEFAULTS[name])
+            if asked in choices:
+                values[name] = choices[asked]
+            else:
+                named = ", ".join(choice for choice in choices if choice)
+                errors.append(f"Unknown {name} '{asked[:40]}': one of {named}.")
         service = query.get("service", "")
         if len(service) > 100 or "\x00" in service:
-            errors.append("A service name is at most 100 characters.")
+            errors.append("A service name is at most 100 characters (and has no NUL).")
         else:
             values["service"] = service
-        return cls(**values), errors  # type: ignore[arg-type]
+        return cls(**values), errors
 
     @property
     def level_name(self) -> str:

@@ -112,7 +112,7 @@ def test_the_one_hour_window_counts_only_the_last_hour(client, observer):
         ({"level": "loud"}, "Unknown level 'loud'"),
         ({"status": "closed"}, "Unknown status 'closed'"),
         ({"sort": "-count"}, "Unknown sort '-count'"),
-        ({"service": "x" * 300}, "A service name is at most 100 characters."),
+        ({"service": "x" * 300}, "A service name is at most 100 characters"),
     ],
 )
 def test_a_bad_filter_is_named_not_a_server_error(client, observer, query, message):
