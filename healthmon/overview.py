@@ -35,6 +35,7 @@ class Window:
     label: str
     buckets: int
     bucket: timedelta
+    bucket_label: str
 
     def start(self, now: datetime) -> datetime:
         """The first bucket's start: the window is `buckets` whole buckets ending with
@@ -47,8 +48,8 @@ class Window:
 
 
 WINDOWS = {
-    "1h": Window("1h", "last hour", 60, timedelta(minutes=1)),
-    "24h": Window("24h", "last 24 hours", 24, timedelta(hours=1)),
+    "1h": Window("1h", "last hour", 60, timedelta(minutes=1), "minute"),
+    "24h": Window("24h", "last 24 hours", 24, timedelta(hours=1), "hour"),
 }
 SORTS = {
     "count": "count in the window",
