@@ -4,7 +4,7 @@ whole list of what the product answers.
 
 This module is part of the composition root, as `controlplane/urls.py` and
 `controlplane/asgi.py` are: the one place that puts the apps together. That is why it
-may import chat, routing and selfheal although the rest of the core must not
+may import chat, routing, selfheal and healthmon although the rest of the core must not
 (DESIGN.md's dependency direction is about the core's own code, not the project's
 ASGI and URL configuration). Only `controlplane.asgi` imports it, once Django is set up.
 """
@@ -17,6 +17,7 @@ from chat.consumers import RunConsumer
 from controlplane.consumers import HomeConsumer
 from controlplane.runtime.http_endpoints import ASGIApp
 from controlplane.websockets import NoSuchSocket
+from healthmon.consumers import HealthConsumer
 from routing.gateway_asgi import GatewayApplication
 from selfheal.consumers import SelfhealConsumer
 
@@ -31,6 +32,7 @@ websocket_urlpatterns: list[URLPattern] = [
     path("ws/home/", HomeConsumer.as_asgi()),
     path("ws/runs/<int:run_id>/", RunConsumer.as_asgi()),
     path("ws/selfheal/", SelfhealConsumer.as_asgi()),
+    path("ws/health/", HealthConsumer.as_asgi()),
     # Last: any other path (`/ws/runs/abc/` too) is refused at the handshake.
     re_path(r"", NoSuchSocket.as_asgi()),
 ]

@@ -6,8 +6,9 @@ from django.apps import AppConfig
 class HealthmonConfig(AppConfig):
     name = "healthmon"
     verbose_name = "Health"
-    # Every tier sees the health monitor's rows; Owners change its configuration.
-    operator_permissions = ()
+    # Every tier sees the health monitor's rows; Operators (and Owners) resolve and
+    # ignore fingerprints; Owners change its configuration.
+    operator_permissions = ("change_fingerprint_state",)
 
     def ready(self) -> None:
         from controlplane.integrations import register_connection_test
@@ -20,3 +21,9 @@ class HealthmonConfig(AppConfig):
         register_error_source(recent_error_patterns)
         register_connection_test(Integration.Kind.RAILWAY, check_railway_connection)
         rule_audit.connect()
+
+    def load_demo(self, owner: object) -> str:
+        """`bootstrap --demo`'s hook: the demo service and its log lines."""
+        from healthmon.demo import load_demo_logs
+
+        return load_demo_logs()

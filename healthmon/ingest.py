@@ -33,7 +33,8 @@ from django.db.models import F, Q
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from controlplane import audit, live
+from controlplane import live
+from healthmon import fingerprint_states
 from healthmon.grouping import TracebackAssembler
 from healthmon.levels import Level, level_setting
 from healthmon.metrics import count_log_records
@@ -270,18 +271,9 @@ def _add_tally(row: Fingerprint, tally: _Tally, now: datetime) -> None:
     if tally.template != row.template:
         changes.update(template=tally.template, template_changed_at=now)
     total = row.count + tally.count
-    status = row.status
-    if status == Fingerprint.Status.RESOLVED and row.count:
-        status = Fingerprint.Status.REGRESSED
-        changes.update(regressed_at=now, task=None)
-    elif status == Fingerprint.Status.IGNORED and (
-        (row.ignored_until is not None and now >= row.ignored_until)
-        or (row.ignored_until_count is not None and total >= row.ignored_until_count)
-    ):
-        status = Fingerprint.Status.UNRESOLVED
-        changes.update(ignored_until=None, ignored_until_count=None)
-    if status != before_status:
-        changes.update(status=status, status_changed_at=now)
+    moved = fingerprint_states.on_occurrence(row, total, now)
+    status = moved.get("status", before_status)
+    changes.update(moved)
     Fingerprint.objects.filter(pk=row.pk).update(**changes)
     # Keep the row in step for what follows (tasks, samples, the page's event).
     row.count = total
@@ -292,12 +284,7 @@ def _add_tally(row: Fingerprint, tally: _Tally, now: datetime) -> None:
         row.status = status
         if "task" in changes:
             row.task = None
-        audit.record(
-            f"fingerprint.{status}",
-            row,
-            before={"status": before_status},
-            after={"status": status},
-        )
+        fingerprint_states.record_move(row, before_status)
 
 
 def _worth_a_task(row: Fingerprint) -> bool:

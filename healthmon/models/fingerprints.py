@@ -59,6 +59,9 @@ class Fingerprint(models.Model):
             models.UniqueConstraint(fields=["service", "key"], name="fingerprint_service_key"),
         ]
         indexes = [models.Index(fields=["service", "level", "status"])]
+        permissions = [
+            ("change_fingerprint_state", "Can resolve, unresolve and ignore fingerprints"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.service}: {self.template[:80]}"

@@ -51,4 +51,10 @@ async def test_it_still_serves_a_declared_path(admin_user: Any) -> None:
 def test_every_websocket_path_of_the_product_is_declared_in_one_list() -> None:
     declared = [str(route.pattern) for route in websocket_urlpatterns]
 
-    assert declared == ["ws/home/", "ws/runs/<int:run_id>/", "ws/selfheal/", ""]
+    assert declared == [
+        "ws/home/",
+        "ws/runs/<int:run_id>/",
+        "ws/selfheal/",
+        "ws/health/",
+        "",
+    ]

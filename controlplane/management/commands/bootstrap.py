@@ -3,6 +3,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
@@ -82,4 +83,12 @@ class Command(BaseCommand):
                 required_tier=Tier.OWNER,
                 proposal={"key": toggle.key, "enabled": True},
             )
+        # Each app adds its own demo data through a `load_demo(owner)` hook on its
+        # AppConfig: the core does not import the apps above it (DESIGN.md).
+        for config in apps.get_app_configs():
+            hook = getattr(config, "load_demo", None)
+            if callable(hook):
+                said = hook(owner)
+                if said:
+                    self.stdout.write(str(said))
         self.stdout.write("Demo data is loaded.")
