@@ -4,7 +4,7 @@ whole list of what the product answers.
 
 This module is part of the composition root, as `controlplane/urls.py` and
 `controlplane/asgi.py` are: the one place that puts the apps together. That is why it
-may import chat, routing and selfheal although the rest of the core must not
+may import chat, healthmon, routing and selfheal although the rest of the core must not
 (DESIGN.md's dependency direction is about the core's own code, not the project's
 ASGI and URL configuration). Only `controlplane.asgi` imports it, once Django is set up.
 """
@@ -17,6 +17,7 @@ from chat.consumers import RunConsumer
 from controlplane.consumers import HomeConsumer
 from controlplane.runtime.http_endpoints import ASGIApp
 from controlplane.websockets import NoSuchSocket
+from healthmon.otlp.receiver import LogReceiver
 from routing.gateway_asgi import GatewayApplication
 from selfheal.consumers import SelfhealConsumer
 
@@ -25,6 +26,8 @@ _gateway = GatewayApplication()
 http_endpoints: dict[str, ASGIApp] = {
     "/v1/chat/completions": _gateway,
     "/v1/models": _gateway,
+    # OTLP/HTTP log export from other services (healthmon's receiver).
+    "/v1/logs": LogReceiver(),
 }
 
 websocket_urlpatterns: list[URLPattern] = [
