@@ -1,0 +1,3 @@
+from __future__ import annotations
+
+from healthmon import ingest_key_admin  # noqa: F401  (registers the ingest keys' admin)
