@@ -29,11 +29,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
-from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from controlplane import audit, live
+from healthmon.batch_writes import update_raising, upsert_adding, upsert_replacing
 from healthmon.grouping import TracebackAssembler
 from healthmon.levels import Level, level_setting
 from healthmon.metrics import count_log_records
@@ -189,11 +188,31 @@ def _clean(record: LogRecord, source: LogSource, now: datetime) -> str:
         at = now
     record.at = at
     if record.attributes:
-        text = json.dumps(record.attributes, default=str, ensure_ascii=False)
-        if "\\u0000" in text or "\x00" in text:
-            text = text.replace("\\u0000", "\ufffd").replace("\x00", "\ufffd")
-        record.attributes = json.loads(text.encode("utf-8", "replace").decode("utf-8"))
+        record.attributes = _storable_attributes(record.attributes)
     return ""
+
+
+def _storable_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Attributes as JSON the databases store: values JSON has no name for as text,
+    NULs and unpaired surrogates replaced. Attributes that are that already are kept
+    as they are (the round trip through JSON was a tenth of a record's ingest)."""
+    converted = False
+
+    def as_text(value: object) -> str:
+        nonlocal converted
+        converted = True
+        return str(value)
+
+    text = json.dumps(attributes, default=as_text, ensure_ascii=False)
+    if "\\u0000" in text or "\x00" in text:
+        text = text.replace("\\u0000", "\ufffd").replace("\x00", "\ufffd")
+        converted = True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+        converted = True
+    return json.loads(text) if converted else attributes
 
 
 def _store(
@@ -234,6 +253,7 @@ def _store(
             result.new_fingerprints = sorted(row.pk for row in created.values() if row.count == 0)
             rows.update(created)
 
+    _add_counters(rows, tallies)
     for ident, tally in tallies.items():
         _add_tally(rows[ident], tally, now)
     _add_minutes(rows, tallies)
@@ -246,24 +266,37 @@ def _locked_rows(tallies: dict[tuple[str, str], _Tally]) -> dict[tuple[str, str]
     touching the same fingerprints wait for each other instead of deadlocking)."""
     if not tallies:
         return {}
-    match = Q()
-    for service, key in tallies:
-        match |= Q(service=service, key=key)
-    query = Fingerprint.objects.filter(match).order_by("id")
+    # Services times keys: a superset when a key is in several of the batch's
+    # services (those rows are locked too, and left out), but one short statement where
+    # an OR of (service, key) pairs took longer to plan than to run.
+    services = {service for service, _ in tallies}
+    keys = {key for _, key in tallies}
+    query = Fingerprint.objects.filter(service__in=services, key__in=keys).order_by("id")
     if connection.features.has_select_for_update:
         query = query.select_for_update()
-    return {(row.service, row.key): row for row in query}
+    return {(row.service, row.key): row for row in query if (row.service, row.key) in tallies}
+
+
+def _add_counters(
+    rows: dict[tuple[str, str], Fingerprint], tallies: dict[tuple[str, str], _Tally]
+) -> None:
+    """Add every tally's count, last seen and level to its row, in one statement (one
+    UPDATE per fingerprint was most of the time a batch took)."""
+    adapt = connection.ops.adapt_datetimefield_value
+    values = [
+        (rows[ident].pk, tally.count, adapt(tally.last), tally.level)
+        for ident, tally in tallies.items()
+    ]
+    update_raising(Fingerprint, values, added=("count",), raised=("last_seen", "level"))
 
 
 def _add_tally(row: Fingerprint, tally: _Tally, now: datetime) -> None:
+    """What a batch changes on a row besides its counters (`_add_counters`): first
+    seen, template, status."""
     assert tally.first is not None
     assert tally.last is not None
     before_status = row.status
-    changes: dict[str, Any] = {
-        "count": F("count") + tally.count,
-        "last_seen": Greatest(F("last_seen"), tally.last),
-        "level": Greatest(F("level"), tally.level),
-    }
+    changes: dict[str, Any] = {}
     if tally.first < row.first_seen:
         changes["first_seen"] = tally.first
     if tally.template != row.template:
@@ -281,7 +314,8 @@ def _add_tally(row: Fingerprint, tally: _Tally, now: datetime) -> None:
         changes.update(ignored_until=None, ignored_until_count=None)
     if status != before_status:
         changes.update(status=status, status_changed_at=now)
-    Fingerprint.objects.filter(pk=row.pk).update(**changes)
+    if changes:
+        Fingerprint.objects.filter(pk=row.pk).update(**changes)
     # Keep the row in step for what follows (tasks, samples, the page's event).
     row.count = total
     row.level = max(row.level, tally.level)
@@ -308,24 +342,6 @@ def _worth_a_task(row: Fingerprint) -> bool:
     )
 
 
-def _upsert_adding(
-    table: str, keys: Sequence[str], values: list[tuple[Any, ...]], added: Sequence[str]
-) -> None:
-    """Insert rows, or add their numbers to the row already there (one statement)."""
-    if not values:
-        return
-    columns = (*keys, *added)
-    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(values))
-    updates = ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in added)
-    # Table and column names come from the models; values go as parameters.
-    sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {placeholders} "  # noqa: S608
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [value for row in sorted(values) for value in row])
-
-
 def _add_minutes(
     rows: dict[tuple[str, str], Fingerprint], tallies: dict[tuple[str, str], _Tally]
 ) -> None:
@@ -335,14 +351,14 @@ def _add_minutes(
         for ident, tally in tallies.items()
         for minute, count in tally.minutes.items()
     ]
-    _upsert_adding(MinuteCount._meta.db_table, ("fingerprint_id", "minute"), values, ("count",))
+    upsert_adding(MinuteCount, ("fingerprint_id", "minute"), values, ("count",))
 
 
 def _add_service_minutes(services: dict[tuple[str, datetime], list[int]]) -> None:
     adapt = connection.ops.adapt_datetimefield_value
     values = [(service, adapt(minute), *totals) for (service, minute), totals in services.items()]
-    _upsert_adding(
-        ServiceMinute._meta.db_table,
+    upsert_adding(
+        ServiceMinute,
         ("service", "minute"),
         values,
         ("records", "http_requests", "http_5xx"),
@@ -355,25 +371,25 @@ def _add_samples(
     source: LogSource,
 ) -> None:
     slots = settings.HEALTHMON_SAMPLES_PER_FINGERPRINT
+    adapt = connection.ops.adapt_datetimefield_value
     samples = []
     for ident, tally in tallies.items():
         row = rows[ident]
         for offset, record in enumerate(tally.samples[-SAMPLES_PER_BATCH:]):
-            assert record.at is not None
             samples.append(
-                Sample(
-                    fingerprint=row,
-                    slot=(row.count - offset) % slots,
-                    at=record.at,
-                    level=record.level,
-                    message=record.message,
-                    attributes=record.attributes,
-                    source=source,
+                (
+                    row.pk,
+                    (row.count - offset) % slots,
+                    adapt(record.at),
+                    record.level,
+                    record.message,
+                    json.dumps(record.attributes),  # as the model's JSONField stores it
+                    source.pk,
                 )
             )
-    Sample.objects.bulk_create(
+    upsert_replacing(
+        Sample,
+        ("fingerprint_id", "slot"),
         samples,
-        update_conflicts=True,
-        unique_fields=["fingerprint", "slot"],
-        update_fields=["at", "level", "message", "attributes", "source"],
+        ("at", "level", "message", "attributes", "source_id"),
     )
