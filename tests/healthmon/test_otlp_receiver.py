@@ -32,7 +32,9 @@ from tests.healthmon.otlp_driver import (
 
 pytestmark = pytest.mark.django_db
 
-NOW_NANOS = str(int(datetime.now(UTC).timestamp() * 1e9))
+
+def now_nanos() -> str:
+    return str(int(datetime.now(UTC).timestamp() * 1e9))
 
 
 @pytest.fixture
@@ -55,15 +57,17 @@ def status_of(client: Any) -> dict[str, Any]:
 
 
 def test_a_json_batch_is_grouped_and_counted_under_each_records_service(key: str) -> None:
+    at = now_nanos()
     document = json_request(
         [
-            record("user 42 logged in", timeUnixNano=NOW_NANOS),
-            record("user 43 logged in", timeUnixNano=NOW_NANOS),
+            record("user 42 logged in", timeUnixNano=at),
+            record("user 43 logged in", timeUnixNano=at),
             record(
                 "GET /cart failed",
                 severity=17,
                 attributes=[{"key": "http.response.status_code", "value": {"intValue": "503"}}],
                 traceId="5B8EFFF798038103D269B633813FC60C",
+                timeUnixNano=at,
             ),
         ],
         service="checkout",
@@ -111,7 +115,7 @@ def _protobuf_request(*messages: str, service: str = "payments") -> ExportLogsSe
     for message in messages:
         log = scope_logs.log_records.add()
         log.severity_text = "WARN"
-        log.observed_time_unix_nano = int(NOW_NANOS)
+        log.observed_time_unix_nano = int(now_nanos())
         if message:
             log.body.string_value = message
     return request
