@@ -218,11 +218,16 @@ def _storable_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
 def _store(
     source: LogSource, tallies: dict[tuple[str, str], _Tally], result: IngestResult, now: datetime
 ) -> list[Fingerprint]:
-    rows = _locked_rows(tallies)
-    missing = [tally for ident, tally in tallies.items() if ident not in rows]
-    if missing:
+    stored = _stored_idents(tallies)
+    rows = _locked_rows(tallies) if len(stored) == len(tallies) else {}
+    if len(rows) < len(tallies):
+        # New fingerprints: stored under the creation lock, taken before this batch
+        # locks any row. (A batch holding rows while it waited for the creation lock,
+        # as the batch holding that lock waited for one of those rows, deadlocked.)
+        # Rows only ever locked (below, once stored) when a row vanished between the
+        # look and the lock (the retention sweep): a rare wait in the other order.
         with shared_grouper.creating():
-            for tally in missing:
+            for tally in [tally for ident, tally in tallies.items() if ident not in rows]:
                 adopted = shared_grouper.adopt(tally.key)
                 if adopted is not None:
                     # Another process stored this pattern first: count it there.
@@ -233,25 +238,32 @@ def _store(
                         tallies[(tally.service, tally.key)] = tally
                     else:
                         known.merge(tally)
-            new = [
-                Fingerprint(
-                    service=tally.service,
-                    key=tally.key,
-                    template=tally.template,
-                    level=tally.level,
-                    count=0,
-                    first_seen=tally.first or now,
-                    last_seen=tally.first or now,
-                    source=source,
+            stored = _stored_idents(tallies)
+            absent = [tally for ident, tally in tallies.items() if ident not in stored]
+            while True:
+                Fingerprint.objects.bulk_create(
+                    [
+                        Fingerprint(
+                            service=tally.service,
+                            key=tally.key,
+                            template=tally.template,
+                            level=tally.level,
+                            count=0,
+                            first_seen=tally.first or now,
+                            last_seen=tally.first or now,
+                            source=source,
+                        )
+                        for tally in absent
+                    ],
+                    ignore_conflicts=True,
                 )
-                for ident, tally in tallies.items()
-                if ident not in rows
-            ]
-            Fingerprint.objects.bulk_create(new, ignore_conflicts=True)
-            created = _locked_rows({ident: t for ident, t in tallies.items() if ident not in rows})
+                rows = _locked_rows(tallies)  # every row of the batch, in one pass
+                absent = [tally for ident, tally in tallies.items() if ident not in rows]
+                if not absent:
+                    break
+            created = {ident: row for ident, row in rows.items() if ident not in stored}
             shared_grouper.stored({key for _, key in created})
             result.new_fingerprints = sorted(row.pk for row in created.values() if row.count == 0)
-            rows.update(created)
 
     _add_counters(rows, tallies)
     for ident, tally in tallies.items():
@@ -259,6 +271,14 @@ def _store(
     _add_minutes(rows, tallies)
     _add_samples(rows, tallies, source)
     return list(rows.values())
+
+
+def _stored_idents(tallies: dict[tuple[str, str], _Tally]) -> set[tuple[str, str]]:
+    """Which of these fingerprints are stored (without locking them)."""
+    services = {service for service, _ in tallies}
+    keys = {key for _, key in tallies}
+    found = Fingerprint.objects.filter(service__in=services, key__in=keys)
+    return {ident for ident in found.values_list("service", "key") if ident in tallies}
 
 
 def _locked_rows(tallies: dict[tuple[str, str], _Tally]) -> dict[tuple[str, str], Fingerprint]:
