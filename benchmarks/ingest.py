@@ -180,6 +180,7 @@ class IngestBenchmark(Benchmark):
                 warmup = _send(url, headers, batches, concurrency, rounds=1)
                 self.stdout.write(
                     f"Warm-up: {warmup.accepted:,} records in {len(warmup.latencies)} batches"
+                    + (f"; failed requests by status: {warmup.failures}" if warmup.failures else "")
                 )
                 cpu_before = daphne.cpu_seconds()
                 started = time.monotonic()
