@@ -29,6 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from controlplane import audit, live
@@ -45,6 +46,7 @@ MAX_MESSAGE_CHARS = 32_000
 # Sample lines taken from one batch for one fingerprint (the ring keeps more).
 SAMPLES_PER_BATCH = 3
 FUTURE_TOLERANCE = timedelta(minutes=5)
+NOTE_INGEST_EVERY = timedelta(seconds=1)
 
 
 @dataclass(slots=True)
@@ -148,7 +150,6 @@ def ingest(source: LogSource, records: Sequence[LogRecord]) -> IngestResult:
         with transaction.atomic():
             rows = _store(source, tallies, result, now)
             worth_a_task = [row.pk for row in rows if _worth_a_task(row)]
-            LogSource._base_manager.filter(pk=source.pk).update(last_ingest_at=now)
             _add_service_minutes(services)
             if worth_a_task:
                 from healthmon.fix_tasks import open_fix_tasks_later
@@ -160,8 +161,18 @@ def ingest(source: LogSource, records: Sequence[LogRecord]) -> IngestResult:
                 ids=[row.pk for row in rows],
                 new=result.new_fingerprints,
             )
+        _note_ingest(source, now)
     count_log_records(source.kind, ingested=result.accepted, rejected=result.rejected)
     return result
+
+
+def _note_ingest(source: LogSource, now: datetime) -> None:
+    """Set the source's `last_ingest_at`, at most once a `NOTE_INGEST_EVERY`, after the
+    batch's transaction: every batch of a source updating that one row inside its
+    transaction made the batches of a source wait for each other."""
+    LogSource._base_manager.filter(pk=source.pk).filter(
+        Q(last_ingest_at__isnull=True) | Q(last_ingest_at__lte=now - NOTE_INGEST_EVERY)
+    ).update(last_ingest_at=now)
 
 
 def _clean(record: LogRecord, source: LogSource, now: datetime) -> str:
@@ -302,10 +313,8 @@ def _add_counters(
 ) -> None:
     """Add every tally's count, last seen and level to its row, in one statement (one
     UPDATE per fingerprint was most of the time a batch took)."""
-    adapt = connection.ops.adapt_datetimefield_value
     values = [
-        (rows[ident].pk, tally.count, adapt(tally.last), tally.level)
-        for ident, tally in tallies.items()
+        (rows[ident].pk, tally.count, tally.last, tally.level) for ident, tally in tallies.items()
     ]
     update_raising(Fingerprint, values, added=("count",), raised=("last_seen", "level"))
 
@@ -365,9 +374,8 @@ def _worth_a_task(row: Fingerprint) -> bool:
 def _add_minutes(
     rows: dict[tuple[str, str], Fingerprint], tallies: dict[tuple[str, str], _Tally]
 ) -> None:
-    adapt = connection.ops.adapt_datetimefield_value
     values = [
-        (rows[ident].pk, adapt(minute), count)
+        (rows[ident].pk, minute, count)
         for ident, tally in tallies.items()
         for minute, count in tally.minutes.items()
     ]
@@ -375,8 +383,7 @@ def _add_minutes(
 
 
 def _add_service_minutes(services: dict[tuple[str, datetime], list[int]]) -> None:
-    adapt = connection.ops.adapt_datetimefield_value
-    values = [(service, adapt(minute), *totals) for (service, minute), totals in services.items()]
+    values = [(service, minute, *totals) for (service, minute), totals in services.items()]
     upsert_adding(
         ServiceMinute,
         ("service", "minute"),
@@ -391,7 +398,6 @@ def _add_samples(
     source: LogSource,
 ) -> None:
     slots = settings.HEALTHMON_SAMPLES_PER_FINGERPRINT
-    adapt = connection.ops.adapt_datetimefield_value
     samples = []
     for ident, tally in tallies.items():
         row = rows[ident]
@@ -400,10 +406,10 @@ def _add_samples(
                 (
                     row.pk,
                     (row.count - offset) % slots,
-                    adapt(record.at),
+                    record.at,
                     record.level,
                     record.message,
-                    json.dumps(record.attributes),  # as the model's JSONField stores it
+                    record.attributes,
                     source.pk,
                 )
             )

@@ -92,6 +92,7 @@ def test_a_json_batch_is_grouped_and_counted_under_each_records_service(key: str
     assert Fingerprint.objects.get(service="shop").count == 1
     minute = ServiceMinute.objects.get(service="checkout")
     assert (minute.records, minute.http_requests, minute.http_5xx) == (3, 1, 1)
+    assert LogSource.objects.get().last_ingest_at is not None
 
 
 def test_a_gzip_json_batch_is_read(key: str) -> None:
