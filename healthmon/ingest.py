@@ -87,12 +87,12 @@ class _Tally:
     minutes: Counter[datetime] = field(default_factory=Counter)
     samples: list[LogRecord] = field(default_factory=list)
 
-    def add(self, record: LogRecord, at: datetime) -> None:
+    def add(self, record: LogRecord, at: datetime, minute: datetime) -> None:
         self.count += 1
         self.level = max(self.level, record.level)
         self.first = at if self.first is None else min(self.first, at)
         self.last = at if self.last is None else max(self.last, at)
-        self.minutes[at.replace(second=0, microsecond=0)] += 1
+        self.minutes[minute] += 1
         self.samples.append(record)
         if len(self.samples) > SAMPLES_PER_BATCH * 4:
             del self.samples[:-SAMPLES_PER_BATCH]
@@ -115,8 +115,9 @@ def ingest(source: LogSource, records: Sequence[LogRecord]) -> IngestResult:
     services: dict[tuple[str, datetime], list[int]] = {}
     assembler: TracebackAssembler[LogRecord] = TracebackAssembler()
     complete: list[tuple[LogRecord, str]] = []
+    oldest = now - timedelta(days=settings.HEALTHMON_HOURLY_COUNTS_DAYS)
     for record in records:
-        problem = _clean(record, source, now)
+        problem = _clean(record, source, now, oldest)
         if problem:
             result.reject(problem)
             continue
@@ -136,10 +137,9 @@ def ingest(source: LogSource, records: Sequence[LogRecord]) -> IngestResult:
             else:
                 tally.template = grouped.template
             assert record.at is not None
-            tally.add(record, record.at)
-            totals = services.setdefault(
-                (record.service, record.at.replace(second=0, microsecond=0)), [0, 0, 0]
-            )
+            minute = record.at.replace(second=0, microsecond=0)
+            tally.add(record, record.at, minute)
+            totals = services.setdefault((record.service, minute), [0, 0, 0])
             totals[0] += 1
             if record.http_status is not None:
                 totals[1] += 1
@@ -175,14 +175,15 @@ def _note_ingest(source: LogSource, now: datetime) -> None:
     ).update(last_ingest_at=now)
 
 
-def _clean(record: LogRecord, source: LogSource, now: datetime) -> str:
+def _clean(record: LogRecord, source: LogSource, now: datetime, oldest: datetime) -> str:
     """Make a record storable, or say why it cannot be kept."""
     if not isinstance(record.message, str) or not record.message.strip():
         return "a record with no message body"
     message = record.message
     if "\x00" in message:
         message = message.replace("\x00", "\ufffd")
-    message = message.encode("utf-8", "replace").decode("utf-8")  # unpaired surrogates
+    if not message.isascii():
+        message = message.encode("utf-8", "replace").decode("utf-8")  # unpaired surrogates
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[:MAX_MESSAGE_CHARS]
         record.attributes["truncated"] = True
@@ -191,9 +192,8 @@ def _clean(record: LogRecord, source: LogSource, now: datetime) -> str:
     at = record.at
     if at is None:
         at = now
-    elif timezone.is_naive(at):
-        at = timezone.make_aware(at, UTC)
-    oldest = now - timedelta(days=settings.HEALTHMON_HOURLY_COUNTS_DAYS)
+    elif at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
     if not oldest <= at <= now + FUTURE_TOLERANCE:
         record.attributes["original_timestamp"] = at.isoformat()
         at = now

@@ -230,6 +230,10 @@ def _json_attributes(parent: Mapping[str, Any], where: str) -> dict[str, Any]:
         if not isinstance(key, str):
             raise Malformed(f"{_joined(where, 'attributes')}[{i}].key must be a string.")
         value = pair.get("value", {})
+        string = value.get("stringValue") if type(value) is dict and len(value) == 1 else None
+        if type(string) is str:
+            attributes[key] = string  # the common case, without building a path
+            continue
         attributes[key] = _json_value(value, f"{_joined(where, 'attributes')}[{i}].value", 0)
     return attributes
 
