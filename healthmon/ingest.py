@@ -149,7 +149,9 @@ def ingest(source: LogSource, records: Sequence[LogRecord]) -> IngestResult:
     if tallies:
         with transaction.atomic():
             rows = _store(source, tallies, result, now)
-            worth_a_task = [row.pk for row in rows if _worth_a_task(row)]
+            min_level = level_setting("HEALTHMON_TASK_MIN_LEVEL")
+            min_count = settings.HEALTHMON_TASK_MIN_COUNT
+            worth_a_task = [row.pk for row in rows if _worth_a_task(row, min_level, min_count)]
             _add_service_minutes(services)
             if worth_a_task:
                 from healthmon.fix_tasks import open_fix_tasks_later
@@ -208,21 +210,20 @@ def _storable_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
     NULs and unpaired surrogates replaced. Attributes that are that already are kept
     as they are (the round trip through JSON was a tenth of a record's ingest)."""
     converted = False
-
-    def as_text(value: object) -> str:
-        nonlocal converted
+    try:
+        text = json.dumps(attributes, ensure_ascii=False)
+    except (TypeError, ValueError):  # a value JSON has no name for (a date, bytes ...)
+        text = json.dumps(attributes, default=str, ensure_ascii=False)
         converted = True
-        return str(value)
-
-    text = json.dumps(attributes, default=as_text, ensure_ascii=False)
     if "\\u0000" in text or "\x00" in text:
         text = text.replace("\\u0000", "\ufffd").replace("\x00", "\ufffd")
         converted = True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "replace").decode("utf-8")
-        converted = True
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "replace").decode("utf-8")
+            converted = True
     return json.loads(text) if converted else attributes
 
 
@@ -362,12 +363,12 @@ def _add_tally(row: Fingerprint, tally: _Tally, now: datetime) -> None:
         )
 
 
-def _worth_a_task(row: Fingerprint) -> bool:
+def _worth_a_task(row: Fingerprint, min_level: int, min_count: int) -> bool:
     return (
         row.task_id is None
         and row.status != Fingerprint.Status.IGNORED
-        and row.level >= level_setting("HEALTHMON_TASK_MIN_LEVEL")
-        and row.count >= settings.HEALTHMON_TASK_MIN_COUNT
+        and row.level >= min_level
+        and row.count >= min_count
     )
 
 

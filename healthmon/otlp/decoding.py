@@ -234,7 +234,10 @@ def _json_attributes(parent: Mapping[str, Any], where: str) -> dict[str, Any]:
         if type(string) is str:
             attributes[key] = string  # the common case, without building a path
             continue
-        attributes[key] = _json_value(value, f"{_joined(where, 'attributes')}[{i}].value", 0)
+        try:
+            attributes[key] = _json_value(value, "value", 0)
+        except Malformed as error:  # where it is, worked out only when it is wrong
+            raise Malformed(f"{_joined(where, 'attributes')}[{i}].{error}") from None
     return attributes
 
 
