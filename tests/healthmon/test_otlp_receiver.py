@@ -320,6 +320,14 @@ def test_only_post_is_answered(key: str) -> None:
     client = post(b"", key=key, method="GET")
     assert client.status == 405
     assert client.headers["allow"] == "POST"
+    assert client.headers["x-content-type-options"] == "nosniff"  # as every page
+
+
+def test_a_host_not_allowed_is_refused_before_anything_else(key: str) -> None:
+    client = post(encoded(json_request([record()])), key=key, headers={"Host": "evil.example"})
+    assert client.status == 400
+    assert "ALLOWED_HOSTS" in status_of(client)["message"]
+    assert not Fingerprint.objects.exists()
 
 
 def test_a_flooding_source_gets_429_with_retry_after_and_nothing_stored(
