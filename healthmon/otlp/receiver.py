@@ -191,7 +191,7 @@ def _unauthorized(kind: str) -> Answer:
     return refused(
         401,
         "An active ingest key is required: send it as `Authorization: Bearer <key>` or "
-        "`X-Ingest-Key: <key>` (an admin issues keys under Health > Ingest keys).",
+        "`X-Ingest-Key: <key>` (an Owner issues keys in the admin, Control > Ingest keys).",
         kind,
         **{"WWW-Authenticate": "Bearer"},
     )
