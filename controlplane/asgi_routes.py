@@ -18,6 +18,7 @@ from controlplane.consumers import HomeConsumer
 from controlplane.runtime.http_endpoints import ASGIApp
 from controlplane.websockets import NoSuchSocket
 from healthmon.consumers import HealthConsumer
+from healthmon.otlp.receiver import LogReceiver
 from routing.gateway_asgi import GatewayApplication
 from selfheal.consumers import SelfhealConsumer
 
@@ -26,6 +27,8 @@ _gateway = GatewayApplication()
 http_endpoints: dict[str, ASGIApp] = {
     "/v1/chat/completions": _gateway,
     "/v1/models": _gateway,
+    # OTLP/HTTP log export from other services (healthmon's receiver).
+    "/v1/logs": LogReceiver(),
 }
 
 websocket_urlpatterns: list[URLPattern] = [

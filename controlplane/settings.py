@@ -440,6 +440,11 @@ HEALTHMON_CRAWL_RECORDS_KEPT = env.int("HEALTHMON_CRAWL_RECORDS_KEPT", default=2
 # are told in one summary message instead of one message each.
 HEALTHMON_ALERT_DAYS = env.int("HEALTHMON_ALERT_DAYS", default=90)
 HEALTHMON_ALERT_STORM_SIZE = max(1, env.int("HEALTHMON_ALERT_STORM_SIZE", default=10))
+# The OTLP/HTTP receiver (`POST /v1/logs`): a body over HEALTHMON_OTLP_MAX_BYTES, as
+# sent or once decompressed, is refused (413); one source may push
+# HEALTHMON_OTLP_RECORDS_PER_SECOND records a second (0: no limit), more get a 429.
+HEALTHMON_OTLP_MAX_BYTES = env.int("HEALTHMON_OTLP_MAX_BYTES", default=8 * 1024 * 1024)
+HEALTHMON_OTLP_RECORDS_PER_SECOND = env.int("HEALTHMON_OTLP_RECORDS_PER_SECOND", default=50_000)
 
 LOGGING = {
     "version": 1,

@@ -29,6 +29,7 @@ from healthmon import (
     alert_admin,  # noqa: F401  (registers alert rules and alert history)
     crawl_admin,  # noqa: F401  (registers crawl records)
     fingerprint_states,
+    ingest_key_admin,  # noqa: F401  (registers ingest keys)
 )
 from healthmon.fingerprint_states import STATE_PERMISSION, IgnoreFor, StateRefused
 from healthmon.models import Fingerprint, LogSource, Sample

@@ -29,12 +29,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
-from django.db.models.functions import Greatest
+from django.db.models import Q
 from django.utils import timezone
 
 from controlplane import live
 from healthmon import fingerprint_states
+from healthmon.batch_writes import update_raising, upsert_adding, upsert_replacing
 from healthmon.grouping import TracebackAssembler
 from healthmon.levels import Level, level_setting
 from healthmon.metrics import count_log_records
@@ -47,6 +47,7 @@ MAX_MESSAGE_CHARS = 32_000
 # Sample lines taken from one batch for one fingerprint (the ring keeps more).
 SAMPLES_PER_BATCH = 3
 FUTURE_TOLERANCE = timedelta(minutes=5)
+NOTE_INGEST_EVERY = timedelta(seconds=1)
 
 
 @dataclass(slots=True)
@@ -87,12 +88,12 @@ class _Tally:
     minutes: Counter[datetime] = field(default_factory=Counter)
     samples: list[LogRecord] = field(default_factory=list)
 
-    def add(self, record: LogRecord, at: datetime) -> None:
+    def add(self, record: LogRecord, at: datetime, minute: datetime) -> None:
         self.count += 1
         self.level = max(self.level, record.level)
         self.first = at if self.first is None else min(self.first, at)
         self.last = at if self.last is None else max(self.last, at)
-        self.minutes[at.replace(second=0, microsecond=0)] += 1
+        self.minutes[minute] += 1
         self.samples.append(record)
         if len(self.samples) > SAMPLES_PER_BATCH * 4:
             del self.samples[:-SAMPLES_PER_BATCH]
@@ -115,8 +116,9 @@ def ingest(source: LogSource, records: Sequence[LogRecord]) -> IngestResult:
     services: dict[tuple[str, datetime], list[int]] = {}
     assembler: TracebackAssembler[LogRecord] = TracebackAssembler()
     complete: list[tuple[LogRecord, str]] = []
+    oldest = now - timedelta(days=settings.HEALTHMON_HOURLY_COUNTS_DAYS)
     for record in records:
-        problem = _clean(record, source, now)
+        problem = _clean(record, source, now, oldest)
         if problem:
             result.reject(problem)
             continue
@@ -136,10 +138,9 @@ def ingest(source: LogSource, records: Sequence[LogRecord]) -> IngestResult:
             else:
                 tally.template = grouped.template
             assert record.at is not None
-            tally.add(record, record.at)
-            totals = services.setdefault(
-                (record.service, record.at.replace(second=0, microsecond=0)), [0, 0, 0]
-            )
+            minute = record.at.replace(second=0, microsecond=0)
+            tally.add(record, record.at, minute)
+            totals = services.setdefault((record.service, minute), [0, 0, 0])
             totals[0] += 1
             if record.http_status is not None:
                 totals[1] += 1
@@ -149,8 +150,9 @@ def ingest(source: LogSource, records: Sequence[LogRecord]) -> IngestResult:
     if tallies:
         with transaction.atomic():
             rows = _store(source, tallies, result, now)
-            worth_a_task = [row.pk for row in rows if _worth_a_task(row)]
-            LogSource._base_manager.filter(pk=source.pk).update(last_ingest_at=now)
+            min_level = level_setting("HEALTHMON_TASK_MIN_LEVEL")
+            min_count = settings.HEALTHMON_TASK_MIN_COUNT
+            worth_a_task = [row.pk for row in rows if _worth_a_task(row, min_level, min_count)]
             _add_service_minutes(services)
             if worth_a_task:
                 from healthmon.fix_tasks import open_fix_tasks_later
@@ -162,18 +164,29 @@ def ingest(source: LogSource, records: Sequence[LogRecord]) -> IngestResult:
                 ids=[row.pk for row in rows],
                 new=result.new_fingerprints,
             )
+        _note_ingest(source, now)
     count_log_records(source.kind, ingested=result.accepted, rejected=result.rejected)
     return result
 
 
-def _clean(record: LogRecord, source: LogSource, now: datetime) -> str:
+def _note_ingest(source: LogSource, now: datetime) -> None:
+    """Set the source's `last_ingest_at`, at most once a `NOTE_INGEST_EVERY`, after the
+    batch's transaction: every batch of a source updating that one row inside its
+    transaction made the batches of a source wait for each other."""
+    LogSource._base_manager.filter(pk=source.pk).filter(
+        Q(last_ingest_at__isnull=True) | Q(last_ingest_at__lte=now - NOTE_INGEST_EVERY)
+    ).update(last_ingest_at=now)
+
+
+def _clean(record: LogRecord, source: LogSource, now: datetime, oldest: datetime) -> str:
     """Make a record storable, or say why it cannot be kept."""
     if not isinstance(record.message, str) or not record.message.strip():
         return "a record with no message body"
     message = record.message
     if "\x00" in message:
         message = message.replace("\x00", "\ufffd")
-    message = message.encode("utf-8", "replace").decode("utf-8")  # unpaired surrogates
+    if not message.isascii():
+        message = message.encode("utf-8", "replace").decode("utf-8")  # unpaired surrogates
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[:MAX_MESSAGE_CHARS]
         record.attributes["truncated"] = True
@@ -182,29 +195,52 @@ def _clean(record: LogRecord, source: LogSource, now: datetime) -> str:
     at = record.at
     if at is None:
         at = now
-    elif timezone.is_naive(at):
-        at = timezone.make_aware(at, UTC)
-    oldest = now - timedelta(days=settings.HEALTHMON_HOURLY_COUNTS_DAYS)
+    elif at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
     if not oldest <= at <= now + FUTURE_TOLERANCE:
         record.attributes["original_timestamp"] = at.isoformat()
         at = now
     record.at = at
     if record.attributes:
-        text = json.dumps(record.attributes, default=str, ensure_ascii=False)
-        if "\\u0000" in text or "\x00" in text:
-            text = text.replace("\\u0000", "\ufffd").replace("\x00", "\ufffd")
-        record.attributes = json.loads(text.encode("utf-8", "replace").decode("utf-8"))
+        record.attributes = _storable_attributes(record.attributes)
     return ""
+
+
+def _storable_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """Attributes as JSON the databases store: values JSON has no name for as text,
+    NULs and unpaired surrogates replaced. Attributes that are that already are kept
+    as they are (the round trip through JSON was a tenth of a record's ingest)."""
+    converted = False
+    try:
+        text = json.dumps(attributes, ensure_ascii=False)
+    except (TypeError, ValueError):  # a value JSON has no name for (a date, bytes ...)
+        text = json.dumps(attributes, default=str, ensure_ascii=False)
+        converted = True
+    if "\\u0000" in text or "\x00" in text:
+        text = text.replace("\\u0000", "\ufffd").replace("\x00", "\ufffd")
+        converted = True
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "replace").decode("utf-8")
+            converted = True
+    return json.loads(text) if converted else attributes
 
 
 def _store(
     source: LogSource, tallies: dict[tuple[str, str], _Tally], result: IngestResult, now: datetime
 ) -> list[Fingerprint]:
-    rows = _locked_rows(tallies)
-    missing = [tally for ident, tally in tallies.items() if ident not in rows]
-    if missing:
+    stored = _stored_idents(tallies)
+    rows = _locked_rows(tallies) if len(stored) == len(tallies) else {}
+    if len(rows) < len(tallies):
+        # New fingerprints: stored under the creation lock, taken before this batch
+        # locks any row. (A batch holding rows while it waited for the creation lock,
+        # as the batch holding that lock waited for one of those rows, deadlocked.)
+        # Rows only ever locked (below, once stored) when a row vanished between the
+        # look and the lock (the retention sweep): a rare wait in the other order.
         with shared_grouper.creating():
-            for tally in missing:
+            for tally in [tally for ident, tally in tallies.items() if ident not in rows]:
                 adopted = shared_grouper.adopt(tally.key)
                 if adopted is not None:
                     # Another process stored this pattern first: count it there.
@@ -215,27 +251,35 @@ def _store(
                         tallies[(tally.service, tally.key)] = tally
                     else:
                         known.merge(tally)
-            new = [
-                Fingerprint(
-                    service=tally.service,
-                    key=tally.key,
-                    template=tally.template,
-                    template_changed_at=now,
-                    level=tally.level,
-                    count=0,
-                    first_seen=tally.first or now,
-                    last_seen=tally.first or now,
-                    source=source,
+            stored = _stored_idents(tallies)
+            absent = [tally for ident, tally in tallies.items() if ident not in stored]
+            while True:
+                Fingerprint.objects.bulk_create(
+                    [
+                        Fingerprint(
+                            service=tally.service,
+                            key=tally.key,
+                            template=tally.template,
+                            template_changed_at=now,
+                            level=tally.level,
+                            count=0,
+                            first_seen=tally.first or now,
+                            last_seen=tally.first or now,
+                            source=source,
+                        )
+                        for tally in absent
+                    ],
+                    ignore_conflicts=True,
                 )
-                for ident, tally in tallies.items()
-                if ident not in rows
-            ]
-            Fingerprint.objects.bulk_create(new, ignore_conflicts=True)
-            created = _locked_rows({ident: t for ident, t in tallies.items() if ident not in rows})
+                rows = _locked_rows(tallies)  # every row of the batch, in one pass
+                absent = [tally for ident, tally in tallies.items() if ident not in rows]
+                if not absent:
+                    break
+            created = {ident: row for ident, row in rows.items() if ident not in stored}
             shared_grouper.stored({key for _, key in created})
             result.new_fingerprints = sorted(row.pk for row in created.values() if row.count == 0)
-            rows.update(created)
 
+    _add_counters(rows, tallies)
     for ident, tally in tallies.items():
         _add_tally(rows[ident], tally, now)
     _add_minutes(rows, tallies)
@@ -243,29 +287,48 @@ def _store(
     return list(rows.values())
 
 
+def _stored_idents(tallies: dict[tuple[str, str], _Tally]) -> set[tuple[str, str]]:
+    """Which of these fingerprints are stored (without locking them)."""
+    services = {service for service, _ in tallies}
+    keys = {key for _, key in tallies}
+    found = Fingerprint.objects.filter(service__in=services, key__in=keys)
+    return {ident for ident in found.values_list("service", "key") if ident in tallies}
+
+
 def _locked_rows(tallies: dict[tuple[str, str], _Tally]) -> dict[tuple[str, str], Fingerprint]:
     """The stored rows of these fingerprints, locked in id order (so two batches
     touching the same fingerprints wait for each other instead of deadlocking)."""
     if not tallies:
         return {}
-    match = Q()
-    for service, key in tallies:
-        match |= Q(service=service, key=key)
-    query = Fingerprint.objects.filter(match).order_by("id")
+    # Services times keys: a superset when a key is in several of the batch's
+    # services (those rows are locked too, and left out), but one short statement where
+    # an OR of (service, key) pairs took longer to plan than to run.
+    services = {service for service, _ in tallies}
+    keys = {key for _, key in tallies}
+    query = Fingerprint.objects.filter(service__in=services, key__in=keys).order_by("id")
     if connection.features.has_select_for_update:
         query = query.select_for_update()
-    return {(row.service, row.key): row for row in query}
+    return {(row.service, row.key): row for row in query if (row.service, row.key) in tallies}
+
+
+def _add_counters(
+    rows: dict[tuple[str, str], Fingerprint], tallies: dict[tuple[str, str], _Tally]
+) -> None:
+    """Add every tally's count, last seen and level to its row, in one statement (one
+    UPDATE per fingerprint was most of the time a batch took)."""
+    values = [
+        (rows[ident].pk, tally.count, tally.last, tally.level) for ident, tally in tallies.items()
+    ]
+    update_raising(Fingerprint, values, added=("count",), raised=("last_seen", "level"))
 
 
 def _add_tally(row: Fingerprint, tally: _Tally, now: datetime) -> None:
+    """What a batch changes on a row besides its counters (`_add_counters`): first
+    seen, template, status."""
     assert tally.first is not None
     assert tally.last is not None
     before_status = row.status
-    changes: dict[str, Any] = {
-        "count": F("count") + tally.count,
-        "last_seen": Greatest(F("last_seen"), tally.last),
-        "level": Greatest(F("level"), tally.level),
-    }
+    changes: dict[str, Any] = {}
     if tally.first < row.first_seen:
         changes["first_seen"] = tally.first
     if tally.template != row.template:
@@ -274,7 +337,8 @@ def _add_tally(row: Fingerprint, tally: _Tally, now: datetime) -> None:
     moved = fingerprint_states.on_occurrence(row, total, now)
     status = moved.get("status", before_status)
     changes.update(moved)
-    Fingerprint.objects.filter(pk=row.pk).update(**changes)
+    if changes:
+        Fingerprint.objects.filter(pk=row.pk).update(**changes)
     # Keep the row in step for what follows (tasks, samples, the page's event).
     row.count = total
     row.level = max(row.level, tally.level)
@@ -287,50 +351,30 @@ def _add_tally(row: Fingerprint, tally: _Tally, now: datetime) -> None:
         fingerprint_states.record_move(row, before_status)
 
 
-def _worth_a_task(row: Fingerprint) -> bool:
+def _worth_a_task(row: Fingerprint, min_level: int, min_count: int) -> bool:
     return (
         row.task_id is None
         and row.status != Fingerprint.Status.IGNORED
-        and row.level >= level_setting("HEALTHMON_TASK_MIN_LEVEL")
-        and row.count >= settings.HEALTHMON_TASK_MIN_COUNT
+        and row.level >= min_level
+        and row.count >= min_count
     )
-
-
-def _upsert_adding(
-    table: str, keys: Sequence[str], values: list[tuple[Any, ...]], added: Sequence[str]
-) -> None:
-    """Insert rows, or add their numbers to the row already there (one statement)."""
-    if not values:
-        return
-    columns = (*keys, *added)
-    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(columns)) + ")"] * len(values))
-    updates = ", ".join(f"{name} = {table}.{name} + excluded.{name}" for name in added)
-    # Table and column names come from the models; values go as parameters.
-    sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {placeholders} "  # noqa: S608
-        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [value for row in sorted(values) for value in row])
 
 
 def _add_minutes(
     rows: dict[tuple[str, str], Fingerprint], tallies: dict[tuple[str, str], _Tally]
 ) -> None:
-    adapt = connection.ops.adapt_datetimefield_value
     values = [
-        (rows[ident].pk, adapt(minute), count)
+        (rows[ident].pk, minute, count)
         for ident, tally in tallies.items()
         for minute, count in tally.minutes.items()
     ]
-    _upsert_adding(MinuteCount._meta.db_table, ("fingerprint_id", "minute"), values, ("count",))
+    upsert_adding(MinuteCount, ("fingerprint_id", "minute"), values, ("count",))
 
 
 def _add_service_minutes(services: dict[tuple[str, datetime], list[int]]) -> None:
-    adapt = connection.ops.adapt_datetimefield_value
-    values = [(service, adapt(minute), *totals) for (service, minute), totals in services.items()]
-    _upsert_adding(
-        ServiceMinute._meta.db_table,
+    values = [(service, minute, *totals) for (service, minute), totals in services.items()]
+    upsert_adding(
+        ServiceMinute,
         ("service", "minute"),
         values,
         ("records", "http_requests", "http_5xx"),
@@ -347,21 +391,20 @@ def _add_samples(
     for ident, tally in tallies.items():
         row = rows[ident]
         for offset, record in enumerate(tally.samples[-SAMPLES_PER_BATCH:]):
-            assert record.at is not None
             samples.append(
-                Sample(
-                    fingerprint=row,
-                    slot=(row.count - offset) % slots,
-                    at=record.at,
-                    level=record.level,
-                    message=record.message,
-                    attributes=record.attributes,
-                    source=source,
+                (
+                    row.pk,
+                    (row.count - offset) % slots,
+                    record.at,
+                    record.level,
+                    record.message,
+                    record.attributes,
+                    source.pk,
                 )
             )
-    Sample.objects.bulk_create(
+    upsert_replacing(
+        Sample,
+        ("fingerprint_id", "slot"),
         samples,
-        update_conflicts=True,
-        unique_fields=["fingerprint", "slot"],
-        update_fields=["at", "level", "message", "attributes", "source"],
+        ("at", "level", "message", "attributes", "source_id"),
     )

@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from healthmon.ingest import _upsert_adding
+from healthmon.batch_writes import upsert_adding
 from healthmon.models import Alert, Fingerprint, HourCount, MinuteCount, ServiceMinute
 from selfheal.models import OPEN_STATUSES
 
@@ -83,11 +83,10 @@ def roll_up_minutes(before: datetime) -> int:
             hours: Counter[tuple[int, datetime]] = Counter()
             for _, fingerprint_id, minute, count in batch:
                 hours[(fingerprint_id, hour_of(minute))] += count
-            adapt = connection.ops.adapt_datetimefield_value
-            _upsert_adding(
-                HourCount._meta.db_table,
+            upsert_adding(
+                HourCount,
                 ("fingerprint_id", "hour"),
-                [(fp, adapt(hour), count) for (fp, hour), count in hours.items()],
+                [(fp, hour, count) for (fp, hour), count in hours.items()],
                 ("count",),
             )
             MinuteCount.objects.filter(pk__in=[row[0] for row in batch]).delete()

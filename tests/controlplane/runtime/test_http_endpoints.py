@@ -22,6 +22,7 @@ from controlplane import asgi_routes
 from controlplane.money import loads_exact
 from controlplane.runtime import endpoint_threads
 from controlplane.runtime.http_endpoints import HTTPRouter, is_secure, refusal, security_headers
+from healthmon.otlp.receiver import LogReceiver
 from routing.gateway_asgi import ENDPOINTS, GatewayApplication
 
 # -- what controlplane.asgi serves where ----------------------------------------------
@@ -101,10 +102,19 @@ def test_healthz_is_served_by_django(served: None) -> None:
 
 def test_the_routes_send_exactly_the_gateway_paths_to_the_gateway() -> None:
     registered = asgi_routes.http_endpoints
+    gateway_paths = {
+        path for path, app in registered.items() if isinstance(app, GatewayApplication)
+    }
 
-    assert set(registered) == set(ENDPOINTS) == {"/v1/chat/completions", "/v1/models"}
-    assert all(isinstance(app, GatewayApplication) for app in registered.values())
+    assert gateway_paths == set(ENDPOINTS) == {"/v1/chat/completions", "/v1/models"}
     assert registered["/v1/models"] is registered["/v1/chat/completions"]
+
+
+def test_the_routes_send_v1_logs_to_the_otlp_log_receiver() -> None:
+    registered = asgi_routes.http_endpoints
+
+    assert set(registered) == {"/v1/chat/completions", "/v1/models", "/v1/logs"}
+    assert isinstance(registered["/v1/logs"], LogReceiver)
 
 
 # -- HTTPRouter, with stand-in applications -------------------------------------------
