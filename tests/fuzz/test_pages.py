@@ -1,6 +1,6 @@
 """The staff pages and their actions (Home, approvals, toggles, routing, self-heal,
-health), fed any query string and any form: a page or a form error, never a 500; and
-what an action leaves behind is still a state the product can be in."""
+health and its fingerprints), fed any query string and any form: a page or a form
+error, never a 500; and what an action leaves behind is still a state the product can be in."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 
 from controlplane.approvals import request_approval
 from controlplane.models import Approval, FeatureToggle
+from healthmon.ingest import LogRecord, ingest
+from healthmon.levels import Level
+from healthmon.models import Fingerprint, LogSource
 from selfheal.engine import create_task
 from selfheal.models import TRANSITIONS, Task
 from tests.fuzz.conftest import record_status
@@ -26,6 +29,7 @@ PAGES = [
     "/selfheal/",
     "/selfheal/engine/",
     "/health/",
+    "/health/fingerprints/{fingerprint}/",
 ]
 
 ACTIONS = [
@@ -37,6 +41,9 @@ ACTIONS = [
     "/selfheal/executions/{id}/rollback/",
     "/selfheal/tasks/{id}/retry/",
     "/selfheal/tasks/{id}/cancel/",
+    "/health/fingerprints/{id}/resolve/",
+    "/health/fingerprints/{id}/unresolve/",
+    "/health/fingerprints/{id}/ignore/",
 ]
 # Each page and action is a test of its own: a quarter of the profile's examples each.
 EACH = settings(max_examples=max(10, settings.default.max_examples // 4))
@@ -57,12 +64,21 @@ def world(operator: Any) -> dict[str, Any]:
     toggle = FeatureToggle.objects.create(key="reports.weekly", enabled=True)
     approval = request_approval(action="fuzz.action", requested_by=operator, reason="Fuzzing")
     task = create_task("Fuzz the engine", kind="noop")
-    return {"toggle": toggle, "approval": approval, "task": task}
+    return {"toggle": toggle, "approval": approval, "task": task, "fingerprint": a_fingerprint()}
+
+
+def a_fingerprint() -> Fingerprint:
+    source = LogSource.objects.create(name="fuzz", service="fuzz", kind=LogSource.Kind.FILE)
+    ingest(source, [LogRecord("Fuzzed request 1 failed", level=Level.ERROR)])
+    return Fingerprint.objects.get()
 
 
 def _assert_states_are_possible() -> None:
     assert set(Task.objects.values_list("status", flat=True)) <= set(TRANSITIONS)
     assert set(Approval.objects.values_list("status", flat=True)) <= set(Approval.Status.values)
+    assert set(Fingerprint.objects.values_list("status", flat=True)) <= set(
+        Fingerprint.Status.values
+    )
 
 
 @pytest.mark.django_db
@@ -72,6 +88,8 @@ def _assert_states_are_possible() -> None:
 def test_a_page_answers_any_query_string_without_a_500(
     owner_client: Client, page: str, query: dict[str, str]
 ) -> None:
+    if "{fingerprint}" in page:
+        page = page.format(fingerprint=(Fingerprint.objects.first() or a_fingerprint()).pk)
     response = owner_client.get(page, query)
     record_status(f"GET {page}", response.status_code)
     assert response.status_code < 500
@@ -84,13 +102,21 @@ def test_a_page_answers_any_query_string_without_a_500(
 def test_an_action_answers_any_form_and_any_id_without_a_500(
     owner_client: Client, world: dict[str, Any], action: str, data: st.DataObject
 ) -> None:
-    known = {"approval": world["approval"].pk, "task": world["task"].pk}
+    known = {
+        "approval": world["approval"].pk,
+        "task": world["task"].pk,
+        "fingerprint": world["fingerprint"].pk,
+    }
     object_id = data.draw(st.one_of(st.sampled_from(list(known.values())), object_ids))
     fields = data.draw(
         st.dictionaries(
-            st.sampled_from(["decision", "note", "key", "enabled", "reason", "dry_run", "next"])
+            st.sampled_from(
+                ["decision", "note", "key", "enabled", "reason", "dry_run", "next", "duration"]
+            )
+            | st.sampled_from(["more"])
             | st.text(max_size=10),
-            form_value | st.sampled_from(["approve", "reject", "reports.weekly", "on"]),
+            form_value
+            | st.sampled_from(["approve", "reject", "reports.weekly", "on", "1h", "24h", "7d"]),
             max_size=5,
         ),
         label="form",
