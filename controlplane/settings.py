@@ -6,6 +6,7 @@ Every variable is listed with its default in `.env.example`. The embedded defaul
 
 from __future__ import annotations
 
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -30,9 +31,19 @@ def _generated_secret(name: str, factory) -> str:
     """
     path = VAR_DIR / name
     if not path.exists():
+        # Written whole under another name, then linked into place: two processes
+        # starting at once (a test run and a server) never read a half-written file,
+        # and the first link wins, so both use the same secret.
         VAR_DIR.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(factory())
+        draft = VAR_DIR / f".{name}.{os.getpid()}"
+        draft.touch(mode=0o600)
+        draft.write_text(factory())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     return path.read_text().strip()
 
 
