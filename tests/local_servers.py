@@ -5,13 +5,30 @@ from __future__ import annotations
 import json
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
+from typing import Any, Self
 
 SECRET_PATH = "/hooks/1234/s3cr3t-webhook-token"
 
 
-class LocalWebhook:
+class ServedInThread:
+    """A local HTTP server (`self.server`), served on a thread of its own inside a
+    `with` block: the fakes of services on the internet that tests start."""
+
+    server: HTTPServer
+
+    def __enter__(self) -> Self:
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class LocalWebhook(ServedInThread):
     """A real HTTP server on 127.0.0.1 that answers each POST with the next scripted status
     (then 204 once the script runs out) and records what it received. Given `hold`, it
     answers only once the test sets that event: a sender is then mid-request for as
@@ -52,16 +69,6 @@ class LocalWebhook:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}{SECRET_PATH}"
-
-    def __enter__(self) -> LocalWebhook:
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def closed_port() -> int:

@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from healthmon.railway.client import parse_timestamp
+from tests.local_servers import ServedInThread
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def railway_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
 
 
-class RailwayServer:
+class RailwayServer(ServedInThread):
     def __init__(self, token: str = "railway-token") -> None:  # noqa: S107
         self.tokens = {token}
         self.lines: list[dict[str, Any]] = []
@@ -66,16 +67,6 @@ class RailwayServer:
         self._lock = threading.Lock()
         self.server = _Server(("127.0.0.1", 0), _handler_for(self))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/graphql/v2"
-
-    def __enter__(self) -> RailwayServer:
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def add_line(
         self,

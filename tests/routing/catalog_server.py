@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.local_servers import ServedInThread
 
 MODELS_PATH = "/api/v1/models"
 
@@ -40,7 +41,7 @@ def listed_model(
     }
 
 
-class ModelListServer:
+class ModelListServer(ServedInThread):
     """Answers every GET with `status` and `body` (a dict is sent as JSON), after `delay`."""
 
     def __init__(self, body: Any = None, status: int = 200, delay: float = 0) -> None:
@@ -74,13 +75,3 @@ class ModelListServer:
 
     def serve(self, body: Any, status: int = 200) -> None:
         self.body, self.status = body, status
-
-    def __enter__(self) -> ModelListServer:
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()

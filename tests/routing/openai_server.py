@@ -42,6 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from controlplane.money import dumps_exact
+from tests.local_servers import ServedInThread
 
 # -- replies ----------------------------------------------------------------------------
 
@@ -179,7 +180,7 @@ def _usage(
 # -- the server -----------------------------------------------------------------------
 
 
-class OpenAIServer:
+class OpenAIServer(ServedInThread):
     """See the module docstring. Use as a context manager; `url` is the base URL
     (ending in /v1) a client puts before `/chat/completions`."""
 
@@ -203,16 +204,9 @@ class OpenAIServer:
         with self._lock:
             return sum(len(queue) for queue in self._queues.values())
 
-    def __enter__(self) -> OpenAIServer:
-        threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
     def __exit__(self, *exc: object) -> None:
         self._stopping.set()  # wakes handlers still sleeping on a delay
-        self.server.shutdown()
-        self.server.server_close()
+        super().__exit__(*exc)
 
     def _take(self, request: ReceivedRequest) -> Reply:
         model = request.json.get("model") if isinstance(request.json, dict) else None
