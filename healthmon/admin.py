@@ -24,6 +24,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from controlplane.admin import AuditHistoryMixin, ReadOnlyAdmin
+from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, OBSERVABILITY
 from healthmon import (
     alert_admin,  # noqa: F401  (registers alert rules and alert history)
@@ -63,7 +64,7 @@ class LogSourceForm(forms.ModelForm):
 
 
 @admin.register(LogSource)
-class LogSourceAdmin(AuditHistoryMixin, admin.ModelAdmin):
+class LogSourceAdmin(KeyedFieldsMixin, AuditHistoryMixin, admin.ModelAdmin):
     admin_section = CONTROL
     form = LogSourceForm
     list_display = [

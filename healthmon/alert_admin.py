@@ -13,12 +13,13 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from controlplane.admin import AuditHistoryMixin, ReadOnlyAdmin
+from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, OBSERVABILITY
 from healthmon.models import Alert, AlertRule
 
 
 @admin.register(AlertRule)
-class AlertRuleAdmin(AuditHistoryMixin, admin.ModelAdmin):
+class AlertRuleAdmin(KeyedFieldsMixin, AuditHistoryMixin, admin.ModelAdmin):
     """Owners change rules (they hold every health permission); the others see them."""
 
     admin_section = CONTROL

@@ -11,13 +11,14 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from controlplane.admin import AuditHistoryMixin, SecretShownOnceAdmin
+from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL
 from healthmon.ingest_keys import assign_secret, record_issued, revoke_key
 from healthmon.models import IngestKey
 
 
 @admin.register(IngestKey)
-class IngestKeyAdmin(AuditHistoryMixin, SecretShownOnceAdmin):
+class IngestKeyAdmin(KeyedFieldsMixin, AuditHistoryMixin, SecretShownOnceAdmin):
     admin_section = CONTROL
     shown_once_label = "Ingest key"
     shown_once_usage = (

@@ -9,6 +9,7 @@ from django.core.cache import cache
 
 from controlplane import live
 from controlplane.tiers import Tier
+from routing import reservations
 from tests.personas import make_user
 
 
@@ -18,6 +19,9 @@ def _clear_cache() -> Any:
     _forget_cached_values()
     yield
     _forget_cached_values()
+    # Ledger ids this process remembered as committed: an earlier transactional test's
+    # flush took the rows, and a later budget may get the same id.
+    reservations._known_ledgers.clear()
 
 
 def _forget_cached_values() -> None:

@@ -130,6 +130,8 @@ def test_an_owner_adds_and_changes_a_rule_and_both_are_audited(client: Any, owne
         ("floor", "-3", "greater than or equal to 0"),
         ("multiplier", "lots", "Enter a number"),
         ("baseline_minutes", "1440", "at most 1440 minutes (HEALTHMON_MINUTE_COUNTS_DAYS)"),
+        # A channel id past any key's range (SQLite cannot even look it up).
+        ("channels", str(2**70), "is not a valid value"),
     ],
 )
 def test_bad_parameters_are_refused_with_the_reason(
