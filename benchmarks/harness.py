@@ -23,7 +23,7 @@ from typing import IO, Any, Self
 
 from django.conf import settings
 from django.core.management.base import CommandError, OutputWrapper
-from django.db import connection
+from django.db import OperationalError, connection
 
 from routing.insights import percentile
 
@@ -105,8 +105,17 @@ def describe_cache() -> str:
 
 
 def check_database_is_shareable(who: str) -> None:
-    """`who` runs in another process: it must open this very database."""
+    """`who` runs in another process: it must open this very database, which must be
+    there."""
     name = str(connection.settings_dict["NAME"])
+    try:
+        connection.ensure_connection()
+    except OperationalError as exc:
+        raise CommandError(
+            f"Cannot open the database {name!r} ({str(exc).strip()[:200]}). Create it "
+            f"first (PostgreSQL: createdb {name}), and pass --migrate where the benchmark "
+            "offers it."
+        ) from None
     if connection.vendor == "sqlite" and (name == ":memory:" or "mode=memory" in name):
         raise CommandError(
             f"The database is an in-memory SQLite database, which the {who} "

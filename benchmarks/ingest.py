@@ -152,9 +152,9 @@ class IngestBenchmark(Benchmark):
         seconds, batch, concurrency = options["seconds"], options["batch"], options["concurrency"]
         if seconds <= 0 or batch < 1 or concurrency < 1:
             raise CommandError("--seconds, --batch and --concurrency must be positive.")
+        check_database_is_shareable("daphne process")
         if options["migrate"]:
             call_command("migrate", verbosity=0)
-        check_database_is_shareable("daphne process")
         lines = load_lines(Path(options["data"]))
         batches = build_batches(lines, batch, options["seed"])
         self.stdout.write(
