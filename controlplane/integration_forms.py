@@ -78,6 +78,11 @@ class IntegrationForm(forms.ModelForm):
             name = setting_input_name(setting)
             if name in cleaned:
                 settings[setting.name] = cleaned[name] or setting.default
+        if declaration.validate is not None and not self.errors:
+            inputs = {f.name: secret_input_name(f) for f in declaration.secrets}
+            inputs |= {f.name: setting_input_name(f) for f in declaration.settings}
+            for field, error in declaration.validate(secrets, settings).items():
+                self.add_error(inputs.get(field), error)
         self.instance.set_secrets(secrets)
         self.instance.settings = settings
         return cleaned

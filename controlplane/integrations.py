@@ -54,6 +54,9 @@ class SettingField:
 
 # The request headers that carry a kind's credentials: (secrets, settings) -> headers.
 AuthHeaders = Callable[[Mapping[str, str], Mapping[str, Any]], dict[str, str]]
+# Checks across a kind's fields (one auth method needs these, another those):
+# (secrets, settings) -> {field name: error}.
+Validate = Callable[[Mapping[str, str], Mapping[str, Any]], dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class IntegrationKind:
     secrets: tuple[SecretField, ...]
     settings: tuple[SettingField, ...] = ()
     auth_headers: AuthHeaders | None = None
+    validate: Validate | None = None
 
     @property
     def label(self) -> str:

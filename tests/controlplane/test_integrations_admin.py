@@ -29,7 +29,9 @@ TOKEN = "rw-7f3c2a9e-token-d41d8cd98f00b204e980"
 SECRET_PART = "7f3c2a9e-token-d41d8"
 NEW_TOKEN = "rw-0a1b2c3d-fresh-token-99887766"
 LIST = "/admin/controlplane/integration/"
-ADD = f"{LIST}add/"
+ADD_PAGE = f"{LIST}add/"
+# Several kinds are declared (Railway, GitHub): the add page asks which, by ?kind=.
+ADD = f"{ADD_PAGE}?kind=railway"
 
 
 @pytest.fixture
@@ -164,7 +166,7 @@ def test_bad_input_is_refused_with_the_forms_error(client, owner, values, field)
 @pytest.mark.django_db
 def test_an_unknown_kind_on_the_add_page_says_so_instead_of_failing(client, owner):
     client.force_login(owner)
-    response = client.get(f"{ADD}?kind=gopher", follow=True)
+    response = client.get(f"{ADD_PAGE}?kind=gopher", follow=True)
     assert response.status_code == 200
     assert "There is no integration kind 'gopher'." in _messages(response)
 
@@ -475,12 +477,12 @@ def test_with_several_kinds_declared_the_add_page_asks_which_first(client, owner
     )
     monkeypatch.setitem(integrations._kinds, "github", github)
     client.force_login(owner)
-    chooser = client.get(ADD)
+    chooser = client.get(ADD_PAGE)
     assert chooser.status_code == 200
     content = chooser.content.decode()
-    assert f'href="{ADD}?kind=railway"' in content
-    assert f'href="{ADD}?kind=github"' in content
-    form = client.get(f"{ADD}?kind=github").content.decode()
+    assert f'href="{ADD_PAGE}?kind=railway"' in content
+    assert f'href="{ADD_PAGE}?kind=github"' in content
+    form = client.get(f"{ADD_PAGE}?kind=github").content.decode()
     assert 'type="password" name="secret_app_key"' in form
     assert 'value="https://api.github.com"' in form
     assert "secret_token" not in form
@@ -490,4 +492,4 @@ def test_with_several_kinds_declared_the_add_page_asks_which_first(client, owner
 def test_the_kind_chooser_is_for_owners_only(client, observer, monkeypatch):
     monkeypatch.setitem(integrations._kinds, "github", IntegrationKind("github", secrets=()))
     client.force_login(observer)
-    assert client.get(ADD).status_code == 403
+    assert client.get(ADD_PAGE).status_code == 403
