@@ -158,7 +158,11 @@ class GitHubClient:
     # Requests
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        return self.request("GET", path, params=params).json()
+        return _json(self.request("GET", path, params=params), path)
+
+    def get_as_app(self, path: str) -> Any:
+        """A GET as the App itself (its JWT), for the `/app` endpoints."""
+        return _json(self.request("GET", path, as_app=True), path)
 
     def request(
         self,
@@ -200,12 +204,8 @@ class GitHubClient:
 
     def _exchange(self) -> InstallationToken:
         installation = self.credentials.installation_id
-        answer = self._send(
-            "POST",
-            f"/app/installations/{installation}/access_tokens",
-            self._app_jwt(),
-            as_app=True,
-        ).json()
+        path = f"/app/installations/{installation}/access_tokens"
+        answer = _json(self._send("POST", path, self._app_jwt(), as_app=True), path)
         token = answer.get("token") if isinstance(answer, dict) else None
         expires_at = _parse_time(answer.get("expires_at")) if isinstance(answer, dict) else None
         if not isinstance(token, str) or not token or expires_at is None:
@@ -283,6 +283,18 @@ class GitHubClient:
             )
         detail = f": {said}" if said else ""
         return GitHubError(f"GitHub answered {status} for {path}{detail}", status)
+
+
+def _json(response: httpx.Response, path: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        # A proxy's login page or a wrong API URL (the web site, not its API).
+        raise GitHubError(
+            f"GitHub's answer for {path} is not JSON: is the API URL right "
+            "(https://api.github.com, or https://HOST/api/v3 for GitHub Enterprise)?",
+            response.status_code,
+        ) from exc
 
 
 def _github_message(response: httpx.Response) -> str:

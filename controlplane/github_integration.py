@@ -157,7 +157,7 @@ def check_github_connection(integration: Integration, **options: Any) -> Connect
     try:
         with client_for(integration, **options) as client:
             if client.credentials.is_app:
-                app = client.request("GET", "/app", as_app=True).json()
+                app = client.get_as_app("/app")
                 installation = client.installation_token()
                 who = f"App '{_field(app, 'name') or _field(app, 'slug')}'"
                 if not repository:

@@ -23,6 +23,7 @@ from controlplane.github_integration import check_github_connection
 from controlplane.integrations import check_connection, run_connection_test
 from controlplane.models import AuditEvent, Integration
 from tests.github_server import Answer, GitHubServer
+from tests.local_servers import closed_port
 
 PAT = "github_pat_11ABCDEFG0secretpart9876543210zyxw"
 PAT_PART = "0secretpart98765"
@@ -255,3 +256,26 @@ def test_a_secondary_rate_limit_in_the_connection_test_names_its_wait(github):
     assert not result.ok
     assert "rate limit is used up (429)" in result.message
     assert "(in 30 s)" in result.message
+
+
+# Faults
+
+
+@pytest.mark.django_db
+def test_an_api_url_that_is_not_githubs_api_is_said_plainly(github):
+    github.route("GET", r"/user", lambda received, groups: Answer(200, None))
+    result = check_connection(_token_integration(github))
+    assert not result.ok
+    assert result.message.startswith("GitHub's answer for /user is not JSON: is the API URL right")
+
+
+@pytest.mark.django_db
+def test_an_unreachable_github_is_a_failed_test_not_an_error():
+    integration = Integration(kind=Integration.Kind.GITHUB, name="github-down")
+    integration.set_secrets({"token": PAT})
+    integration.settings = {"auth_method": "token", "api_url": f"http://127.0.0.1:{closed_port()}"}
+    integration.save()
+    result = check_connection(integration)
+    assert not result.ok
+    assert result.message.startswith("Could not reach GitHub at http://127.0.0.1:")
+    assert PAT_PART not in result.message
