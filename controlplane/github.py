@@ -176,7 +176,14 @@ class GitHubClient:
         """A request with the credentials' token (or, `as_app`, the App's JWT).
         Raises `GitHubError` for anything but a 2xx answer."""
         token = self._app_jwt() if as_app else self.access_token()
-        return self._send(method, path, token, params=params, json=json, as_app=as_app)
+        try:
+            return self._send(method, path, token, params=params, json=json, as_app=as_app)
+        except GitHubAuthError:
+            if self.credentials.is_app and not as_app:
+                # A revoked installation token: the next request exchanges a new one.
+                with _tokens_lock:
+                    _installation_tokens.pop(self.credentials.cache_key(), None)
+            raise
 
     def access_token(self) -> str:
         """The token requests carry: the personal token, or a fresh-enough

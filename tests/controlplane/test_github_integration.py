@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from controlplane.github import (
+    GitHubAuthError,
     GitHubClient,
     GitHubCredentials,
     GitHubRateLimited,
@@ -230,6 +231,19 @@ def test_the_installation_token_is_reused_then_refreshed_before_it_expires(githu
     assert len(github.exchanges()) == 2
     used = [r.bearer for r in github.requests if r.path == f"/repos/{REPO}"]
     assert used[2] == used[3] != used[0]
+
+
+def test_a_revoked_installation_token_is_exchanged_again_on_the_next_request(
+    github, app_key, clock
+):
+    github.add_app("4242", app_key.public_key(), "77", ALL_APP_PERMISSIONS)
+    with GitHubClient(_app_credentials(github, app_key), clock=clock) as client:
+        client.get(f"/repos/{REPO}")
+        github.issued.clear()  # GitHub revoked it (the installation was suspended and back)
+        with pytest.raises(GitHubAuthError, match="refused the installation token"):
+            client.get(f"/repos/{REPO}")
+        assert client.get(f"/repos/{REPO}")["full_name"] == REPO
+    assert len(github.exchanges()) == 2
 
 
 # Rate limits
