@@ -71,6 +71,14 @@ def _git(arguments: list[str], timeout: float, *, cwd: Path | None = None) -> st
     except OSError as error:
         raise CheckFailed(f"git could not run: {error}") from error
     if done.returncode != 0:
-        said = " ".join(done.stderr.strip().splitlines()[-2:]) or f"exit code {done.returncode}"
+        # git's first "fatal:" line says why ("does not appear to be a git repository",
+        # "Remote branch x not found"); the lines after it are generic advice.
+        said = _reason(done.stderr) or f"exit code {done.returncode}"
         raise CheckFailed(f"git {arguments[0]} failed: {said}")
     return done.stdout
+
+
+def _reason(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    fatal = [line.removeprefix("fatal: ") for line in lines if line.startswith("fatal:")]
+    return (fatal or lines[-1:] or [""])[0]
