@@ -13,8 +13,11 @@ from __future__ import annotations
 import contextlib
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
+from controlplane import audit
+from controlplane.tiers import StaffUser
 from healthmon.code_checks import Reported
 from healthmon.models import Finding, Repository, Scan
 from selfheal.engine import TransitionRefused, create_task, transition
@@ -115,13 +118,26 @@ def close_task(finding: Finding, reason: str) -> None:
         transition(task, TaskStatus.CANCELLED, reason=reason)
 
 
-def mark_intended(finding: Finding) -> None:
-    Finding.objects.filter(pk=finding.pk).update(status=Finding.Status.INTENDED, fixed_at=None)
-    finding.status = Finding.Status.INTENDED
+def mark_intended(finding: Finding, *, actor: StaffUser | None = None) -> None:
+    """An Operator says the finding is meant to be so: later scans keep it intended."""
+    _set_status(finding, Finding.Status.INTENDED, actor)
     close_task(finding, "The finding was marked intended.")
 
 
-def reopen(finding: Finding) -> None:
-    Finding.objects.filter(pk=finding.pk).update(status=Finding.Status.OPEN, fixed_at=None)
-    finding.status = Finding.Status.OPEN
+def reopen(finding: Finding, *, actor: StaffUser | None = None) -> None:
+    _set_status(finding, Finding.Status.OPEN, actor)
     open_task(finding)
+
+
+def _set_status(finding: Finding, to: str, actor: StaffUser | None) -> None:
+    before = finding.status
+    with transaction.atomic():
+        Finding.objects.filter(pk=finding.pk).update(status=to, fixed_at=None)
+        finding.status, finding.fixed_at = to, None
+        audit.record(
+            f"finding.{to}",
+            finding,
+            before={"status": before},
+            after={"status": to},
+            actor=actor,
+        )

@@ -122,6 +122,7 @@ class Finding(models.Model):
 
     class Meta:
         ordering = ["-severity", "file", "line"]
+        permissions = [("triage_finding", "Can mark code findings intended and reopen them")]
         constraints = [
             models.UniqueConstraint(
                 fields=["repository", "identity"], name="one_finding_per_identity"
