@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from healthmon.code_checks import CheckFailed, Reported, distinct, identity_of
@@ -49,6 +50,11 @@ def severity_of(rule: str) -> int:
 def run(checkout: Path, timeout: float) -> list[Reported]:
     checkout = checkout.resolve()
     command = [ruff_executable(), "check", "--output-format", "json", "--no-cache", "--exit-zero"]
+    if not has_own_configuration(checkout):
+        # Ruff looks for a configuration in the parent directories too: a checkout in
+        # a work directory under this project would be checked with the product's
+        # own rules. A repository without one gets ruff's defaults instead.
+        command += ["--config", str(_defaults(checkout.parent))]
     try:
         done = subprocess.run(  # noqa: S603 (this project's ruff, an argument list)
             [*command, "."],
@@ -63,8 +69,7 @@ def run(checkout: Path, timeout: float) -> list[Reported]:
         raise CheckFailed(f"ruff did not finish within {timeout:.0f} s.") from error
     if done.returncode != 0:
         # --exit-zero: any other code is ruff failing (a bad configuration, a crash).
-        reason = done.stderr.strip().splitlines()[-3:] or [f"exit code {done.returncode}"]
-        raise CheckFailed("ruff failed: " + " ".join(reason))
+        raise CheckFailed("ruff failed: " + _reason(done.stderr, done.returncode))
     try:
         diagnostics = json.loads(done.stdout or "[]")
     except json.JSONDecodeError as error:
@@ -88,6 +93,34 @@ def reported(checkout: Path, item: dict[str, object]) -> Reported:
         line=first or None,
         identity=identity_of(NAME, rule, file.as_posix(), lines, first, last),
     )
+
+
+def _reason(stderr: str, returncode: int) -> str:
+    """Ruff's "Cause:" lines and its last line (the TOML excerpt between is left out)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    causes = [line.removeprefix("Cause: ") for line in lines if line.startswith("Cause:")]
+    if lines and not lines[-1].startswith(("Cause:", "|")):
+        causes.append(lines[-1])
+    return "; ".join(causes) or (lines[-1] if lines else f"exit code {returncode}")
+
+
+def has_own_configuration(checkout: Path) -> bool:
+    if (checkout / "ruff.toml").is_file() or (checkout / ".ruff.toml").is_file():
+        return True
+    try:
+        pyproject = tomllib.loads((checkout / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    tool = pyproject.get("tool")
+    return isinstance(tool, dict) and "ruff" in tool
+
+
+def _defaults(workdir: Path) -> Path:
+    """An empty ruff.toml (ruff's defaults) beside the checkouts."""
+    path = workdir / "default-ruff.toml"
+    if not path.exists():
+        path.write_text("# ruff's defaults, for repositories without a configuration\n")
+    return path
 
 
 def _row(location: object) -> int:

@@ -139,3 +139,31 @@ def test_one_scan_of_a_repository_runs_at_a_time(repository: Repository) -> None
     running.refresh_from_db()
     assert running.status == Scan.Status.FAILED
     assert "limit" in running.error
+
+
+def test_the_repository_s_own_ruff_configuration_is_used(db: Any, tmp_path: Path) -> None:
+    own = make_repository(
+        tmp_path / "own", {"app.py": UNUSED_IMPORT, "ruff.toml": '[lint]\nignore = ["F401"]\n'}
+    )
+    repository = Repository.objects.create(name="own", path=str(own))
+
+    scan = scan_repository(repository)
+
+    assert scan.status == Scan.Status.SUCCEEDED, scan.error
+    assert not Finding.objects.filter(repository=repository).exists()
+
+
+def test_a_configuration_ruff_cannot_read_fails_the_scan_with_ruff_s_reason(
+    db: Any, tmp_path: Path
+) -> None:
+    broken = make_repository(
+        tmp_path / "broken", {"app.py": CLEAN, "ruff.toml": 'line-length = "long"\n'}
+    )
+    repository = Repository.objects.create(name="broken", path=str(broken))
+
+    scan = scan_repository(repository)
+
+    assert scan.status == Scan.Status.FAILED
+    assert scan.error.startswith("ruff failed:")
+    assert "Failed to parse" in scan.error
+    assert 'invalid type: string "long"' in scan.error
