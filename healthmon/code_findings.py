@@ -33,7 +33,10 @@ def reconcile(
     now = timezone.now()
     summary: dict[str, dict[str, int]] = {}
     for check, items in reported.items():
-        stored = {f.identity: f for f in repository.findings.filter(check_name=check)}
+        stored = {
+            f.identity: f
+            for f in repository.findings.filter(check_name=check).select_related("task")
+        }
         counts = {"reported": len(items), "new": 0, "open": 0, "fixed": 0, "intended": 0}
         seen = set()
         for item in items:
