@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
@@ -76,11 +77,16 @@ def reconcile(
 
 
 def task_min_severity() -> int:
-    name = str(settings.HEALTHMON_CODE_TASK_MIN_SEVERITY).lower()
+    """The setting's severity; a name that is not one is a configuration error (the
+    scan fails saying so rather than open tasks at a guessed threshold)."""
+    name = str(settings.HEALTHMON_CODE_TASK_MIN_SEVERITY).strip().lower()
     for value, label in Finding.Severity.choices:
         if label == name:
             return int(value)
-    return Finding.Severity.HIGH
+    names = ", ".join(str(label) for _, label in Finding.Severity.choices)
+    raise ImproperlyConfigured(
+        f"HEALTHMON_CODE_TASK_MIN_SEVERITY={name!r} is not a severity: use {names}."
+    )
 
 
 def dedupe_key(finding: Finding) -> str:

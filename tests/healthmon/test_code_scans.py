@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -167,3 +168,11 @@ def test_a_configuration_ruff_cannot_read_fails_the_scan_with_ruff_s_reason(
     assert scan.error.startswith("ruff failed:")
     assert "Failed to parse" in scan.error
     assert 'invalid type: string "long"' in scan.error
+
+
+def test_a_task_severity_that_is_not_one_is_a_configuration_error(settings: Any) -> None:
+    settings.HEALTHMON_CODE_TASK_MIN_SEVERITY = "urgent"
+    with pytest.raises(ImproperlyConfigured, match="is not a severity: use info, low"):
+        code_findings.task_min_severity()
+    settings.HEALTHMON_CODE_TASK_MIN_SEVERITY = " High"
+    assert code_findings.task_min_severity() == Finding.Severity.HIGH
