@@ -456,6 +456,14 @@ HEALTHMON_ALERT_STORM_SIZE = max(1, env.int("HEALTHMON_ALERT_STORM_SIZE", defaul
 # HEALTHMON_OTLP_RECORDS_PER_SECOND records a second (0: no limit), more get a 429.
 HEALTHMON_OTLP_MAX_BYTES = env.int("HEALTHMON_OTLP_MAX_BYTES", default=8 * 1024 * 1024)
 HEALTHMON_OTLP_RECORDS_PER_SECOND = env.int("HEALTHMON_OTLP_RECORDS_PER_SECOND", default=50_000)
+# Code health: every HEALTHMON_CODE_SCAN_SECONDS each enabled repository is scanned on
+# a checkout kept under HEALTHMON_CODE_WORKDIR; a scan running longer than
+# HEALTHMON_CODE_SCAN_TIMEOUT_SECONDS counts as failed. Findings at or above
+# HEALTHMON_CODE_TASK_MIN_SEVERITY (info, low, medium, high, critical) open a task.
+HEALTHMON_CODE_SCAN_SECONDS = env.int("HEALTHMON_CODE_SCAN_SECONDS", default=24 * 3600)
+HEALTHMON_CODE_WORKDIR = Path(env.str("HEALTHMON_CODE_WORKDIR", default=str(VAR_DIR / "code")))
+HEALTHMON_CODE_SCAN_TIMEOUT_SECONDS = env.int("HEALTHMON_CODE_SCAN_TIMEOUT_SECONDS", default=900)
+HEALTHMON_CODE_TASK_MIN_SEVERITY = env.str("HEALTHMON_CODE_TASK_MIN_SEVERITY", default="high")
 
 LOGGING = {
     "version": 1,
@@ -496,5 +504,9 @@ CELERY_BEAT_SCHEDULE = {
     "crawl-logs": {
         "task": "healthmon.tasks.crawl_logs",
         "schedule": float(HEALTHMON_CRAWL_SECONDS),
+    },
+    "scan-code": {
+        "task": "healthmon.tasks.scan_code",
+        "schedule": float(HEALTHMON_CODE_SCAN_SECONDS),
     },
 }

@@ -28,6 +28,7 @@ from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, OBSERVABILITY
 from healthmon import (
     alert_admin,  # noqa: F401  (registers alert rules and alert history)
+    code_admin,  # noqa: F401  (registers repositories, scans and findings)
     crawl_admin,  # noqa: F401  (registers crawl records)
     fingerprint_states,
     ingest_key_admin,  # noqa: F401  (registers ingest keys)

@@ -7,8 +7,8 @@ class HealthmonConfig(AppConfig):
     name = "healthmon"
     verbose_name = "Health"
     # Every tier sees the health monitor's rows; Operators (and Owners) resolve and
-    # ignore fingerprints; Owners change its configuration.
-    operator_permissions = ("change_fingerprint_state",)
+    # ignore fingerprints and triage code findings; Owners change its configuration.
+    operator_permissions = ("change_fingerprint_state", "triage_finding")
 
     def ready(self) -> None:
         from controlplane.integrations import register_connection_test

@@ -36,3 +36,16 @@ def evaluate_alerts() -> int:
 @shared_task(time_limit=540, soft_time_limit=500)
 def sweep_storage() -> dict[str, int]:
     return retention.sweep().as_dict()
+
+
+@shared_task(time_limit=3600, soft_time_limit=3540)
+def scan_code() -> dict[str, int]:
+    """Scan every enabled repository once (a scan past its own time limit is failed
+    by the next run, so a killed worker never leaves a repository locked)."""
+    from healthmon.code_scans import scan_all
+
+    scans = scan_all()
+    return {
+        "repositories": len(scans),
+        "failed": sum(scan.status == scan.Status.FAILED for scan in scans),
+    }

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from healthmon.models.alerts import Alert, AlertKind, AlertRule
+from healthmon.models.code import Finding, Repository, Scan
 from healthmon.models.crawls import CrawlRecord
 from healthmon.models.fingerprints import (
     Fingerprint,
@@ -17,12 +18,15 @@ __all__ = [
     "AlertKind",
     "AlertRule",
     "CrawlRecord",
+    "Finding",
     "Fingerprint",
     "FingerprintStatus",
     "HourCount",
     "IngestKey",
     "LogSource",
     "MinuteCount",
+    "Repository",
     "Sample",
+    "Scan",
     "ServiceMinute",
 ]
