@@ -108,6 +108,11 @@ def check_database_is_shareable(who: str) -> None:
     """`who` runs in another process: it must open this very database, which must be
     there."""
     name = str(connection.settings_dict["NAME"])
+    if connection.vendor == "sqlite" and (name == ":memory:" or "mode=memory" in name):
+        raise CommandError(
+            f"The database is an in-memory SQLite database, which the {who} "
+            "cannot open. Use a database file (the default) or PostgreSQL."
+        )
     try:
         connection.ensure_connection()
     except OperationalError as exc:
@@ -116,11 +121,6 @@ def check_database_is_shareable(who: str) -> None:
             f"first (PostgreSQL: createdb {name}), and pass --migrate where the benchmark "
             "offers it."
         ) from None
-    if connection.vendor == "sqlite" and (name == ":memory:" or "mode=memory" in name):
-        raise CommandError(
-            f"The database is an in-memory SQLite database, which the {who} "
-            "cannot open. Use a database file (the default) or PostgreSQL."
-        )
 
 
 # -- processes ---------------------------------------------------------------------------

@@ -419,26 +419,17 @@ METRICS_ALLOWED_NETWORKS = env.list(
 )
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 
-# The log monitor (healthmon). A fingerprint at or above HEALTHMON_TASK_MIN_LEVEL
-# (debug, info, warning, error, critical) seen HEALTHMON_TASK_MIN_COUNT times opens a
-# task. Per-minute counts are rolled up to hours after HEALTHMON_MINUTE_COUNTS_DAYS and
-# dropped after HEALTHMON_HOURLY_COUNTS_DAYS; a fingerprint not seen for
-# HEALTHMON_FINGERPRINT_DAYS is dropped with its samples (the last
-# HEALTHMON_SAMPLES_PER_FINGERPRINT lines of each are kept).
+# The log monitor (healthmon): the level and count at which a fingerprint opens a task,
+# the samples kept of each, and how long its counts are kept (.env.example says more).
 HEALTHMON_TASK_MIN_LEVEL = env.str("HEALTHMON_TASK_MIN_LEVEL", default="error")
 HEALTHMON_TASK_MIN_COUNT = env.int("HEALTHMON_TASK_MIN_COUNT", default=1)
 HEALTHMON_SAMPLES_PER_FINGERPRINT = max(3, env.int("HEALTHMON_SAMPLES_PER_FINGERPRINT", default=20))
 HEALTHMON_MINUTE_COUNTS_DAYS = env.int("HEALTHMON_MINUTE_COUNTS_DAYS", default=1)
 HEALTHMON_HOURLY_COUNTS_DAYS = env.int("HEALTHMON_HOURLY_COUNTS_DAYS", default=30)
 HEALTHMON_FINGERPRINT_DAYS = env.int("HEALTHMON_FINGERPRINT_DAYS", default=90)
-# The Railway crawler: every HEALTHMON_CRAWL_SECONDS, each Railway source is read from
-# its cursor in pages of HEALTHMON_CRAWL_PAGE_LINES, re-reading the last
-# HEALTHMON_CRAWL_OVERLAP_SECONDS (lines that arrive late) and skipping lines already
-# taken. A new source starts HEALTHMON_CRAWL_LOOKBACK_MINUTES back. A rate limit that
-# resets within HEALTHMON_CRAWL_MAX_WAIT_SECONDS is waited out, a longer one ends the
-# crawl until then; failures back off exponentially up to
-# HEALTHMON_CRAWL_BACKOFF_MAX_SECONDS. Each source keeps its last
-# HEALTHMON_CRAWL_RECORDS_KEPT crawl records.
+# The Railway crawler (README, "How crawling works" and "Faults"): its period, page
+# size, overlap re-read, first lookback, longest rate-limit wait, longest backoff, and
+# the crawl records kept per source.
 HEALTHMON_CRAWL_SECONDS = env.int("HEALTHMON_CRAWL_SECONDS", default=300)
 HEALTHMON_CRAWL_PAGE_LINES = env.int("HEALTHMON_CRAWL_PAGE_LINES", default=500)
 HEALTHMON_CRAWL_OVERLAP_SECONDS = env.int("HEALTHMON_CRAWL_OVERLAP_SECONDS", default=60)
@@ -456,12 +447,10 @@ HEALTHMON_ALERT_STORM_SIZE = max(1, env.int("HEALTHMON_ALERT_STORM_SIZE", defaul
 # HEALTHMON_OTLP_RECORDS_PER_SECOND records a second (0: no limit), more get a 429.
 HEALTHMON_OTLP_MAX_BYTES = env.int("HEALTHMON_OTLP_MAX_BYTES", default=8 * 1024 * 1024)
 HEALTHMON_OTLP_RECORDS_PER_SECOND = env.int("HEALTHMON_OTLP_RECORDS_PER_SECOND", default=50_000)
-# Code health: every HEALTHMON_CODE_SCAN_SECONDS each enabled repository is scanned on
-# a checkout kept under HEALTHMON_CODE_WORKDIR; a scan running longer than
-# HEALTHMON_CODE_SCAN_TIMEOUT_SECONDS counts as failed. Findings at or above
-# HEALTHMON_CODE_TASK_MIN_SEVERITY (info, low, medium, high, critical) open a task.
+# Code health: scan period, checkout directory, time limit of a scan, and the least
+# severity (info, low, medium, high, critical) whose findings open a task.
 HEALTHMON_CODE_SCAN_SECONDS = env.int("HEALTHMON_CODE_SCAN_SECONDS", default=24 * 3600)
-HEALTHMON_CODE_WORKDIR = Path(env.str("HEALTHMON_CODE_WORKDIR", default=str(VAR_DIR / "code")))
+HEALTHMON_CODE_WORKDIR = Path(env.str("HEALTHMON_CODE_WORKDIR", default="") or VAR_DIR / "code")
 HEALTHMON_CODE_SCAN_TIMEOUT_SECONDS = env.int("HEALTHMON_CODE_SCAN_TIMEOUT_SECONDS", default=900)
 HEALTHMON_CODE_TASK_MIN_SEVERITY = env.str("HEALTHMON_CODE_TASK_MIN_SEVERITY", default="high")
 
