@@ -12,6 +12,7 @@ from django.test import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controlplane.integrations import declared_kinds
 from tests.fuzz.conftest import record_status
 from tests.fuzz.form_values import form_value, query_strings
 
@@ -31,6 +32,11 @@ def _product_admins() -> list[tuple[type[models.Model], admin.ModelAdmin[Any]]]:
 
 ADMINS = _product_admins()
 LISTS = [f"/admin/{m._meta.app_label}/{m._meta.model_name}/" for m, _ in ADMINS]
+# Add pages whose form depends on a kind chosen first (?kind=): one form per kind.
+ADD_PAGES = [
+    *(f"{url}add/" for url in LISTS if url != "/admin/controlplane/integration/"),
+    *(f"/admin/controlplane/integration/add/?kind={kind.kind}" for kind in declared_kinds()),
+]
 # Every model's list and form is a test of its own: a sixth of the profile's
 # examples each keeps the suite's share bounded (about 550 requests in CI).
 PER_ADMIN = settings(max_examples=max(10, settings.default.max_examples // 6))
@@ -64,13 +70,12 @@ def test_a_list_answers_any_query_string_without_a_500(
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("list_url", LISTS)
+@pytest.mark.parametrize("add_url", ADD_PAGES)
 @PER_ADMIN
 @given(data=st.data())
 def test_an_add_form_answers_any_input_with_form_errors_not_a_500(
-    admin_client_as_superuser: Client, list_url: str, data: st.DataObject
+    admin_client_as_superuser: Client, add_url: str, data: st.DataObject
 ) -> None:
-    add_url = f"{list_url}add/"
     fields = _add_form_fields(admin_client_as_superuser, add_url)
     if fields is None:
         return
