@@ -7,8 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from io import StringIO
 from typing import Any
 
@@ -23,6 +21,7 @@ from controlplane.checks import encryption_keys
 from controlplane.models import AuditEvent, Integration, NotificationChannel
 from controlplane.secret_rotation import encrypted_fields, rotate_secrets
 from routing.models import Provider
+from tests.controlplane.test_background import wait_for
 
 OLD_KEY = Fernet.generate_key().decode()
 NEW_KEY = Fernet.generate_key().decode()
@@ -204,14 +203,6 @@ def test_settings_read_several_comma_separated_keys_in_order(tmp_path):
     assert printed.strip() == str([NEW_KEY, OLD_KEY])
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.02)
-
-
 def _a_query_waits_on_a_lock() -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -259,7 +250,7 @@ def test_a_secret_saved_while_the_rotation_runs_is_not_overwritten(settings):
     assert locked.wait(30)
     rotation = threading.Thread(target=rotating)
     rotation.start()
-    _wait_for(_a_query_waits_on_a_lock)  # the rotation waits for the owner's save
+    wait_for(_a_query_waits_on_a_lock)  # the rotation waits for the owner's save
     save.set()
     owner.join(30)
     rotation.join(30)

@@ -1,8 +1,9 @@
 """A process that ingests lines into the test database, as a second web process or a
-Celery worker would: `python -m tests.healthmon.ingest_process SOURCE GO_FILE < lines`.
+Celery worker would: `python -m tests.healthmon.ingest_process SOURCE < lines`.
 
-It waits for GO_FILE to exist (so two of them start together), ingests the lines from
-stdin (a JSON list) in batches, then prints the fingerprint key each line has now.
+It reads the lines (a JSON list) until stdin closes, which is its start signal (the
+test closes two processes' stdin together), ingests them in batches, then prints the
+fingerprint key each line has now.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 
 def main() -> None:
@@ -24,11 +24,8 @@ def main() -> None:
     from healthmon.models import LogSource
     from healthmon.shared_grouper import shared_grouper
 
-    source_name, go_file = sys.argv[1], sys.argv[2]
-    lines: list[str] = json.load(sys.stdin)
-    source = LogSource.objects.get(name=source_name)
-    while not os.path.exists(go_file):  # the start signal: a condition, not a delay
-        time.sleep(0.01)
+    source = LogSource.objects.get(name=sys.argv[1])
+    lines: list[str] = json.load(sys.stdin)  # returns once the test closes stdin
     for start in range(0, len(lines), 50):
         ingest(source, [LogRecord(line, level=Level.ERROR) for line in lines[start : start + 50]])
     shared_grouper.forget()  # as after a restart: only what is stored counts

@@ -8,7 +8,6 @@ import os
 import random
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from django.db.models import Sum
 from healthmon.ingest import LogRecord, ingest
 from healthmon.levels import Level
 from healthmon.models import Fingerprint, LogSource
-from healthmon.shared_grouper import shared_grouper
+from healthmon.shared_grouper import SharedGrouper, shared_grouper
 from tests.healthmon.test_grouping import generated, sample_messages
 
 
@@ -66,13 +65,12 @@ def test_a_fingerprint_stays_as_10000_lines_of_other_groups_arrive(source: LogSo
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_processes_meeting_the_same_new_patterns_at_once_agree(
-    source: LogSource, tmp_path: Path
+    source: LogSource,
 ) -> None:
     # Made-up lines whose patterns hold a word that varies (a user name): each process
     # meets them through different first messages, so they create different ids.
     lines = sample_messages()[::4] + [message for _, message in generated(400, seed=5)]
     orders = [lines, list(reversed(lines))]
-    go = tmp_path / "go"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -81,7 +79,7 @@ def test_two_processes_meeting_the_same_new_patterns_at_once_agree(
     }
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.healthmon.ingest_process", source.name, str(go)],
+            [sys.executable, "-m", "tests.healthmon.ingest_process", source.name],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -93,8 +91,10 @@ def test_two_processes_meeting_the_same_new_patterns_at_once_agree(
     for process, order in zip(processes, orders, strict=True):
         assert process.stdin is not None
         process.stdin.write(json.dumps(order))
+        process.stdin.flush()
+    for process in processes:  # both start now: stdin closing is their signal
+        assert process.stdin is not None
         process.stdin.close()
-    go.touch()
     answers = []
     for process, order in zip(processes, orders, strict=True):
         assert process.stdout is not None
@@ -111,3 +111,26 @@ def test_two_processes_meeting_the_same_new_patterns_at_once_agree(
     shared_grouper.forget()
     ingest_lines(source, lines, batch=50)
     assert Fingerprint.objects.count() == len(stored)
+
+
+def test_a_process_that_met_a_pattern_through_another_message_adopts_the_stored_group(
+    source: LogSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two processes, each with its own grouper; neither looks at storage between
+    # batches, so the second has not learned what the first stored.
+    monkeypatch.setattr("healthmon.shared_grouper.SYNC_SECONDS", 10**9)
+    first, second = SharedGrouper(), SharedGrouper()
+    for process in (first, second):
+        process.refresh()
+
+    monkeypatch.setattr("healthmon.ingest.shared_grouper", first)
+    ingest_lines(source, ["Failed password for admin from 10.0.0.1 port 22 ssh2"])
+    monkeypatch.setattr("healthmon.ingest.shared_grouper", second)
+    ingest_lines(source, ["Failed password for oracle from 10.0.0.2 port 23 ssh2"])
+
+    stored = Fingerprint.objects.get()  # one group, not one per process
+    assert stored.count == 2
+    with second.lock:
+        assert second.fingerprint("Failed password for guest from 10.0.0.3 port 24 ssh2").id == (
+            stored.key
+        )
