@@ -442,9 +442,8 @@ HEALTHMON_CRAWL_RECORDS_KEPT = env.int("HEALTHMON_CRAWL_RECORDS_KEPT", default=2
 # are told in one summary message instead of one message each.
 HEALTHMON_ALERT_DAYS = env.int("HEALTHMON_ALERT_DAYS", default=90)
 HEALTHMON_ALERT_STORM_SIZE = max(1, env.int("HEALTHMON_ALERT_STORM_SIZE", default=10))
-# The OTLP/HTTP receiver (`POST /v1/logs`): a body over HEALTHMON_OTLP_MAX_BYTES, as
-# sent or once decompressed, is refused (413); one source may push
-# HEALTHMON_OTLP_RECORDS_PER_SECOND records a second (0: no limit), more get a 429.
+# POST /v1/logs: the largest body, as sent or decompressed (413 past it), and the records
+# a second one source may push (429 past it; 0: no limit).
 HEALTHMON_OTLP_MAX_BYTES = env.int("HEALTHMON_OTLP_MAX_BYTES", default=8 * 1024 * 1024)
 HEALTHMON_OTLP_RECORDS_PER_SECOND = env.int("HEALTHMON_OTLP_RECORDS_PER_SECOND", default=50_000)
 # Code health: scan period, checkout directory, time limit of a scan, and the least

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -29,15 +27,3 @@ def seqs_of(run: Run) -> list[int]:
 def published_seqs(published: list[tuple[str, dict[str, Any]]]) -> list[list[int]]:
     """The seqs of each message handed to the channel layer (`published` fixture)."""
     return [[event["seq"] for event in message["events"]] for _, message in published]
-
-
-def wait_for(found: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """The condition's value once it holds (a run's status written by another thread
-    polls the database: there is no event to wait on); fails after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = found()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("timed out waiting")

@@ -21,7 +21,6 @@ from controlplane.models import Approval
 from routing.budgets import budget_day
 from routing.models import Budget, BudgetDay, OperationLog
 from selfheal.models import Task
-from tests.chat.runs import wait_for
 from tests.chat.scripted_runs import (
     OFFLINE,
     assert_gap_free,
@@ -34,6 +33,7 @@ from tests.chat.scripted_runs import (
     switch,
     types_of,
 )
+from tests.controlplane.test_background import wait_for
 from tests.scripted_providers import (
     CallTool,
     Delay,

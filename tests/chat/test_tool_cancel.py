@@ -14,8 +14,8 @@ from django.db import connection
 from chat import tool_calls, tools
 from chat.models import ChatSession, Run, RunStatus, StopReason, ToolExecution
 from chat.runs import request_stop, start_run
-from tests.chat.runs import wait_for
 from tests.chat.scripted_runs import ANY_ARGUMENTS, OFFLINE, events_of, reseed
+from tests.controlplane.test_background import wait_for
 from tests.scripted_providers import CallTool, Reply, ScriptedProvider, use_scripted
 
 # Fail-safes only: a tool or page left blocked by a failing test is released after this.

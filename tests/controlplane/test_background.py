@@ -77,13 +77,15 @@ def wait_for_values(expected: list[str]) -> list[Call]:
         return list(recorded_calls)
 
 
-def wait_for(condition: Callable[[], Any]) -> None:
-    """Polls `condition` (a log line, a row) until it holds."""
-    deadline = time.monotonic() + HANG_GUARD_SECONDS
-    while not condition():
+def wait_for(condition: Callable[[], Any], timeout: float = HANG_GUARD_SECONDS) -> Any:
+    """Polls `condition` (a log line, a row written by another thread or process: there
+    is no event to wait on) until it holds, and returns its value."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
         if time.monotonic() > deadline:
             raise AssertionError(f"still waiting for {condition}")
         time.sleep(0.01)
+    return value
 
 
 class FakeClock:

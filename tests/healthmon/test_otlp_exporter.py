@@ -22,7 +22,7 @@ from opentelemetry.sdk.resources import Resource
 from healthmon.ingest_keys import issue_key
 from healthmon.levels import Level
 from healthmon.models import Fingerprint, LogSource, Sample
-from tests.chat.runs import wait_for
+from tests.controlplane.test_background import wait_for
 from tests.healthmon.otlp_driver import json_request, record
 from tests.live_server import live_server_url  # noqa: F401  (the fixture, for these tests)
 

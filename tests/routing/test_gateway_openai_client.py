@@ -32,6 +32,7 @@ from routing.models import (
     ServiceKey,
 )
 from routing.providers import ChatRequest, OfflineProvider
+from tests.controlplane.test_background import wait_for
 from tests.routing.openai_server import Answer, OpenAIServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -107,9 +108,7 @@ def logged_call(request_id: str | None = None) -> OperationLog:
     before its row is written (at once after, in the server process), so the row may
     be a moment behind the answer."""
     rows = OperationLog.objects.filter(request_id=request_id or ANSWERED[-1])
-    deadline = time.monotonic() + 10
-    while not rows.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(rows.exists)
     return rows.get()
 
 
