@@ -29,7 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from controlplane import live
@@ -289,10 +289,18 @@ def _store(
 
 def _stored_idents(tallies: dict[tuple[str, str], _Tally]) -> set[tuple[str, str]]:
     """Which of these fingerprints are stored (without locking them)."""
+    found = _candidate_rows(tallies).values_list("service", "key")
+    return {ident for ident in found if ident in tallies}
+
+
+def _candidate_rows(tallies: dict[tuple[str, str], _Tally]) -> QuerySet[Fingerprint]:
+    """The rows of these fingerprints, found by services times keys: a superset when a
+    key is in several of the batch's services (the callers leave those out), but one
+    short statement where an OR of (service, key) pairs took longer to plan than to
+    run."""
     services = {service for service, _ in tallies}
     keys = {key for _, key in tallies}
-    found = Fingerprint.objects.filter(service__in=services, key__in=keys)
-    return {ident for ident in found.values_list("service", "key") if ident in tallies}
+    return Fingerprint.objects.filter(service__in=services, key__in=keys)
 
 
 def _locked_rows(tallies: dict[tuple[str, str], _Tally]) -> dict[tuple[str, str], Fingerprint]:
@@ -300,12 +308,7 @@ def _locked_rows(tallies: dict[tuple[str, str], _Tally]) -> dict[tuple[str, str]
     touching the same fingerprints wait for each other instead of deadlocking)."""
     if not tallies:
         return {}
-    # Services times keys: a superset when a key is in several of the batch's
-    # services (those rows are locked too, and left out), but one short statement where
-    # an OR of (service, key) pairs took longer to plan than to run.
-    services = {service for service, _ in tallies}
-    keys = {key for _, key in tallies}
-    query = Fingerprint.objects.filter(service__in=services, key__in=keys).order_by("id")
+    query = _candidate_rows(tallies).order_by("id")
     if connection.features.has_select_for_update:
         query = query.select_for_update()
     return {(row.service, row.key): row for row in query if (row.service, row.key) in tallies}
