@@ -9,18 +9,12 @@ from __future__ import annotations
 import os
 import secrets
 from datetime import timedelta
-from pathlib import Path
 
-import environ
 from django.utils.csp import CSP
 
-BASE_DIR = Path(__file__).resolve().parent.parent
-
-env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env")
-
-# Runtime state of the embedded mode (SQLite database, generated keys) lives here.
-VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+from controlplane import settings_healthmon
+from controlplane.environment import BASE_DIR, VAR_DIR, env
+from controlplane.settings_healthmon import *  # noqa: F403 (the health monitor's settings)
 
 
 def _generated_secret(name: str, factory) -> str:
@@ -419,40 +413,6 @@ METRICS_ALLOWED_NETWORKS = env.list(
 )
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
 
-# The log monitor (healthmon): the level and count at which a fingerprint opens a task,
-# the samples kept of each, and how long its counts are kept (.env.example says more).
-HEALTHMON_TASK_MIN_LEVEL = env.str("HEALTHMON_TASK_MIN_LEVEL", default="error")
-HEALTHMON_TASK_MIN_COUNT = env.int("HEALTHMON_TASK_MIN_COUNT", default=1)
-HEALTHMON_SAMPLES_PER_FINGERPRINT = max(3, env.int("HEALTHMON_SAMPLES_PER_FINGERPRINT", default=20))
-HEALTHMON_MINUTE_COUNTS_DAYS = env.int("HEALTHMON_MINUTE_COUNTS_DAYS", default=1)
-HEALTHMON_HOURLY_COUNTS_DAYS = env.int("HEALTHMON_HOURLY_COUNTS_DAYS", default=30)
-HEALTHMON_FINGERPRINT_DAYS = env.int("HEALTHMON_FINGERPRINT_DAYS", default=90)
-# The Railway crawler (README, "How crawling works" and "Faults"): its period, page
-# size, overlap re-read, first lookback, longest rate-limit wait, longest backoff, and
-# the crawl records kept per source.
-HEALTHMON_CRAWL_SECONDS = env.int("HEALTHMON_CRAWL_SECONDS", default=300)
-HEALTHMON_CRAWL_PAGE_LINES = env.int("HEALTHMON_CRAWL_PAGE_LINES", default=500)
-HEALTHMON_CRAWL_OVERLAP_SECONDS = env.int("HEALTHMON_CRAWL_OVERLAP_SECONDS", default=60)
-HEALTHMON_CRAWL_LOOKBACK_MINUTES = env.int("HEALTHMON_CRAWL_LOOKBACK_MINUTES", default=60)
-HEALTHMON_CRAWL_MAX_WAIT_SECONDS = env.int("HEALTHMON_CRAWL_MAX_WAIT_SECONDS", default=30)
-HEALTHMON_CRAWL_BACKOFF_MAX_SECONDS = env.int("HEALTHMON_CRAWL_BACKOFF_MAX_SECONDS", default=3600)
-HEALTHMON_CRAWL_RECORDS_KEPT = env.int("HEALTHMON_CRAWL_RECORDS_KEPT", default=200)
-# Alert episodes are kept HEALTHMON_ALERT_DAYS after they clear. When one evaluation
-# opens (or clears) more than HEALTHMON_ALERT_STORM_SIZE episodes of one rule, they
-# are told in one summary message instead of one message each.
-HEALTHMON_ALERT_DAYS = env.int("HEALTHMON_ALERT_DAYS", default=90)
-HEALTHMON_ALERT_STORM_SIZE = max(1, env.int("HEALTHMON_ALERT_STORM_SIZE", default=10))
-# POST /v1/logs: the largest body, as sent or decompressed (413 past it), and the records
-# a second one source may push (429 past it; 0: no limit).
-HEALTHMON_OTLP_MAX_BYTES = env.int("HEALTHMON_OTLP_MAX_BYTES", default=8 * 1024 * 1024)
-HEALTHMON_OTLP_RECORDS_PER_SECOND = env.int("HEALTHMON_OTLP_RECORDS_PER_SECOND", default=50_000)
-# Code health: scan period, checkout directory, time limit of a scan, and the least
-# severity (info, low, medium, high, critical) whose findings open a task.
-HEALTHMON_CODE_SCAN_SECONDS = env.int("HEALTHMON_CODE_SCAN_SECONDS", default=24 * 3600)
-HEALTHMON_CODE_WORKDIR = Path(env.str("HEALTHMON_CODE_WORKDIR", default="") or VAR_DIR / "code")
-HEALTHMON_CODE_SCAN_TIMEOUT_SECONDS = env.int("HEALTHMON_CODE_SCAN_TIMEOUT_SECONDS", default=900)
-HEALTHMON_CODE_TASK_MIN_SEVERITY = env.str("HEALTHMON_CODE_TASK_MIN_SEVERITY", default="high")
-
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -491,10 +451,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "crawl-logs": {
         "task": "healthmon.tasks.crawl_logs",
-        "schedule": float(HEALTHMON_CRAWL_SECONDS),
+        "schedule": float(settings_healthmon.HEALTHMON_CRAWL_SECONDS),
     },
     "scan-code": {
         "task": "healthmon.tasks.scan_code",
-        "schedule": float(HEALTHMON_CODE_SCAN_SECONDS),
+        "schedule": float(settings_healthmon.HEALTHMON_CODE_SCAN_SECONDS),
     },
 }

@@ -7,22 +7,34 @@ one may start. A scan works on its own checkout and writes its findings in one
 transaction at the end: until a scan succeeds, the previous results stay as they
 were. Every fault (no repository, git or a tool failing, the time limit) ends the
 scan `failed` with its reason.
+
+The checks (`CHECKS`) run one after another. A check that fails fails the scan with
+its reason, but the findings of the checks that succeeded are still reconciled, and
+the failed check's findings stay as the last scan left them. Each check is told which
+files changed since the last scan in which it succeeded (from the file list that scan
+kept in the cache), so an incremental scan redoes only what changed. While it runs,
+a scan records each check's progress, at most a few times a second, and sends
+`scan_changed` (as it does at every move), which the live page listens to.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
+from django.dispatch import Signal
 from django.utils import timezone
 
 from healthmon import code_checkout, code_findings
-from healthmon.code_checks import CheckFailed, Reported
+from healthmon.code_checks import CheckFailed, Reported, ScanContext
 from healthmon.code_checks import ruff as ruff_check
 from healthmon.models import Repository, Scan
 
@@ -37,8 +49,23 @@ TRANSITIONS: dict[str, set[str]] = {
 }
 
 
+# The checks a scan runs, in order: modules with NAME and run(ScanContext).
+CHECKS: tuple[ModuleType, ...] = (ruff_check,)
+
+# Sent with `scan=` when a scan moves or its progress is recorded.
+scan_changed = Signal()
+
+PROGRESS_EVERY_SECONDS = 0.25
+# The file lists kept in a repository's cache (one per scanned commit).
+FILE_LISTS_KEPT = 5
+
+
 class ScanRefused(Exception):
     pass
+
+
+class ScanTimedOut(CheckFailed):
+    """The scan as a whole ran past its time limit (not one check's fault)."""
 
 
 def time_limit() -> timedelta:
@@ -62,6 +89,7 @@ def _move(scan: Scan, to: str, **fields: Any) -> bool:
         scan.status = to
         for name, value in fields.items():
             setattr(scan, name, value)
+        scan_changed.send(sender=Scan, scan=scan)
     return bool(moved)
 
 
@@ -109,28 +137,138 @@ def _run(scan: Scan, repository: Repository) -> None:
     def remaining() -> float:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise CheckFailed("The scan ran past its time limit.")
+            raise ScanTimedOut("The scan ran past its time limit.")
         return left
 
     tree = code_checkout.checkout(repository, remaining())
-    total = sum(1 for path in tree.path.rglob("*.py") if ".git" not in path.parts)
+    files = code_checkout.tracked_files(tree.path, remaining())
+    cache = code_checkout.cache_path(repository)
+    _keep_file_list(cache, tree.commit, files)
     Scan.objects.filter(pk=scan.pk).update(
-        commit=tree.commit, branch=tree.branch, files_total=total
+        commit=tree.commit, branch=tree.branch, files_total=len(files)
     )
-    reported: dict[str, list[Reported]] = {ruff_check.NAME: ruff_check.run(tree.path, remaining())}
-    with transaction.atomic():
-        summary = code_findings.reconcile(scan, repository, reported)
-        if not _move(
-            scan,
-            Status.SUCCEEDED,
+    scan.commit, scan.branch, scan.files_total = tree.commit, tree.branch, len(files)
+    progress = _Progress(scan, [check.NAME for check in CHECKS])
+    reported: dict[str, list[Reported]] = {}
+    errors: dict[str, str] = {}
+    states: dict[str, Any] = {}
+    for check in CHECKS:
+        last = _last_success_of(repository, check.NAME)
+        context = ScanContext(
+            repository=repository,
+            path=tree.path,
             commit=tree.commit,
-            branch=tree.branch,
-            files_scanned=total,
-            files_total=total,
-            summary=summary,
-        ):
+            files=files,
+            changed=_changed_since(cache, last, files),
+            cache=cache / check.NAME,
+            previous_state=(last.state.get("checks", {}).get(check.NAME, {}) if last else {}),
+            deadline=deadline,
+            report_progress=progress.reporter(check.NAME),
+        )
+        try:
+            reported[check.NAME] = check.run(context)
+        except ScanTimedOut:
+            raise
+        except CheckFailed as error:
+            errors[check.NAME] = str(error)
+            continue
+        states[check.NAME] = context.state
+        progress.finish(check.NAME)
+    with transaction.atomic():
+        summary: dict[str, Any] = code_findings.reconcile(scan, repository, reported)
+        summary.update({name: {"error": error} for name, error in errors.items()})
+        fields: dict[str, Any] = {
+            "commit": tree.commit,
+            "branch": tree.branch,
+            "files_scanned": len(files),
+            "files_total": len(files),
+            "summary": summary,
+            "progress": progress.done,
+            "state": {"checks": states},
+        }
+        if errors:
+            failed = "; ".join(f"{name}: {error}" for name, error in errors.items())
+            moved = _move(scan, Status.FAILED, error=failed, **fields)
+        else:
+            moved = _move(scan, Status.SUCCEEDED, **fields)
+        if not moved:
             # Failed by the time-limit sweep meanwhile: keep the previous results.
             transaction.set_rollback(True)
+
+
+class _Progress:
+    """Each check's [done, total], written to the scan (and announced) at most every
+    PROGRESS_EVERY_SECONDS; files_scanned is the share done of the tracked files."""
+
+    def __init__(self, scan: Scan, checks: list[str]) -> None:
+        self.scan = scan
+        self.done: dict[str, list[int]] = {name: [0, 0] for name in checks}
+        self.written = 0.0
+
+    def reporter(self, check: str) -> Any:
+        def report(done: int, total: int) -> None:
+            self.done[check] = [max(0, done), max(0, total)]
+            if time.monotonic() - self.written >= PROGRESS_EVERY_SECONDS:
+                self.write()
+
+        return report
+
+    def finish(self, check: str) -> None:
+        total = self.done[check][1] or 1
+        self.done[check] = [total, total]
+        self.write()
+
+    def write(self) -> None:
+        self.written = time.monotonic()
+        shares = [done / total if total else 0.0 for done, total in self.done.values()]
+        share = sum(shares) / len(shares) if shares else 0.0
+        scanned = min(self.scan.files_total, round(self.scan.files_total * share))
+        Scan.objects.filter(pk=self.scan.pk, status=Status.RUNNING).update(
+            progress=self.done, files_scanned=scanned
+        )
+        self.scan.progress, self.scan.files_scanned = dict(self.done), scanned
+        scan_changed.send(sender=Scan, scan=self.scan)
+
+
+def _last_success_of(repository: Repository, check: str) -> Scan | None:
+    """The latest scan in which `check` succeeded (its state and commit)."""
+    recent = repository.scans.filter(status__in=[Status.SUCCEEDED, Status.FAILED]).only(
+        "pk", "commit", "state"
+    )[:20]
+    for scan in recent:
+        if check in (scan.state or {}).get("checks", {}):
+            return scan
+    return None
+
+
+def _file_list_path(cache: Path, commit: str) -> Path:
+    return cache / "file-lists" / f"{commit}.json"
+
+
+def _keep_file_list(cache: Path, commit: str, files: dict[str, str]) -> None:
+    folder = cache / "file-lists"
+    folder.mkdir(parents=True, exist_ok=True)
+    draft = folder / f".{commit}.tmp"
+    draft.write_text(json.dumps(files), encoding="utf-8")
+    draft.replace(_file_list_path(cache, commit))
+    kept = sorted(folder.glob("*.json"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for old in kept[FILE_LISTS_KEPT:]:
+        old.unlink(missing_ok=True)
+
+
+def _changed_since(cache: Path, last: Scan | None, files: dict[str, str]) -> frozenset[str] | None:
+    """The files added, changed or removed since `last`; None (a full scan) without
+    a last scan or its file list."""
+    if last is None or not last.commit:
+        return None
+    try:
+        before = json.loads(_file_list_path(cache, last.commit).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(before, dict):
+        return None
+    names = set(before) | set(files)
+    return frozenset(name for name in names if before.get(name) != files.get(name))
 
 
 def scan_all(name: str | None = None) -> list[Scan]:

@@ -8,6 +8,10 @@ Severity by rule family, most serious first:
 - medium: the other pyflakes rules (unused imports and variables, redefinitions),
   bugbear (B) and pylint errors (PLE);
 - low: style and everything else (pycodestyle, isort, pyupgrade, naming, docs...).
+
+Incremental: when the last successful scan's results are in the cache and no ruff
+configuration changed, only the Python files that changed are checked again; the
+other files keep what ruff said of them then.
 """
 
 from __future__ import annotations
@@ -20,10 +24,20 @@ import sys
 import tomllib
 from pathlib import Path
 
-from healthmon.code_checks import CheckFailed, Reported, distinct, identity_of
+from healthmon.code_checks import (
+    CheckFailed,
+    Reported,
+    ScanContext,
+    as_json,
+    distinct,
+    from_json,
+    identity_of,
+)
 from healthmon.models import Finding
 
 NAME = "ruff"
+CONFIGURATION_FILES = ("pyproject.toml", "ruff.toml", ".ruff.toml")
+PYTHON_SUFFIXES = (".py", ".pyi")
 _HIGH_PREFIXES = ("F821", "F822", "F823", "F63", "F7", "E9", "S")
 _MEDIUM_PREFIXES = ("F", "B", "PLE")
 
@@ -47,9 +61,47 @@ def severity_of(rule: str) -> int:
     return Finding.Severity.LOW
 
 
-def run(checkout: Path, timeout: float) -> list[Reported]:
+def run(context: ScanContext) -> list[Reported]:
+    python = [name for name in context.files if name.endswith(PYTHON_SUFFIXES)]
+    by_file = _previous_results(context)
+    if by_file is None:
+        by_file = {}
+        found = lint(context.path, context.remaining())
+    else:
+        again = [name for name in python if name in (context.changed or ())]
+        by_file = {name: items for name, items in by_file.items() if name in context.files}
+        for name in again:
+            by_file.pop(name, None)
+        found = lint(context.path, context.remaining(), again) if again else []
+    for item in found:
+        by_file.setdefault(item.file, []).append(item)
+    context.store(f"results-{context.commit}", {n: as_json(i) for n, i in by_file.items()})
+    context.state["commit"] = context.commit
+    context.progress(len(python), len(python))
+    return distinct([item for name in sorted(by_file) for item in by_file[name]])
+
+
+def _previous_results(context: ScanContext) -> dict[str, list[Reported]] | None:
+    """What ruff said of each file at the last successful scan, when it still holds
+    (no configuration changed); None for a full run."""
+    if context.changed is None or any(
+        Path(name).name in CONFIGURATION_FILES for name in context.changed
+    ):
+        return None
+    stored = context.cached(f"results-{context.previous_state.get('commit')}")
+    if not isinstance(stored, dict):
+        return None
+    try:
+        return {name: from_json(items) for name, items in stored.items()}
+    except TypeError:
+        return None
+
+
+def lint(checkout: Path, timeout: float, files: list[str] | None = None) -> list[Reported]:
+    """Ruff's problems in `files` of the checkout (all of it without them)."""
     checkout = checkout.resolve()
     command = [ruff_executable(), "check", "--output-format", "json", "--no-cache", "--exit-zero"]
+    command.append("--force-exclude")  # the configuration's excludes hold for named files
     if not has_own_configuration(checkout):
         # Ruff looks for a configuration in the parent directories too: a checkout in
         # a work directory under this project would be checked with the product's
@@ -57,7 +109,7 @@ def run(checkout: Path, timeout: float) -> list[Reported]:
         command += ["--config", str(_defaults(checkout.parent))]
     try:
         done = subprocess.run(  # noqa: S603 (this project's ruff, an argument list)
-            [*command, "."],
+            [*command, "--", *(files or ["."])],
             cwd=checkout,
             capture_output=True,
             text=True,
@@ -74,7 +126,7 @@ def run(checkout: Path, timeout: float) -> list[Reported]:
         diagnostics = json.loads(done.stdout or "[]")
     except json.JSONDecodeError as error:
         raise CheckFailed(f"ruff printed something that is not JSON: {error}") from error
-    return distinct([reported(checkout, item) for item in diagnostics])
+    return [reported(checkout, item) for item in diagnostics]
 
 
 def reported(checkout: Path, item: dict[str, object]) -> Reported:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from healthmon.models.alerts import Alert, AlertKind, AlertRule
-from healthmon.models.code import Finding, Repository, Scan
+from healthmon.models.code import Finding, PullRequest, Repository, Scan
 from healthmon.models.crawls import CrawlRecord
 from healthmon.models.fingerprints import (
     Fingerprint,
@@ -25,6 +25,7 @@ __all__ = [
     "IngestKey",
     "LogSource",
     "MinuteCount",
+    "PullRequest",
     "Repository",
     "Sample",
     "Scan",

@@ -65,8 +65,13 @@ class Scan(models.Model):
     files_scanned = models.PositiveIntegerField(default=0)
     files_total = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
-    # Per check: {"ruff": {"new": 1, "open": 3, "fixed": 0, "reported": 4}}.
+    # Per check: {"ruff": {"new": 1, "open": 3, "fixed": 0, "reported": 4}}, or
+    # {"ruff": {"error": "why it failed"}} for a check that failed.
     summary = models.JSONField(default=dict, blank=True)
+    # While running, per check: {"ruff": [done, total]}; files_scanned follows it.
+    progress = models.JSONField(default=dict, blank=True)
+    # What each check that succeeded keeps for the next scan: {"checks": {name: {...}}}.
+    state = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -131,3 +136,51 @@ class Finding(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rule} {self.file}:{self.line}"
+
+
+class PullRequest(models.Model):
+    """A pull request the product proposes for mechanical fixes: prepared on a branch
+    of a checkout, pushed and opened on GitHub only after an Operator approves it."""
+
+    class Status(models.TextChoices):
+        PROPOSED = "proposed", "Waiting for approval"
+        OPEN = "open"
+        MERGED = "merged"
+        CLOSED = "closed"
+        REJECTED = "rejected"
+        FAILED = "failed"
+
+    repository = models.ForeignKey(
+        Repository, on_delete=models.CASCADE, related_name="pull_requests"
+    )
+    scan = models.ForeignKey(
+        Scan, on_delete=models.SET_NULL, null=True, blank=True, related_name="pull_requests"
+    )
+    approval = models.ForeignKey(
+        "controlplane.Approval", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PROPOSED, db_index=True
+    )
+    base = models.CharField(max_length=200)
+    branch = models.CharField(max_length=200)
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    # Each change and the finding it fixes: [{"finding": id, "rule", "file", "line", "message"}].
+    changes = models.JSONField(default=list, blank=True)
+    commit = models.CharField(max_length=64, blank=True)
+    number = models.PositiveIntegerField(null=True, blank=True)
+    url = models.URLField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    merged_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "pull request"
+
+    def __str__(self) -> str:
+        number = f"#{self.number}" if self.number else f"(proposal {self.pk})"
+        return f"{self.repository} PR {number}: {self.title}"

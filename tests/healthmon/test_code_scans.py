@@ -165,7 +165,8 @@ def test_a_configuration_ruff_cannot_read_fails_the_scan_with_ruff_s_reason(
     scan = scan_repository(repository)
 
     assert scan.status == Scan.Status.FAILED
-    assert scan.error.startswith("ruff failed:")
+    assert scan.error.startswith("ruff: ruff failed:")
+    assert scan.summary["ruff"] == {"error": scan.error.removeprefix("ruff: ")}
     assert "Failed to parse" in scan.error
     assert 'invalid type: string "long"' in scan.error
 
