@@ -15,6 +15,8 @@ from healthmon.models import Finding, Repository, Scan
 from selfheal.models import Task
 from tests.healthmon.code_repos import CLEAN, UNUSED_IMPORT, commit, git, make_repository
 
+pytestmark = pytest.mark.usefixtures("ruff_only")
+
 
 @pytest.fixture(autouse=True)
 def _code_settings(settings: Any, tmp_path: Path) -> None:
