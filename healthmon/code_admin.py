@@ -115,7 +115,7 @@ class FindingAdmin(ReadOnlyAdmin):
     search_fields = ["rule", "file", "message"]
     list_select_related = ["repository", "task"]
     date_hierarchy = "first_seen_at"
-    actions = ["mark_intended", "reopen"]
+    actions = ["mark_intended", "mark_ignored", "reopen"]
     fields = [
         "repository",
         "check_name",
@@ -154,6 +154,13 @@ class FindingAdmin(ReadOnlyAdmin):
         for finding in findings:
             code_findings.mark_intended(finding, actor=_actor(request))
         self.message_user(request, f"{len(findings)} finding(s) now intended.")
+
+    @admin.action(description="Ignore selected findings", permissions=["triage"])
+    def mark_ignored(self, request: HttpRequest, queryset: QuerySet[Finding]) -> None:
+        findings = list(queryset.select_related("task", "repository"))
+        for finding in findings:
+            code_findings.mark_ignored(finding, actor=_actor(request))
+        self.message_user(request, f"{len(findings)} finding(s) now ignored.")
 
     @admin.action(description="Reopen selected findings", permissions=["triage"])
     def reopen(self, request: HttpRequest, queryset: QuerySet[Finding]) -> None:

@@ -62,6 +62,17 @@ def test_an_operator_marks_a_finding_intended_and_reopens_it(client: Any, operat
     assert finding.status == Finding.Status.OPEN
 
 
+def test_an_operator_ignores_a_finding(client: Any, operator: Any) -> None:
+    finding = a_finding()
+    client.force_login(operator)
+
+    client.post(FINDINGS, {"action": "mark_ignored", "_selected_action": [finding.pk]})
+
+    finding.refresh_from_db()
+    assert finding.status == Finding.Status.IGNORED
+    assert AuditEvent.objects.get(action="finding.ignored").actor == operator
+
+
 def test_an_observer_cannot_mark_a_finding_intended(client: Any, observer: Any) -> None:
     finding = a_finding()
     client.force_login(observer)
