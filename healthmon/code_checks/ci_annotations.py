@@ -47,7 +47,10 @@ SEVERITY_OF_LEVEL = {
     "warning": Finding.Severity.MEDIUM,
     "notice": Finding.Severity.LOW,
 }
-RULE_LENGTH = 100  # Finding.rule's
+# Finding's columns: what GitHub sends is cut to fit rather than fail the scan.
+RULE_LENGTH = 100
+FILE_LENGTH = 500
+LAST_LINE = 2**31 - 1
 
 
 def run(context: ScanContext) -> list[Reported]:
@@ -171,7 +174,7 @@ def _reported(
         level = str(annotation.get("annotation_level") or "notice")
         title = str(annotation.get("title") or "").strip() or level
         rule = f"{run_name}/{title}"[:RULE_LENGTH]
-        file = str(annotation.get("path") or "").removeprefix("./")
+        file = str(annotation.get("path") or "").removeprefix("./")[:FILE_LENGTH]
         message = str(annotation.get("message") or "").strip()
         first = _line(annotation.get("start_line"))
         last = max(_line(annotation.get("end_line")), first)
@@ -209,7 +212,7 @@ def _results(context: ScanContext, commit: str) -> dict[str, Any] | None:
 
 
 def _line(value: Any) -> int:
-    return value if isinstance(value, int) and value > 0 else 0
+    return value if isinstance(value, int) and 0 < value <= LAST_LINE else 0
 
 
 def _lines(context: ScanContext, file: str) -> list[str]:

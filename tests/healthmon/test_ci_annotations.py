@@ -280,3 +280,29 @@ def test_a_local_repository_has_no_ci_check_runs(db: Any, source: Path) -> None:
 
     assert scan.status == Scan.Status.SUCCEEDED, scan.error
     assert scan.summary["ci"]["reported"] == 0
+
+
+def test_odd_annotations_are_kept_as_far_as_they_go_and_never_fail_the_scan(
+    github: GitHubServer, repository: Repository, source: Path
+) -> None:
+    odd = [
+        {"annotation_level": "failure", "message": "Process completed with exit code 1."},
+        annotation("mystery", 2**40, "", "a line past any file"),
+        {**annotation("warning", 1, "x" * 300, "a long title"), "path": "d/" * 400 + "f.py"},
+        {**annotation("notice", 1, "", "a line given as text"), "start_line": "7"},
+    ]
+    github.add_check_run(FULL_NAME, git(source, "rev-parse", "HEAD"), "build", annotations=odd)
+
+    scan = scan_repository(repository)
+
+    assert scan.status == Scan.Status.SUCCEEDED, scan.error
+    found = {f.message: f for f in Finding.objects.filter(repository=repository, check_name="ci")}
+    assert len(found) == 4
+    workflow = found["Process completed with exit code 1."]
+    assert (workflow.rule, workflow.file, workflow.line) == ("build/failure", "", None)
+    assert workflow.severity == Finding.Severity.HIGH
+    past = found["a line past any file"]
+    assert (past.line, past.severity) == (None, Finding.Severity.LOW)
+    long = found["a long title"]
+    assert (len(long.rule), len(long.file)) == (100, 500)
+    assert found["a line given as text"].line is None
