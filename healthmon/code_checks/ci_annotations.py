@@ -14,7 +14,9 @@ are not marked fixed because CI has not finished; a commit with no check run at 
 keeps every previous result (GitHub creates the runs a little after a push, so "none"
 means "not yet"). `state["waiting_for"]` names the runs kept so and `state["note"]`
 says why. A run name missing from a commit whose other runs are there is taken as
-gone, and its findings are fixed.
+gone, and its findings are fixed. Should the cache have lost the last results while
+CI is still running, the check fails with that reason (its findings stay as they
+were) rather than report nothing and mark them all fixed.
 
 Cached by commit: once every run of a commit has completed, another scan of the same
 commit asks GitHub nothing. Bounded: at most HEALTHMON_CODE_CI_MAX_CHECK_RUNS runs and
@@ -108,6 +110,13 @@ def _read_commit(context: ScanContext) -> dict[str, list[Reported]]:
                 f"on {full_name}."
             ) from error
         raise CheckFailed(str(error)) from error
+    if (not runs or waiting) and previous is None and _open_findings(context):
+        # Without the last results, carrying them is impossible and reporting none
+        # would mark them all fixed: the check fails and they stay as they are.
+        raise CheckFailed(
+            f"CI has not finished on {context.commit[:12]} and the last CI results are "
+            "no longer in the cache: the CI findings stay as they were until CI finishes."
+        )
     note = ""
     if not runs:
         note = "GitHub has no check run for this commit yet: the previous results are kept."
@@ -209,6 +218,11 @@ def _results(context: ScanContext, commit: str) -> dict[str, Any] | None:
     except TypeError:
         return None
     return {"complete": bool(stored.get("complete")), "runs": runs}
+
+
+def _open_findings(context: ScanContext) -> bool:
+    findings = context.repository.findings.filter(check_name=NAME, status=Finding.Status.OPEN)
+    return findings.exists()
 
 
 def _line(value: Any) -> int:

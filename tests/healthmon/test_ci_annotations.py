@@ -5,6 +5,7 @@ once per commit, and a refusal of the checks API fails the check with its reason
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from controlplane.github import forget_installation_tokens
+from healthmon.code_checkout import cache_path
 from healthmon.code_scans import scan_repository
 from healthmon.models import Finding, Repository, Scan
 from tests.github_server import Answer, GitHubServer, Received
@@ -306,3 +308,20 @@ def test_odd_annotations_are_kept_as_far_as_they_go_and_never_fail_the_scan(
     long = found["a long title"]
     assert (len(long.rule), len(long.file)) == (100, 500)
     assert found["a line given as text"].line is None
+
+
+def test_ci_still_running_with_the_last_results_lost_fails_the_check_and_keeps_the_findings(
+    github: GitHubServer, repository: Repository, source: Path
+) -> None:
+    github.add_check_run(FULL_NAME, git(source, "rev-parse", "HEAD"), "tsc", annotations=[TSC])
+    scan_repository(repository)
+    shutil.rmtree(cache_path(repository))
+    second = commit(source, {"README.md": "docs\n"}, "docs")
+    push(github, source)
+    github.add_check_run(FULL_NAME, second, "tsc", status="queued")
+
+    scan = scan_repository(repository)
+
+    assert scan.status == Scan.Status.FAILED
+    assert "the last CI results are no longer in the cache" in scan.error
+    assert ci_findings(repository)["tsc/TS2322"].status == Finding.Status.OPEN
