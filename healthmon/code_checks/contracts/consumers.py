@@ -40,12 +40,14 @@ def mismatches(
     root, wanted = expects
     _, given = gives
     shown = {"": gives[0], **given}
+    missing: list[str] = []
     for path, field in wanted.items():
         name = f"{consumer}.{path}"
         offer = shown.get(path)
         if offer is None:
-            if _inside_open(path, shown):
-                continue
+            if _inside_open(path, shown) or any(path.startswith(m) for m in missing):
+                continue  # anything goes there, or its parent is reported missing
+            missing += [f"{path}.", f"{path}[]"]
             report(
                 "consumer-reads-missing",
                 HIGH,
