@@ -9,6 +9,8 @@ from chat.models import StreamEvent
 from healthmon import code_findings
 from healthmon.code_checks.contracts import events
 from healthmon.code_checks.contracts.config import read_configuration
+from healthmon.code_checks.contracts.documents import ContractUnreadable
+from healthmon.code_checks.contracts.typescript import TypeScriptTypes
 from healthmon.code_scans import scan_repository
 from healthmon.models import Finding, Repository, Scan
 from tests.healthmon.code_repos import commit, git, make_repository
@@ -611,3 +613,66 @@ def test_this_product_s_own_event_contract_holds() -> None:
     assert {"reason", "next_action"} <= {
         key for key, _, _ in renderers.reads["stop_reason_context"]
     }
+
+
+def test_typescript_types_are_read_with_arrays_unions_and_references(tmp_path: Path) -> None:
+    (tmp_path / "types.ts").write_text(
+        "type Status = 'open' | 'closed';\n"
+        "interface Owner { name: string; email?: string }\n"
+        "export interface Ticket {\n"
+        "  id: number;\n"
+        "  status: Status;\n"
+        "  owners: Array<Owner>;\n"
+        "  note: string | undefined;\n"
+        "  closedAt: string | null;\n"
+        "  meta: { labels: readonly string[]; extra: Record<string, unknown> };\n"
+        "}\n"
+    )
+
+    found = TypeScriptTypes(tmp_path, "types.ts").fields("Ticket")
+
+    assert found is not None
+    root, fields = found
+    assert root.type == "object"
+    shown = {path: (f.type, f.required, f.nullable, f.enum) for path, f in fields.items()}
+    assert shown == {
+        "id": ("number", True, False, None),
+        "status": ("string", True, False, ('"closed"', '"open"')),
+        "owners": ("array", True, False, None),
+        "owners[]": ("object", True, False, None),
+        "owners[].name": ("string", True, False, None),
+        "owners[].email": ("string", False, False, None),
+        "note": ("string", False, False, None),
+        "closedAt": ("string", True, True, None),
+        "meta": ("object", True, False, None),
+        "meta.labels": ("array", True, False, None),
+        "meta.labels[]": ("string", True, False, None),
+        "meta.extra": ("any", True, False, None),
+    }
+
+
+def test_typescript_that_does_not_parse_cannot_be_read(tmp_path: Path) -> None:
+    (tmp_path / "types.ts").write_text("interface Broken {\n  id: number\n  name: \n")
+
+    with pytest.raises(ContractUnreadable, match="not valid TypeScript"):
+        TypeScriptTypes(tmp_path, "types.ts")
+
+
+def test_a_json_schema_producer_s_breaking_changes_are_found(db: Any, tmp_path: Path) -> None:
+    schema = (
+        '{\n  "type": "object",\n  "required": ["id"],\n  "properties": {\n'
+        '    "id": {"type": "integer"},\n    "total": {"type": "number"}\n  }\n}\n'
+    )
+    config = '[contracts]\nproducers = ["order.schema.json"]\n'
+    source = make_repository(
+        tmp_path / "orders", {".codehealth.toml": config, "order.schema.json": schema}
+    )
+    repository = Repository.objects.create(name="orders", path=str(source))
+    _scan(repository)
+    changed = schema.replace('"number"}', '"string"}').replace('["id"]', '["id", "total"]')
+    commit(source, {"order.schema.json": changed})
+
+    _scan(repository)
+
+    found = {(f.rule, f.line) for f in _open(repository).values()}
+    assert found == {("changed-type", 6), ("new-required", 6)}

@@ -108,7 +108,6 @@ def check(context: ScanContext, contracts: Contracts) -> list[Reported]:
                     item = change.pending(producer, NAME)
                     if change.key not in busy and item["identity"] not in intended:
                         kept.append(item)
-                        busy.add(change.key)
             pending += kept
             found += [breaking.as_reported(p, shape, before.get(producer, {}), NAME) for p in kept]
         done += 1

@@ -162,7 +162,7 @@ class TypeScriptTypes:
 
 
 def _union_members(node: Node) -> list[Node]:
-    while node.type == "parenthesized_type" and node.named_children:
+    while node.type in ("parenthesized_type", "readonly_type") and node.named_children:
         node = node.named_children[0]
     if node.type != "union_type":
         return [node]
