@@ -136,6 +136,14 @@ def test_the_first_scan_records_the_contract_and_reports_nothing(
             None,
         ),
         (
+            '        "201": {description: created}\n',
+            "",
+            "removed-response",
+            Finding.Severity.HIGH,
+            "Breaking change: POST /pets response 201 was removed.",
+            21,
+        ),
+        (
             "        tag: {type: string, nullable: true}\n",
             "",
             "removed-field",

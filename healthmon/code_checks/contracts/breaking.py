@@ -9,7 +9,8 @@ what would restore it; a later change of the same fact is not reported again whi
 one is pending (the pending one still names the shape people relied on).
 
 Kinds (rules) and severity:
-- `removed-operation`, `removed-response`, `removed-field`, `removed-parameter`:
+- `removed-operation`, `removed-response`, `removed-request-body`, `removed-schema`,
+  `removed-field`, `removed-parameter`:
   high when what was removed is emitted (a response, a component responses use),
   medium when only the producer read it (a request field);
 - `changed-type`: high;
@@ -28,7 +29,12 @@ from healthmon.code_checks.contracts.documents import Shape
 from healthmon.models import Finding
 
 HIGH, MEDIUM = int(Finding.Severity.HIGH), int(Finding.Severity.MEDIUM)
-KIND_RULES = {"operation": "removed-operation", "response": "removed-response"}
+KIND_RULES = {
+    "operation": "removed-operation",
+    "response": "removed-response",
+    "request": "removed-request-body",
+    "schema": "removed-schema",
+}
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,7 @@ def changes(before: dict[str, dict[str, Any]], now: Shape) -> list[Change]:
         parent = new.get("parent")
         if key in before or not parent or parent not in before:
             continue
-        if new.get("required") and _read_by_producer(new) and new.get("kind") is None:
+        if new.get("required") and _read_by_producer(new) and new.get("kind") in (None, "request"):
             found.append(_new_required(key, None))
     return found
 

@@ -68,6 +68,7 @@ def openapi_shape(document: Document) -> Shape:
                         at,
                         IN,
                         required=bool(body.get("required")),
+                        kind="request",
                     )
             for status, response in (operation.get("responses") or {}).items():
                 if not isinstance(response, dict):
@@ -80,7 +81,9 @@ def openapi_shape(document: Document) -> Shape:
                     )
                     continue
                 used[OUT] |= _references(schema)
-                _schema_facts(document, shape, name, key, schema, at, OUT, required=True)
+                _schema_facts(
+                    document, shape, name, key, schema, at, OUT, required=True, kind="response"
+                )
     schemas = (document.content.get("components") or {}).get("schemas") or {}
     directions = _directions(schemas, used)
     for name, schema in schemas.items():
@@ -158,10 +161,11 @@ def _schema_facts(
     direction: str,
     *,
     required: bool,
+    kind: str = "schema",
 ) -> None:
     root, found = fields_of(document, schema, at, inline=False)
     fact = Field(root.type, required, root.nullable, root.enum).fact(parent or "", direction)
-    fact["parent"] = parent
+    fact["parent"], fact["kind"] = parent, kind
     shape.add(name, fact, document.line(at))
     for path, item in found.items():
         owner = path.rpartition(".")[0] if "." in path else ""
