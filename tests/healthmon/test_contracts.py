@@ -449,6 +449,7 @@ def test_an_unchanged_contract_is_not_read_again(
         "open": 2,
         "fixed": 0,
         "intended": 0,
+        "ignored": 0,
     }
 
 

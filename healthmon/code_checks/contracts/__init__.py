@@ -194,9 +194,9 @@ def _unreadable(file: str, reason: str) -> Reported:
 
 
 def _intended(context: ScanContext) -> set[str]:
-    """Identities a person marked intended: a breaking change they accepted."""
+    """Identities a person marked intended or ignored: a breaking change they accepted."""
     return set(
         context.repository.findings.filter(
-            check_name=NAME, status=Finding.Status.INTENDED
+            check_name=NAME, status__in=[Finding.Status.INTENDED, Finding.Status.IGNORED]
         ).values_list("identity", flat=True)
     )
