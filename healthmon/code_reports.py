@@ -252,7 +252,8 @@ def render(report_figures: dict[str, Any], trigger: str) -> tuple[str, str]:
     if trigger == CodeReport.Trigger.SCHEDULED:
         when = f"week of {timezone.localtime(start):%Y-%m-%d}"
     else:
-        when = f"{timezone.localtime(start):%Y-%m-%d %H:%M} to {timezone.localtime(end):%Y-%m-%d %H:%M}"
+        minute = "%Y-%m-%d %H:%M"
+        when = f"{timezone.localtime(start):{minute}} to {timezone.localtime(end):{minute}}"
     totals = report_figures["totals"]
     subject = f"Code health, {when}: {_counts(totals)}"
     lines = []

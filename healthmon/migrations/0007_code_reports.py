@@ -5,29 +5,58 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('healthmon', '0006_code_scan_progress_and_pull_requests'),
+        ("healthmon", "0006_code_scan_progress_and_pull_requests"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='CodeReport',
+            name="CodeReport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('trigger', models.CharField(choices=[('scheduled', 'Weekly schedule'), ('on_demand', 'On demand')], max_length=10)),
-                ('period_start', models.DateTimeField()),
-                ('period_end', models.DateTimeField()),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('figures', models.JSONField(default=dict)),
-                ('subject', models.CharField(max_length=200)),
-                ('text', models.TextField(help_text='The summary sent to the notification channels.')),
-                ('sent_at', models.DateTimeField(blank=True, null=True)),
-                ('repository', models.ForeignKey(blank=True, help_text='Blank: every repository.', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='healthmon.repository')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "trigger",
+                    models.CharField(
+                        choices=[("scheduled", "Weekly schedule"), ("on_demand", "On demand")],
+                        max_length=10,
+                    ),
+                ),
+                ("period_start", models.DateTimeField()),
+                ("period_end", models.DateTimeField()),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("figures", models.JSONField(default=dict)),
+                ("subject", models.CharField(max_length=200)),
+                (
+                    "text",
+                    models.TextField(help_text="The summary sent to the notification channels."),
+                ),
+                ("sent_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "repository",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Blank: every repository.",
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="healthmon.repository",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-pk'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('trigger', 'scheduled')), fields=('period_start',), name='one_scheduled_code_report_per_week')],
+                "ordering": ["-created_at", "-pk"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("trigger", "scheduled")),
+                        fields=("period_start",),
+                        name="one_scheduled_code_report_per_week",
+                    )
+                ],
             },
         ),
     ]
