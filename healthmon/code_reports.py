@@ -28,7 +28,7 @@ from controlplane.notifications import notify
 from healthmon.models import CodeReport, Finding, PullRequest, Repository, Scan
 
 WEEK = timedelta(days=7)
-COUNTS = ("new", "fixed", "open")
+COUNTED = ("new", "fixed", "open", "new_before", "fixed_before", "open_before")
 # Pull requests named in a report; the rest are counted.
 PULL_REQUESTS_LISTED = 20
 
@@ -68,7 +68,9 @@ def make_weekly_report(now: datetime | None = None) -> CodeReport | None:
     try:
         return make_report(CodeReport.Trigger.SCHEDULED, period, send=True)
     except IntegrityError:
-        return None  # another maker stored this week's report first, and sent it
+        if scheduled.exists():
+            return None  # another maker stored this week's report first, and sent it
+        raise
 
 
 def make_report(
@@ -122,7 +124,7 @@ def figures(period: Period, repositories: Iterable[Repository]) -> dict[str, Any
     repositories = list(repositories)
     by_check = _finding_counts(period, [r.pk for r in repositories])
     opened, merged = _pull_requests(period, [r.pk for r in repositories])
-    entries = []
+    entries: list[dict[str, Any]] = []
     for repository in repositories:
         checks = [
             {"check": check, **counts}
@@ -175,18 +177,24 @@ def _finding_counts(
             open_before=Count("pk", filter=_open_at(period.start)),
         )
     )
-    counts = {}
+    counts: dict[tuple[int, str], dict[str, int]] = {}
     for row in rows:
-        key = (row.pop("repository_id"), row.pop("check_name"))
-        if any(row.values()):  # a check whose findings were all fixed long ago says nothing
-            counts[key] = row
+        numbers = {
+            "new": row["new"],
+            "fixed": row["fixed"],
+            "open": row["open"],
+            "new_before": row["new_before"],
+            "fixed_before": row["fixed_before"],
+            "open_before": row["open_before"],
+        }
+        if any(numbers.values()):  # a check whose findings were all fixed long ago says nothing
+            counts[(row["repository_id"], row["check_name"])] = numbers
     return counts
 
 
 def _totals(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
-    names = [*COUNTS, *(f"{name}_before" for name in COUNTS)]
     rows = list(rows)
-    return {name: sum(int(row.get(name, 0)) for row in rows) for name in names}
+    return {name: sum(int(row.get(name, 0)) for row in rows) for name in COUNTED}
 
 
 def _pull_requests(

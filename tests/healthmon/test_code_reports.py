@@ -323,12 +323,12 @@ def test_code_report_prints_and_stores_a_report_of_the_last_seven_days(shop) -> 
 
 @pytest.mark.django_db
 def test_code_report_of_one_repository_leaves_the_others_out(shop) -> None:
-    make_repository("billing")
+    billing = make_repository("billing")
     out = StringIO()
 
     call_command("code_report", "--repo", "billing", stdout=out)
 
-    assert CodeReport.objects.get().repository.name == "billing"
+    assert CodeReport.objects.get().repository == billing
     assert "billing: " in out.getvalue()
     assert "shop" not in out.getvalue()
 
@@ -447,7 +447,9 @@ def test_an_empty_report_renders_and_a_bad_id_is_not_found(client, observer) -> 
 
     assert response.status_code == 200
     assert "No repositories to report on." in response.content.decode()
-    assert client.get(reverse("healthmon:code_report", args=[report.pk + 1])).status_code == 404
+    for missing in (report.pk + 1, 2**70):
+        assert client.get(reverse("healthmon:code_report", args=[missing])).status_code == 404
+    assert client.get(LIST, {"page": "<junk>"}).status_code == 200
 
 
 @pytest.mark.django_db
