@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connections
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -408,6 +409,24 @@ def test_the_list_shows_each_report_newest_first(client, observer, shop) -> None
     assert response.status_code == 200
     assert html.index(f'id="code-report-{later.pk}"') < html.index(f'id="code-report-{weekly.pk}"')
     assert reverse("healthmon:code_report", args=[weekly.pk]) in html
+
+
+@pytest.mark.django_db
+def test_the_list_costs_the_same_queries_however_many_reports_it_shows(
+    client, observer, shop
+) -> None:
+    client.force_login(observer)
+    make_weekly_report(now=NOW)
+    with CaptureQueriesContext(connection) as one:
+        assert client.get(LIST).status_code == 200
+    for weeks in range(1, 4):
+        code_reports.make_report(CodeReport.Trigger.ON_DEMAND, Period(WEEK_START, WEEK_END), shop)
+        make_weekly_report(now=NOW + timedelta(days=7 * weeks))
+
+    with CaptureQueriesContext(connection) as seven:
+        assert client.get(LIST).status_code == 200
+
+    assert len(seven) == len(one)
 
 
 @pytest.mark.django_db
