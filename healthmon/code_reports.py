@@ -6,8 +6,8 @@ Per repository and check it counts the findings first seen in the period (new), 
 in it, and open at its end, with the same three a period earlier for the trend; the
 product's pull requests opened and merged in the period; and the latest scan before
 its end. Counts come from each finding's first-seen and fixed-at times, so a finding
-fixed and later reopened counts as open throughout, and intended findings are left
-out. The scheduled week is unique (a constraint), so two makers at once store one
+fixed and later reopened counts as open throughout, and intended or ignored findings
+are left out. The scheduled week is unique (a constraint), so two makers at once store one
 report and the channels are told once, in the same transaction as the report.
 """
 
@@ -166,7 +166,7 @@ def _finding_counts(
     before = period.before()
     rows = (
         Finding.objects.filter(repository_id__in=repository_ids)
-        .exclude(status=Finding.Status.INTENDED)
+        .exclude(status__in=[Finding.Status.INTENDED, Finding.Status.IGNORED])
         .values("repository_id", "check_name")
         .annotate(
             new=Count("pk", filter=_within("first_seen_at", period)),

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("healthmon", "0006_code_scan_progress_and_pull_requests"),
+        ("healthmon", "0007_finding_ignored"),
     ]
 
     operations = [
