@@ -58,7 +58,8 @@ CHECKS: tuple[ModuleType, ...] = (ruff_check, ci_check, contracts_check)
 scan_changed = Signal()
 
 PROGRESS_EVERY_SECONDS = 0.25
-# The file lists kept in a repository's cache (one per scanned commit).
+# The file lists, and each check's results, kept in a repository's cache (one per
+# scanned commit).
 FILE_LISTS_KEPT = 5
 
 
@@ -176,6 +177,7 @@ def _run(scan: Scan, repository: Repository) -> None:
             continue
         states[check.NAME] = context.state
         progress.finish(check.NAME)
+        _prune_results(context.cache)
     with transaction.atomic():
         summary: dict[str, Any] = code_findings.reconcile(scan, repository, reported)
         summary.update({name: {"error": error} for name, error in errors.items()})
@@ -254,6 +256,16 @@ def _keep_file_list(cache: Path, commit: str, files: dict[str, str]) -> None:
     draft.write_text(json.dumps(files), encoding="utf-8")
     draft.replace(_file_list_path(cache, commit))
     kept = sorted(folder.glob("*.json"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for old in kept[FILE_LISTS_KEPT:]:
+        old.unlink(missing_ok=True)
+
+
+def _prune_results(folder: Path) -> None:
+    """A check's results kept per commit (`results-<commit>`): the newest few stay
+    (the one just stored is what its next incremental run starts from)."""
+    kept = sorted(
+        folder.glob("results-*.json"), key=lambda path: path.stat().st_mtime, reverse=True
+    )
     for old in kept[FILE_LISTS_KEPT:]:
         old.unlink(missing_ok=True)
 

@@ -195,3 +195,21 @@ def test_progress_is_recorded_and_announced_while_a_check_runs(
     assert running[1:5] == [({"counter": [n, 4]}, round(3 * n / 4)) for n in range(1, 5)]
     assert seen[-1][0] == "succeeded"
     assert (scan.files_scanned, scan.files_total) == (3, 3)
+
+
+def test_a_check_s_cache_keeps_the_results_of_the_newest_commits_only(
+    repository: Repository, source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(code_scans, "CHECKS", (ruff_check,))
+    monkeypatch.setattr(code_scans, "FILE_LISTS_KEPT", 2)
+    commits = []
+    for number in range(4):
+        commits.append(commit(source, {"c.py": f"VALUE = {number}\n"}, f"change {number}"))
+        assert scan_repository(repository).status == Scan.Status.SUCCEEDED
+
+    folder = code_checkout.cache_path(repository)
+    kept = {path.name for path in (folder / "ruff").glob("results-*.json")}
+    assert kept == {f"results-{sha}.json" for sha in commits[-2:]}
+    assert {path.name for path in (folder / "file-lists").glob("*.json")} == {
+        f"{sha}.json" for sha in commits[-2:]
+    }
