@@ -87,7 +87,7 @@ class PageState:
             "now": timezone.now(),
             "oob": True,
         }
-        parts = []
+        parts: list[str] = []
         if changed:
             parts = [
                 render_to_string(
