@@ -31,7 +31,7 @@ from controlplane.consumers import StaffConsumer
 from controlplane.tiers import StaffUser
 from healthmon import code_health
 from healthmon.code_health import CodeFilters
-from healthmon.models import PullRequest, Scan
+from healthmon.models import PullRequest, Repository, Scan
 from selfheal.consumers import RenderPace
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,10 @@ class PageState:
     scans: dict[int, tuple[Any, ...]] = field(default_factory=dict)
     pull_requests: list[tuple[Any, ...]] = field(default_factory=list)
 
+    shown: set[int] = field(default_factory=set)  # the repositories with a row
+
     def load(self) -> None:
+        self.shown = set(Repository.objects.values_list("pk", flat=True))
         self.scans = code_health.latest_scan_marks()
         self.pull_requests = code_health.pull_request_marks()
 
@@ -89,12 +92,15 @@ class PageState:
         }
         parts: list[str] = []
         if changed:
-            parts = [
-                render_to_string(
-                    "healthmon/partials/code_repository_row.html", {**context, "row": row}
+            for row in code_health.repository_rows(changed):
+                # A repository added since the page loaded gets its row at the end.
+                template = (
+                    "code_repository_row" if row.repository.pk in self.shown else "code_new_row"
                 )
-                for row in code_health.repository_rows(changed)
-            ]
+                self.shown.add(row.repository.pk)
+                parts.append(
+                    render_to_string(f"healthmon/partials/{template}.html", {**context, "row": row})
+                )
         if ended:
             parts.append(
                 render_to_string(

@@ -230,3 +230,21 @@ async def test_a_change_the_layer_never_told_is_found_by_the_connections_own_loo
     html = await receive_containing(communicator, "1 of 4 files")
     assert f'<tr id="repo-{repository.pk}"' in html
     await communicator.disconnect()
+
+
+async def test_a_repository_added_after_the_page_loaded_gets_its_row_at_the_end(
+    observer: Any,
+) -> None:
+    communicator, _, _ = await connect(observer)
+
+    def add_and_scan() -> Repository:
+        repository = Repository.objects.create(name="newcomer", path="/nowhere")
+        _start(repository)
+        return repository
+
+    repository = await database_sync_to_async(add_and_scan)()
+
+    html = await receive_containing(communicator, f'<tr id="repo-{repository.pk}"')
+    assert html.lstrip().startswith('<tbody hx-swap-oob="beforeend:#code-repositories">')
+    assert "<strong>newcomer</strong>" in html
+    await communicator.disconnect()
