@@ -17,6 +17,7 @@ from chat.consumers import RunConsumer
 from controlplane.consumers import HomeConsumer
 from controlplane.runtime.http_endpoints import ASGIApp
 from controlplane.websockets import NoSuchSocket
+from healthmon.code_consumers import CodeHealthConsumer
 from healthmon.consumers import HealthConsumer
 from healthmon.otlp.receiver import LogReceiver
 from routing.gateway_asgi import GatewayApplication
@@ -36,6 +37,7 @@ websocket_urlpatterns: list[URLPattern] = [
     path("ws/runs/<int:run_id>/", RunConsumer.as_asgi()),
     path("ws/selfheal/", SelfhealConsumer.as_asgi()),
     path("ws/health/", HealthConsumer.as_asgi()),
+    path("ws/health/code/", CodeHealthConsumer.as_asgi()),
     # Last: any other path (`/ws/runs/abc/` too) is refused at the handshake.
     re_path(r"", NoSuchSocket.as_asgi()),
 ]

@@ -7,13 +7,15 @@ class HealthmonConfig(AppConfig):
     name = "healthmon"
     verbose_name = "Health"
     # Every tier sees the health monitor's rows; Operators (and Owners) resolve and
-    # ignore fingerprints and triage code findings; Owners change its configuration.
-    operator_permissions = ("change_fingerprint_state", "triage_finding")
+    # ignore fingerprints, triage code findings and start code scans; Owners change
+    # its configuration.
+    operator_permissions = ("change_fingerprint_state", "triage_finding", "start_scan")
 
     def ready(self) -> None:
         from controlplane.integrations import register_connection_test
         from controlplane.models import Integration
         from healthmon.alerts import rule_audit
+        from healthmon.code_consumers import connect_announcements
         from healthmon.error_source import recent_error_patterns
         from healthmon.railway.connection import check_railway_connection
         from selfheal.error_patterns import register_error_source
@@ -21,6 +23,7 @@ class HealthmonConfig(AppConfig):
         register_error_source(recent_error_patterns)
         register_connection_test(Integration.Kind.RAILWAY, check_railway_connection)
         rule_audit.connect()
+        connect_announcements()
 
     def load_demo(self, owner: object) -> str:
         """`bootstrap --demo`'s hook: the demo service and its log lines, and this

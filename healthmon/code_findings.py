@@ -16,6 +16,7 @@ import contextlib
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.db.models import Case, IntegerField, Sum, Value, When
 from django.utils import timezone
 
 from controlplane import audit
@@ -26,6 +27,16 @@ from selfheal.engine import TransitionRefused, create_task, transition
 from selfheal.models import OPEN_STATUSES, Task, TaskStatus
 
 FIX_CODE_TASK_KIND = "fix_code_finding"
+
+# A repository's score: its open findings weighted by severity, each level counting
+# twice the one below (lower is healthier; 0 is nothing open).
+SEVERITY_WEIGHTS: dict[int, int] = {
+    Finding.Severity.INFO: 1,
+    Finding.Severity.LOW: 2,
+    Finding.Severity.MEDIUM: 4,
+    Finding.Severity.HIGH: 8,
+    Finding.Severity.CRITICAL: 16,
+}
 
 
 def reconcile(
@@ -82,6 +93,17 @@ def reconcile(
                 close_task(finding, f"Fixed: scan #{scan.pk} no longer reports it.")
         summary[check] = counts
     return summary
+
+
+def open_score(repository: Repository) -> int:
+    """The repository's score now (`SEVERITY_WEIGHTS`), in one query."""
+    weight = Case(
+        *(When(severity=severity, then=Value(w)) for severity, w in SEVERITY_WEIGHTS.items()),
+        default=Value(1),
+        output_field=IntegerField(),
+    )
+    found = repository.findings.filter(status=Finding.Status.OPEN).aggregate(score=Sum(weight))
+    return int(found["score"] or 0)
 
 
 def task_min_severity() -> int:

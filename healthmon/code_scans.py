@@ -111,10 +111,36 @@ def fail_overdue_scans() -> int:
     return failed
 
 
-def scan_repository(repository: Repository) -> Scan:
-    """Scan `repository` now and return the finished scan (succeeded or failed)."""
+def queue_scan(repository: Repository) -> Scan:
+    """A scan of `repository` waiting for the background (`run_queued_scan`), refused
+    while another is queued or running: a second would only fail at its start."""
     fail_overdue_scans()
-    scan = Scan.objects.create(repository=repository)
+    with transaction.atomic():
+        # The repository's row lock makes two clicks at once queue one scan.
+        Repository.objects.select_for_update().filter(pk=repository.pk).first()
+        busy = repository.scans.filter(status__in=[Status.QUEUED, Status.RUNNING]).first()
+        if busy is not None:
+            raise ScanRefused(f"A scan of {repository} is already {busy.status} (#{busy.pk}).")
+        scan = Scan.objects.create(repository=repository)
+        scan_changed.send(sender=Scan, scan=scan)
+    return scan
+
+
+def run_queued_scan(scan_id: int) -> Scan | None:
+    """Run a scan `queue_scan` made; None when it is gone or no longer queued (the
+    time-limit sweep failed it, or a second delivery of the task)."""
+    scan = Scan.objects.select_related("repository").filter(pk=scan_id).first()
+    if scan is None or scan.status != Status.QUEUED:
+        return None
+    return scan_repository(scan.repository, scan)
+
+
+def scan_repository(repository: Repository, scan: Scan | None = None) -> Scan:
+    """Scan `repository` now (as `scan` when one was queued) and return the finished
+    scan (succeeded or failed)."""
+    fail_overdue_scans()
+    if scan is None:
+        scan = Scan.objects.create(repository=repository)
     try:
         started = _move(scan, Status.RUNNING)
     except IntegrityError:
@@ -189,6 +215,7 @@ def _run(scan: Scan, repository: Repository) -> None:
             "summary": summary,
             "progress": progress.done,
             "state": {"checks": states},
+            "score": code_findings.open_score(repository),
         }
         if errors:
             failed = "; ".join(f"{name}: {error}" for name, error in errors.items())

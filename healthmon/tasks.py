@@ -59,3 +59,12 @@ def make_weekly_code_report() -> int | None:
 
     report = make_weekly_report()
     return report.pk if report else None
+
+
+@shared_task(time_limit=3600, soft_time_limit=3540)
+def scan_code_repository(scan_id: int) -> str:
+    """Run one queued scan (the Code health page's Scan now)."""
+    from healthmon.code_scans import run_queued_scan
+
+    scan = run_queued_scan(scan_id)
+    return scan.status if scan is not None else "not queued"

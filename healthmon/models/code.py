@@ -72,9 +72,12 @@ class Scan(models.Model):
     progress = models.JSONField(default=dict, blank=True)
     # What each check that succeeded keeps for the next scan: {"checks": {name: {...}}}.
     state = models.JSONField(default=dict, blank=True)
+    # The open findings weighted by severity once the scan ended (the page's trend).
+    score = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        permissions = [("start_scan", "Can start a code scan from the Code health page")]
         constraints = [
             # Two scans of one repository at once would reconcile against each other.
             models.UniqueConstraint(

@@ -43,6 +43,7 @@ def test_every_page_runs_its_scripts_and_breaks_nothing_under_the_policy(
             "/selfheal/",
             "/selfheal/engine/",
             "/health/",
+            "/health/code/",
         ]:
             response = page.goto(f"{live_server_url}{path}")
             assert response.status == 200, path

@@ -56,5 +56,6 @@ def test_every_websocket_path_of_the_product_is_declared_in_one_list() -> None:
         "ws/runs/<int:run_id>/",
         "ws/selfheal/",
         "ws/health/",
+        "ws/health/code/",
         "",
     ]
