@@ -36,6 +36,7 @@ from django.utils import timezone
 from healthmon import code_checkout, code_findings
 from healthmon.code_checks import CheckFailed, Reported, ScanContext
 from healthmon.code_checks import ruff as ruff_check
+from healthmon.code_checks import stale as stale_check
 from healthmon.models import Repository, Scan
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ TRANSITIONS: dict[str, set[str]] = {
 
 
 # The checks a scan runs, in order: modules with NAME and run(ScanContext).
-CHECKS: tuple[ModuleType, ...] = (ruff_check,)
+CHECKS: tuple[ModuleType, ...] = (ruff_check, stale_check)
 
 # Sent with `scan=` when a scan moves or its progress is recorded.
 scan_changed = Signal()
