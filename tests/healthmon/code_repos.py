@@ -23,6 +23,7 @@ def git(repo: Path, *arguments: str) -> str:
 
 def commit(repo: Path, files: dict[str, str], message: str = "change") -> str:
     for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(text)
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", message)

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import ast
 import re
-from fnmatch import fnmatchcase
 from collections.abc import Iterator
+from fnmatch import fnmatchcase
 from typing import Any
 
 from healthmon.code_checks.stale.conventions import REGISTERING_DECORATORS, TEMPLATE_SUFFIXES
@@ -265,9 +265,10 @@ def _dotted(node: ast.expr) -> str:
 def _literal(node: ast.expr | None) -> str | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
-    if isinstance(node, ast.Call) and node.args:
-        if _dotted(node.func).rsplit(".", 1)[-1] in REVERSING_CALLS:
-            return _literal(node.args[0])
+    if not isinstance(node, ast.Call) or not node.args:
+        return None
+    if _dotted(node.func).rsplit(".", 1)[-1] in REVERSING_CALLS:
+        return _literal(node.args[0])  # reverse_lazy("name") as a setting's value
     return None
 
 

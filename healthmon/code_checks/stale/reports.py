@@ -54,11 +54,13 @@ class Join:
             self._lines[path] = text.splitlines()
         return self._lines[path]
 
-    def reported(self, rule: str, confidence: int, message: str, path: str, line: int) -> Reported:
+    def reported(
+        self, rule: str, confidence: int, message: str, path: str, line: int, severity: int = 0
+    ) -> Reported:
         return Reported(
             check=NAME,
             rule=rule,
-            severity=severity_of(confidence),
+            severity=severity or severity_of(confidence),
             message=f"{message} ({confidence}% confidence)",
             file=path,
             line=line or None,
@@ -75,6 +77,7 @@ def unparsable(join: Join) -> list[Reported]:
             "is not counted, so what only it uses may be reported as unused",
             path,
             0,
+            severity=Finding.Severity.INFO,  # ruff reports the syntax error itself
         )
         for path, facts in sorted(join.python.items())
         if "error" in facts
