@@ -162,6 +162,8 @@ HOOK_NAMES = (
     "Media",
     "Config",
 )
+# Functions a script or a console entry point ("pkg.cli:main") starts from.
+ENTRY_FUNCTION_NAMES = frozenset({"main"})
 # Classes Django finds by what they subclass: the app registry takes an app's only
 # AppConfig subclass, `manage.py` a commands module's Command.
 FOUND_BY_BASE = frozenset({"AppConfig", "BaseCommand", "Migration"})

@@ -102,6 +102,8 @@ def unused_definitions(join: Join) -> list[Reported]:
 
 
 def _is_hook(name: str, kind: str) -> bool:
+    if kind == "function":
+        return name in conventions.ENTRY_FUNCTION_NAMES
     if kind not in ("method", "property", "class"):
         return False
     return any(fnmatchcase(name, pattern) for pattern in conventions.HOOK_NAMES)
