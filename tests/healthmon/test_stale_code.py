@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from chat.models import ToolExecution
+from controlplane.models import AuditEvent
 from healthmon import code_checkout, code_findings
 from healthmon.code_checks import ScanContext, stale
 from healthmon.code_checks.stale import history
@@ -215,6 +216,85 @@ def test_a_file_that_does_not_parse_is_skipped_and_said(
     assert ("unused-function", "unused_helper") in findings
 
 
+DJANGO_APP = {
+    "shop/__init__.py": "",
+    "shop/apps.py": """from django.apps import AppConfig
+
+
+class ShopConfig(AppConfig):
+    name = "shop"
+
+    def ready(self):
+        from shop import receivers
+""",
+    "shop/receivers.py": """from django.dispatch import receiver
+
+
+@receiver(object())
+def on_saved(sender, **kwargs):
+    return None
+""",
+    "shop/models.py": """from django.db import models
+
+
+class Order(models.Model):
+    @property
+    def total_label(self):
+        return "1"
+
+    def shown_in_admin(self):
+        return "x"
+
+    def never_called(self):
+        return "y"
+""",
+    "shop/admin.py": """from django.contrib import admin
+
+from shop.models import Order
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = ["shown_in_admin"]
+    actions = ["mark_paid"]
+
+    def mark_paid(self, request, queryset):
+        return None
+""",
+    "shop/consumers.py": """class OrderConsumer:
+    async def order_changed(self, event):
+        return None
+
+
+def announce(layer):
+    return layer.group_send("orders", {"type": "order.changed"})
+""",
+    "shop/routing.py": (
+        "from shop.consumers import OrderConsumer\n\nroutes = [OrderConsumer.as_asgi()]\n"
+    ),
+    "shop/templates/shop/order.html": "{{ order.total_label }}\n",
+    "shop/views.py": (
+        "from django.shortcuts import render\n\n\n"
+        "def order(request):\n    return render(request, 'shop/order.html')\n"
+    ),
+}
+
+
+def test_what_django_calls_by_name_or_convention_is_not_reported(db: Any, tmp_path: Path) -> None:
+    source = make_repository(tmp_path / "shop", DJANGO_APP)
+    repository = Repository.objects.create(name="shop", path=str(source))
+
+    scanned(repository)
+
+    # The AppConfig and its ready(), a model, a signal receiver, a property a template reads, a
+    # list_display entry, an admin action, a Channels handler for an event type: all
+    # used; of the model's methods, only the one nothing calls is reported.
+    assert set(stale_findings(repository)) == {
+        ("unused-method", "never_called"),
+        ("unused-function", "announce"),
+    }
+
+
 def own_product_files() -> dict[str, str]:
     """A checkout that is this product: manage.py and every own app's apps.py."""
     files = {"manage.py": "print('manage')\n"}
@@ -260,6 +340,29 @@ def test_tools_are_not_judged_without_a_history_or_in_another_repository(
     scanned(elsewhere)  # a history, but of this product, not of that repository
 
     assert not Finding.objects.filter(rule="unrun-tool").exists()
+
+
+def test_a_command_is_judged_only_once_the_audit_trail_has_command_runs(
+    db: Any, tmp_path: Path
+) -> None:
+    commands = {
+        "chat/management/__init__.py": "",
+        "chat/management/commands/__init__.py": "",
+        "chat/management/commands/ran.py": "class Command:\n    pass\n",
+        "chat/management/commands/never.py": "class Command:\n    pass\n",
+    }
+    source = make_repository(tmp_path / "product", {**own_product_files(), **commands})
+    repository = Repository.objects.create(name="product", path=str(source))
+    scanned(repository)
+    assert not repository.findings.filter(rule="unrun-command").exists()
+
+    AuditEvent.objects.create(
+        actor_label="system", action=history.COMMAND_RUN_ACTION, object_repr="ran"
+    )
+    scanned(repository)
+
+    commands_never_run = {n for rule, n in stale_findings(repository) if rule == "unrun-command"}
+    assert commands_never_run == {"never"}
 
 
 def source_checkout(repository: Repository) -> Path:

@@ -161,12 +161,14 @@ HOOK_NAMES = (
     "Meta",
     "Media",
     "Config",
+    "Command",
 )
 # Functions a script or a console entry point ("pkg.cli:main") starts from.
 ENTRY_FUNCTION_NAMES = frozenset({"main"})
 # Classes Django finds by what they subclass: the app registry takes an app's only
-# AppConfig subclass, `manage.py` a commands module's Command.
-FOUND_BY_BASE = frozenset({"AppConfig", "BaseCommand", "Migration"})
+# AppConfig subclass, a models module's Model subclasses, `manage.py` a commands
+# module's Command.
+FOUND_BY_BASE = frozenset({"AppConfig", "Model", "BaseCommand", "Migration"})
 # Decorators (vulture's "@name" form) that register what they decorate.
 REGISTERING_DECORATORS = (
     "@receiver",

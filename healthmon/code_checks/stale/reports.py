@@ -110,9 +110,9 @@ def _is_hook(name: str, kind: str) -> bool:
 
 
 def _is_registered(definition: Facts) -> bool:
-    """A class the framework finds by its base (an AppConfig, a command)."""
+    """A class the framework finds by its base (an AppConfig, a model, a command)."""
     bases = definition.get("bases", ())
-    return any(base in conventions.FOUND_BY_BASE for base in bases)
+    return any(base in conventions.FOUND_BY_BASE or base.endswith("Model") for base in bases)
 
 
 def module_name(path: str) -> str:
