@@ -457,4 +457,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "healthmon.tasks.scan_code",
         "schedule": float(settings_healthmon.HEALTHMON_CODE_SCAN_SECONDS),
     },
+    # Hourly, and the report is made once per ISO week (a unique constraint): a restart,
+    # which runs every entry at once in embedded mode, or a second scheduler, adds nothing.
+    "weekly-code-report": {
+        "task": "healthmon.tasks.make_weekly_code_report",
+        "schedule": 3600.0,
+    },
 }

@@ -41,3 +41,7 @@ HEALTHMON_CODE_SCAN_SECONDS = env.int("HEALTHMON_CODE_SCAN_SECONDS", default=24 
 HEALTHMON_CODE_WORKDIR = Path(env.str("HEALTHMON_CODE_WORKDIR", default="") or VAR_DIR / "code")
 HEALTHMON_CODE_SCAN_TIMEOUT_SECONDS = env.int("HEALTHMON_CODE_SCAN_TIMEOUT_SECONDS", default=900)
 HEALTHMON_CODE_TASK_MIN_SEVERITY = env.str("HEALTHMON_CODE_TASK_MIN_SEVERITY", default="high")
+# The CI check reads at most this many check runs of a commit, and annotations of one
+# run, from GitHub's checks API (100 a request).
+HEALTHMON_CODE_CI_MAX_CHECK_RUNS = env.int("HEALTHMON_CODE_CI_MAX_CHECK_RUNS", default=300)
+HEALTHMON_CODE_CI_MAX_ANNOTATIONS = env.int("HEALTHMON_CODE_CI_MAX_ANNOTATIONS", default=1000)

@@ -23,7 +23,8 @@ class HealthmonConfig(AppConfig):
         rule_audit.connect()
 
     def load_demo(self, owner: object) -> str:
-        """`bootstrap --demo`'s hook: the demo service and its log lines."""
-        from healthmon.demo import load_demo_logs
+        """`bootstrap --demo`'s hook: the demo service and its log lines, and this
+        product's own checkout as a repository to scan."""
+        from healthmon.demo import load_demo_logs, register_own_checkout
 
-        return load_demo_logs()
+        return f"{load_demo_logs()}\n{register_own_checkout()}"

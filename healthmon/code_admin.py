@@ -18,6 +18,8 @@ from django.utils.html import format_html
 from controlplane.admin import AuditHistoryMixin, ReadOnlyAdmin
 from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, OBSERVABILITY
+from controlplane.github import REPOSITORY_PATTERN
+from controlplane.models import Integration
 from healthmon import code_findings
 from healthmon.models import Finding, Repository, Scan
 
@@ -43,11 +45,29 @@ class RepositoryForm(forms.ModelForm):
         kind = cleaned.get("kind")
         if kind == Repository.Kind.LOCAL and not cleaned.get("path"):
             self.add_error("path", "A local repository needs the path of its git repository.")
-        if kind == Repository.Kind.GITHUB and not cleaned.get("full_name"):
-            self.add_error("full_name", "A GitHub repository needs its owner/name.")
+        if kind == Repository.Kind.GITHUB:
+            self._clean_github(cleaned)
         if not isinstance(cleaned.get("settings", {}), dict):
             self.add_error("settings", "Settings are a JSON object, e.g. {}.")
         return cleaned
+
+    def _clean_github(self, cleaned: dict[str, object]) -> None:
+        integration = cleaned.get("integration")
+        if not isinstance(integration, Integration):
+            self.add_error(
+                "integration", "A GitHub repository is read through a GitHub integration."
+            )
+        elif integration.kind != Integration.Kind.GITHUB:
+            self.add_error(
+                "integration",
+                f"{integration.name} is a {integration.get_kind_display()} integration: "
+                "choose a GitHub one.",
+            )
+        full_name = str(cleaned.get("full_name") or "")
+        if not full_name:
+            self.add_error("full_name", "A GitHub repository needs its owner/name.")
+        elif not REPOSITORY_PATTERN.match(full_name):
+            self.add_error("full_name", "Give the repository as owner/name, e.g. octo-org/backend.")
 
 
 @admin.register(Repository)
@@ -115,7 +135,7 @@ class FindingAdmin(ReadOnlyAdmin):
     search_fields = ["rule", "file", "message"]
     list_select_related = ["repository", "task"]
     date_hierarchy = "first_seen_at"
-    actions = ["mark_intended", "reopen"]
+    actions = ["mark_intended", "mark_ignored", "reopen"]
     fields = [
         "repository",
         "check_name",
@@ -154,6 +174,13 @@ class FindingAdmin(ReadOnlyAdmin):
         for finding in findings:
             code_findings.mark_intended(finding, actor=_actor(request))
         self.message_user(request, f"{len(findings)} finding(s) now intended.")
+
+    @admin.action(description="Ignore selected findings", permissions=["triage"])
+    def mark_ignored(self, request: HttpRequest, queryset: QuerySet[Finding]) -> None:
+        findings = list(queryset.select_related("task", "repository"))
+        for finding in findings:
+            code_findings.mark_ignored(finding, actor=_actor(request))
+        self.message_user(request, f"{len(findings)} finding(s) now ignored.")
 
     @admin.action(description="Reopen selected findings", permissions=["triage"])
     def reopen(self, request: HttpRequest, queryset: QuerySet[Finding]) -> None:

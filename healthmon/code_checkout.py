@@ -92,7 +92,7 @@ def tracked_files(path: Path, timeout: float) -> dict[str, str]:
 
 
 def _github_source(repository: Repository) -> Source:
-    from controlplane.github import GitHubError
+    from controlplane.github import GitHubError, GitHubNotFound
     from controlplane.github_integration import client_for
 
     if repository.integration is None or not repository.full_name:
@@ -103,6 +103,11 @@ def _github_source(repository: Repository) -> Source:
         with client_for(repository.integration) as client:
             answer = client.get(f"/repos/{repository.full_name}")
             token = client.access_token()
+    except GitHubNotFound as error:
+        raise CheckFailed(
+            f"GitHub has no repository {repository.full_name}, or the integration "
+            f"{repository.integration} cannot see it (give its token or App access to it)."
+        ) from error
     except GitHubError as error:
         raise CheckFailed(str(error)) from error
     url = answer.get("clone_url") if isinstance(answer, dict) else None
@@ -116,12 +121,16 @@ def _github_source(repository: Repository) -> Source:
 
 def _auth_env(token: str) -> dict[str, str]:
     """git sends the token as GitHub documents for HTTPS (user x-access-token), from
-    its environment: nothing on a command line others may list, nothing stored."""
+    its environment: nothing on a command line others may list, nothing stored. No
+    credential helper is asked: a refused token must fail the scan, not fall back on
+    whatever credentials the machine's user keeps."""
     basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
     return {
-        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_COUNT": "2",
         "GIT_CONFIG_KEY_0": "http.extraHeader",
         "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+        "GIT_CONFIG_KEY_1": "credential.helper",
+        "GIT_CONFIG_VALUE_1": "",
     }
 
 
@@ -171,6 +180,12 @@ def _git(
 
 
 def _reason(stderr: str) -> str:
+    if "could not read Username" in stderr or "Authentication failed" in stderr:
+        # git asks for a password when the server refuses its header (HTTP 401).
+        return (
+            "the server refused the credentials (HTTP 401): the token was revoked or "
+            "cannot read this repository's contents"
+        )
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     fatal = [line.removeprefix("fatal: ") for line in lines if line.startswith("fatal:")]
     return (fatal or lines[-1:] or [""])[0]

@@ -1,8 +1,9 @@
 """What a scan's reports do to the stored findings, and to their tasks.
 
 A reported problem is new (a finding is created, or a fixed one reopens), still open
-(its location and message are refreshed) or intended (it stays intended: an Operator
-said it is meant to be so). An open finding no longer reported is fixed. Findings at
+(its location and message are refreshed), intended (an Operator said it is meant to
+be so) or ignored (an Operator chose not to fix it): the last two stay as they are.
+An open finding no longer reported is fixed. Findings at
 or above `HEALTHMON_CODE_TASK_MIN_SEVERITY` open one selfheal task each, keyed by the
 finding, and the task is cancelled with the reason when the finding is fixed or marked
 intended: the loop closes by itself.
@@ -38,7 +39,14 @@ def reconcile(
             f.identity: f
             for f in repository.findings.filter(check_name=check).select_related("task")
         }
-        counts = {"reported": len(items), "new": 0, "open": 0, "fixed": 0, "intended": 0}
+        counts = {
+            "reported": len(items),
+            "new": 0,
+            "open": 0,
+            "fixed": 0,
+            "intended": 0,
+            "ignored": 0,
+        }
         seen = set()
         for item in items:
             seen.add(item.identity)
@@ -59,7 +67,7 @@ def reconcile(
             elif finding.status == Finding.Status.OPEN:
                 counts["open"] += 1
             else:
-                counts["intended"] += 1
+                counts[finding.status] += 1
             finding.severity, finding.message = item.severity, item.message
             finding.file, finding.line = item.file, item.line
             finding.last_seen_scan, finding.last_seen_at = scan, now
@@ -131,6 +139,12 @@ def mark_intended(finding: Finding, *, actor: StaffUser | None = None) -> None:
     """An Operator says the finding is meant to be so: later scans keep it intended."""
     _set_status(finding, Finding.Status.INTENDED, actor)
     close_task(finding, "The finding was marked intended.")
+
+
+def mark_ignored(finding: Finding, *, actor: StaffUser | None = None) -> None:
+    """An Operator chose not to fix it: later scans keep it ignored, and it opens no task."""
+    _set_status(finding, Finding.Status.IGNORED, actor)
+    close_task(finding, "The finding was marked ignored.")
 
 
 def reopen(finding: Finding, *, actor: StaffUser | None = None) -> None:

@@ -35,6 +35,8 @@ from django.utils import timezone
 
 from healthmon import code_checkout, code_findings
 from healthmon.code_checks import CheckFailed, Reported, ScanContext
+from healthmon.code_checks import ci_annotations as ci_check
+from healthmon.code_checks import contracts as contracts_check
 from healthmon.code_checks import ruff as ruff_check
 from healthmon.code_checks import stale as stale_check
 from healthmon.models import Repository, Scan
@@ -51,7 +53,7 @@ TRANSITIONS: dict[str, set[str]] = {
 
 
 # The checks a scan runs, in order: modules with NAME and run(ScanContext).
-CHECKS: tuple[ModuleType, ...] = (ruff_check, stale_check)
+CHECKS: tuple[ModuleType, ...] = (ruff_check, ci_check, stale_check, contracts_check)
 
 # Sent with `scan=` when a scan moves or its progress is recorded.
 scan_changed = Signal()

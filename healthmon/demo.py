@@ -5,6 +5,11 @@ newcomer's Health page shows real groups, and the error patterns among them open
 tasks the way any new pattern does (ingest, after the commit).
 
 Safe to run again: the lines are ingested only while the demo source has no data.
+
+The demo also registers this product's own checkout (`BASE_DIR`, when it is a git
+repository) as the local repository `control-plane`, so the first code scan is of
+real code. Also safe to run again: a repository of that name, or of that path, is
+left as it is.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from django.conf import settings
 from django.utils import timezone
 
 from healthmon.ingest import LogRecord, ingest
 from healthmon.levels import parse_level
-from healthmon.models import Fingerprint, LogSource
+from healthmon.models import Fingerprint, LogSource, Repository
 
 DEMO_SOURCE = "demo-shop-logs"
 DEMO_SERVICE = "demo-shop"
@@ -25,6 +31,7 @@ DEMO_LINES = Path(__file__).with_name("demo") / "loghub-sample.jsonl"
 # The lines are spread over this much of the recent past, the last a minute ago, so
 # both the 24-hour and the 1-hour views have something to show.
 SPREAD = timedelta(hours=6)
+DEMO_REPOSITORY = "control-plane"
 
 
 def load_demo_logs() -> str:
@@ -57,3 +64,19 @@ def demo_records(now: datetime) -> list[LogRecord]:
         )
         for index, line in enumerate(lines)
     ]
+
+
+def register_own_checkout() -> str:
+    base = Path(settings.BASE_DIR)
+    if not (base / ".git").exists():  # a directory, or a file in a git worktree
+        return f"Demo repository: not registered ({base} is not a git checkout)."
+    existing = Repository.objects.filter(name=DEMO_REPOSITORY).first() or (
+        Repository.objects.filter(kind=Repository.Kind.LOCAL, path=str(base)).first()
+    )
+    if existing is not None:
+        return f"Demo repository {existing.name} is registered already."
+    Repository.objects.create(name=DEMO_REPOSITORY, kind=Repository.Kind.LOCAL, path=str(base))
+    return (
+        f"Demo repository: {DEMO_REPOSITORY} ({base}), scanned on the schedule or now "
+        f"with: manage.py scan_code --repo {DEMO_REPOSITORY}"
+    )

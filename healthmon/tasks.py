@@ -49,3 +49,13 @@ def scan_code() -> dict[str, int]:
         "repositories": len(scans),
         "failed": sum(scan.status == scan.Status.FAILED for scan in scans),
     }
+
+
+@shared_task(time_limit=300, soft_time_limit=270)
+def make_weekly_code_report() -> int | None:
+    """The last complete ISO week's code report, made and sent once: the hourly tick
+    finds it made already on every run but the first after Monday 00:00."""
+    from healthmon.code_reports import make_weekly_report
+
+    report = make_weekly_report()
+    return report.pk if report else None

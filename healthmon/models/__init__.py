@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from healthmon.models.alerts import Alert, AlertKind, AlertRule
 from healthmon.models.code import Finding, PullRequest, Repository, Scan
+from healthmon.models.code_reports import CodeReport
 from healthmon.models.crawls import CrawlRecord
 from healthmon.models.fingerprints import (
     Fingerprint,
@@ -17,6 +18,7 @@ __all__ = [
     "Alert",
     "AlertKind",
     "AlertRule",
+    "CodeReport",
     "CrawlRecord",
     "Finding",
     "Fingerprint",

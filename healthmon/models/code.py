@@ -93,6 +93,7 @@ class Finding(models.Model):
         OPEN = "open"
         FIXED = "fixed"
         INTENDED = "intended", "Intended (not reported again)"
+        IGNORED = "ignored", "Ignored (not reported again)"
 
     class Severity(models.IntegerChoices):
         INFO = 10, "info"
@@ -127,7 +128,9 @@ class Finding(models.Model):
 
     class Meta:
         ordering = ["-severity", "file", "line"]
-        permissions = [("triage_finding", "Can mark code findings intended and reopen them")]
+        permissions = [
+            ("triage_finding", "Can mark code findings intended or ignored and reopen them")
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["repository", "identity"], name="one_finding_per_identity"

@@ -32,3 +32,13 @@ def _default_alert_rules(request: pytest.FixtureRequest) -> None:
     request.getfixturevalue("django_db_setup")
     with request.getfixturevalue("django_db_blocker").unblock():
         ALERTS_MIGRATION.create_default_rules(apps, None)
+
+
+@pytest.fixture
+def ruff_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scans run only the ruff check: tests of the scan's lifecycle stay about it, and
+    make no registry or API call the other checks would."""
+    from healthmon import code_scans
+    from healthmon.code_checks import ruff
+
+    monkeypatch.setattr(code_scans, "CHECKS", (ruff,))

@@ -15,6 +15,8 @@ from healthmon.models import Finding, Repository, Scan
 from selfheal.models import Task
 from tests.healthmon.code_repos import CLEAN, UNUSED_IMPORT, commit, git, make_repository
 
+pytestmark = pytest.mark.usefixtures("ruff_only")
+
 
 @pytest.fixture(autouse=True)
 def _code_settings(settings: Any, tmp_path: Path) -> None:
@@ -59,7 +61,14 @@ def test_a_fixed_finding_gets_fixed_at_and_its_task_is_closed(
 
     scan = scan_repository(repository)
 
-    assert scan.summary["ruff"] == {"reported": 0, "new": 0, "open": 0, "fixed": 1, "intended": 0}
+    assert scan.summary["ruff"] == {
+        "reported": 0,
+        "new": 0,
+        "open": 0,
+        "fixed": 1,
+        "intended": 0,
+        "ignored": 0,
+    }
     finding = Finding.objects.get(repository=repository)
     assert finding.status == Finding.Status.FIXED
     assert finding.fixed_at is not None
@@ -83,6 +92,21 @@ def test_a_finding_keeps_its_identity_when_lines_move(repository: Repository, so
     assert scan.summary["ruff"]["open"] == 1
     after = Finding.objects.get(repository=repository, rule="F841")
     assert (after.pk, after.status, after.line) == (before.pk, Finding.Status.OPEN, 7)
+
+
+def test_an_ignored_finding_stays_ignored_and_opens_no_task(repository: Repository) -> None:
+    scan_repository(repository)
+    finding = Finding.objects.get(repository=repository)
+    code_findings.mark_ignored(finding)
+
+    scan = scan_repository(repository)
+
+    finding.refresh_from_db()
+    assert finding.status == Finding.Status.IGNORED
+    assert (scan.summary["ruff"]["ignored"], scan.summary["ruff"]["new"]) == (1, 0)
+    assert finding.task is not None
+    assert finding.task.status == Task.Status.CANCELLED
+    assert not Task.objects.filter(kind="fix_code_finding", status=Task.Status.PENDING).exists()
 
 
 def test_an_intended_finding_stays_intended(repository: Repository) -> None:

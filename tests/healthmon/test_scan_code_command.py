@@ -10,6 +10,8 @@ from django.core.management import CommandError, call_command
 from healthmon.models import Repository
 from tests.healthmon.code_repos import CLEAN, UNUSED_IMPORT, make_repository
 
+pytestmark = pytest.mark.usefixtures("ruff_only")
+
 
 @pytest.fixture(autouse=True)
 def _workdir(settings: Any, tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ def _summary(scan: Scan) -> str:
     for check, counts in sorted(scan.summary.items()):
         lines.append(
             f"  {check}: {counts['new']} new, {counts['open']} still open, "
-            f"{counts['fixed']} fixed, {counts['intended']} intended"
+            f"{counts['fixed']} fixed, {counts['intended']} intended, "
+            f"{counts.get('ignored', 0)} ignored"
         )
     return "\n".join(lines)
