@@ -38,6 +38,7 @@ from healthmon.code_checks import CheckFailed, Reported, ScanContext
 from healthmon.code_checks import ci_annotations as ci_check
 from healthmon.code_checks import contracts as contracts_check
 from healthmon.code_checks import ruff as ruff_check
+from healthmon.code_checks import stale as stale_check
 from healthmon.models import Repository, Scan
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ TRANSITIONS: dict[str, set[str]] = {
 
 
 # The checks a scan runs, in order: modules with NAME and run(ScanContext).
-CHECKS: tuple[ModuleType, ...] = (ruff_check, ci_check, contracts_check)
+CHECKS: tuple[ModuleType, ...] = (ruff_check, ci_check, stale_check, contracts_check)
 
 # Sent with `scan=` when a scan moves or its progress is recorded.
 scan_changed = Signal()
