@@ -295,6 +295,41 @@ def test_what_django_calls_by_name_or_convention_is_not_reported(db: Any, tmp_pa
     }
 
 
+REGISTRIES = """import functools
+
+from pkg.steps import step
+
+
+class Playbook:
+    @step("Ask for approval", action="request_approval")
+    def request_approvals(self):
+        return 1
+
+    @functools.lru_cache(maxsize=4)
+    def cached_but_unused(self):
+        return 2
+"""
+
+
+def test_what_a_decorator_with_arguments_registers_is_not_reported(db: Any, tmp_path: Path) -> None:
+    files = {
+        "pkg/__init__.py": "",
+        "pkg/steps.py": "def step(title, action):\n    return lambda function: function\n",
+        "pkg/playbook.py": REGISTRIES,
+        "pkg/run.py": (
+            'from pkg.playbook import Playbook\n\nif __name__ == "__main__":\n    Playbook()\n'
+        ),
+    }
+    repository = Repository.objects.create(
+        name="steps", path=str(make_repository(tmp_path / "steps", files))
+    )
+
+    scanned(repository)
+
+    # A playbook step is called through its registry; a cache wraps, and registers nothing.
+    assert set(stale_findings(repository)) == {("unused-method", "cached_but_unused")}
+
+
 def own_product_files() -> dict[str, str]:
     """A checkout that is this product: manage.py and every own app's apps.py."""
     files = {"manage.py": "print('manage')\n"}

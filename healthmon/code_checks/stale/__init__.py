@@ -29,7 +29,7 @@ from healthmon.code_checks.stale import conventions, facts, reports
 
 NAME = reports.NAME
 # Part of every cache key: a change to what is extracted makes old facts unused.
-FACTS_VERSION = 1
+FACTS_VERSION = 2
 MAX_FILE_BYTES = 1_000_000
 
 

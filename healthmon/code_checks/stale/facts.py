@@ -44,6 +44,10 @@ URL_SETTINGS = frozenset(
     {"LOGIN_URL", "LOGIN_REDIRECT_URL", "LOGOUT_REDIRECT_URL", "pattern_name", "url_name"}
 )
 PROPERTY_DECORATORS = frozenset({"property", "cached_property", "functools.cached_property"})
+# Decorators that take arguments and wrap, rather than register, what they decorate.
+WRAPPERS_WITH_ARGUMENTS = frozenset(
+    {"lru_cache", "wraps", "singledispatchmethod", "deprecated", "override_settings"}
+)
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+(?::[A-Za-z_]\w*)?")
 _TEMPLATE_TAG = re.compile(r"\{[{%](.*?)[%}]\}", re.DOTALL)
@@ -112,7 +116,7 @@ class _PythonFacts:
             fnmatchcase(f"@{each}", pattern)
             for each in decorators
             for pattern in REGISTERING_DECORATORS
-        ):
+        ) or any(_registers(decorator) for decorator in node.decorator_list):
             return
         definition = {"name": name, "kind": kind, "line": node.lineno}
         definition["confidence"] = DEFINITION_CONFIDENCE
@@ -248,6 +252,16 @@ def extract_template(text: str) -> Facts:
 
 def extract_configuration(text: str) -> Facts:
     return _as_json({"strings": set(_DOTTED.findall(text))})
+
+
+def _registers(decorator: ast.expr) -> bool:
+    """A decorator given arguments (`@step("Ask for approval", action=...)`) is most
+    often a registry taking what it decorates (a playbook step, a route, a command):
+    what it decorates is called through the registry, not by name. The standard
+    library's wrappers that take arguments are not."""
+    if not isinstance(decorator, ast.Call) or not (decorator.args or decorator.keywords):
+        return False
+    return _dotted(decorator).rsplit(".", 1)[-1] not in WRAPPERS_WITH_ARGUMENTS
 
 
 def _dotted(node: ast.expr) -> str:
