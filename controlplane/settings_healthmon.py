@@ -41,3 +41,10 @@ HEALTHMON_CODE_SCAN_SECONDS = env.int("HEALTHMON_CODE_SCAN_SECONDS", default=24 
 HEALTHMON_CODE_WORKDIR = Path(env.str("HEALTHMON_CODE_WORKDIR", default="") or VAR_DIR / "code")
 HEALTHMON_CODE_SCAN_TIMEOUT_SECONDS = env.int("HEALTHMON_CODE_SCAN_TIMEOUT_SECONDS", default=900)
 HEALTHMON_CODE_TASK_MIN_SEVERITY = env.str("HEALTHMON_CODE_TASK_MIN_SEVERITY", default="high")
+# Code health pull requests (behind the toggle codehealth.autopr.enabled, each approved
+# by an Operator): the most proposed or open product PRs per repository, and the
+# author of their commits ("Name <email>").
+HEALTHMON_CODE_MAX_OPEN_PRS = env.int("HEALTHMON_CODE_MAX_OPEN_PRS", default=3)
+HEALTHMON_CODE_PR_AUTHOR = env.str(
+    "HEALTHMON_CODE_PR_AUTHOR", default="AI Ops Control Plane <code-health@localhost>"
+)

@@ -13,6 +13,7 @@ class HealthmonConfig(AppConfig):
     def ready(self) -> None:
         from controlplane.integrations import register_connection_test
         from controlplane.models import Integration
+        from healthmon import code_pull_requests
         from healthmon.alerts import rule_audit
         from healthmon.error_source import recent_error_patterns
         from healthmon.railway.connection import check_railway_connection
@@ -21,6 +22,7 @@ class HealthmonConfig(AppConfig):
         register_error_source(recent_error_patterns)
         register_connection_test(Integration.Kind.RAILWAY, check_railway_connection)
         rule_audit.connect()
+        code_pull_requests.register_waiters()
 
     def load_demo(self, owner: object) -> str:
         """`bootstrap --demo`'s hook: the demo service and its log lines."""

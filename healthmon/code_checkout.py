@@ -170,6 +170,10 @@ def _git(
     return done.stdout
 
 
+# The same runner for the pull-request flow's own clones (healthmon.code_autofix).
+git = _git
+
+
 def _reason(stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     fatal = [line.removeprefix("fatal: ") for line in lines if line.startswith("fatal:")]
