@@ -176,5 +176,12 @@ git = _git
 
 def _reason(stderr: str) -> str:
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    # A refused push: its "! [remote rejected] ... (why)" line, and what the remote said.
+    refused = [line for line in lines if line.startswith("! [")]
+    if refused:
+        said = [
+            line.removeprefix("remote:").strip() for line in lines if line.startswith("remote:")
+        ]
+        return "; ".join([*refused, *filter(None, said)])
     fatal = [line.removeprefix("fatal: ") for line in lines if line.startswith("fatal:")]
     return (fatal or lines[-1:] or [""])[0]
