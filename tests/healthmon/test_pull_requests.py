@@ -493,3 +493,25 @@ def test_propose_fixes_proposes_now_or_says_why_not(
     pull_request = PullRequest.objects.get(repository=repository)
     out = capsys.readouterr().out
     assert f"waiting for approval #{pull_request.approval_id}" in out
+
+
+def test_an_approval_after_the_toggle_was_switched_off_pushes_nothing(
+    repository: Repository,
+    bare: Path,
+    github: GitHubServer,
+    autopr: None,
+    operator: StaffUser,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    scanned(repository)
+    proposed = PullRequest.objects.get(repository=repository)
+    set_autopr(False)
+
+    pull_request = decide(proposed, operator, True, django_capture_on_commit_callbacks)
+
+    assert pull_request.status == PullRequest.Status.FAILED
+    assert pull_request.error == (
+        "The toggle codehealth.autopr.enabled was switched off: nothing was pushed."
+    )
+    assert branches(bare) == ["main"]
+    assert pull_posts(github) == []
