@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
+from django.urls import reverse
 from django.utils import timezone
 
 from controlplane.approvals import ApprovalError, decide_approval, expire_due_approvals
@@ -515,3 +516,32 @@ def test_an_approval_after_the_toggle_was_switched_off_pushes_nothing(
     )
     assert branches(bare) == ["main"]
     assert pull_posts(github) == []
+
+
+def test_the_approvals_page_decides_it_under_its_tier_rules(
+    client: Any,
+    repository: Repository,
+    bare: Path,
+    autopr: None,
+    operator: StaffUser,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    scanned(repository)
+    pull_request = PullRequest.objects.get(repository=repository)
+    decide_url = reverse("approval_decide", args=[pull_request.approval_id])
+    client.force_login(operator)
+    page = client.get(reverse("approvals")).content.decode()
+    assert f"#{pull_request.approval_id} <code>{code_pull_requests.APPROVAL_ACTION}</code>" in page
+    assert pull_request.branch in page
+
+    client.force_login(make_user("oscar", Tier.OBSERVER, is_staff=True))
+    assert client.post(decide_url, {"decision": "approve"}).status_code == 403
+    assert branches(bare) == ["main"]
+
+    client.force_login(operator)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(decide_url, {"decision": "approve"})
+
+    pull_request.refresh_from_db()
+    assert pull_request.status == PullRequest.Status.OPEN, pull_request.error
+    assert pull_request.branch in branches(bare)
