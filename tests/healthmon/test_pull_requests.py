@@ -5,6 +5,7 @@ followed until merged."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from django.core.cache import cache
 from django.core.management import call_command
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -22,6 +24,7 @@ from controlplane.tiers import StaffUser, Tier
 from healthmon import code_autofix, code_pull_requests
 from healthmon.code_scans import scan_repository
 from healthmon.models import Finding, PullRequest, Repository, Scan
+from tests.controlplane.test_background import HANG_GUARD_SECONDS
 from tests.github_server import Answer, GitHubServer
 from tests.healthmon.code_repos import UNUSED_IMPORT, commit, git, make_repository
 from tests.healthmon.pull_request_fakes import FakePulls
@@ -545,3 +548,43 @@ def test_the_approvals_page_decides_it_under_its_tier_rules(
     pull_request.refresh_from_db()
     assert pull_request.status == PullRequest.Status.OPEN, pull_request.error
     assert pull_request.branch in branches(bare)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_proposals_at_once_keep_to_the_limit(
+    repository: Repository, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.HEALTHMON_CODE_MAX_OPEN_PRS = 1
+    scan = scanned(repository)  # the toggle is off: nothing proposed yet
+    set_autopr(True)
+    # Both have prepared their fixes before either stores its pull request.
+    both_prepared = threading.Barrier(2, timeout=HANG_GUARD_SECONDS)
+    commit_fixes = code_autofix.commit_fixes
+
+    def commit_when_both_prepared(*args: Any) -> str:
+        both_prepared.wait()
+        return commit_fixes(*args)
+
+    monkeypatch.setattr(code_autofix, "commit_fixes", commit_when_both_prepared)
+    outcomes: list[str] = []
+
+    def propose() -> None:
+        try:
+            code_pull_requests.propose(Repository.objects.get(pk=repository.pk), scan)
+            outcomes.append("proposed")
+        except code_pull_requests.NothingProposed as reason:
+            outcomes.append(str(reason))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=propose) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(HANG_GUARD_SECONDS)
+
+    assert len(outcomes) == 2
+    assert outcomes.count("proposed") == 1
+    assert any("HEALTHMON_CODE_MAX_OPEN_PRS=1" in outcome for outcome in outcomes)
+    assert PullRequest.objects.filter(repository=repository).count() == 1
