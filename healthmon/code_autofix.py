@@ -4,7 +4,8 @@ A clone of the scanned commit (under `HEALTHMON_CODE_WORKDIR`/pull-requests, nev
 the scan's checkout, removed when done) gets ruff's safe fixes (`ruff check --fix
 --no-unsafe-fixes`: unsafe fixes stay off even when the repository's configuration
 turns them on) and then `ruff format`, both with the repository's own ruff
-configuration (ruff's defaults when it has none). Which findings the fixes fixed is
+configuration (ruff's defaults when it has none). A finding an Operator marked
+intended is left as it is: its rule is not fixed in its file. Which findings the fixes fixed is
 read by linting the tree again between the two steps: an open finding whose identity
 ruff no longer reports is fixed; files `ruff format` changed are listed as
 formatting only.
@@ -18,12 +19,14 @@ whatever the caller asks.
 
 from __future__ import annotations
 
+import glob
+import json
 import os
 import shutil
 import subprocess
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -81,14 +84,18 @@ def fix_clone(source: Source, commit: str, timeout: float) -> Iterator[Path]:
 
 
 def apply_fixes(
-    path: Path, timeout: float, findings: Sequence[Finding] | None = None
+    path: Path,
+    timeout: float,
+    findings: Sequence[Finding] | None = None,
+    keep: Collection[tuple[str, str]] = (),
 ) -> list[Change]:
-    """Apply ruff's safe fixes and formatting to the clone at `path`; the changes,
-    each with the finding of `findings` it fixes (none asked: no mapping is made)."""
+    """Apply ruff's safe fixes and formatting to the clone at `path`, leaving the
+    rules of `keep` ((file, rule): findings an Operator marked intended) unfixed in
+    their files; the changes, each with the finding of `findings` it fixes (none
+    asked: no mapping is made)."""
     configuration = _configuration_arguments(path)
-    _ruff(
-        path, ["check", "--fix", "--no-unsafe-fixes", "--exit-zero", *configuration, "."], timeout
-    )
+    fix = ["check", "--fix", "--no-unsafe-fixes", "--exit-zero", *configuration, *_kept(keep)]
+    _ruff(path, [*fix, "."], timeout)
     changes = _fixed(path, timeout, findings) if findings is not None else []
     git(["add", "--all"], timeout, cwd=path)
     try:
@@ -166,6 +173,21 @@ def _fixed(path: Path, timeout: float, findings: Sequence[Finding]) -> list[Chan
             Change(finding.file, finding.rule, finding.message, finding.line, finding.pk)
         )
     return changes
+
+
+def _kept(keep: Collection[tuple[str, str]]) -> list[str]:
+    """Ruff's inline override that ignores each kept rule in its file (on top of the
+    repository's own per-file ignores) for the fix only."""
+    if not keep:
+        return []
+    by_file: dict[str, list[str]] = {}
+    for file, rule in sorted(keep):
+        by_file.setdefault(glob.escape(file), []).append(rule)
+    # JSON strings are TOML basic strings.
+    table = ", ".join(
+        f"{json.dumps(file)} = {json.dumps(rules)}" for file, rules in by_file.items()
+    )
+    return ["--config", f"lint.extend-per-file-ignores = {{{table}}}"]
 
 
 def _configuration_arguments(path: Path) -> list[str]:

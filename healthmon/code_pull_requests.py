@@ -6,12 +6,13 @@ proposed (waiting for its approval) -> open (pushed and opened on GitHub), rejec
 (rejected or expired: nothing pushed) or failed (the push or GitHub's API failed: the
 reason is kept); open -> merged or closed, as GitHub says at each scan.
 
-Safety rails: nothing is proposed while the toggle `codehealth.autopr.enabled` is
-off (seeded off) or while the repository has `HEALTHMON_CODE_MAX_OPEN_PRS` proposed
-or open product PRs; a proposal whose fixes are all in a proposed or open PR already
-is not made again; nothing is pushed before an Operator approves, and the push is
-refused for the default branch (`code_autofix`). The fixes are prepared again at
-approval and must give the very commit that was approved.
+Safety rails: nothing is proposed while the toggle `codehealth.autopr.enabled` is off
+(seeded off) or while the repository has `HEALTHMON_CODE_MAX_OPEN_PRS` proposed or open
+product PRs; a proposal whose fixes are all in a proposed or open PR already is not
+made again; a finding marked intended is not fixed; nothing is pushed before an
+Operator approves, and the push is refused for the default branch (`code_autofix`).
+The fixes are prepared again at approval and must give the very commit that was
+approved.
 """
 
 from __future__ import annotations
@@ -104,19 +105,20 @@ def propose(repository: Repository, scan: Scan | None = None) -> PullRequest:
     if scan is None or scan.status != Scan.Status.SUCCEEDED or not scan.commit:
         raise NothingProposed("No successful scan to fix.")
     _refuse_past_the_cap(repository)
-    findings = list(
-        repository.findings.filter(
-            check_name=ruff_check.NAME, status__in=[Finding.Status.OPEN, Finding.Status.INTENDED]
-        )
-    )
-    if not any(finding.status == Finding.Status.OPEN for finding in findings):
+    ruff_findings = repository.findings.filter(check_name=ruff_check.NAME)
+    findings = list(ruff_findings.filter(status=Finding.Status.OPEN))
+    if not findings:
         raise NothingProposed("No open ruff findings.")
+    # What an Operator marked intended stays as it is.
+    keep = sorted(
+        set(ruff_findings.filter(status=Finding.Status.INTENDED).values_list("file", "rule"))
+    )
     source = source_of(repository, timeout())
     when = timezone.now().replace(microsecond=0)
     title = f"Code health: mechanical fixes for {scan.commit[:8]}"
     with code_autofix.fix_clone(source, scan.commit, timeout()) as path:
-        changes = code_autofix.apply_fixes(path, timeout(), findings)
-        fixed = _fixed_open_findings(changes, findings)
+        changes = code_autofix.apply_fixes(path, timeout(), findings, keep)
+        fixed = {change.finding for change in changes if change.finding is not None}
         if not fixed:
             raise NothingProposed("Ruff's safe fixes fix none of the open findings.")
         _refuse_already_proposed(repository, fixed)
@@ -130,7 +132,7 @@ def propose(repository: Repository, scan: Scan | None = None) -> PullRequest:
             base=scan.branch,
             branch=_branch_name(repository, when, scan.commit),
             title=title,
-            body=describe(scan, changes, {f.pk: f for f in findings}),
+            body=describe(scan, changes),
             changes=[change.as_json() for change in changes],
             commit=commit,
         )
@@ -153,6 +155,7 @@ def propose(repository: Repository, scan: Scan | None = None) -> PullRequest:
                 "scanned_commit": scan.commit,
                 "commit": commit,
                 "committed_at": when.isoformat(),
+                "kept": keep,
                 "findings": sorted(fixed),
             },
         )
@@ -168,11 +171,6 @@ def _refuse_past_the_cap(repository: Repository) -> None:
             f"{repository} has {active} proposed or open product pull request(s), the most "
             f"allowed (HEALTHMON_CODE_MAX_OPEN_PRS={limit})."
         )
-
-
-def _fixed_open_findings(changes: list[Change], findings: list[Finding]) -> set[int]:
-    open_ids = {f.pk for f in findings if f.status == Finding.Status.OPEN}
-    return {change.finding for change in changes if change.finding in open_ids}
 
 
 def _refuse_already_proposed(repository: Repository, fixed: set[int]) -> None:
@@ -195,7 +193,7 @@ def _branch_name(repository: Repository, when: datetime, commit: str) -> str:
     return branch
 
 
-def describe(scan: Scan, changes: list[Change], findings: dict[int, Finding]) -> str:
+def describe(scan: Scan, changes: list[Change]) -> str:
     """The PR body: every change, with the finding it fixes."""
     lines = [
         f"Mechanical fixes proposed by the control plane's code health after scan "
@@ -207,12 +205,7 @@ def describe(scan: Scan, changes: list[Change], findings: dict[int, Finding]) ->
     ]
     for change in changes:
         where = f"{change.file}:{change.line}" if change.line else change.file
-        if change.finding is None:
-            fixes = "formatting only"
-        else:
-            finding = findings.get(change.finding)
-            intended = finding is not None and finding.status == Finding.Status.INTENDED
-            fixes = f"finding #{change.finding}" + (" (marked intended)" if intended else "")
+        fixes = "formatting only" if change.finding is None else f"finding #{change.finding}"
         cells = [where, change.rule, change.message, fixes]
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     return "\n".join(lines) + "\n"
@@ -265,7 +258,8 @@ def open_pull_request(
             raise CheckFailed(f"The toggle {TOGGLE} was switched off: nothing was pushed.")
         source = source_of(repository, timeout())
         with code_autofix.fix_clone(source, str(proposal.get("scanned_commit")), timeout()) as path:
-            code_autofix.apply_fixes(path, timeout())
+            kept = [(str(file), str(rule)) for file, rule in proposal.get("kept") or []]
+            code_autofix.apply_fixes(path, timeout(), keep=kept)
             when = datetime.fromisoformat(str(proposal.get("committed_at")))
             commit = code_autofix.commit_fixes(path, pull_request.title, when, timeout())
             if not commit or commit != pull_request.commit:

@@ -21,7 +21,7 @@ from django.utils import timezone
 from controlplane.approvals import ApprovalError, decide_approval, expire_due_approvals
 from controlplane.models import Approval, AuditEvent, FeatureToggle, Integration
 from controlplane.tiers import StaffUser, Tier
-from healthmon import code_autofix, code_pull_requests
+from healthmon import code_autofix, code_findings, code_pull_requests
 from healthmon.code_scans import scan_repository
 from healthmon.models import Finding, PullRequest, Repository, Scan
 from tests.controlplane.test_background import HANG_GUARD_SECONDS
@@ -588,3 +588,29 @@ def test_two_proposals_at_once_keep_to_the_limit(
     assert outcomes.count("proposed") == 1
     assert any("HEALTHMON_CODE_MAX_OPEN_PRS=1" in outcome for outcome in outcomes)
     assert PullRequest.objects.filter(repository=repository).count() == 1
+
+
+def test_a_finding_marked_intended_is_left_as_it_is(
+    repository: Repository,
+    source: Path,
+    bare: Path,
+    autopr: None,
+    operator: StaffUser,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    set_autopr(False)
+    scanned(repository)
+    code_findings.mark_intended(Finding.objects.get(repository=repository, rule="F401"))
+    publish(source, bare, {"more.py": "import sys\n"})
+    set_autopr(True)
+
+    scanned(repository)
+
+    proposed = PullRequest.objects.get(repository=repository)
+    assert [(c["file"], c["rule"]) for c in proposed.changes if c["finding"]] == [
+        ("more.py", "F401")
+    ]
+    pull_request = decide(proposed, operator, True, django_capture_on_commit_callbacks)
+    assert pull_request.status == PullRequest.Status.OPEN, pull_request.error
+    assert git(bare, "show", f"refs/heads/{pull_request.branch}:app.py") + "\n" == UNUSED_IMPORT
+    assert git(bare, "show", f"refs/heads/{pull_request.branch}:more.py") == ""
