@@ -8,11 +8,11 @@ reason is kept); open -> merged or closed, as GitHub says at each scan.
 
 Safety rails: nothing is proposed while the toggle `codehealth.autopr.enabled` is off
 (seeded off) or while the repository has `HEALTHMON_CODE_MAX_OPEN_PRS` proposed or open
-product PRs; a proposal whose fixes are all in a proposed or open PR already is not
-made again; a finding marked intended is not fixed; nothing is pushed before an
-Operator approves, and the push is refused for the default branch (`code_autofix`).
-The fixes are prepared again at approval and must give the very commit that was
-approved.
+product PRs; fixes all held by a proposed or open PR already (or by one a person
+rejected) are not proposed again; a finding marked intended is not fixed; nothing is
+pushed before an Operator approves, and the push is refused for the default branch
+(`code_autofix`). The fixes are prepared again at approval and must give the very
+commit that was approved.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from controlplane import audit
@@ -174,13 +175,18 @@ def _refuse_past_the_cap(repository: Repository) -> None:
 
 
 def _refuse_already_proposed(repository: Repository, fixed: set[int]) -> None:
+    """The same fixes are not proposed again while a PR holds them, nor after a person
+    rejected them (an expired proposal may come back: nobody looked at it)."""
+    holding = repository.pull_requests.filter(
+        Q(status__in=ACTIVE) | Q(status=Status.REJECTED, approval__status=Approval.Status.REJECTED)
+    )
     covered: set[int] = set()
-    for changes in repository.pull_requests.filter(status__in=ACTIVE).values_list(
-        "changes", flat=True
-    ):
+    for changes in holding.values_list("changes", flat=True):
         covered.update(change.get("finding") for change in changes or [] if change.get("finding"))
     if fixed <= covered:
-        raise NothingProposed("Every fix is in a proposed or open pull request already.")
+        raise NothingProposed(
+            "Every fix is in a proposed or open pull request already, or was rejected."
+        )
 
 
 def _branch_name(repository: Repository, when: datetime, commit: str) -> str:
@@ -297,6 +303,11 @@ def open_pull_request(
         if pushed:
             reason = f"The branch {pull_request.branch} was pushed, but {reason}"
         _move(pull_request, Status.FAILED, actor=actor, error=reason)
+        return
+    except Exception as error:  # a bug must not leave the PR waiting for a push forever
+        log.exception("Opening %s crashed", pull_request)
+        crashed = f"Opening the pull request crashed: {type(error).__name__}: {error}"
+        _move(pull_request, Status.FAILED, actor=actor, error=crashed)
         return
     _move(
         pull_request,

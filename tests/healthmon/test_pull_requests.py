@@ -293,6 +293,9 @@ def test_a_rejection_pushes_nothing(
     assert branches(bare) == ["main"]
     assert pull_posts(github) == []
     assert actions(pull_request) == ["pull_request.proposed", "pull_request.rejected"]
+    # The fixes a person rejected are not proposed again at the next scan.
+    scanned(repository)
+    assert PullRequest.objects.filter(repository=repository).count() == 1
 
 
 def test_an_expired_approval_pushes_nothing(
