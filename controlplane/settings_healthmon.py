@@ -45,3 +45,10 @@ HEALTHMON_CODE_TASK_MIN_SEVERITY = env.str("HEALTHMON_CODE_TASK_MIN_SEVERITY", d
 # run, from GitHub's checks API (100 a request).
 HEALTHMON_CODE_CI_MAX_CHECK_RUNS = env.int("HEALTHMON_CODE_CI_MAX_CHECK_RUNS", default=300)
 HEALTHMON_CODE_CI_MAX_ANNOTATIONS = env.int("HEALTHMON_CODE_CI_MAX_ANNOTATIONS", default=1000)
+# Code health pull requests (behind the toggle codehealth.autopr.enabled, each approved
+# by an Operator): the most proposed or open product PRs per repository, and the
+# author of their commits ("Name <email>").
+HEALTHMON_CODE_MAX_OPEN_PRS = env.int("HEALTHMON_CODE_MAX_OPEN_PRS", default=3)
+HEALTHMON_CODE_PR_AUTHOR = env.str(
+    "HEALTHMON_CODE_PR_AUTHOR", default="AI Ops Control Plane <code-health@localhost>"
+)

@@ -14,6 +14,7 @@ class HealthmonConfig(AppConfig):
     def ready(self) -> None:
         from controlplane.integrations import register_connection_test
         from controlplane.models import Integration
+        from healthmon import code_pull_requests
         from healthmon.alerts import rule_audit
         from healthmon.code_consumers import connect_announcements
         from healthmon.error_source import recent_error_patterns
@@ -24,6 +25,7 @@ class HealthmonConfig(AppConfig):
         register_connection_test(Integration.Kind.RAILWAY, check_railway_connection)
         rule_audit.connect()
         connect_announcements()
+        code_pull_requests.register_waiters()
 
     def load_demo(self, owner: object) -> str:
         """`bootstrap --demo`'s hook: the demo service and its log lines, and this

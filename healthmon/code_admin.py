@@ -2,7 +2,8 @@
 
 Control: repositories (Owners add and change them, every change audited).
 Observability: scans (history, read-only) and findings (written by scans; Operators
-mark one intended, so scans stop reporting it as open, or reopen it).
+mark one intended, so scans stop reporting it as open, or reopen it), and the pull
+requests code health proposed (read-only: they move through their approval).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from controlplane.admin_site import CONTROL, OBSERVABILITY
 from controlplane.github import REPOSITORY_PATTERN
 from controlplane.models import Integration
 from healthmon import code_findings
-from healthmon.models import Finding, Repository, Scan
+from healthmon.models import Finding, PullRequest, Repository, Scan
 
 TRIAGE_PERMISSION = "healthmon.triage_finding"
 
@@ -188,6 +189,59 @@ class FindingAdmin(ReadOnlyAdmin):
         for finding in findings:
             code_findings.reopen(finding, actor=_actor(request))
         self.message_user(request, f"{len(findings)} finding(s) open again.")
+
+
+@admin.register(PullRequest)
+class PullRequestAdmin(ReadOnlyAdmin):
+    admin_section = OBSERVABILITY
+    list_display = [
+        "created_at",
+        "repository",
+        "title",
+        "status",
+        "branch",
+        "base",
+        "approval_link",
+        "github_link",
+    ]
+    list_filter = ["status", "repository"]
+    search_fields = ["repository__name", "title", "branch", "commit", "error"]
+    list_select_related = ["repository", "approval"]
+    date_hierarchy = "created_at"
+    fields = [
+        "repository",
+        "status",
+        "title",
+        "base",
+        "branch",
+        "commit",
+        "scan",
+        "approval_link",
+        "github_link",
+        "error",
+        "created_at",
+        "opened_at",
+        "merged_at",
+        "closed_at",
+        "body",
+        "changes",
+    ]
+
+    @admin.display(description="Approval")
+    def approval_link(self, pull_request: PullRequest) -> str:
+        if pull_request.approval is None:
+            return "—"
+        approval = pull_request.approval
+        url = reverse("admin:controlplane_approval_change", args=[approval.pk])
+        return format_html('<a href="{}">#{} {}</a>', url, approval.pk, approval.status)
+
+    @admin.display(description="On GitHub")
+    def github_link(self, pull_request: PullRequest) -> str:
+        if not pull_request.url:
+            return "—"
+        return format_html(
+            '<a href="{}" rel="noopener noreferrer">#{}</a>', pull_request.url, pull_request.number
+        )
 
 
 def _actor(request: HttpRequest) -> User | None:

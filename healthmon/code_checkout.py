@@ -179,6 +179,10 @@ def _git(
     return done.stdout
 
 
+# The same runner for the pull-request flow's own clones (healthmon.code_autofix).
+git = _git
+
+
 def _reason(stderr: str) -> str:
     if "could not read Username" in stderr or "Authentication failed" in stderr:
         # git asks for a password when the server refuses its header (HTTP 401).
@@ -187,5 +191,12 @@ def _reason(stderr: str) -> str:
             "cannot read this repository's contents"
         )
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    # A refused push: its "! [remote rejected] ... (why)" line, and what the remote said.
+    refused = [line for line in lines if line.startswith("! [")]
+    if refused:
+        said = [
+            line.removeprefix("remote:").strip() for line in lines if line.startswith("remote:")
+        ]
+        return "; ".join([*refused, *filter(None, said)])
     fatal = [line.removeprefix("fatal: ") for line in lines if line.startswith("fatal:")]
     return (fatal or lines[-1:] or [""])[0]

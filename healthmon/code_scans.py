@@ -33,7 +33,7 @@ from django.db.models import Q
 from django.dispatch import Signal
 from django.utils import timezone
 
-from healthmon import code_checkout, code_findings
+from healthmon import code_checkout, code_findings, code_pull_requests
 from healthmon.code_checks import CheckFailed, Reported, ScanContext
 from healthmon.code_checks import ci_annotations as ci_check
 from healthmon.code_checks import contracts as contracts_check
@@ -158,6 +158,7 @@ def scan_repository(repository: Repository, scan: Scan | None = None) -> Scan:
     except Exception as error:  # a bug in a check must not leave the scan running
         log.exception("Code scan #%s of %s crashed", scan.pk, repository)
         _move(scan, Status.FAILED, error=f"The scan crashed: {type(error).__name__}: {error}")
+    code_pull_requests.after_scan(scan)  # refresh this repository's PRs; propose fixes
     return scan
 
 
