@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,7 +16,7 @@ from controlplane.approvals import request_approval
 from controlplane.models import Approval, FeatureToggle
 from healthmon.ingest import LogRecord, ingest
 from healthmon.levels import Level
-from healthmon.models import Fingerprint, LogSource
+from healthmon.models import Finding, Fingerprint, LogSource, Repository
 from selfheal.engine import create_task
 from selfheal.models import TRANSITIONS, Task
 from tests.fuzz.conftest import record_status
@@ -30,6 +31,8 @@ PAGES = [
     "/selfheal/engine/",
     "/health/",
     "/health/fingerprints/{fingerprint}/",
+    "/health/code/",
+    "/health/code/reports/",
 ]
 
 ACTIONS = [
@@ -44,6 +47,10 @@ ACTIONS = [
     "/health/fingerprints/{id}/resolve/",
     "/health/fingerprints/{id}/unresolve/",
     "/health/fingerprints/{id}/ignore/",
+    "/health/code/findings/{id}/intended/",
+    "/health/code/findings/{id}/ignored/",
+    "/health/code/findings/{id}/reopen/",
+    "/health/code/reports/new/",
 ]
 # Each page and action is a test of its own: a quarter of the profile's examples each.
 EACH = settings(max_examples=max(10, settings.default.max_examples // 4))
@@ -64,7 +71,30 @@ def world(operator: Any) -> dict[str, Any]:
     toggle = FeatureToggle.objects.create(key="reports.weekly", enabled=True)
     approval = request_approval(action="fuzz.action", requested_by=operator, reason="Fuzzing")
     task = create_task("Fuzz the engine", kind="noop")
-    return {"toggle": toggle, "approval": approval, "task": task, "fingerprint": a_fingerprint()}
+    return {
+        "toggle": toggle,
+        "approval": approval,
+        "task": task,
+        "fingerprint": a_fingerprint(),
+        "finding": a_finding(),
+    }
+
+
+def a_finding() -> Finding:
+    repository = Repository.objects.create(name="fuzz", path="/nonexistent")
+    now = timezone.now()
+    return Finding.objects.create(
+        repository=repository,
+        check_name="ruff",
+        rule="F401",
+        identity="fuzz",
+        severity=Finding.Severity.MEDIUM,
+        message="`os` imported but unused",
+        file="app.py",
+        line=1,
+        first_seen_at=now,
+        last_seen_at=now,
+    )
 
 
 def a_fingerprint() -> Fingerprint:
@@ -79,6 +109,7 @@ def _assert_states_are_possible() -> None:
     assert set(Fingerprint.objects.values_list("status", flat=True)) <= set(
         Fingerprint.Status.values
     )
+    assert set(Finding.objects.values_list("status", flat=True)) <= set(Finding.Status.values)
 
 
 @pytest.mark.django_db
@@ -106,6 +137,7 @@ def test_an_action_answers_any_form_and_any_id_without_a_500(
         "approval": world["approval"].pk,
         "task": world["task"].pk,
         "fingerprint": world["fingerprint"].pk,
+        "finding": world["finding"].pk,
     }
     object_id = data.draw(st.one_of(st.sampled_from(list(known.values())), object_ids))
     fields = data.draw(
