@@ -22,7 +22,7 @@ from controlplane.admin_site import CONTROL, OBSERVABILITY
 from controlplane.github import REPOSITORY_PATTERN
 from controlplane.models import Integration
 from healthmon import code_findings
-from healthmon.models import Finding, PullRequest, Repository, Scan
+from healthmon.models import CodeReport, Finding, PullRequest, Repository, Scan
 
 TRIAGE_PERMISSION = "healthmon.triage_finding"
 
@@ -246,3 +246,29 @@ class PullRequestAdmin(ReadOnlyAdmin):
 
 def _actor(request: HttpRequest) -> User | None:
     return request.user if isinstance(request.user, User) else None
+
+
+@admin.register(CodeReport)
+class CodeReportAdmin(ReadOnlyAdmin):
+    admin_section = OBSERVABILITY
+    list_display = ["created_at", "subject", "trigger", "period_start", "period_end", "sent_at"]
+    list_filter = ["trigger", "repository"]
+    search_fields = ["subject", "text"]
+    list_select_related = ["repository"]
+    date_hierarchy = "created_at"
+    fields = [
+        "subject",
+        "trigger",
+        "repository",
+        "period_start",
+        "period_end",
+        "created_at",
+        "sent_at",
+        "page_link",
+        "text",
+    ]
+
+    @admin.display(description="Page")
+    def page_link(self, report: CodeReport) -> str:
+        url = reverse("healthmon:code_report", args=[report.pk])
+        return format_html('<a href="{}">{}</a>', url, url)

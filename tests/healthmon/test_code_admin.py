@@ -9,7 +9,7 @@ import pytest
 from django.utils import timezone
 
 from controlplane.models import AuditEvent, Integration
-from healthmon.models import Finding, Repository, Scan
+from healthmon.models import CodeReport, Finding, Repository, Scan
 from tests.healthmon.test_admin import sections
 
 pytestmark = pytest.mark.django_db
@@ -43,9 +43,23 @@ def test_repositories_are_control_and_scans_and_findings_observability(
     client.force_login(owner)
     found = sections(client)
     assert "Repository" in found["Control"]
-    assert {"Scan", "Finding"} <= set(found["Observability"])
+    assert {"Scan", "Finding", "CodeReport"} <= set(found["Observability"])
     assert client.get(FINDINGS).status_code == 200
     assert client.get("/admin/healthmon/scan/").status_code == 200
+
+
+def test_a_code_report_is_read_only_in_the_admin_and_links_its_page(
+    client: Any, owner: Any
+) -> None:
+    from healthmon.code_reports import make_report, seven_days_before
+
+    report = make_report(CodeReport.Trigger.ON_DEMAND, seven_days_before(timezone.now()))
+    client.force_login(owner)
+
+    page = client.get(f"/admin/healthmon/codereport/{report.pk}/change/").content.decode()
+
+    assert f'href="/health/code/reports/{report.pk}/"' in page
+    assert client.get("/admin/healthmon/codereport/add/").status_code == 403
 
 
 def test_an_operator_marks_a_finding_intended_and_reopens_it(client: Any, operator: Any) -> None:
