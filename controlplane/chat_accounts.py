@@ -49,7 +49,9 @@ def _normalized(code: str) -> str:
 
 
 def code_hash(code: str) -> str:
-    return salted_hmac("controlplane.chat_accounts.link_code", _normalized(code)).hexdigest()
+    return salted_hmac(
+        "controlplane.chat_accounts.link_code", _normalized(code), algorithm="sha256"
+    ).hexdigest()
 
 
 def issue_link_code(user: StaffUser) -> str:
