@@ -222,12 +222,12 @@ class _TelegramHTML(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: Any) -> None:
         if tag not in TELEGRAM_TAGS:
-            self.problem = self.problem or f"Unsupported start tag \"{tag}\""
+            self.problem = self.problem or f'Unsupported start tag "{tag}"'
         self.open.append(tag)
 
     def handle_endtag(self, tag: str) -> None:
         if not self.open or self.open.pop() != tag:
-            self.problem = self.problem or f"Unmatched end tag \"{tag}\""
+            self.problem = self.problem or f'Unmatched end tag "{tag}"'
 
 
 def _unparseable(parameters: dict[str, Any]) -> Answer | None:
@@ -241,7 +241,7 @@ def _unparseable(parameters: dict[str, Any]) -> Answer | None:
         parser.feed(text)
         parser.close()
         if parser.problem or parser.open:
-            problem = parser.problem or f"tag \"{parser.open[-1]}\" is not closed"
+            problem = parser.problem or f'tag "{parser.open[-1]}" is not closed'
             return _error(400, f"Bad Request: can't parse entities: {problem}")
     return None
 
@@ -256,7 +256,11 @@ def _handler_for(telegram: TelegramServer) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 parameters = None
             parts = self.path.strip("/").split("/")
-            if len(parts) != 2 or not parts[0].startswith("bot") or not isinstance(parameters, dict):
+            if (
+                len(parts) != 2
+                or not parts[0].startswith("bot")
+                or not isinstance(parameters, dict)
+            ):
                 answer = _error(404, "Not Found")
             else:
                 answer = telegram.answer(parts[0].removeprefix("bot"), parts[1], parameters)

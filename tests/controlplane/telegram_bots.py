@@ -31,7 +31,9 @@ def telegram() -> Iterator[TelegramServer]:
         yield server
 
 
-def make_bot(telegram: TelegramServer, name: str = "ops-bot", updates: str = "polling") -> Integration:
+def make_bot(
+    telegram: TelegramServer, name: str = "ops-bot", updates: str = "polling"
+) -> Integration:
     integration = Integration(kind=Integration.Kind.TELEGRAM, name=name)
     integration.set_secrets({"bot_token": TOKEN})
     integration.settings = {"api_url": telegram.url, "updates": updates}
@@ -78,12 +80,16 @@ def say(
 ) -> list[str]:
     """Send the bot `text` from `user_id` through the webhook; the texts it sent back."""
     before = len(telegram.sent)
-    response = post_update(client, integration, telegram.update(telegram.message(user_id, text, **options)))
+    response = post_update(
+        client, integration, telegram.update(telegram.message(user_id, text, **options))
+    )
     assert response.status_code == 200, response.content
     return [m["text"] for m in telegram.sent[before:]]
 
 
-def poll(telegram: TelegramServer, integration: Integration, text: str, user_id: int = ALICE) -> list[str]:
+def poll(
+    telegram: TelegramServer, integration: Integration, text: str, user_id: int = ALICE
+) -> list[str]:
     """Send the bot `text` from `user_id` and let it poll once; the texts it sent back."""
     before = len(telegram.sent)
     telegram.queue(telegram.message(user_id, text))
