@@ -11,7 +11,6 @@ import pytest
 from controlplane.integrations import run_connection_test
 from controlplane.models import AuditEvent, Integration
 from controlplane.telegram import (
-    TelegramAuthError,
     TelegramClient,
     TelegramRateLimited,
     TelegramUnavailable,
@@ -74,9 +73,11 @@ def test_a_rate_limit_says_when_to_retry(telegram, bot):
 def test_the_client_raises_a_rate_limit_with_telegrams_retry_after(telegram):
     telegram.fail(TelegramServer.rate_limited(retry_after=5))
 
-    with TelegramClient(TOKEN, api_url=telegram.url) as client:
-        with pytest.raises(TelegramRateLimited) as raised:
-            client.send_message(1, "hello")
+    with (
+        TelegramClient(TOKEN, api_url=telegram.url) as client,
+        pytest.raises(TelegramRateLimited) as raised,
+    ):
+        client.send_message(1, "hello")
 
     assert raised.value.retry_after == 5
     assert raised.value.status == 429
@@ -96,9 +97,11 @@ def test_an_unreachable_api_names_the_base_url_but_not_the_token(caplog):
     caplog.set_level(logging.DEBUG)
     api_url = f"http://127.0.0.1:{closed_port()}"
 
-    with TelegramClient(TOKEN, api_url=api_url) as client:
-        with pytest.raises(TelegramUnavailable) as raised:
-            client.get_me()
+    with (
+        TelegramClient(TOKEN, api_url=api_url) as client,
+        pytest.raises(TelegramUnavailable) as raised,
+    ):
+        client.get_me()
 
     message = str(raised.value)
     assert message.startswith(f"Could not reach Telegram's Bot API at {api_url} (getMe): Connect")

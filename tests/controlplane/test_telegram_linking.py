@@ -91,7 +91,8 @@ def test_a_code_is_stored_only_as_a_hash_and_a_new_one_replaces_the_unused_one(c
 
     stored = list(LinkCode.objects.values_list("code_hash", flat=True))
     assert len(stored) == 1
-    assert first.replace("-", "") not in stored[0] and second.replace("-", "") not in stored[0]
+    assert first.replace("-", "") not in stored[0]
+    assert second.replace("-", "") not in stored[0]
     assert first != second
 
 
