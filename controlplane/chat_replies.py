@@ -2,17 +2,17 @@
 HTML parse mode, and a reply cut into messages within the platform's length limit.
 
 Replies are HTML (Telegram's parse mode `HTML`, which knows <b>, <i>, <code>, <pre>
-and <a>): plain text is escaped with `html.escape` (Django's `conditional_escape`),
-while markup a command built with `format_html` (which escapes what it is given)
-is kept. A message too long is split at line breaks; a single line too long is cut
-back to its plain text. Tags are expected to open and close on one line.
+and <a>): plain text is escaped with `html.escape`, while markup a command built
+with `format_html` (which escapes what it is given) is kept. A message too long is
+split at line breaks; a single line too long is cut back to its plain text. Tags are expected to open and close on one line.
 """
 
 from __future__ import annotations
 
 import html
 
-from django.utils.html import conditional_escape, strip_tags
+from django.utils.html import strip_tags
+from django.utils.safestring import SafeData
 
 TELEGRAM_MESSAGE_LIMIT = 4096
 # More than this many messages for one reply is noise on a phone: the rest is cut.
@@ -22,7 +22,10 @@ CUT = "… (cut: too long for a chat message)"
 
 def as_markup(reply: str) -> str:
     """A reply as the parse mode's markup: plain text escaped, `format_html` kept."""
-    return str(conditional_escape(reply))
+    if isinstance(reply, SafeData):
+        return str(reply)
+    # Outside attributes only &, < and > matter; quotes stay readable.
+    return html.escape(reply, quote=False)
 
 
 def split_markup(
@@ -55,7 +58,7 @@ def _cut_line(line: str, limit: int) -> str:
     pieces: list[str] = []
     size = 0
     for character in html.unescape(strip_tags(line)):
-        escaped = html.escape(character)
+        escaped = html.escape(character, quote=False)
         if size + len(escaped) > room:
             break
         pieces.append(escaped)
