@@ -4,7 +4,8 @@ HTML parse mode, and a reply cut into messages within the platform's length limi
 Replies are HTML (Telegram's parse mode `HTML`, which knows <b>, <i>, <code>, <pre>
 and <a>): plain text is escaped with `html.escape`, while markup a command built
 with `format_html` (which escapes what it is given) is kept. A message too long is
-split at line breaks; a single line too long is cut back to its plain text. Tags are expected to open and close on one line.
+split at line breaks; a single line too long is cut back to its plain text. Tags
+are expected to open and close on one line.
 """
 
 from __future__ import annotations
