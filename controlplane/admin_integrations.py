@@ -33,8 +33,6 @@ from controlplane.integrations import (
     run_connection_test,
 )
 from controlplane.models import Integration
-from controlplane.telegram import TelegramError
-from controlplane.telegram_integration import WebhookNotPossible, register_webhook
 
 
 @admin.register(Integration)
@@ -202,6 +200,10 @@ class IntegrationAdmin(AuditHistoryMixin, admin.ModelAdmin):
     def register_telegram_webhook(
         self, request: HttpRequest, queryset: QuerySet[Integration]
     ) -> None:
+        # Imported here: the kinds are declared in the order AppConfig.ready() gives.
+        from controlplane.telegram import TelegramError
+        from controlplane.telegram_integration import WebhookNotPossible, register_webhook
+
         for integration in queryset:
             try:
                 message = register_webhook(integration)

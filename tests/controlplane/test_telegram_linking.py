@@ -315,3 +315,36 @@ def test_two_accounts_sending_one_code_at_once_link_one(telegram):
         assert sorted(outcomes) == ["linked", "refused"], f"round {round_number}: {outcomes}"
     assert ChatAccount.objects.filter(user=operator).count() == 10
     assert AuditEvent.objects.filter(action="chat_account.linked").count() == 10
+
+
+def test_an_owner_removes_a_link_in_the_admin_audited_as_an_unlink(
+    client, hook_bot, owner, operator
+):
+    account = linked(hook_bot, operator)
+    client.force_login(owner)
+
+    page = client.get("/admin/controlplane/chataccount/").content.decode()
+    response = client.post(
+        f"/admin/controlplane/chataccount/{account.pk}/delete/", {"post": "yes"}, follow=True
+    )
+
+    assert "Telegram alice" in page
+    assert response.status_code == 200
+    assert not ChatAccount.objects.exists()
+    event = AuditEvent.objects.get(action="chat_account.unlinked")
+    assert (event.actor, event.after, event.before["user"]) == (
+        owner,
+        {"via": "admin"},
+        "oscar-operator",
+    )
+
+
+def test_an_observer_sees_the_links_but_cannot_remove_one(client, hook_bot, observer, operator):
+    account = linked(hook_bot, operator)
+    client.force_login(observer)
+
+    assert client.get("/admin/controlplane/chataccount/").status_code == 200
+    response = client.post(f"/admin/controlplane/chataccount/{account.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 403
+    assert ChatAccount.objects.filter(pk=account.pk).exists()
