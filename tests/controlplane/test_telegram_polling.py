@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.utils import timezone
 
 from controlplane import audit, chat_commands
@@ -218,3 +219,44 @@ def test_the_in_process_poller_answers_while_it_runs_and_stops(telegram, setting
         poller.stop.set()
         thread.join(HANG_GUARD_SECONDS)
     assert not thread.is_alive()
+
+
+def _handle_in_thread(integration_id, update, telegram_url, barrier, outcomes):
+    from controlplane.models import Integration
+    from controlplane.telegram_integration import client_for
+    from controlplane.telegram_updates import handle_update
+
+    try:
+        integration = Integration.objects.get(pk=integration_id)
+        with client_for(integration) as client:
+            barrier.wait(timeout=HANG_GUARD_SECONDS)
+            outcomes.append(handle_update(integration, update, client))
+    except Exception as exc:  # surfaced in the main thread's assertions
+        outcomes.append(f"crashed: {exc!r}")
+    finally:
+        connection.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_processes_handling_one_update_at_once_handle_it_once(telegram, counting):
+    integration = make_bot(telegram)
+    linked(integration, make_user("race-owner", Tier.OWNER))
+    for round_number in range(10):
+        update = telegram.update(telegram.message(ALICE, f"/count {round_number}"))
+        barrier = threading.Barrier(2)
+        outcomes: list[str] = []
+        threads = [
+            threading.Thread(
+                target=_handle_in_thread,
+                args=(integration.pk, update, telegram.url, barrier, outcomes),
+            )
+            for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=HANG_GUARD_SECONDS)
+        assert sorted(outcomes) == ["answered (1 replies)", "duplicate"], outcomes
+    assert _counted() == [str(n) for n in range(10)]
+    assert len(telegram.texts_to(ALICE)) == 10
