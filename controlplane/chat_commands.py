@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -100,18 +100,11 @@ SLOW_DOWN = "Too many messages: wait a minute, then send your command again."
 FAILED = "That command failed; the error is in the control plane's log."
 
 
-@dataclass
-class Conversation:
-    """One message's context as the dispatcher works out who sent it."""
-
-    identity: ChatIdentity
-    account: ChatAccount | None = field(default=None)
-
-    @property
-    def user(self) -> StaffUser | None:
-        if self.account is None or not is_staff_member(self.account.user):
-            return None
-        return self.account.user
+def acting_member(account: ChatAccount | None) -> StaffUser | None:
+    """The staff member a chat account acts for: none once they left the tiers."""
+    if account is None or not is_staff_member(account.user):
+        return None
+    return account.user
 
 
 def dispatch(identity: ChatIdentity, text: str) -> list[Reply]:
@@ -119,15 +112,16 @@ def dispatch(identity: ChatIdentity, text: str) -> list[Reply]:
     refused, first_refusal = _over_rate_limit(identity)
     if refused:
         return [Reply(SLOW_DOWN)] if first_refusal else []
-    conversation = Conversation(identity, linked_account(identity))
+    account = linked_account(identity)
+    user = acting_member(account)
     name, args = parse_command(text)
     command = _commands.get(name) if name else None
-    if command is None or (command.needs_link and conversation.user is None):
-        if conversation.user is None:
+    if command is None or (command.needs_link and user is None):
+        if user is None:
             return [Reply(REFUSAL)]
         unknown = f"I do not know /{name}. " if name else ""
         return [Reply(unknown + short_help())]
-    request = CommandRequest(identity, conversation.account, conversation.user, name, args)
+    request = CommandRequest(identity, account, user, name, args)
     try:
         # A savepoint: a failed command takes back its own writes, nothing else.
         with transaction.atomic():
@@ -203,13 +197,14 @@ def press_button(identity: ChatIdentity, data: str, message_id: str) -> str:
     refused, first_refusal = _over_rate_limit(identity)
     if refused:
         return SLOW_DOWN if first_refusal else ""
-    conversation = Conversation(identity, linked_account(identity))
-    if conversation.user is None:
+    account = linked_account(identity)
+    user = acting_member(account)
+    if user is None:
         return "This account is not linked to a staff account: send /link CODE first."
     handler = _button_handlers.get(data.partition(":")[0])
     if handler is None:
         return STALE_BUTTON
-    press = ButtonPress(identity, conversation.account, conversation.user, data, message_id)
+    press = ButtonPress(identity, account, user, data, message_id)
     try:
         with transaction.atomic():
             return handler(press)
