@@ -29,6 +29,8 @@ from controlplane.telegram import InlineButton, Keyboard, TelegramClient, Telegr
 
 log = logging.getLogger(__name__)
 
+# update_id is stored in a 64-bit column.
+MAX_UPDATE_ID = 2**63
 GROUP_CHAT = "I take commands in a private chat only: write to me directly."
 
 
@@ -48,12 +50,12 @@ class Ignored(Exception):
 
 def handle_update(integration: Integration, update: Any, client: TelegramClient) -> str:
     """Handle one update (a parsed JSON value) and return its outcome in a few words."""
-    if not isinstance(update, dict) or type(update.get("update_id")) is not int:
+    update_id = update.get("update_id") if isinstance(update, dict) else None
+    if type(update_id) is not int or not 0 <= update_id < MAX_UPDATE_ID:
         log.warning(
             "Telegram integration %s: ignored an update without an update_id", integration.pk
         )
         return "ignored: not an update"
-    update_id: int = update["update_id"]
     kind = next((key for key in update if key != "update_id"), "")[:40]
     outbox: list[Outgoing] = []
     try:
@@ -116,7 +118,8 @@ def _sender(integration: Integration, message: Any) -> tuple[ChatIdentity, str]:
         raise Ignored("a message from a bot")
     text = message.get("text")
     names = [sender.get("username"), sender.get("first_name"), sender.get("last_name")]
-    display = " ".join(str(part) for part in names if isinstance(part, str) and part)
+    # PostgreSQL's text refuses NUL, and a name is only shown.
+    display = " ".join(part for part in names if isinstance(part, str) and part).replace("\x00", "")
     identity = ChatIdentity(
         integration=integration,
         platform=ChatAccount.Platform.TELEGRAM,

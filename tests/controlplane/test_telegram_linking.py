@@ -348,3 +348,12 @@ def test_an_observer_sees_the_links_but_cannot_remove_one(client, hook_bot, obse
 
     assert response.status_code == 403
     assert ChatAccount.objects.filter(pk=account.pk).exists()
+
+
+def test_a_name_with_a_nul_character_still_links(client, telegram, hook_bot, observer):
+    code = _code_from_profile(client, observer)
+
+    replies = say(client, telegram, hook_bot, f"/link {code}", username="al\x00ice")
+
+    assert replies[0].startswith("Linked:")
+    assert ChatAccount.objects.get().display_name == "alice Alice"
