@@ -208,12 +208,15 @@ class TelegramClient:
         try:
             response = self._http.post(url, json=dict(parameters or {}), timeout=timeout)
         except httpx.HTTPError as exc:
-            # httpx's messages may quote the URL, which holds the token: only its kind.
-            raise TelegramUnavailable(
+            # httpx's exception holds the request and its URL, which holds the token: it
+            # is not chained (raised outside this block), and its message is masked.
+            unreachable = (
                 f"Could not reach Telegram's Bot API at {self.api_url} ({method}): "
                 f"{type(exc).__name__}{self._detail(exc)}"
-            ) from None
-        return self._result(response, method)
+            )
+        else:
+            return self._result(response, method)
+        raise TelegramUnavailable(unreachable)
 
     def _detail(self, exc: httpx.HTTPError) -> str:
         text = mask_tokens(str(exc)).replace(self._token, "<token>")
