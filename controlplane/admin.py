@@ -16,7 +16,10 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 
-from controlplane import admin_integrations  # noqa: F401  (registers IntegrationAdmin)
+from controlplane import (
+    admin_chat_accounts,  # noqa: F401  (registers ChatAccountAdmin)
+    admin_integrations,  # noqa: F401  (registers IntegrationAdmin)
+)
 from controlplane.admin_history import AuditHistoryMixin
 from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, OBSERVABILITY

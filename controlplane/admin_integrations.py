@@ -21,6 +21,7 @@ from django.utils.formats import localize
 from django.utils.timezone import localtime
 from django.views.decorators.debug import sensitive_post_parameters
 
+from controlplane import audit
 from controlplane.admin_history import AuditHistoryMixin
 from controlplane.admin_site import CONTROL
 from controlplane.integration_forms import input_names, integration_form
@@ -48,7 +49,7 @@ class IntegrationAdmin(AuditHistoryMixin, admin.ModelAdmin):
     ]
     list_filter = ["kind", "enabled", "last_test_ok"]
     search_fields = ["name"]
-    actions = ["test_connection"]
+    actions = ["test_connection", "register_telegram_webhook"]
 
     # Declared kinds' fields
 
@@ -192,6 +193,25 @@ class IntegrationAdmin(AuditHistoryMixin, admin.ModelAdmin):
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Integration]) -> None:
         for integration in queryset:
             self._test(request, integration)
+
+    @admin.action(
+        description="Register the Telegram webhook of selected integrations", permissions=["change"]
+    )
+    def register_telegram_webhook(
+        self, request: HttpRequest, queryset: QuerySet[Integration]
+    ) -> None:
+        # Imported here: the kinds are declared in the order AppConfig.ready() gives.
+        from controlplane.telegram import TelegramError
+        from controlplane.telegram_integration import WebhookNotPossible, register_webhook
+
+        for integration in queryset:
+            try:
+                message = register_webhook(integration)
+            except (WebhookNotPossible, TelegramError) as exc:
+                self.message_user(request, f"{integration.name}: {exc}", messages.ERROR)
+            else:
+                audit.record("integration.webhook_set", integration)
+                self.message_user(request, message, messages.SUCCESS)
 
     def _test(self, request: HttpRequest, integration: Integration) -> None:
         result = run_connection_test(integration)

@@ -14,7 +14,16 @@ class ControlplaneConfig(AppConfig):
         from django.db.backends.signals import connection_created
         from django.db.models.signals import post_migrate
 
-        from controlplane import account_audit, checks, github_integration, metrics, money, tiers
+        from controlplane import (
+            account_audit,
+            chat_commands,  # noqa: F401  (registers the core's chat commands)
+            checks,
+            github_integration,
+            metrics,
+            money,
+            telegram_integration,
+            tiers,
+        )
         from controlplane.approvals import register_waiter
         from controlplane.toggle_changes import ACTION, apply_toggle_change
 
@@ -28,6 +37,7 @@ class ControlplaneConfig(AppConfig):
         register_waiter(ACTION, apply_toggle_change)
         # The GitHub kind is the core's own (its client is used by several apps).
         github_integration.register()
+        telegram_integration.register()
         post_migrate.connect(tiers.sync_tier_permissions, dispatch_uid="sync_tier_permissions")
 
 

@@ -35,5 +35,9 @@ if settings.EMBEDDED_SCHEDULER:
     from controlplane.background import start_embedded_scheduler
 
     start_embedded_scheduler()
+    if settings.TELEGRAM_POLL_IN_PROCESS:
+        from controlplane.telegram_polling import start_in_process_poller
+
+        start_in_process_poller()
 
 freeze_startup_objects()  # what is loaded by now lives as long as the process

@@ -4,7 +4,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
-from controlplane import metrics, views
+from controlplane import metrics, profile_views, views
+from controlplane.telegram_webhook import telegram_webhook
 from routing.views import gateway_unknown_path
 
 urlpatterns = [
@@ -16,6 +17,18 @@ urlpatterns = [
     path("metrics", metrics.metrics_view, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/profile/", profile_views.profile, name="profile"),
+    path("accounts/profile/link-code/", profile_views.new_link_code, name="profile_link_code"),
+    path(
+        "accounts/profile/chat-accounts/<int:account_id>/unlink/",
+        profile_views.unlink,
+        name="profile_unlink",
+    ),
+    path(
+        "integrations/telegram/<int:integration_id>/webhook/",
+        telegram_webhook,
+        name="telegram_webhook",
+    ),
     path("admin/", admin.site.urls),
     path("chat/", include("chat.urls")),
     path("routing/", include("routing.urls")),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from controlplane.models.approvals import Approval
 from controlplane.models.audit import AppendOnlyError, AppendOnlyModel, AuditEvent
+from controlplane.models.chat_accounts import ChatAccount, LinkCode, TelegramUpdate
 from controlplane.models.integrations import Integration
 from controlplane.models.notifications import (
     DeliveryAttempt,
@@ -21,11 +22,14 @@ __all__ = [
     "AppendOnlyModel",
     "Approval",
     "AuditEvent",
+    "ChatAccount",
     "DeliveryAttempt",
     "FeatureToggle",
     "Integration",
+    "LinkCode",
     "NotificationChannel",
     "NotificationDelivery",
+    "TelegramUpdate",
     "ToggleLocked",
     "toggle_cache_keys",
     "toggle_enabled",

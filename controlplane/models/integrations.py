@@ -1,5 +1,5 @@
-"""Integrations: the product's accounts on outside services (Railway, GitHub; Telegram
-and Discord later), each a kind, a name and credentials encrypted at rest.
+"""Integrations: the product's accounts on outside services (Railway, GitHub, Telegram;
+Discord later), each a kind, a name and credentials encrypted at rest.
 
 What a kind needs (its credential fields, its connection test) lives in
 `controlplane.integrations`; the parts that use an integration (healthmon's Railway
@@ -22,6 +22,7 @@ class Integration(AuditedModel):
     class Kind(models.TextChoices):
         RAILWAY = "railway", "Railway"
         GITHUB = "github", "GitHub"
+        TELEGRAM = "telegram", "Telegram"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     name = models.SlugField(max_length=64, unique=True)

@@ -46,6 +46,7 @@ def test_the_staff_pages_carry_the_policy(client: Any, owner: Any) -> None:
         "/",
         "/approvals/",
         "/toggles/",
+        "/accounts/profile/",
         "/chat/",
         f"/chat/{chat.pk}/",
         "/routing/",

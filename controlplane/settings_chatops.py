@@ -1,0 +1,20 @@
+"""Settings of the chat bots (Telegram now, Discord later): account linking, the
+commands' rate limit, and how Telegram's updates are fetched. Read from the
+environment like the rest; `controlplane.settings` takes them in whole. Every
+variable is listed with its default in `.env.example`."""
+
+from __future__ import annotations
+
+from controlplane.environment import env
+
+# How long a link code from the profile page may be sent to a bot (`/link CODE`).
+CHATOPS_LINK_CODE_MINUTES = max(1, env.int("CHATOPS_LINK_CODE_MINUTES", default=10))
+# Commands one chat account may send a minute (then a single "slow down" and silence).
+CHATOPS_COMMANDS_PER_MINUTE = max(1, env.int("CHATOPS_COMMANDS_PER_MINUTE", default=20))
+# Long polling (integrations without a public webhook): how long Telegram holds each
+# getUpdates open, and whether the embedded mode polls in its own process (scale mode
+# runs `manage.py telegram_poll` instead).
+TELEGRAM_POLL_TIMEOUT_SECONDS = max(0, env.int("TELEGRAM_POLL_TIMEOUT_SECONDS", default=25))
+TELEGRAM_POLL_IN_PROCESS = env.bool("TELEGRAM_POLL_IN_PROCESS", default=True)
+# Handled updates are remembered this long (Telegram keeps unconfirmed ones for 24 h).
+TELEGRAM_UPDATE_RECORD_DAYS = max(2, env.int("TELEGRAM_UPDATE_RECORD_DAYS", default=7))
