@@ -11,8 +11,8 @@ not judged: their history is not here.
   some tool at all: a fresh installation has no history, and every tool would look
   unused.
 - A management command is judged the same way from the audit trail's
-  `COMMAND_RUN_ACTION` events (`object_repr` = the command's name). The product's
-  commands do not record their runs today, so until some do, no command is reported.
+  `COMMAND_RUN_ACTION` events (`object_repr` = the command's name), which `manage.py`
+  writes for each run of one of the product's commands (`controlplane.command_runs`).
 """
 
 from __future__ import annotations
@@ -22,18 +22,18 @@ from pathlib import Path, PurePosixPath
 from django.apps import apps
 from django.conf import settings
 
-COMMAND_RUN_ACTION = "command.run"
+from controlplane.command_runs import COMMAND_RUN_ACTION, own_app_names
 
 
 def own_app_folders() -> list[str]:
     """This project's app packages, as folders relative to BASE_DIR."""
     base = Path(settings.BASE_DIR).resolve()
-    folders = set()
-    for config in apps.get_app_configs():
-        path = Path(config.path).resolve()
-        if path.is_relative_to(base):
-            folders.add(path.relative_to(base).as_posix())
-    return sorted(folders)
+    own = own_app_names()
+    return sorted(
+        Path(config.path).resolve().relative_to(base).as_posix()
+        for config in apps.get_app_configs()
+        if config.name in own
+    )
 
 
 def is_this_product(files: dict[str, str]) -> bool:
