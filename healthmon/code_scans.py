@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from healthmon import code_checkout, code_findings
 from healthmon.code_checks import CheckFailed, Reported, ScanContext
+from healthmon.code_checks import dependencies as dependencies_check
 from healthmon.code_checks import ruff as ruff_check
 from healthmon.models import Repository, Scan
 
@@ -50,7 +51,7 @@ TRANSITIONS: dict[str, set[str]] = {
 
 
 # The checks a scan runs, in order: modules with NAME and run(ScanContext).
-CHECKS: tuple[ModuleType, ...] = (ruff_check,)
+CHECKS: tuple[ModuleType, ...] = (ruff_check, dependencies_check)
 
 # Sent with `scan=` when a scan moves or its progress is recorded.
 scan_changed = Signal()
