@@ -136,9 +136,8 @@ def populate(registries: FakeRegistries, found: Inventory) -> dict[str, int]:
             registries.publish(package.ecosystem, package.name, package.version)
             counts[package.ecosystem] += 1
     for ecosystem in (PYPI, NPM):
-        direct = sorted({p.name: p for p in found.direct if p.ecosystem == ecosystem}.values(),
-                        key=lambda p: p.name)  # fmt: skip
-        for package in [p for p in direct if p.version][:2]:
+        direct = {p.name: p for p in found.direct if p.ecosystem == ecosystem and p.version}
+        for package in [direct[name] for name in sorted(direct)][:2]:
             major = int((package.version or "0").split(".", 1)[0].lstrip("v") or 0)
             registries.publish(ecosystem, package.name, f"{major + 1}.0.0")
     for number, package in enumerate(sorted(found.locked, key=lambda p: p.name)[:2], start=1):

@@ -47,7 +47,7 @@ LEVELS = {
 
 
 def run(context: ScanContext) -> list[Reported]:
-    found = manifests.inventory(context.path, context.files)
+    found = manifests.cached_inventory(context)
     total = 1 + len(found.direct) + len(found.locked)
     reported = [_unreadable(line) for line in found.unreadable]
     reported += _deptry(context)

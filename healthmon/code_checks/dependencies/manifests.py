@@ -15,6 +15,7 @@ URL, the project itself) are left out: no registry knows them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tomllib
@@ -25,8 +26,11 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from healthmon.code_checks import ScanContext
+
 PYPI = "PyPI"
 NPM = "npm"
+INVENTORY_KEY = "inventory"
 PYTHON_LOCKS = ("uv.lock", "poetry.lock")
 NPM_MANIFESTS = ("package.json", "package-lock.json")
 _REQUIREMENTS = re.compile(r"^requirements[\w.-]*\.txt$|^[\w.-]*requirements\.txt$")
@@ -69,6 +73,33 @@ def is_manifest(path: str) -> bool:
         name in ("pyproject.toml", *PYTHON_LOCKS, *NPM_MANIFESTS)
         or _REQUIREMENTS.match(name) is not None
     )
+
+
+def cached_inventory(context: ScanContext) -> Inventory:
+    """The inventory, read again only when a manifest or lock file changed."""
+    manifests = sorted((path, blob) for path, blob in context.files.items() if is_manifest(path))
+    key = hashlib.sha256(repr(manifests).encode()).hexdigest()
+    kept = context.cached(INVENTORY_KEY)
+    if isinstance(kept, dict) and kept.get("key") == key:
+        try:
+            return Inventory(
+                direct=[Package(**item) for item in kept["direct"]],
+                locked=[Package(**item) for item in kept["locked"]],
+                unreadable=list(kept["unreadable"]),
+            )
+        except (KeyError, TypeError):
+            pass
+    found = inventory(context.path, context.files)
+    context.store(
+        INVENTORY_KEY,
+        {
+            "key": key,
+            "direct": [package.__dict__ for package in found.direct],
+            "locked": [package.__dict__ for package in found.locked],
+            "unreadable": found.unreadable,
+        },
+    )
+    return found
 
 
 def inventory(checkout: Path, files: dict[str, str]) -> Inventory:
@@ -162,7 +193,7 @@ def _poetry_specifier(version: str) -> str:
 
 def _read_python_lock(checkout: Path, path: str, found: Inventory) -> dict[str, str]:
     text = (checkout / path).read_text(encoding="utf-8")
-    lines = text.splitlines()
+    where = _first_lines(text, _LOCK_ENTRY)
     versions: dict[str, str] = {}
     for entry in tomllib.loads(text).get("package", []):
         name, version = entry.get("name"), entry.get("version")
@@ -170,9 +201,7 @@ def _read_python_lock(checkout: Path, path: str, found: Inventory) -> dict[str, 
             continue
         name = canonicalize_name(name)
         versions[name] = str(version)
-        found.locked.append(
-            Package(PYPI, name, str(version), "", path, line_of(lines, f'name = "{entry["name"]}"'))
-        )
+        found.locked.append(Package(PYPI, name, str(version), "", path, where.get(entry["name"])))
     return versions
 
 
@@ -234,22 +263,22 @@ def _read_package_lock(checkout: Path, path: str, found: Inventory) -> dict[str,
     package, nested ones included, goes to `found.locked`."""
     text = (checkout / path).read_text(encoding="utf-8")
     lock = json.loads(text)
-    lines = text.splitlines()
+    where = _first_lines(text, _NPM_LOCK_ENTRY)
     top: dict[str, str] = {}
     if isinstance(lock.get("packages"), dict):  # lockfile versions 2 and 3
-        for where, entry in lock["packages"].items():
-            if not where or entry.get("link") or not entry.get("version"):
+        for location, entry in lock["packages"].items():
+            if not location or entry.get("link") or not entry.get("version"):
                 continue
-            name = entry.get("name") or where.rsplit("node_modules/", 1)[-1]
-            nested = "/node_modules/" in where
-            _lock_one(found, name, str(entry["version"]), path, lines, top, nested)
+            name = entry.get("name") or location.rsplit("node_modules/", 1)[-1]
+            nested = "/node_modules/" in location
+            _lock_one(found, name, str(entry["version"]), path, where, top, nested)
     else:  # lockfile version 1: nested "dependencies"
         pending = [(lock.get("dependencies") or {}, False)]
         while pending:
             table, nested = pending.pop()
             for name, entry in table.items():
                 if entry.get("version"):
-                    _lock_one(found, name, str(entry["version"]), path, lines, top, nested)
+                    _lock_one(found, name, str(entry["version"]), path, where, top, nested)
                 pending.append((entry.get("dependencies") or {}, True))
     return top
 
@@ -259,7 +288,7 @@ def _lock_one(
     name: str,
     version: str,
     path: str,
-    lines: list[str],
+    where: dict[str, int],
     top: dict[str, str],
     nested: bool,
 ) -> None:
@@ -267,7 +296,7 @@ def _lock_one(
         return  # a tarball, a git or file reference
     if not nested:
         top.setdefault(name, version)
-    found.locked.append(Package(NPM, name, version, "", path, line_of(lines, f'"{name}"')))
+    found.locked.append(Package(NPM, name, version, "", path, where.get(name)))
 
 
 def _from_npm_registry(declared: str) -> bool:
@@ -279,6 +308,19 @@ _EXACT = re.compile(r"^v?\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 
 def _is_exact(version: str) -> bool:
     return _EXACT.match(version.strip()) is not None
+
+
+_LOCK_ENTRY = re.compile(r'^name = "([^"]+)"', re.M)
+_NPM_LOCK_ENTRY = re.compile(r'^\s*"(?:[^"]*/)?node_modules/((?:@[^/"]+/)?[^/"]+)": \{', re.M)
+
+
+def _first_lines(text: str, pattern: re.Pattern[str]) -> dict[str, int]:
+    """The first line (1-based) of each entry of a lock file, by package name: one pass
+    over a file that may hold thousands of packages."""
+    found: dict[str, int] = {}
+    for match in pattern.finditer(text):
+        found.setdefault(match.group(1), text.count("\n", 0, match.start()) + 1)
+    return found
 
 
 def line_of(lines: list[str], text: str) -> int | None:

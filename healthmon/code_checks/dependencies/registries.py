@@ -13,6 +13,7 @@ so that the check can say so instead of reporting nothing.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -68,16 +69,27 @@ class Registries:
         self.max_age = settings.HEALTHMON_CODE_REGISTRY_CACHE_SECONDS
         stored = context.cached(CACHE_KEY)
         self.answers: dict[str, list[Any]] = stored if isinstance(stored, dict) else {}
-        self.client = httpx.Client(
-            follow_redirects=True,
-            headers={"Accept": "application/json", "User-Agent": "controlplane-healthmon"},
-        )
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
 
     def __enter__(self) -> Registries:
         return self
 
+    @property
+    def client(self) -> httpx.Client:
+        """Made on the first request: its TLS context takes a noticeable part of a
+        second, which a scan that finds every answer in the cache does not spend."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(
+                    follow_redirects=True,
+                    headers={"Accept": "application/json", "User-Agent": "controlplane-healthmon"},
+                )
+            return self._client
+
     def __exit__(self, *exc: object) -> None:
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
         oldest = self.now() - self.max_age
         fresh = {key: answer for key, answer in self.answers.items() if answer[0] >= oldest}
         self.context.store(CACHE_KEY, fresh)
