@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import httpx
@@ -41,7 +41,6 @@ class Registry:
     unreachable: str = ""  # why it could not be reached, once it could not
     not_checked: set[str] = field(default_factory=set)  # packages it was not asked about
     unread: set[str] = field(default_factory=set)  # OSV: advisories whose details it kept
-    asked: int = 0  # requests sent in this scan
 
 
 @dataclass(frozen=True)
@@ -197,7 +196,6 @@ class Registries:
         if registry.unreachable:
             raise _Unreachable
         timeout = min(settings.HEALTHMON_CODE_REGISTRY_TIMEOUT_SECONDS, self.context.remaining())
-        registry.asked += 1
         try:
             response = self.client.request(method, registry.url + path, json=body, timeout=timeout)
         except httpx.TimeoutException:
@@ -213,7 +211,7 @@ class Registries:
         except ValueError:
             self._unreachable(registry, "its answer was not JSON")
 
-    def _unreachable(self, registry: Registry, reason: str) -> Any:
+    def _unreachable(self, registry: Registry, reason: str) -> NoReturn:
         registry.unreachable = registry.unreachable or reason
         raise _Unreachable(reason)
 
@@ -238,7 +236,6 @@ class Registries:
         results = answer.get("results") if isinstance(answer, dict) else None
         if not isinstance(results, list) or len(results) != len(batch):
             self._unreachable(self.osv, "its querybatch answer did not have one result a query")
-        assert isinstance(results, list)
         return [
             [str(vuln["id"]) for vuln in (result or {}).get("vulns", []) if "id" in vuln]
             for result in results
