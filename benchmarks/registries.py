@@ -8,6 +8,7 @@ a real HTTP server on a port of its own, answering from what it was told.
         registries.osv.fail(500)          # every answer a 500 from now on
         registries.npm.fail("garbage")    # 200 with a body that is not JSON
         registries.pypi.stop()            # down: connections refused
+        registries.pypi.hold = threading.Event()  # no answer until it is set
         settings.update(registries.settings())
 
 Each server keeps the requests it received (`requests`, "METHOD /path") so a test can
@@ -95,6 +96,9 @@ class FakeServer:
         self.route = route
         self.requests: list[str] = []
         self.failure: int | str | None = None
+        # Set to an unset event, requests wait for it before being answered (a
+        # registry that does not answer in time); set it to let them through.
+        self.hold: threading.Event | None = None
         self._lock = threading.Lock()
         self._running = False
         fake = self
@@ -136,6 +140,8 @@ class FakeServer:
         raw = handler.rfile.read(length) if length else b""
         with self._lock:
             self.requests.append(f"{method} {handler.path}")
+        if self.hold is not None:
+            self.hold.wait()
         status, body = 200, b""
         if self.failure == "garbage":
             body = b"<html>Service temporarily unavailable</html>"

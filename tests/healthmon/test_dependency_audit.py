@@ -4,6 +4,7 @@ served by local fakes (benchmarks.registries)."""
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,24 @@ def test_a_registry_that_fails_is_named_with_what_was_not_checked(
     assert ("vulnerable", "jinja2") in found  # OSV answered
     # The registry is not hammered once it has failed.
     assert len(server.requests) == 1
+
+
+def test_a_registry_that_does_not_answer_in_time_is_named(
+    registries: FakeRegistries, repository: Repository, settings: Any
+) -> None:
+    settings.HEALTHMON_CODE_REGISTRY_TIMEOUT_SECONDS = 0.2
+    registries.npm.hold = threading.Event()
+    try:
+        found = audit(repository)
+    finally:
+        registries.npm.hold.set()
+
+    unreachable = found[("registry-unreachable", "npm")]
+    assert f"npm ({registries.npm.url}) could not be reached (no answer within 0.2 s): " in (
+        unreachable.message
+    )
+    assert ("outdated", "httpx") in found
+    assert ("vulnerable", "left-pad") in found  # OSV still knows the npm lock's versions
 
 
 def test_an_advisory_osv_cannot_describe_is_still_reported(

@@ -199,7 +199,7 @@ class Registries:
         try:
             response = self.client.request(method, registry.url + path, json=body, timeout=timeout)
         except httpx.TimeoutException:
-            self._unreachable(registry, f"no answer within {timeout:.0f} s")
+            self._unreachable(registry, f"no answer within {timeout:g} s")
         except httpx.HTTPError as error:
             self._unreachable(registry, f"{type(error).__name__}: {error}")
         if response.status_code == 404:
