@@ -24,18 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from healthmon.code_checks import CheckFailed, ScanContext
+from healthmon.code_checks.dependencies.manifests import is_manifest
 
 IMPORTS_KEY = "imports-by-blob"
 RESULTS_KEY = "deptry-results"
 PYTHON_SUFFIXES = (".py", ".pyi", ".ipynb")
-# What deptry reads its dependencies and configuration from, at the checkout's root.
-SPECIFICATIONS = (
-    "pyproject.toml",
-    "requirements.txt",
-    "requirements-dev.txt",
-    "dev-requirements.txt",
-    "requirements.in",
-)
 
 
 def deptry_executable() -> str:
@@ -133,7 +126,7 @@ def _imports_by_file(context: ScanContext) -> dict[str, dict[str, int]]:
         if blob not in known:
             known[blob] = _imports_of(context.path / name)
         result[name] = kept[blob] = known[blob]
-    if kept.keys() != (stored or {}).keys():
+    if not isinstance(stored, dict) or kept.keys() != stored.keys():
         context.store(IMPORTS_KEY, kept)
     return result
 
@@ -165,8 +158,9 @@ def _imports_of(path: Path) -> dict[str, int]:
 
 
 def _input_key(context: ScanContext, imports: dict[str, dict[str, int]]) -> str:
-    """What deptry's answer depends on: the manifests (and configuration) at the root,
-    every Python file's path and the modules it imports."""
-    parts = [f"{name}={context.files.get(name, '')}" for name in SPECIFICATIONS]
+    """What deptry's answer depends on: the manifests (wherever they are: a
+    configuration may name requirements files anywhere), every Python file's path and
+    the modules it imports."""
+    parts = [f"{name}={blob}" for name, blob in sorted(context.files.items()) if is_manifest(name)]
     parts += [f"{name}:{','.join(sorted(modules))}" for name, modules in sorted(imports.items())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
