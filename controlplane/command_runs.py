@@ -54,11 +54,11 @@ def record_command_run(argv: Sequence[str]) -> bool:
     import django
     from django.core.management import get_commands
 
-    from controlplane import audit
-
     django.setup()
     if get_commands().get(name) not in own_app_names():
         return False
+    from controlplane import audit  # models: only once the apps are loaded
+
     try:
         audit.record(COMMAND_RUN_ACTION, target_repr=name)
     except DatabaseError as error:

@@ -52,3 +52,18 @@ HEALTHMON_CODE_MAX_OPEN_PRS = env.int("HEALTHMON_CODE_MAX_OPEN_PRS", default=3)
 HEALTHMON_CODE_PR_AUTHOR = env.str(
     "HEALTHMON_CODE_PR_AUTHOR", default="AI Ops Control Plane <code-health@localhost>"
 )
+# The dependency audit's registries (base URLs: point them at a mirror, or at local
+# fakes in tests and bench_scan), the time limit of one request, the requests at
+# once, and how long an answer is reused before the registry is asked again.
+HEALTHMON_CODE_PYPI_URL = env.str("HEALTHMON_CODE_PYPI_URL", default="https://pypi.org")
+HEALTHMON_CODE_NPM_URL = env.str("HEALTHMON_CODE_NPM_URL", default="https://registry.npmjs.org")
+HEALTHMON_CODE_OSV_URL = env.str("HEALTHMON_CODE_OSV_URL", default="https://api.osv.dev")
+HEALTHMON_CODE_REGISTRY_TIMEOUT_SECONDS = env.float(
+    "HEALTHMON_CODE_REGISTRY_TIMEOUT_SECONDS", default=10.0
+)
+HEALTHMON_CODE_REGISTRY_CONCURRENCY = max(
+    1, env.int("HEALTHMON_CODE_REGISTRY_CONCURRENCY", default=8)
+)
+HEALTHMON_CODE_REGISTRY_CACHE_SECONDS = env.int(
+    "HEALTHMON_CODE_REGISTRY_CACHE_SECONDS", default=6 * 3600
+)

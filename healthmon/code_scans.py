@@ -37,6 +37,7 @@ from healthmon import code_checkout, code_findings, code_pull_requests
 from healthmon.code_checks import CheckFailed, Reported, ScanContext
 from healthmon.code_checks import ci_annotations as ci_check
 from healthmon.code_checks import contracts as contracts_check
+from healthmon.code_checks import dependencies as dependencies_check
 from healthmon.code_checks import ruff as ruff_check
 from healthmon.code_checks import stale as stale_check
 from healthmon.models import Repository, Scan
@@ -53,7 +54,13 @@ TRANSITIONS: dict[str, set[str]] = {
 
 
 # The checks a scan runs, in order: modules with NAME and run(ScanContext).
-CHECKS: tuple[ModuleType, ...] = (ruff_check, ci_check, stale_check, contracts_check)
+CHECKS: tuple[ModuleType, ...] = (
+    ruff_check,
+    ci_check,
+    stale_check,
+    contracts_check,
+    dependencies_check,
+)
 
 # Sent with `scan=` when a scan moves or its progress is recorded.
 scan_changed = Signal()
