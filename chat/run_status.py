@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from chat import stop_reasons
 from chat.budget_tracker import BudgetTracker
-from chat.events import EventSpec, emit, emit_many
+from chat.events import EventSpec, emit_many
 from chat.guardrails import Guardrails, fingerprint
 from chat.models import (
     ACTIVE_STATUSES,
@@ -48,10 +48,6 @@ class RunMoveRefused(ValueError):
 
 def status_event(status: str, detail: str) -> EventSpec:
     return StreamEvent.Type.STATUS, {"status": str(status), "detail": detail}
-
-
-def emit_status(run_id: int, status: str, detail: str) -> None:
-    emit(run_id, *status_event(status, detail))
 
 
 def move_run(

@@ -66,10 +66,6 @@ class Tier(enum.IntEnum):
     def label(self) -> str:
         return self.name.title()
 
-    @classmethod
-    def from_name(cls, name: str) -> Tier:
-        return cls[name.upper()]
-
 
 TIER_GROUPS = {Tier.OBSERVER: "Observer", Tier.OPERATOR: "Operator", Tier.OWNER: "Owner"}
 

@@ -55,9 +55,6 @@ class SharedGrouper:
             if self._grouper is None or time.monotonic() - self._synced_at >= SYNC_SECONDS:
                 self._learn_stored()
 
-    def is_stored(self, key: str) -> bool:
-        return key in self._stored
-
     def adopt(self, key: str) -> Grouped | None:
         """Inside `creating`: the stored group a new key of this process gives way to,
         or None when it is a group of its own to store."""

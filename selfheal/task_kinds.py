@@ -48,10 +48,6 @@ def register_kind(kind: str, handler: Handler) -> None:
     _kinds[kind] = handler
 
 
-def unregister_kind(kind: str) -> None:
-    _kinds.pop(kind, None)
-
-
 def handler_for(kind: str) -> Handler | None:
     return _kinds.get(kind)
 

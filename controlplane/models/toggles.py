@@ -156,10 +156,6 @@ class FeatureToggle(audit.AuditedModel):
         self.invalidate_cache(deleted=True)
         return result
 
-    @property
-    def required_state(self) -> bool | None:
-        return settings.CRITICAL_TOGGLES.get(self.key)
-
 
 def toggle_enabled(key: str, default: bool = False) -> bool:
     """Whether the feature `key` is on. Cached; a missing toggle reads as `default`."""

@@ -187,6 +187,3 @@ class Worker(AuditedModel):
         if worker is None or not api_tokens.matches(worker.token_hash, raw):
             return None
         return worker
-
-    def can_do(self, task: Task) -> bool:
-        return set(task.required_capabilities or []) <= set(self.capabilities or [])
