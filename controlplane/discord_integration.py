@@ -134,7 +134,11 @@ def check_discord_connection(integration: Integration, **options: Any) -> Connec
             f"{app_name}'s: interactions would all be refused. Copy it again from "
             "General Information.",
         )
-    return ConnectionResult(True, f"Connected as {username} (application {app_name}).")
+    return ConnectionResult(
+        True,
+        f"Connected as {username} (application {app_name}). Its Interactions Endpoint URL "
+        f"is {interactions_url(integration)}",
+    )
 
 
 def interactions_url(integration: Integration) -> str:
@@ -177,6 +181,8 @@ def slash_commands() -> list[dict[str, Any]]:
 
 def register_commands(integration: Integration, **options: Any) -> str:
     """Replace the application's slash commands with the product's; what was done."""
+    if integration.kind != Integration.Kind.DISCORD:
+        raise DiscordError("not a Discord integration.")
     commands = slash_commands()
     with client_for(integration, **options) as client:
         client.set_commands(application_id(integration), commands)

@@ -18,9 +18,8 @@ from controlplane.discord import (
     DiscordRateLimited,
     DiscordUnavailable,
 )
-from controlplane.discord_integration import DISCORD, validate_discord
+from controlplane.discord_integration import validate_discord
 from controlplane.discord_replies import components
-from controlplane.integration_forms import integration_form, setting_input_name
 from controlplane.integrations import run_connection_test
 from controlplane.models import AuditEvent, Integration
 from tests.controlplane.discord_bots import (
@@ -38,6 +37,7 @@ from tests.local_servers import closed_port
 __all__ = ["app", "discord", "signing_key"]  # fixtures
 
 CHANNEL = "4400440044004400"
+ADD = "/admin/controlplane/integration/add/?kind=discord"
 
 
 def _shown(integration: Integration) -> str:
@@ -50,11 +50,16 @@ def _shown(integration: Integration) -> str:
 
 
 @pytest.mark.django_db
-def test_test_connection_names_the_bot_and_its_application(discord, app):
+def test_test_connection_names_the_bot_and_its_endpoint_url(discord, app, settings):
+    settings.SITE_URL = "https://ops.example.com"
+
     result = run_connection_test(app)
 
     assert result.ok
-    assert result.message == "Connected as ops-bot (application Ops Control)."
+    assert result.message == (
+        "Connected as ops-bot (application Ops Control). Its Interactions Endpoint URL is "
+        f"https://ops.example.com/integrations/discord/{app.pk}/interactions/"
+    )
     assert [(r.method, r.path) for r in discord.requests] == [
         ("GET", "/users/@me"),
         ("GET", "/applications/@me"),
@@ -131,26 +136,39 @@ def test_a_public_key_must_be_32_bytes_of_hex(key, valid):
 
 
 @pytest.mark.django_db
-def test_the_form_shows_a_malformed_public_key_as_its_error(signing_key):
-    form_class = integration_form(DISCORD)
-    fields = {f.name: f for f in DISCORD.settings}
-    data = {
+def test_an_owner_adding_a_discord_app_with_a_malformed_key_gets_a_form_error(
+    client, owner, signing_key
+):
+    client.force_login(owner)
+    form = {
         "name": "ops-discord",
-        "kind": "discord",
         "enabled": "on",
         "secret_bot_token": TOKEN,
-        setting_input_name(fields["application_id"]): APPLICATION_ID,
-        setting_input_name(fields["public_key"]): "not-a-key",
-        setting_input_name(fields["api_url"]): "https://discord.com/api/v10",
+        "setting_application_id": APPLICATION_ID,
+        "setting_public_key": "ab" * 31,
+        "setting_api_url": "https://discord.com/api/v10",
+        "_save": "Save",
     }
-    form = form_class(data=data, instance=Integration(kind="discord"))
 
-    assert not form.is_valid()
-    assert "64 hexadecimal characters" in str(form.errors)
+    refused = client.post(ADD, form)
 
-    data[setting_input_name(fields["public_key"])] = public_hex(signing_key)
-    form = form_class(data=data, instance=Integration(kind="discord"))
-    assert form.is_valid(), form.errors
+    assert refused.status_code == 200
+    assert "64 hexadecimal characters" in refused.content.decode()
+    assert not Integration.objects.exists()
+
+    saved = client.post(ADD, {**form, "setting_public_key": public_hex(signing_key)})
+
+    assert saved.status_code == 302
+    integration = Integration.objects.get()
+    assert integration.kind == Integration.Kind.DISCORD
+    assert integration.settings["public_key"] == public_hex(signing_key)
+    assert integration.secrets == {"bot_token": TOKEN}
+    assert (
+        TOKEN_PART
+        not in client.get(
+            f"/admin/controlplane/integration/{integration.pk}/change/"
+        ).content.decode()
+    )
 
 
 # Messages through the bot
@@ -297,3 +315,27 @@ def test_the_command_says_why_discord_refused(discord, app):
 
     with pytest.raises(CommandError, match="Discord refused the bot token"):
         call_command("discord_commands", app.name)
+
+
+@pytest.mark.django_db
+def test_the_admin_action_registers_the_commands_and_refuses_other_kinds(
+    client, owner, discord, app
+):
+    other = Integration(kind=Integration.Kind.RAILWAY, name="railway-prod")
+    other.save()
+    client.force_login(owner)
+
+    response = client.post(
+        "/admin/controlplane/integration/",
+        {
+            "action": "register_discord_commands",
+            "_selected_action": [app.pk, other.pk],
+            "index": "0",
+        },
+        follow=True,
+    )
+
+    page = response.content.decode()
+    assert "Discord now offers ops-discord&#x27;s commands: /help, /link, /unlink." in page
+    assert "Railway-prod: not a Discord integration." in page
+    assert [c["name"] for c in discord.commands[APPLICATION_ID]] == ["help", "link", "unlink"]
