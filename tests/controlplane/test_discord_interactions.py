@@ -227,3 +227,12 @@ def test_command_options_of_odd_shapes_are_ignored(client, app, signing_key, own
 
     assert response.status_code == 200
     assert response.json()["data"]["content"].startswith("You act as wendy-owner.")
+
+
+def test_a_body_past_the_upload_limit_is_a_400_not_a_500(client, app, signing_key, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    interaction = command("help", "x" * 20_000)
+
+    response = post_interaction(client, app, signing_key, interaction)
+
+    assert response.status_code == 400
