@@ -177,6 +177,19 @@ def test_an_account_not_linked_gets_a_polite_ephemeral_refusal_and_nothing_else(
     assert not AuditEvent.objects.filter(action="chat_account.unlinked").exists()
 
 
+def test_a_member_who_left_the_tiers_is_refused_at_once(client, app, signing_key, operator):
+    linked(app, operator)
+    register_button_handler("thing", lambda press: pytest.fail("must not be called"))
+    operator.groups.clear()
+
+    answer = _send(client, app, signing_key, command("help"))
+    pressed = _send(client, app, signing_key, button_press("thing:1", "94"))
+
+    assert answer["data"]["content"] == escape_markdown(REFUSAL)
+    assert answer["data"]["flags"] == EPHEMERAL
+    assert "not linked to a staff account" in pressed["data"]["content"]
+
+
 def test_an_unknown_command_gets_the_short_help(client, app, signing_key, owner):
     linked(app, owner)
 
