@@ -168,7 +168,7 @@ class DiscordClient:
             return answer
         status = response.status_code
         said = _said(answer)
-        if status >= 500 or (answer is None and response.is_success):
+        if status >= 500:
             raise DiscordUnavailable(
                 f"Discord answered {status} to {what}: try again later.", status
             )
