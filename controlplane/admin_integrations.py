@@ -49,7 +49,7 @@ class IntegrationAdmin(AuditHistoryMixin, admin.ModelAdmin):
     ]
     list_filter = ["kind", "enabled", "last_test_ok"]
     search_fields = ["name"]
-    actions = ["test_connection", "register_telegram_webhook"]
+    actions = ["test_connection", "register_telegram_webhook", "register_discord_commands"]
 
     # Declared kinds' fields
 
@@ -211,6 +211,25 @@ class IntegrationAdmin(AuditHistoryMixin, admin.ModelAdmin):
                 self.message_user(request, f"{integration.name}: {exc}", messages.ERROR)
             else:
                 audit.record("integration.webhook_set", integration)
+                self.message_user(request, message, messages.SUCCESS)
+
+    @admin.action(
+        description="Register the Discord slash commands of selected integrations",
+        permissions=["change"],
+    )
+    def register_discord_commands(
+        self, request: HttpRequest, queryset: QuerySet[Integration]
+    ) -> None:
+        from controlplane.discord import DiscordError
+        from controlplane.discord_integration import register_commands
+
+        for integration in queryset:
+            try:
+                message = register_commands(integration)
+            except DiscordError as exc:
+                self.message_user(request, f"{integration.name}: {exc}", messages.ERROR)
+            else:
+                audit.record("integration.commands_registered", integration)
                 self.message_user(request, message, messages.SUCCESS)
 
     def _test(self, request: HttpRequest, integration: Integration) -> None:

@@ -18,6 +18,7 @@ class ControlplaneConfig(AppConfig):
             account_audit,
             chat_commands,  # noqa: F401  (registers the core's chat commands)
             checks,
+            discord_integration,
             github_integration,
             metrics,
             money,
@@ -38,6 +39,7 @@ class ControlplaneConfig(AppConfig):
         # The GitHub kind is the core's own (its client is used by several apps).
         github_integration.register()
         telegram_integration.register()
+        discord_integration.register()
         post_migrate.connect(tiers.sync_tier_permissions, dispatch_uid="sync_tier_permissions")
 
 

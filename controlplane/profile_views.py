@@ -1,4 +1,4 @@
-"""A staff member's profile page: their chat accounts (Telegram now, Discord later),
+"""A staff member's profile page: their chat accounts (Telegram, Discord),
 a one-time code to link another, and an Unlink button for each."""
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ def _chat_accounts_for_user(request: StaffRequest) -> QuerySet[ChatAccount]:
 
 
 def _render(request: StaffRequest, link_code: str = "") -> HttpResponse:
-    bots = Integration.objects.filter(kind=Integration.Kind.TELEGRAM, enabled=True)
+    bots = Integration.objects.filter(
+        kind__in=[Integration.Kind.TELEGRAM, Integration.Kind.DISCORD], enabled=True
+    )
     return render(
         request,
         "controlplane/profile.html",

@@ -1,7 +1,7 @@
-"""Settings of the chat bots (Telegram now, Discord later): account linking, the
-commands' rate limit, and how Telegram's updates are fetched. Read from the
-environment like the rest; `controlplane.settings` takes them in whole. Every
-variable is listed with its default in `.env.example`."""
+"""Settings of the chat bots (Telegram, Discord): account linking, the commands'
+rate limit, how Telegram's updates are fetched, and how old a Discord interaction
+may be. Read from the environment like the rest; `controlplane.settings` takes them
+in whole. Every variable is listed with its default in `.env.example`."""
 
 from __future__ import annotations
 
@@ -18,3 +18,9 @@ TELEGRAM_POLL_TIMEOUT_SECONDS = max(0, env.int("TELEGRAM_POLL_TIMEOUT_SECONDS", 
 TELEGRAM_POLL_IN_PROCESS = env.bool("TELEGRAM_POLL_IN_PROCESS", default=True)
 # Handled updates are remembered this long (Telegram keeps unconfirmed ones for 24 h).
 TELEGRAM_UPDATE_RECORD_DAYS = max(2, env.int("TELEGRAM_UPDATE_RECORD_DAYS", default=7))
+# Discord interactions: a request signed longer ago than this (or later, by a clock
+# ahead) is refused, and each interaction id is accepted once within it, so a
+# captured request cannot be replayed.
+DISCORD_INTERACTION_MAX_AGE_SECONDS = max(
+    30, env.int("DISCORD_INTERACTION_MAX_AGE_SECONDS", default=300)
+)

@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
 from controlplane import metrics, profile_views, views
+from controlplane.discord_interactions import discord_interactions
 from controlplane.telegram_webhook import telegram_webhook
 from routing.views import gateway_unknown_path
 
@@ -28,6 +29,11 @@ urlpatterns = [
         "integrations/telegram/<int:integration_id>/webhook/",
         telegram_webhook,
         name="telegram_webhook",
+    ),
+    path(
+        "integrations/discord/<int:integration_id>/interactions/",
+        discord_interactions,
+        name="discord_interactions",
     ),
     path("admin/", admin.site.urls),
     path("chat/", include("chat.urls")),

@@ -1,5 +1,5 @@
-"""Integrations: the product's accounts on outside services (Railway, GitHub, Telegram;
-Discord later), each a kind, a name and credentials encrypted at rest.
+"""Integrations: the product's accounts on outside services (Railway, GitHub, Telegram,
+Discord), each a kind, a name and credentials encrypted at rest.
 
 What a kind needs (its credential fields, its connection test) lives in
 `controlplane.integrations`; the parts that use an integration (healthmon's Railway
@@ -23,6 +23,7 @@ class Integration(AuditedModel):
         RAILWAY = "railway", "Railway"
         GITHUB = "github", "GitHub"
         TELEGRAM = "telegram", "Telegram"
+        DISCORD = "discord", "Discord"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     name = models.SlugField(max_length=64, unique=True)
