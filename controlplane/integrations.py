@@ -84,7 +84,12 @@ def declare_kind(declaration: IntegrationKind) -> IntegrationKind:
 
 
 def declared_kinds() -> list[IntegrationKind]:
-    return list(_kinds.values())
+    """The declared kinds in the model's order (the add page's list), whatever order
+    their modules were imported in."""
+    from controlplane.models import Integration
+
+    order = {kind: index for index, kind in enumerate(Integration.Kind.values)}
+    return sorted(_kinds.values(), key=lambda declared: order.get(declared.kind, len(order)))
 
 
 def kind_of(kind: str) -> IntegrationKind | None:
