@@ -16,11 +16,13 @@ class ControlplaneConfig(AppConfig):
 
         from controlplane import (
             account_audit,
+            chat_approvals,  # noqa: F401  (approval buttons; edits on approval_changed)
             chat_commands,  # noqa: F401  (registers the core's chat commands)
             checks,
             github_integration,
             metrics,
             money,
+            telegram_channel,
             telegram_integration,
             tiers,
         )
@@ -38,6 +40,7 @@ class ControlplaneConfig(AppConfig):
         # The GitHub kind is the core's own (its client is used by several apps).
         github_integration.register()
         telegram_integration.register()
+        telegram_channel.register()
         post_migrate.connect(tiers.sync_tier_permissions, dispatch_uid="sync_tier_permissions")
 
 

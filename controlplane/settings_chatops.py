@@ -18,3 +18,7 @@ TELEGRAM_POLL_TIMEOUT_SECONDS = max(0, env.int("TELEGRAM_POLL_TIMEOUT_SECONDS", 
 TELEGRAM_POLL_IN_PROCESS = env.bool("TELEGRAM_POLL_IN_PROCESS", default=True)
 # Handled updates are remembered this long (Telegram keeps unconfirmed ones for 24 h).
 TELEGRAM_UPDATE_RECORD_DAYS = max(2, env.int("TELEGRAM_UPDATE_RECORD_DAYS", default=7))
+# Approval messages in Telegram chats are edited when the approval is decided, expires
+# or is withdrawn: at most one edit per chat this often (Telegram allows about one
+# message a second per chat); a held edit is made by the next pass.
+TELEGRAM_EDIT_INTERVAL_SECONDS = max(0, env.int("TELEGRAM_EDIT_INTERVAL_SECONDS", default=1))
