@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
@@ -104,9 +104,9 @@ def approval_message(approval: Approval) -> SafeString:
         lines.append(format_html("Amount: {}", usd(approval.amount)))
     lines.append(
         format_html(
-            "Needs the {} tier; expires {:%Y-%m-%d %H:%M %Z}.",
+            "Needs the {} tier; expires {}.",
             Tier(approval.required_tier).label,
-            approval.expires_at,
+            _at(approval.expires_at),
         )
     )
     url = settings.SITE_URL.rstrip("/") + reverse("approvals")
@@ -117,18 +117,22 @@ def approval_message(approval: Approval) -> SafeString:
     return SafeString("\n".join(lines))
 
 
+def _at(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M %Z}"
+
+
 def _outcome_line(approval: Approval) -> SafeString | str:
     when = approval.decided_at or timezone.now()
     if approval.status in (Approval.Status.APPROVED, Approval.Status.REJECTED):
         decider = approval.decided_by.get_username() if approval.decided_by else "?"
         return format_html(
-            "<b>{}</b> by {} at {:%Y-%m-%d %H:%M %Z}.",
+            "<b>{}</b> by {} at {}.",
             "Approved" if approval.status == Approval.Status.APPROVED else "Rejected",
             decider,
-            when,
+            _at(when),
         )
     if approval.status == Approval.Status.EXPIRED:
-        return format_html("<b>Expired</b> at {:%Y-%m-%d %H:%M %Z}: nobody decided.", when)
+        return format_html("<b>Expired</b> at {}: nobody decided.", _at(when))
     if approval.status == Approval.Status.WITHDRAWN:
         return format_html("<b>Withdrawn</b>: {}", approval.outcome or "no longer needed")
     return ""
