@@ -35,8 +35,7 @@ def edits_of(telegram: TelegramServer, message: dict[str, Any]) -> list[dict[str
     return [
         e
         for e in telegram.edited
-        if e["message_id"] == message["message_id"]
-        and str(e["chat_id"]) == str(message["chat_id"])
+        if e["message_id"] == message["message_id"] and str(e["chat_id"]) == str(message["chat_id"])
     ]
 
 

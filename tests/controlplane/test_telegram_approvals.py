@@ -217,8 +217,7 @@ class TestRefusedPresses:
         # Alice's data from Mallory's chat, and as if from Alice's chat.
         assert press(telegram, bot, data, user_id=MALLORY, message=alices) == NOT_YOURS
         assert (
-            press(telegram, bot, data, user_id=MALLORY, message=alices, chat_id=ALICE)
-            == NOT_YOURS
+            press(telegram, bot, data, user_id=MALLORY, message=alices, chat_id=ALICE) == NOT_YOURS
         )
         # Under another message of Alice's chat.
         other = {**alices, "message_id": alices["message_id"] + 1000}
@@ -259,7 +258,9 @@ class TestMessagesFollowTheApproval:
         assert f"<b>Rejected</b> by {owner2.get_username()}" in edit["text"]
         assert "reply_markup" not in edit
         # The button no longer decides anything.
-        notice = press(telegram, bot, buttons_of(message)["Approve"], user_id=ALICE, message=message)
+        notice = press(
+            telegram, bot, buttons_of(message)["Approve"], user_id=ALICE, message=message
+        )
         assert "already rejected" in notice
 
     def test_edited_after_expiry_and_after_withdrawal(
@@ -349,9 +350,7 @@ def test_a_web_decision_and_a_button_at_once_have_exactly_one_winner(telegram, b
     linked(bot, owner, ALICE)
     make_channel()
     for round_number in range(RACE_ROUNDS):
-        approval = request_approval(
-            action="test.risky-tool", requested_by=operator, reason="race"
-        )
+        approval = request_approval(action="test.risky-tool", requested_by=operator, reason="race")
         message = messages_to(telegram, ALICE)[-1]
         data = buttons_of(message)["Approve"]
         update = telegram.update(
@@ -377,9 +376,7 @@ def test_a_web_decision_and_a_button_at_once_have_exactly_one_winner(telegram, b
         def on_the_web() -> str:
             decider = get_user_model().objects.get(pk=owner2.pk)
             try:
-                decide_approval(
-                    Approval.objects.get(pk=approval.pk), user=decider, approve=False
-                )
+                decide_approval(Approval.objects.get(pk=approval.pk), user=decider, approve=False)
             except ApprovalError:
                 return "web refused"
             return "web won"
