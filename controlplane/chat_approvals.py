@@ -96,7 +96,7 @@ def approval_message(approval: Approval) -> SafeString:
     reason = approval.reason
     if len(reason) > REASON_LIMIT:
         reason = reason[:REASON_LIMIT] + "…"
-    lines = [
+    lines: list[str] = [
         format_html("<b>Approval needed: {}</b> (#{})", approval.action, approval.pk),
         format_html("{} asks: {}", approval.requested_by.get_username(), reason),
     ]
@@ -252,6 +252,7 @@ def _edit_allowed(row: TelegramMessage) -> bool:
 def _edit(row: TelegramMessage) -> float | None:
     """Edit one message to show its approval's status; None when done, else how many
     seconds to wait before trying again."""
+    assert row.approval_id is not None  # only approval messages are edited
     approval = Approval.objects.select_related("requested_by", "decided_by").get(pk=row.approval_id)
     try:
         with client_for(row.integration) as client:

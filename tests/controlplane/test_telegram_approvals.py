@@ -296,7 +296,8 @@ class TestMessagesFollowTheApproval:
 
         assert len(telegram.edited) == 1
         held = TelegramMessage.objects.get(approval=approvals[1])
-        assert held.edit_due_at is not None and held.edit_due_at > timezone.now()
+        assert held.edit_due_at is not None
+        assert held.edit_due_at > timezone.now()
         # Once it is due, the approvals' periodic pass makes it.
         TelegramMessage.objects.filter(pk=held.pk).update(edit_due_at=timezone.now())
         from django.core.cache import cache
@@ -319,6 +320,7 @@ class TestMessagesFollowTheApproval:
 
         assert edits_of(telegram, message) == []
         row = TelegramMessage.objects.get(approval=approval)
+        assert row.edit_due_at is not None
         assert row.edit_due_at >= timezone.now() + timedelta(seconds=25)
         assert refresh_approval_messages() == 0  # not due yet
         TelegramMessage.objects.filter(pk=row.pk).update(edit_due_at=timezone.now())
@@ -369,11 +371,11 @@ def test_a_web_decision_and_a_button_at_once_have_exactly_one_winner(telegram, b
         )
         before = len(telegram.answered)
 
-        def by_button() -> str:
+        def by_button(update: dict[str, Any] = update) -> str:
             with client_for(bot) as client:
                 return handle_update(bot, update, client)
 
-        def on_the_web() -> str:
+        def on_the_web(approval: Approval = approval) -> str:
             decider = get_user_model().objects.get(pk=owner2.pk)
             try:
                 decide_approval(Approval.objects.get(pk=approval.pk), user=decider, approve=False)
@@ -406,4 +408,4 @@ def test_a_web_decision_and_a_button_at_once_have_exactly_one_winner(telegram, b
         assert decisions.count() == 1
         # The message ends up showing the winner.
         last_edit = edits_of(telegram, message)[-1]
-        assert f"by {approval.decided_by.get_username()}" in last_edit["text"]
+        assert f"by {expected[0].get_username()}" in last_edit["text"]

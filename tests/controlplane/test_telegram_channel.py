@@ -96,7 +96,7 @@ def test_a_rate_limit_waits_its_retry_after_and_no_chat_gets_it_twice(
             return telegram.rate_limited(retry_after=40)
         return original(token, method, parameters)
 
-    telegram.answer = answer  # type: ignore[method-assign]
+    telegram.answer = answer
     before = timezone.now()
 
     delivery = send(django_capture_on_commit_callbacks)
