@@ -144,10 +144,18 @@ def send_telegram_delivery(delivery: NotificationDelivery) -> int | None:
     return 200
 
 
+def send_approval_message(account: ChatAccount, approval: Approval) -> None:
+    """Send one staff member's chat the approval with its buttons (a chat run that
+    paused for it, say), recorded so the buttons work and the message follows the
+    approval. Raises `TelegramError` when Telegram refuses."""
+    with client_for(account.integration) as client:
+        _write(client, account.integration, None, Recipient(account.chat_id, account), approval)
+
+
 def _write(
     client: TelegramClient,
     integration: Integration,
-    delivery: NotificationDelivery,
+    delivery: NotificationDelivery | None,
     recipient: Recipient,
     approval: Approval | None,
 ) -> None:
@@ -157,6 +165,7 @@ def _write(
         if recipient.account is not None and approval.is_pending:
             token, keyboard = new_buttons()
     else:
+        assert delivery is not None  # only a notification is sent without an approval
         text = _notice(delivery.subject, delivery.body)
     sent = client.send_message(recipient.chat_id, text, keyboard=keyboard)
     try:
@@ -172,7 +181,7 @@ def _write(
                 shown_status=approval.status if approval is not None else "",
             )
     except IntegrityError:
-        log.warning("delivery %s: chat %s already recorded", delivery.pk, recipient.chat_id)
+        log.warning("chat %s: message already recorded", recipient.chat_id)
 
 
 def _notice(subject: str, body: str) -> str:

@@ -409,3 +409,24 @@ def test_a_web_decision_and_a_button_at_once_have_exactly_one_winner(telegram, b
         # The message ends up showing the winner.
         last_edit = edits_of(telegram, message)[-1]
         assert f"by {expected[0].get_username()}" in last_edit["text"]
+
+
+@pytest.mark.django_db
+def test_an_approval_sent_to_one_member_has_working_buttons(
+    telegram, bot, operator, owner, django_capture_on_commit_callbacks
+):
+    from controlplane.telegram_channel import send_approval_message
+
+    account = linked(bot, owner, ALICE)
+    approval = ask(operator, django_capture_on_commit_callbacks)  # no channel: no message
+    assert telegram.sent == []
+
+    send_approval_message(account, approval)
+
+    message = the_message(telegram, ALICE)
+    with django_capture_on_commit_callbacks(execute=True):
+        notice = press(
+            telegram, bot, buttons_of(message)["Approve"], user_id=ALICE, message=message
+        )
+    assert notice == f"Approval #{approval.pk} approved."
+    assert "<b>Approved</b>" in edits_of(telegram, message)[0]["text"]
