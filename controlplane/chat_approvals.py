@@ -48,6 +48,7 @@ from controlplane.notifications import backoff_seconds
 from controlplane.telegram import (
     InlineButton,
     Keyboard,
+    TelegramAuthError,
     TelegramError,
     TelegramRateLimited,
     TelegramUnavailable,
@@ -264,7 +265,9 @@ def _edit(row: TelegramMessage) -> float | None:
         return backoff_seconds(row.edit_attempts + 1)
     except TelegramError as exc:
         # Deleted by the person, or the bot was blocked: nothing to edit, not worth a retry.
-        if "not modified" not in exc.description:
+        if isinstance(exc, TelegramAuthError):
+            row.integration.record_error(f"An approval message was not edited: {exc}")
+        elif "not modified" not in exc.description:
             log.info("approval message %s not edited: %s", row.pk, exc)
     TelegramMessage.objects.filter(pk=row.pk).update(shown_status=approval.status, edit_due_at=None)
     return None
