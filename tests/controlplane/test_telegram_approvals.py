@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 from django.utils import timezone
@@ -300,9 +301,7 @@ class TestMessagesFollowTheApproval:
         assert held.edit_due_at > timezone.now()
         # Once it is due, the approvals' periodic pass makes it.
         TelegramMessage.objects.filter(pk=held.pk).update(edit_due_at=timezone.now())
-        from django.core.cache import cache
-
-        cache.clear()
+        cache.clear()  # the chat's spacing is over
         assert refresh_approval_messages() == 1
         assert len(telegram.edited) == 2
 

@@ -80,6 +80,20 @@ def test_an_audience_by_tier_and_a_chat_by_id(
     assert all(set(buttons_of(m)) == {"Approve", "Reject"} for m in messages_to(telegram, BOB))
 
 
+def test_a_member_who_left_the_tiers_hears_nothing(
+    telegram, bot, operator, owner, django_capture_on_commit_callbacks
+):
+    linked(bot, operator, ALICE)
+    linked(bot, owner, BOB)
+    make_channel()
+    operator.groups.clear()
+
+    send(django_capture_on_commit_callbacks)
+
+    assert messages_to(telegram, ALICE) == []
+    assert len(messages_to(telegram, BOB)) == 1
+
+
 def test_a_rate_limit_waits_its_retry_after_and_no_chat_gets_it_twice(
     telegram, bot, operator, owner, django_capture_on_commit_callbacks
 ):
