@@ -34,6 +34,7 @@ from controlplane.models import (
     ToggleLocked,
 )
 from controlplane.money import usd
+from controlplane.telegram_channel import BadTarget, validate_channel_target
 from controlplane.tiers import TIER_GROUPS, StaffRequest
 
 
@@ -208,8 +209,9 @@ class NotificationChannelForm(forms.ModelForm):
     target = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="Webhook URL or email address. Stored encrypted; "
-        "leave blank to keep the current one.",
+        help_text="Webhook URL or email address; for a Telegram bot, the integration's "
+        "name (all linked staff), or name:operators, name:owners or name:chat:CHAT_ID. "
+        "Stored encrypted; leave blank to keep the current one.",
     )
 
     class Meta:
@@ -225,6 +227,12 @@ class NotificationChannelForm(forms.ModelForm):
             cleaned["target"] = self.instance.target
             return cleaned
         kind = cleaned.get("kind")
+        if kind == NotificationChannel.Kind.TELEGRAM:
+            try:
+                cleaned["target"] = validate_channel_target(kind, target)
+            except BadTarget as exc:
+                self.add_error("target", str(exc))
+            return cleaned
         validator = (
             forms.EmailField() if kind == NotificationChannel.Kind.EMAIL else forms.URLField()
         )

@@ -19,6 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import models, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 
 from controlplane import audit
@@ -31,6 +32,17 @@ log = logging.getLogger(__name__)
 
 Waiter = Callable[[Approval], None]
 _waiters: dict[str, list[Waiter]] = defaultdict(list)
+
+# Sent (with `approval_id`) once any approval's status change has committed: decided,
+# expired or withdrawn. For what shows an approval elsewhere (a chat message to edit);
+# unlike a waiter, it hears of every action and of withdrawals too.
+approval_changed = Signal()
+
+
+def _announce_change(approval_id: int) -> None:
+    transaction.on_commit(
+        lambda: approval_changed.send(sender=Approval, approval_id=approval_id), robust=True
+    )
 
 
 class ApprovalError(Exception):
@@ -189,12 +201,14 @@ def withdraw_approval(approval_id: int, *, why: str, actor: StaffUser | None = N
             actor=actor,
         )
         publish(HOME_GROUP, "approval.changed", approval_id=approval_id)
+        _announce_change(approval_id)
     return True
 
 
 def _after_decision(approval: Approval) -> None:
     approval_id = approval.pk
     transaction.on_commit(lambda: _notify_waiters(approval_id))
+    _announce_change(approval_id)
     publish(HOME_GROUP, "approval.changed", approval_id=approval_id)
 
 

@@ -16,12 +16,14 @@ class ControlplaneConfig(AppConfig):
 
         from controlplane import (
             account_audit,
+            chat_approvals,  # noqa: F401  (approval buttons; edits on approval_changed)
             chat_commands,  # noqa: F401  (registers the core's chat commands)
             checks,
             discord_integration,
             github_integration,
             metrics,
             money,
+            telegram_channel,
             telegram_integration,
             tiers,
         )
@@ -40,6 +42,7 @@ class ControlplaneConfig(AppConfig):
         github_integration.register()
         telegram_integration.register()
         discord_integration.register()
+        telegram_channel.register()
         post_migrate.connect(tiers.sync_tier_permissions, dispatch_uid="sync_tier_permissions")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 import httpx
@@ -36,9 +36,25 @@ STALE_SENDING = timedelta(minutes=5)
 
 
 class DeliveryFailed(Exception):
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    """An attempt failed. `retry_after`: the service asked to wait this many seconds
+    (a rate limit); the next attempt is not made sooner, whatever the backoff says."""
+
+    def __init__(
+        self, message: str, status_code: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.retry_after = retry_after
+
+
+# Kinds sent by code outside this module (a chat bot's channel): the sender gets the
+# whole delivery, to remember what one attempt already reached.
+DeliverySender = Callable[[NotificationDelivery], int | None]
+_senders: dict[str, DeliverySender] = {}
+
+
+def register_sender(kind: str, sender: DeliverySender) -> None:
+    _senders[kind] = sender
 
 
 def notify(
@@ -107,13 +123,18 @@ def send_delivery(delivery_id: int) -> NotificationDelivery | None:
     number = delivery.attempts + 1
     started = time.perf_counter()
     status_code = None
+    retry_after: float | None = None
+    sender = _senders.get(delivery.channel.kind)
     try:
-        status_code = deliver(
-            delivery.channel, delivery.subject, delivery.body, delivery.dedupe_key
-        )
+        if sender is not None:
+            status_code = sender(delivery)
+        else:
+            status_code = deliver(
+                delivery.channel, delivery.subject, delivery.body, delivery.dedupe_key
+            )
         error = ""
     except DeliveryFailed as exc:
-        error, status_code = str(exc), exc.status_code
+        error, status_code, retry_after = str(exc), exc.status_code, exc.retry_after
     except Exception as exc:
         # Whatever else goes wrong counts as a failed attempt, so the delivery still
         # ends sent or failed instead of sitting in "sending". The type only: the
@@ -141,7 +162,7 @@ def send_delivery(delivery_id: int) -> NotificationDelivery | None:
             delivery.next_attempt_at = None
             log.warning("notification %s failed for good after %d attempts", delivery.pk, number)
         else:
-            delay = backoff_seconds(number)
+            delay = max(backoff_seconds(number), retry_after or 0.0)
             delivery.status = NotificationDelivery.Status.PENDING
             delivery.next_attempt_at = timezone.now() + timedelta(seconds=delay)
             _enqueue_send(delivery.pk, countdown=delay)

@@ -24,3 +24,7 @@ TELEGRAM_UPDATE_RECORD_DAYS = max(2, env.int("TELEGRAM_UPDATE_RECORD_DAYS", defa
 DISCORD_INTERACTION_MAX_AGE_SECONDS = max(
     30, env.int("DISCORD_INTERACTION_MAX_AGE_SECONDS", default=300)
 )
+# Approval messages in Telegram chats are edited when the approval is decided, expires
+# or is withdrawn: at most one edit per chat this often (Telegram allows about one
+# message a second per chat); a held edit is made by the next pass.
+TELEGRAM_EDIT_INTERVAL_SECONDS = max(0, env.int("TELEGRAM_EDIT_INTERVAL_SECONDS", default=1))

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from controlplane import approvals, notifications
+from controlplane import approvals, chat_approvals, notifications
 
 
 @shared_task(time_limit=60, soft_time_limit=50)
 def expire_approvals() -> int:
-    return approvals.expire_due_approvals()
+    expired = approvals.expire_due_approvals()
+    # Chat messages of decided approvals whose edit was held back (a rate limit, an
+    # outage, a lost countdown) are brought up to date on the same tick.
+    chat_approvals.refresh_approval_messages()
+    return expired
+
+
+@shared_task(time_limit=120, soft_time_limit=100)
+def refresh_approval_messages(approval_id: int) -> int:
+    return chat_approvals.refresh_approval_messages(approval_id)
 
 
 @shared_task(time_limit=120, soft_time_limit=100)

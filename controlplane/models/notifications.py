@@ -11,11 +11,16 @@ class NotificationChannel(AuditedModel):
         DISCORD = "discord", "Discord webhook"
         WEBHOOK = "webhook", "JSON webhook"
         EMAIL = "email", "Email"
+        # Messages through a Telegram integration's bot to linked staff members' chats.
+        TELEGRAM = "telegram", "Telegram bot"
 
     name = models.SlugField(max_length=64, unique=True)
     kind = models.CharField(max_length=10, choices=Kind.choices)
     # A webhook URL carries its own credentials, so it is a secret like an API key.
-    target = EncryptedTextField(help_text="Webhook URL, or email address for email channels.")
+    target = EncryptedTextField(
+        help_text="Webhook URL, email address, or for a Telegram bot: the integration's "
+        "name and whom to write to (see controlplane.telegram_channel)."
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -27,7 +32,7 @@ class NotificationChannel(AuditedModel):
 
     @property
     def masked_target(self) -> str:
-        if self.kind == self.Kind.EMAIL:
+        if self.kind in (self.Kind.EMAIL, self.Kind.TELEGRAM):
             return self.target
         return mask(self.target)
 
