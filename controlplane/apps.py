@@ -21,6 +21,7 @@ class ControlplaneConfig(AppConfig):
             github_integration,
             metrics,
             money,
+            status_sections,  # noqa: F401  (registers /status and its approvals section)
             telegram_integration,
             tiers,
         )

@@ -18,3 +18,6 @@ TELEGRAM_POLL_TIMEOUT_SECONDS = max(0, env.int("TELEGRAM_POLL_TIMEOUT_SECONDS", 
 TELEGRAM_POLL_IN_PROCESS = env.bool("TELEGRAM_POLL_IN_PROCESS", default=True)
 # Handled updates are remembered this long (Telegram keeps unconfirmed ones for 24 h).
 TELEGRAM_UPDATE_RECORD_DAYS = max(2, env.int("TELEGRAM_UPDATE_RECORD_DAYS", default=7))
+# A run started from a chat (`/run`) is shown in one bot message, refreshed this often
+# in seconds (each message is edited at most once a second, within Telegram's limits).
+CHATOPS_RUN_MESSAGE_SECONDS = max(1.0, env.float("CHATOPS_RUN_MESSAGE_SECONDS", default=2.0))
