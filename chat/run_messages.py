@@ -65,6 +65,7 @@ def follow_run(run: Run, identity: ChatIdentity) -> RunChatMessage:
         platform=identity.platform,
         integration=identity.integration,
         chat_id=identity.chat_id,
+        next_write_at=clock(),
     )
 
 

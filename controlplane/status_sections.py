@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.utils import timezone
 
@@ -94,10 +95,15 @@ def approval_lines(user: StaffUser) -> list[str]:
     now = timezone.now()
     lines = [f"Approvals: {count} pending."]
     for approval in pending[:APPROVALS_LISTED]:
-        minutes = max(int((approval.expires_at - now).total_seconds() // 60), 0)
         who = approval.requested_by.get_username()
-        lines.append(f"  #{approval.pk} {approval.action} by {who}, expires in {minutes} min")
+        left = _duration(approval.expires_at - now)
+        lines.append(f"  #{approval.pk} {approval.action} by {who}, expires in {left}")
     return lines
+
+
+def _duration(left: timedelta) -> str:
+    minutes = max(int(left.total_seconds() // 60), 0)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
 register_status_section("approvals", approval_lines, order=20)
