@@ -88,11 +88,13 @@ def run_command(request: CommandRequest) -> str:
         )
     except ValueError as exc:
         return f"The run was not started: {exc}"
-    run_messages.follow_run(run, request.identity)
     # Once the run is committed: its message first (so it shows "queued" at once),
-    # then the worker. The message is the answer: no reply of its own.
+    # then the worker.
     transaction.on_commit(partial(launch, run.pk))
-    return ""
+    if request.identity.platform in run_messages.FOLLOWED_PLATFORMS:
+        run_messages.follow_run(run, request.identity)
+        return ""  # the run's own message is the answer
+    return f"Started run #{run.pk} ({run.get_mode_display()} mode): {run_messages.run_url(run)}"
 
 
 def launch(run_id: int) -> None:

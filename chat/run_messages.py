@@ -54,6 +54,9 @@ MAX_BACKOFF_SECONDS = 300
 ANSWER_EXCERPT = 1500  # characters of the agent's answer shown in the final message
 DETAIL_EXCERPT = 300
 
+# The platforms whose messages this module writes (Discord's bot is to come).
+FOLLOWED_PLATFORMS = frozenset({ChatAccount.Platform.TELEGRAM})
+
 # The moment a refresh acts at; tests drive a fake one.
 clock: Callable[[], datetime] = timezone.now
 
@@ -72,7 +75,9 @@ def follow_run(run: Run, identity: ChatIdentity) -> RunChatMessage:
 def refresh_run_messages(now: datetime | None = None) -> int:
     """The sweep: write every followed run's message that is due. How many were written."""
     now = now or clock()
-    due = RunChatMessage.objects.filter(finished_at__isnull=True, next_write_at__lte=now)
+    due = RunChatMessage.objects.filter(
+        finished_at__isnull=True, next_write_at__lte=now, platform__in=FOLLOWED_PLATFORMS
+    )
     written = 0
     for message in due.select_related("integration").order_by("next_write_at", "id"):
         try:
@@ -89,6 +94,8 @@ def refresh(message: RunChatMessage, now: datetime | None = None) -> bool:
     run = Run.objects.select_related("session").filter(pk=message.run_id).first()
     if run is None or message.finished_at is not None:
         return False
+    if message.platform not in FOLLOWED_PLATFORMS:
+        return False
     last_seq = run.next_seq - 1
     final = run.status == RunStatus.STOPPED
     if message.message_id and last_seq == message.shown_seq and not final:
@@ -99,8 +106,6 @@ def refresh(message: RunChatMessage, now: datetime | None = None) -> bool:
         return False
     if not _claim(message, now):
         return False
-    if message.platform != ChatAccount.Platform.TELEGRAM:
-        return False  # only Telegram messages are followed so far
     try:
         _send_or_edit(message, text)
     except TelegramError as exc:

@@ -15,11 +15,12 @@ from django.conf import settings
 from chat import bot_runs, run_messages, tools
 from chat.models import ChatSession, Run, RunChatMessage, RunStatus, StopReason
 from chat.run_messages import refresh, refresh_run_messages
-from chat.runs import open_run
+from chat.runs import open_run, request_stop
 from controlplane.chat_commands import REFUSAL
 from tests.chat.scripted_runs import ANY_ARGUMENTS, OFFLINE
 from tests.controlplane.telegram_bots import ALICE, hook_bot, linked, say, telegram
 from tests.scripted_providers import CallTool, Reply, ScriptedProvider, use_scripted
+from tests.telegram_server import Answer
 
 __all__ = ["hook_bot", "telegram"]  # fixtures
 
@@ -156,6 +157,55 @@ def test_a_rate_limited_edit_waits_telegrams_retry_after(telegram, hook_bot, ope
     clock.advance(1.5)
     assert refresh_run_messages() == 1
     assert "Step 1 of" in telegram.edited[-1]["text"]
+
+
+def test_a_run_that_stopped_while_no_sweep_ran_is_finished_by_the_next_one(
+    telegram, hook_bot, operator, clock, django_capture_on_commit_callbacks
+):
+    """The row is the state: after a restart the sweep picks up where it was."""
+    account = linked(hook_bot, operator)
+    run = open_run(
+        ChatSession.objects.create(user=operator), user=operator, message="Hi", mode="normal"
+    )
+    assert refresh(run_messages.follow_run(run, _identity(account)))
+    with django_capture_on_commit_callbacks(execute=True):
+        request_stop(run, user=operator)  # stopped while nothing followed it
+
+    clock.advance(60)
+    assert refresh_run_messages() == 1
+
+    final = telegram.edited[-1]["text"]
+    assert f"Run #{run.pk} stopped: Stopped by a person" in final
+    assert "oscar-operator stopped the run" in final
+    assert RunChatMessage.objects.get(run=run).finished_at == clock.now
+
+
+def test_a_message_deleted_in_the_chat_is_sent_again(telegram, hook_bot, operator, clock):
+    account = linked(hook_bot, operator)
+    run = open_run(
+        ChatSession.objects.create(user=operator), user=operator, message="Hi", mode="normal"
+    )
+    assert refresh(run_messages.follow_run(run, _identity(account)))
+    Run.objects.filter(pk=run.pk).update(steps=1, next_seq=run.next_seq + 1)
+    telegram.fail(
+        Answer(
+            400,
+            {
+                "ok": False,
+                "error_code": 400,
+                "description": "Bad Request: message to edit not found",
+            },
+        )
+    )
+
+    clock.advance(2)
+    assert refresh_run_messages() == 0
+    clock.advance(2)
+    assert refresh_run_messages() == 1
+
+    assert len(telegram.sent) == 2
+    assert "Step 1 of" in telegram.sent[-1]["text"]
+    assert RunChatMessage.objects.get(run=run).message_id == str(telegram.sent[-1]["message_id"])
 
 
 def test_a_run_waiting_for_approval_says_so_and_links_the_approval(
