@@ -11,7 +11,7 @@ started from a chat gets a session of its own and one bot message that follows i
 
 The mode is the first word when it names one (`/run ops check the queue`); a first
 word ending in ":" is always read as a mode (`/run turbo: ...` is refused, naming
-the modes), and so is one a letter or two away from a mode's name (a typo).
+the modes), and so is a mistyped mode name written like one (`deep_reserch`).
 Otherwise the whole text is the message, in the normal mode.
 """
 
@@ -58,12 +58,19 @@ def parse_run(args: str) -> tuple[str, str]:
     word = first.lower().rstrip(":").replace("-", "_")
     if word in Mode.values:
         return word, rest.strip()
-    if first.endswith(":") or difflib.get_close_matches(word, Mode.values, n=1, cutoff=0.8):
+    if first.endswith(":") or _near_miss(word):
         raise ValueError(
-            f"Unknown mode {first.rstrip(':')!r}: the modes are {mode_names()}. "
-            f"{USAGE} (no mode: normal)."
+            f"Unknown mode {first.rstrip(':')!r}: the modes are {mode_names()}. {USAGE} "
+            "Without a mode the run is normal; to start the message with that word, give "
+            "the mode first: /run normal ..."
         )
     return Mode.NORMAL, args.strip()
+
+
+def _near_miss(word: str) -> bool:
+    """A mode's name mistyped: a word joined like one (deep_reserch) close to a mode's
+    name. A plain word never is (a message may start with "Normally")."""
+    return "_" in word and bool(difflib.get_close_matches(word, Mode.values, n=1, cutoff=0.8))
 
 
 def run_command(request: CommandRequest) -> str:

@@ -269,6 +269,7 @@ def test_run_without_a_mode_uses_normal_and_refuses_what_the_web_refuses(
     linked(hook_bot, operator)
     assert bot_runs.parse_run("check the queue") == ("normal", "check the queue")
     assert bot_runs.parse_run("Deep-Research: dig") == ("deep_research", "dig")
+    assert bot_runs.parse_run("Normally, the queue") == ("normal", "Normally, the queue")
 
     (too_long,) = say(client, telegram, hook_bot, "/run " + "x" * 20_001)
     (nothing,) = say(client, telegram, hook_bot, "/run ops")
