@@ -18,11 +18,12 @@ from chat.run_messages import refresh, refresh_run_messages
 from chat.runs import open_run, request_stop
 from controlplane.chat_commands import REFUSAL
 from tests.chat.scripted_runs import ANY_ARGUMENTS, OFFLINE
+from tests.chat.test_run_queueing import broker_down
 from tests.controlplane.telegram_bots import ALICE, hook_bot, linked, say, telegram
 from tests.scripted_providers import CallTool, Reply, ScriptedProvider, use_scripted
 from tests.telegram_server import Answer
 
-__all__ = ["hook_bot", "telegram"]  # fixtures
+__all__ = ["broker_down", "hook_bot", "telegram"]  # fixtures
 
 pytestmark = pytest.mark.django_db
 
@@ -330,3 +331,21 @@ def _identity(account: Any) -> Any:
     return ChatIdentity(
         account.integration, account.platform, account.platform_user_id, account.chat_id, ""
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_the_queue_cannot_take_is_said_in_its_message_and_nothing_is_left(
+    client, telegram, hook_bot, operator, clock, broker_down
+):
+    linked(hook_bot, operator)
+
+    replies = say(client, telegram, hook_bot, "/run check the queue")
+
+    (queued,) = telegram.sent  # sent once committed, before the hand-off; then corrected
+    assert replies == [queued["text"]]
+    assert "Queued" in queued["text"]
+    assert not Run.objects.exists()
+    assert not RunChatMessage.objects.exists()
+    assert telegram.edited[-1]["message_id"] == queued["message_id"]
+    assert "was not started" in telegram.edited[-1]["text"]
+    assert "work queue could not be reached" in telegram.edited[-1]["text"]
