@@ -27,7 +27,12 @@ from chat import run_messages
 from chat.forms import RunForm
 from chat.models import ChatSession, Run, RunChatMessage, RunStatus
 from chat.runs import RunNotQueued, open_run, queue_run, request_stop
-from controlplane.chat_commands import CommandRequest, register_command
+from controlplane.chat_commands import (
+    ButtonPress,
+    CommandRequest,
+    register_button_handler,
+    register_command,
+)
 from controlplane.status_sections import register_status_section
 from controlplane.tiers import StaffUser
 from routing.models import Mode
@@ -46,6 +51,7 @@ def register() -> None:
     register_command("run", run_command, summary="Start an agent run", usage="[mode] message")
     register_command("stop", stop_command, summary="Stop your active run", usage="[run id]")
     register_status_section("runs", status_lines, order=10)
+    register_button_handler(run_messages.STOP_BUTTON, stop_button)
 
 
 def mode_names() -> str:
@@ -150,6 +156,28 @@ def stop_command(request: CommandRequest) -> str:
     if others:
         said += f" You have {others} more active run{'s' if others > 1 else ''}: /stop NUMBER."
     return said
+
+
+def stop_button(press: ButtonPress) -> str:
+    """The Stop button under a run's message: the web's Stop, for whoever may press it
+    there (Operators and Owners)."""
+    user = press.user
+    assert user is not None  # only linked staff reach a button's handler
+    if not user.has_perm(OPERATE):
+        return "Stopping runs needs the Operator or Owner tier."
+    wanted = press.data.partition(":")[2]
+    run = (
+        Run.objects.filter(pk=int(wanted)).first()
+        if wanted.isascii() and wanted.isdigit()
+        else None
+    )
+    if run is None:
+        return "This run no longer exists."
+    if run.status == RunStatus.STOPPED:
+        return f"Run #{run.pk} has already stopped."
+    if not request_stop(run, user=user):
+        return f"Run #{run.pk} is already stopping."
+    return f"Stopping run #{run.pk}."
 
 
 def _active_runs(user: StaffUser) -> QuerySet[Run]:

@@ -40,6 +40,8 @@ from controlplane.chat_accounts import ChatIdentity
 from controlplane.models import ChatAccount
 from controlplane.money import usd
 from controlplane.telegram import (
+    InlineButton,
+    Keyboard,
     TelegramError,
     TelegramRateLimited,
     TelegramUnavailable,
@@ -56,6 +58,9 @@ DETAIL_EXCERPT = 300
 
 # The platforms whose messages this module writes (Discord's bot is to come).
 FOLLOWED_PLATFORMS = frozenset({ChatAccount.Platform.TELEGRAM})
+
+# The Stop button under a run's message: its data is "run-stop:<run id>".
+STOP_BUTTON = "run-stop"
 
 # The moment a refresh acts at; tests drive a fake one.
 clock: Callable[[], datetime] = timezone.now
@@ -107,7 +112,7 @@ def refresh(message: RunChatMessage, now: datetime | None = None) -> bool:
     if not _claim(message, now):
         return False
     try:
-        _send_or_edit(message, text)
+        _send_or_edit(message, text, () if final else stop_keyboard(run))
     except TelegramError as exc:
         _failed(message, exc, now)
         return False
@@ -126,15 +131,22 @@ def _claim(message: RunChatMessage, now: datetime) -> bool:
     )
 
 
-def _send_or_edit(message: RunChatMessage, text: str) -> None:
+def stop_keyboard(run: Run) -> Keyboard:
+    return ((InlineButton(f"Stop run #{run.pk}", f"{STOP_BUTTON}:{run.pk}"),),)
+
+
+def _send_or_edit(message: RunChatMessage, text: str, keyboard: Keyboard = ()) -> None:
     with client_for(message.integration) as client:
         if not message.message_id:
-            sent = client.send_message(message.chat_id, text)
+            sent = client.send_message(message.chat_id, text, keyboard=keyboard)
             message.message_id = str(sent.get("message_id") or "")
             RunChatMessage.objects.filter(pk=message.pk).update(message_id=message.message_id)
             return
         try:
-            client.edit_message_text(message.chat_id, int(message.message_id), text)
+            # An edit without the keyboard removes it: the final state has no Stop.
+            client.edit_message_text(
+                message.chat_id, int(message.message_id), text, keyboard=keyboard
+            )
         except TelegramError as exc:
             if "message is not modified" not in exc.description:
                 raise

@@ -19,7 +19,7 @@ from chat.runs import open_run, request_stop
 from controlplane.chat_commands import REFUSAL
 from tests.chat.scripted_runs import ANY_ARGUMENTS, OFFLINE
 from tests.chat.test_run_queueing import broker_down
-from tests.controlplane.telegram_bots import ALICE, hook_bot, linked, say, telegram
+from tests.controlplane.telegram_bots import ALICE, hook_bot, linked, post_update, say, telegram
 from tests.scripted_providers import CallTool, Reply, ScriptedProvider, use_scripted
 from tests.telegram_server import Answer
 
@@ -93,6 +93,8 @@ def test_a_run_started_from_run_is_followed_by_one_message_up_to_its_stop_reason
     assert str(first["chat_id"]) == str(ALICE)
     assert f"Run #{run.pk}</b> (Ops mode): Idle" in first["text"]
     assert "Queued" in first["text"]
+    stop = {"text": f"Stop run #{run.pk}", "callback_data": f"run-stop:{run.pk}"}
+    assert first["reply_markup"] == {"inline_keyboard": [[stop]]}
     along_the_way = texts(telegram.edited)
     assert len(along_the_way) == 2
     assert all(e["message_id"] == first["message_id"] for e in telegram.edited)
@@ -109,6 +111,7 @@ def test_a_run_started_from_run_is_followed_by_one_message_up_to_its_stop_reason
     assert "The agent finished its answer." in final  # the recovery suggestion
     link = f"{settings.SITE_URL}/chat/{run.session_id}/?run={run.pk}"
     assert f'<a href="{link}">Open run #{run.pk}</a>' in final
+    assert "reply_markup" not in telegram.edited[-1]  # stopped: no Stop button any more
     follower = RunChatMessage.objects.get(run=run)
     assert follower.finished_at is not None
     clock.advance(10)
@@ -300,6 +303,46 @@ def test_stop_stops_the_members_active_run(
     assert older.status == RunStatus.IDLE
     (again,) = say(client, telegram, hook_bot, f"/stop {newer.pk}")
     assert again == f"Run #{newer.pk} has already stopped (Stopped by a person)."
+
+
+def press(client, telegram, hook_bot, data, user_id=ALICE):
+    """Press a button under the bot's message; the notice Telegram shows."""
+    update = telegram.update(
+        {
+            "callback_query": {
+                "id": f"query-{user_id}-{data}",
+                "from": {"id": user_id, "is_bot": False, "first_name": "Alice"},
+                "message": {"message_id": 1, "chat": {"id": user_id, "type": "private"}},
+                "data": data,
+            }
+        }
+    )
+    assert post_update(client, hook_bot, update).status_code == 200
+    return telegram.answered[-1].get("text", "")
+
+
+def test_the_stop_button_stops_the_run_for_an_operator_and_not_for_an_observer(
+    client, telegram, hook_bot, operator, observer, django_capture_on_commit_callbacks
+):
+    linked(hook_bot, operator)
+    linked(hook_bot, observer, user_id=7002)
+    run = open_run(
+        ChatSession.objects.create(user=operator), user=operator, message="Hi", mode="normal"
+    )
+    data = f"run-stop:{run.pk}"
+
+    assert press(client, telegram, hook_bot, data, user_id=7002) == (
+        "Stopping runs needs the Operator or Owner tier."
+    )
+    run.refresh_from_db()
+    assert run.status == RunStatus.IDLE
+    with django_capture_on_commit_callbacks(execute=True):
+        assert press(client, telegram, hook_bot, data) == f"Stopping run #{run.pk}."
+    run.refresh_from_db()
+    assert (run.status, run.stop_requested_by) == (RunStatus.STOPPED, operator)
+    assert run.stop_reason == StopReason.STOPPED_BY_USER
+    assert press(client, telegram, hook_bot, data) == f"Run #{run.pk} has already stopped."
+    assert press(client, telegram, hook_bot, "run-stop:x") == "This run no longer exists."
 
 
 def test_stop_with_no_active_run_says_so(client, telegram, hook_bot, operator, observer):
