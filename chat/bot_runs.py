@@ -18,6 +18,7 @@ Otherwise the whole text is the message, in the normal mode.
 from __future__ import annotations
 
 import difflib
+import logging
 from functools import partial
 
 from django.db import transaction
@@ -36,6 +37,8 @@ from controlplane.chat_commands import (
 from controlplane.status_sections import register_status_section
 from controlplane.tiers import StaffUser
 from routing.models import Mode
+
+log = logging.getLogger(__name__)
 
 OPERATE = "chat.operate_run"
 NOT_ALLOWED = (
@@ -94,11 +97,15 @@ def run_command(request: CommandRequest) -> str:
     if not form.is_valid():
         problems = "; ".join(str(e) for errors in form.errors.values() for e in errors)
         return f"The run was not started: {problems} {USAGE}"
-    session = ChatSession.objects.create(user=user, mode=mode)
     try:
-        run = open_run(
-            session, user=user, message=form.cleaned_data["message"], mode=form.cleaned_data["mode"]
-        )
+        with transaction.atomic():  # a refused run leaves no empty session behind
+            session = ChatSession.objects.create(user=user, mode=mode)
+            run = open_run(
+                session,
+                user=user,
+                message=form.cleaned_data["message"],
+                mode=form.cleaned_data["mode"],
+            )
     except ValueError as exc:
         return f"The run was not started: {exc}"
     # Once the run is committed: its message first (so it shows "queued" at once),
@@ -118,7 +125,7 @@ def launch(run_id: int) -> None:
         try:
             run_messages.refresh(message)
         except Exception:
-            run_messages.log.exception("run %s: its first chat message failed", run_id)
+            log.exception("run %s: its first chat message failed", run_id)
     try:
         queue_run(run_id)
     except RunNotQueued as exc:
