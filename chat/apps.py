@@ -10,9 +10,10 @@ class ChatConfig(AppConfig):
     operator_permissions = ("operate_run",)
 
     def ready(self) -> None:
-        from chat import metrics, runs, tools
+        from chat import bot_runs, metrics, runs, tools
         from controlplane.metrics import register_section
 
         tools.register_builtin_tools()
         runs.register_approval_waiters()
         register_section("chat", metrics.scrape)
+        bot_runs.register()  # /run, /stop and the runs in /status

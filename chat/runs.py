@@ -142,6 +142,13 @@ def start_run(
     return run
 
 
+def queue_run(run_id: int) -> None:
+    """Hand a run opened with `open_run` to a worker, now (call it once the run is
+    committed). Raises `RunNotQueued` when the queue cannot take it: the run is then
+    deleted again."""
+    _hand_to_worker(run_id, resumed=False)
+
+
 def _hand_to_worker(run_id: int, *, resumed: bool) -> None:
     """Enqueue the run's task, now that its rows are committed. If the broker cannot be
     reached, a new run is deleted (nothing was done yet, and the person is told to try

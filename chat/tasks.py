@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from chat import runs
+from chat import run_messages, runs
 from chat.budget_bounds import WALL_CLOCK_CEILING_SECONDS
 
 # The loop stops a run at its own wall-clock budget (bounded by the ceiling); the task
@@ -22,3 +22,8 @@ def run_agent(run_id: int) -> str:
 @shared_task(time_limit=60, soft_time_limit=50)
 def detect_lost_runs() -> int:
     return len(runs.detect_lost_runs())
+
+
+@shared_task(time_limit=60, soft_time_limit=50)
+def refresh_run_messages() -> int:
+    return run_messages.refresh_run_messages()

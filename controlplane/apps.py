@@ -23,6 +23,7 @@ class ControlplaneConfig(AppConfig):
             github_integration,
             metrics,
             money,
+            status_sections,  # noqa: F401  (registers /status and its approvals section)
             telegram_channel,
             telegram_integration,
             tiers,

@@ -450,6 +450,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "chat.tasks.detect_lost_runs",
         "schedule": CHAT_LOST_RUN_SWEEP_SECONDS,
     },
+    # Bot messages following runs started from a chat (/run): a late one is dropped.
+    "refresh-run-messages": {
+        "task": "chat.tasks.refresh_run_messages",
+        "schedule": CHATOPS_RUN_MESSAGE_SECONDS,  # noqa: F405 (settings_chatops)
+        "options": {"expires": 10 * CHATOPS_RUN_MESSAGE_SECONDS},  # noqa: F405
+    },
     "crawl-logs": {
         "task": "healthmon.tasks.crawl_logs",
         "schedule": float(settings_healthmon.HEALTHMON_CRAWL_SECONDS),

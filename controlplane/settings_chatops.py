@@ -28,3 +28,6 @@ DISCORD_INTERACTION_MAX_AGE_SECONDS = max(
 # or is withdrawn: at most one edit per chat this often (Telegram allows about one
 # message a second per chat); a held edit is made by the next pass.
 TELEGRAM_EDIT_INTERVAL_SECONDS = max(0, env.int("TELEGRAM_EDIT_INTERVAL_SECONDS", default=1))
+# A run started from a chat (`/run`) is shown in one bot message, refreshed this often
+# in seconds (each message is edited at most once a second, within Telegram's limits).
+CHATOPS_RUN_MESSAGE_SECONDS = max(1.0, env.float("CHATOPS_RUN_MESSAGE_SECONDS", default=2.0))

@@ -14,7 +14,8 @@ class HealthmonConfig(AppConfig):
     def ready(self) -> None:
         from controlplane.integrations import register_connection_test
         from controlplane.models import Integration
-        from healthmon import code_pull_requests
+        from controlplane.status_sections import register_status_section
+        from healthmon import code_pull_requests, overview
         from healthmon.alerts import rule_audit
         from healthmon.code_consumers import connect_announcements
         from healthmon.error_source import recent_error_patterns
@@ -26,6 +27,7 @@ class HealthmonConfig(AppConfig):
         rule_audit.connect()
         connect_announcements()
         code_pull_requests.register_waiters()
+        register_status_section("errors", overview.status_lines, order=50)
 
     def load_demo(self, owner: object) -> str:
         """`bootstrap --demo`'s hook: the demo service and its log lines, and this

@@ -279,3 +279,25 @@ def overview_context(filters: HealthFilters, errors: list[str]) -> dict[str, obj
         "now": timezone.now(),
         "has_fingerprints": bool(sections) or Fingerprint.objects.exists(),
     }
+
+
+# The chat bots' /status
+
+STATUS_FINGERPRINTS = 3
+OPEN_FINGERPRINT_STATUSES = (FingerprintStatus.UNRESOLVED, FingerprintStatus.REGRESSED)
+
+
+def status_lines(user: Any) -> list[str]:
+    """Open error fingerprints (unresolved or regressed, error level and above): how
+    many, and the ones seen most recently."""
+    open_errors = Fingerprint.objects.filter(
+        status__in=OPEN_FINGERPRINT_STATUSES, level__gte=Level.ERROR
+    )
+    count = open_errors.count()
+    if not count:
+        return ["Errors: no open error fingerprints."]
+    lines = [f"Errors: {count} open fingerprint{'s' if count != 1 else ''}, latest:"]
+    for fingerprint in open_errors.order_by("-last_seen")[:STATUS_FINGERPRINTS]:
+        template = " ".join(fingerprint.template.split())[:80]
+        lines.append(f"  {fingerprint.service}: {template}, seen {fingerprint.count} times")
+    return lines

@@ -13,7 +13,8 @@ class RoutingConfig(AppConfig):
         from django.db.models.signals import m2m_changed, post_delete, post_save
 
         from controlplane.metrics import register_section
-        from routing import metrics, snapshots
+        from controlplane.status_sections import register_status_section
+        from routing import budgets, metrics, snapshots
         from routing.models import (
             AIModel,
             Budget,
@@ -35,3 +36,4 @@ class RoutingConfig(AppConfig):
             snapshots.invalidate, sender=Route.fallbacks.through, dispatch_uid="route-cache-m2m"
         )
         register_section("routing", metrics.scrape)
+        register_status_section("spend", budgets.status_lines, order=30)

@@ -24,7 +24,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.models import toggle_enabled
-from controlplane.money import ZERO, dollars, exact_text
+from controlplane.money import ZERO, dollars, exact_text, usd
 from controlplane.tiers import StaffUser
 from routing import ledger as ledger_sql
 from routing.models import Budget, BudgetDay
@@ -231,3 +231,15 @@ def spend_on(day: date) -> list[BudgetSpend]:
 
 def spend_today() -> list[BudgetSpend]:
     return spend_on(budget_day())
+
+
+def status_lines(user: StaffUser) -> list[str]:
+    """The chat bots' `/status` section: today's spend against each enabled budget."""
+    rows = spend_today()
+    if not rows:
+        return ["Spend today: no budgets set."]
+    lines = ["Spend today:"]
+    for row in sorted(rows, key=lambda r: r.percent or ZERO, reverse=True):
+        percent = f" ({row.percent}%)" if row.percent is not None else ""
+        lines.append(f"  {row.budget}: {usd(row.spent, 2)} of {usd(row.limit, 2)}{percent}")
+    return lines

@@ -11,10 +11,12 @@ class SelfhealConfig(AppConfig):
 
     def ready(self) -> None:
         from controlplane.metrics import register_section
-        from selfheal import metrics, playbooks, unblock
+        from controlplane.status_sections import register_status_section
+        from selfheal import dashboard, metrics, playbooks, unblock
 
         # Whichever process decides an unblock approval puts its task back or cancels it.
         unblock.register_waiters()
         # Approved over-cap repairs, and the worker's "playbook.run" task kind.
         playbooks.connect()
         register_section("selfheal", metrics.scrape)
+        register_status_section("engine", dashboard.status_lines, order=40)

@@ -166,3 +166,15 @@ def engine_context() -> dict[str, Any]:
         **engine_workers_context(now),
         **engine_attention_context(now),
     }
+
+
+# --- the chat bots' /status ---------------------------------------------------------------
+
+
+def status_lines(user: Any) -> list[str]:
+    """The engine's queue by status (the statuses with tasks) and its workers online."""
+    counts = [row for row in queue_counts() if row["count"]]
+    queue = ", ".join(f"{row['count']} {row['label'].lower()}" for row in counts) or "empty"
+    workers = worker_rows(timezone.now())
+    live = sum(1 for row in workers if row["live"])
+    return [f"Engine queue: {queue}.", f"Workers: {live} online of {len(workers)}."]

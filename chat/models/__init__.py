@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from chat.models.run_messages import RunChatMessage
 from chat.models.runs import (
     ACTIVE_STATUSES,
     TRANSITIONS,
@@ -23,6 +24,7 @@ __all__ = [
     "Message",
     "Run",
     "RunBudget",
+    "RunChatMessage",
     "RunStatus",
     "StopReason",
     "StreamEvent",
