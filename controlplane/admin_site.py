@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 
+from controlplane.admin_changelists import InRangeListMixin
 from controlplane.tiers import is_staff_member
 
 OBSERVABILITY = "Observability"
@@ -29,6 +30,14 @@ class ControlPlaneAdminSite(admin.AdminSite):
     site_title = "Control plane admin"
     index_title = "Operator panel"
     site_url = "/"
+
+    def register(self, model_or_iterable: Any, admin_class: Any = None, **options: Any) -> None:
+        # Every list refuses a query string its database cannot run (admin_changelists),
+        # whichever ModelAdmin it comes from.
+        admin_class = admin_class or admin.ModelAdmin
+        if not issubclass(admin_class, InRangeListMixin):
+            admin_class = type(admin_class.__name__, (InRangeListMixin, admin_class), {})
+        super().register(model_or_iterable, admin_class, **options)
 
     def has_permission(self, request: HttpRequest) -> bool:
         # Staff means a tier, not Django's is_staff flag; the model admins then apply
