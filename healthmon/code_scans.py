@@ -291,17 +291,18 @@ def _keep_file_list(cache: Path, commit: str, files: dict[str, str]) -> None:
     draft = folder / f".{commit}.tmp"
     draft.write_text(json.dumps(files), encoding="utf-8")
     draft.replace(_file_list_path(cache, commit))
-    kept = sorted(folder.glob("*.json"), key=lambda path: path.stat().st_mtime, reverse=True)
-    for old in kept[FILE_LISTS_KEPT:]:
-        old.unlink(missing_ok=True)
+    _keep_newest(folder, "*.json")
 
 
 def _prune_results(folder: Path) -> None:
     """A check's results kept per commit (`results-<commit>`): the newest few stay
     (the one just stored is what its next incremental run starts from)."""
-    kept = sorted(
-        folder.glob("results-*.json"), key=lambda path: path.stat().st_mtime, reverse=True
-    )
+    _keep_newest(folder, "results-*.json")
+
+
+def _keep_newest(folder: Path, pattern: str) -> None:
+    """Of the files matching `pattern` in `folder`, the FILE_LISTS_KEPT newest stay."""
+    kept = sorted(folder.glob(pattern), key=lambda path: path.stat().st_mtime, reverse=True)
     for old in kept[FILE_LISTS_KEPT:]:
         old.unlink(missing_ok=True)
 
