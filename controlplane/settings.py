@@ -15,6 +15,7 @@ from django.utils.csp import CSP
 from controlplane import settings_healthmon
 from controlplane.environment import BASE_DIR, VAR_DIR, env
 from controlplane.settings_chatops import *  # noqa: F403 (the chat bots' settings)
+from controlplane.settings_gateway import *  # noqa: F403 (the gateway's endpoints beyond chat)
 from controlplane.settings_healthmon import *  # noqa: F403 (the health monitor's settings)
 
 

@@ -20,6 +20,7 @@ from routing import metrics, pricing, reservations
 from routing.call_approvals import give_back, mark_used
 from routing.call_refusals import CallRefused
 from routing.models import OperationLog
+from routing.models.catalog import CallKind
 from routing.providers.base import Completion, Usage
 from routing.router import token_cap
 from routing.snapshots import ModelChoice
@@ -30,10 +31,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def log_refusal(context: CallContext, exc: CallRefused, model_requested: str) -> None:
+def log_refusal(
+    context: CallContext, exc: CallRefused, model_requested: str, *, kind: str = CallKind.CHAT
+) -> None:
     row = OperationLog(
         request_id=context.request_id,
         operation=context.operation,
+        kind=kind,
         mode=context.mode or "",
         user=context.user if getattr(context.user, "pk", None) else None,
         service=context.service,
@@ -72,6 +76,10 @@ def priced(
     reservation and its log row, to run now or once the answer is on its way."""
     usage = completion.usage if completion is not None else usage
     cost, source, flag = Decimal(0), str(OperationLog.CostSource.NONE), ""
+    units = prepared.units
+    if usage is not None:
+        # What the provider does not report (images, seconds...) is what was sent.
+        usage = units.fill(usage)
     if model is not None and usage is not None:
         # What the provider reported is checked before it is priced: a negative or
         # absurd figure must not reach the ledger (nor the caller's X-Cost-USD).
@@ -86,10 +94,12 @@ def priced(
         if completion is not None:
             completion.usage = usage
         try:
-            cost, source = pricing.cost_of(model, usage)
+            cost, source = pricing.cost_of(model, usage, units.kind)
         except pricing.PriceMissing as exc:
             # The call happened; its cost is unknown, and the log says so.
             source, error = str(exc.source), (error + " " if error else "") + str(exc)
+    if units.assumed and usage is not None:
+        flag = " ".join(filter(None, [flag, f"Assumed: {units.assumed}."]))
     latency_ms = int((time.perf_counter() - prepared.started) * 1000)
     settles = model is not None and usage is not None
 
@@ -141,6 +151,7 @@ def _plain_row(row: OperationLog, why: str) -> OperationLog:
     plain = OperationLog(
         request_id=row.request_id,
         operation=row.operation,
+        kind=row.kind,
         mode=row.mode,
         user_id=row.user_id,
         service=row.service,
@@ -172,6 +183,7 @@ def _log_row(
     row = OperationLog(
         request_id=context.request_id,
         operation=context.operation,
+        kind=prepared.units.kind,
         mode=decision.mode or "",
         user=context.user if getattr(context.user, "pk", None) else None,
         service=context.service,
@@ -186,6 +198,10 @@ def _log_row(
         cached_tokens=usage.cached_tokens if usage else 0,
         cache_write_tokens=usage.cache_write_tokens if usage else 0,
         reasoning_tokens=usage.reasoning_tokens if usage else 0,
+        images=usage.images if usage else 0,
+        audio_seconds=usage.audio_seconds if usage else 0,
+        video_seconds=usage.video_seconds if usage else 0,
+        characters=usage.characters if usage else 0,
         cost=cost,
         cost_source=source,
         latency_ms=latency_ms,

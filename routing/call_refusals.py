@@ -48,6 +48,16 @@ class TooLong(CallRefused):
     error_type = "invalid_request_error"
 
 
+class UnpricedPart(CallRefused):
+    """A part of the request the call cannot be priced by: a unit (an image, audio or
+    video part) no model of the route has a price for, or a file that cannot be
+    measured. `param` names the part."""
+
+    status = 400
+    code = "invalid_value"
+    error_type = "invalid_request_error"
+
+
 class CallFailed(Exception):
     """Every model tried failed; the reservation was released."""
 

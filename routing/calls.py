@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, cast
 
@@ -42,7 +42,9 @@ from routing.call_refusals import (
     NotRoutable,
     OverBudget,
     TooLong,
+    UnpricedPart,
 )
+from routing.call_units import CallUnits, UnmeasurableRequest, chat_units
 from routing.models import OperationLog, Provider, Reservation
 from routing.providers import provider_for
 from routing.providers.base import ChatRequest, Completion, ProviderError, StreamChunk, Usage
@@ -50,6 +52,7 @@ from routing.router import (
     RouteDecision,
     RoutingError,
     TooManyTokens,
+    UnpricedUnit,
     cool_down,
     cooldown_keys,
     route,
@@ -100,13 +103,14 @@ class Prepared:
     context: CallContext
     decision: RouteDecision
     reservation: Reservation
-    request: ChatRequest
+    request: ChatRequest | None  # a chat's; other kinds ask their providers themselves
     started: float
     # Claimed for this call; used up once a provider answered, else given back.
     approval: Approval | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     streaming: bool = False
     ended_because: str = ""  # why a stream was closed early, when not its client
+    units: CallUnits = field(default_factory=CallUnits)  # the call's kind and units
 
 
 def _operation_toggle(operation: str) -> str:
@@ -150,13 +154,14 @@ def _approved(
 
 def _prepare(
     context: CallContext,
-    messages: list[dict[str, Any]],
     *,
-    tools: list[dict[str, Any]] | None,
+    prompt_tokens: int,
     max_tokens: int | None,
-    extra: dict[str, Any] | None,
+    units: CallUnits,
     model_requested: str,
 ) -> Prepared:
+    """Everything before a provider is asked: switches, route, approval, reservation.
+    Raises `CallRefused` (logged) when the call may not be made."""
     try:
         toggle = _operation_toggle(context.operation)
         reading = context.reading or read(
@@ -174,7 +179,7 @@ def _prepare(
                 context.operation,
                 context.mode,
                 context.user,
-                pricing.estimate_prompt_tokens(messages),
+                prompt_tokens,
                 service=context.service,
                 completion_tokens=max_tokens,
                 budgets_enforced=switches[budgets.ENFORCED_TOGGLE],
@@ -182,9 +187,12 @@ def _prepare(
                 # Rule 3 (a budget past 100%) is found out from the reservation below:
                 # no read of the ledgers first on the path of every call.
                 check_budgets=False,
+                units=units,
             )
         except TooManyTokens as exc:
             raise TooLong(str(exc), most=exc.most) from exc
+        except UnpricedUnit as exc:
+            raise UnpricedPart(str(exc), param=exc.param) from exc
         except RoutingError as exc:
             raise NotRoutable(str(exc), reason=exc.code) from exc
         approved = _approved(context, decision) if decision.needs_approval else None
@@ -216,16 +224,45 @@ def _prepare(
             approved = _approved(context, decision, rule=Rule.OVER_BUDGET)
             reservation = reserve(approved=True)
     except CallRefused as exc:
-        call_records.log_refusal(context, exc, model_requested)
+        call_records.log_refusal(context, exc, model_requested, kind=units.kind)
         raise
-    request = ChatRequest(
-        model=decision.model.model_id,
+    return Prepared(
+        context, decision, reservation, None, time.perf_counter(), approved, units=units
+    )
+
+
+def _prepare_chat(
+    context: CallContext,
+    messages: list[dict[str, Any]],
+    *,
+    tools: list[dict[str, Any]] | None,
+    max_tokens: int | None,
+    extra: dict[str, Any] | None,
+    model_requested: str,
+    units: CallUnits | None,
+) -> Prepared:
+    if units is None:
+        try:
+            units = chat_units(messages)
+        except UnmeasurableRequest as exc:
+            refusal = UnpricedPart(str(exc), param=exc.param)
+            call_records.log_refusal(context, refusal, model_requested)
+            raise refusal from exc
+    prepared = _prepare(
+        context,
+        prompt_tokens=pricing.estimate_prompt_tokens(messages),
+        max_tokens=max_tokens,
+        units=units,
+        model_requested=model_requested,
+    )
+    prepared.request = ChatRequest(
+        model=prepared.decision.model.model_id,
         messages=messages,
         tools=tools,
         max_tokens=max_tokens,
         extra=extra or {},
     )
-    return Prepared(context, decision, reservation, request, time.perf_counter(), approved)
+    return prepared
 
 
 def _provider(decision: RouteDecision, model: ModelChoice) -> Any:
@@ -264,6 +301,11 @@ def _record_failure(
         cool_down(model, exc.retry_after)
 
 
+# What a call asks of a provider's client, given the model that is to answer: each
+# kind of call asks its own (`complete` a chat, `embed` embeddings, ...).
+Ask = Callable[[Any, ModelChoice], Completion]
+
+
 def complete(
     context: CallContext,
     messages: list[dict[str, Any]],
@@ -273,41 +315,78 @@ def complete(
     extra: dict[str, Any] | None = None,
     model_requested: str = "",
     record_later: bool = False,
+    units: CallUnits | None = None,
 ) -> CallResult:
-    """`record_later`: the reservation's settlement and the log row are left to the
-    caller, who runs `result.record()` once the answer is on its way (the gateway,
-    so the caller of an AI call does not wait for its bookkeeping); `result.log` is
-    then None until it ran. If the process stops before, the stale sweep writes the
-    call off at its reservation (`stale_reservations.write_off_stale_reservations`)."""
-    prepared = _prepare(
+    """A chat. `record_later`: the reservation's settlement and the log row are left
+    to the caller, who runs `result.record()` once the answer is on its way (the
+    gateway, so the caller of an AI call does not wait for its bookkeeping);
+    `result.log` is then None until it ran. If the process stops before, the stale
+    sweep writes the call off at its reservation
+    (`stale_reservations.write_off_stale_reservations`). `units`: what the messages
+    carry besides text (`call_units.chat_units`), when the caller measured it."""
+    prepared = _prepare_chat(
         context,
         messages,
         tools=tools,
         max_tokens=max_tokens,
         extra=extra,
         model_requested=model_requested,
+        units=units,
     )
+    chat = prepared.request
+    assert chat is not None
+
+    def ask(client: Any, model: ModelChoice) -> Completion:
+        return cast(Completion, client.complete(replace(chat, model=model.model_id)))
+
+    return _answered(prepared, ask, record_later=record_later)
+
+
+def perform(
+    context: CallContext,
+    units: CallUnits,
+    ask: Ask,
+    *,
+    prompt_tokens: int = 0,
+    model_requested: str = "",
+    record_later: bool = False,
+) -> CallResult:
+    """A call of another kind than chat (`units.kind`: embeddings, transcription,
+    speech), on the same path: switches, route (models of its kind with its prices),
+    approval, reservation of its estimate, fallbacks, exact cost, the log. `ask` puts
+    the call to a provider's client for a model and returns its answer, with the
+    usage the provider reported; units it does not report are the request's."""
+    prepared = _prepare(
+        context,
+        prompt_tokens=prompt_tokens,
+        max_tokens=None,
+        units=units,
+        model_requested=model_requested,
+    )
+    return _answered(prepared, ask, record_later=record_later)
+
+
+def _answered(prepared: Prepared, ask: Ask, *, record_later: bool) -> CallResult:
     try:
-        return _complete(prepared, record_later=record_later)
+        return _complete(prepared, ask, record_later=record_later)
     except (CallFailed, OperationalError, InterfaceError):
         raise  # recorded already; or the database is away, and the stale sweep will
     except Exception as exc:
         # Whatever failed after the reservation, the call is recorded now, with its
         # real error, and its reservation given back: nothing is left half-done.
         message = f"The call failed: {type(exc).__name__}: {exc}"
-        log.exception("call %s failed after its reservation", context.request_id)
+        log.exception("call %s failed after its reservation", prepared.context.request_id)
         call_records.finish(prepared, None, None, error=message)
         raise CallFailed(message) from exc
 
 
-def _complete(prepared: Prepared, *, record_later: bool) -> CallResult:
+def _complete(prepared: Prepared, ask: Ask, *, record_later: bool) -> CallResult:
     context = prepared.context
     last_error: ProviderError | None = None
     for model in prepared.decision.candidates:
         began = time.perf_counter()
         try:
-            request = ChatRequest(**{**prepared.request.__dict__, "model": model.model_id})
-            completion = _provider(prepared.decision, model).complete(request)
+            completion = ask(_provider(prepared.decision, model), model)
         except Exception as exc:
             last_error = _as_provider_error(exc, model)
             _record_failure(prepared, model, last_error, began)
@@ -357,16 +436,19 @@ def stream(
     max_tokens: int | None = None,
     extra: dict[str, Any] | None = None,
     model_requested: str = "",
+    units: CallUnits | None = None,
 ) -> StreamingCall:
-    """Refusals raise here, before anything streams; provider failures before the
-    first chunk fall back to the next model, after it they end the stream."""
-    prepared = _prepare(
+    """A chat, streamed. Refusals raise here, before anything streams; provider
+    failures before the first chunk fall back to the next model, after it they end
+    the stream."""
+    prepared = _prepare_chat(
         context,
         messages,
         tools=tools,
         max_tokens=max_tokens,
         extra=extra,
         model_requested=model_requested,
+        units=units,
     )
     prepared.streaming = True
     events = _stream_events(prepared)
@@ -389,7 +471,8 @@ def _stream_events(prepared: Prepared) -> Generator[StreamChunk | CallResult | N
         last_error: ProviderError | None = None
         for model in prepared.decision.candidates:
             began = time.perf_counter()
-            request = ChatRequest(**{**prepared.request.__dict__, "model": model.model_id})
+            assert prepared.request is not None
+            request = replace(prepared.request, model=model.model_id)
             sent_any = False
             answer: Completion | None = None
             try:

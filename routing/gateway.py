@@ -29,6 +29,7 @@ from controlplane.models import toggle_enabled
 from controlplane.money import dumps_exact
 from routing import calls
 from routing.call_refusals import CallFailed, CallRefused, TooLong
+from routing.call_units import UnmeasurableRequest, chat_units
 from routing.gateway_requests import (
     InvalidRequest,
     approval_id,
@@ -172,6 +173,9 @@ def chat_completions(request: GatewayRequest) -> GatewayResponse:
             raise refused
         context = _context(request, key, reading)
         body = parse_chat_request(request.body)
+        units = chat_units(body["messages"])
+    except UnmeasurableRequest as exc:
+        return invalid_request(InvalidRequest(str(exc), param=exc.param))
     except InvalidRequest as exc:
         return invalid_request(exc)
     max_tokens, max_tokens_param = completion_limit(body)
@@ -180,6 +184,7 @@ def chat_completions(request: GatewayRequest) -> GatewayResponse:
         "max_tokens": max_tokens,
         "extra": {k: v for k, v in body.items() if k not in HANDLED_FIELDS},
         "model_requested": str(body.get("model") or ""),
+        "units": units,
     }
     try:
         if body.get("stream"):

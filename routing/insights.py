@@ -50,11 +50,12 @@ def rollup_day(day: date) -> int:
     calls = OperationLog.objects.filter(at__gte=start, at__lt=end).exclude(
         status=OperationLog.Status.REFUSED
     )
-    groups: dict[tuple[str, str, str], dict[str, Any]] = defaultdict(
+    groups: dict[tuple[str, str, str, str], dict[str, Any]] = defaultdict(
         lambda: {"calls": 0, "errors": 0, "prompt": 0, "completion": 0, "cost": ZERO, "latency": []}
     )
     rows = calls.values_list(
         "operation",
+        "kind",
         "model_used",
         "model_requested",
         "service",
@@ -64,8 +65,19 @@ def rollup_day(day: date) -> int:
         "cost",
         "latency_ms",
     )
-    for operation, used, requested, service, status, prompt, completion, cost, latency in rows:
-        group = groups[(operation, used or requested, service)]
+    for (
+        operation,
+        kind,
+        used,
+        requested,
+        service,
+        status,
+        prompt,
+        completion,
+        cost,
+        latency,
+    ) in rows:
+        group = groups[(operation, kind, used or requested, service)]
         group["calls"] += 1
         group["errors"] += status == OperationLog.Status.ERROR
         group["prompt"] += prompt
@@ -78,6 +90,7 @@ def rollup_day(day: date) -> int:
             DailySpend(
                 day=day,
                 operation=operation,
+                kind=kind,
                 model=model,
                 service=service,
                 calls=group["calls"],
@@ -88,7 +101,7 @@ def rollup_day(day: date) -> int:
                 latency_p50_ms=percentile(group["latency"], 0.5),
                 latency_p95_ms=percentile(group["latency"], 0.95),
             )
-            for (operation, model, service), group in groups.items()
+            for (operation, kind, model, service), group in groups.items()
         )
     return len(groups)
 

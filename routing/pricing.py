@@ -1,10 +1,12 @@
 """What an AI call costs, in Decimal USD, exactly.
 
 `cost_of` prices a call that happened: the provider's own figure when it reports one
-(OpenRouter's `usage.cost`), zero for the offline model, else tokens times catalog
-prices, counting cached, cache-write and reasoning tokens at their own prices.
-`estimate_cost` is the upper bound that routing and budget reservations use before
-a call. A model missing a price is never priced at zero: both raise `PriceMissing`.
+(OpenRouter's `usage.cost`), zero for the offline model, else its units times catalog
+prices: tokens (cached, cache-write and reasoning tokens at their own prices) and the
+units besides tokens a call of its kind is measured in (`UNIT_PRICES`: images,
+seconds of audio and video, characters). `estimate_cost` is the upper bound that
+routing and budget reservations use before a call. A model missing a price the call
+needs is never priced at zero: both raise `PriceMissing`.
 
 Every figure is `int * Decimal` summed in a context wide enough that nothing is
 rounded (and `Inexact` is trapped to prove it), so a cost is exact to the last digit
@@ -23,6 +25,7 @@ from typing import Any, Protocol
 
 from controlplane.money import ZERO
 from routing.models import OperationLog
+from routing.models.catalog import KIND_PRICES, UNIT_PRICES, CallKind
 from routing.providers.base import Usage
 
 CostSource = OperationLog.CostSource
@@ -56,10 +59,18 @@ class PricedModel(Protocol):
     def price_reasoning(self) -> Decimal | None: ...
     @property
     def price_request(self) -> Decimal | None: ...
+    @property
+    def price_image(self) -> Decimal | None: ...
+    @property
+    def price_audio_second(self) -> Decimal | None: ...
+    @property
+    def price_video_second(self) -> Decimal | None: ...
+    @property
+    def price_character(self) -> Decimal | None: ...
 
 
 class PriceMissing(Exception):
-    """The catalog has no prompt or completion price for a model: it cannot be priced.
+    """The catalog lacks a price a call needs (`needed_prices`): it cannot be priced.
 
     Raised instead of returning zero. A caller that must still record a call that
     already happened logs it with `cost_source = PriceMissing.source` ("unpriced")
@@ -71,7 +82,7 @@ class PriceMissing(Exception):
     def __init__(self, model: PricedModel, missing: Iterable[str]) -> None:
         self.model_id = model.model_id
         self.missing = tuple(missing)
-        kinds = " and ".join(name.removeprefix("price_") for name in self.missing)
+        kinds = " and ".join(name.removeprefix("price_").replace("_", " ") for name in self.missing)
         super().__init__(
             f"Model {self.model_id} has no {kinds} price in the catalog, so its cost is "
             "unknown (it is flagged, never priced at zero). Run `manage.py sync_models` "
@@ -79,40 +90,69 @@ class PriceMissing(Exception):
         )
 
 
-def cost_of(model: PricedModel, usage: Usage) -> tuple[Decimal, str]:
+def needed_prices(kind: str, units: Any = None) -> tuple[str, ...]:
+    """The catalog prices a call of `kind` is charged by: its kind's (`KIND_PRICES`),
+    and for a chat, the price of each unit its messages carry (`units`, a `Usage` or
+    `CallUnits`: an image part needs a per-image price)."""
+    needed = KIND_PRICES[kind]
+    if kind != CallKind.CHAT or units is None:
+        return needed
+    return needed + tuple(
+        price for unit, price in UNIT_PRICES.items() if getattr(units, unit, 0) > 0
+    )
+
+
+def missing_prices(model: PricedModel, kind: str, units: Any = None) -> list[str]:
+    """The prices of `needed_prices` the catalog does not list for `model`."""
+    if model.is_offline:
+        return []
+    return [name for name in needed_prices(kind, units) if getattr(model, name) is None]
+
+
+def cost_of(model: PricedModel, usage: Usage, kind: str = CallKind.CHAT) -> tuple[Decimal, str]:
     """The cost of one call and where the figure comes from (an `OperationLog.CostSource`).
 
     - "offline": the offline model is free (it reports zero, or nothing).
     - "provider": the provider reported the cost; it wins, exactly as reported (a
       scripted stand-in for the offline model may report a real cost).
-    - "catalog": uncached prompt tokens (prompt - cached - cache-write) at the prompt
-      price; cached tokens at the cache-read price and cache-write tokens at the
-      cache-write price, each falling back to the prompt price when not listed;
+    - "catalog": for a chat, uncached prompt tokens (prompt - cached - cache-write) at
+      the prompt price; cached tokens at the cache-read price and cache-write tokens
+      at the cache-write price, each falling back to the prompt price when not listed;
       reasoning tokens (a part of the completion tokens) at the reasoning price when
-      listed, the rest of the completion at the completion price; plus the per-request
-      price once. A per-request price that is not listed adds nothing.
+      listed, the rest of the completion at the completion price. For embeddings, the
+      input tokens at the prompt price; transcription and speech have no token charge.
+      Then every unit besides tokens (`UNIT_PRICES`) at its price, and the
+      per-request price once. A per-request price that is not listed adds nothing.
 
-    Raises `PriceMissing` when the prompt or completion price is unknown: the choice
-    is to fail loudly rather than return a zero that could be summed as real spend.
-    Token counts follow OpenAI's convention (cached and cache-write tokens are part of
-    the prompt, reasoning tokens part of the completion); a provider that reports
-    them separately never yields a negative count, the difference is floored at zero.
+    Raises `PriceMissing` when a price the call needs is unknown (`needed_prices`):
+    the choice is to fail loudly rather than return a zero that could be summed as
+    real spend. Token counts follow OpenAI's convention (cached and cache-write tokens
+    are part of the prompt, reasoning tokens part of the completion); a provider that
+    reports them separately never yields a negative count, the difference is floored
+    at zero.
     """
     if model.is_offline and not usage.reported_cost:
         # The offline model reports a cost of zero; it is free, not provider-priced.
         return ZERO, CostSource.OFFLINE
     if usage.reported_cost is not None:
         return usage.reported_cost, CostSource.PROVIDER
-    prompt_price, completion_price = _required_prices(model)
-    cache_read_price = _listed_or(model.price_cache_read, prompt_price)
-    cache_write_price = _listed_or(model.price_cache_write, prompt_price)
-    uncached = max(usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens, 0)
+    missing = missing_prices(model, kind, usage)
+    if missing:
+        raise PriceMissing(model, missing)
     with _exact():
-        cost = (
+        cost = _units_cost(model, usage) + _listed_or(model.price_request, ZERO)
+        if kind == CallKind.EMBEDDING:
+            return cost + usage.prompt_tokens * _price(model.price_prompt), CostSource.CATALOG
+        if kind != CallKind.CHAT:
+            return cost, CostSource.CATALOG
+        prompt_price, completion_price = _required_prices(model)
+        cache_read_price = _listed_or(model.price_cache_read, prompt_price)
+        cache_write_price = _listed_or(model.price_cache_write, prompt_price)
+        uncached = max(usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens, 0)
+        cost += (
             uncached * prompt_price
             + usage.cached_tokens * cache_read_price
             + usage.cache_write_tokens * cache_write_price
-            + _listed_or(model.price_request, ZERO)
         )
         if model.price_reasoning is not None:
             answer = max(usage.completion_tokens - usage.reasoning_tokens, 0)
@@ -120,6 +160,22 @@ def cost_of(model: PricedModel, usage: Usage) -> tuple[Decimal, str]:
         else:
             cost += usage.completion_tokens * completion_price
     return cost, CostSource.CATALOG
+
+
+def _units_cost(model: PricedModel, units: Any) -> Decimal:
+    """Each unit besides tokens at its price; a unit the call has none of costs nothing
+    whether or not it is priced (`needed_prices` has checked the others are)."""
+    cost = ZERO
+    for unit, price in UNIT_PRICES.items():
+        amount = getattr(units, unit, 0)
+        if amount:
+            cost += amount * _price(getattr(model, price))
+    return cost
+
+
+def _price(price: Decimal | None) -> Decimal:
+    assert price is not None  # checked by `missing_prices` first
+    return price
 
 
 # A count past what the log's columns hold is no count a provider could mean.
@@ -172,25 +228,38 @@ def checked_usage(
     return checked, "The provider reported " + "; ".join(problems) + "."
 
 
-def estimate_cost(model: PricedModel, prompt_tokens: int, completion_tokens: int) -> Decimal:
+def estimate_cost(
+    model: PricedModel,
+    prompt_tokens: int,
+    completion_tokens: int,
+    *,
+    kind: str = CallKind.CHAT,
+    units: Any = None,
+) -> Decimal:
     """An upper bound of a call's cost, for routing decisions and budget reservations.
 
-    Every prompt token at the prompt price (cache reads would only be cheaper), every
-    completion token at the dearer of the completion and reasoning prices, plus the
-    per-request price. Cache writes, which some providers charge above the prompt
-    price, happen only when the caller asks for prompt caching and are not counted.
-    Zero for the offline model; raises `PriceMissing` when a price is unknown.
+    For a chat, every prompt token at the prompt price (cache reads would only be
+    cheaper), every completion token at the dearer of the completion and reasoning
+    prices; for embeddings, the input tokens at the prompt price; for every kind, the
+    units measured from the request (`units`: images, seconds, characters) at their
+    prices, and the per-request price. Cache writes, which some providers charge above
+    the prompt price, happen only when the caller asks for prompt caching and are not
+    counted. Zero for the offline model; raises `PriceMissing` when a price is unknown.
     """
     if model.is_offline:
         return ZERO
-    prompt_price, completion_price = _required_prices(model)
-    output_price = max(completion_price, _listed_or(model.price_reasoning, completion_price))
+    missing = missing_prices(model, kind, units)
+    if missing:
+        raise PriceMissing(model, missing)
     with _exact():
-        return (
-            prompt_tokens * prompt_price
-            + completion_tokens * output_price
-            + _listed_or(model.price_request, ZERO)
-        )
+        cost = _units_cost(model, units) + _listed_or(model.price_request, ZERO)
+        if kind == CallKind.EMBEDDING:
+            return cost + prompt_tokens * _price(model.price_prompt)
+        if kind != CallKind.CHAT:
+            return cost
+        prompt_price, completion_price = _required_prices(model)
+        output_price = max(completion_price, _listed_or(model.price_reasoning, completion_price))
+        return cost + prompt_tokens * prompt_price + completion_tokens * output_price
 
 
 def estimate_prompt_tokens(

@@ -16,6 +16,7 @@ from controlplane.money import dollars
 from controlplane.tiers import StaffUser
 from routing import budgets, pricing
 from routing.approval_rules import ApprovalNeed, approval_needed
+from routing.call_units import NO_UNITS, CallUnits
 from routing.models import Budget, Provider
 from routing.snapshots import (
     ModelChoice,
@@ -48,6 +49,17 @@ class UnknownMode(RoutingError):
 
 class NoModelAvailable(RoutingError):
     code = "no_model_available"
+
+
+class UnpricedUnit(RoutingError):
+    """The request carries a unit (an image, audio or video part) that no model of the
+    route has a price for; `param` names the request's field carrying it."""
+
+    code = "unit_price_missing"
+
+    def __init__(self, message: str, param: str | None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class TooManyTokens(RoutingError):
@@ -135,12 +147,21 @@ def cool_down(model: ModelChoice, seconds: float | None = None) -> None:
     cache.set(cooldown_key(model.pk), True, seconds or settings.MODEL_COOLDOWN_SECONDS)
 
 
-def _eligible(model: ModelChoice, policy: PolicySnapshot | None, prompt_tokens: int) -> str | None:
+def _eligible(
+    model: ModelChoice,
+    policy: PolicySnapshot | None,
+    prompt_tokens: int,
+    units: CallUnits = NO_UNITS,
+) -> str | None:
     """Why `model` cannot serve this call, or None when it can."""
     if not model.active:
         return "inactive"
-    if model.price_missing:
-        return "price missing (flagged in the catalog)"
+    if model.kind != units.kind and not model.is_offline:
+        return f"a {model.kind} model, not for {units.kind} calls"
+    missing = pricing.missing_prices(model, units.kind, units)
+    if missing:
+        names = " and ".join(name.removeprefix("price_").replace("_", " ") for name in missing)
+        return f"price missing: no {names} price (flagged in the catalog)"
     if model.context_length is not None and prompt_tokens > model.context_length:
         return f"context {model.context_length} < {prompt_tokens} tokens"
     if policy is None:
@@ -156,6 +177,32 @@ def _eligible(model: ModelChoice, policy: PolicySnapshot | None, prompt_tokens: 
     return None
 
 
+def _refuse_unpriced_units(
+    ordered: list[ModelChoice],
+    policy: PolicySnapshot | None,
+    prompt_tokens: int,
+    units: CallUnits,
+    skipped: list[str],
+) -> None:
+    """When the route's models would serve the call but for the price of a unit its
+    request carries (a video part, say), the request is at fault: say which part."""
+    if units is NO_UNITS or not units.fields:
+        return
+    plain = CallUnits(units.kind)
+    if not any(_eligible(m, policy, prompt_tokens, plain) is None for m in ordered):
+        return
+    for model in ordered:
+        for price in pricing.missing_prices(model, units.kind, units):
+            param = units.field_of(price)
+            if param is not None:
+                unit = price.removeprefix("price_").replace("_", " ")
+                raise UnpricedUnit(
+                    f"'{param}' needs a {unit} price, and no model of this route has one "
+                    "in the catalog: " + "; ".join(skipped),
+                    param,
+                )
+
+
 def route(
     operation: str,
     mode: str | None = None,
@@ -167,12 +214,15 @@ def route(
     budgets_enforced: bool | None = None,
     reading: Reading | None = None,
     check_budgets: bool = True,
+    units: CallUnits = NO_UNITS,
 ) -> RouteDecision:
     """`budgets_enforced`: the state of the toggle when the caller has read it.
     `reading`: the routing table and the models' cooldowns when the caller has read
     them (`snapshots.read` with `cooldown_keys`). `check_budgets=False`: approval
     rule 3 (a budget past 100%) is not looked into here, since the caller finds it
-    out from its reservation; no ledger is read."""
+    out from its reservation; no ledger is read. `units`: the call's kind and what it
+    is measured in besides tokens (`call_units`): only models of its kind with a
+    price for each unit serve it."""
     table = reading.table if reading is not None else routing_table()
     snapshot = table.routes.get(operation)
     if snapshot is None:
@@ -199,7 +249,7 @@ def route(
     skipped: list[str] = []
     usable = []
     for model in ordered:
-        reason = _eligible(model, policy, prompt_tokens)
+        reason = _eligible(model, policy, prompt_tokens, units)
         if not reason and completion_tokens is not None and completion > token_cap(model):
             reason = f"answers of at most {token_cap(model):,} tokens"
         if reason:
@@ -213,16 +263,19 @@ def route(
     # When every usable model is cooling down, try them anyway rather than fail.
     candidates = warm or usable
     if not candidates and completion_tokens is not None:
-        caps = [token_cap(m) for m in ordered if _eligible(m, policy, prompt_tokens) is None]
+        caps = [token_cap(m) for m in ordered if _eligible(m, policy, prompt_tokens, units) is None]
         if caps and completion > max(caps):
             raise TooManyTokens(completion, max(caps))
     if not candidates:
+        _refuse_unpriced_units(ordered, policy, prompt_tokens, units, skipped)
         raise NoModelAvailable(
             f"No model can serve '{operation}': " + "; ".join(skipped or ["no models"])
         )
 
     chosen = candidates[0]
-    estimated = pricing.estimate_cost(chosen, prompt_tokens, completion)
+    estimated = pricing.estimate_cost(
+        chosen, prompt_tokens, completion, kind=units.kind, units=units
+    )
     applicable = budgets.applicable_budgets(user, operation, service, among=table.budgets)
     in_the_way = (
         budgets.would_exceed(applicable, estimated, enforced=budgets_enforced)

@@ -38,6 +38,7 @@ class ModelChoice:
     provider_id: int
     provider_name: str
     provider_kind: str
+    kind: str  # the calls it serves (`CallKind`)
     context_length: int | None
     supports_tools: bool
     price_missing: bool
@@ -50,6 +51,10 @@ class ModelChoice:
     price_cache_write: Decimal | None
     price_reasoning: Decimal | None
     price_request: Decimal | None
+    price_image: Decimal | None
+    price_audio_second: Decimal | None
+    price_video_second: Decimal | None
+    price_character: Decimal | None
 
     @classmethod
     def of(cls, model: AIModel) -> ModelChoice:
@@ -59,6 +64,7 @@ class ModelChoice:
             provider_id=model.provider_id,
             provider_name=model.provider.name,
             provider_kind=model.provider.kind,
+            kind=model.kind,
             context_length=model.context_length,
             supports_tools=model.supports_tools,
             price_missing=model.price_missing,

@@ -40,8 +40,39 @@ class Provider(AuditedModel):
         return mask(self.api_key)
 
 
+class CallKind(models.TextChoices):
+    """What an AI call does, and so what it is priced by: chat in tokens (and the images,
+    audio and video seconds its messages carry), embeddings in input tokens,
+    transcription in seconds of audio, speech in characters of text."""
+
+    CHAT = "chat", "Chat"
+    EMBEDDING = "embedding", "Embeddings"
+    TRANSCRIPTION = "transcription", "Transcription"
+    SPEECH = "speech", "Speech"
+
+
+# The prices a call of each kind is charged by: a model lacking one of its kind's is
+# flagged and not routed to.
+KIND_PRICES: dict[str, tuple[str, ...]] = {
+    CallKind.CHAT: ("price_prompt", "price_completion"),
+    CallKind.EMBEDDING: ("price_prompt",),
+    CallKind.TRANSCRIPTION: ("price_audio_second",),
+    CallKind.SPEECH: ("price_character",),
+}
+# The units of a call besides tokens (fields of `Usage` and `OperationLog`), and the
+# price of each. A chat whose messages carry one of them needs its price too.
+UNIT_PRICES: dict[str, str] = {
+    "images": "price_image",
+    "audio_seconds": "price_audio_second",
+    "video_seconds": "price_video_second",
+    "characters": "price_character",
+}
+
+
 class AIModel(AuditedModel):
-    """One model of the catalog. Prices are USD per token; None means unknown."""
+    """One model of the catalog. Prices are USD per unit (a token unless the field
+    names another unit); None means unknown. A model serves calls of its `kind`; the
+    offline provider's models serve every kind."""
 
     PRICE_FIELDS = (
         "price_prompt",
@@ -50,6 +81,10 @@ class AIModel(AuditedModel):
         "price_cache_write",
         "price_reasoning",
         "price_request",
+        "price_image",
+        "price_audio_second",
+        "price_video_second",
+        "price_character",
     )
 
     class Source(models.TextChoices):
@@ -67,6 +102,22 @@ class AIModel(AuditedModel):
     price_cache_write = money_field(null=True, blank=True)
     price_reasoning = money_field(null=True, blank=True)
     price_request = money_field(null=True, blank=True)
+    price_image = money_field(null=True, blank=True, help_text="USD per input image.")
+    price_audio_second = money_field(
+        null=True, blank=True, help_text="USD per second of input audio."
+    )
+    price_video_second = money_field(
+        null=True, blank=True, help_text="USD per second of input video."
+    )
+    price_character = money_field(
+        null=True, blank=True, help_text="USD per character of text spoken (speech)."
+    )
+    kind = models.CharField(
+        max_length=16,
+        choices=CallKind.choices,
+        default=CallKind.CHAT,
+        help_text="The calls this model serves (an offline model serves every kind).",
+    )
     supports_tools = models.BooleanField(default=False)
     capabilities = models.JSONField(default=list, blank=True)
     active = models.BooleanField(default=True)
@@ -91,10 +142,11 @@ class AIModel(AuditedModel):
 
     @property
     def price_missing(self) -> bool:
-        """Flagged: a model without prompt and completion prices is never priced at zero."""
+        """Flagged: a model without the prices its kind is charged by (prompt and
+        completion for chat) is never priced at zero, nor routed to."""
         if self.provider.is_offline:
             return False
-        return self.price_prompt is None or self.price_completion is None
+        return any(getattr(self, name) is None for name in KIND_PRICES[self.kind])
 
     def price_per_1k(self) -> Decimal | None:
         """Blended price of 1,000 tokens (prompt and completion averaged), for policies."""

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 
 from controlplane.models import AppendOnlyModel
 from controlplane.money import money_field
+from routing.models.catalog import CallKind
+
+
+def seconds_field() -> models.DecimalField[Any, Any]:
+    """Seconds of audio or video, to the millisecond (what a file's header gives)."""
+    return models.DecimalField(max_digits=12, decimal_places=3, default=0, db_default=0)
 
 
 class OperationLog(AppendOnlyModel):
@@ -26,6 +34,9 @@ class OperationLog(AppendOnlyModel):
     at = models.DateTimeField(auto_now_add=True, db_index=True)
     request_id = models.CharField(max_length=64, db_index=True)
     operation = models.CharField(max_length=100, db_index=True)
+    kind = models.CharField(
+        max_length=16, choices=CallKind.choices, default=CallKind.CHAT, db_default=CallKind.CHAT
+    )
     mode = models.CharField(max_length=20, blank=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -42,6 +53,12 @@ class OperationLog(AppendOnlyModel):
     cached_tokens = models.PositiveIntegerField(default=0)
     cache_write_tokens = models.PositiveIntegerField(default=0)
     reasoning_tokens = models.PositiveIntegerField(default=0)
+    # The units priced besides tokens (`UNIT_PRICES`): input images, seconds of input
+    # audio and video, characters spoken.
+    images = models.PositiveIntegerField(default=0, db_default=0)
+    audio_seconds = seconds_field()
+    video_seconds = seconds_field()
+    characters = models.PositiveIntegerField(default=0, db_default=0)
     cost = money_field(default=0)
     cost_source = models.CharField(max_length=10, choices=CostSource.choices)
     latency_ms = models.PositiveIntegerField(default=0)
@@ -86,6 +103,7 @@ class DailySpend(models.Model):
 
     day = models.DateField()
     operation = models.CharField(max_length=100)
+    kind = models.CharField(max_length=16, choices=CallKind.choices, default=CallKind.CHAT)
     model = models.CharField(max_length=200)
     service = models.CharField(max_length=64, blank=True)
     calls = models.PositiveIntegerField(default=0)
@@ -102,7 +120,8 @@ class DailySpend(models.Model):
         verbose_name_plural = "daily spend"
         constraints = [
             models.UniqueConstraint(
-                fields=["day", "operation", "model", "service"], name="daily_spend_unique"
+                fields=["day", "operation", "kind", "model", "service"],
+                name="daily_spend_unique",
             )
         ]
 

@@ -46,6 +46,13 @@ class Usage:
     cached_tokens: int = 0  # prompt tokens read from the provider's cache
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0  # part of completion_tokens, priced on their own when listed
+    # The units priced besides tokens (`routing.models.catalog.UNIT_PRICES`): input
+    # images, seconds of input audio and video, characters spoken. Measured from the
+    # request (`routing.call_units`) unless the provider reports them.
+    images: int = 0
+    audio_seconds: Decimal = Decimal(0)
+    video_seconds: Decimal = Decimal(0)
+    characters: int = 0
     # What the provider says the call cost (OpenRouter's usage.cost), exactly.
     reported_cost: Decimal | None = None
 

@@ -262,7 +262,7 @@ def test_a_model_missing_a_price_is_skipped_and_flagged_never_priced_at_zero(loc
 
     assert decision.model.model_id == "test/cheap"
     assert decision.estimated_cost == Decimal("0.003")
-    assert decision.skipped == ["test/unpriced: price missing (flagged in the catalog)"]
+    assert decision.skipped == ["test/unpriced: price missing: no completion price (flagged in the catalog)"]
 
 
 @pytest.mark.django_db
@@ -278,8 +278,8 @@ def test_no_model_available_explains_why_each_model_was_left_out(local):
 
     assert refused.value.code == "no_model_available"
     assert str(refused.value) == (
-        "No model can serve 'report': test/unpriced: price missing (flagged in the catalog); "
-        "test/retired: inactive; off/model: inactive"
+        "No model can serve 'report': test/unpriced: price missing: no prompt and completion "
+        "price (flagged in the catalog); test/retired: inactive; off/model: inactive"
     )
 
 
