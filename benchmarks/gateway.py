@@ -11,6 +11,11 @@ at the time), and prints the latency percentiles of both, the latency the
 gateway adds, and requests per second. Target: p95 added latency under 5 ms at
 concurrency 1.
 
+`--endpoint embeddings|speech|transcriptions|responses|messages` measures that
+endpoint too, in the same run and in turns with chat (`benchmarks.gateway_endpoints`:
+each has a model of its kind, priced by its unit, and a route), and prints whether
+what it adds stays within what chat adds.
+
 The configuration rows are removed at the end (their creation and removal stay in
 the audit trail); the two budgets, whose ledgers are history, are disabled instead.
 The calls' `OperationLog` rows are append-only and stay, tagged with the service
@@ -20,7 +25,6 @@ exit, Ctrl-C and SIGTERM included.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import threading
@@ -36,6 +40,7 @@ from django.core.management.base import CommandError
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from benchmarks.gateway_endpoints import ENDPOINTS, OPERATION, Endpoint
 from benchmarks.harness import (
     Benchmark,
     ChildProcess,
@@ -48,7 +53,6 @@ from benchmarks.harness import (
     milliseconds,
     wait_until_ready,
 )
-from benchmarks.upstream import UPSTREAM_MODEL
 from controlplane.money import ZERO, MoneySum, dollars
 from controlplane.runtime.serving import freeze_startup_objects
 from routing.models import (
@@ -62,16 +66,9 @@ from routing.models import (
 )
 
 PROVIDER = "bench-upstream"
-OPERATION = "bench"
 SERVICE = "bench-gateway"
 TARGET_ADDED_P95_MS = 5.0
-REQUEST_BODY = json.dumps(
-    {
-        "model": UPSTREAM_MODEL,
-        "messages": [{"role": "user", "content": "Say ok."}],
-        "max_tokens": 16,
-    }
-).encode()
+CHAT = ENDPOINTS["chat"]
 
 
 class GatewayBenchmark(Benchmark):
@@ -82,22 +79,25 @@ class GatewayBenchmark(Benchmark):
         levels = _levels(options["concurrency"])
         if requests < 1 or warmup < 0:
             raise CommandError("--requests must be at least 1 and --warmup at least 0.")
+        endpoint = ENDPOINTS[options.get("endpoint") or "chat"]
+        endpoints = [CHAT] if endpoint is CHAT else [CHAT, endpoint]
         check_database_is_shareable("gateway process")
         self.stdout.write(
-            f"bench_gateway: {requests} non-streaming chat completions each way per level, "
-            f"concurrency {','.join(map(str, levels))}, {warmup} warm-up requests each way first"
+            f"bench_gateway: {requests} non-streaming requests each way per level and "
+            f"endpoint ({', '.join(f'/v1{e.path}' for e in endpoints)}), concurrency "
+            f"{','.join(map(str, levels))}, {warmup} warm-up requests each way first"
         )
         self.stdout.write(f"Database: {describe_database()}")
         self.stdout.write(f"Cache: {describe_cache()}")
         self.stdout.write(
             f"Budgets: each call reserves on and settles 2 daily budgets (service "
-            f"'{SERVICE}', operation '{OPERATION}')"
+            f"'{SERVICE}', and its operation's: '{OPERATION}'...)"
         )
         # As the served process does (controlplane.asgi): no full garbage collection
         # walking Django's objects in the middle of a timed call.
         freeze_startup_objects()
         started = timezone.now()
-        results: dict[int, LevelResult] = {}
+        results: dict[tuple[str, int], LevelResult] = {}
         interrupted = False
         gateway = DaphneProcess(options["application"], log_prefix="bench-gateway-daphne-")
         with interrupt_on_sigterm(), _Upstream() as upstream, gateway:
@@ -112,11 +112,22 @@ class GatewayBenchmark(Benchmark):
                     f"gateway: daphne on {gateway_url} (pid {gateway.pid})"
                 )
                 for level in levels:
-                    results[level] = _measure(
-                        level, requests, warmup, upstream_url, gateway_url, raw_key, gateway
-                    )
-                    self._print_level(results[level])
+                    for each in endpoints:
+                        result = _measure(
+                            each,
+                            level,
+                            requests,
+                            warmup,
+                            upstream_url,
+                            gateway_url,
+                            raw_key,
+                            gateway,
+                        )
+                        results[each.name, level] = result
+                        self._print_level(result)
                 self._print_target(results)
+                if endpoint is not CHAT:
+                    self._print_within_chat(results, endpoint, levels)
             except KeyboardInterrupt:
                 interrupted = True
                 self.stdout.write("Interrupted: stopping the processes and cleaning up.")
@@ -131,17 +142,20 @@ class GatewayBenchmark(Benchmark):
                 self._print_kept(started)
         if interrupted:
             raise CommandError("Interrupted.")
-        failed = [r.level for r in results.values() if not r.gateway.latencies]
+        failed = [f"{r.endpoint} {r.level}" for r in results.values() if not r.gateway.latencies]
         if failed:
-            raise CommandError(f"Every request through the gateway failed at concurrency {failed}.")
+            raise CommandError(
+                f"Every request through the gateway failed at (endpoint, concurrency) {failed}."
+            )
 
     # -- output --------------------------------------------------------------------
 
     def _print_level(self, result: LevelResult) -> None:
         direct, gateway = result.direct.stats(), result.gateway.stats()
         self.stdout.write(
-            f"Concurrency {result.level}: {result.requests} requests each way "
-            f"(after {result.warmup} warm-up requests each way)"
+            f"/v1{ENDPOINTS[result.endpoint].path}, concurrency {result.level}: "
+            f"{result.requests} requests each way (after {result.warmup} warm-up requests "
+            "each way)"
         )
         for label, load, stats in (
             ("direct to upstream  ", result.direct, direct),
@@ -167,8 +181,8 @@ class GatewayBenchmark(Benchmark):
                 f"({cpu / result.gateway.elapsed:.0%} of a core; its own threads, all of them)"
             )
 
-    def _print_target(self, results: dict[int, LevelResult]) -> None:
-        result = results.get(1)
+    def _print_target(self, results: dict[tuple[str, int], LevelResult]) -> None:
+        result = results.get(("chat", 1))
         stats = (result.direct.stats(), result.gateway.stats()) if result else (None, None)
         if stats[0] is None or stats[1] is None:
             self.stdout.write("Target p95 added latency under 5 ms at concurrency 1: not measured")
@@ -178,6 +192,22 @@ class GatewayBenchmark(Benchmark):
         self.stdout.write(
             f"Target p95 added latency under 5 ms at concurrency 1: {verdict} ({added:.2f} ms)"
         )
+
+    def _print_within_chat(
+        self, results: dict[tuple[str, int], LevelResult], endpoint: Endpoint, levels: list[int]
+    ) -> None:
+        """Whether the endpoint adds no more than chat does, level by level (p95)."""
+        for level in levels:
+            chat = results["chat", level].added_p95()
+            other = results[endpoint.name, level].added_p95()
+            if chat is None or other is None:
+                self.stdout.write(f"Concurrency {level}: not measured")
+                continue
+            verdict = "met" if other <= chat else "MISSED"
+            self.stdout.write(
+                f"Target /v1{endpoint.path} p95 added latency within chat's at concurrency "
+                f"{level}: {verdict} ({milliseconds(other)} against {milliseconds(chat)})"
+            )
 
     def _remove_rows(self, *, leftovers: bool = False) -> None:
         removed = remove_bench_rows()
@@ -212,30 +242,37 @@ def _levels(text: str) -> list[int]:
 
 
 def _create_rows(upstream_url: str) -> str:
-    """The provider, model, route and service key; returns the key's raw secret."""
-    if Route.objects.filter(operation=OPERATION).exists():
+    """The provider, a model and a route of each kind, the service key and budgets;
+    returns the key's raw secret."""
+    operations = sorted({endpoint.operation for endpoint in ENDPOINTS.values()})
+    taken = Route.objects.filter(operation__in=operations).values_list("operation", flat=True)
+    if taken:
         raise CommandError(
-            f"A route '{OPERATION}' already exists and is not the benchmark's: the "
-            "benchmark needs that operation name for itself."
+            f"Routes {', '.join(taken)} already exist and are not the benchmark's: the "
+            "benchmark needs those operation names for itself."
         )
     provider = Provider.objects.create(
         name=PROVIDER, kind=Provider.Kind.COMPATIBLE, base_url=upstream_url, timeout_seconds=30
     )
-    model = AIModel.objects.create(
-        provider=provider,
-        model_id=UPSTREAM_MODEL,
-        name="Benchmark upstream model",
-        context_length=128_000,
-        price_prompt=Decimal("0.0000001"),
-        price_completion=Decimal("0.0000004"),
-    )
-    Route.objects.create(
-        operation=OPERATION,
-        description="Made by manage.py bench_gateway; removed when it ends.",
-        primary_model=model,
-    )
+    models: dict[str, AIModel] = {}
+    for endpoint in ENDPOINTS.values():
+        if endpoint.operation in models:
+            continue
+        models[endpoint.operation] = AIModel.objects.create(
+            provider=provider,
+            model_id=endpoint.model_id,
+            name=f"Benchmark upstream {endpoint.kind} model",
+            kind=endpoint.kind,
+            context_length=128_000,
+            **endpoint.prices,
+        )
+        Route.objects.create(
+            operation=endpoint.operation,
+            description="Made by manage.py bench_gateway; removed when it ends.",
+            primary_model=models[endpoint.operation],
+        )
     _key, raw = ServiceKey.issue(name="bench", service=SERVICE, default_operation=OPERATION)
-    for scope, fields in _BUDGETS:
+    for scope, fields in _budgets():
         budget = Budget.objects.filter(scope=scope, **fields).first() or Budget(
             scope=scope, **fields
         )
@@ -245,16 +282,21 @@ def _create_rows(upstream_url: str) -> str:
 
 
 BUDGET_LIMIT = Decimal(1_000_000)  # room for any run: the budgets are checked, not hit
-_BUDGETS = (
-    (Budget.Scope.SERVICE, {"service": SERVICE}),
-    (Budget.Scope.OPERATION, {"operation": OPERATION}),
-)
+
+
+def _budgets() -> list[tuple[str, dict[str, str]]]:
+    """The service's budget and each benchmark operation's."""
+    operations = sorted({endpoint.operation for endpoint in ENDPOINTS.values()})
+    return [
+        (Budget.Scope.SERVICE, {"service": SERVICE}),
+        *((Budget.Scope.OPERATION, {"operation": operation}) for operation in operations),
+    ]
 
 
 def remove_bench_rows() -> list[str]:
     """Remove the benchmark's configuration rows (also those of an interrupted run)."""
     removed: list[str] = []
-    for scope, fields in _BUDGETS:
+    for scope, fields in _budgets():
         for budget in Budget.objects.filter(scope=scope, enabled=True, **fields):
             budget.enabled = False
             budget.save()
@@ -347,14 +389,23 @@ class Load:
 
 @dataclass
 class LevelResult:
+    endpoint: str
     level: int
     requests: int
     warmup: int
     direct: Load
     gateway: Load
 
+    def added_p95(self) -> float | None:
+        """The gateway's p95 minus the direct p95, in seconds."""
+        direct, gateway = self.direct.stats(), self.gateway.stats()
+        if direct is None or gateway is None:
+            return None
+        return gateway.p95 - direct.p95
+
 
 def _measure(
+    endpoint: Endpoint,
     level: int,
     requests: int,
     warmup: int,
@@ -363,29 +414,30 @@ def _measure(
     raw_key: str,
     gateway_process: DaphneProcess,
 ) -> LevelResult:
-    direct_url = f"{upstream_url}/chat/completions"
-    through_url = f"{gateway_url}/v1/chat/completions"
-    plain = {"Content-Type": "application/json"}
-    keyed = {**plain, "Authorization": f"Bearer {raw_key}", "X-Operation": OPERATION}
+    direct_url = f"{upstream_url}{endpoint.path}"
+    through_url = f"{gateway_url}/v1{endpoint.path}"
+    plain = endpoint.headers()
+    keyed = {**plain, "Authorization": f"Bearer {raw_key}", "X-Operation": endpoint.operation}
+    body = endpoint.body
     limits = httpx.Limits(max_connections=level, max_keepalive_connections=level)
     direct, gateway = Load(), Load()
     with (
         httpx.Client(limits=limits, timeout=30) as to_upstream,
         httpx.Client(limits=limits, timeout=30) as to_gateway,
     ):
-        _send(to_upstream, direct_url, plain, warmup, level)
-        _send(to_gateway, through_url, keyed, warmup, level)
+        _send(to_upstream, direct_url, plain, body, warmup, level)
+        _send(to_gateway, through_url, keyed, body, warmup, level)
         # In turns, a block each way at a time: a machine that slows down or speeds up
         # during the run does so for both, not for one side only.
         for block in _blocks(requests):
-            direct.add(_send(to_upstream, direct_url, plain, block, level))
+            direct.add(_send(to_upstream, direct_url, plain, body, block, level))
             cpu_before = gateway_process.cpu_seconds()
-            through = _send(to_gateway, through_url, keyed, block, level)
+            through = _send(to_gateway, through_url, keyed, body, block, level)
             cpu_after = gateway_process.cpu_seconds()
             if cpu_before is not None and cpu_after is not None:
                 through.cpu_seconds = cpu_after - cpu_before
             gateway.add(through)
-    return LevelResult(level, requests, warmup, direct, gateway)
+    return LevelResult(endpoint.name, level, requests, warmup, direct, gateway)
 
 
 BLOCK = 100  # requests each way per turn
@@ -396,7 +448,12 @@ def _blocks(requests: int) -> list[int]:
 
 
 def _send(
-    client: httpx.Client, url: str, headers: dict[str, str], count: int, concurrency: int
+    client: httpx.Client,
+    url: str,
+    headers: dict[str, str],
+    body: bytes,
+    count: int,
+    concurrency: int,
 ) -> Load:
     """`count` POSTs from `concurrency` threads sharing one keep-alive pool."""
     load = Load()
@@ -411,7 +468,7 @@ def _send(
                     return
             began = time.perf_counter()
             try:
-                response = client.post(url, content=REQUEST_BODY, headers=headers)
+                response = client.post(url, content=body, headers=headers)
             except httpx.HTTPError as exc:
                 load.failures.append(f"{type(exc).__name__}: {exc}")
                 continue

@@ -2,10 +2,13 @@
 calls to.
 
 The upstream answers every `POST .../chat/completions` with the same small JSON
-completion (usage and an OpenRouter-style `usage.cost`) and `GET .../models` with a
-one-model list. It is a bare asyncio protocol with Nagle disabled, so that what the
-gateway benchmark measures is the gateway, not the upstream. The gateway benchmark
-runs it in a process of its own:
+completion (usage and an OpenRouter-style `usage.cost`), `GET .../models` with a
+one-model list, and each other endpoint the gateway serves with a small answer of
+its shape: `/embeddings`, `/audio/speech` (a few bytes of "audio"),
+`/audio/transcriptions`, `/responses` and `/messages` (what `bench_gateway
+--endpoint` compares the gateway's endpoints with). It is a bare asyncio protocol
+with Nagle disabled, so that what the gateway benchmark measures is the gateway, not
+the upstream. The gateway benchmark runs it in a process of its own:
 
     python -m benchmarks.upstream [--port 0]     # prints "listening on <port>"
 
@@ -25,6 +28,9 @@ import threading
 from collections.abc import Sequence
 
 UPSTREAM_MODEL = "bench-model"
+EMBEDDING_MODEL = "bench-embedding"
+SPEECH_MODEL = "bench-speech"
+TRANSCRIPTION_MODEL = "bench-transcription"
 UPSTREAM_COST = "0.0000021"  # USD per call, as the upstream reports it (usage.cost)
 UPSTREAM_PROMPT_TOKENS = 12
 UPSTREAM_COMPLETION_TOKENS = 2
@@ -33,10 +39,10 @@ UPSTREAM_COMPLETION_TOKENS = 2
 # -- the upstream -----------------------------------------------------------------------
 
 
-def _response(status: str, body: bytes) -> bytes:
+def _response(status: str, body: bytes, content_type: str = "application/json") -> bytes:
     head = (
         f"HTTP/1.1 {status}\r\n"
-        "Content-Type: application/json\r\n"
+        f"Content-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Connection: keep-alive\r\n\r\n"
     )
@@ -66,6 +72,72 @@ MODELS = _response(
         {"object": "list", "data": [{"id": UPSTREAM_MODEL, "object": "model", "created": 0}]}
     ).encode(),
 )
+EMBEDDING = _response(
+    "200 OK",
+    json.dumps(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.125] * 256}],
+            "model": EMBEDDING_MODEL,
+            "usage": {"prompt_tokens": 3, "total_tokens": 3},
+        }
+    ).encode(),
+)
+SPEECH = _response("200 OK", b"ID3" + bytes(1021), "audio/mpeg")
+TRANSCRIPTION = _response("200 OK", b'{"text":"ok"}')
+RESPONSE = _response(
+    "200 OK",
+    json.dumps(
+        {
+            "id": "resp_bench",
+            "object": "response",
+            "created_at": 1700000000,
+            "status": "completed",
+            "model": UPSTREAM_MODEL,
+            "output": [
+                {
+                    "type": "message",
+                    "id": "msg_bench",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": "ok", "annotations": []}],
+                }
+            ],
+            "usage": {
+                "input_tokens": UPSTREAM_PROMPT_TOKENS,
+                "output_tokens": UPSTREAM_COMPLETION_TOKENS,
+                "total_tokens": UPSTREAM_PROMPT_TOKENS + UPSTREAM_COMPLETION_TOKENS,
+            },
+        }
+    ).encode(),
+)
+MESSAGE = _response(
+    "200 OK",
+    json.dumps(
+        {
+            "id": "msg_bench",
+            "type": "message",
+            "role": "assistant",
+            "model": UPSTREAM_MODEL,
+            "content": [{"type": "text", "text": "ok"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": UPSTREAM_PROMPT_TOKENS,
+                "output_tokens": UPSTREAM_COMPLETION_TOKENS,
+            },
+        }
+    ).encode(),
+)
+# What each POST path (by its end) is answered with.
+ANSWERS = {
+    "/chat/completions": COMPLETION,
+    "/embeddings": EMBEDDING,
+    "/audio/speech": SPEECH,
+    "/audio/transcriptions": TRANSCRIPTION,
+    "/responses": RESPONSE,
+    "/messages": MESSAGE,
+}
 NOT_FOUND = _response("404 Not Found", b'{"error":{"message":"not found","code":404}}')
 
 
@@ -101,8 +173,9 @@ class _Connection(asyncio.Protocol):
             del self.buffer[: end + 4 + length]
             method, _, rest = head.partition(" ")
             path = rest.partition(" ")[0].partition("?")[0]
-            if method == "post" and path.endswith("/chat/completions"):
-                self.transport.write(COMPLETION)
+            answer = next((a for end, a in ANSWERS.items() if path.endswith(end)), None)
+            if method == "post" and answer is not None:
+                self.transport.write(answer)
             elif method == "get" and path.endswith("/models"):
                 self.transport.write(MODELS)
             else:

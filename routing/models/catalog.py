@@ -149,11 +149,15 @@ class AIModel(AuditedModel):
         return any(getattr(self, name) is None for name in KIND_PRICES[self.kind])
 
     def price_per_1k(self) -> Decimal | None:
-        """Blended price of 1,000 tokens (prompt and completion averaged), for policies."""
+        """Blended price of 1,000 tokens (prompt and completion averaged; input tokens
+        for embeddings), for policies. None for a model not priced by tokens (speech,
+        transcription) or missing a price."""
         if self.price_missing:
             return None
         if self.provider.is_offline:
             return Decimal(0)
-        assert self.price_prompt is not None
-        assert self.price_completion is not None
+        if self.kind == CallKind.EMBEDDING and self.price_prompt is not None:
+            return self.price_prompt * 1000
+        if self.price_prompt is None or self.price_completion is None:
+            return None
         return (self.price_prompt + self.price_completion) / 2 * 1000

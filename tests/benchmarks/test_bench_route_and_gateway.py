@@ -52,12 +52,15 @@ def test_bench_gateway_prints_both_paths_per_level_and_cleans_up(
     daphne_sees_the_test_database: Any,
 ):
     lines = run("bench_gateway", "--requests", "20", "--concurrency", "1,2", "--warmup", "2")
-    assert lines[0].startswith("bench_gateway: 20 non-streaming chat completions")
+    assert lines[0].startswith(
+        "bench_gateway: 20 non-streaming requests each way per level and endpoint "
+        "(/v1/chat/completions)"
+    )
     assert starting(lines, "Database: ")
     assert starting(lines, "Upstream: ")
-    assert [line.split(":")[0] for line in starting(lines, "Concurrency ")] == [
-        "Concurrency 1",
-        "Concurrency 2",
+    assert [line.split(":")[0] for line in starting(lines, "/v1/chat/completions, ")] == [
+        "/v1/chat/completions, concurrency 1",
+        "/v1/chat/completions, concurrency 2",
     ]
     for path in ("direct to upstream", "through the gateway"):
         rows = starting(lines, path)

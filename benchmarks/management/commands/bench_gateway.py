@@ -9,13 +9,15 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from benchmarks.gateway import GatewayBenchmark
+from benchmarks.gateway_endpoints import ENDPOINTS
 from benchmarks.harness import APPLICATION
 
 
 class Command(BaseCommand):
     help = (
         "Benchmark the gateway: the same requests to a local upstream directly and "
-        "through /v1/chat/completions; added latency and requests/s per concurrency level."
+        "through /v1/chat/completions (and --endpoint's); added latency and requests/s per "
+        "concurrency level."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -27,6 +29,12 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--warmup", type=int, default=50, help="Untimed requests each way before each level."
+        )
+        parser.add_argument(
+            "--endpoint",
+            choices=sorted(ENDPOINTS),
+            default="chat",
+            help="Measure this endpoint too, beside chat, in the same run (default chat only).",
         )
         parser.add_argument(
             "--application",
