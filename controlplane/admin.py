@@ -24,6 +24,7 @@ from controlplane.admin_history import AuditHistoryMixin
 from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, OBSERVABILITY
 from controlplane.approvals import ApprovalError, decide_approval
+from controlplane.chat_channel import BOT_KINDS, BadTarget, validate_channel_target
 from controlplane.models import (
     Approval,
     AuditEvent,
@@ -34,7 +35,6 @@ from controlplane.models import (
     ToggleLocked,
 )
 from controlplane.money import usd
-from controlplane.telegram_channel import BadTarget, validate_channel_target
 from controlplane.tiers import TIER_GROUPS, StaffRequest
 
 
@@ -227,7 +227,7 @@ class NotificationChannelForm(forms.ModelForm):
             cleaned["target"] = self.instance.target
             return cleaned
         kind = cleaned.get("kind")
-        if kind == NotificationChannel.Kind.TELEGRAM:
+        if kind in BOT_KINDS:
             try:
                 cleaned["target"] = validate_channel_target(kind, target)
             except BadTarget as exc:

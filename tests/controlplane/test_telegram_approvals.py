@@ -25,7 +25,7 @@ from controlplane.approvals import (
     withdraw_approval,
 )
 from controlplane.chat_approvals import NOT_YOURS, USED, refresh_approval_messages
-from controlplane.models import Approval, AuditEvent, TelegramMessage
+from controlplane.models import Approval, AuditEvent, ChatMessage
 from controlplane.telegram_integration import client_for
 from controlplane.telegram_updates import handle_update
 from controlplane.tiers import Tier
@@ -296,11 +296,11 @@ class TestMessagesFollowTheApproval:
                 decide_approval(approval, user=owner, approve=True)
 
         assert len(telegram.edited) == 1
-        held = TelegramMessage.objects.get(approval=approvals[1])
+        held = ChatMessage.objects.get(approval=approvals[1])
         assert held.edit_due_at is not None
         assert held.edit_due_at > timezone.now()
         # Once it is due, the approvals' periodic pass makes it.
-        TelegramMessage.objects.filter(pk=held.pk).update(edit_due_at=timezone.now())
+        ChatMessage.objects.filter(pk=held.pk).update(edit_due_at=timezone.now())
         cache.clear()  # the chat's spacing is over
         assert refresh_approval_messages() == 1
         assert len(telegram.edited) == 2
@@ -318,11 +318,11 @@ class TestMessagesFollowTheApproval:
             decide_approval(approval, user=owner, approve=True)
 
         assert edits_of(telegram, message) == []
-        row = TelegramMessage.objects.get(approval=approval)
+        row = ChatMessage.objects.get(approval=approval)
         assert row.edit_due_at is not None
         assert row.edit_due_at >= timezone.now() + timedelta(seconds=25)
         assert refresh_approval_messages() == 0  # not due yet
-        TelegramMessage.objects.filter(pk=row.pk).update(edit_due_at=timezone.now())
+        ChatMessage.objects.filter(pk=row.pk).update(edit_due_at=timezone.now())
         assert refresh_approval_messages() == 1
         assert "<b>Approved</b>" in edits_of(telegram, message)[0]["text"]
 
@@ -414,7 +414,7 @@ def test_a_web_decision_and_a_button_at_once_have_exactly_one_winner(telegram, b
 def test_an_approval_sent_to_one_member_has_working_buttons(
     telegram, bot, operator, owner, django_capture_on_commit_callbacks
 ):
-    from controlplane.telegram_channel import send_approval_message
+    from controlplane.chat_channel import send_approval_message
 
     account = linked(bot, owner, ALICE)
     approval = ask(operator, django_capture_on_commit_callbacks)  # no channel: no message
