@@ -87,7 +87,7 @@ class Messenger(Protocol):
 
 
 class TelegramMessenger:
-    platform = ChatAccount.Platform.TELEGRAM
+    platform: str = ChatAccount.Platform.TELEGRAM
 
     def __init__(self, client: TelegramClient) -> None:
         self.client = client
@@ -112,7 +112,7 @@ class TelegramMessenger:
 
 
 class DiscordMessenger:
-    platform = ChatAccount.Platform.DISCORD
+    platform: str = ChatAccount.Platform.DISCORD
 
     def __init__(self, client: DiscordClient) -> None:
         self.client = client
