@@ -29,8 +29,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
@@ -218,6 +222,24 @@ def notice(subject: str, body: str) -> SafeString:
     """A notification as a chat reply: its subject in bold, its body as written."""
     markup = format_html("<b>{}</b>", subject) + ("\n" + as_markup(body) if body else "")
     return mark_safe(markup)  # noqa: S308 (the body is escaped by as_markup)
+
+
+def forget_old_messages(now: datetime | None = None) -> int:
+    """Drop the records of bot messages sent more than `CHATOPS_MESSAGE_RECORD_DAYS`
+    ago, as the other histories are pruned by age: those of notifications, and those
+    of approvals whose message shows the outcome (or will never be edited again). A
+    message whose approval is pending, or whose edit is still due, is kept: its
+    buttons and its edit need the row. How many were dropped."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.CHATOPS_MESSAGE_RECORD_DAYS)
+    settled = (
+        Q(approval__isnull=True)
+        | (~Q(approval__status=Approval.Status.PENDING) & Q(shown_status=F("approval__status")))
+        | Q(edit_attempts__gte=settings.NOTIFY_MAX_ATTEMPTS)
+    )
+    stale = ChatMessage.objects.filter(settled, sent_at__lt=cutoff).values_list("pk", flat=True)
+    deleted, _ = ChatMessage.objects.filter(pk__in=list(stale[:5000])).delete()
+    return deleted
 
 
 def validate_channel_target(kind: str, target: str) -> str:

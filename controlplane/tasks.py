@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from controlplane import approvals, chat_approvals, discord_interactions, notifications
+from controlplane import (
+    approvals,
+    chat_approvals,
+    chat_channel,
+    discord_interactions,
+    notifications,
+)
 
 
 @shared_task(time_limit=60, soft_time_limit=50)
@@ -19,6 +25,11 @@ def expire_approvals() -> int:
 @shared_task(time_limit=120, soft_time_limit=100)
 def refresh_approval_messages(approval_id: int) -> int:
     return chat_approvals.refresh_approval_messages(approval_id)
+
+
+@shared_task(time_limit=300, soft_time_limit=280)
+def forget_old_chat_messages() -> int:
+    return chat_channel.forget_old_messages()
 
 
 @shared_task(time_limit=120, soft_time_limit=100)
