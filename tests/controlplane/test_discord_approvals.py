@@ -8,7 +8,6 @@ was decided, expired or withdrawn."""
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.contrib.auth import get_user_model
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -51,7 +49,7 @@ from tests.controlplane.discord_notices import (
     notice,
     press,
 )
-from tests.controlplane.test_background import HANG_GUARD_SECONDS
+from tests.controlplane.races import at_once
 from tests.personas import make_user
 
 __all__ = ["app", "discord", "signing_key"]  # fixtures
@@ -368,16 +366,6 @@ class TestMessagesFollowTheApproval:
 RACE_ROUNDS = 10
 
 
-def _in_thread(work: Any, barrier: threading.Barrier, outcomes: list[str]) -> None:
-    try:
-        barrier.wait(timeout=HANG_GUARD_SECONDS)
-        outcomes.append(work())
-    except Exception as exc:  # surfaced in the main thread's assertions
-        outcomes.append(f"crashed: {exc!r}")
-    finally:
-        connection.close()
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_web_decision_and_a_button_at_once_have_exactly_one_winner(discord, app):
@@ -402,16 +390,7 @@ def test_a_web_decision_and_a_button_at_once_have_exactly_one_winner(discord, ap
                 return "web refused"
             return "web won"
 
-        barrier = threading.Barrier(2)
-        outcomes: list[str] = []
-        threads = [
-            threading.Thread(target=_in_thread, args=(work, barrier, outcomes))
-            for work in (by_button, on_the_web)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=HANG_GUARD_SECONDS)
+        outcomes = at_once(by_button, on_the_web)
 
         assert not [o for o in outcomes if o.startswith("crashed")], outcomes
         approval.refresh_from_db()

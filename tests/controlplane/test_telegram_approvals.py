@@ -5,7 +5,6 @@ the outcome wherever the approval was decided, expired or withdrawn."""
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,7 +12,6 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -29,6 +27,7 @@ from controlplane.models import Approval, AuditEvent, ChatMessage
 from controlplane.telegram_integration import client_for
 from controlplane.telegram_updates import handle_update
 from controlplane.tiers import Tier
+from tests.controlplane.races import at_once
 from tests.controlplane.telegram_bots import ALICE, MALLORY, bot, linked, telegram
 from tests.controlplane.telegram_notices import (
     buttons_of,
@@ -37,7 +36,6 @@ from tests.controlplane.telegram_notices import (
     messages_to,
     press,
 )
-from tests.controlplane.test_background import HANG_GUARD_SECONDS
 from tests.personas import make_user
 
 __all__ = ["bot", "telegram"]  # fixtures
@@ -332,16 +330,6 @@ class TestMessagesFollowTheApproval:
 RACE_ROUNDS = 10
 
 
-def _in_thread(work: Any, barrier: threading.Barrier, outcomes: list[str]) -> None:
-    try:
-        barrier.wait(timeout=HANG_GUARD_SECONDS)
-        outcomes.append(work())
-    except Exception as exc:  # surfaced in the main thread's assertions
-        outcomes.append(f"crashed: {exc!r}")
-    finally:
-        connection.close()
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_web_decision_and_a_button_at_once_have_exactly_one_winner(telegram, bot):
@@ -382,16 +370,7 @@ def test_a_web_decision_and_a_button_at_once_have_exactly_one_winner(telegram, b
                 return "web refused"
             return "web won"
 
-        barrier = threading.Barrier(2)
-        outcomes: list[str] = []
-        threads = [
-            threading.Thread(target=_in_thread, args=(work, barrier, outcomes))
-            for work in (by_button, on_the_web)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=HANG_GUARD_SECONDS)
+        outcomes = at_once(by_button, on_the_web)
 
         assert not [o for o in outcomes if o.startswith("crashed")], outcomes
         approval.refresh_from_db()
