@@ -93,7 +93,7 @@ class Recipient:
     account: ChatAccount | None = None
 
 
-def parse_target(target: str, kind: str = NotificationChannel.Kind.TELEGRAM) -> Target:
+def parse_target(target: str, kind: str) -> Target:
     name, _, rest = target.strip().partition(":")
     integration_kind = BOT_KINDS[NotificationChannel.Kind(kind)]
     platform = platform_label(integration_kind)

@@ -209,7 +209,7 @@ def _command(
     ]
     text = " ".join([f"/{name}", *values])
     command = command_named(name)
-    slow = command is not None and command.slow and token
+    slow = command is not None and command.slow and bool(token)
     if slow and acting_member(linked_account(identity)) is not None:
         _answer_later(identity, text, token, in_server=in_server)
         return {
@@ -263,6 +263,7 @@ def answer_deferred(
         pk=integration_id, kind=Integration.Kind.DISCORD, enabled=True
     ).first()
     if integration is None:
+        log.warning("Discord interactions %s: gone or disabled before its answer", integration_id)
         return
     identity = ChatIdentity(
         integration=integration,
