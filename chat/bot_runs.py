@@ -51,7 +51,9 @@ RUNS_LISTED = 5
 
 def register() -> None:
     """From `ChatConfig.ready()`."""
-    register_command("run", run_command, summary="Start an agent run", usage="[mode] message")
+    register_command(
+        "run", run_command, summary="Start an agent run", usage="[mode] message", slow=True
+    )
     register_command("stop", stop_command, summary="Stop your active run", usage="[run id]")
     register_status_section("runs", status_lines, order=10)
     register_button_handler(run_messages.STOP_BUTTON, stop_button)

@@ -12,13 +12,14 @@ text changed. It reads the database only, so it works wherever the run's worker 
 restart: the row is the state. `/run` also refreshes once at once, so the message
 appears before the run is handed to a worker.
 
-Within Telegram's limits: a message is written at most once every
+The same on Telegram and Discord (through `controlplane.chat_messengers`), within
+both platforms' limits: a message is written at most once every
 `MIN_WRITE_SECONDS`; what happened in between is coalesced (the text is always
 rendered from the run as it is now, so the last state is the one sent). The slot is
 claimed with one conditional UPDATE of `next_write_at`, so two sweeps (a slow one and
-the next) never write the same message twice. A rate limit (429) waits Telegram's
-`retry_after`; an outage backs off; a message Telegram no longer has is sent again; a
-chat that refuses the bot is given up after `GIVE_UP_AFTER` failures.
+the next) never write the same message twice. A rate limit (429) waits the
+platform's `retry_after`; an outage backs off; a message the chat no longer has is
+sent again; a chat that refuses the bot is given up after `GIVE_UP_AFTER` failures.
 """
 
 from __future__ import annotations
@@ -37,27 +38,28 @@ from django.utils.safestring import SafeString
 
 from chat.models import Message, Run, RunChatMessage, RunStatus, StreamEvent
 from controlplane.chat_accounts import ChatIdentity
+from controlplane.chat_commands import Button
+from controlplane.chat_messengers import (
+    Buttons,
+    ChatRateLimited,
+    ChatSendError,
+    ChatUnavailable,
+    MessageGone,
+    messenger_for,
+)
 from controlplane.models import ChatAccount
 from controlplane.money import usd
-from controlplane.telegram import (
-    InlineButton,
-    Keyboard,
-    TelegramError,
-    TelegramRateLimited,
-    TelegramUnavailable,
-)
-from controlplane.telegram_integration import client_for
 
 log = logging.getLogger(__name__)
 
-MIN_WRITE_SECONDS = 1.0  # Telegram: about one message a second per chat
+MIN_WRITE_SECONDS = 1.0  # Telegram: about one message a second per chat; Discord: 5 in 5 s
 GIVE_UP_AFTER = 5
 MAX_BACKOFF_SECONDS = 300
 ANSWER_EXCERPT = 1500  # characters of the agent's answer shown in the final message
 DETAIL_EXCERPT = 300
 
-# The platforms whose messages this module writes (Discord's bot is to come).
-FOLLOWED_PLATFORMS = frozenset({ChatAccount.Platform.TELEGRAM})
+# The platforms whose messages this module writes.
+FOLLOWED_PLATFORMS = frozenset({ChatAccount.Platform.TELEGRAM, ChatAccount.Platform.DISCORD})
 
 # The Stop button under a run's message: its data is "run-stop:<run id>".
 STOP_BUTTON = "run-stop"
@@ -113,7 +115,7 @@ def refresh(message: RunChatMessage, now: datetime | None = None) -> bool:
         return False
     try:
         _send_or_edit(message, text, () if final else stop_keyboard(run))
-    except TelegramError as exc:
+    except ChatSendError as exc:
         _failed(message, exc, now)
         return False
     _written(message, text, last_seq, final, now, claimed=True)
@@ -131,25 +133,18 @@ def _claim(message: RunChatMessage, now: datetime) -> bool:
     )
 
 
-def stop_keyboard(run: Run) -> Keyboard:
-    return ((InlineButton(f"Stop run #{run.pk}", f"{STOP_BUTTON}:{run.pk}"),),)
+def stop_keyboard(run: Run) -> Buttons:
+    return ((Button(f"Stop run #{run.pk}", f"{STOP_BUTTON}:{run.pk}"),),)
 
 
-def _send_or_edit(message: RunChatMessage, text: str, keyboard: Keyboard = ()) -> None:
-    with client_for(message.integration) as client:
+def _send_or_edit(message: RunChatMessage, text: str, buttons: Buttons = ()) -> None:
+    with messenger_for(message.integration) as messenger:
         if not message.message_id:
-            sent = client.send_message(message.chat_id, text, keyboard=keyboard)
-            message.message_id = str(sent.get("message_id") or "")
+            message.message_id = messenger.send(message.chat_id, text, buttons)
             RunChatMessage.objects.filter(pk=message.pk).update(message_id=message.message_id)
             return
-        try:
-            # An edit without the keyboard removes it: the final state has no Stop.
-            client.edit_message_text(
-                message.chat_id, int(message.message_id), text, keyboard=keyboard
-            )
-        except TelegramError as exc:
-            if "message is not modified" not in exc.description:
-                raise
+        # An edit without the buttons removes them: the final state has no Stop.
+        messenger.edit(message.chat_id, message.message_id, text, buttons)
 
 
 def _written(
@@ -165,16 +160,16 @@ def _written(
         setattr(message, name, value)
 
 
-def _failed(message: RunChatMessage, exc: TelegramError, now: datetime) -> None:
+def _failed(message: RunChatMessage, exc: ChatSendError, now: datetime) -> None:
     failures = message.failures + 1
     fields: dict[str, Any] = {"failures": failures, "last_error": str(exc)[:300]}
-    if isinstance(exc, TelegramRateLimited):
-        fields["failures"] = message.failures  # Telegram said when: not a failure
+    if isinstance(exc, ChatRateLimited):
+        fields["failures"] = message.failures  # the platform said when: not a failure
         fields["next_write_at"] = now + timedelta(seconds=max(exc.retry_after, 1))
-    elif isinstance(exc, TelegramUnavailable):
+    elif isinstance(exc, ChatUnavailable):
         backoff = min(MIN_WRITE_SECONDS * 2**failures, MAX_BACKOFF_SECONDS)
         fields["next_write_at"] = now + timedelta(seconds=backoff)
-    elif "message to edit not found" in exc.description:
+    elif isinstance(exc, MessageGone) and message.message_id:
         fields["message_id"] = ""  # deleted in the chat: the next refresh sends a new one
     elif failures >= GIVE_UP_AFTER:
         fields["finished_at"] = now  # a chat that refuses the bot (blocked, gone)
@@ -189,7 +184,7 @@ def tell(message: RunChatMessage, text: str) -> None:
     not be started, whose row is gone with it."""
     try:
         _send_or_edit(message, format_html("{}", text))
-    except TelegramError as exc:
+    except ChatSendError as exc:
         log.warning("run %s: its chat message was not written: %s", message.run_id, exc)
 
 
@@ -206,7 +201,7 @@ def approvals_url() -> str:
 
 
 def message_text(run: Run) -> SafeString:
-    """The message for the run as it is now (Telegram's HTML; user text escaped)."""
+    """The message for the run as it is now (a chat reply's markup; user text escaped)."""
     status = RunStatus(run.status)
     if status == RunStatus.STOPPED:
         lines = _stopped_lines(run)
@@ -275,7 +270,8 @@ def _latest(run: Run, event_type: str) -> dict[str, Any]:
 
 def _excerpt(text: str, limit: int) -> str:
     """`text` cut so that, escaped for HTML, it takes at most `limit` characters (an
-    answer full of "&" must not push the message past Telegram's 4096)."""
+    answer full of "&" must not push the message past Telegram's 4096; Discord's 2000
+    cut the whole message at a line break)."""
     text = text.strip()
     size = 0
     for index, character in enumerate(text):

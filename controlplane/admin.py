@@ -24,9 +24,11 @@ from controlplane.admin_history import AuditHistoryMixin
 from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, OBSERVABILITY
 from controlplane.approvals import ApprovalError, decide_approval
+from controlplane.chat_channel import BOT_KINDS, BadTarget, validate_channel_target
 from controlplane.models import (
     Approval,
     AuditEvent,
+    ChatMessage,
     DeliveryAttempt,
     FeatureToggle,
     NotificationChannel,
@@ -34,7 +36,6 @@ from controlplane.models import (
     ToggleLocked,
 )
 from controlplane.money import usd
-from controlplane.telegram_channel import BadTarget, validate_channel_target
 from controlplane.tiers import TIER_GROUPS, StaffRequest
 
 
@@ -227,7 +228,7 @@ class NotificationChannelForm(forms.ModelForm):
             cleaned["target"] = self.instance.target
             return cleaned
         kind = cleaned.get("kind")
-        if kind == NotificationChannel.Kind.TELEGRAM:
+        if kind in BOT_KINDS:
             try:
                 cleaned["target"] = validate_channel_target(kind, target)
             except BadTarget as exc:
@@ -288,6 +289,43 @@ class NotificationDeliveryAdmin(ReadOnlyAdmin):
     search_fields = ["subject", "dedupe_key"]
     list_select_related = ["channel"]
     inlines = [DeliveryAttemptInline]
+
+
+@admin.register(ChatMessage)
+class ChatMessageAdmin(ReadOnlyAdmin):
+    """The bot's messages in Telegram and Discord chats (notifications, approval
+    requests): which approval, to whom, what it shows, whether its button was used.
+    The buttons' token hashes are not shown. Forgotten after
+    `CHATOPS_MESSAGE_RECORD_DAYS` (`chat_channel.forget_old_messages`)."""
+
+    admin_section = OBSERVABILITY
+    list_display = [
+        "sent_at",
+        "integration",
+        "chat_account",
+        "approval",
+        "delivery",
+        "shown_status",
+        "button_used_at",
+        "edit_attempts",
+    ]
+    list_filter = ["integration", "shown_status"]
+    list_select_related = ["integration", "chat_account", "approval", "delivery__channel"]
+    search_fields = ["chat_id", "chat_account__display_name"]
+    date_hierarchy = "sent_at"
+    fields = [
+        "integration",
+        "chat_id",
+        "message_id",
+        "chat_account",
+        "delivery",
+        "approval",
+        "shown_status",
+        "button_used_at",
+        "edit_due_at",
+        "edit_attempts",
+        "sent_at",
+    ]
 
 
 admin.site.unregister(User)

@@ -17,6 +17,7 @@ class ControlplaneConfig(AppConfig):
         from controlplane import (
             account_audit,
             chat_approvals,  # noqa: F401  (approval buttons; edits on approval_changed)
+            chat_channel,
             chat_commands,  # noqa: F401  (registers the core's chat commands)
             checks,
             discord_integration,
@@ -24,7 +25,6 @@ class ControlplaneConfig(AppConfig):
             metrics,
             money,
             status_sections,  # noqa: F401  (registers /status and its approvals section)
-            telegram_channel,
             telegram_integration,
             tiers,
         )
@@ -43,7 +43,7 @@ class ControlplaneConfig(AppConfig):
         github_integration.register()
         telegram_integration.register()
         discord_integration.register()
-        telegram_channel.register()
+        chat_channel.register()
         post_migrate.connect(tiers.sync_tier_permissions, dispatch_uid="sync_tier_permissions")
 
 

@@ -1,6 +1,8 @@
-"""Linking a staff member's chat account (Telegram now, Discord later) to their staff
-account, and unlinking it: the only code that creates or deletes `ChatAccount` rows,
-and where both are audited.
+"""Linking a staff member's chat account (Telegram, Discord) to their staff account,
+and unlinking it: the only code that creates or deletes `ChatAccount` rows, and
+where both are audited. Deleting an integration takes its links with it (the
+database's cascade): each is audited as an unlink too (`via: integration deleted`,
+by whoever deleted the integration).
 
 A staff member asks their profile page for a code (`issue_link_code`) and sends it
 to the bot (`/link CODE`). A code is good once and for `CHATOPS_LINK_CODE_MINUTES`;
@@ -17,6 +19,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.db.models.signals import pre_delete
+from django.dispatch import receiver
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -122,7 +127,8 @@ def _why_refused(digest: str, now: Any) -> str:
 
 
 def unlink_account(account: ChatAccount, *, by: StaffUser, via: str) -> None:
-    """Unlink from the chat (`via="chat"`) or the profile page (`via="profile"`)."""
+    """Unlink from the chat (`via="chat"`), the profile page (`via="profile"`) or the
+    admin (`via="admin"`)."""
     with transaction.atomic():
         audit.record(
             "chat_account.unlinked",
@@ -132,6 +138,24 @@ def unlink_account(account: ChatAccount, *, by: StaffUser, via: str) -> None:
             actor=by,
         )
         account.delete()
+
+
+@receiver(pre_delete, sender=ChatAccount, dispatch_uid="chat_accounts.integration_deleted")
+def _unlinked_with_its_integration(
+    sender: type[ChatAccount], instance: ChatAccount, origin: Any = None, **kwargs: Any
+) -> None:
+    """A link deleted because its integration is: audited as an unlink, the actor
+    being whoever deletes the integration (the audit context's)."""
+    by_integration = isinstance(origin, Integration) or (
+        isinstance(origin, QuerySet) and origin.model is Integration
+    )
+    if by_integration:
+        audit.record(
+            "chat_account.unlinked",
+            instance,
+            before=_described(instance),
+            after={"via": "integration deleted"},
+        )
 
 
 def _described(account: ChatAccount) -> dict[str, Any]:

@@ -1,13 +1,15 @@
-"""Approvals decided from a Telegram message, and those messages kept up to date.
+"""Approvals decided from a chat message (Telegram or Discord: the same code for
+both), and those messages kept up to date.
 
-Every approval notification a Telegram channel sends to a staff member's chat
-carries Approve and Reject buttons (`approval_message`). Their callback data is
-`apv:a:<token>` or `apv:r:<token>`: the token is random and opaque, only its SHA-256
-is stored, on the `TelegramMessage` row of that message, which binds it to the bot,
-the chat, the message id and the chat account it was sent to. Pressing a button:
+Every approval notification a bot channel sends to a staff member's chat carries
+Approve and Reject buttons (`approval_message`). Their data (Telegram's
+callback_data, Discord's custom_id) is `apv:a:<token>` or `apv:r:<token>`: the token
+is random and opaque, only its SHA-256 is stored, on the `ChatMessage` row of that
+message, which binds it to the bot, the chat, the message id and the chat account
+it was sent to. Pressing a button:
 
-- from another Telegram account, another chat or another message: refused, and the
-  token stays good for the person it was sent to;
+- from another account, another chat or another message: refused, and the token
+  stays good for the person it was sent to;
 - by the linked staff member: the token is claimed by one conditional UPDATE (a
   replayed callback finds it used) and the approval is decided by
   `controlplane.approvals.decide_approval`, the web's own code path (tier, money needs
@@ -16,10 +18,13 @@ the chat, the message id and the chat account it was sent to. Pressing a button:
 
 Whenever an approval's status changes (decided here or on the web, expired,
 withdrawn), `approval_changed` enqueues `refresh_approval_messages`, which edits
-each of its messages to show the outcome and who decided, without buttons. Edits
-are throttled: at most one a second per chat (Telegram's limit); a rate limit
-(429) holds the bot's edits for `retry_after`, an outage backs off; a held edit
-waits in `edit_due_at` and the approvals' periodic task picks it up.
+each of its messages to show the outcome and who decided, without buttons (through
+the bot's API on both platforms: a Discord button's interaction is answered with
+an ephemeral notice, and the edit follows). Edits are throttled: at most one per
+chat every `TELEGRAM_EDIT_INTERVAL_SECONDS` (Telegram allows about one a second;
+Discord five in five seconds); a rate limit (429) holds the bot's edits for
+`retry_after`, an outage backs off; a held edit waits in `edit_due_at` and the
+approvals' periodic task picks it up.
 """
 
 from __future__ import annotations
@@ -41,19 +46,23 @@ from django.utils.safestring import SafeString
 
 from controlplane.approvals import ApprovalError, approval_changed, decide_approval
 from controlplane.background import enqueue
-from controlplane.chat_commands import STALE_BUTTON, ButtonPress, register_button_handler
-from controlplane.models import Approval, TelegramMessage
+from controlplane.chat_commands import (
+    STALE_BUTTON,
+    Button,
+    ButtonPress,
+    register_button_handler,
+)
+from controlplane.chat_messengers import (
+    ChatAuthRefused,
+    ChatRateLimited,
+    ChatSendError,
+    ChatUnavailable,
+    messenger_for,
+    platform_label,
+)
+from controlplane.models import Approval, ChatMessage
 from controlplane.money import usd
 from controlplane.notifications import backoff_seconds
-from controlplane.telegram import (
-    InlineButton,
-    Keyboard,
-    TelegramAuthError,
-    TelegramError,
-    TelegramRateLimited,
-    TelegramUnavailable,
-)
-from controlplane.telegram_integration import client_for
 from controlplane.tiers import Tier
 
 log = logging.getLogger(__name__)
@@ -65,7 +74,7 @@ REQUESTED_KEY = "approval-requested:"
 REASON_LIMIT = 1500
 NOT_YOURS = "This button was sent to someone else: it does nothing for you."
 USED = "This button was already used."
-DECIDED_FROM_CHAT = "Decided from Telegram."
+DECIDED_FROM_CHAT = "Decided from {}."  # the platform
 
 
 def approval_of(dedupe_key: str) -> Approval | None:
@@ -80,20 +89,20 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def new_buttons() -> tuple[str, Keyboard]:
-    """A fresh token and the Approve/Reject keyboard carrying it."""
+def new_buttons() -> tuple[str, tuple[tuple[Button, ...], ...]]:
+    """A fresh token and the Approve/Reject buttons carrying it."""
     token = secrets.token_urlsafe(18)
-    keyboard = (
+    buttons = (
         (
-            InlineButton("Approve", f"{PREFIX}:{APPROVE}:{token}"),
-            InlineButton("Reject", f"{PREFIX}:{REJECT}:{token}"),
+            Button("Approve", f"{PREFIX}:{APPROVE}:{token}"),
+            Button("Reject", f"{PREFIX}:{REJECT}:{token}"),
         ),
     )
-    return token, keyboard
+    return token, buttons
 
 
 def approval_message(approval: Approval) -> SafeString:
-    """The approval as Telegram HTML: what is asked, by whom, and where it stands."""
+    """The approval as a chat reply (markup): what is asked, by whom, and where it stands."""
     reason = approval.reason
     if len(reason) > REASON_LIMIT:
         reason = reason[:REASON_LIMIT] + "…"
@@ -148,7 +157,7 @@ def press(button: ButtonPress) -> str:
     if len(parts) != 3 or parts[1] not in (APPROVE, REJECT):
         return STALE_BUTTON
     row = (
-        TelegramMessage.objects.select_related("approval")
+        ChatMessage.objects.select_related("approval")
         .filter(button_token_hash=token_hash(parts[2]), approval__isnull=False)
         .first()
     )
@@ -156,8 +165,9 @@ def press(button: ButtonPress) -> str:
         return STALE_BUTTON
     if not _sent_to(row, button):
         log.warning(
-            "approval #%s: a button was pressed by Telegram user %s, not the one it was sent to",
+            "approval #%s: a button was pressed by %s user %s, not the one it was sent to",
             row.approval_id,
+            platform_label(button.identity.platform),
             button.identity.platform_user_id,
         )
         return NOT_YOURS
@@ -165,20 +175,23 @@ def press(button: ButtonPress) -> str:
     approve = parts[1] == APPROVE
     try:
         with transaction.atomic():
-            claimed = TelegramMessage.objects.filter(pk=row.pk, button_used_at__isnull=True).update(
+            claimed = ChatMessage.objects.filter(pk=row.pk, button_used_at__isnull=True).update(
                 button_used_at=timezone.now()
             )
             if not claimed:
                 return USED
             decided = decide_approval(
-                row.approval, user=button.user, approve=approve, note=DECIDED_FROM_CHAT
+                row.approval,
+                user=button.user,
+                approve=approve,
+                note=DECIDED_FROM_CHAT.format(platform_label(button.identity.platform)),
             )
     except ApprovalError as exc:
         return str(exc)
     return f"Approval #{decided.pk} {decided.status}."
 
 
-def _sent_to(row: TelegramMessage, button: ButtonPress) -> bool:
+def _sent_to(row: ChatMessage, button: ButtonPress) -> bool:
     return (
         button.account is not None
         and row.chat_account_id == button.account.pk
@@ -196,7 +209,7 @@ register_button_handler(PREFIX, press)
 
 @receiver(approval_changed, dispatch_uid="chat_approvals.approval_changed")
 def _approval_changed(sender: object, approval_id: int, **kwargs: object) -> None:
-    if TelegramMessage.objects.filter(approval_id=approval_id).exists():
+    if ChatMessage.objects.filter(approval_id=approval_id).exists():
         _enqueue_refresh(approval_id)
 
 
@@ -206,10 +219,10 @@ def _enqueue_refresh(approval_id: int, countdown: float | None = None) -> None:
     enqueue(refresh_approval_messages, approval_id, countdown=countdown)
 
 
-def _stale(approval_id: int | None = None) -> list[TelegramMessage]:
+def _stale(approval_id: int | None = None) -> list[ChatMessage]:
     now = timezone.now()
     rows = (
-        TelegramMessage.objects.select_related("integration")
+        ChatMessage.objects.select_related("integration")
         .filter(approval__isnull=False)
         .exclude(approval__status=Approval.Status.PENDING)
         .exclude(shown_status=F("approval__status"))
@@ -241,51 +254,51 @@ def refresh_approval_messages(approval_id: int | None = None) -> int:
     return edited
 
 
-def _edit_allowed(row: TelegramMessage) -> bool:
-    """At most one edit per chat per interval (Telegram: about one message a second)."""
+def _edit_allowed(row: ChatMessage) -> bool:
+    """At most one edit per chat per interval (within both platforms' limits)."""
     interval = settings.TELEGRAM_EDIT_INTERVAL_SECONDS
     if interval <= 0:
         return True
-    key = f"telegram:edit:{row.integration_id}:{row.chat_id}"
+    key = f"chat:edit:{row.integration_id}:{row.chat_id}"
     return bool(cache.add(key, 1, timeout=interval))
 
 
-def _edit(row: TelegramMessage) -> float | None:
+def _edit(row: ChatMessage) -> float | None:
     """Edit one message to show its approval's status; None when done, else how many
     seconds to wait before trying again."""
     assert row.approval_id is not None  # only approval messages are edited
     approval = Approval.objects.select_related("requested_by", "decided_by").get(pk=row.approval_id)
     try:
-        with client_for(row.integration) as client:
-            client.edit_message_text(row.chat_id, row.message_id, approval_message(approval))
-    except TelegramRateLimited as exc:
+        with messenger_for(row.integration) as messenger:
+            messenger.edit(row.chat_id, str(row.message_id), approval_message(approval))
+    except ChatRateLimited as exc:
         return float(exc.retry_after)
-    except TelegramUnavailable as exc:
+    except ChatUnavailable as exc:
         row.integration.record_error(f"An approval message was not edited: {exc}")
         return backoff_seconds(row.edit_attempts + 1)
-    except TelegramError as exc:
+    except ChatSendError as exc:
         # Deleted by the person, or the bot was blocked: nothing to edit, not worth a retry.
-        if isinstance(exc, TelegramAuthError):
+        if isinstance(exc, ChatAuthRefused):
             row.integration.record_error(f"An approval message was not edited: {exc}")
-        elif "not modified" not in exc.description:
+        else:
             log.info("approval message %s not edited: %s", row.pk, exc)
-    TelegramMessage.objects.filter(pk=row.pk).update(shown_status=approval.status, edit_due_at=None)
+    ChatMessage.objects.filter(pk=row.pk).update(shown_status=approval.status, edit_due_at=None)
     return None
 
 
-def _hold(row: TelegramMessage, seconds: float, *, attempt: bool) -> None:
+def _hold(row: ChatMessage, seconds: float, *, attempt: bool) -> None:
     due = timezone.now() + timedelta(seconds=seconds)
-    TelegramMessage.objects.filter(pk=row.pk).update(
+    ChatMessage.objects.filter(pk=row.pk).update(
         edit_due_at=due, edit_attempts=F("edit_attempts") + (1 if attempt else 0)
     )
     _enqueue_refresh(row.approval_id or 0, countdown=seconds)
 
 
-def _hold_bot(row: TelegramMessage, seconds: float) -> None:
+def _hold_bot(row: ChatMessage, seconds: float) -> None:
     """The bot is rate-limited or unreachable: its other stale messages wait too."""
     _hold(row, seconds, attempt=True)
     due = timezone.now() + timedelta(seconds=seconds)
-    TelegramMessage.objects.filter(
+    ChatMessage.objects.filter(
         integration_id=row.integration_id, approval__isnull=False, edit_due_at__isnull=True
     ).exclude(shown_status=F("approval__status")).exclude(
         approval__status=Approval.Status.PENDING

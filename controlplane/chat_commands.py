@@ -76,15 +76,28 @@ class Command:
     summary: str
     usage: str = ""
     needs_link: bool = True
+    # Its answer may take longer than Discord waits for one (3 seconds): Discord is
+    # answered "deferred" at once and the answer written when it is ready.
+    slow: bool = False
 
 
 _commands: dict[str, Command] = {}
 
 
 def register_command(
-    name: str, handler: Handler, *, summary: str, usage: str = "", needs_link: bool = True
+    name: str,
+    handler: Handler,
+    *,
+    summary: str,
+    usage: str = "",
+    needs_link: bool = True,
+    slow: bool = False,
 ) -> None:
-    _commands[name.lower()] = Command(name.lower(), handler, summary, usage, needs_link)
+    _commands[name.lower()] = Command(name.lower(), handler, summary, usage, needs_link, slow)
+
+
+def command_named(name: str) -> Command | None:
+    return _commands.get(name.lower())
 
 
 def registered_commands() -> list[Command]:

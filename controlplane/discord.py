@@ -15,6 +15,7 @@ own backoff) is better placed to wait that long than a request in progress.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,6 +27,7 @@ TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 MESSAGE_LIMIT = 2000
 MAX_RATE_LIMIT_WAIT_SECONDS = 10.0
 RATE_LIMIT_ATTEMPTS = 3
+INTERACTION_TOKEN = re.compile(r"^[A-Za-z0-9_.-]{1,500}$")
 # Nobody is pinged by what the bot writes: a name in user text stays text.
 NO_MENTIONS: dict[str, Any] = {"parse": []}
 
@@ -126,6 +128,28 @@ class DiscordClient:
         path = f"/channels/{_snowflake(channel_id)}/messages/{_snowflake(message_id)}"
         return _object(self.request("PATCH", path, body), "PATCH a message")
 
+    def open_direct_channel(self, user_id: str) -> str:
+        """The DM channel between the bot and a user (made if need be): its id."""
+        answer = self.request("POST", "/users/@me/channels", {"recipient_id": _snowflake(user_id)})
+        channel = _object(answer, "POST /users/@me/channels")
+        return _snowflake(str(channel.get("id") or ""))
+
+    def edit_original_response(
+        self,
+        application_id: str,
+        interaction_token: str,
+        content: str,
+        components: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Write the answer to an interaction that was answered "deferred" (type 5):
+        the interaction's token allows it for 15 minutes."""
+        body = {"content": content, "components": components or [], "allowed_mentions": NO_MENTIONS}
+        answer = self.request("PATCH", _original(application_id, interaction_token), body)
+        return _object(answer, "PATCH the original response")
+
+    def delete_original_response(self, application_id: str, interaction_token: str) -> None:
+        self.request("DELETE", _original(application_id, interaction_token))
+
     # Transport
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
@@ -225,6 +249,15 @@ def _snowflake(value: str) -> str:
     if not (str(value).isascii() and str(value).isdigit()):
         raise DiscordError(f"{value!r} is not a Discord id (a number).")
     return str(value)
+
+
+def _original(application_id: str, interaction_token: str) -> str:
+    # The token goes into the path: only the characters Discord's tokens are made of.
+    if not interaction_token.isascii() or not all(
+        c.isalnum() or c in "-_." for c in interaction_token
+    ):
+        raise DiscordError("That is not an interaction's token.")
+    return f"/webhooks/{_snowflake(application_id)}/{interaction_token}/messages/@original"
 
 
 def _object(answer: Any, what: str) -> dict[str, Any]:

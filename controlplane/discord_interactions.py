@@ -12,7 +12,12 @@ is accepted once within that time: a captured request cannot be replayed.
 
 A slash command goes through the same dispatcher as Telegram's messages
 (`controlplane.chat_commands`: the linked staff member, the rate limit, the polite
-refusal) and is answered in the response itself (type 4). Whatever an account that
+refusal) and is answered in the response itself (type 4). Discord waits 3 seconds
+for that response: a command registered as `slow` (`/run`, `/status`) from a linked
+member is answered "deferred" at once (type 5, Discord shows "thinking...") and run
+in the background, which then writes the answer into that response through the
+interaction's webhook (`PATCH /webhooks/<application>/<token>/messages/@original`),
+or deletes it when the command's answer is a message of its own (a run's). Whatever an account that
 is not linked is told, and anything said in a server's channel, is ephemeral: only
 the person who asked sees it. A button pressed reaches the handler registered for
 its custom_id's prefix (`register_button_handler`), with the presser's Discord user
@@ -35,17 +40,20 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from controlplane.background import enqueue
 from controlplane.chat_accounts import ChatIdentity, linked_account
 from controlplane.chat_commands import (
     FAILED,
     REFUSAL,
     SLOW_DOWN,
+    Reply,
     acting_member,
+    command_named,
     dispatch,
     press_button,
 )
-from controlplane.discord import NO_MENTIONS
-from controlplane.discord_integration import public_key
+from controlplane.discord import NO_MENTIONS, DiscordError
+from controlplane.discord_integration import application_id, client_for, public_key
 from controlplane.discord_replies import components, message_text, truncated
 from controlplane.middleware import client_address
 from controlplane.models import ChatAccount, Integration
@@ -61,6 +69,7 @@ APPLICATION_COMMAND = 2
 MESSAGE_COMPONENT = 3
 PONG = 1
 CHANNEL_MESSAGE = 4
+DEFERRED_CHANNEL_MESSAGE = 5
 DEFERRED_UPDATE_MESSAGE = 6
 EPHEMERAL = 64
 NOT_HANDLED = "I do not handle that kind of interaction."
@@ -148,7 +157,13 @@ def respond(integration: Integration, interaction: dict[str, Any]) -> dict[str, 
         # A savepoint: a failure takes back this interaction's writes, nothing else.
         with transaction.atomic():
             if kind == APPLICATION_COMMAND:
-                return _command(identity, data, in_server="guild_id" in interaction)
+                token = interaction.get("token")
+                return _command(
+                    identity,
+                    data,
+                    in_server="guild_id" in interaction,
+                    token=token if isinstance(token, str) else "",
+                )
             return _button(identity, data, interaction.get("message"))
     except Malformed:
         raise
@@ -180,7 +195,9 @@ def _sender(integration: Integration, interaction: dict[str, Any]) -> ChatIdenti
     )
 
 
-def _command(identity: ChatIdentity, data: dict[str, Any], *, in_server: bool) -> dict[str, Any]:
+def _command(
+    identity: ChatIdentity, data: dict[str, Any], *, in_server: bool, token: str
+) -> dict[str, Any]:
     name = data.get("name")
     if not isinstance(name, str):
         raise Malformed("a command without its name")
@@ -190,16 +207,87 @@ def _command(identity: ChatIdentity, data: dict[str, Any], *, in_server: bool) -
         for option in (options if isinstance(options, list) else [])
         if isinstance(option, dict) and isinstance(option.get("value"), (str, int, float))
     ]
-    replies = dispatch(identity, " ".join([f"/{name}", *values]))
+    text = " ".join([f"/{name}", *values])
+    command = command_named(name)
+    slow = command is not None and command.slow and bool(token)
+    if slow and acting_member(linked_account(identity)) is not None:
+        _answer_later(identity, text, token, in_server=in_server)
+        return {
+            "type": DEFERRED_CHANNEL_MESSAGE,
+            "data": {"flags": EPHEMERAL} if in_server else {},
+        }
+    answer = command_answer(identity, text, in_server=in_server)
+    return {"type": CHANNEL_MESSAGE, "data": answer or _data(message_text("Done."), True)}
+
+
+def command_answer(identity: ChatIdentity, text: str, *, in_server: bool) -> dict[str, Any] | None:
+    """The message (Discord's `data`) answering a command; None when the command said
+    nothing (its answer is a message of its own)."""
+    replies = dispatch(identity, text)
     if not replies:  # past the rate limit: Discord wants an answer all the same
-        return _message(message_text(SLOW_DOWN), ephemeral=True)
-    text = "\n\n".join(message_text(reply.text) for reply in replies)
-    buttons = next((r.buttons for r in reversed(replies) if r.buttons), ())
-    refused = any(reply.text in (REFUSAL, SLOW_DOWN, FAILED) for reply in replies)
+        replies = [Reply(SLOW_DOWN)]
+    said = [reply for reply in replies if reply.text.strip()]
+    if not said:
+        return None
+    content = "\n\n".join(message_text(reply.text) for reply in said)
+    buttons = next((r.buttons for r in reversed(said) if r.buttons), ())
+    refused = any(reply.text in (REFUSAL, SLOW_DOWN, FAILED) for reply in said)
     unlinked = acting_member(linked_account(identity)) is None
-    return _message(
-        truncated(text), ephemeral=in_server or refused or unlinked, reply_buttons=buttons
+    return _data(truncated(content), in_server or refused or unlinked, buttons)
+
+
+def _answer_later(identity: ChatIdentity, text: str, token: str, *, in_server: bool) -> None:
+    from controlplane.tasks import answer_discord_command
+
+    enqueue(
+        answer_discord_command,
+        identity.integration.pk,
+        {
+            "platform_user_id": identity.platform_user_id,
+            "chat_id": identity.chat_id,
+            "display_name": identity.display_name,
+        },
+        text,
+        token,
+        in_server,
     )
+
+
+def answer_deferred(
+    integration_id: int, sender: dict[str, str], text: str, token: str, in_server: bool
+) -> None:
+    """Run a command answered "deferred" and write its answer into the interaction's
+    response (or delete that response when the command answered with a message of
+    its own). Within the interaction token's 15 minutes."""
+    integration = Integration.objects.filter(
+        pk=integration_id, kind=Integration.Kind.DISCORD, enabled=True
+    ).first()
+    if integration is None:
+        log.warning("Discord interactions %s: gone or disabled before its answer", integration_id)
+        return
+    identity = ChatIdentity(
+        integration=integration,
+        platform=ChatAccount.Platform.DISCORD,
+        platform_user_id=sender["platform_user_id"],
+        chat_id=sender["chat_id"],
+        display_name=sender["display_name"],
+    )
+    answer = command_answer(identity, text, in_server=in_server)
+    try:
+        with client_for(integration) as client:
+            if answer is None:
+                client.delete_original_response(application_id(integration), token)
+            else:
+                client.edit_original_response(
+                    application_id(integration),
+                    token,
+                    answer["content"],
+                    answer.get("components"),
+                )
+    except DiscordError as exc:
+        log.warning(
+            "Discord interactions %s: a deferred answer was not written: %s", integration_id, exc
+        )
 
 
 def _button(identity: ChatIdentity, data: dict[str, Any], message: Any) -> dict[str, Any]:
@@ -214,18 +302,19 @@ def _button(identity: ChatIdentity, data: dict[str, Any], message: Any) -> dict[
     return _message(message_text(notice), ephemeral=True)
 
 
-def _message(
-    content: str,
-    *,
-    ephemeral: bool,
-    reply_buttons: tuple[tuple[Any, ...], ...] = (),
+def _message(content: str, *, ephemeral: bool) -> dict[str, Any]:
+    return {"type": CHANNEL_MESSAGE, "data": _data(content, ephemeral)}
+
+
+def _data(
+    content: str, ephemeral: bool, reply_buttons: tuple[tuple[Any, ...], ...] = ()
 ) -> dict[str, Any]:
     data: dict[str, Any] = {"content": content, "allowed_mentions": NO_MENTIONS}
     if ephemeral:
         data["flags"] = EPHEMERAL
     if reply_buttons:
         data["components"] = components(reply_buttons)
-    return {"type": CHANNEL_MESSAGE, "data": data}
+    return data
 
 
 def _is_id(value: Any) -> bool:

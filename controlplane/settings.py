@@ -428,6 +428,10 @@ LOGGING = {
 # scheduler ticks the same entries in embedded mode.
 CELERY_BEAT_SCHEDULE = {
     "expire-approvals": {"task": "controlplane.tasks.expire_approvals", "schedule": 60.0},
+    "forget-old-chat-messages": {
+        "task": "controlplane.tasks.forget_old_chat_messages",
+        "schedule": 3600.0,
+    },
     "retry-due-notifications": {
         "task": "controlplane.tasks.retry_due_deliveries",
         "schedule": 30.0,

@@ -24,10 +24,14 @@ TELEGRAM_UPDATE_RECORD_DAYS = max(2, env.int("TELEGRAM_UPDATE_RECORD_DAYS", defa
 DISCORD_INTERACTION_MAX_AGE_SECONDS = max(
     30, env.int("DISCORD_INTERACTION_MAX_AGE_SECONDS", default=300)
 )
-# Approval messages in Telegram chats are edited when the approval is decided, expires
-# or is withdrawn: at most one edit per chat this often (Telegram allows about one
-# message a second per chat); a held edit is made by the next pass.
+# Approval messages in Telegram and Discord chats are edited when the approval is
+# decided, expires or is withdrawn: at most one edit per chat this often (Telegram
+# allows about one message a second per chat); a held edit is made by the next pass.
 TELEGRAM_EDIT_INTERVAL_SECONDS = max(0, env.int("TELEGRAM_EDIT_INTERVAL_SECONDS", default=1))
+# The record of each bot message sent (notifications, approval requests; Admin →
+# Chat messages) is kept this many days, then forgotten (hourly), except while its
+# approval is pending or its edit is due.
+CHATOPS_MESSAGE_RECORD_DAYS = max(1, env.int("CHATOPS_MESSAGE_RECORD_DAYS", default=30))
 # A run started from a chat (`/run`) is shown in one bot message, refreshed this often
 # in seconds (each message is edited at most once a second, within Telegram's limits).
 CHATOPS_RUN_MESSAGE_SECONDS = max(1.0, env.float("CHATOPS_RUN_MESSAGE_SECONDS", default=2.0))

@@ -107,4 +107,4 @@ def _duration(left: timedelta) -> str:
 
 
 register_status_section("approvals", approval_lines, order=20)
-register_command("status", status_reply, summary="What the system is doing right now")
+register_command("status", status_reply, summary="What the system is doing right now", slow=True)

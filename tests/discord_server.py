@@ -7,6 +7,7 @@ what the bot did.
         discord.fail(discord.rate_limited(retry_after=0.5))   # the next request
         integration.settings = {"api_url": discord.url, ...}
         ... discord.messages, discord.edits, discord.commands, discord.requests
+        ... discord.direct_channels (user id -> DM channel id), discord.original_responses
 
 Messages are refused, as Discord does, when their content is empty (and no
 components) or over 2000 characters, and edits of a message it never posted get 404.
@@ -60,6 +61,10 @@ class DiscordServer(ServedInThread):
         self.messages: dict[str, dict[str, Any]] = {}  # by message id
         self.edits: list[dict[str, Any]] = []
         self.commands: dict[str, list[dict[str, Any]]] = {}  # by application id
+        self.direct_channels: dict[str, str] = {}  # by recipient's user id
+        # An interaction's answer written later (deferred), by interaction token;
+        # None once deleted.
+        self.original_responses: dict[str, dict[str, Any] | None] = {}
         self._failures: deque[Answer] = deque()
         self._ids = count(900_000_000_000_000_001)
         self._lock = threading.Lock()
@@ -125,6 +130,10 @@ class DiscordServer(ServedInThread):
                 )
             if method == "PUT" and len(parts) == 3 and parts[0] == "applications":
                 return self._set_commands(bot, parts[1], body)
+            if method == "POST" and parts == ["users", "@me", "channels"]:
+                return self._direct_channel(body)
+            if parts[:1] == ["webhooks"] and parts[3:] == ["messages", "@original"]:
+                return self._original_response(bot, method, parts[1], parts[2], body)
             if parts[:1] == ["channels"] and len(parts) in (3, 4) and parts[2] == "messages":
                 return self._message(method, parts, body)
             return _error(404, 0, "404: Not Found")
@@ -138,6 +147,29 @@ class DiscordServer(ServedInThread):
             return _error(400, 50035, "Invalid Form Body")
         self.commands[application_id] = body
         return Answer(200, [{**c, "id": str(next(self._ids))} for c in body])
+
+    def _direct_channel(self, body: Any) -> Answer:
+        recipient = body.get("recipient_id") if isinstance(body, dict) else None
+        if not isinstance(recipient, str) or not recipient.isdigit():
+            return _error(400, 50035, "Invalid Form Body")
+        channel_id = self.direct_channels.setdefault(recipient, str(next(self._ids)))
+        return Answer(200, {"id": channel_id, "type": 1, "recipients": [{"id": recipient}]})
+
+    def _original_response(
+        self, bot: Bot, method: str, application_id: str, token: str, body: Any
+    ) -> Answer:
+        if application_id != bot.application_id:
+            return _error(404, 10015, "Unknown Webhook")
+        if method == "DELETE":
+            self.original_responses[token] = None
+            return Answer(204, None)
+        if method != "PATCH" or not isinstance(body, dict):
+            return _error(405, 0, "405: Method Not Allowed")
+        content = body.get("content")
+        if not isinstance(content, str) or len(content) > MESSAGE_LIMIT:
+            return _error(400, 50035, "Invalid Form Body: content must be 2000 or fewer")
+        self.original_responses[token] = body
+        return Answer(200, {**body, "id": str(next(self._ids))})
 
     def _message(self, method: str, parts: list[str], body: Any) -> Answer:
         channel_id = parts[1]
@@ -190,6 +222,10 @@ def _handler_for(discord: DiscordServer) -> type[BaseHTTPRequestHandler]:
                     path.removeprefix("/api/v10"),
                     body,
                 )
+            if answer.status == 204:
+                self.send_response(204)
+                self.end_headers()
+                return
             encoded = (
                 answer.body if isinstance(answer.body, str) else json.dumps(answer.body)
             ).encode()
@@ -202,7 +238,7 @@ def _handler_for(discord: DiscordServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(encoded)
 
-        do_GET = do_POST = do_PUT = do_PATCH = _serve
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # keep the test output clean

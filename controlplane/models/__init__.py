@@ -3,7 +3,7 @@ from __future__ import annotations
 from controlplane.models.approvals import Approval
 from controlplane.models.audit import AppendOnlyError, AppendOnlyModel, AuditEvent
 from controlplane.models.chat_accounts import ChatAccount, LinkCode, TelegramUpdate
-from controlplane.models.chat_messages import TelegramMessage
+from controlplane.models.chat_messages import ChatMessage
 from controlplane.models.integrations import Integration
 from controlplane.models.notifications import (
     DeliveryAttempt,
@@ -24,13 +24,13 @@ __all__ = [
     "Approval",
     "AuditEvent",
     "ChatAccount",
+    "ChatMessage",
     "DeliveryAttempt",
     "FeatureToggle",
     "Integration",
     "LinkCode",
     "NotificationChannel",
     "NotificationDelivery",
-    "TelegramMessage",
     "TelegramUpdate",
     "ToggleLocked",
     "toggle_cache_keys",

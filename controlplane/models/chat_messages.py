@@ -1,4 +1,5 @@
-"""Messages a bot sent to a chat on the product's behalf (notifications, approval
+"""Messages a bot (Telegram's or Discord's: the integration says which) sent to a
+chat on the product's behalf (notifications, approval
 requests), kept so they can be found again: a notification's retry skips the chats
 it already reached, and an approval's messages are edited when it is decided,
 expires or is withdrawn, wherever that happened.
@@ -14,9 +15,9 @@ from __future__ import annotations
 from django.db import models
 
 
-class TelegramMessage(models.Model):
+class ChatMessage(models.Model):
     integration = models.ForeignKey(
-        "controlplane.Integration", on_delete=models.CASCADE, related_name="telegram_messages"
+        "controlplane.Integration", on_delete=models.CASCADE, related_name="chat_messages"
     )
     chat_id = models.CharField(max_length=64)
     message_id = models.BigIntegerField()
@@ -26,21 +27,21 @@ class TelegramMessage(models.Model):
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
-        related_name="telegram_messages",
+        related_name="chat_messages",
     )
     delivery = models.ForeignKey(
         "controlplane.NotificationDelivery",
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
-        related_name="telegram_messages",
+        related_name="chat_messages",
     )
     approval = models.ForeignKey(
         "controlplane.Approval",
         null=True,
         blank=True,
         on_delete=models.CASCADE,
-        related_name="telegram_messages",
+        related_name="chat_messages",
     )
     button_token_hash = models.CharField(max_length=64, null=True, blank=True, unique=True)
     button_used_at = models.DateTimeField(null=True, blank=True)
@@ -55,11 +56,11 @@ class TelegramMessage(models.Model):
         ordering = ["-sent_at", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["integration", "chat_id", "message_id"], name="one_row_per_telegram_message"
+                fields=["integration", "chat_id", "message_id"], name="one_row_per_chat_message"
             ),
             # A delivery's retry never writes twice to a chat it reached.
             models.UniqueConstraint(
-                fields=["delivery", "chat_id"], name="one_telegram_message_per_delivery_chat"
+                fields=["delivery", "chat_id"], name="one_chat_message_per_delivery_chat"
             ),
         ]
 

@@ -13,13 +13,15 @@ class NotificationChannel(AuditedModel):
         EMAIL = "email", "Email"
         # Messages through a Telegram integration's bot to linked staff members' chats.
         TELEGRAM = "telegram", "Telegram bot"
+        # Direct messages through a Discord integration's bot to linked staff members.
+        DISCORD_BOT = "discord_bot", "Discord bot"
 
     name = models.SlugField(max_length=64, unique=True)
-    kind = models.CharField(max_length=10, choices=Kind.choices)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
     # A webhook URL carries its own credentials, so it is a secret like an API key.
     target = EncryptedTextField(
-        help_text="Webhook URL, email address, or for a Telegram bot: the integration's "
-        "name and whom to write to (see controlplane.telegram_channel)."
+        help_text="Webhook URL, email address, or for a Telegram or Discord bot: the "
+        "integration's name and whom to write to (see controlplane.chat_channel)."
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -32,7 +34,7 @@ class NotificationChannel(AuditedModel):
 
     @property
     def masked_target(self) -> str:
-        if self.kind in (self.Kind.EMAIL, self.Kind.TELEGRAM):
+        if self.kind in (self.Kind.EMAIL, self.Kind.TELEGRAM, self.Kind.DISCORD_BOT):
             return self.target
         return mask(self.target)
 

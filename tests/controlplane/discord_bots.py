@@ -106,14 +106,14 @@ def _user(user_id: str) -> dict[str, Any]:
     return {"id": user_id, "username": "alice", "global_name": "Alice", "discriminator": "0"}
 
 
-def _where(user_id: str, in_server: bool) -> dict[str, Any]:
+def _where(user_id: str, in_server: bool, channel_id: str = "") -> dict[str, Any]:
     if in_server:
         return {
             "guild_id": "8800880088008800",
-            "channel_id": SERVER_CHANNEL,
+            "channel_id": channel_id or SERVER_CHANNEL,
             "member": {"user": _user(user_id), "roles": []},
         }
-    return {"channel_id": DM_CHANNEL, "user": _user(user_id)}
+    return {"channel_id": channel_id or DM_CHANNEL, "user": _user(user_id)}
 
 
 def command(
@@ -134,10 +134,16 @@ def command(
 
 
 def button_press(
-    custom_id: str, message_id: str, *, user_id: str = ALICE, in_server: bool = False
+    custom_id: str,
+    message_id: str,
+    *,
+    user_id: str = ALICE,
+    in_server: bool = False,
+    channel_id: str = "",
 ) -> dict[str, Any]:
-    """A button pressed under the bot's message `message_id`."""
-    channel = SERVER_CHANNEL if in_server else DM_CHANNEL
+    """A button pressed under the bot's message `message_id` (in `channel_id`, else in
+    the DM channel or the server channel)."""
+    channel = channel_id or (SERVER_CHANNEL if in_server else DM_CHANNEL)
     return {
         "id": str(next(_interaction_ids)),
         "application_id": APPLICATION_ID,
@@ -146,10 +152,12 @@ def button_press(
         "version": 1,
         "data": {"custom_id": custom_id, "component_type": 2},
         "message": {"id": message_id, "channel_id": channel, "content": "..."},
-        **_where(user_id, in_server),
+        **_where(user_id, in_server, channel),
     }
 
 
-def linked(integration: Integration, user: StaffUser, user_id: str = ALICE) -> ChatAccount:
-    identity = ChatIdentity(integration, "discord", user_id, DM_CHANNEL, "Alice")
+def linked(
+    integration: Integration, user: StaffUser, user_id: str = ALICE, chat_id: str = DM_CHANNEL
+) -> ChatAccount:
+    identity = ChatIdentity(integration, "discord", user_id, chat_id, "Alice")
     return link_account(identity, issue_link_code(user))

@@ -5,7 +5,6 @@ the outcome wherever the approval was decided, expired or withdrawn."""
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,7 +12,6 @@ from typing import Any
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -25,10 +23,11 @@ from controlplane.approvals import (
     withdraw_approval,
 )
 from controlplane.chat_approvals import NOT_YOURS, USED, refresh_approval_messages
-from controlplane.models import Approval, AuditEvent, TelegramMessage
+from controlplane.models import Approval, AuditEvent, ChatMessage
 from controlplane.telegram_integration import client_for
 from controlplane.telegram_updates import handle_update
 from controlplane.tiers import Tier
+from tests.controlplane.races import at_once
 from tests.controlplane.telegram_bots import ALICE, MALLORY, bot, linked, telegram
 from tests.controlplane.telegram_notices import (
     buttons_of,
@@ -37,7 +36,6 @@ from tests.controlplane.telegram_notices import (
     messages_to,
     press,
 )
-from tests.controlplane.test_background import HANG_GUARD_SECONDS
 from tests.personas import make_user
 
 __all__ = ["bot", "telegram"]  # fixtures
@@ -296,11 +294,11 @@ class TestMessagesFollowTheApproval:
                 decide_approval(approval, user=owner, approve=True)
 
         assert len(telegram.edited) == 1
-        held = TelegramMessage.objects.get(approval=approvals[1])
+        held = ChatMessage.objects.get(approval=approvals[1])
         assert held.edit_due_at is not None
         assert held.edit_due_at > timezone.now()
         # Once it is due, the approvals' periodic pass makes it.
-        TelegramMessage.objects.filter(pk=held.pk).update(edit_due_at=timezone.now())
+        ChatMessage.objects.filter(pk=held.pk).update(edit_due_at=timezone.now())
         cache.clear()  # the chat's spacing is over
         assert refresh_approval_messages() == 1
         assert len(telegram.edited) == 2
@@ -318,11 +316,11 @@ class TestMessagesFollowTheApproval:
             decide_approval(approval, user=owner, approve=True)
 
         assert edits_of(telegram, message) == []
-        row = TelegramMessage.objects.get(approval=approval)
+        row = ChatMessage.objects.get(approval=approval)
         assert row.edit_due_at is not None
         assert row.edit_due_at >= timezone.now() + timedelta(seconds=25)
         assert refresh_approval_messages() == 0  # not due yet
-        TelegramMessage.objects.filter(pk=row.pk).update(edit_due_at=timezone.now())
+        ChatMessage.objects.filter(pk=row.pk).update(edit_due_at=timezone.now())
         assert refresh_approval_messages() == 1
         assert "<b>Approved</b>" in edits_of(telegram, message)[0]["text"]
 
@@ -330,16 +328,6 @@ class TestMessagesFollowTheApproval:
 # The web and a button decide the same approval at the same moment.
 
 RACE_ROUNDS = 10
-
-
-def _in_thread(work: Any, barrier: threading.Barrier, outcomes: list[str]) -> None:
-    try:
-        barrier.wait(timeout=HANG_GUARD_SECONDS)
-        outcomes.append(work())
-    except Exception as exc:  # surfaced in the main thread's assertions
-        outcomes.append(f"crashed: {exc!r}")
-    finally:
-        connection.close()
 
 
 @pytest.mark.postgres
@@ -382,16 +370,7 @@ def test_a_web_decision_and_a_button_at_once_have_exactly_one_winner(telegram, b
                 return "web refused"
             return "web won"
 
-        barrier = threading.Barrier(2)
-        outcomes: list[str] = []
-        threads = [
-            threading.Thread(target=_in_thread, args=(work, barrier, outcomes))
-            for work in (by_button, on_the_web)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=HANG_GUARD_SECONDS)
+        outcomes = at_once(by_button, on_the_web)
 
         assert not [o for o in outcomes if o.startswith("crashed")], outcomes
         approval.refresh_from_db()
@@ -414,7 +393,7 @@ def test_a_web_decision_and_a_button_at_once_have_exactly_one_winner(telegram, b
 def test_an_approval_sent_to_one_member_has_working_buttons(
     telegram, bot, operator, owner, django_capture_on_commit_callbacks
 ):
-    from controlplane.telegram_channel import send_approval_message
+    from controlplane.chat_channel import send_approval_message
 
     account = linked(bot, owner, ALICE)
     approval = ask(operator, django_capture_on_commit_callbacks)  # no channel: no message

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from controlplane.admin import NotificationChannelForm
 from controlplane.approvals import request_approval
-from controlplane.models import NotificationChannel, NotificationDelivery, TelegramMessage
+from controlplane.models import ChatMessage, NotificationChannel, NotificationDelivery
 from controlplane.notifications import notify, send_delivery
 from tests.controlplane.telegram_bots import ALICE, MALLORY, bot, linked, telegram
 from tests.controlplane.telegram_notices import buttons_of, make_channel, messages_to
@@ -54,7 +54,7 @@ def test_every_linked_staff_member_gets_the_notification(
         assert message["text"] == "<b>Budget at 90%</b>\nrouting spent &lt;$90&gt; of $100"
         assert message["parse_mode"] == "HTML"
         assert buttons_of(message) == {}
-    assert TelegramMessage.objects.filter(delivery=delivery).count() == 2
+    assert ChatMessage.objects.filter(delivery=delivery).count() == 2
 
 
 def test_an_audience_by_tier_and_a_chat_by_id(
