@@ -285,7 +285,7 @@ def _tool_result(block: dict[str, Any], where: str) -> tuple[dict[str, Any], lis
 
 def _unsupported(kind: str, where: str) -> InvalidRequest:
     return InvalidRequest(
-        f"'{where}' is a '{kind}' block, which the gateway does not support here.",
+        f"'{where}.type' is '{kind}', a block the gateway does not support here.",
         param=f"{where}.type",
     )
 
