@@ -27,8 +27,14 @@ from routing.models import OperationLog
 
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
-# Sent by the `anthropic` package for some calls; nothing for the gateway to do.
-IGNORED_FIELDS = frozenset({"service_tier"})
+# Preferences about Anthropic's own capacity and accounts (where and how fast it runs,
+# its diagnostics): they change nothing in the answer, and have no meaning elsewhere.
+IGNORED_FIELDS = frozenset(
+    {"service_tier", "inference_geo", "speed", "diagnostics", "user_profile_id", "workspace_id"}
+)
+# `thinking` values that ask for no thinking budget of their own ("adaptive": the
+# model decides, which the gateway leaves to it).
+THINKING_WITHOUT_BUDGET = frozenset({"disabled", "adaptive"})
 _MODEL_LENGTH = cast(int, OperationLog._meta.get_field("model_requested").max_length)
 
 
@@ -74,13 +80,29 @@ def messages_call(body: dict[str, Any]) -> MessagesCall:
             extra["user"] = _text(user, "metadata.user_id")
     if body.get("tool_choice") is not None:
         extra.update(_tool_choice(body["tool_choice"], call.tools))
+    if body.get("cache_control") is not None:
+        _mark_last_text(call.messages, _cached(body, {}, "")["cache_control"])
     return call
+
+
+def _mark_last_text(messages: list[dict[str, Any]], marker: dict[str, Any]) -> None:
+    """Anthropic's top-level `cache_control`: the marker goes on the last text of the
+    request, where the Anthropic provider (or OpenRouter) finds it on its block."""
+    for message in reversed(messages):
+        content = message.get("content")
+        if isinstance(content, str) and content:
+            message["content"] = [{"type": "text", "text": content, "cache_control": marker}]
+            return
+        for part in reversed(content if isinstance(content, list) else []):
+            if part.get("type") == "text":
+                part["cache_control"] = marker
+                return
 
 
 def _refuse_unknown(body: dict[str, Any]) -> None:
     thinking = body.get("thinking")
     if thinking is not None and not (
-        isinstance(thinking, dict) and thinking.get("type") == "disabled"
+        isinstance(thinking, dict) and thinking.get("type") in THINKING_WITHOUT_BUDGET
     ):
         raise InvalidRequest(
             "'thinking' (extended thinking) is not supported by the gateway.", param="thinking"
@@ -88,6 +110,7 @@ def _refuse_unknown(body: dict[str, Any]) -> None:
     known = {
         "model", "max_tokens", "messages", "system", "tools", "tool_choice", "stream",
         "temperature", "top_p", "top_k", "stop_sequences", "metadata", "thinking",
+        "cache_control",
     }  # fmt: skip
     for name in body:
         if name not in known and name not in IGNORED_FIELDS:
@@ -214,12 +237,10 @@ def _text_part(block: dict[str, Any], where: str) -> dict[str, Any]:
 def _cached(block: dict[str, Any], part: dict[str, Any], where: str) -> dict[str, Any]:
     marker = block.get("cache_control")
     if marker is not None:
-        marker = _object(marker, f"{where}.cache_control")
+        at = f"{where}.cache_control" if where else "cache_control"
+        marker = _object(marker, at)
         if marker.get("type") != "ephemeral":
-            raise InvalidRequest(
-                f"'{where}.cache_control.type' must be 'ephemeral'.",
-                param=f"{where}.cache_control.type",
-            )
+            raise InvalidRequest(f"'{at}.type' must be 'ephemeral'.", param=f"{at}.type")
         part["cache_control"] = marker
     return part
 

@@ -534,3 +534,34 @@ def test_every_model_failing_is_a_502_api_error(client: Client, raw_key: str) ->
     assert response.status_code == 502
     error = error_of(response)
     assert (error["type"], error["code"]) == ("api_error", "upstream_error")
+
+
+def test_a_top_level_cache_control_marks_the_last_text_of_the_request(
+    client: Client, raw_key: str
+) -> None:
+    marker = {"type": "ephemeral", "ttl": "1h"}
+    body = request(
+        system="Shared instructions",
+        messages=[
+            {"role": "user", "content": "First question"},
+            {"role": "assistant", "content": "First answer"},
+            {"role": "user", "content": "Second question"},
+        ],
+        cache_control=marker,
+        service_tier="auto",
+        speed="standard",
+        thinking={"type": "adaptive"},
+    )
+    with scripted(Reply("ok")) as provider:
+        assert post(client, body, raw_key).status_code == 200
+
+    sent = provider.requests[0].messages
+    assert sent[-1] == {
+        "role": "user",
+        "content": [{"type": "text", "text": "Second question", "cache_control": marker}],
+    }
+    assert [m["content"] for m in sent[:-1]] == [
+        "Shared instructions",
+        "First question",
+        "First answer",
+    ]
