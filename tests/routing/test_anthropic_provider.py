@@ -455,3 +455,77 @@ def test_a_refused_key_at_claude_is_not_retried_and_the_call_fails_with_502(
     row = OperationLog.objects.get()
     assert (row.status, row.cost) == ("error", 0)
     assert len(anthropic.requests) == 1
+
+
+# -- through the gateway's /v1/messages ------------------------------------------------------
+
+
+def post_messages(client: Client, raw_key: str, **fields: Any) -> Any:
+    body = {"model": "claude-test", "max_tokens": 100, "messages": HELLO, **fields}
+    return client.post(
+        "/v1/messages",
+        data=dumps_exact(body),
+        content_type="application/json",
+        headers={"x-api-key": raw_key},
+    )
+
+
+def test_claude_meeting_a_stop_sequence_is_told_through_v1_messages(
+    client: Client, issued: Any, anthropic: AnthropicServer, committed: Committed
+) -> None:
+    with committed():
+        route_chat(claude(anthropic))
+    anthropic.reply(
+        Message("Up to", stop_reason="stop_sequence", stop_sequence="STOP"),
+        Message("Up to", stop_reason="stop_sequence", stop_sequence="STOP"),
+    )
+
+    whole = loads_exact(post_messages(client, issued[1], stop_sequences=["END", "STOP"]).content)
+    streamed = sse_text(
+        post_messages(client, issued[1], stop_sequences=["END", "STOP"], stream=True)
+    )
+
+    assert (whole["stop_reason"], whole["stop_sequence"]) == ("stop_sequence", "STOP")
+    assert anthropic.requests[0].json["stop_sequences"] == ["END", "STOP"]
+    delta = next(
+        json.loads(block.split("\ndata: ")[1])
+        for block in streamed.split("\n\n")
+        if block.startswith("event: message_delta")
+    )
+    assert delta["delta"] == {"stop_reason": "stop_sequence", "stop_sequence": "STOP"}
+
+
+def test_a_tool_round_trip_through_v1_messages_reaches_claude_as_its_own_blocks(
+    client: Client, issued: Any, anthropic: AnthropicServer, committed: Committed
+) -> None:
+    with committed():
+        route_chat(claude(anthropic))
+    tool = {"name": "lookup", "input_schema": {"type": "object", "properties": {}}}
+    messages = [
+        {"role": "user", "content": "Look it up"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_7", "name": "lookup", "input": {"q": 1}}],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_7", "content": "found"}],
+        },
+    ]
+
+    response = post_messages(client, issued[1], messages=messages, tools=[tool])
+
+    assert response.status_code == 200
+    sent = anthropic.requests[0].json
+    assert sent["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Look it up"}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_7", "name": "lookup", "input": {"q": 1}}],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_7", "content": "found"}],
+        },
+    ]
+    assert sent["tools"] == [tool]
