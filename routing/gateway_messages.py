@@ -231,12 +231,13 @@ class _Blocks:
             if isinstance(index, int)
             else max(self.tools, default=-1) + (1 if delta.get("id") else 0)
         )
-        function = delta.get("function") or {}
+        function = delta.get("function")
+        function = function if isinstance(function, dict) else {}
         if position not in self.tools:
             pending = self.pending.setdefault(position, {"id": "", "name": "", "arguments": ""})
-            pending["id"] = pending["id"] or delta.get("id") or ""
-            pending["name"] += function.get("name") or ""
-            pending["arguments"] += function.get("arguments") or ""
+            pending["id"] = pending["id"] or str(delta.get("id") or "")
+            pending["name"] += str(function.get("name") or "")
+            pending["arguments"] += _text_of(function.get("arguments"))
             if not pending["name"]:
                 return
             del self.pending[position]
@@ -250,11 +251,18 @@ class _Blocks:
             self.tools[position] = self.count - 1
             arguments = pending["arguments"]
         else:
-            arguments = function.get("arguments") or ""
+            arguments = _text_of(function.get("arguments"))
         if arguments:
             partial = {"type": "input_json_delta", "partial_json": arguments}
             event = {"type": "content_block_delta", "index": self.tools[position], "delta": partial}
             yield _event("content_block_delta", event)
+
+
+def _text_of(arguments: Any) -> str:
+    """A piece of a tool call's arguments as text (some servers send an object)."""
+    if arguments is None or isinstance(arguments, str):
+        return arguments or ""
+    return dumps_exact(arguments)
 
 
 def _events(

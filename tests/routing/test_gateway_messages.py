@@ -29,6 +29,7 @@ from routing.models import (
     ServiceKey,
 )
 from routing.providers import CallTool, ProviderError, Reply, Usage
+from tests.routing.openai_server import OpenAIServer, Stream, chunk, usage_chunk
 from tests.routing.test_gateway import sse_text
 from tests.scripted_providers import ScriptedProvider, use_scripted
 
@@ -565,3 +566,59 @@ def test_a_top_level_cache_control_marks_the_last_text_of_the_request(
         "First question",
         "First answer",
     ]
+
+
+def test_an_upstream_streaming_text_then_a_tool_call_in_pieces_gives_two_blocks(
+    client: Client, raw_key: str, upstream: OpenAIServer, committed: Committed
+) -> None:
+    provider = Provider.objects.create(
+        name="upstream", kind=Provider.Kind.COMPATIBLE, base_url=upstream.url
+    )
+    model = AIModel.objects.create(
+        provider=provider,
+        model_id="acme/tools",
+        price_prompt=Decimal("0.000001"),
+        price_completion=Decimal("0.000002"),
+        context_length=100_000,
+    )
+    with committed():
+        route = Route.objects.get(operation="chat")
+        route.primary_model = model
+        route.save()
+    head = {"index": 0, "id": "call_1", "type": "function", "function": {"arguments": ""}}
+    upstream.reply(
+        Stream(
+            (
+                chunk("Let me check. "),
+                chunk(tool_calls=[head]),  # the name comes after the id, in a later piece
+                chunk(tool_calls=[{"index": 0, "function": {"name": "lookup"}}]),
+                chunk(tool_calls=[{"index": 0, "function": {"arguments": {"q": "x"}}}]),
+                chunk(finish_reason="tool_calls"),
+                usage_chunk(10, 5),
+            )
+        )
+    )
+
+    response = post(client, request(stream=True, tools=[LOOKUP]), raw_key)
+
+    events = events_of(response)
+    starts = [data["content_block"] for name, data in events if name == "content_block_start"]
+    assert starts == [
+        {"type": "text", "text": ""},
+        {"type": "tool_use", "id": "call_1", "name": "lookup", "input": {}},
+    ]
+    stops = [data["index"] for name, data in events if name == "content_block_stop"]
+    assert stops == [0, 1]
+    partial = "".join(
+        data["delta"].get("partial_json", "")
+        for name, data in events
+        if name == "content_block_delta" and data["index"] == 1
+    )
+    assert json.loads(partial) == {"q": "x"}
+    assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
+    assert events[-2][1]["usage"] == {
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cache_read_input_tokens": 0,
+        "cache_creation_input_tokens": 0,
+    }
