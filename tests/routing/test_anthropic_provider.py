@@ -16,7 +16,14 @@ from django.test import Client
 
 from controlplane.money import dumps_exact, loads_exact
 from routing.models import AIModel, OperationLog, Provider, Route, RouteFallback
-from routing.providers import AnthropicProvider, ChatRequest, Completion, ProviderError, StreamChunk
+from routing.providers import (
+    AnthropicProvider,
+    ChatRequest,
+    Completion,
+    ProviderError,
+    StreamChunk,
+    provider_for,
+)
 from routing.providers.anthropic_format import DEFAULT_MAX_TOKENS
 from tests.routing.anthropic_server import AnthropicServer, Failure, Message, usage
 from tests.routing.openai_server import Answer, OpenAIServer
@@ -67,6 +74,18 @@ def test_it_sends_the_key_the_version_and_a_messages_request(anthropic: Anthropi
         "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello there"}]}],
         "max_tokens": DEFAULT_MAX_TOKENS,
     }
+
+
+def test_a_catalog_provider_of_kind_anthropic_gets_the_anthropic_client() -> None:
+    provider = Provider.objects.create(
+        name="claude", kind=Provider.Kind.ANTHROPIC, base_url="https://api.anthropic.com"
+    )
+
+    client = provider_for(provider)
+
+    assert isinstance(client, AnthropicProvider)
+    assert client.url == "https://api.anthropic.com/v1/messages"
+    assert client.label == "claude"
 
 
 def test_a_base_url_ending_in_v1_is_not_doubled(anthropic: AnthropicServer) -> None:

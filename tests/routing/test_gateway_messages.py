@@ -22,6 +22,7 @@ from controlplane.money import dumps_exact, loads_exact
 from routing.models import (
     AIModel,
     Budget,
+    BudgetDay,
     OperationLog,
     Provider,
     Reservation,
@@ -29,6 +30,7 @@ from routing.models import (
     ServiceKey,
 )
 from routing.providers import CallTool, ProviderError, Reply, Usage
+from tests.routing import asgi_driver
 from tests.routing.openai_server import OpenAIServer, Stream, chunk, usage_chunk
 from tests.routing.test_gateway import sse_text
 from tests.scripted_providers import ScriptedProvider, use_scripted
@@ -622,3 +624,27 @@ def test_an_upstream_streaming_text_then_a_tool_call_in_pieces_gives_two_blocks(
         "cache_read_input_tokens": 0,
         "cache_creation_input_tokens": 0,
     }
+
+
+def test_a_client_that_leaves_mid_stream_closes_the_call_which_settles_and_logs(
+    raw_key: str, budget: Budget, upstream: OpenAIServer, committed: Committed
+) -> None:
+    with committed():
+        asgi_driver.route_chat_to(asgi_driver.compatible_model(upstream, "acme/slow"))
+    upstream.reply(asgi_driver.slow_stream("acme/slow"))
+
+    answer = asgi_driver.serve(
+        asgi_driver.scope(URL, headers={"x-api-key": raw_key}),
+        asgi_driver.body_of(request(stream=True)),
+        leave_after=4,  # message_start, ping, the text block's start and first delta
+    )
+
+    assert answer.status == 200
+    assert not answer.finished
+    row = OperationLog.objects.get()
+    assert (row.status, row.error, row.stream) == ("error", "client disconnected mid-stream", True)
+    reservation = Reservation.objects.get(request_id=row.request_id)
+    assert reservation.status == Reservation.Status.SETTLED
+    assert row.cost > 0  # what was generated is paid for
+    ledger = BudgetDay.objects.get(budget=budget)
+    assert (ledger.reserved, ledger.spent) == (0, row.cost)
