@@ -89,7 +89,7 @@ def _json(body: Any, headers: dict[str, str] | None = None, status: int = 200) -
     )
 
 
-def _bearer(request: GatewayRequest) -> str | None:
+def bearer(request: GatewayRequest) -> str | None:
     header = request.header("Authorization")
     if not header.startswith("Bearer "):
         return None
@@ -97,20 +97,18 @@ def _bearer(request: GatewayRequest) -> str | None:
 
 
 def _service_key(request: GatewayRequest) -> KeySnapshot | None:
-    raw = _bearer(request)
+    raw = bearer(request)
     key = routing_table().service_key(raw) if raw is not None else None
     if key is not None:
         _mark_used(key)
     return key
 
 
-def _look_up(
-    request: GatewayRequest, header_operation: str
-) -> tuple[KeySnapshot | None, Reading | None]:
-    """The caller's service key and the routing state its call needs, in one round
-    trip to the cache: the table's version, the call's switches and its models'
-    cooldowns. A key revoked a moment ago is refused: the version says so."""
-    raw = _bearer(request)
+def _look_up(raw: str | None, header_operation: str) -> tuple[KeySnapshot | None, Reading | None]:
+    """The caller's service key (`raw`, as presented) and the routing state its call
+    needs, in one round trip to the cache: the table's version, the call's switches
+    and its models' cooldowns. A key revoked a moment ago is refused: the version says
+    so."""
     if raw is None:
         return None, None
 
@@ -158,22 +156,34 @@ def _context(
     )
 
 
-def chat_completions(request: GatewayRequest) -> GatewayResponse:
+class KeyRefused(Exception):
+    """No service key, or one that is not (or no longer) valid: 401."""
+
+
+def open_call(request: GatewayRequest, raw_key: str | None) -> calls.CallContext:
+    """The call a request makes, once its service key (`raw_key`, as the endpoint reads
+    it) is known good: raises `KeyRefused`, then `InvalidRequest` for its headers."""
     try:
         operation, refused = header_value(request.headers, "X-Operation"), None
     except InvalidRequest as exc:
         operation, refused = "", exc  # answered once the key is known good
-    key, reading = _look_up(request, operation)
+    key, reading = _look_up(raw_key, operation)
     if key is None:
+        raise KeyRefused
+    if refused is not None:
+        raise refused
+    return _context(request, key, reading)
+
+
+def chat_completions(request: GatewayRequest) -> GatewayResponse:
+    try:
+        context = open_call(request, bearer(request))
+        body = parse_chat_request(request.body)
+        units = chat_units(body["messages"])
+    except KeyRefused:
         return error_response(
             401, "invalid_api_key", "A valid service API key is required (Bearer)."
         )
-    try:
-        if refused is not None:
-            raise refused
-        context = _context(request, key, reading)
-        body = parse_chat_request(request.body)
-        units = chat_units(body["messages"])
     except UnmeasurableRequest as exc:
         return invalid_request(InvalidRequest(str(exc), param=exc.param))
     except InvalidRequest as exc:

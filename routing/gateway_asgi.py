@@ -1,5 +1,5 @@
-"""The gateway over HTTP: a plain ASGI application for `/v1/chat/completions` and
-`/v1/models`, served at those paths by `controlplane.asgi_routes`.
+"""The gateway over HTTP: a plain ASGI application for `/v1/chat/completions`,
+`/v1/messages` and `/v1/models`, served at those paths by `controlplane.asgi_routes`.
 
 Why not a Django view: the gateway sits in front of every AI call another service
 makes, so what it adds to a call's latency matters. Django's request path runs the
@@ -22,6 +22,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -39,7 +40,7 @@ from controlplane.runtime.http_endpoints import (
     refusal,
     security_headers,
 )
-from routing import gateway
+from routing import gateway, gateway_messages
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,25 @@ RunSync = Callable[[Callable[[], T]], Awaitable[T]]
 ENDPOINTS: dict[str, tuple[str, Callable[[gateway.GatewayRequest], gateway.GatewayResponse]]] = {
     "/v1/chat/completions": ("POST", gateway.chat_completions),
     "/v1/models": ("GET", gateway.models),
+    "/v1/messages": ("POST", gateway_messages.messages),
+}
+
+
+@dataclass(frozen=True)
+class ErrorShape:
+    """How an endpoint answers what fails before or outside its logic (a refused host,
+    a wrong method, a body too large, a failure): in its own API's error shape."""
+
+    response: Callable[..., gateway.GatewayResponse]
+    stream_ending: Callable[[], bytes]
+
+
+OPENAI_ERRORS = ErrorShape(
+    gateway.error_response, lambda: gateway.stream_error_event() + b"data: [DONE]\n\n"
+)
+# Endpoints of other APIs than OpenAI's; every other answers as OpenAI does.
+ERROR_SHAPES = {
+    "/v1/messages": ErrorShape(gateway_messages.error_response, gateway_messages.stream_failure),
 }
 
 
@@ -76,13 +96,14 @@ class GatewayApplication:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = header_map(scope)
         method, handler = ENDPOINTS[scope["path"]]
+        errors = ERROR_SHAPES.get(scope["path"], OPENAI_ERRORS)
         refused = refusal(scope, headers)
         if refused is not None:
             status, message = refused
             code = "invalid_host" if status == 400 else "https_required"
-            response = gateway.error_response(status, code, message)
+            response = errors.response(status, code, message)
         elif scope["method"] != method:
-            response = gateway.error_response(
+            response = errors.response(
                 405, "method_not_allowed", f"{scope['path']} answers {method} only."
             )
             response.headers["Allow"] = method
@@ -92,7 +113,7 @@ class GatewayApplication:
             except ClientGone:
                 return
             except BodyTooLarge:
-                response = gateway.error_response(
+                response = errors.response(
                     413,
                     "request_too_large",
                     f"The body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes "
@@ -101,7 +122,9 @@ class GatewayApplication:
             else:
                 request = gateway.GatewayRequest(scope["method"], headers, body)
                 address = (scope.get("client") or [None])[0]
-                response = await self.run(functools.partial(_serve, handler, request, address))
+                response = await self.run(
+                    functools.partial(_serve, handler, request, address, errors)
+                )
         try:
             await send(
                 {
@@ -119,13 +142,15 @@ class GatewayApplication:
             if response.stream is None:
                 await send({"type": "http.response.body", "body": response.body})
             else:
-                await self._send_stream(response.stream, receive, send)
+                await self._send_stream(response.stream, receive, send, errors)
         finally:
             # Recorded even when the answer could not be delivered: it was paid for.
             if response.after is not None:
                 await self.run(functools.partial(_after, response.after))
 
-    async def _send_stream(self, stream: Any, receive: Receive, send: Send) -> None:
+    async def _send_stream(
+        self, stream: Any, receive: Receive, send: Send, errors: ErrorShape
+    ) -> None:
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
             while True:
@@ -139,8 +164,7 @@ class GatewayApplication:
                 except Exception:
                     # Never a stream left open: the client gets an error and the end.
                     log.exception("a gateway stream failed")
-                    ending = gateway.stream_error_event() + b"data: [DONE]\n\n"
-                    await send({"type": "http.response.body", "body": ending})
+                    await send({"type": "http.response.body", "body": errors.stream_ending()})
                     return
                 if chunk is None:
                     break
@@ -156,27 +180,28 @@ def _serve(
     handler: Callable[[gateway.GatewayRequest], gateway.GatewayResponse],
     request: gateway.GatewayRequest,
     address: str | None,
+    errors: ErrorShape = OPENAI_ERRORS,
 ) -> gateway.GatewayResponse:
     with acting_as(None, address):
         try:
             return handler(request)
         except (RedisConnectionError, RedisTimeoutError):
             log.exception("the gateway cannot reach Redis")
-            return _unavailable("Redis (the cache holding the routing state and toggles)")
+            return _unavailable(errors, "Redis (the cache holding the routing state and toggles)")
         except (OperationalError, InterfaceError):
             log.exception("the gateway cannot reach the database")
-            return _unavailable("The database")
+            return _unavailable(errors, "The database")
         except Exception:
             log.exception("the gateway failed on %s", request.method)
-            return gateway.error_response(
+            return errors.response(
                 500, "server_error", "The gateway failed; the error is in its log."
             )
 
 
-def _unavailable(dependency: str) -> gateway.GatewayResponse:
+def _unavailable(errors: ErrorShape, dependency: str) -> gateway.GatewayResponse:
     """503 naming the dependency that is away: a client may retry, an operator knows
     where to look."""
-    response = gateway.error_response(
+    response = errors.response(
         503,
         "service_unavailable",
         f"{dependency} is unreachable; retry shortly.",

@@ -151,8 +151,9 @@ def _no_constant(name: str) -> Any:
     raise InvalidRequest(f"The body is not valid JSON: {name} is not a JSON number.")
 
 
-def parse_chat_request(body: bytes) -> dict[str, Any]:
-    """The request's JSON object, checked; raises `InvalidRequest`."""
+def parse_body(body: bytes) -> dict[str, Any]:
+    """A request's JSON object, with nothing in it that cannot be stored or walked (the
+    first check of every gateway endpoint); raises `InvalidRequest`."""
     try:
         parsed = _loads(body)
     except RecursionError:
@@ -163,6 +164,12 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
         _walk(parsed)
     if not isinstance(parsed, dict):
         raise InvalidRequest("The body must be a JSON object.")
+    return parsed
+
+
+def parse_chat_request(body: bytes) -> dict[str, Any]:
+    """The request's JSON object, checked; raises `InvalidRequest`."""
+    parsed = parse_body(body)
     if conforms(parsed):
         return parsed
     # The schema is the authority, and names the field at fault.

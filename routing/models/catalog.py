@@ -16,11 +16,15 @@ class Provider(AuditedModel):
         OLLAMA = "ollama", "Ollama"
         VLLM = "vllm", "vLLM"
         COMPATIBLE = "compatible", "OpenAI-compatible"
+        ANTHROPIC = "anthropic", "Anthropic (Messages API)"
         OFFLINE = "offline", "Offline (no network)"
 
     name = models.SlugField(max_length=64, unique=True)
     kind = models.CharField(max_length=12, choices=Kind.choices)
-    base_url = models.URLField(blank=True, help_text="e.g. https://openrouter.ai/api/v1")
+    base_url = models.URLField(
+        blank=True,
+        help_text="e.g. https://openrouter.ai/api/v1; for Anthropic https://api.anthropic.com",
+    )
     api_key = EncryptedTextField(blank=True, help_text="Stored encrypted; never shown in full.")
     enabled = models.BooleanField(default=True)
     timeout_seconds = models.PositiveIntegerField(default=60)

@@ -1,8 +1,9 @@
 """The clients that talk to models: `provider_for(provider)` picks one by the catalog
 provider's kind.
 
-Every kind but `offline` speaks OpenAI-compatible chat completions over HTTP
-(`OpenAICompatibleProvider`); `offline` is the deterministic, free `OfflineProvider`.
+Every kind but `offline` and `anthropic` speaks OpenAI-compatible chat completions
+over HTTP (`OpenAICompatibleProvider`); `anthropic` speaks Anthropic's Messages API
+(`AnthropicProvider`); `offline` is the deterministic, free `OfflineProvider`.
 Clients are kept per catalog provider so their connection pools are reused; a change
 of base URL, key or timeout gets a new one.
 """
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from routing.providers.anthropic import AnthropicProvider
 from routing.providers.base import (
     ChatProvider,
     ChatRequest,
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from routing.models import Provider
 
 __all__ = [
+    "AnthropicProvider",
     "CallTool",
     "ChatProvider",
     "ChatRequest",
@@ -47,7 +50,7 @@ __all__ = [
 APP_TITLE = "Control plane"
 
 _offline = OfflineProvider()
-_clients: dict[object, tuple[tuple[object, ...], OpenAICompatibleProvider]] = {}
+_clients: dict[object, tuple[tuple[object, ...], ChatProvider]] = {}
 _lock = threading.Lock()
 
 
@@ -72,13 +75,22 @@ def provider_for(provider: Provider) -> ChatProvider:
         cached = _clients.get(key)
         if cached is not None and cached[0] == signature:
             return cached[1]
-        client = OpenAICompatibleProvider(
-            provider.base_url,
-            provider.api_key,
-            timeout=float(provider.timeout_seconds),
-            label=provider.name,
-            headers=_headers_for(provider),
-        )
+        client: ChatProvider
+        if provider.kind == "anthropic":
+            client = AnthropicProvider(
+                provider.base_url,
+                provider.api_key,
+                timeout=float(provider.timeout_seconds),
+                label=provider.name,
+            )
+        else:
+            client = OpenAICompatibleProvider(
+                provider.base_url,
+                provider.api_key,
+                timeout=float(provider.timeout_seconds),
+                label=provider.name,
+                headers=_headers_for(provider),
+            )
         # A replaced client is left to the garbage collector: a call may still be using it.
         _clients[key] = (signature, client)
         return client
