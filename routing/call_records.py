@@ -58,9 +58,13 @@ def finish(
     *,
     error: str = "",
     usage: Usage | None = None,
+    cancelled: bool = False,
 ) -> tuple[OperationLog, Decimal, str]:
-    """Price the call, settle or release its reservation, and write its log row."""
-    cost, source, record = priced(prepared, model, completion, error=error, usage=usage)
+    """Price the call, settle or release its reservation, and write its log row.
+    `cancelled`: its caller stopped it (logged as cancelled, with `error` saying so)."""
+    cost, source, record = priced(
+        prepared, model, completion, error=error, usage=usage, cancelled=cancelled
+    )
     return record(), cost, source
 
 
@@ -71,6 +75,7 @@ def priced(
     *,
     error: str = "",
     usage: Usage | None = None,
+    cancelled: bool = False,
 ) -> tuple[Decimal, str, Callable[[], OperationLog]]:
     """The call's cost, and what records it: the settlement (or release) of its
     reservation and its log row, to run now or once the answer is on its way."""
@@ -105,6 +110,8 @@ def priced(
 
     def record() -> OperationLog:
         row = _log_row(prepared, model, usage, cost, source, error, latency_ms, flag)
+        if cancelled:
+            row.status = OperationLog.Status.CANCELLED
         try:
             with _undoable():
                 _settle_with_log(prepared, row, cost if settles else None)

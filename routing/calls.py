@@ -411,6 +411,10 @@ def _complete(prepared: Prepared, ask: Ask, *, record_later: bool) -> CallResult
     raise CallFailed(message, status=last_error.status if last_error else None)
 
 
+# Why a stream that its caller closed early ended: a cancelled call, not an error.
+CALLER_WENT_AWAY = "Cancelled by its caller mid-stream (the client went away or the run stopped)."
+
+
 @dataclass
 class StreamingCall:
     decision: RouteDecision
@@ -465,7 +469,7 @@ def _stream_events(prepared: Prepared) -> Generator[StreamChunk | CallResult | N
     finished = False
     model: ModelChoice | None = None
     streamed: list[str] = []
-    cause = "client disconnected mid-stream"
+    cause = CALLER_WENT_AWAY
     try:
         yield None
         last_error: ProviderError | None = None
@@ -530,6 +534,7 @@ def _stream_events(prepared: Prepared) -> Generator[StreamChunk | CallResult | N
                 None,
                 error=prepared.ended_because or cause,
                 usage=_streamed_usage(prepared, streamed) if model is not None else None,
+                cancelled=not prepared.ended_because and cause == CALLER_WENT_AWAY,
             )
 
 

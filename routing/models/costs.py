@@ -22,6 +22,9 @@ class OperationLog(AppendOnlyModel):
         OK = "ok"
         ERROR = "error"
         REFUSED = "refused", "Refused (budget, approval or toggle)"
+        # Stopped by its caller mid-stream (a client that went away, a run stopped by
+        # a person): not an error of the model or provider; what was streamed is paid.
+        CANCELLED = "cancelled", "Cancelled by its caller"
 
     class CostSource(models.TextChoices):
         PROVIDER = "provider", "Reported by the provider"

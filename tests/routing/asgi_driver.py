@@ -18,6 +18,7 @@ from typing import Any
 from asgiref.sync import async_to_sync, sync_to_async
 
 from controlplane.money import dumps_exact, loads_exact
+from routing.calls import CALLER_WENT_AWAY
 from routing.gateway_asgi import GatewayApplication
 from routing.models import (
     AIModel,
@@ -213,7 +214,7 @@ def assert_closed_as_left_mid_stream(answer: Client, budget: Budget) -> None:
     assert answer.left_at is not None
     # Closed at once: settled and logged before the application returned.
     row = OperationLog.objects.get()
-    assert (row.status, row.error, row.stream) == ("error", "client disconnected mid-stream", True)
+    assert (row.status, row.error, row.stream) == ("cancelled", CALLER_WENT_AWAY, True)
     assert row.model_used == "acme/slow"
     assert row.request_id == answer.headers["x-request-id"]
     reservation = Reservation.objects.get(request_id=row.request_id)

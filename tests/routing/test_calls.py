@@ -16,7 +16,7 @@ from controlplane.money import MoneySum
 from routing import calls, pricing, router
 from routing.budgets import budget_day
 from routing.call_refusals import CallFailed, FeatureOff, NotRoutable, OverBudget
-from routing.calls import CallContext, CallResult
+from routing.calls import CALLER_WENT_AWAY, CallContext, CallResult
 from routing.models import AIModel, Budget, BudgetDay, OperationLog, Provider, Reservation
 from routing.providers import StreamChunk
 from routing.router import cool_down, cooldown_key, route
@@ -601,8 +601,8 @@ def test_a_client_that_goes_away_mid_stream_is_logged_and_what_was_streamed_sett
     assert text_of(received) == "one "
     row = OperationLog.objects.get()
     assert (row.status, row.error, row.model_used, row.stream) == (
-        "error",
-        "client disconnected mid-stream",
+        "cancelled",
+        CALLER_WENT_AWAY,
         PRIMARY,
         True,
     )
@@ -620,8 +620,8 @@ def test_a_client_that_goes_away_before_the_first_chunk_is_logged_and_its_reserv
     call.events.close()
 
     row = OperationLog.objects.get()
-    assert (row.status, row.stream, row.cost) == ("error", True, 0)
-    assert row.error.startswith("client disconnected")
+    assert (row.status, row.stream, row.cost) == ("cancelled", True, 0)
+    assert row.error == CALLER_WENT_AWAY
     assert Reservation.objects.get().status == Reservation.Status.RELEASED
     assert (ledger(everything).spent, ledger(everything).reserved) == (0, 0)
     assert server.requests == []

@@ -19,6 +19,7 @@ from django.test import Client
 from controlplane.approvals import decide_approval
 from controlplane.models import Approval, FeatureToggle
 from controlplane.money import dumps_exact, loads_exact
+from routing.calls import CALLER_WENT_AWAY
 from routing.models import (
     AIModel,
     Budget,
@@ -642,7 +643,7 @@ def test_a_client_that_leaves_mid_stream_closes_the_call_which_settles_and_logs(
     assert answer.status == 200
     assert not answer.finished
     row = OperationLog.objects.get()
-    assert (row.status, row.error, row.stream) == ("error", "client disconnected mid-stream", True)
+    assert (row.status, row.error, row.stream) == ("cancelled", CALLER_WENT_AWAY, True)
     reservation = Reservation.objects.get(request_id=row.request_id)
     assert reservation.status == Reservation.Status.SETTLED
     assert row.cost > 0  # what was generated is paid for
