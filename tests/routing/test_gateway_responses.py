@@ -19,6 +19,10 @@ from controlplane.approvals import decide_approval
 from controlplane.models import Approval, FeatureToggle
 from routing.models import Budget, OperationLog, Reservation, Route
 from routing.providers import ChatRequest, OfflineProvider
+
+# A daphne process of this module's own: its audit rows' content type ids are cached
+# from this module's first approval, not from another suite's before a flush.
+from tests.live_server import live_server_url  # noqa: F401  (the fixture)
 from tests.routing.openai_server import Answer, OpenAIServer
 from tests.routing.test_gateway_openai_client import (  # noqa: F401  (fixtures)
     _seeded,
