@@ -31,6 +31,8 @@ from routing.responses_requests import ResponsesCall, parse_responses_request
 
 log = logging.getLogger(__name__)
 
+GATEWAY_FAILED = "The gateway failed; the error is in its log."
+
 
 def responses(request: GatewayRequest) -> GatewayResponse:
     context = authorised(request)
@@ -89,12 +91,13 @@ def _events(
                 break
             yield from events.add(item)
     except CallFailed as exc:
-        yield from events.fail("upstream_error", str(exc))
+        # `server_error`: the code of OpenAI's list a client knows; the message says more.
+        yield from events.fail("server_error", str(exc))
     except Exception as exc:
         # The call is recorded now, with this error; the client still gets an ending.
         log.exception("the responses stream of call %s failed", request_id)
         streaming.close(f"The gateway's stream failed: {type(exc).__name__}: {exc}")
-        yield from events.fail("server_error", "The gateway failed; the error is in its log.")
+        yield from events.fail("server_error", GATEWAY_FAILED)
     finally:
         # Closing this (a client went away) closes the call now, in this thread, so it
         # settles and logs; left to the garbage collector, that could wait forever.

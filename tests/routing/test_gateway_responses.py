@@ -23,7 +23,7 @@ from routing.providers import ChatRequest, OfflineProvider
 # A daphne process of this module's own: its audit rows' content type ids are cached
 # from this module's first approval, not from another suite's before a flush.
 from tests.live_server import live_server_url  # noqa: F401  (the fixture)
-from tests.routing.openai_server import Answer, OpenAIServer
+from tests.routing.openai_server import Answer, OpenAIServer, Stream, chunk
 from tests.routing.test_gateway_openai_client import (  # noqa: F401  (fixtures)
     _seeded,
     gateway,
@@ -218,6 +218,29 @@ def test_a_streamed_tool_call_sends_its_arguments_as_deltas(
     [call] = completed.response.output
     assert call.type == "function_call"
     assert json.loads(call.arguments) == arguments
+
+
+def test_an_upstream_failing_mid_stream_ends_the_stream_with_response_failed(
+    api: OpenAI, upstream: OpenAIServer
+) -> None:
+    route_chat_to_upstream(upstream)
+    upstream.reply(Stream((chunk("Half an "), chunk("answer")), done=False, drop_after=2))
+
+    events = list(api.responses.create(model="acme/small", input="Hello", stream=True))
+
+    assert [e.type for e in events if e.type == "response.output_text.delta"] == [
+        "response.output_text.delta"
+    ] * 2
+    failed = events[-1]
+    assert failed.type == "response.failed"
+    assert failed.response.status == "failed"
+    assert failed.response.error is not None
+    assert failed.response.error.code == "server_error"
+    assert "Every model failed" in failed.response.error.message
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    row = logged_call()
+    assert (row.status, row.stream) == ("error", True)
+    assert row.cost > 0  # what was streamed is paid for
 
 
 def test_a_budget_refuses_a_response_naming_the_budget(api: OpenAI, upstream: OpenAIServer) -> None:
