@@ -27,6 +27,7 @@ from selfheal.consumers import SelfhealConsumer
 _gateway = GatewayApplication()
 http_endpoints: dict[str, ASGIApp] = {
     "/v1/chat/completions": _gateway,
+    "/v1/responses": _gateway,
     "/v1/models": _gateway,
     "/v1/messages": _gateway,  # Anthropic's Messages API
     # OTLP/HTTP log export from other services (healthmon's receiver).

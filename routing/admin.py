@@ -115,6 +115,7 @@ class RouteAdmin(KeyedFieldsMixin, AuditHistoryMixin, admin.ModelAdmin):
         "approval_threshold",
         "ab_model",
         "ab_percent",
+        "api",
     ]
     list_select_related = ["primary_model", "policy", "ab_model"]
     autocomplete_fields = ["primary_model", "ab_model"]

@@ -269,7 +269,7 @@ def _provider(decision: RouteDecision, model: ModelChoice) -> Any:
     provider = decision.providers.get(model.provider_id)
     if provider is None:  # not in the table the decision was made from: the database's
         provider = Provider.objects.get(pk=model.provider_id)
-    return provider_for(provider)
+    return provider_for(provider, api=decision.route.api)
 
 
 def _as_provider_error(exc: Exception, model: ModelChoice) -> ProviderError:

@@ -1,5 +1,6 @@
 """The gateway over HTTP: a plain ASGI application for `/v1/chat/completions`,
-`/v1/messages` and `/v1/models`, served at those paths by `controlplane.asgi_routes`.
+`/v1/responses`, `/v1/messages` and `/v1/models`, served at those paths by
+`controlplane.asgi_routes`.
 
 Why not a Django view: the gateway sits in front of every AI call another service
 makes, so what it adds to a call's latency matters. Django's request path runs the
@@ -40,7 +41,7 @@ from controlplane.runtime.http_endpoints import (
     refusal,
     security_headers,
 )
-from routing import gateway, gateway_messages
+from routing import gateway, gateway_messages, gateway_responses
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ RunSync = Callable[[Callable[[], T]], Awaitable[T]]
 
 ENDPOINTS: dict[str, tuple[str, Callable[[gateway.GatewayRequest], gateway.GatewayResponse]]] = {
     "/v1/chat/completions": ("POST", gateway.chat_completions),
+    "/v1/responses": ("POST", gateway_responses.responses),
     "/v1/models": ("GET", gateway.models),
     "/v1/messages": ("POST", gateway_messages.messages),
 }
@@ -142,15 +144,17 @@ class GatewayApplication:
             if response.stream is None:
                 await send({"type": "http.response.body", "body": response.body})
             else:
-                await self._send_stream(response.stream, receive, send, errors)
+                await self._send_stream(response, receive, send, errors)
         finally:
             # Recorded even when the answer could not be delivered: it was paid for.
             if response.after is not None:
                 await self.run(functools.partial(_after, response.after))
 
     async def _send_stream(
-        self, stream: Any, receive: Receive, send: Send, errors: ErrorShape
+        self, response: gateway.GatewayResponse, receive: Receive, send: Send, errors: ErrorShape
     ) -> None:
+        stream = response.stream
+        assert stream is not None
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
             while True:
@@ -164,7 +168,8 @@ class GatewayApplication:
                 except Exception:
                     # Never a stream left open: the client gets an error and the end.
                     log.exception("a gateway stream failed")
-                    await send({"type": "http.response.body", "body": errors.stream_ending()})
+                    ending = response.failed_stream_ending or errors.stream_ending()
+                    await send({"type": "http.response.body", "body": ending})
                     return
                 if chunk is None:
                     break

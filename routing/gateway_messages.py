@@ -22,7 +22,7 @@ from controlplane.money import dumps_exact
 from routing import calls
 from routing.call_refusals import CallFailed, CallRefused, TooLong
 from routing.gateway import GatewayRequest, GatewayResponse, KeyRefused, bearer, open_call
-from routing.gateway_requests import InvalidRequest, parse_body
+from routing.gateway_requests import InvalidRequest, parse_json_object
 from routing.messages_api import MessagesCall, messages_call
 from routing.providers.anthropic_format import tool_input
 from routing.providers.base import Completion, StreamChunk, Usage
@@ -67,7 +67,7 @@ def stream_failure() -> bytes:
 def messages(request: GatewayRequest) -> GatewayResponse:
     try:
         context = open_call(request, request.header("x-api-key") or bearer(request))
-        call = messages_call(parse_body(request.body))
+        call = messages_call(parse_json_object(request.body))
     except KeyRefused:
         return error_response(
             401,

@@ -151,9 +151,21 @@ def _no_constant(name: str) -> Any:
     raise InvalidRequest(f"The body is not valid JSON: {name} is not a JSON number.")
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
-    """A request's JSON object, with nothing in it that cannot be stored or walked (the
-    first check of every gateway endpoint); raises `InvalidRequest`."""
+def parse_chat_request(body: bytes) -> dict[str, Any]:
+    """The request's JSON object, checked; raises `InvalidRequest`."""
+    parsed = parse_json_object(body)
+    if conforms(parsed):
+        return parsed
+    # The schema is the authority, and names the field at fault.
+    error = best_match(_VALIDATOR.iter_errors(parsed))
+    if error is not None:
+        raise invalid_field(error)
+    return parsed
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object with exact numbers, before any endpoint's own shape:
+    no `NaN` or `Infinity`, no NUL, no nesting past `MAX_DEPTH`."""
     try:
         parsed = _loads(body)
     except RecursionError:
@@ -164,18 +176,6 @@ def parse_body(body: bytes) -> dict[str, Any]:
         _walk(parsed)
     if not isinstance(parsed, dict):
         raise InvalidRequest("The body must be a JSON object.")
-    return parsed
-
-
-def parse_chat_request(body: bytes) -> dict[str, Any]:
-    """The request's JSON object, checked; raises `InvalidRequest`."""
-    parsed = parse_body(body)
-    if conforms(parsed):
-        return parsed
-    # The schema is the authority, and names the field at fault.
-    error = best_match(_VALIDATOR.iter_errors(parsed))
-    if error is not None:
-        raise _invalid(error)
     return parsed
 
 
@@ -377,7 +377,7 @@ def _param(path: Iterable[Any]) -> str:
     return text
 
 
-def _invalid(error: ValidationError) -> InvalidRequest:
+def invalid_field(error: ValidationError) -> InvalidRequest:
     path: list[str | int] = list(error.absolute_path)
     required = error.validator_value if error.validator == "required" else None
     if isinstance(required, list) and isinstance(error.instance, dict):

@@ -119,6 +119,7 @@ class RouteSnapshot:
     approval_threshold: Decimal | None
     ab_model: ModelChoice | None
     ab_percent: int
+    api: str = "chat_completions"  # what its calls speak upstream (`UpstreamApi`)
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ def load_table(version: str) -> RoutingTable:
             approval_threshold=route.approval_threshold,
             ab_model=ModelChoice.of(route.ab_model) if route.ab_model else None,
             ab_percent=route.ab_percent,
+            api=route.api,
         )
     policies = {policy.mode: PolicySnapshot.of(policy) for policy in Policy.objects.all()}
     budgets = tuple(Budget.objects.filter(enabled=True).order_by("pk"))

@@ -142,9 +142,9 @@ _scripted: dict[str, ChatProvider] = {}
 _lock = threading.Lock()
 
 
-def _provider_for(provider: Provider) -> ChatProvider:
+def _provider_for(provider: Provider, api: str = "chat_completions") -> ChatProvider:
     scripted = _scripted.get(provider.name)
-    return scripted if scripted is not None else _catalog_provider_for(provider)
+    return scripted if scripted is not None else _catalog_provider_for(provider, api=api)
 
 
 @contextmanager

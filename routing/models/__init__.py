@@ -4,7 +4,7 @@ from routing.models.budgets import Budget, BudgetDay, Recommendation, Reservatio
 from routing.models.catalog import AIModel, Provider
 from routing.models.costs import DailySpend, OperationLog
 from routing.models.gateway import ServiceKey
-from routing.models.routes import Mode, Policy, Route, RouteFallback
+from routing.models.routes import Mode, Policy, Route, RouteFallback, UpstreamApi
 
 __all__ = [
     "AIModel",
@@ -20,4 +20,5 @@ __all__ = [
     "Route",
     "RouteFallback",
     "ServiceKey",
+    "UpstreamApi",
 ]

@@ -45,6 +45,13 @@ class Policy(AuditedModel):
 operation_name = RegexValidator(r"^[a-z0-9_.-]+$", "Use lowercase letters, digits, . _ and -.")
 
 
+class UpstreamApi(models.TextChoices):
+    """Which API a route's calls speak to an OpenAI-compatible provider."""
+
+    CHAT_COMPLETIONS = "chat_completions", "Chat completions (/chat/completions)"
+    RESPONSES = "responses", "Responses (/responses)"
+
+
 class Route(AuditedModel):
     operation = models.CharField(max_length=100, unique=True, validators=[operation_name])
     description = models.TextField(blank=True)
@@ -75,6 +82,15 @@ class Route(AuditedModel):
         AIModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     ab_percent = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)])
+    api = models.CharField(
+        "upstream API",
+        max_length=20,
+        choices=UpstreamApi.choices,
+        default=UpstreamApi.CHAT_COMPLETIONS,
+        help_text="What the calls speak to an OpenAI-compatible provider: some models "
+        "(OpenAI's newest) are best or only served by the Responses API. Callers and the "
+        "agent loop see the same answers either way.",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -2,7 +2,8 @@
 provider's kind.
 
 Every kind but `offline` and `anthropic` speaks OpenAI-compatible chat completions
-over HTTP (`OpenAICompatibleProvider`); `anthropic` speaks Anthropic's Messages API
+over HTTP (`OpenAICompatibleProvider`), or the Responses API for a route that asks for
+it (`OpenAIResponsesProvider`); `anthropic` speaks Anthropic's Messages API
 (`AnthropicProvider`); `offline` is the deterministic, free `OfflineProvider`.
 Clients are kept per catalog provider so their connection pools are reused; a change
 of base URL, key or timeout gets a new one.
@@ -27,6 +28,7 @@ from routing.providers.base import (
 )
 from routing.providers.offline import CallTool, OfflineProvider, Reply
 from routing.providers.openai_compat import OpenAICompatibleProvider
+from routing.providers.openai_responses import OpenAIResponsesProvider
 
 if TYPE_CHECKING:
     from routing.models import Provider
@@ -39,6 +41,7 @@ __all__ = [
     "Completion",
     "OfflineProvider",
     "OpenAICompatibleProvider",
+    "OpenAIResponsesProvider",
     "ProviderError",
     "Reply",
     "StreamChunk",
@@ -49,14 +52,17 @@ __all__ = [
 
 APP_TITLE = "Control plane"
 
+CHAT_COMPLETIONS, RESPONSES = "chat_completions", "responses"  # `UpstreamApi`'s values
+
 _offline = OfflineProvider()
 _clients: dict[object, tuple[tuple[object, ...], ChatProvider]] = {}
 _lock = threading.Lock()
 
 
-def provider_for(provider: Provider) -> ChatProvider:
-    """The client for a catalog provider. A disabled or unconfigured provider raises a
-    retryable ProviderError: another provider's fallback model may still answer."""
+def provider_for(provider: Provider, api: str = CHAT_COMPLETIONS) -> ChatProvider:
+    """The client for a catalog provider, speaking `api` (a route's `UpstreamApi`) over
+    HTTP. A disabled or unconfigured provider raises a retryable ProviderError: another
+    provider's fallback model may still answer."""
     if not provider.enabled:
         raise ProviderError(f"{provider.name}: the provider is disabled", code="provider_disabled")
     if provider.is_offline:
@@ -70,7 +76,7 @@ def provider_for(provider: Provider) -> ChatProvider:
         provider.api_key,
         provider.timeout_seconds,
     )
-    key = provider.pk if provider.pk is not None else provider.name
+    key = (provider.pk if provider.pk is not None else provider.name, api)
     with _lock:
         cached = _clients.get(key)
         if cached is not None and cached[0] == signature:
@@ -84,7 +90,8 @@ def provider_for(provider: Provider) -> ChatProvider:
                 label=provider.name,
             )
         else:
-            client = OpenAICompatibleProvider(
+            kind = OpenAIResponsesProvider if api == RESPONSES else OpenAICompatibleProvider
+            client = kind(
                 provider.base_url,
                 provider.api_key,
                 timeout=float(provider.timeout_seconds),

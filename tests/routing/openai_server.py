@@ -8,7 +8,9 @@
         ...
         server.requests[-1].json["messages"]                          # what it received
 
-It serves `POST <any prefix>/chat/completions` and `GET <any prefix>/models`
+It serves `POST <any prefix>/chat/completions`, `POST <any prefix>/responses` (the
+Responses API: an `Answer` becomes a Response object, or its stream events) and
+`GET <any prefix>/models`
 (`server.models`). Each chat request takes the next scripted reply queued for its
 model, else the next one queued for any model, else `Answer("ok")`; so unscripted
 traffic (a benchmark) always gets a valid answer. HTTP/1.1 with keep-alive; streams
@@ -251,7 +253,9 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = None
             request = self._record(body)
-            if not self.path.rstrip("/").endswith("/chat/completions"):
+            path = self.path.rstrip("/")
+            responses_api = path.endswith("/responses")
+            if not (path.endswith("/chat/completions") or responses_api):
                 self._send_json(404, {"error": {"message": f"no route {self.path}"}})
                 return
             reply = server._take(request)
@@ -267,6 +271,10 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                     self._send_json(status, error, headers)
                 case Stream():
                     self._send_stream(reply)
+                case Answer() if responses_api and wants_stream:
+                    self._send_stream(_response_stream(reply, model))
+                case Answer() if responses_api:
+                    self._send_json(200, _response_body(reply, model))
                 case Answer() if wants_stream:
                     self._send_stream(_answer_stream(reply, model))
                 case Answer():
@@ -398,3 +406,115 @@ def _answer_usage(answer: Answer) -> dict[str, Any]:
 def _pieces(text: str) -> list[str]:
     words = text.split(" ")
     return [word + (" " if i < len(words) - 1 else "") for i, word in enumerate(words) if word]
+
+
+# -- the Responses API ------------------------------------------------------------------
+
+
+def _response_body(answer: Answer, model: str, status: str = "completed") -> dict[str, Any]:
+    """An `Answer` as a Responses API `Response` object."""
+    output: list[dict[str, Any]] = []
+    if answer.content:
+        text = {"type": "output_text", "text": answer.content, "annotations": []}
+        output.append(
+            {
+                "id": "msg_test_1",
+                "type": "message",
+                "role": "assistant",
+                "status": "completed",
+                "content": [text],
+            }
+        )
+    output += [
+        {
+            "id": f"fc_test_{index}",
+            "type": "function_call",
+            "call_id": call["id"],
+            "name": call["function"]["name"],
+            "arguments": call["function"]["arguments"],
+            "status": "completed",
+        }
+        for index, call in enumerate(_tool_calls(answer))
+    ]
+    chat_usage = _answer_usage(answer)
+    usage: dict[str, Any] = {
+        "input_tokens": chat_usage["prompt_tokens"],
+        "input_tokens_details": chat_usage.get("prompt_tokens_details") or {"cached_tokens": 0},
+        "output_tokens": chat_usage["completion_tokens"],
+        "output_tokens_details": chat_usage.get("completion_tokens_details")
+        or {"reasoning_tokens": 0},
+        "total_tokens": chat_usage["prompt_tokens"] + chat_usage["completion_tokens"],
+    }
+    if "cost" in chat_usage:
+        usage["cost"] = chat_usage["cost"]
+    cut_short = answer.finish_reason == "length"
+    return {
+        "id": "resp_test_1",
+        "object": "response",
+        "created_at": 1700000000,
+        "status": "incomplete" if cut_short else status,
+        "incomplete_details": {"reason": "max_output_tokens"} if cut_short else None,
+        "model": answer.model or model,
+        "output": output,
+        "usage": usage,
+    }
+
+
+def _response_stream(answer: Answer, model: str) -> Stream:
+    """An `Answer` as the Responses API streams it (the events a client reads)."""
+    final = _response_body(answer, model)
+    opened = {**final, "status": "in_progress", "output": [], "usage": None}
+    events: list[dict[str, Any] | str] = [
+        {"type": "response.created", "response": opened},
+        {"type": "response.in_progress", "response": opened},
+    ]
+    for index, item in enumerate(final["output"]):
+        where = {"item_id": item["id"], "output_index": index}
+        if item["type"] == "message":
+            events.append(
+                {
+                    "type": "response.output_item.added",
+                    "output_index": index,
+                    "item": {**item, "content": [], "status": "in_progress"},
+                }
+            )
+            events += [
+                {"type": "response.output_text.delta", **where, "content_index": 0, "delta": piece}
+                for piece in _pieces(answer.content)
+            ]
+            events.append(
+                {
+                    "type": "response.output_text.done",
+                    **where,
+                    "content_index": 0,
+                    "text": answer.content,
+                }
+            )
+        else:
+            events.append(
+                {
+                    "type": "response.output_item.added",
+                    "output_index": index,
+                    "item": {**item, "arguments": "", "status": "in_progress"},
+                }
+            )
+            arguments = item["arguments"]
+            events += [
+                {
+                    "type": "response.function_call_arguments.delta",
+                    **where,
+                    "delta": arguments[i : i + 7],
+                }
+                for i in range(0, len(arguments), 7)
+            ]
+            events.append(
+                {"type": "response.function_call_arguments.done", **where, "arguments": arguments}
+            )
+        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+    ending = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+    events.append({"type": ending, "response": final})
+    numbered = tuple(
+        {**event, "sequence_number": number} if isinstance(event, dict) else event
+        for number, event in enumerate(events)
+    )
+    return Stream(numbered, done=False, event_delay=answer.event_delay)
