@@ -72,6 +72,7 @@ def seeded_as_listed() -> list[dict[str, Any]]:
             "context_length": row["context_length"],
             "pricing": row["prices"],
             "supported_parameters": ["tools"] if row["supports_tools"] else [],
+            **({"architecture": row["architecture"]} if "architecture" in row else {}),
         }
         for row in seed["models"]
         if row["provider"] == "openrouter"
