@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
 from controlplane.money import ZERO, MoneySum, usd
@@ -370,6 +370,30 @@ def spend_by_kind(days: int = TRAILING_DAYS) -> list[dict[str, Any]]:
             }
         )
     return sorted(rows, key=lambda r: -r["cost"])
+
+
+def spend_by_kind_on(day: date) -> list[dict[str, Any]]:
+    """Each operation kind's calls and cost on one day, from the log itself (exact and
+    current, where the rollup may be a minute behind); refused calls cost nothing and
+    are not counted. Every kind, those without calls at zero."""
+    start, end = day_bounds(day)
+    found: dict[str, dict[str, Any]] = {
+        row["kind"]: dict(row)
+        for row in OperationLog.objects.filter(at__gte=start, at__lt=end)
+        .exclude(status=OperationLog.Status.REFUSED)
+        .order_by()
+        .values("kind")
+        .annotate(cost=MoneySum("cost"), calls=Count("pk"))
+    }
+    return [
+        {
+            "kind": kind,
+            "label": label,
+            "calls": found.get(kind, {}).get("calls", 0),
+            "cost": found.get(kind, {}).get("cost") or ZERO,
+        }
+        for kind, label in CallKind.choices
+    ]
 
 
 def latency_by_model(days: int = TRAILING_DAYS) -> list[dict[str, Any]]:
