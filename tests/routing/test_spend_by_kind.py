@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from routing.models import AIModel, DailySpend, OperationLog, Provider
+from routing.models import AIModel, DailySpend, OperationLog, Provider, Route
 from tests.routing.test_routing_admin import admin_url, browser_form
 from tests.routing.test_routing_page import section
 
@@ -204,3 +204,13 @@ def test_an_observer_sees_the_unit_prices_but_cannot_change_them(client, observe
     assert client.post(admin_url(AIModel, "change", whisper), data).status_code == 403
     whisper.refresh_from_db()
     assert whisper.price_audio_second is None
+
+
+def test_a_route_to_a_model_of_another_kind_shows_its_kind(client, observer, whisper):
+    Route.objects.create(operation="transcribe", primary_model=whisper)
+    client.force_login(observer)
+
+    routes = section(client.get("/routing/"), "routes")
+
+    assert 'acme/whisper <span class="badge">Transcription</span>' in routes
+    assert "offline/echo <span" in routes  # the seeded offline routes keep their badge
