@@ -25,6 +25,7 @@ from django.db import transaction
 from controlplane.money import exact_text
 from routing.model_lists import (
     FETCH_TIMEOUT_SECONDS,
+    LISTED_PRICES,
     CatalogEntry,
     CatalogError,
     fetch_models,
@@ -301,13 +302,20 @@ def sync_provider(
                 model.save()
 
     if (provider.kind if provider is not None else spec.kind) != Provider.Kind.OFFLINE:
-        report.price_missing = {
-            entry.model_id: entry.missing_prices for entry in entries if entry.missing_prices
-        }
-        report.unpriced_units = {
-            entry.model_id: dict(entry.unpriced_units) for entry in entries if entry.unpriced_units
-        }
+        for entry in entries:
+            known = existing.get(entry.model_id)
+            if missing := [p for p in entry.missing_prices if _unknown(p, known)]:
+                report.price_missing[entry.model_id] = missing
+            unpriced = (entry.unpriced_units or {}).items()
+            if units := {p: why for p, why in unpriced if _unknown(p, known)}:
+                report.unpriced_units[entry.model_id] = units
     return report
+
+
+def _unknown(price: str, stored: AIModel | None) -> bool:
+    """Whether a price the list does not give is unknown in the catalog too: one no
+    list publishes may have been set by a person, and then it is known."""
+    return price in LISTED_PRICES or stored is None or getattr(stored, price) is None
 
 
 def _shown(value: Any) -> str:

@@ -42,6 +42,9 @@ PRICE_KEYS = {
     "request": "price_request",  # per request
     "image": "price_image",  # per input image
 }
+# The prices a list can give. The others (per second of audio or video, per character)
+# no list publishes: a sync leaves what a person set in the admin as it is.
+LISTED_PRICES = frozenset(PRICE_KEYS.values())
 # Unit prices that apply only to a model taking that input: OpenRouter lists
 # `"image": "0"` for text-only models, which is no price for an image it cannot read.
 INPUT_PRICES = {"price_image": "image"}
@@ -104,12 +107,13 @@ class CatalogEntry:
         return [name for name in KIND_PRICES[self.kind] if self.prices.get(name) is None]
 
     def values(self) -> dict[str, Any]:
-        """The catalog fields this entry sets (`active` is the sync's to decide)."""
+        """The catalog fields this entry sets (`active` is the sync's to decide); the
+        prices no list gives are not among them."""
         return {
             "name": self.name,
             "kind": self.kind,
             "context_length": self.context_length,
-            **{name: self.prices.get(name) for name in AIModel.PRICE_FIELDS},
+            **{name: self.prices.get(name) for name in sorted(LISTED_PRICES)},
             "supports_tools": self.supports_tools,
             "capabilities": list(self.capabilities),
         }

@@ -249,3 +249,19 @@ def test_the_seed_gives_gpt_4o_its_per_image_price():
     assert gpt_4o.price_image == D("0.003613")
     assert "vision" in gpt_4o.capabilities
     assert model("openai/gpt-4o-mini").price_image is None
+
+
+def test_a_per_second_price_set_by_a_person_is_kept_by_the_sync_and_not_flagged(server):
+    whisper = listed_model("openai/whisper-1", **architecture(["audio"], ["transcription"]))
+    server.serve(listing(whisper))
+    sync("--url", server.url)
+    row = model("openai/whisper-1")
+    row.price_audio_second = D("0.0001")  # no list publishes it: set in the admin
+    row.save()
+
+    out = sync("--url", server.url)
+
+    assert model("openai/whisper-1").price_audio_second == D("0.0001")
+    assert not model("openai/whisper-1").price_missing
+    assert "openai/whisper-1" not in out
+    assert "0 updated" in out
