@@ -371,6 +371,11 @@ GATEWAY_MAX_TOKENS_CAP = env.int("GATEWAY_MAX_TOKENS_CAP", default=1_000_000)
 OPENROUTER_MODELS_URL = env.str(
     "OPENROUTER_MODELS_URL", default="https://openrouter.ai/api/v1/models"
 )
+# OpenRouter's embedding models are in a list of their own (the main one leaves them
+# out); `sync_models` reads it beside the main list, as embedding models.
+OPENROUTER_EMBEDDING_MODELS_URL = env.str(
+    "OPENROUTER_EMBEDDING_MODELS_URL", default="https://openrouter.ai/api/v1/embeddings/models"
+)
 # Seconds the offline model waits between streamed pieces of its answer: 0 answers at
 # once; a demo, or the live browser test that presses Stop mid-stream, slows it down.
 OFFLINE_TOKEN_DELAY_SECONDS = env.float("OFFLINE_TOKEN_DELAY_SECONDS", default=0.0)

@@ -4,14 +4,16 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.db.models import Count, QuerySet, Sum
+from django.db.models.aggregates import Aggregate
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from controlplane import audit
 from controlplane.admin import AuditHistoryMixin, ReadOnlyAdmin, SecretShownOnceAdmin
 from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, INTELLIGENCE, OBSERVABILITY
+from controlplane.money import MoneySum
 from routing.models import (
     AIModel,
     Budget,
@@ -25,6 +27,7 @@ from routing.models import (
     RouteFallback,
     ServiceKey,
 )
+from routing.models.catalog import KIND_PRICES, CallKind
 
 
 class ProviderForm(forms.ModelForm):
@@ -66,21 +69,93 @@ class AIModelAdmin(AuditHistoryMixin, admin.ModelAdmin):
     list_display = [
         "model_id",
         "provider",
+        "kind",
         "context_length",
         "price_prompt",
         "price_completion",
+        "unit_prices",
         "price_flag",
         "supports_tools",
         "active",
         "source",
     ]
-    list_filter = ["provider", "active", "supports_tools", "source"]
+    list_filter = ["kind", "provider", "active", "supports_tools", "source"]
     search_fields = ["model_id", "name"]
     list_select_related = ["provider"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "provider",
+                    "model_id",
+                    "name",
+                    "kind",
+                    "context_length",
+                    "supports_tools",
+                    "capabilities",
+                    "active",
+                    "source",
+                ]
+            },
+        ),
+        (
+            "Prices per token",
+            {
+                "fields": [
+                    "price_prompt",
+                    "price_completion",
+                    "price_cache_read",
+                    "price_cache_write",
+                    "price_reasoning",
+                ],
+                "description": "USD per token. Embeddings are priced at the prompt price.",
+            },
+        ),
+        (
+            "Prices per unit",
+            {
+                "fields": [
+                    "price_request",
+                    "price_image",
+                    "price_audio_second",
+                    "price_video_second",
+                    "price_character",
+                ],
+                "description": (
+                    "USD per request, per input image, per second of input audio or video, "
+                    "per character spoken. Empty is unknown: the model is not routed to for "
+                    "a call or a part priced in that unit, never priced at zero."
+                ),
+            },
+        ),
+    ]
 
-    @admin.display(description="Price", boolean=False)
+    @admin.display(description="Unit prices")
+    def unit_prices(self, obj: AIModel) -> str:
+        listed = [
+            f"{label} {price}"
+            for label, price in (
+                ("image", obj.price_image),
+                ("audio/s", obj.price_audio_second),
+                ("video/s", obj.price_video_second),
+                ("char", obj.price_character),
+            )
+            if price is not None
+        ]
+        return ", ".join(listed) or "—"
+
+    @admin.display(description="Price")
     def price_flag(self, obj: AIModel) -> str:
-        return "MISSING" if obj.price_missing else "ok"
+        """ "ok", or which of the prices its kind is charged by are missing."""
+        if not obj.price_missing:
+            return "ok"
+        missing = [
+            name.removeprefix("price_").replace("_", " ")
+            for name in KIND_PRICES[obj.kind]
+            if getattr(obj, name) is None
+        ]
+        return f"MISSING: {', '.join(missing)}"
 
 
 @admin.register(Policy)
@@ -199,33 +274,87 @@ class ServiceKeyAdmin(AuditHistoryMixin, SecretShownOnceAdmin):
         return request.user.has_perm("routing.change_servicekey")
 
 
+def spend_by_kind(rows: QuerySet, calls: Aggregate) -> list[dict[str, Any]]:
+    """Cost and calls of `rows` (the log or its daily rollup) per operation kind."""
+    labels = dict(CallKind.choices)
+    return [
+        {**row, "label": labels.get(row["kind"], row["kind"])}
+        for row in rows.order_by()
+        .values("kind")
+        .annotate(cost=MoneySum("cost"), calls=calls)
+        .order_by("-cost", "kind")
+    ]
+
+
+SPEND_BY_KIND_LIST = "admin/routing/spend_by_kind_change_list.html"
+
+
+class SpendByKindMixin:
+    """A list of spend (the log, the daily rollup) opens with what the rows it lists
+    cost per operation kind, so a filter (a day, an operation, a service) shows at once
+    what chat, embeddings, transcription and speech cost within it."""
+
+    calls_aggregate: Aggregate
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)  # type: ignore[misc]
+        context = getattr(response, "context_data", None)
+        if context is not None and "cl" in context:
+            context["spend_by_kind"] = spend_by_kind(context["cl"].queryset, self.calls_aggregate)
+        return response
+
+
 @admin.register(OperationLog)
-class OperationLogAdmin(ReadOnlyAdmin):
+class OperationLogAdmin(SpendByKindMixin, ReadOnlyAdmin):
     admin_section = OBSERVABILITY
     list_display = [
         "at",
         "operation",
+        "kind",
         "mode",
         "service",
         "user",
         "model_used",
         "status",
+        "units",
         "cost",
         "latency_ms",
         "fallback_used",
     ]
-    list_filter = ["status", "operation", "mode", "cost_source", "fallback_used"]
+    list_filter = ["kind", "status", "operation", "mode", "cost_source", "fallback_used"]
     search_fields = ["request_id", "model_used", "model_requested", "error"]
     list_select_related = ["user"]
     date_hierarchy = "at"
+    calls_aggregate = Count("pk")
+    change_list_template = SPEND_BY_KIND_LIST
+
+    @admin.display(description="Units")
+    def units(self, row: OperationLog) -> str:
+        """What the call was measured in: tokens, and the images, seconds and
+        characters it was priced by besides."""
+        parts = [f"{row.prompt_tokens}+{row.completion_tokens} tokens"]
+        if row.images:
+            parts.append(f"{row.images} image{'s' if row.images != 1 else ''}")
+        if row.audio_seconds:
+            parts.append(f"{row.audio_seconds.normalize():f} s audio")
+        if row.video_seconds:
+            parts.append(f"{row.video_seconds.normalize():f} s video")
+        if row.characters:
+            parts.append(f"{row.characters} characters")
+        return ", ".join(parts)
 
 
 @admin.register(DailySpend)
-class DailySpendAdmin(ReadOnlyAdmin):
+class DailySpendAdmin(SpendByKindMixin, ReadOnlyAdmin):
     admin_section = OBSERVABILITY
+    calls_aggregate = Sum("calls")
+    change_list_template = SPEND_BY_KIND_LIST
     list_display = [
         "day",
         "operation",
+        "kind",
         "model",
         "service",
         "calls",
@@ -234,7 +363,7 @@ class DailySpendAdmin(ReadOnlyAdmin):
         "latency_p50_ms",
         "latency_p95_ms",
     ]
-    list_filter = ["day", "operation"]
+    list_filter = ["day", "kind", "operation"]
 
 
 @admin.register(Recommendation)

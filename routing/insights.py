@@ -13,13 +13,14 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import QuerySet, Sum
+from django.db.models import Count, QuerySet, Sum
 from django.utils import timezone
 
 from controlplane.money import ZERO, MoneySum, usd
 from controlplane.notifications import notify
 from routing.budgets import budget_day
 from routing.models import AIModel, DailySpend, OperationLog, Recommendation, Route
+from routing.models.catalog import CallKind
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +348,52 @@ def spend_by(field: str, days: int = TRAILING_DAYS) -> list[dict[str, Any]]:
         .annotate(cost=MoneySum("cost"), calls=Sum("calls"), errors=Sum("errors"))
         .order_by("-cost", field)
     )
+
+
+def spend_by_kind(days: int = TRAILING_DAYS) -> list[dict[str, Any]]:
+    """Cost, calls and share of the cost per operation kind over the window: every
+    kind, those without calls at zero, so the page shows what each kind costs."""
+    found = {row["kind"]: row for row in spend_by("kind", days)}
+    total = sum((row["cost"] or ZERO for row in found.values()), ZERO)
+    rows = []
+    for kind, label in CallKind.choices:
+        row = found.get(kind, {})
+        cost = row.get("cost") or ZERO
+        rows.append(
+            {
+                "kind": kind,
+                "label": label,
+                "calls": row.get("calls") or 0,
+                "errors": row.get("errors") or 0,
+                "cost": cost,
+                "share": cost * 100 / total if total else ZERO,
+            }
+        )
+    return sorted(rows, key=lambda r: -r["cost"])
+
+
+def spend_by_kind_on(day: date) -> list[dict[str, Any]]:
+    """Each operation kind's calls and cost on one day, from the log itself (exact and
+    current, where the rollup may be a minute behind); refused calls cost nothing and
+    are not counted. Every kind, those without calls at zero."""
+    start, end = day_bounds(day)
+    found: dict[str, dict[str, Any]] = {
+        row["kind"]: dict(row)
+        for row in OperationLog.objects.filter(at__gte=start, at__lt=end)
+        .exclude(status=OperationLog.Status.REFUSED)
+        .order_by()
+        .values("kind")
+        .annotate(cost=MoneySum("cost"), calls=Count("pk"))
+    }
+    return [
+        {
+            "kind": kind,
+            "label": label,
+            "calls": found.get(kind, {}).get("calls", 0),
+            "cost": found.get(kind, {}).get("cost") or ZERO,
+        }
+        for kind, label in CallKind.choices
+    ]
 
 
 def latency_by_model(days: int = TRAILING_DAYS) -> list[dict[str, Any]]:

@@ -70,6 +70,7 @@ def index(request: HttpRequest) -> HttpResponse:
             "bars": bars(week),
             "chart": {"width": CHART_WIDTH, "height": CHART_HEIGHT},
             "by_operation": insights.spend_by("operation"),
+            "by_kind": insights.spend_by_kind(),
             "by_model": [{**row, "share": row["calls"] * 100 / total_calls} for row in by_model],
             "latency": insights.latency_by_model(),
             "routes": Route.objects.select_related(

@@ -40,7 +40,9 @@ def seed(apps, schema_editor):
         )
     models = {}
     for row in data["models"]:
-        prices = {PRICE_KEYS[k]: Decimal(v) for k, v in row["prices"].items()}
+        # Unit prices the seed gained later (e.g. `image`) have no column yet at this
+        # point of the schema: `sync_models --seed` sets them.
+        prices = {PRICE_KEYS[k]: Decimal(v) for k, v in row["prices"].items() if k in PRICE_KEYS}
         models[row["model_id"]], _ = AIModel.objects.get_or_create(
             provider=providers[row["provider"]],
             model_id=row["model_id"],

@@ -10,6 +10,7 @@ from typing import Any
 from tests.local_servers import ServedInThread
 
 MODELS_PATH = "/api/v1/models"
+EMBEDDING_MODELS_PATH = "/api/v1/embeddings/models"
 
 
 def listing(*models: dict[str, Any]) -> dict[str, Any]:
@@ -42,23 +43,25 @@ def listed_model(
 
 
 class ModelListServer(ServedInThread):
-    """Answers every GET with `status` and `body` (a dict is sent as JSON), after `delay`."""
+    """Answers every GET with `status` and `body` (a dict is sent as JSON), after `delay`;
+    a path given a body of its own in `bodies` (e.g. the embeddings list) with that."""
 
     def __init__(self, body: Any = None, status: int = 200, delay: float = 0) -> None:
         self.body = body
         self.status = status
         self.delay = delay
         self.requests: list[str] = []
+        self.bodies: dict[str, tuple[int, Any]] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requests.append(self.path)
                 time.sleep(server.delay)
-                body = server.body
+                status, body = server.bodies.get(self.path, (server.status, server.body))
                 raw = body if isinstance(body, bytes) else json.dumps(body).encode()
                 try:
-                    self.send_response(server.status)
+                    self.send_response(status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(raw)))
                     self.end_headers()
@@ -72,6 +75,10 @@ class ModelListServer(ServedInThread):
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}{MODELS_PATH}"
+        self.embeddings_url = self.url.removesuffix(MODELS_PATH) + EMBEDDING_MODELS_PATH
 
     def serve(self, body: Any, status: int = 200) -> None:
         self.body, self.status = body, status
+
+    def serve_embeddings(self, body: Any, status: int = 200) -> None:
+        self.bodies[EMBEDDING_MODELS_PATH] = (status, body)

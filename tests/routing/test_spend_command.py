@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from io import StringIO
 from typing import Any
@@ -10,7 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from routing.models import Budget
+from routing.models import Budget, OperationLog
 from routing.reservations import reserve, settle
 
 
@@ -98,3 +98,52 @@ def test_it_says_so_when_no_budget_is_enabled(noon_in_new_york):
 def test_it_rejects_a_day_that_is_not_a_date():
     with pytest.raises(CommandError, match="YYYY-MM-DD"):
         spend("--day", "yesterday")
+
+
+# Per operation kind
+
+
+@pytest.fixture
+def calls_of_every_kind(noon_in_new_york: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    def log(request_id: str, kind: str, cost: str, **fields: Any) -> None:
+        OperationLog.objects.create(
+            request_id=request_id, operation=kind, kind=kind, cost=Decimal(cost), **fields
+        )
+
+    log("c1", "chat", "0.003793")
+    log("c2", "chat", "0.001")
+    log("t1", "transcription", "0.0061437")
+    log("r1", "speech", "0", status=OperationLog.Status.REFUSED)
+    noon = timezone.now()
+    monkeypatch.setattr(timezone, "now", lambda: noon - timedelta(days=1))
+    log("old", "embedding", "5")  # the log stamps its rows: written yesterday
+    monkeypatch.setattr(timezone, "now", lambda: noon)
+
+
+@pytest.mark.django_db
+def test_by_kind_it_prints_the_days_calls_and_cost_per_operation_kind(calls_of_every_kind):
+    lines = spend("--by", "kind").splitlines()
+
+    assert lines[0] == "Spend by operation kind on 2025-01-15 (America/New_York)"
+    rows = {line.split()[0]: line.split()[1:] for line in lines[3:]}
+    assert rows == {
+        "Chat": ["2", "$0.004793"],
+        "Embeddings": ["0", "$0.00"],
+        "Transcription": ["1", "$0.0061437"],
+        "Speech": ["0", "$0.00"],  # a refused call costs nothing and is not counted
+    }
+
+
+@pytest.mark.django_db
+def test_by_kind_as_json_with_exact_amounts_and_another_day(calls_of_every_kind):
+    today = json.loads(spend("--by", "kind", "--json"))
+    yesterday = json.loads(spend("--by", "kind", "--json", "--day", "2025-01-14"))
+
+    assert today["kinds"][0] == {"kind": "chat", "calls": 2, "cost": "0.004793"}
+    assert {row["kind"]: row["cost"] for row in yesterday["kinds"]}["embedding"] == "5"
+
+
+@pytest.mark.django_db
+def test_by_something_unknown_is_refused():
+    with pytest.raises(CommandError, match="invalid choice"):
+        spend("--by", "model")

@@ -72,6 +72,7 @@ def seeded_as_listed() -> list[dict[str, Any]]:
             "context_length": row["context_length"],
             "pricing": row["prices"],
             "supported_parameters": ["tools"] if row["supports_tools"] else [],
+            **({"architecture": row["architecture"]} if "architecture" in row else {}),
         }
         for row in seed["models"]
         if row["provider"] == "openrouter"
@@ -194,10 +195,12 @@ def test_the_openrouter_provider_is_created_when_missing(server):
     assert set(openrouter_models()) == SEEDED_OPENROUTER
 
 
-def test_the_url_defaults_to_the_setting(server, settings):
+def test_the_urls_default_to_the_settings(server, settings):
     settings.OPENROUTER_MODELS_URL = server.url
+    settings.OPENROUTER_EMBEDDING_MODELS_URL = server.embeddings_url
+    server.serve_embeddings(listing(listed_model("openai/text-embedding-3-small", "0.00000002")))
     sync()
-    assert server.requests == ["/api/v1/models"]
+    assert server.requests == ["/api/v1/models", "/api/v1/embeddings/models"]
 
 
 # Unknown prices

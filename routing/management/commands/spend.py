@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -9,20 +10,35 @@ from django.utils import timezone
 
 from controlplane.money import dollars, exact_text
 from routing.budgets import BudgetSpend, budget_day, resets_at, spend_on
+from routing.insights import spend_by_kind_on
 
 HEADERS = ("Budget", "Limit", "Spent", "Reserved", "Remaining", "Used")
-NUMERIC = {"Limit", "Spent", "Reserved", "Remaining", "Used"}
+KIND_HEADERS = ("Kind", "Calls", "Cost")
+NUMERIC = {"Limit", "Spent", "Reserved", "Remaining", "Used", "Calls", "Cost"}
 
 
 class Command(BaseCommand):
-    help = "Today's spend against each enabled daily budget (a day in settings.TIME_ZONE)."
+    help = (
+        "Today's spend against each enabled daily budget (a day in settings.TIME_ZONE), "
+        "or (--by kind) broken down by operation kind: chat, embeddings, transcription, "
+        "speech."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
         parser.add_argument("--day", help="Another budget day, as YYYY-MM-DD.")
+        parser.add_argument(
+            "--by",
+            choices=["budget", "kind"],
+            default="budget",
+            help="Per budget (default), or per operation kind from the day's log.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         day = self._day(options["day"])
+        if options["by"] == "kind":
+            self._by_kind(day, as_json=options["json"])
+            return
         rows = spend_on(day)
         if options["json"]:
             self.stdout.write(json.dumps(_as_json(day, rows), indent=2))
@@ -34,7 +50,22 @@ class Command(BaseCommand):
         if not rows:
             self.stdout.write("No budgets are enabled. An Owner adds them in Control > Budgets.")
             return
-        self.stdout.write(_table([_cells(row) for row in rows]))
+        self.stdout.write(_table(HEADERS, [_cells(row) for row in rows]))
+
+    def _by_kind(self, day: date, *, as_json: bool) -> None:
+        rows = spend_by_kind_on(day)
+        zone = timezone.get_default_timezone_name()
+        if as_json:
+            kinds = [
+                {"kind": row["kind"], "calls": row["calls"], "cost": exact_text(row["cost"])}
+                for row in rows
+            ]
+            report = {"day": day.isoformat(), "time_zone": zone, "kinds": kinds}
+            self.stdout.write(json.dumps(report, indent=2))
+            return
+        self.stdout.write(f"Spend by operation kind on {day.isoformat()} ({zone})")
+        lines = [(row["label"], str(row["calls"]), dollars(row["cost"])) for row in rows]
+        self.stdout.write(_table(KIND_HEADERS, lines))
 
     def _day(self, text: str | None) -> date:
         if not text:
@@ -60,17 +91,17 @@ def _cells(row: BudgetSpend) -> tuple[str, ...]:
     )
 
 
-def _table(lines: list[tuple[str, ...]]) -> str:
-    widths = [max(len(cells[i]) for cells in [HEADERS, *lines]) for i in range(len(HEADERS))]
+def _table(headers: tuple[str, ...], lines: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(cells[i]) for cells in [headers, *lines]) for i in range(len(headers))]
 
     def line(cells: tuple[str, ...]) -> str:
         return "  ".join(
             cell.rjust(width) if header in NUMERIC else cell.ljust(width)
-            for cell, width, header in zip(cells, widths, HEADERS, strict=True)
+            for cell, width, header in zip(cells, widths, headers, strict=True)
         ).rstrip()
 
     rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(HEADERS), rule, *(line(cells) for cells in lines)])
+    return "\n".join([line(headers), rule, *(line(cells) for cells in lines)])
 
 
 def _as_json(day: date, rows: list[BudgetSpend]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from controlplane.audit import acting_as
 from routing.catalog import (
     FETCH_TIMEOUT_SECONDS,
     CatalogError,
+    EmbeddingList,
     SyncReport,
     fetch_models,
     read_models,
@@ -19,9 +20,10 @@ from routing.catalog import (
 
 class Command(BaseCommand):
     help = (
-        "Update the model catalog from OpenRouter's public model list (prices in USD per "
-        "token): add new models, update changed prices, context and capabilities, mark "
-        "models that disappeared inactive, and report what changed. All or nothing."
+        "Update the model catalog from OpenRouter's public model lists (the main list and "
+        "the embeddings list; prices in USD per token, per image and per request): add new "
+        "models, update changed kinds, prices, context and capabilities, mark models that "
+        "disappeared inactive, and report what changed and what is unpriced. All or nothing."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -34,6 +36,13 @@ class Command(BaseCommand):
             "--seed",
             action="store_true",
             help="Load the offline seed catalog shipped with the app (no network).",
+        )
+        parser.add_argument(
+            "--embeddings-url",
+            help=(
+                "The embeddings model list to load beside the main one (default with no "
+                "--url: settings.OPENROUTER_EMBEDDING_MODELS_URL)."
+            ),
         )
         parser.add_argument(
             "--dry-run", action="store_true", help="Report what would change; change nothing."
@@ -57,13 +66,27 @@ class Command(BaseCommand):
                     else:
                         url = options["url"] or settings.OPENROUTER_MODELS_URL
                         document = fetch_models(url, timeout=options["timeout"])
-                    reports = [sync_openrouter(document, dry_run=dry_run)]
+                    embeddings = self._embeddings(options)
+                    reports = [sync_openrouter(document, embeddings=embeddings, dry_run=dry_run)]
         except CatalogError as exc:
             raise CommandError(f"{exc} The catalog was not changed.") from exc
         for report in reports:
             self._print(report)
         if dry_run:
             self.stdout.write("Dry run: nothing was changed.")
+
+    def _embeddings(self, options: dict[str, Any]) -> EmbeddingList | None:
+        """The embeddings list, when one is to be read: a failure to load it leaves the
+        embedding models as they are (the report says so) rather than failing the sync."""
+        url = options["embeddings_url"]
+        if url is None and not (options["url"] or options["file"]):
+            url = settings.OPENROUTER_EMBEDDING_MODELS_URL
+        if not url:
+            return None
+        try:
+            return EmbeddingList(fetch_models(url, timeout=options["timeout"]))
+        except CatalogError as exc:
+            return EmbeddingList(unread=str(exc))
 
     def _print(self, report: SyncReport) -> None:
         first, *rest = report.lines()
