@@ -35,5 +35,5 @@ def fill_unit_prices(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("routing", "0011_catalog_unit_prices_and_kinds")]
+    dependencies = [("routing", "0014_route_api")]
     operations = [migrations.RunPython(fill_unit_prices, migrations.RunPython.noop)]
