@@ -28,6 +28,7 @@ _gateway = GatewayApplication()
 http_endpoints: dict[str, ASGIApp] = {
     "/v1/chat/completions": _gateway,
     "/v1/models": _gateway,
+    "/v1/audio/transcriptions": _gateway,
     # OTLP/HTTP log export from other services (healthmon's receiver).
     "/v1/logs": LogReceiver(),
 }

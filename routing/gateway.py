@@ -73,7 +73,7 @@ def error_response(
 ) -> GatewayResponse:
     """An OpenAI-style error: `type` is the kind (the code itself unless told)."""
     body = {"error": {"message": message, "type": error_type or code, "code": code, **details}}
-    return _json(body, status=status)
+    return json_response(body, status=status)
 
 
 def invalid_request(exc: InvalidRequest) -> GatewayResponse:
@@ -83,7 +83,9 @@ def invalid_request(exc: InvalidRequest) -> GatewayResponse:
     )
 
 
-def _json(body: Any, headers: dict[str, str] | None = None, status: int = 200) -> GatewayResponse:
+def json_response(
+    body: Any, headers: dict[str, str] | None = None, status: int = 200
+) -> GatewayResponse:
     return GatewayResponse(
         status, {"Content-Type": "application/json", **(headers or {})}, dumps_exact(body).encode()
     )
@@ -158,7 +160,9 @@ def _context(
     )
 
 
-def chat_completions(request: GatewayRequest) -> GatewayResponse:
+def authorised(request: GatewayRequest) -> calls.CallContext | GatewayResponse:
+    """The call's context, or the answer refusing it: 401 without a valid service key,
+    400 for a malformed header (once the key is known good)."""
     try:
         operation, refused = header_value(request.headers, "X-Operation"), None
     except InvalidRequest as exc:
@@ -171,7 +175,34 @@ def chat_completions(request: GatewayRequest) -> GatewayResponse:
     try:
         if refused is not None:
             raise refused
-        context = _context(request, key, reading)
+        return _context(request, key, reading)
+    except InvalidRequest as exc:
+        return invalid_request(exc)
+
+
+def refusal_response(exc: CallRefused | CallFailed, context: calls.CallContext) -> GatewayResponse:
+    """A call refused (a switch, an approval, a budget) or failed, as an OpenAI error."""
+    if isinstance(exc, CallFailed):
+        return error_response(502, "upstream_error", str(exc), request_id=context.request_id)
+    refusal = error_response(
+        exc.status,
+        exc.code,
+        str(exc),
+        error_type=exc.error_type,
+        request_id=context.request_id,
+        **exc.details,
+    )
+    if exc.details.get("retry_after") is not None:
+        # Clients (the openai package among them) read the wait from the header.
+        refusal.headers["Retry-After"] = str(exc.details["retry_after"])
+    return refusal
+
+
+def chat_completions(request: GatewayRequest) -> GatewayResponse:
+    context = authorised(request)
+    if isinstance(context, GatewayResponse):
+        return context
+    try:
         body = parse_chat_request(request.body)
         units = chat_units(body["messages"])
     except UnmeasurableRequest as exc:
@@ -200,24 +231,11 @@ def chat_completions(request: GatewayRequest) -> GatewayResponse:
             )
         # The caller gets its answer first; the settlement and log row follow at once.
         result = calls.complete(context, body["messages"], record_later=True, **arguments)
-    except CallRefused as exc:
+    except (CallRefused, CallFailed) as exc:
         if isinstance(exc, TooLong):
             exc.details["param"] = max_tokens_param
-        refusal = error_response(
-            exc.status,
-            exc.code,
-            str(exc),
-            error_type=exc.error_type,
-            request_id=context.request_id,
-            **exc.details,
-        )
-        if exc.details.get("retry_after") is not None:
-            # Clients (the openai package among them) read the wait from the header.
-            refusal.headers["Retry-After"] = str(exc.details["retry_after"])
-        return refusal
-    except CallFailed as exc:
-        return error_response(502, "upstream_error", str(exc), request_id=context.request_id)
-    response = _json(
+        return refusal_response(exc, context)
+    response = json_response(
         result.completion.raw or _completion_body(result, context.request_id),
         {
             "X-Request-Id": context.request_id,
@@ -321,7 +339,7 @@ def models(request: GatewayRequest) -> GatewayResponse:
             503, "feature_off", "The gateway is switched off (toggle gateway.enabled)."
         )
     rows = AIModel.objects.filter(active=True, provider__enabled=True).select_related("provider")
-    return _json(
+    return json_response(
         {
             "object": "list",
             "data": [

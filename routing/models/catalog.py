@@ -17,6 +17,7 @@ class Provider(AuditedModel):
         VLLM = "vllm", "vLLM"
         COMPATIBLE = "compatible", "OpenAI-compatible"
         OFFLINE = "offline", "Offline (no network)"
+        DEEPGRAM = "deepgram", "Deepgram (speech to text)"
 
     name = models.SlugField(max_length=64, unique=True)
     kind = models.CharField(max_length=12, choices=Kind.choices)
@@ -149,8 +150,9 @@ class AIModel(AuditedModel):
         return any(getattr(self, name) is None for name in KIND_PRICES[self.kind])
 
     def price_per_1k(self) -> Decimal | None:
-        """Blended price of 1,000 tokens (prompt and completion averaged), for policies."""
-        if self.price_missing:
+        """Blended price of 1,000 tokens (prompt and completion averaged), for policies.
+        None for a model of another kind than chat: it is not priced by completions."""
+        if self.price_missing or self.kind != CallKind.CHAT:
             return None
         if self.provider.is_offline:
             return Decimal(0)

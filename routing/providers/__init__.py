@@ -1,8 +1,10 @@
 """The clients that talk to models: `provider_for(provider)` picks one by the catalog
 provider's kind.
 
-Every kind but `offline` speaks OpenAI-compatible chat completions over HTTP
-(`OpenAICompatibleProvider`); `offline` is the deterministic, free `OfflineProvider`.
+Every kind but `offline` and `deepgram` speaks OpenAI-compatible chat completions over
+HTTP (`OpenAICompatibleProvider`); `offline` is the deterministic, free
+`OfflineProvider`; `deepgram` transcribes audio through Deepgram's own API
+(`DeepgramProvider`, its base URL Deepgram's unless the provider sets one).
 Clients are kept per catalog provider so their connection pools are reused; a change
 of base URL, key or timeout gets a new one.
 """
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
+from routing.providers import deepgram
 from routing.providers.base import (
     ChatProvider,
     ChatRequest,
@@ -23,6 +26,7 @@ from routing.providers.base import (
     ToolCall,
     Usage,
 )
+from routing.providers.deepgram import DeepgramProvider
 from routing.providers.offline import CallTool, OfflineProvider, Reply
 from routing.providers.openai_compat import OpenAICompatibleProvider
 
@@ -34,6 +38,7 @@ __all__ = [
     "ChatProvider",
     "ChatRequest",
     "Completion",
+    "DeepgramProvider",
     "OfflineProvider",
     "OpenAICompatibleProvider",
     "ProviderError",
@@ -47,7 +52,9 @@ __all__ = [
 APP_TITLE = "Control plane"
 
 _offline = OfflineProvider()
-_clients: dict[object, tuple[tuple[object, ...], OpenAICompatibleProvider]] = {}
+_clients: dict[object, tuple[tuple[object, ...], ChatProvider]] = {}
+# Kinds whose provider has a base URL of its own when the catalog gives none.
+DEFAULT_BASE_URLS = {"deepgram": deepgram.DEFAULT_BASE_URL}
 _lock = threading.Lock()
 
 
@@ -58,12 +65,13 @@ def provider_for(provider: Provider) -> ChatProvider:
         raise ProviderError(f"{provider.name}: the provider is disabled", code="provider_disabled")
     if provider.is_offline:
         return _offline
-    if not provider.base_url:
+    base_url = provider.base_url or DEFAULT_BASE_URLS.get(provider.kind, "")
+    if not base_url:
         raise ProviderError(f"{provider.name}: the provider has no base URL", code="misconfigured")
     signature = (
         provider.kind,
         provider.name,
-        provider.base_url,
+        base_url,
         provider.api_key,
         provider.timeout_seconds,
     )
@@ -72,16 +80,27 @@ def provider_for(provider: Provider) -> ChatProvider:
         cached = _clients.get(key)
         if cached is not None and cached[0] == signature:
             return cached[1]
-        client = OpenAICompatibleProvider(
-            provider.base_url,
-            provider.api_key,
-            timeout=float(provider.timeout_seconds),
-            label=provider.name,
-            headers=_headers_for(provider),
-        )
+        client = _client(provider, base_url)
         # A replaced client is left to the garbage collector: a call may still be using it.
         _clients[key] = (signature, client)
         return client
+
+
+def _client(provider: Provider, base_url: str) -> ChatProvider:
+    if provider.kind == "deepgram":
+        return DeepgramProvider(
+            base_url,
+            provider.api_key,
+            timeout=float(provider.timeout_seconds),
+            label=provider.name,
+        )
+    return OpenAICompatibleProvider(
+        base_url,
+        provider.api_key,
+        timeout=float(provider.timeout_seconds),
+        label=provider.name,
+        headers=_headers_for(provider),
+    )
 
 
 def _headers_for(provider: Provider) -> dict[str, str]:
