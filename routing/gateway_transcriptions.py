@@ -96,7 +96,13 @@ def _for_model(upload: TranscriptionRequest, model: ModelChoice) -> Transcriptio
 
 
 def _priced_seconds(transcript: Transcript, header_seconds: Decimal) -> Decimal:
+    """The provider's length of the audio when it is one the file could have, else
+    the header's."""
     reported = transcript.seconds
-    if reported is None or reported > header_seconds * MOST_REPORTED_RATIO + 1:
+    if (
+        not isinstance(reported, Decimal)
+        or not reported.is_finite()
+        or not 0 < reported <= header_seconds * MOST_REPORTED_RATIO + 1
+    ):
         return header_seconds
     return reported

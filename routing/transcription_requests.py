@@ -12,6 +12,7 @@ does not know is passed on to an OpenAI-compatible upstream as sent.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -31,6 +32,8 @@ from routing.providers.transcription import (
 MAX_FIELD_BYTES = 64 * 1024  # a prompt is a few hundred words
 MAX_PARTS = 32
 MAX_FILENAME_CHARS = 255
+_MEDIA_TYPE = re.compile(rb"[\w.+-]+/[\w.+-]+", re.ASCII)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 GRANULARITIES_FIELD = "timestamp_granularities[]"
 # Fields OpenAI's endpoint takes that the gateway cannot honour: a 400 naming them.
 REFUSED = {"stream": "Streamed transcriptions are not supported; leave out 'stream'."}
@@ -168,9 +171,10 @@ def _read_form(
         if name == "file":
             if name in files:
                 raise InvalidRequest("Send one 'file', not several.", param="file")
-            filename = _decoded(disposition.get(b"filename", b"audio"), "file")
-            file_type = _decoded(part.headers.get("content-type", b""), "file")
-            files[name] = (filename[:MAX_FILENAME_CHARS], file_type, b"".join(part.data))
+            # The name is only a label (the offline transcript's): never a reason to refuse.
+            filename = disposition.get(b"filename", b"audio").decode(errors="replace")
+            filename = _CONTROL.sub("", filename)[:MAX_FILENAME_CHARS]
+            files[name] = (filename, _media_type(part.headers), b"".join(part.data))
             continue
         if part.size > MAX_FIELD_BYTES:
             raise InvalidRequest(
@@ -178,6 +182,12 @@ def _read_form(
             )
         fields.setdefault(name, []).append(_decoded(b"".join(part.data), name))
     return fields, files
+
+
+def _media_type(headers: dict[str, bytes]) -> str:
+    """The file's media type as sent, when it is one (it is passed on as a header)."""
+    kind, _ = parse_options_header(headers.get("content-type", b""))
+    return kind.decode("latin-1") if _MEDIA_TYPE.fullmatch(kind) else ""
 
 
 def _decoded(raw: bytes, param: str) -> str:
