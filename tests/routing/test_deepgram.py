@@ -176,3 +176,22 @@ def test_provider_for_picks_deepgram_by_kind_with_its_default_base_url() -> None
     assert isinstance(client, DeepgramProvider)
     assert client.url == f"{DEFAULT_BASE_URL}/v1/listen"
     assert KEY not in repr(client)
+
+
+@pytest.mark.django_db
+def test_a_transcription_model_has_no_price_per_1k_tokens_and_is_routable() -> None:
+    from routing.models import AIModel
+    from routing.models.catalog import CallKind
+    from routing.snapshots import routing_table
+
+    provider = Provider.objects.create(name="dg", kind=Provider.Kind.DEEPGRAM)
+    model = AIModel.objects.create(
+        provider=provider,
+        model_id="nova-3",
+        kind=CallKind.TRANSCRIPTION,
+        price_audio_second=Decimal("0.0001"),
+    )
+
+    assert model.price_per_1k() is None
+    assert not model.price_missing
+    assert routing_table().providers[provider.pk].kind == "deepgram"
