@@ -250,3 +250,22 @@ def test_bad_input_raises_bad_request_naming_the_field(gateway: OpenAI) -> None:
 
     assert (not_audio.value.param, wrong_format.value.param) == ("file", "response_format")
     assert not OperationLog.objects.exists()
+
+
+def test_a_file_past_the_forms_memory_limit_is_taken_and_one_past_25_mb_is_refused(
+    gateway: OpenAI,
+) -> None:
+    # Five minutes of 8 kHz audio (4.8 MB): past DATA_UPLOAD_MAX_MEMORY_SIZE, within 25 MB.
+    five_minutes = gateway.audio.transcriptions.create(
+        model="whisper-1", file=("long.wav", wav(300), "audio/wav")
+    )
+    # 28 minutes: 26.9 MB, past GATEWAY_TRANSCRIPTION_MAX_BYTES' default (25 MiB).
+    with pytest.raises(openai.APIStatusError) as refused:
+        gateway.audio.transcriptions.create(
+            model="whisper-1", file=("longer.wav", wav(28 * 60), "audio/wav")
+        )
+
+    assert five_minutes.text.startswith("Transcript of long.wav, 300 seconds of audio.")
+    assert refused.value.status_code == 413
+    assert "26,214,400 bytes (GATEWAY_TRANSCRIPTION_MAX_BYTES)" in refused.value.message
+    assert [row.audio_seconds for row in OperationLog.objects.all()] == [300]
