@@ -30,6 +30,7 @@ http_endpoints: dict[str, ASGIApp] = {
     "/v1/responses": _gateway,
     "/v1/models": _gateway,
     "/v1/messages": _gateway,  # Anthropic's Messages API
+    "/v1/audio/transcriptions": _gateway,
     # OTLP/HTTP log export from other services (healthmon's receiver).
     "/v1/logs": LogReceiver(),
 }

@@ -10,3 +10,8 @@ from controlplane.environment import env
 # without fetching it): what the call reserves, and is priced at unless the provider
 # reports its cost. A video sent inline (a data URL) is measured from its header.
 GATEWAY_VIDEO_SECONDS_ASSUMED = max(1, env.int("GATEWAY_VIDEO_SECONDS_ASSUMED", default=600))
+# The largest body `/v1/audio/transcriptions` takes (the audio file and its fields),
+# in bytes: 25 MB, as OpenAI's. A larger one is refused with a 413 naming the limit.
+GATEWAY_TRANSCRIPTION_MAX_BYTES = env.int(
+    "GATEWAY_TRANSCRIPTION_MAX_BYTES", default=25 * 1024 * 1024
+)

@@ -41,7 +41,7 @@ from controlplane.runtime.http_endpoints import (
     refusal,
     security_headers,
 )
-from routing import gateway, gateway_messages, gateway_responses
+from routing import gateway, gateway_messages, gateway_responses, gateway_transcriptions
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,12 @@ ENDPOINTS: dict[str, tuple[str, Callable[[gateway.GatewayRequest], gateway.Gatew
     "/v1/responses": ("POST", gateway_responses.responses),
     "/v1/models": ("GET", gateway.models),
     "/v1/messages": ("POST", gateway_messages.messages),
+    "/v1/audio/transcriptions": ("POST", gateway_transcriptions.transcriptions),
+}
+# Endpoints whose bodies may be larger than DATA_UPLOAD_MAX_MEMORY_SIZE: the setting
+# holding their limit, and the field a body over it is blamed on.
+BODY_LIMITS: dict[str, tuple[str, str]] = {
+    "/v1/audio/transcriptions": ("GATEWAY_TRANSCRIPTION_MAX_BYTES", "file"),
 }
 
 
@@ -110,16 +116,20 @@ class GatewayApplication:
             )
             response.headers["Allow"] = method
         else:
+            limit_setting, param = BODY_LIMITS.get(
+                scope["path"], ("DATA_UPLOAD_MAX_MEMORY_SIZE", None)
+            )
+            limit = getattr(settings, limit_setting)
             try:
-                body = await _read_body(receive)
+                body = await _read_body(receive, limit)
             except ClientGone:
                 return
             except BodyTooLarge:
                 response = errors.response(
                     413,
                     "request_too_large",
-                    f"The body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes "
-                    "(DATA_UPLOAD_MAX_MEMORY_SIZE).",
+                    f"The body is over {limit:,} bytes ({limit_setting}).",
+                    **({"param": param} if param else {}),
                 )
             else:
                 request = gateway.GatewayRequest(scope["method"], headers, body)
@@ -224,8 +234,7 @@ def _after(function: Callable[[], object]) -> None:
         log.exception("could not record a gateway call after answering it")
 
 
-async def _read_body(receive: Receive) -> bytes:
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+async def _read_body(receive: Receive, limit: int | None) -> bytes:
     parts: list[bytes] = []
     size = 0
     while True:

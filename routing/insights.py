@@ -265,6 +265,7 @@ def recommend_cheaper_models() -> list[Recommendation]:
             m
             for m in catalog
             if m.pk != current.pk
+            and m.kind == current.kind
             and (m.supports_tools or not current.supports_tools)
             and (m.context_length or 0) >= (current.context_length or 0)
             and (m.price_per_1k() or ZERO) < (current.price_per_1k() or ZERO)

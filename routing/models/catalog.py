@@ -18,6 +18,7 @@ class Provider(AuditedModel):
         COMPATIBLE = "compatible", "OpenAI-compatible"
         ANTHROPIC = "anthropic", "Anthropic (Messages API)"
         OFFLINE = "offline", "Offline (no network)"
+        DEEPGRAM = "deepgram", "Deepgram (speech to text)"
 
     name = models.SlugField(max_length=64, unique=True)
     kind = models.CharField(max_length=12, choices=Kind.choices)

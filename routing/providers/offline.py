@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 
 from controlplane.money import ZERO, to_decimal
+from routing.providers import transcription
 from routing.providers.base import (
     ChatRequest,
     Completion,
@@ -60,6 +61,9 @@ class OfflineProvider:
         if delay is None:
             delay = float(getattr(settings, "OFFLINE_TOKEN_DELAY_SECONDS", 0.0))
         return stream_answer(_offline_turn(request), request, token_delay=delay)
+
+    def transcribe(self, request: transcription.TranscriptionRequest) -> transcription.Transcript:
+        return transcription.offline_transcript(request)
 
     def __repr__(self) -> str:
         return "<OfflineProvider>"

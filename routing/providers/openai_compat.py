@@ -44,6 +44,7 @@ from typing import Any
 import httpx
 
 from controlplane.money import dumps_exact, loads_exact
+from routing.providers import transcription
 from routing.providers.base import (
     ChatRequest,
     Completion,
@@ -127,6 +128,25 @@ class OpenAICompatibleProvider:
                 yield from self._read_events(response)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
+
+    def transcribe(self, request: transcription.TranscriptionRequest) -> transcription.Transcript:
+        """`POST {base_url}/audio/transcriptions`, the upload as the caller sent it; the
+        answer is passed through (`transcription.upstream_transcript`)."""
+        body, content_type = transcription.upload_body(request)
+        try:
+            response = self._client.post(
+                f"{self.base_url}/audio/transcriptions",
+                content=body,
+                headers={"Content-Type": content_type},
+            )
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        if response.status_code >= 400:
+            raise self._status_error(response)
+        try:
+            return transcription.upstream_transcript(response, request)
+        except transcription.UnreadableTranscript as exc:
+            raise self._error(str(exc), code="invalid_response") from None
 
     # -- reading answers -----------------------------------------------------------
 

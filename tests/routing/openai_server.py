@@ -9,12 +9,12 @@
         server.requests[-1].json["messages"]                          # what it received
 
 It serves `POST <any prefix>/chat/completions`, `POST <any prefix>/responses` (the
-Responses API: an `Answer` becomes a Response object, or its stream events) and
-`GET <any prefix>/models`
-(`server.models`). Each chat request takes the next scripted reply queued for its
-model, else the next one queued for any model, else `Answer("ok")`; so unscripted
-traffic (a benchmark) always gets a valid answer. HTTP/1.1 with keep-alive; streams
-are chunked.
+Responses API: an `Answer` becomes a Response object, or its stream events),
+`POST <any prefix>/audio/transcriptions` (a multipart upload: `requests[-1].form`
+holds its fields and `file`) and `GET <any prefix>/models` (`server.models`). Each
+chat request takes the next scripted reply queued for its model, else the next one
+queued for any model, else `Answer("ok")`; so unscripted traffic (a benchmark) always
+gets a valid answer. HTTP/1.1 with keep-alive; streams are chunked.
 
 Replies:
 - `Answer(content, tool_calls=..., usage=..., cost=...)` answers the way the request
@@ -27,6 +27,8 @@ Replies:
   after some events; `chunk()` and `usage_chunk()` build events.
 - `Failure(status, message, headers=...)` answers with an OpenAI-style error body.
 - `Disconnect()` closes the connection without answering.
+- `Transcribed(text, duration=...)` answers a transcription in the `response_format`
+  it asked for, as OpenAI does (an `Answer` there is its content as the text).
 Every reply takes `delay` (seconds before the response starts). Decimal numbers are
 written with their exact digits, so `cost="0.000123456789012345"` arrives as is.
 """
@@ -34,6 +36,7 @@ written with their exact digits, so `cost="0.000123456789012345"` arrives as is.
 from __future__ import annotations
 
 import json
+import math
 import socket
 import threading
 import time
@@ -42,6 +45,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from controlplane.money import dumps_exact
 from tests.local_servers import ServedInThread
@@ -103,7 +108,18 @@ class Disconnect:
     delay: float = 0.0
 
 
-Reply = Answer | Stream | Failure | Disconnect
+@dataclass(frozen=True)
+class Transcribed:
+    """A transcription's answer; `duration` (seconds) is reported in verbose_json and,
+    rounded up, as json's `usage`; None reports none."""
+
+    text: str = "ok"
+    duration: Decimal | str | None = None
+    language: str = "english"
+    delay: float = 0.0
+
+
+Reply = Answer | Stream | Failure | Disconnect | Transcribed
 
 
 @dataclass(frozen=True)
@@ -113,6 +129,9 @@ class ReceivedRequest:
     headers: dict[str, str]  # names lower-cased
     json: Any
     client_port: int  # the same port again means the connection was kept alive
+    # A multipart upload's text fields (each name's last value; repeated names as a
+    # list under their name) and its `file` as (filename, content type, bytes).
+    form: dict[str, Any] | None = None
 
 
 def chunk(
@@ -211,7 +230,8 @@ class OpenAIServer(ServedInThread):
         super().__exit__(*exc)
 
     def _take(self, request: ReceivedRequest) -> Reply:
-        model = request.json.get("model") if isinstance(request.json, dict) else None
+        sent = request.json if isinstance(request.json, dict) else request.form or {}
+        model = sent.get("model")
         with self._lock:
             self.requests.append(request)
             for key in (model, None):
@@ -252,6 +272,9 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(raw, parse_float=Decimal) if raw else None
             except ValueError:
                 body = None
+            if self.path.rstrip("/").endswith("/audio/transcriptions"):
+                self._transcribe(raw)
+                return
             request = self._record(body)
             path = self.path.rstrip("/")
             responses_api = path.endswith("/responses")
@@ -280,14 +303,67 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 case Answer():
                     self._send_json(200, _answer_body(reply, model))
 
-        def _record(self, body: Any) -> ReceivedRequest:
+        def _record(self, body: Any, form: dict[str, Any] | None = None) -> ReceivedRequest:
             return ReceivedRequest(
                 method=self.command,
                 path=self.path,
                 headers={name.lower(): value for name, value in self.headers.items()},
                 json=body,
                 client_port=self.client_address[1],
+                form=form,
             )
+
+        def _transcribe(self, raw: bytes) -> None:
+            form = _form_of(self.headers.get("Content-Type", ""), raw)
+            reply = server._take(self._record(None, form))
+            if not server._sleep(reply.delay):
+                return
+            match reply:
+                case Disconnect():
+                    self._drop()
+                case Failure(status=status, message=message, headers=headers):
+                    self._send_json(
+                        status, {"error": {"message": message, "code": status}}, headers
+                    )
+                case Answer(content=text):
+                    self._send_transcription(Transcribed(text), form)
+                case Transcribed():
+                    self._send_transcription(reply, form)
+                case _:
+                    self._send_json(500, {"error": {"message": "a stream for a transcription"}})
+
+        def _send_transcription(self, reply: Transcribed, form: dict[str, Any]) -> None:
+            response_format = form.get("response_format") or "json"
+            if response_format in ("text", "srt", "vtt"):
+                text = {
+                    "text": f"{reply.text}\n",
+                    "srt": f"1\n00:00:00,000 --> 00:00:01,000\n{reply.text}\n\n",
+                    "vtt": f"WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{reply.text}\n\n",
+                }[response_format]
+                payload = text.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return
+            body: dict[str, Any] = {"text": reply.text}
+            duration = None if reply.duration is None else Decimal(reply.duration)
+            if response_format == "verbose_json":
+                body = {"task": "transcribe", "language": reply.language, **body}
+                if duration is not None:
+                    body["duration"] = duration
+                body["segments"] = [
+                    {
+                        "id": 0,
+                        "start": Decimal(0),
+                        "end": duration or Decimal(1),
+                        "text": reply.text,
+                    }
+                ]
+            elif duration is not None:
+                body["usage"] = {"type": "duration", "seconds": math.ceil(duration)}
+            self._send_json(200, body)
 
         def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
             payload = dumps_exact(body).encode()
@@ -340,6 +416,42 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
 
     Handler.__name__ = "OpenAIServerHandler"
     return Handler
+
+
+def _form_of(content_type: str, raw: bytes) -> dict[str, Any]:
+    """A multipart upload's fields, parsed by python-multipart."""
+    _, options = parse_options_header(content_type)
+    parts: list[dict[str, Any]] = []
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        parts[-1]["headers"].append(data[start:end])
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1]["data"] += data[start:end]
+
+    parser = MultipartParser(
+        options.get(b"boundary", b"-"),
+        {
+            "on_part_begin": lambda: parts.append({"headers": [], "data": b""}),
+            "on_header_value": on_header_value,
+            "on_part_data": on_part_data,
+        },
+    )
+    parser.write(raw)
+    parser.finalize()
+    form: dict[str, Any] = {}
+    for part in parts:
+        disposition = next(h for h in part["headers"] if b"form-data" in h)
+        _, params = parse_options_header(disposition)
+        name = params[b"name"].decode()
+        if b"filename" in params:
+            content_type = next((h for h in part["headers"] if b"form-data" not in h), b"")
+            form[name] = (params[b"filename"].decode(), content_type.decode(), part["data"])
+        elif name.endswith("[]"):
+            form.setdefault(name, []).append(part["data"].decode())
+        else:
+            form[name] = part["data"].decode()
+    return form
 
 
 def _answer_body(answer: Answer, model: str) -> dict[str, Any]:

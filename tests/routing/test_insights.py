@@ -510,6 +510,27 @@ def test_a_model_without_tools_is_proposed_for_an_operation_that_needs_none(cata
 
 
 @pytest.mark.django_db
+def test_a_model_of_another_kind_is_never_proposed_for_a_chat_operation(catalog):
+    AIModel.objects.create(
+        provider=catalog["medium"].provider,
+        model_id="acme/listener",
+        kind="transcription",
+        price_audio_second=Decimal("0.0001"),
+        context_length=1_000_000,
+        supports_tools=True,
+    )
+    day_of_spend(
+        TODAY,
+        model="acme/medium",
+        cost="3",
+        calls=10,
+        prompt_tokens=1_000_000,
+        completion_tokens=1_000_000,
+    )
+    assert insights.recommend_cheaper_models() == []
+
+
+@pytest.mark.django_db
 def test_it_recommends_nothing_for_operations_on_the_offline_model(catalog):
     day_of_spend(TODAY, model="offline/echo", cost="0", calls=500, prompt_tokens=10_000)
     assert insights.recommend_cheaper_models() == []

@@ -347,6 +347,7 @@ def test_the_savings_form_offers_the_routes_and_active_models(client, observer, 
         "agent",
         "chat",
         "summarize",
+        "transcribe",
     ]
     offered = set(form.fields["model"].queryset.values_list("model_id", flat=True))
     assert {"acme/large", "acme/medium"} <= offered
