@@ -27,6 +27,8 @@ from selfheal.consumers import SelfhealConsumer
 _gateway = GatewayApplication()
 http_endpoints: dict[str, ASGIApp] = {
     "/v1/chat/completions": _gateway,
+    "/v1/embeddings": _gateway,
+    "/v1/audio/speech": _gateway,
     "/v1/models": _gateway,
     # OTLP/HTTP log export from other services (healthmon's receiver).
     "/v1/logs": LogReceiver(),

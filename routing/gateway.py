@@ -89,6 +89,13 @@ def _json(body: Any, headers: dict[str, str] | None = None, status: int = 200) -
     )
 
 
+def json_response(
+    body: Any, headers: dict[str, str] | None = None, status: int = 200
+) -> GatewayResponse:
+    """A JSON answer, exact numbers kept (the gateway's other endpoints answer with it)."""
+    return _json(body, headers, status)
+
+
 def _bearer(request: GatewayRequest) -> str | None:
     header = request.header("Authorization")
     if not header.startswith("Bearer "):
@@ -105,7 +112,7 @@ def _service_key(request: GatewayRequest) -> KeySnapshot | None:
 
 
 def _look_up(
-    request: GatewayRequest, header_operation: str
+    request: GatewayRequest, header_operation: str, default_operation: str | None = None
 ) -> tuple[KeySnapshot | None, Reading | None]:
     """The caller's service key and the routing state its call needs, in one round
     trip to the cache: the table's version, the call's switches and its models'
@@ -118,7 +125,7 @@ def _look_up(
         key = table.service_key(raw)
         if key is None:
             return []
-        operation = header_operation or key.default_operation
+        operation = header_operation or default_operation or key.default_operation
         return calls.state_keys(table, operation, via_gateway=True)
 
     reading = read(keys)
@@ -146,10 +153,15 @@ def _mark_used(key: KeySnapshot) -> None:
 
 
 def _context(
-    request: GatewayRequest, key: KeySnapshot, reading: Reading | None
+    request: GatewayRequest,
+    key: KeySnapshot,
+    reading: Reading | None,
+    default_operation: str | None = None,
 ) -> calls.CallContext:
     return calls.CallContext(
-        operation=header_value(request.headers, "X-Operation") or key.default_operation,
+        operation=header_value(request.headers, "X-Operation")
+        or default_operation
+        or key.default_operation,
         mode=header_value(request.headers, "X-Mode") or None,
         service=key.service,
         approval_id=approval_id(request.headers),
@@ -158,12 +170,18 @@ def _context(
     )
 
 
-def chat_completions(request: GatewayRequest) -> GatewayResponse:
+def caller(
+    request: GatewayRequest, default_operation: str | None = None
+) -> calls.CallContext | GatewayResponse:
+    """Who calls, for what operation (`X-Operation`, else `default_operation`, else
+    the key's), or the error that answers the request: 401 without a valid service
+    key, then 400 for a malformed header. `default_operation`: an endpoint whose calls
+    are of another kind than chat has an operation of its own (`embeddings`...)."""
     try:
         operation, refused = header_value(request.headers, "X-Operation"), None
     except InvalidRequest as exc:
         operation, refused = "", exc  # answered once the key is known good
-    key, reading = _look_up(request, operation)
+    key, reading = _look_up(request, operation, default_operation)
     if key is None:
         return error_response(
             401, "invalid_api_key", "A valid service API key is required (Bearer)."
@@ -171,7 +189,32 @@ def chat_completions(request: GatewayRequest) -> GatewayResponse:
     try:
         if refused is not None:
             raise refused
-        context = _context(request, key, reading)
+        return _context(request, key, reading, default_operation)
+    except InvalidRequest as exc:
+        return invalid_request(exc)
+
+
+def refusal_response(exc: CallRefused, request_id: str) -> GatewayResponse:
+    """A call the call path refused (kill switch, approval, budget, route), OpenAI-style."""
+    refusal = error_response(
+        exc.status,
+        exc.code,
+        str(exc),
+        error_type=exc.error_type,
+        request_id=request_id,
+        **exc.details,
+    )
+    if exc.details.get("retry_after") is not None:
+        # Clients (the openai package among them) read the wait from the header.
+        refusal.headers["Retry-After"] = str(exc.details["retry_after"])
+    return refusal
+
+
+def chat_completions(request: GatewayRequest) -> GatewayResponse:
+    context = caller(request)
+    if isinstance(context, GatewayResponse):
+        return context
+    try:
         body = parse_chat_request(request.body)
         units = chat_units(body["messages"])
     except UnmeasurableRequest as exc:
@@ -203,18 +246,7 @@ def chat_completions(request: GatewayRequest) -> GatewayResponse:
     except CallRefused as exc:
         if isinstance(exc, TooLong):
             exc.details["param"] = max_tokens_param
-        refusal = error_response(
-            exc.status,
-            exc.code,
-            str(exc),
-            error_type=exc.error_type,
-            request_id=context.request_id,
-            **exc.details,
-        )
-        if exc.details.get("retry_after") is not None:
-            # Clients (the openai package among them) read the wait from the header.
-            refusal.headers["Retry-After"] = str(exc.details["retry_after"])
-        return refusal
+        return refusal_response(exc, context.request_id)
     except CallFailed as exc:
         return error_response(502, "upstream_error", str(exc), request_id=context.request_id)
     response = _json(

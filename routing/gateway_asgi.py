@@ -1,5 +1,6 @@
-"""The gateway over HTTP: a plain ASGI application for `/v1/chat/completions` and
-`/v1/models`, served at those paths by `controlplane.asgi_routes`.
+"""The gateway over HTTP: a plain ASGI application for `/v1/chat/completions`,
+`/v1/embeddings`, `/v1/audio/speech` and `/v1/models`, served at those paths by
+`controlplane.asgi_routes`.
 
 Why not a Django view: the gateway sits in front of every AI call another service
 makes, so what it adds to a call's latency matters. Django's request path runs the
@@ -10,10 +11,11 @@ gateway's logic (`routing.gateway`) on a small pool of long-lived threads
 between requests. The host and HTTPS checks of the settings apply as in
 Django (`controlplane.runtime.http_endpoints.refusal`); a service key is the only credential.
 
-A streamed answer is sent event by event as the provider produces them; when the
-client goes away mid-stream the call is closed at once, so it settles and logs. A
-whole answer is sent before the call's settlement and log row are written (on the
-same thread, at once after): the caller does not wait for the bookkeeping.
+A streamed answer (server-sent events, or audio bytes) is sent piece by piece as the
+provider produces them; when the client goes away mid-stream the call is closed at
+once, so it settles and logs. A whole answer is sent before the call's settlement and
+log row are written (on the same thread, at once after): the caller does not wait for
+the bookkeeping.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from controlplane.runtime.http_endpoints import (
     refusal,
     security_headers,
 )
-from routing import gateway
+from routing import gateway, gateway_embeddings, gateway_speech
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ RunSync = Callable[[Callable[[], T]], Awaitable[T]]
 
 ENDPOINTS: dict[str, tuple[str, Callable[[gateway.GatewayRequest], gateway.GatewayResponse]]] = {
     "/v1/chat/completions": ("POST", gateway.chat_completions),
+    "/v1/embeddings": ("POST", gateway_embeddings.embeddings),
+    "/v1/audio/speech": ("POST", gateway_speech.speech),
     "/v1/models": ("GET", gateway.models),
 }
 
@@ -119,13 +123,18 @@ class GatewayApplication:
             if response.stream is None:
                 await send({"type": "http.response.body", "body": response.body})
             else:
-                await self._send_stream(response.stream, receive, send)
+                events = response.headers.get("Content-Type") == "text/event-stream"
+                await self._send_stream(response.stream, receive, send, events=events)
         finally:
             # Recorded even when the answer could not be delivered: it was paid for.
             if response.after is not None:
                 await self.run(functools.partial(_after, response.after))
 
-    async def _send_stream(self, stream: Any, receive: Receive, send: Send) -> None:
+    async def _send_stream(
+        self, stream: Any, receive: Receive, send: Send, *, events: bool = True
+    ) -> None:
+        """`events`: server-sent events, ended by an error event on a failure; any
+        other body (audio bytes) can only be ended there."""
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
             while True:
@@ -139,7 +148,7 @@ class GatewayApplication:
                 except Exception:
                     # Never a stream left open: the client gets an error and the end.
                     log.exception("a gateway stream failed")
-                    ending = gateway.stream_error_event() + b"data: [DONE]\n\n"
+                    ending = gateway.stream_error_event() + b"data: [DONE]\n\n" if events else b""
                     await send({"type": "http.response.body", "body": ending})
                     return
                 if chunk is None:

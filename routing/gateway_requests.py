@@ -151,8 +151,9 @@ def _no_constant(name: str) -> Any:
     raise InvalidRequest(f"The body is not valid JSON: {name} is not a JSON number.")
 
 
-def parse_chat_request(body: bytes) -> dict[str, Any]:
-    """The request's JSON object, checked; raises `InvalidRequest`."""
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, exact numbers, no NaN, NUL or deep nesting; raises
+    `InvalidRequest`. Every JSON endpoint of the gateway reads its body with this."""
     try:
         parsed = _loads(body)
     except RecursionError:
@@ -163,6 +164,18 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
         _walk(parsed)
     if not isinstance(parsed, dict):
         raise InvalidRequest("The body must be a JSON object.")
+    return parsed
+
+
+def schema_error(validator: Draft202012Validator, body: dict[str, Any]) -> InvalidRequest | None:
+    """The error naming the field at fault in `body` by `validator`'s schema, if any."""
+    error = best_match(validator.iter_errors(body))
+    return _invalid(error) if error is not None else None
+
+
+def parse_chat_request(body: bytes) -> dict[str, Any]:
+    """The request's JSON object, checked; raises `InvalidRequest`."""
+    parsed = parse_json_object(body)
     if conforms(parsed):
         return parsed
     # The schema is the authority, and names the field at fault.

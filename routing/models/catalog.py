@@ -149,11 +149,18 @@ class AIModel(AuditedModel):
         return any(getattr(self, name) is None for name in KIND_PRICES[self.kind])
 
     def price_per_1k(self) -> Decimal | None:
-        """Blended price of 1,000 tokens (prompt and completion averaged), for policies."""
+        """Blended price of 1,000 tokens (prompt and completion averaged), for policies;
+        an embedding model's is its input's. None for a kind not priced in tokens
+        (transcription, speech): a policy's cap on token prices does not apply."""
         if self.price_missing:
             return None
         if self.provider.is_offline:
             return Decimal(0)
+        if self.kind == CallKind.EMBEDDING:
+            assert self.price_prompt is not None
+            return self.price_prompt * 1000
+        if self.kind != CallKind.CHAT:
+            return None
         assert self.price_prompt is not None
         assert self.price_completion is not None
         return (self.price_prompt + self.price_completion) / 2 * 1000

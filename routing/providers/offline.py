@@ -29,6 +29,8 @@ from routing.providers.base import (
     ToolCall,
     Usage,
 )
+from routing.providers.embeddings import EmbeddingRequest, offline_embeddings
+from routing.providers.speech import SpeechRequest, SpokenAudio, offline_speech
 
 WORD_PIECE = re.compile(r"\S{1,8}\s*|\s+")
 EXCERPT_CHARS = 160
@@ -42,7 +44,8 @@ class OfflineProvider:
       calls that tool (the one named first), with arguments that fill the tool
       schema's required properties.
     - Otherwise it answers the last user message in a sentence.
-    Usage counts words; the reported cost is zero.
+    Usage counts words; the reported cost is zero. Embeddings and speech: see
+    `routing.providers.embeddings` and `.speech`.
     """
 
     label = "offline"
@@ -60,6 +63,12 @@ class OfflineProvider:
         if delay is None:
             delay = float(getattr(settings, "OFFLINE_TOKEN_DELAY_SECONDS", 0.0))
         return stream_answer(_offline_turn(request), request, token_delay=delay)
+
+    def embed(self, request: EmbeddingRequest) -> Completion:
+        return offline_embeddings(request)
+
+    def speak(self, request: SpeechRequest) -> SpokenAudio:
+        return offline_speech(request)
 
     def __repr__(self) -> str:
         return "<OfflineProvider>"

@@ -262,7 +262,9 @@ def test_a_model_missing_a_price_is_skipped_and_flagged_never_priced_at_zero(loc
 
     assert decision.model.model_id == "test/cheap"
     assert decision.estimated_cost == Decimal("0.003")
-    assert decision.skipped == ["test/unpriced: price missing: no completion price (flagged in the catalog)"]
+    assert decision.skipped == [
+        "test/unpriced: price missing: no completion price (flagged in the catalog)"
+    ]
 
 
 @pytest.mark.django_db
