@@ -11,8 +11,8 @@ import pytest
 from django.test import Client
 
 from controlplane.approvals import decide_approval
-from controlplane.money import dumps_exact
 from controlplane.models import Approval
+from controlplane.money import dumps_exact
 from routing.models import AIModel, Budget, BudgetDay, OperationLog, Provider, Reservation
 from routing.models.catalog import CallKind
 from tests.routing.openai_server import OpenAIServer

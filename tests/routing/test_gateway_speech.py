@@ -37,9 +37,7 @@ def raw_key(issued: Any) -> str:
     return str(issued[1])
 
 
-def speak(
-    client: Client, body: Any, key: str | None, headers: dict[str, str] | None = None
-) -> Any:
+def speak(client: Client, body: Any, key: str | None, headers: dict[str, str] | None = None) -> Any:
     data = body if isinstance(body, str | bytes) else dumps_exact(body)
     auth = {"Authorization": f"Bearer {key}"} if key is not None else {}
     return client.post(
