@@ -131,6 +131,8 @@ class Audio:
     drop_after: int | None = None
     pause_after: int | None = None
     pause: float = 0.0
+    # Set by the test: the chunks after `pause_after` wait for it (instead of `pause`).
+    release: threading.Event | None = None
     delay: float = 0.0
 
 
@@ -249,6 +251,13 @@ class OpenAIServer(ServedInThread):
                 if self._queues.get(key):
                     return self._queues[key].popleft()
         return Answer()
+
+    def _wait_for(self, release: threading.Event | None) -> bool:
+        """Wait until `release` is set; False when the server is stopping meanwhile."""
+        while release is not None and not release.wait(0.05):
+            if self._stopping.is_set():
+                return False
+        return True
 
     def _sleep(self, seconds: float) -> bool:
         """Wait; False when the server is stopping meanwhile."""
@@ -369,6 +378,8 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                     self._drop()
                     return
                 if number == audio.pause_after and not server._sleep(audio.pause):
+                    return
+                if number == audio.pause_after and not server._wait_for(audio.release):
                     return
                 self._write_chunk(audio.data[start : start + size])
             self.wfile.write(b"0\r\n\r\n")
