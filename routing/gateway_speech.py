@@ -88,6 +88,7 @@ class Speaking:
         self.request_id = request_id
         self.media_type = spoken.media_type
         self.chunks: Iterator[bytes] = spoken.chunks
+        self.release = spoken.close
 
     def stream(self) -> Generator[bytes]:
         problem = ""
@@ -109,4 +110,5 @@ class Speaking:
         close = getattr(self.chunks, "close", None)
         if close is not None:
             close()
+        self.release()
         self.result.record(problem)

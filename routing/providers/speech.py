@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -69,6 +69,9 @@ class SpokenAudio(Completion):
 
     chunks: Iterator[bytes] = field(default_factory=lambda: iter(()))
     media_type: str = "application/octet-stream"
+    # Lets go of the upstream's answer, read or not (a generator never started cannot
+    # run its own `finally`).
+    close: Callable[[], object] = lambda: None
 
 
 def upstream_speech(provider: OpenAICompatibleProvider, request: SpeechRequest) -> SpokenAudio:
@@ -89,6 +92,7 @@ def upstream_speech(provider: OpenAICompatibleProvider, request: SpeechRequest) 
         model=request.model,
         chunks=_read(provider, response),
         media_type=media_type,
+        close=response.close,
     )
 
 
