@@ -62,6 +62,7 @@ def test_a_v1_path_the_gateway_does_not_serve_gets_openais_json_404(
     error = json_error(404, response["Content-Type"], response.content)
     assert (error["type"], error["code"]) == ("invalid_request_error", "unknown_url")
     assert f"{method} {path}" in error["message"]
+    assert "POST /v1/embeddings, POST /v1/audio/speech" in error["message"]
 
 
 @pytest.mark.parametrize(
