@@ -28,6 +28,8 @@ _gateway = GatewayApplication()
 http_endpoints: dict[str, ASGIApp] = {
     "/v1/chat/completions": _gateway,
     "/v1/responses": _gateway,
+    "/v1/embeddings": _gateway,
+    "/v1/audio/speech": _gateway,
     "/v1/models": _gateway,
     "/v1/messages": _gateway,  # Anthropic's Messages API
     "/v1/audio/transcriptions": _gateway,

@@ -65,7 +65,7 @@ def finish(
     cost, source, record = priced(
         prepared, model, completion, error=error, usage=usage, cancelled=cancelled
     )
-    return record(), cost, source
+    return record(""), cost, source
 
 
 def priced(
@@ -76,7 +76,7 @@ def priced(
     error: str = "",
     usage: Usage | None = None,
     cancelled: bool = False,
-) -> tuple[Decimal, str, Callable[[], OperationLog]]:
+) -> tuple[Decimal, str, Callable[[str], OperationLog]]:
     """The call's cost, and what records it: the settlement (or release) of its
     reservation and its log row, to run now or once the answer is on its way."""
     usage = completion.usage if completion is not None else usage
@@ -92,7 +92,7 @@ def priced(
             usage,
             prompt_tokens=prepared.decision.prompt_tokens,
             completion_tokens=prepared.decision.completion_tokens,
-            most_tokens=token_cap(model),
+            most_tokens=_most_tokens(prepared, model),
         )
         if flag:
             log.warning("call %s: %s", prepared.context.request_id, flag)
@@ -108,8 +108,9 @@ def priced(
     latency_ms = int((time.perf_counter() - prepared.started) * 1000)
     settles = model is not None and usage is not None
 
-    def record() -> OperationLog:
-        row = _log_row(prepared, model, usage, cost, source, error, latency_ms, flag)
+    def record(problem: str) -> OperationLog:
+        failure = "; ".join(filter(None, [error, problem]))
+        row = _log_row(prepared, model, usage, cost, source, failure, latency_ms, flag)
         if cancelled:
             row.status = OperationLog.Status.CANCELLED
         try:
@@ -126,6 +127,15 @@ def priced(
         return row
 
     return cost, source, record
+
+
+def _most_tokens(prepared: Prepared, model: ModelChoice) -> int:
+    """The most tokens a provider can mean to report for this call: its model's
+    context; for embeddings, whose inputs are each embedded on their own, no more
+    tokens than the inputs have characters (four a token in the estimate)."""
+    if prepared.units.kind == CallKind.EMBEDDING:
+        return max(token_cap(model), prepared.decision.prompt_tokens * pricing.CHARS_PER_TOKEN)
+    return token_cap(model)
 
 
 def _undoable() -> AbstractContextManager[Any]:

@@ -86,13 +86,15 @@ class CallResult:
     cost: Decimal
     cost_source: str
     log: OperationLog | None  # None until recorded (`complete(record_later=True)`)
-    recorder: Callable[[], OperationLog] | None = None
+    recorder: Callable[[str], OperationLog] | None = None
 
-    def record(self) -> OperationLog:
-        """Settle the reservation and write the log row, once."""
+    def record(self, problem: str = "") -> OperationLog:
+        """Settle the reservation and write the log row, once. `problem`: what went
+        wrong after the provider answered (audio cut off mid-stream); the call is
+        still paid for, and its row says so."""
         if self.log is None:
             assert self.recorder is not None
-            self.log, self.recorder = self.recorder(), None
+            self.log, self.recorder = self.recorder(problem), None
         return self.log
 
 

@@ -109,7 +109,9 @@ def _service_key(request: GatewayRequest) -> KeySnapshot | None:
     return key
 
 
-def _look_up(raw: str | None, header_operation: str) -> tuple[KeySnapshot | None, Reading | None]:
+def _look_up(
+    raw: str | None, header_operation: str, default_operation: str | None = None
+) -> tuple[KeySnapshot | None, Reading | None]:
     """The caller's service key (`raw`, as presented) and the routing state its call
     needs, in one round trip to the cache: the table's version, the call's switches
     and its models' cooldowns. A key revoked a moment ago is refused: the version says
@@ -121,7 +123,7 @@ def _look_up(raw: str | None, header_operation: str) -> tuple[KeySnapshot | None
         key = table.service_key(raw)
         if key is None:
             return []
-        operation = header_operation or key.default_operation
+        operation = header_operation or default_operation or key.default_operation
         return calls.state_keys(table, operation, via_gateway=True)
 
     reading = read(keys)
@@ -149,10 +151,15 @@ def _mark_used(key: KeySnapshot) -> None:
 
 
 def _context(
-    request: GatewayRequest, key: KeySnapshot, reading: Reading | None
+    request: GatewayRequest,
+    key: KeySnapshot,
+    reading: Reading | None,
+    default_operation: str | None = None,
 ) -> calls.CallContext:
     return calls.CallContext(
-        operation=header_value(request.headers, "X-Operation") or key.default_operation,
+        operation=header_value(request.headers, "X-Operation")
+        or default_operation
+        or key.default_operation,
         mode=header_value(request.headers, "X-Mode") or None,
         service=key.service,
         approval_id=approval_id(request.headers),
@@ -165,26 +172,32 @@ class KeyRefused(Exception):
     """No service key, or one that is not (or no longer) valid: 401."""
 
 
-def open_call(request: GatewayRequest, raw_key: str | None) -> calls.CallContext:
+def open_call(
+    request: GatewayRequest, raw_key: str | None, default_operation: str | None = None
+) -> calls.CallContext:
     """The call a request makes, once its service key (`raw_key`, as the endpoint reads
-    it) is known good: raises `KeyRefused`, then `InvalidRequest` for its headers."""
+    it) is known good: raises `KeyRefused`, then `InvalidRequest` for its headers. Its
+    operation is `X-Operation`, else `default_operation` (an endpoint whose calls are
+    of another kind than chat has one of its own: `embeddings`...), else the key's."""
     try:
         operation, refused = header_value(request.headers, "X-Operation"), None
     except InvalidRequest as exc:
         operation, refused = "", exc  # answered once the key is known good
-    key, reading = _look_up(raw_key, operation)
+    key, reading = _look_up(raw_key, operation, default_operation)
     if key is None:
         raise KeyRefused
     if refused is not None:
         raise refused
-    return _context(request, key, reading)
+    return _context(request, key, reading, default_operation)
 
 
-def authorised(request: GatewayRequest) -> calls.CallContext | GatewayResponse:
+def authorised(
+    request: GatewayRequest, default_operation: str | None = None
+) -> calls.CallContext | GatewayResponse:
     """The call's context, or the OpenAI-style answer refusing it: 401 without a valid
     service key (Bearer), 400 for a malformed header (once the key is known good)."""
     try:
-        return open_call(request, bearer(request))
+        return open_call(request, bearer(request), default_operation)
     except KeyRefused:
         return error_response(
             401, "invalid_api_key", "A valid service API key is required (Bearer)."

@@ -1,5 +1,6 @@
 """The gateway over HTTP: a plain ASGI application for `/v1/chat/completions`,
-`/v1/responses`, `/v1/messages` and `/v1/models`, served at those paths by
+`/v1/responses`, `/v1/messages`, `/v1/embeddings`, `/v1/audio/speech`,
+`/v1/audio/transcriptions` and `/v1/models`, served at those paths by
 `controlplane.asgi_routes`.
 
 Why not a Django view: the gateway sits in front of every AI call another service
@@ -11,10 +12,11 @@ gateway's logic (`routing.gateway`) on a small pool of long-lived threads
 between requests. The host and HTTPS checks of the settings apply as in
 Django (`controlplane.runtime.http_endpoints.refusal`); a service key is the only credential.
 
-A streamed answer is sent event by event as the provider produces them; when the
-client goes away mid-stream the call is closed at once, so it settles and logs. A
-whole answer is sent before the call's settlement and log row are written (on the
-same thread, at once after): the caller does not wait for the bookkeeping.
+A streamed answer (server-sent events, or audio bytes) is sent piece by piece as the
+provider produces them; when the client goes away mid-stream the call is closed at
+once, so it settles and logs. A whole answer is sent before the call's settlement and
+log row are written (on the same thread, at once after): the caller does not wait for
+the bookkeeping.
 """
 
 from __future__ import annotations
@@ -41,7 +43,14 @@ from controlplane.runtime.http_endpoints import (
     refusal,
     security_headers,
 )
-from routing import gateway, gateway_messages, gateway_responses, gateway_transcriptions
+from routing import (
+    gateway,
+    gateway_embeddings,
+    gateway_messages,
+    gateway_responses,
+    gateway_speech,
+    gateway_transcriptions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,8 @@ RunSync = Callable[[Callable[[], T]], Awaitable[T]]
 ENDPOINTS: dict[str, tuple[str, Callable[[gateway.GatewayRequest], gateway.GatewayResponse]]] = {
     "/v1/chat/completions": ("POST", gateway.chat_completions),
     "/v1/responses": ("POST", gateway_responses.responses),
+    "/v1/embeddings": ("POST", gateway_embeddings.embeddings),
+    "/v1/audio/speech": ("POST", gateway_speech.speech),
     "/v1/models": ("GET", gateway.models),
     "/v1/messages": ("POST", gateway_messages.messages),
     "/v1/audio/transcriptions": ("POST", gateway_transcriptions.transcriptions),
@@ -163,8 +174,11 @@ class GatewayApplication:
     async def _send_stream(
         self, response: gateway.GatewayResponse, receive: Receive, send: Send, errors: ErrorShape
     ) -> None:
+        """Server-sent events end with an error event on a failure; any other body
+        (audio bytes) can only be ended there."""
         stream = response.stream
         assert stream is not None
+        events = response.headers.get("Content-Type") == "text/event-stream"
         gone = asyncio.ensure_future(_disconnected(receive))
         try:
             while True:
@@ -178,7 +192,9 @@ class GatewayApplication:
                 except Exception:
                     # Never a stream left open: the client gets an error and the end.
                     log.exception("a gateway stream failed")
-                    ending = response.failed_stream_ending or errors.stream_ending()
+                    ending = (
+                        (response.failed_stream_ending or errors.stream_ending()) if events else b""
+                    )
                     await send({"type": "http.response.body", "body": ending})
                     return
                 if chunk is None:

@@ -37,13 +37,16 @@ from routing.snapshots import ModelChoice
 from routing.transcription_formats import rendered
 from routing.transcription_requests import parse_transcription_request
 
+# The operation of a transcription without `X-Operation` (seeded with its route).
+OPERATION = "transcribe"
+
 # A provider's reported length is believed up to this many times the header's (plus
 # a second): headers of variable-bitrate files are estimates, not this far off.
 MOST_REPORTED_RATIO = Decimal(2)
 
 
 def transcriptions(request: GatewayRequest) -> GatewayResponse:
-    context = authorised(request)
+    context = authorised(request, OPERATION)
     if isinstance(context, GatewayResponse):
         return context
     try:

@@ -18,6 +18,7 @@ from routing import budgets, pricing
 from routing.approval_rules import ApprovalNeed, approval_needed
 from routing.call_units import NO_UNITS, CallUnits
 from routing.models import Budget, Provider
+from routing.models.catalog import CallKind
 from routing.snapshots import (
     ModelChoice,
     PolicySnapshot,
@@ -162,7 +163,11 @@ def _eligible(
     if missing:
         names = " and ".join(name.removeprefix("price_").replace("_", " ") for name in missing)
         return f"price missing: no {names} price (flagged in the catalog)"
-    if model.context_length is not None and prompt_tokens > model.context_length:
+    # An embeddings request's tokens are spread over its inputs, each embedded on its
+    # own: the context bounds each input (the provider refuses one too long), not
+    # their sum.
+    too_long = model.context_length is not None and prompt_tokens > model.context_length
+    if too_long and units.kind != CallKind.EMBEDDING:
         return f"context {model.context_length} < {prompt_tokens} tokens"
     if policy is None:
         return None

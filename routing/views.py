@@ -12,6 +12,7 @@ from django.views.decorators.http import require_GET
 from controlplane.money import ZERO
 from controlplane.tiers import staff_required
 from routing import budgets, gateway, insights
+from routing.gateway_asgi import ENDPOINTS
 from routing.models import AIModel, Policy, Recommendation, Route
 
 CHART_WIDTH, CHART_HEIGHT = 560, 140
@@ -93,7 +94,8 @@ def gateway_unknown_path(request: HttpRequest) -> HttpResponse:
         404,
         "unknown_url",
         f"Unknown request URL: {request.method} {request.path}. The gateway serves "
-        "POST /v1/chat/completions and GET /v1/models.",
+        + ", ".join(f"{method} {path}" for path, (method, _) in ENDPOINTS.items())
+        + ".",
         error_type="invalid_request_error",
     )
     return HttpResponse(response.body, status=404, headers=response.headers)

@@ -30,6 +30,8 @@ from routing.providers.base import (
     ToolCall,
     Usage,
 )
+from routing.providers.embeddings import EmbeddingRequest, offline_embeddings
+from routing.providers.speech import SpeechRequest, SpokenAudio, offline_speech
 
 WORD_PIECE = re.compile(r"\S{1,8}\s*|\s+")
 EXCERPT_CHARS = 160
@@ -43,7 +45,8 @@ class OfflineProvider:
       calls that tool (the one named first), with arguments that fill the tool
       schema's required properties.
     - Otherwise it answers the last user message in a sentence.
-    Usage counts words; the reported cost is zero.
+    Usage counts words; the reported cost is zero. Embeddings and speech: see
+    `routing.providers.embeddings` and `.speech`.
     """
 
     label = "offline"
@@ -64,6 +67,12 @@ class OfflineProvider:
 
     def transcribe(self, request: transcription.TranscriptionRequest) -> transcription.Transcript:
         return transcription.offline_transcript(request)
+
+    def embed(self, request: EmbeddingRequest) -> Completion:
+        return offline_embeddings(request)
+
+    def speak(self, request: SpeechRequest) -> SpokenAudio:
+        return offline_speech(request)
 
     def __repr__(self) -> str:
         return "<OfflineProvider>"

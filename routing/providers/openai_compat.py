@@ -1,4 +1,6 @@
-"""The one HTTP client for every OpenAI-compatible chat-completions endpoint.
+"""The one HTTP client for every OpenAI-compatible chat-completions endpoint (and its
+`/embeddings` and `/audio/speech`, read in `routing.providers.embeddings` and
+`.speech`).
 
 OpenRouter, OpenAI, Ollama and vLLM (their `/v1` endpoints) and any compatible server
 all take `POST {base_url}/chat/completions`; `base_url` already ends in `/v1` or
@@ -53,6 +55,8 @@ from routing.providers.base import (
     ToolCall,
     Usage,
 )
+from routing.providers.embeddings import EmbeddingRequest, upstream_embeddings
+from routing.providers.speech import SpeechRequest, SpokenAudio, upstream_speech
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +151,62 @@ class OpenAICompatibleProvider:
             return transcription.upstream_transcript(response, request)
         except transcription.UnreadableTranscript as exc:
             raise self._error(str(exc), code="invalid_response") from None
+
+    def embed(self, request: EmbeddingRequest) -> Completion:
+        return upstream_embeddings(self, request)
+
+    def speak(self, request: SpeechRequest) -> SpokenAudio:
+        return upstream_speech(self, request)
+
+    # -- other endpoints (`routing.providers.embeddings`, `.speech`) ----------------
+
+    def post_json(self, path: str, body: dict[str, Any]) -> Any:
+        """`POST {base_url}{path}` with a JSON body; its JSON answer, failures mapped
+        as a chat's are (the module docstring's table)."""
+        try:
+            response = self._client.post(f"{self.base_url}{path}", content=_encode(body))
+            response.read()
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        if response.status_code >= 400:
+            raise self._status_error(response)
+        answer = self._parse(response.content)
+        if isinstance(answer, dict) and "error" in answer:
+            raise self._error_event(answer["error"])
+        return answer
+
+    def open_stream(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """`POST {base_url}{path}`, its answer left open to be read as it comes (the
+        caller closes it); an error status is raised, mapped, with the answer closed."""
+        try:
+            response = self._client.send(
+                self._client.build_request("POST", f"{self.base_url}{path}", content=_encode(body)),
+                stream=True,
+            )
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        if response.status_code >= 400:
+            try:
+                response.read()
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc) from None
+            finally:
+                response.close()
+            raise self._status_error(response)
+        return response
+
+    def parse_json(self, text: str | bytes) -> Any:
+        return self._parse(text)
+
+    def failure(self, detail: str, *, code: str) -> ProviderError:
+        """A retryable failure of this provider, its key redacted."""
+        return self._error(detail, code=code)
+
+    def error_in_answer(self, error: Any) -> ProviderError:
+        return self._error_event(error)
+
+    def transport_failure(self, exc: httpx.HTTPError) -> ProviderError:
+        return self._transport_error(exc)
 
     # -- reading answers -----------------------------------------------------------
 

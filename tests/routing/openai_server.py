@@ -10,11 +10,12 @@
 
 It serves `POST <any prefix>/chat/completions`, `POST <any prefix>/responses` (the
 Responses API: an `Answer` becomes a Response object, or its stream events),
-`POST <any prefix>/audio/transcriptions` (a multipart upload: `requests[-1].form`
-holds its fields and `file`) and `GET <any prefix>/models` (`server.models`). Each
-chat request takes the next scripted reply queued for its model, else the next one
-queued for any model, else `Answer("ok")`; so unscripted traffic (a benchmark) always
-gets a valid answer. HTTP/1.1 with keep-alive; streams are chunked.
+`/embeddings`, `/audio/speech`, `POST <any prefix>/audio/transcriptions` (a multipart
+upload: `requests[-1].form` holds its fields and `file`) and `GET <any prefix>/models`
+(`server.models`). Each request takes the next scripted reply queued for its model,
+else the next one queued for any model, else `Answer("ok")` (or its endpoint's
+default answer); so unscripted traffic (a benchmark) always gets a valid answer.
+HTTP/1.1 with keep-alive; streams are chunked.
 
 Replies:
 - `Answer(content, tool_calls=..., usage=..., cost=...)` answers the way the request
@@ -29,15 +30,23 @@ Replies:
 - `Disconnect()` closes the connection without answering.
 - `Transcribed(text, duration=...)` answers a transcription in the `response_format`
   it asked for, as OpenAI does (an `Answer` there is its content as the text).
+- `Embeddings(dimensions, prompt_tokens, cost, encoding)` answers `/embeddings`: a
+  vector per input, in the encoding the request asked (or `encoding`, to play a
+  server that ignores it); unscripted, 4 dimensions and a token a word.
+- `Audio(data, content_type, drop_after=...)` answers `/audio/speech` with `data` in
+  chunks of `chunk_bytes` (chunked encoding), optionally dropping the connection
+  after some chunks; unscripted, a few bytes labelled audio/mpeg.
 Every reply takes `delay` (seconds before the response starts). Decimal numbers are
 written with their exact digits, so `cost="0.000123456789012345"` arrives as is.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import socket
+import struct
 import threading
 import time
 from collections import defaultdict, deque
@@ -119,7 +128,34 @@ class Transcribed:
     delay: float = 0.0
 
 
-Reply = Answer | Stream | Failure | Disconnect | Transcribed
+@dataclass(frozen=True)
+class Embeddings:
+    """An `/embeddings` answer: vector `i` of input `j` is `j + i / 10`."""
+
+    dimensions: int = 4
+    prompt_tokens: int | None = None  # default: a token a word; None in usage: left out
+    cost: Decimal | str | None = None
+    encoding: str | None = None  # default: as the request asks
+    report_usage: bool = True
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Audio:
+    """An `/audio/speech` answer: `data` in chunks, as the upstream streams it."""
+
+    data: bytes = b"ID3" + bytes(range(256)) * 4
+    content_type: str = "audio/mpeg"
+    chunk_bytes: int = 256
+    drop_after: int | None = None
+    pause_after: int | None = None
+    pause: float = 0.0
+    # Set by the test: the chunks after `pause_after` wait for it (instead of `pause`).
+    release: threading.Event | None = None
+    delay: float = 0.0
+
+
+Reply = Answer | Stream | Failure | Disconnect | Transcribed | Embeddings | Audio
 
 
 @dataclass(frozen=True)
@@ -239,6 +275,13 @@ class OpenAIServer(ServedInThread):
                     return self._queues[key].popleft()
         return Answer()
 
+    def _wait_for(self, release: threading.Event | None) -> bool:
+        """Wait until `release` is set; False when the server is stopping meanwhile."""
+        while release is not None and not release.wait(0.05):
+            if self._stopping.is_set():
+                return False
+        return True
+
     def _sleep(self, seconds: float) -> bool:
         """Wait; False when the server is stopping meanwhile."""
         return not (seconds and self._stopping.wait(seconds))
@@ -276,13 +319,20 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._transcribe(raw)
                 return
             request = self._record(body)
-            path = self.path.rstrip("/")
-            responses_api = path.endswith("/responses")
-            if not (path.endswith("/chat/completions") or responses_api):
+            endpoint = next((e for e in ENDPOINTS if self.path.rstrip("/").endswith(e)), None)
+            responses_api = endpoint == "/responses"
+            if endpoint is None:
                 self._send_json(404, {"error": {"message": f"no route {self.path}"}})
                 return
             reply = server._take(request)
             if not server._sleep(reply.delay):
+                return
+            if endpoint == "/embeddings" and isinstance(reply, Answer | Embeddings):
+                made = reply if isinstance(reply, Embeddings) else Embeddings()
+                self._send_json(200, _embeddings_body(made, body))
+                return
+            if endpoint == "/audio/speech" and isinstance(reply, Answer | Audio):
+                self._send_audio(reply if isinstance(reply, Audio) else Audio())
                 return
             wants_stream = isinstance(body, dict) and bool(body.get("stream"))
             model = (body or {}).get("model", "test/model") if isinstance(body, dict) else ""
@@ -401,8 +451,26 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
 
-        def _write_chunk(self, text: str) -> None:
-            data = text.encode()
+        def _send_audio(self, audio: Audio) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", audio.content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            size = audio.chunk_bytes
+            for number, start in enumerate(range(0, len(audio.data), size)):
+                if audio.drop_after is not None and number >= audio.drop_after:
+                    self._drop()
+                    return
+                if number == audio.pause_after and not server._sleep(audio.pause):
+                    return
+                if number == audio.pause_after and not server._wait_for(audio.release):
+                    return
+                self._write_chunk(audio.data[start : start + size])
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+
+        def _write_chunk(self, text: str | bytes) -> None:
+            data = text.encode() if isinstance(text, str) else text
             self.wfile.write(f"{len(data):X}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
 
@@ -488,6 +556,31 @@ def _answer_stream(answer: Answer, model: str) -> Stream:
     events.append(chunk(finish_reason=_finish(answer), model=model))
     events.append({**usage_chunk(model=model), "usage": _answer_usage(answer)})
     return Stream(tuple(events), event_delay=answer.event_delay)
+
+
+ENDPOINTS = ("/chat/completions", "/responses", "/embeddings", "/audio/speech")
+
+
+def _embeddings_body(answer: Embeddings, request: Any) -> dict[str, Any]:
+    asked = request if isinstance(request, dict) else {}
+    given = asked.get("input", "")
+    inputs = [given] if isinstance(given, str) or not given or isinstance(given[0], int) else given
+    encoding = answer.encoding or asked.get("encoding_format") or "float"
+    data = []
+    for index in range(len(inputs)):
+        vector = [index + i / 10 for i in range(answer.dimensions)]
+        embedding: Any = vector
+        if encoding == "base64":
+            embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    body: dict[str, Any] = {"object": "list", "data": data, "model": asked.get("model", "")}
+    if answer.report_usage:
+        words = sum(len(str(item).split()) for item in inputs)
+        tokens = words if answer.prompt_tokens is None else answer.prompt_tokens
+        body["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        if answer.cost is not None:
+            body["usage"]["cost"] = Decimal(answer.cost)
+    return body
 
 
 def _tool_calls(answer: Answer) -> list[dict[str, Any]]:

@@ -43,7 +43,8 @@ def json_error(status: int, content_type: str, body: bytes) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "path", ["/v1/embeddings", "/v1/foo", "/v1/", "/v1", "/v1/chat/completions/", "/v1/a/b/c"]
+    "path",
+    ["/v1/images/generations", "/v1/foo", "/v1/", "/v1", "/v1/chat/completions/", "/v1/a/b/c"],
 )
 @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
 def test_a_v1_path_the_gateway_does_not_serve_gets_openais_json_404(
@@ -61,6 +62,7 @@ def test_a_v1_path_the_gateway_does_not_serve_gets_openais_json_404(
     error = json_error(404, response["Content-Type"], response.content)
     assert (error["type"], error["code"]) == ("invalid_request_error", "unknown_url")
     assert f"{method} {path}" in error["message"]
+    assert "POST /v1/embeddings, POST /v1/audio/speech" in error["message"]
 
 
 @pytest.mark.parametrize(
@@ -70,6 +72,8 @@ def test_a_v1_path_the_gateway_does_not_serve_gets_openais_json_404(
         ("PUT", "/v1/chat/completions", "POST"),
         ("POST", "/v1/models", "GET"),
         ("DELETE", "/v1/models", "GET"),
+        ("GET", "/v1/embeddings", "POST"),
+        ("PUT", "/v1/audio/speech", "POST"),
     ],
 )
 def test_a_method_a_gateway_path_does_not_answer_gets_json_405(

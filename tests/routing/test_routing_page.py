@@ -346,6 +346,8 @@ def test_the_savings_form_offers_the_routes_and_active_models(client, observer, 
     assert [value for value, _ in form.fields["operation"].choices] == [
         "agent",
         "chat",
+        "embeddings",
+        "speech",
         "summarize",
         "transcribe",
     ]
