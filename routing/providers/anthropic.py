@@ -45,7 +45,7 @@ from routing.providers.anthropic_format import (
     request_body,
 )
 from routing.providers.base import ChatRequest, Completion, ProviderError, StreamChunk
-from routing.providers.openai_compat import _retry_after, _sse_data
+from routing.providers.upstream_http import retry_after_seconds, sse_data
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class AnthropicProvider:
                     response.read()
                     raise self._status_error(response)
                 answer = StreamedMessage()
-                for data in _sse_data(response.iter_lines()):
+                for data in sse_data(response.iter_lines()):
                     event = self._parse(data)
                     if not isinstance(event, dict) or event.get("type") == "error":
                         raise self._event_error(event)
@@ -196,7 +196,9 @@ class AnthropicProvider:
             else response.text.strip()
         )
         code, retryable = _classify(status, detail)
-        retry_after = _retry_after(response.headers) if status == 429 or status >= 500 else None
+        retry_after = (
+            retry_after_seconds(response.headers) if status == 429 or status >= 500 else None
+        )
         text = f"HTTP {status} {response.reason_phrase}" + (f": {detail}" if detail else "")
         if retry_after is not None:
             text += f" (retry after {retry_after:g} s)"

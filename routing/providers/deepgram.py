@@ -52,6 +52,7 @@ from routing.providers.transcription import (
     Word,
     seconds_of,
 )
+from routing.providers.upstream_http import retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ class DeepgramProvider:
                 status, "rate_limited" if status == 429 else "upstream_error"
             )
             retryable = True
-            retry_after = _retry_after(response) if status == 429 else None
+            retry_after = retry_after_seconds(response.headers) if status == 429 else None
         else:
             code, retryable = NOT_RETRYABLE.get(status, "bad_request"), False
         text = f"HTTP {status} {response.reason_phrase}" + (f": {detail}" if detail else "")
@@ -256,10 +257,3 @@ def _error_message(response: httpx.Response) -> str:
     else:
         text = response.text.strip()
     return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(float(response.headers.get("retry-after", "")), 0.0)
-    except ValueError:
-        return None

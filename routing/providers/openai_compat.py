@@ -40,7 +40,6 @@ import logging
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -57,6 +56,7 @@ from routing.providers.base import (
 )
 from routing.providers.embeddings import EmbeddingRequest, upstream_embeddings
 from routing.providers.speech import SpeechRequest, SpokenAudio, upstream_speech
+from routing.providers.upstream_http import json_body, retry_after_seconds, sse_data
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class OpenAICompatibleProvider:
 
     def complete(self, request: ChatRequest) -> Completion:
         try:
-            response = self._client.post(self.url, content=_encode(request.body(stream=False)))
+            response = self._client.post(self.url, content=json_body(request.body(stream=False)))
             response.read()
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
@@ -116,7 +116,7 @@ class OpenAICompatibleProvider:
             with self._client.stream(
                 "POST",
                 self.url,
-                content=_encode(request.body(stream=True)),
+                content=json_body(request.body(stream=True)),
                 headers={"Accept": "text/event-stream"},
             ) as response:
                 if response.status_code >= 400:
@@ -134,23 +134,7 @@ class OpenAICompatibleProvider:
             raise self._transport_error(exc) from None
 
     def transcribe(self, request: transcription.TranscriptionRequest) -> transcription.Transcript:
-        """`POST {base_url}/audio/transcriptions`, the upload as the caller sent it; the
-        answer is passed through (`transcription.upstream_transcript`)."""
-        body, content_type = transcription.upload_body(request)
-        try:
-            response = self._client.post(
-                f"{self.base_url}/audio/transcriptions",
-                content=body,
-                headers={"Content-Type": content_type},
-            )
-        except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from None
-        if response.status_code >= 400:
-            raise self._status_error(response)
-        try:
-            return transcription.upstream_transcript(response, request)
-        except transcription.UnreadableTranscript as exc:
-            raise self._error(str(exc), code="invalid_response") from None
+        return transcription.upstream_transcription(self, request)
 
     def embed(self, request: EmbeddingRequest) -> Completion:
         return upstream_embeddings(self, request)
@@ -158,18 +142,25 @@ class OpenAICompatibleProvider:
     def speak(self, request: SpeechRequest) -> SpokenAudio:
         return upstream_speech(self, request)
 
-    # -- other endpoints (`routing.providers.embeddings`, `.speech`) ----------------
+    # -- other endpoints (`routing.providers.embeddings`, `.speech`, `.transcription`) --
 
-    def post_json(self, path: str, body: dict[str, Any]) -> Any:
-        """`POST {base_url}{path}` with a JSON body; its JSON answer, failures mapped
-        as a chat's are (the module docstring's table)."""
+    def post(
+        self, path: str, content: bytes, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        """`POST {base_url}{path}`, its whole answer; failures mapped as a chat's are
+        (the module docstring's table)."""
         try:
-            response = self._client.post(f"{self.base_url}{path}", content=_encode(body))
+            response = self._client.post(f"{self.base_url}{path}", content=content, headers=headers)
             response.read()
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
         if response.status_code >= 400:
             raise self._status_error(response)
+        return response
+
+    def post_json(self, path: str, body: dict[str, Any]) -> Any:
+        """`POST {base_url}{path}` with a JSON body; its JSON answer."""
+        response = self.post(path, json_body(body))
         answer = self._parse(response.content)
         if isinstance(answer, dict) and "error" in answer:
             raise self._error_event(answer["error"])
@@ -180,7 +171,9 @@ class OpenAICompatibleProvider:
         caller closes it); an error status is raised, mapped, with the answer closed."""
         try:
             response = self._client.send(
-                self._client.build_request("POST", f"{self.base_url}{path}", content=_encode(body)),
+                self._client.build_request(
+                    "POST", f"{self.base_url}{path}", content=json_body(body)
+                ),
                 stream=True,
             )
         except httpx.HTTPError as exc:
@@ -214,7 +207,7 @@ class OpenAICompatibleProvider:
         answer = _StreamedAnswer()
         finished = False
         done = False
-        for data in _sse_data(response.iter_lines()):
+        for data in sse_data(response.iter_lines()):
             # Read on past [DONE] to the end of the body, so the connection goes back
             # to the pool instead of being closed.
             if done or data == "[DONE]":
@@ -312,7 +305,7 @@ class OpenAICompatibleProvider:
         status = response.status_code
         detail = _upstream_message(response)
         code, retryable = _classify(status, detail)
-        retry_after = _retry_after(response.headers) if status == 429 else None
+        retry_after = retry_after_seconds(response.headers) if status == 429 else None
         text = f"HTTP {status} {response.reason_phrase}"
         if detail:
             text += f": {detail}"
@@ -405,25 +398,6 @@ class _StreamedAnswer:
         )
 
 
-def _sse_data(lines: Iterator[str]) -> Iterator[str]:
-    """The data of each server-sent event; comment lines (`: OPENROUTER PROCESSING`),
-    `event:`, `id:` and `retry:` fields are skipped."""
-    data: list[str] = []
-    for line in lines:
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value.removeprefix(" "))
-    if data:  # a last event without its blank line
-        yield "\n".join(data)
-
-
 def _chunk_of(completion: Completion) -> StreamChunk:
     """One chunk carrying a whole (non-streamed) answer, shaped as a stream event."""
     tool_deltas = [
@@ -487,35 +461,6 @@ def _upstream_message(response: httpx.Response) -> str:
     if isinstance(error, str):
         return _clip(error)
     return _clip(response.text.strip())
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds to wait: `Retry-After` (seconds or an HTTP date), else OpenRouter's
-    `X-RateLimit-Reset` (epoch milliseconds)."""
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return max(float(value), 0.0)
-        except ValueError:
-            pass
-        try:
-            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-        except (TypeError, ValueError):
-            pass
-    reset = headers.get("x-ratelimit-reset")
-    if reset:
-        try:
-            return max(float(reset) / 1000 - time.time(), 0.0)
-        except ValueError:
-            pass
-    return None
-
-
-def _encode(body: dict[str, Any]) -> bytes:
-    try:
-        return json.dumps(body, separators=(",", ":")).encode()
-    except TypeError:  # a body read with loads_exact holds Decimals: keep their digits
-        return dumps_exact(body).encode()
 
 
 def _arguments_text(arguments: Any) -> str:

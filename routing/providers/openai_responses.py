@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 
 from routing.providers.base import ChatRequest, Completion, StreamChunk, ToolCall, Usage
-from routing.providers.openai_compat import OpenAICompatibleProvider, _encode, _sse_data
+from routing.providers.openai_compat import OpenAICompatibleProvider
+from routing.providers.upstream_http import json_body, sse_data
 
 # The chat fields that mean the same in a Responses request, passed on as they are.
 PASSED_ON = ("temperature", "top_p", "parallel_tool_calls", "user", "service_tier")
@@ -41,7 +42,7 @@ class OpenAIResponsesProvider(OpenAICompatibleProvider):
 
     def complete(self, request: ChatRequest) -> Completion:
         try:
-            response = self._client.post(self.url, content=_encode(responses_body(request)))
+            response = self._client.post(self.url, content=json_body(responses_body(request)))
             response.read()
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
@@ -54,7 +55,7 @@ class OpenAIResponsesProvider(OpenAICompatibleProvider):
             with self._client.stream(
                 "POST",
                 self.url,
-                content=_encode(responses_body(request, stream=True)),
+                content=json_body(responses_body(request, stream=True)),
                 headers={"Accept": "text/event-stream"},
             ) as response:
                 if response.status_code >= 400:
@@ -68,7 +69,7 @@ class OpenAIResponsesProvider(OpenAICompatibleProvider):
         tool_index: dict[str, int] = {}  # a function call item's id -> its chat index
         text: list[str] = []
         final: Completion | None = None
-        for data in _sse_data(response.iter_lines()):
+        for data in sse_data(response.iter_lines()):
             # Read on past the last event to the end of the body, so the connection goes
             # back to the pool instead of being closed.
             if data == "[DONE]" or final is not None:

@@ -91,6 +91,18 @@ class UnreadableTranscript(ValueError):
     """An upstream answer that is not a transcription in the asked format."""
 
 
+def upstream_transcription(client: Any, request: TranscriptionRequest) -> Transcript:
+    """An OpenAI-compatible upstream's transcription (`client`, an
+    `OpenAICompatibleProvider`): the upload as the caller sent it, the answer passed
+    through (`upstream_transcript`)."""
+    body, content_type = upload_body(request)
+    response = client.post("/audio/transcriptions", body, {"Content-Type": content_type})
+    try:
+        return upstream_transcript(response, request)
+    except UnreadableTranscript as exc:
+        raise client.failure(str(exc), code="invalid_response") from None
+
+
 def upstream_transcript(response: httpx.Response, request: TranscriptionRequest) -> Transcript:
     """An OpenAI-compatible upstream's answer, passed through; its reported length is
     `duration` (verbose_json) or a `usage` of type duration (json)."""
