@@ -31,7 +31,7 @@ from tests.routing.openai_server import OpenAIServer, Transcribed
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SEED = import_module("routing.migrations.0002_seed_catalog_policies_routes")
-TRANSCRIBE_ROUTE = import_module("routing.migrations.0013_transcription_route_i15_transcribe")
+TRANSCRIBE_ROUTE = import_module("routing.migrations.0017_transcription_route")
 AUDIO = wav("3.2")
 PRICE = Decimal("0.000125")  # USD per second of audio
 ANSWERED: list[str] = []
