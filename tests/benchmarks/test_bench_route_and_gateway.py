@@ -3,6 +3,7 @@ expected format. (The numbers themselves are not tested: benchmarks are run by h
 
 from __future__ import annotations
 
+from decimal import Decimal
 from io import StringIO
 from typing import Any
 
@@ -83,3 +84,37 @@ def test_bench_gateway_prints_both_paths_per_level_and_cleans_up(
     calls = OperationLog.objects.filter(service="bench-gateway")
     assert calls.count() == 2 * (20 + 2)
     assert set(calls.values_list("status", flat=True)) == {OperationLog.Status.OK}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_gateway_measures_another_endpoint_beside_chat_and_cleans_up(
+    daphne_sees_the_test_database: Any,
+):
+    lines = run(
+        "bench_gateway",
+        "--endpoint",
+        "transcriptions",
+        "--requests",
+        "10",
+        "--concurrency",
+        "1",
+        "--warmup",
+        "1",
+    )
+    assert lines[0].startswith(
+        "bench_gateway: 10 non-streaming requests each way per level and endpoint "
+        "(/v1/chat/completions, /v1/audio/transcriptions)"
+    )
+    for path in ("/v1/chat/completions, ", "/v1/audio/transcriptions, "):
+        assert [line.split(":")[0] for line in starting(lines, path)] == [f"{path}concurrency 1"]
+    assert not any("failed" in line for line in starting(lines, "through the gateway"))
+    (within,) = starting(lines, "Target /v1/audio/transcriptions p95 added latency within chat's")
+    assert within.split(": ")[1].split()[0] in {"met", "MISSED"}
+
+    calls = OperationLog.objects.filter(service="bench-gateway")
+    assert calls.filter(kind="transcription", status="ok").count() == 10 + 1
+    assert calls.filter(kind="chat", status="ok").count() == 10 + 1
+    # Priced from the catalog: one second of audio at the benchmark model's price.
+    assert {row.cost for row in calls.filter(kind="transcription")} == {Decimal("0.0001")}
+    assert not Provider.objects.filter(name="bench-upstream").exists()
+    assert not Route.objects.filter(operation__startswith="bench").exists()
