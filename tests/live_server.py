@@ -18,24 +18,38 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.apps import AppConfig
 from django.conf import settings
 from django.db import connection
 
 
-class ForgetContentTypeIds:
-    """Middleware of the live server only. Between transactional tests the test process
-    flushes the database and the content types come back under new ids; this process
-    would otherwise write the ids it cached (an audit event's), which no longer exist,
-    when a second test of the suite does what an earlier one did."""
+class LiveServerConfig(AppConfig):
+    """Installed in the live server's process only (tests/settings.py). Between
+    transactional tests the test process flushes the database and the content types
+    come back under new ids; this process would otherwise write the ids it cached (an
+    audit event's), which no longer exist, when a second test of the suite does what
+    an earlier one did. Every lookup here reads the table instead: the gateway's
+    requests, which bypass Django's middleware, included."""
 
-    def __init__(self, get_response: Any) -> None:
-        self.get_response = get_response
+    name = "tests"
+    label = "live_server_tests"
 
-    def __call__(self, request: Any) -> Any:
-        from django.contrib.contenttypes.models import ContentType
+    def ready(self) -> None:
+        from django.contrib.contenttypes.models import ContentTypeManager
 
-        ContentType.objects.clear_cache()
-        return self.get_response(request)
+        looked_up = ContentTypeManager.get_for_model
+        looked_up_by_id = ContentTypeManager.get_for_id
+
+        def get_for_model(manager: Any, *args: Any, **kwargs: Any) -> Any:
+            manager.clear_cache()
+            return looked_up(manager, *args, **kwargs)
+
+        def get_for_id(manager: Any, *args: Any, **kwargs: Any) -> Any:
+            manager.clear_cache()
+            return looked_up_by_id(manager, *args, **kwargs)
+
+        ContentTypeManager.get_for_model = get_for_model  # type: ignore[method-assign,assignment]
+        ContentTypeManager.get_for_id = get_for_id  # type: ignore[method-assign,assignment]
 
 
 def _free_port() -> int:

@@ -50,7 +50,7 @@ if os.environ.get("CONTROLPLANE_LIVE_TEST_DB"):
     BACKGROUND_EAGER = False
     CELERY_BROKER_URL = ""
     OFFLINE_TOKEN_DELAY_SECONDS = float(os.environ.get("OFFLINE_TOKEN_DELAY_SECONDS", "0.2"))
-    MIDDLEWARE = [*MIDDLEWARE, "tests.live_server.ForgetContentTypeIds"]  # noqa: F405
+    INSTALLED_APPS = [*INSTALLED_APPS, "tests.live_server.LiveServerConfig"]  # noqa: F405
 
 # The race tests run 20 to 50 threads that each hold a connection at the same moment;
 # a bounded pool would make them wait on each other, so tests connect directly.

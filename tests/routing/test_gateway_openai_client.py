@@ -21,6 +21,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from controlplane.approvals import decide_approval
 from controlplane.models import Approval, FeatureToggle
+from routing.calls import CALLER_WENT_AWAY
 from routing.models import (
     AIModel,
     Budget,
@@ -287,8 +288,8 @@ def test_a_client_that_leaves_mid_stream_still_gets_the_call_logged_and_settled(
     stream.close()
 
     row = logged_call()
-    assert (row.status, row.stream, row.model_used) == ("error", True, "acme/small")
-    assert "disconnected" in row.error
+    assert (row.status, row.stream, row.model_used) == ("cancelled", True, "acme/small")
+    assert row.error == CALLER_WENT_AWAY
     reservation = Reservation.objects.get(request_id=row.request_id)
     assert reservation.status == Reservation.Status.SETTLED
     ledger = BudgetDay.objects.get(budget=budget)

@@ -52,10 +52,6 @@ def _note_request_id(response: httpx.Response) -> None:
 @pytest.fixture
 def gateway(live_server_url: str) -> Iterator[OpenAI]:
     ANSWERED.clear()
-    # A request through Django's stack makes the server forget the content type ids it
-    # cached before this test's flush (`tests.live_server.ForgetContentTypeIds`): an
-    # approval's audit event would name a stale one.
-    httpx.get(f"{live_server_url}/healthz").raise_for_status()
     raw = ServiceKey.issue(name="notes", service="meetings", default_operation="transcribe")[1]
     client = OpenAI(
         base_url=f"{live_server_url}/v1",

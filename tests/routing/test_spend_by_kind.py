@@ -207,7 +207,7 @@ def test_an_observer_sees_the_unit_prices_but_cannot_change_them(client, observe
 
 
 def test_a_route_to_a_model_of_another_kind_shows_its_kind(client, observer, whisper):
-    Route.objects.create(operation="transcribe", primary_model=whisper)
+    Route.objects.create(operation="voice-notes", primary_model=whisper)
     client.force_login(observer)
 
     routes = section(client.get("/routing/"), "routes")
