@@ -10,8 +10,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import models
+from django.db import connection, models
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from chat.models import Run
@@ -302,3 +303,34 @@ def test_a_deleted_subject_is_named_without_a_link(
     assert link is not None
     assert link.url is None
     assert link.label == f"Task {task.pk} (deleted)"
+
+
+def a_toggle_named(user: Any) -> FeatureToggle:
+    return FeatureToggle.objects.create(key=f"demo.toggle-{FeatureToggle.objects.count()}")
+
+
+def queries_for_page(client: Client) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/approvals/").status_code == 200
+    return len(queries)
+
+
+def test_the_page_reads_the_same_number_of_queries_however_many_rows(
+    client: Client, operator: Any, operator2: Any, owner: Any
+) -> None:
+    def decide_one_of_each() -> None:
+        for make in (a_run, a_task, a_toggle_named):
+            approval = request_approval(
+                action="test.thing", requested_by=operator, reason="why", subject=make(operator)
+            )
+            decide_approval(approval, user=owner, approve=True)
+        request_approval(action="test.thing", requested_by=operator2, reason="why")
+        owners_approval(operator2)
+
+    client.force_login(operator)
+    decide_one_of_each()
+    few = queries_for_page(client)
+    for _ in range(3):
+        decide_one_of_each()
+
+    assert queries_for_page(client) == few
