@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -115,20 +115,45 @@ def request_approval(
     return approval
 
 
+def why_not_decidable(
+    approval: Approval, user: StaffUser, *, now: datetime | None = None
+) -> str | None:
+    """Why `user` may not decide `approval`, for a person to read; None when they may.
+    The one rule: `decide_approval` refuses with it and every page (and live fragment)
+    asks it before offering Approve and Reject, so a button shown is a button that works."""
+    if approval.requested_by_id == user.pk:
+        return "Nobody can decide their own request; ask another staff member."
+    if not user.has_perm("controlplane.decide_approval"):
+        return "Your tier cannot decide approvals."
+    if not user.has_perm(approval.decision_permission):
+        return (
+            f"This approval needs the {Tier(approval.required_tier).label} tier "
+            f"({'it is about money' if approval.amount is not None else 'that tier owns it'})."
+        )
+    return _why_closed(approval, now or timezone.now())
+
+
+def _why_closed(approval: Approval, now: datetime) -> str | None:
+    if approval.is_pending:
+        return (
+            "This request has expired; ask for a new one." if approval.expires_at <= now else None
+        )
+    if approval.status == Approval.Status.WITHDRAWN:
+        return (
+            "This request was withdrawn: what asked for it no longer needs it "
+            f"({approval.outcome or 'it was stopped'}). There is nothing to decide."
+        )
+    return f"This request was already {approval.status}."
+
+
 def decide_approval(
     approval: Approval, *, user: StaffUser, approve: bool, note: str = ""
 ) -> Approval:
     """Approve or reject. Raises ApprovalError, with the reason, when not allowed."""
-    if approval.requested_by_id == user.pk:
-        raise ApprovalError("Nobody can decide their own request; ask another staff member.")
-    if not user.has_perm("controlplane.decide_approval"):
-        raise ApprovalError("Your tier cannot decide approvals.")
-    if not user.has_perm(approval.decision_permission):
-        raise ApprovalError(
-            f"This approval needs the {Tier(approval.required_tier).label} tier "
-            f"({'it is about money' if approval.amount is not None else 'that tier owns it'})."
-        )
     now = timezone.now()
+    refusal = why_not_decidable(approval, user, now=now)
+    if refusal is not None:
+        raise ApprovalError(refusal)
     status = Approval.Status.APPROVED if approve else Approval.Status.REJECTED
     with transaction.atomic():
         won = (
@@ -139,15 +164,9 @@ def decide_approval(
             .update(status=status, decided_by=user, decided_at=now, decision_note=note.strip())
         )
         if not won:
+            # Decided, expired or withdrawn since `approval` was read: say which.
             approval.refresh_from_db()
-            if approval.is_pending and approval.expires_at <= now:
-                raise ApprovalError("This request has expired; ask for a new one.")
-            if approval.status == Approval.Status.WITHDRAWN:
-                raise ApprovalError(
-                    "This request was withdrawn: what asked for it no longer needs it "
-                    f"({approval.outcome or 'it was stopped'}). There is nothing to decide."
-                )
-            raise ApprovalError(f"This request was already {approval.status}.")
+            raise ApprovalError(_why_closed(approval, now) or "This request was just decided.")
         approval.refresh_from_db()
         audit.record(
             f"approval.{status}",

@@ -5,6 +5,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -12,6 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from controlplane.approval_subjects import DecidedApproval, subject_link
 from controlplane.approvals import ApprovalError, decide_approval
 from controlplane.dashboard import home_context
 from controlplane.forms import DecisionForm, ToggleChangeRequestForm
@@ -35,13 +37,17 @@ def home(request: StaffRequest) -> HttpResponse:
 @require_GET
 @staff_required
 def approvals(request: StaffRequest) -> HttpResponse:
-    recent = Approval.objects.exclude(status=Approval.Status.PENDING).select_related(
-        "requested_by", "decided_by"
-    )[:25]
+    recent = (
+        Approval.objects.exclude(status=Approval.Status.PENDING)
+        .select_related("requested_by", "decided_by", "content_type")
+        .prefetch_related("subject")
+        .order_by(F("decided_at").desc(nulls_last=True), "-id")[:25]
+    )
+    decisions = [DecidedApproval(approval, subject_link(approval)) for approval in recent]
     return render(
         request,
         "controlplane/approvals.html",
-        {**home_context(request.user), "recent_decisions": recent, "form": DecisionForm()},
+        {**home_context(request.user), "recent_decisions": decisions, "form": DecisionForm()},
     )
 
 

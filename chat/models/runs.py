@@ -4,6 +4,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 
 from chat import budget_bounds
 from controlplane.audit import AuditedModel
@@ -187,6 +188,10 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"Run #{self.pk} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        """Its chat's page, where the run streams and its approvals are decided."""
+        return reverse("chat:session", args=[self.session_id])
 
     @property
     def is_active(self) -> bool:

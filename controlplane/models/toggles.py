@@ -9,6 +9,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import connection, models, transaction
+from django.urls import reverse
 
 from controlplane import audit
 
@@ -104,6 +105,10 @@ class FeatureToggle(audit.AuditedModel):
 
     def __str__(self) -> str:
         return self.key
+
+    def get_absolute_url(self) -> str:
+        """Its row on the Toggles page."""
+        return f"{reverse('toggles')}#toggle-{self.key}"
 
     @staticmethod
     def cache_key(key: str) -> str:

@@ -181,7 +181,7 @@ async def test_the_requester_sees_their_own_request_without_decision_buttons(
     )
 
     html = await receive_html_containing(communicator, f'id="approval-{approval.pk}"')
-    assert "Your request: another staff member decides." in html
+    assert "Nobody can decide their own request; ask another staff member." in html
     assert 'value="approve"' not in html
     await communicator.disconnect()
 
