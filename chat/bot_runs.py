@@ -4,8 +4,8 @@ member, `/stop [run]` stops one, and `/status` lists the active runs. Registered
 
 Starting and stopping ask what the web asks: the `chat.operate_run` permission
 (Operators and Owners), the run form's validation (a known mode, a message within
-its length), the mode's budgets, and the same `open_run` / `request_stop` paths; a
-toggle that switches runs off stops the run as it does on the web, saying so. A run
+its length), the mode's budgets, and the same `open_run` / `request_stop` paths; with
+runs switched off a run is refused up front, saying which toggle, as on the web. A run
 started from a chat gets a session of its own and one bot message that follows it
 (`chat.run_messages`).
 
@@ -27,7 +27,7 @@ from django.db.models import QuerySet
 from chat import run_messages
 from chat.forms import RunForm
 from chat.models import ChatSession, Run, RunChatMessage, RunStatus
-from chat.runs import RunNotQueued, open_run, queue_run, request_stop
+from chat.runs import RunNotQueued, RunSwitchedOff, open_run, queue_run, request_stop
 from controlplane.chat_commands import (
     ButtonPress,
     CommandRequest,
@@ -108,6 +108,8 @@ def run_command(request: CommandRequest) -> str:
                 message=form.cleaned_data["message"],
                 mode=form.cleaned_data["mode"],
             )
+    except RunSwitchedOff as exc:
+        return str(exc)
     except ValueError as exc:
         return f"The run was not started: {exc}"
     # Once the run is committed: its message first (so it shows "queued" at once),

@@ -39,6 +39,7 @@ from chat.models import ACTIVE_STATUSES, Run, RunStatus, StopReason, StreamEvent
 from chat.stop_reasons import explain
 from controlplane.money import usd
 from controlplane.tiers import PermissionSnapshot, StaffUser
+from controlplane.toggle_changes import toggle_page_url
 from routing.budgets import meter_state
 from routing.models import Mode
 
@@ -239,6 +240,10 @@ def next_action(action: dict[str, Any], run_id: int) -> dict[str, Any]:
         shown["post"] = retry_url(run_id)
         shown["values"] = json.dumps(values)
         shown["needs"] = shown["needs"] or "operator"
+    elif kind == "enable_toggle" and action.get("toggle"):
+        # Built here, not taken from the event: events stored before the Toggles page
+        # had switches carry a bare "/toggles/" and lead to the switch too.
+        shown["href"] = toggle_page_url(str(action["toggle"]))
     elif action.get("url"):
         shown["href"] = str(action["url"])
     shown["permission"] = action_permission(kind, shown["needs"])

@@ -4,6 +4,8 @@ resumed after an approval, and swept up when its worker is lost.
 `start_run()` opens a run (its budgets copied from the mode's `RunBudget`), stores the
 person's message and enqueues `run_agent` (`chat.loop`); when the queue cannot take
 it (the broker is unreachable) the run is removed again and `RunNotQueued` says why.
+With a kill switch off (`chat.runs.enabled`, the agent operation's toggle) no run is
+opened: `RunSwitchedOff` says which toggle. A switch turned off later stops the run.
 A risky tool or a model call that needs an approval pauses the run;
 `approval_decided()`, the approval waiter, resumes it where it paused or stops it.
 `detect_lost_runs()` (every `CHAT_LOST_RUN_SWEEP_SECONDS`, at most 5 s) stops runs
@@ -31,7 +33,7 @@ from chat import budget_bounds
 from chat.budget_tracker import BudgetTracker
 from chat.events import emit_many
 from chat.guardrails import Guardrails
-from chat.loop import RISKY_TOOL_ACTION, AgentLoop
+from chat.loop import RISKY_TOOL_ACTION, AgentLoop, kill_switch_off
 from chat.models import (
     ACTIVE_STATUSES,
     WORKING_STATUSES,
@@ -65,6 +67,18 @@ class RunNotQueued(ValueError):
     """The run could not be handed to a worker; nothing of it is left queued."""
 
 
+class RunSwitchedOff(ValueError):
+    """A kill switch is off, so the run is refused before it is opened: nothing is
+    stored, rather than a run that starts and stops at once with `toggle_off`."""
+
+    def __init__(self, toggle: str) -> None:
+        super().__init__(
+            f"The run was not started: feature toggle {toggle} is off. An Owner can "
+            "switch it on on the Toggles page, then run this again."
+        )
+        self.toggle = toggle
+
+
 # -- opening runs -------------------------------------------------------------------------------
 
 
@@ -81,6 +95,9 @@ def open_run(
         raise ValueError(f"Unknown mode {mode!r}; one of {', '.join(Mode.values)}.")
     if not message.strip():
         raise ValueError("A run needs a message.")
+    switched_off = kill_switch_off()
+    if switched_off:
+        raise RunSwitchedOff(switched_off)
     budget = RunBudget.objects.filter(mode=mode).first() or RunBudget(mode=mode)
     budgets = {name: getattr(budget, name) for name in LIMIT_FIELDS}
     budgets.update(_checked_limits(limits or {}))

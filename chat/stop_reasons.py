@@ -11,7 +11,8 @@ act on; `next_action` is the one step the page offers, one click where possible:
   that limit raised (`chat.runs.retry_run(run, limits={budget: value})`); `tier` is
   who may (a cost budget is money: Owners);
 - `{"kind": "approve", "approval_id", "url"}`: decide the pending approval;
-- `{"kind": "enable_toggle", "toggle", "url", "tier"}`: switch the kill switch back on.
+- `{"kind": "enable_toggle", "toggle", "url", "tier"}`: switch the kill switch back on
+  (the url opens that toggle's switch on the Toggles page).
 
 Every action also has a `label`, the words for its button.
 """
@@ -27,6 +28,7 @@ from django.urls import reverse
 from chat import budget_bounds
 from chat.models import Run, StopReason
 from controlplane.money import usd
+from controlplane.toggle_changes import toggle_page_url
 from routing.models import Mode
 
 Advice = tuple[str, dict[str, Any]]  # (suggestion, next action)
@@ -220,7 +222,7 @@ def _toggle_off(run: Run, context: dict[str, Any]) -> Advice:
             "kind": "enable_toggle",
             "label": f"Switch {toggle} on",
             "toggle": toggle,
-            "url": reverse("toggles"),
+            "url": toggle_page_url(toggle),
             "tier": "owner",
         },
     )

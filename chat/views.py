@@ -17,20 +17,21 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils.html import escape
+from django.utils.html import escape, format_html
 from django.views.decorators.http import require_GET, require_POST
 
 from chat import tools
 from chat.forms import ModeForm, NewSessionForm, RetryForm, RunForm
 from chat.models import ChatSession, Message, Run, RunBudget
 from chat.rendering import snapshot_of, viewer_permissions
-from chat.runs import RunNotQueued, request_stop, retry_run, start_run
+from chat.runs import RunNotQueued, RunSwitchedOff, request_stop, retry_run, start_run
 from controlplane.tiers import (
     PermissionSnapshot,
     StaffRequest,
     permission_required_for_staff,
     staff_required,
 )
+from controlplane.toggle_changes import toggle_page_url
 from routing.models import Mode, Policy
 
 SESSIONS_PER_PAGE = 50
@@ -120,6 +121,8 @@ def start(request: StaffRequest, session_id: int) -> HttpResponse:
         )
     except RunNotQueued as exc:
         return refused(request, str(exc), status=503)
+    except RunSwitchedOff as exc:
+        return switched_off(request, exc)
     except ValueError as exc:
         return refused(request, str(exc))
     return run_started(request, chat, run)
@@ -156,6 +159,8 @@ def retry(request: StaffRequest, run_id: int) -> HttpResponse:
         )
     except RunNotQueued as exc:
         return refused(request, str(exc), status=503)
+    except RunSwitchedOff as exc:
+        return switched_off(request, exc)
     except ValueError as exc:
         return refused(request, str(exc))
     return run_started(request, previous.session, run)
@@ -222,6 +227,18 @@ def refused(request: StaffRequest, reason: str, *, status: int = 400) -> HttpRes
             text, headers={"HX-Retarget": "#run-form-errors", "HX-Reswap": "innerHTML"}
         )
     return HttpResponse(text, status=status)
+
+
+def switched_off(request: StaffRequest, exc: RunSwitchedOff) -> HttpResponse:
+    """A run refused because its kill switch is off: a 409 (the request was fine, the
+    system's state refuses it), and next to the Run button, for someone who may switch
+    it, the link that opens that toggle's switch."""
+    if not request.htmx or not request.user.has_perm("controlplane.change_featuretoggle"):
+        return refused(request, str(exc), status=409)
+    html = format_html(
+        '{} <a href="{}">Switch {} on</a>', exc, toggle_page_url(exc.toggle), exc.toggle
+    )
+    return HttpResponse(html, headers={"HX-Retarget": "#run-form-errors", "HX-Reswap": "innerHTML"})
 
 
 def modes() -> list[dict[str, Any]]:

@@ -58,6 +58,21 @@ def acting_as(
         _context.reset(token)
 
 
+_reason: contextvars.ContextVar[str] = contextvars.ContextVar("audit_reason", default="")
+
+
+@contextmanager
+def because(reason: str) -> Iterator[None]:
+    """Record `reason` in the `after` of the audit events written inside this block: a
+    change made on a page that asks why (a toggle switched on the Toggles page) keeps
+    the why beside the before and after, in the same event the admin path writes."""
+    token = _reason.set(reason)
+    try:
+        yield
+    finally:
+        _reason.reset(token)
+
+
 REDACTED = "[redacted]"
 
 
@@ -88,6 +103,9 @@ def record(
 
     context = current_context()
     actor = actor if actor is not None else context.actor
+    reason = _reason.get()
+    if reason:
+        after = {**(after or {}), "reason": reason}
     return AuditEvent.objects.create(
         action=action,
         actor=actor if actor is not None and actor.is_authenticated else None,

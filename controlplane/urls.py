@@ -14,6 +14,7 @@ urlpatterns = [
     path("approvals/", views.approvals, name="approvals"),
     path("approvals/<int:approval_id>/decide/", views.decide, name="approval_decide"),
     path("toggles/", views.toggles, name="toggles"),
+    path("toggles/switch/", views.switch, name="toggle-switch"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

@@ -16,7 +16,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from controlplane.approval_subjects import DecidedApproval, subject_link
 from controlplane.approvals import ApprovalError, decide_approval
 from controlplane.dashboard import home_context
-from controlplane.forms import DecisionForm, ToggleChangeRequestForm
+from controlplane.forms import DecisionForm, ToggleChangeRequestForm, ToggleSwitchForm
 from controlplane.health import probe_all
 from controlplane.models import Approval, FeatureToggle
 from controlplane.tiers import (
@@ -25,7 +25,7 @@ from controlplane.tiers import (
     permission_required_for_staff,
     staff_required,
 )
-from controlplane.toggle_changes import request_toggle_change
+from controlplane.toggle_changes import ToggleNotSwitched, request_toggle_change, switch_toggle
 
 
 @require_GET
@@ -103,11 +103,53 @@ def toggles(request: StaffRequest) -> HttpResponse:
                     request, f"Requested as approval #{approval.pk}; an Owner decides."
                 )
                 return redirect("toggles")
+    return _toggles_page(request, request_form=form, focus=request.GET.get("toggle", ""))
+
+
+@require_POST
+@permission_required_for_staff("controlplane.change_featuretoggle")
+def switch(request: StaffRequest) -> HttpResponse:
+    """An Owner switches one toggle from its row, saying why (audited with the change)."""
+    form = ToggleSwitchForm(request.POST)
+    if form.is_valid():
+        key = form.cleaned_data["key"]
+        try:
+            switch_toggle(
+                key,
+                enabled=form.cleaned_data["enabled"],
+                user=request.user,
+                reason=form.cleaned_data["reason"],
+            )
+        except ToggleNotSwitched as exc:
+            form.add_error(None, str(exc))
+        else:
+            state = "on" if form.cleaned_data["enabled"] else "off"
+            messages.success(request, f"'{key}' switched {state}.")
+            return redirect(f"{reverse('toggles')}#toggle-{key}")
+    return _toggles_page(request, switch_form=form, focus=str(form.data.get("key", "")))
+
+
+def _toggles_page(
+    request: StaffRequest,
+    *,
+    request_form: ToggleChangeRequestForm | None = None,
+    switch_form: ToggleSwitchForm | None = None,
+    focus: str = "",
+) -> HttpResponse:
+    """The Toggles page; `focus` is the toggle whose switch is open (a next action's
+    link, or a switch that was refused), with the refused form's errors beside it."""
+    request_form = request_form or ToggleChangeRequestForm()
+    failed = switch_form is not None and bool(switch_form.errors)
     return render(
         request,
         "controlplane/toggles.html",
-        {"toggles": FeatureToggle.objects.all(), "form": form},
-        status=400 if form.errors else 200,
+        {
+            "toggles": FeatureToggle.objects.all(),
+            "form": request_form,
+            "switch_form": switch_form,
+            "focus": focus,
+        },
+        status=400 if request_form.errors or failed else 200,
     )
 
 

@@ -17,7 +17,7 @@ from chat.models import ChatSession, Run, RunChatMessage, RunStatus, StopReason
 from chat.run_messages import refresh, refresh_run_messages
 from chat.runs import open_run, request_stop
 from controlplane.chat_commands import REFUSAL
-from tests.chat.scripted_runs import ANY_ARGUMENTS, OFFLINE
+from tests.chat.scripted_runs import ANY_ARGUMENTS, OFFLINE, switch
 from tests.chat.test_run_queueing import broker_down
 from tests.controlplane.telegram_bots import ALICE, hook_bot, linked, post_update, say, telegram
 from tests.scripted_providers import CallTool, Reply, ScriptedProvider, use_scripted
@@ -392,3 +392,16 @@ def test_a_run_the_queue_cannot_take_is_said_in_its_message_and_nothing_is_left(
     assert telegram.edited[-1]["message_id"] == queued["message_id"]
     assert "was not started" in telegram.edited[-1]["text"]
     assert "work queue could not be reached" in telegram.edited[-1]["text"]
+
+
+def test_run_is_refused_up_front_while_runs_are_switched_off(
+    client, telegram, hook_bot, operator, django_capture_on_commit_callbacks
+):
+    linked(hook_bot, operator)
+    switch("chat.runs.enabled", False, django_capture_on_commit_callbacks)
+
+    (reply,) = say(client, telegram, hook_bot, "/run check the queue")
+
+    assert reply.startswith("The run was not started: feature toggle chat.runs.enabled is off.")
+    assert not Run.objects.exists()
+    assert not ChatSession.objects.exists()

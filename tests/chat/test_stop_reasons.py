@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -491,12 +492,24 @@ def test_a_queued_run_nobody_picks_up_in_half_an_hour_is_lost(operator):
     assert "No worker picked the run up" in Run.objects.get(pk=run.pk).status_detail
 
 
+def run_switched_off_while_queued(key: str, user: Any, capture: Any) -> tuple[Run, Any]:
+    """A run opened with its switches on, whose switch `key` goes off before a worker
+    picks it up (a run started with it off is refused up front: test_views)."""
+    scripted = ScriptedProvider([Reply("unreached")])
+    session = ChatSession.objects.create(user=user)
+    run = runs.open_run(session, user=user, message="Check the queue for me.", mode="normal")
+    switch(key, False, capture)
+    with use_scripted(OFFLINE, scripted):
+        runs.run_agent(run.pk)
+    run.refresh_from_db()
+    return run, scripted
+
+
 def test_switching_chat_runs_off_stops_a_run_with_toggle_off(
     operator, django_capture_on_commit_callbacks
 ):
-    switch("chat.runs.enabled", False, django_capture_on_commit_callbacks)
-    run, scripted = run_scripted(
-        [Reply("unreached")], user=operator, capture=django_capture_on_commit_callbacks
+    run, scripted = run_switched_off_while_queued(
+        "chat.runs.enabled", operator, django_capture_on_commit_callbacks
     )
 
     stop = assert_stopped(run, StopReason.TOGGLE_OFF)
@@ -504,7 +517,7 @@ def test_switching_chat_runs_off_stops_a_run_with_toggle_off(
         "kind": "enable_toggle",
         "label": "Switch chat.runs.enabled on",
         "toggle": "chat.runs.enabled",
-        "url": "/toggles/",
+        "url": "/toggles/?toggle=chat.runs.enabled#toggle-chat.runs.enabled",
         "tier": "owner",
     }
     assert scripted.requests == []
@@ -514,9 +527,8 @@ def test_switching_chat_runs_off_stops_a_run_with_toggle_off(
 def test_switching_the_agent_operation_off_stops_a_run_with_toggle_off(
     operator, django_capture_on_commit_callbacks
 ):
-    switch("operation.agent.enabled", False, django_capture_on_commit_callbacks)
-    run, _ = run_scripted(
-        [Reply("unreached")], user=operator, capture=django_capture_on_commit_callbacks
+    run, _ = run_switched_off_while_queued(
+        "operation.agent.enabled", operator, django_capture_on_commit_callbacks
     )
 
     stop = assert_stopped(run, StopReason.TOGGLE_OFF)

@@ -13,6 +13,7 @@ from django.urls import reverse
 
 from chat.models import ChatSession, Message, Run, RunStatus, StopReason, StreamEvent
 from chat.stop_reasons import explain
+from tests.chat.scripted_runs import switch
 
 pytestmark = pytest.mark.django_db
 
@@ -372,6 +373,73 @@ def test_a_run_without_a_message_is_refused_next_to_the_button(
     assert htmx.headers["HX-Retarget"] == "#run-form-errors"
     assert b"turbo" in htmx.content
     assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize("toggle", ["chat.runs.enabled", "operation.agent.enabled"])
+def test_a_run_started_with_its_kill_switch_off_is_refused_up_front(
+    client: Client, operator: Any, toggle: str, django_capture_on_commit_callbacks: Any
+) -> None:
+    chat = make_session(operator)
+    switch(toggle, False, django_capture_on_commit_callbacks)
+
+    response = logged_in(client, operator).post(
+        reverse("chat:run", args=[chat.pk]), {"message": "hello", "mode": "normal"}
+    )
+
+    # The product's model: nothing is opened (no run row, no message, no events),
+    # rather than a run that starts and stops at once with `toggle_off`.
+    assert response.status_code == 409
+    assert f"The run was not started: feature toggle {toggle} is off." in response.text
+    assert not Run.objects.exists()
+    assert not Message.objects.exists()
+    assert not StreamEvent.objects.exists()
+
+
+def test_a_refused_run_offers_an_owner_the_switch_and_an_operator_the_reason(
+    client: Client, operator: Any, owner: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    switch("chat.runs.enabled", False, django_capture_on_commit_callbacks)
+    link = 'href="/toggles/?toggle=chat.runs.enabled#toggle-chat.runs.enabled"'
+
+    for person, offered in ((operator, False), (owner, True)):
+        chat = make_session(person)
+        response = logged_in(client, person).post(
+            reverse("chat:run", args=[chat.pk]), {"message": "hello", "mode": "normal"}, **HTMX
+        )
+        assert response.headers["HX-Retarget"] == "#run-form-errors"
+        assert "feature toggle chat.runs.enabled is off" in response.text
+        assert (link in response.text) is offered
+    assert not Run.objects.exists()
+
+
+def test_a_retry_with_runs_switched_off_is_refused_up_front(
+    client: Client, operator: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    chat = make_session(operator)
+    previous = make_run(chat, status=RunStatus.STOPPED)
+    switch("chat.runs.enabled", False, django_capture_on_commit_callbacks)
+
+    response = logged_in(client, operator).post(
+        reverse("chat:retry", args=[previous.pk]), {"mode": "code"}
+    )
+
+    assert response.status_code == 409
+    assert Run.objects.get() == previous
+
+
+def test_a_run_starts_again_once_the_switch_is_back_on(
+    client: Client, operator: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    chat = make_session(operator)
+    switch("chat.runs.enabled", False, django_capture_on_commit_callbacks)
+    switch("chat.runs.enabled", True, django_capture_on_commit_callbacks)
+
+    response = logged_in(client, operator).post(
+        reverse("chat:run", args=[chat.pk]), {"message": "hello", "mode": "normal"}
+    )
+
+    assert response.status_code == 302
+    assert Run.objects.count() == 1
 
 
 def test_changing_the_mode_selector_remembers_it_for_the_session(

@@ -461,4 +461,5 @@ def test_the_toggles_page_offers_what_each_tier_may_do(
     client.force_login(request.getfixturevalue(persona))
     html = client.get("/toggles/").content.decode()
     assert ("Request a change" in html) is may_request
-    assert ("As an Owner you change toggles" in html) is may_change
+    assert ("As an Owner you switch a toggle from its row" in html) is may_change
+    assert ('action="/toggles/switch/"' in html) is may_change

@@ -38,6 +38,7 @@ PAGES = [
 ACTIONS = [
     "/approvals/{id}/decide/",
     "/toggles/",
+    "/toggles/switch/",
     "/selfheal/diagnose/",
     "/selfheal/repair/",
     "/selfheal/autoheal/",
