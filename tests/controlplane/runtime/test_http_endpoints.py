@@ -100,20 +100,31 @@ def test_healthz_is_served_by_django(served: None) -> None:
     assert "x-frame-options" in response["headers"]  # Django's middleware ran
 
 
+GATEWAY_PATHS = (
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/embeddings",
+    "/v1/audio/speech",
+    "/v1/audio/transcriptions",
+    "/v1/models",
+)
+
+
 def test_the_routes_send_exactly_the_gateway_paths_to_the_gateway() -> None:
     registered = asgi_routes.http_endpoints
     gateway_paths = {
         path for path, app in registered.items() if isinstance(app, GatewayApplication)
     }
 
-    assert gateway_paths == set(ENDPOINTS) == {"/v1/chat/completions", "/v1/models"}
+    assert gateway_paths == set(ENDPOINTS) == set(GATEWAY_PATHS)
     assert registered["/v1/models"] is registered["/v1/chat/completions"]
 
 
 def test_the_routes_send_v1_logs_to_the_otlp_log_receiver() -> None:
     registered = asgi_routes.http_endpoints
 
-    assert set(registered) == {"/v1/chat/completions", "/v1/models", "/v1/logs"}
+    assert set(registered) == {*GATEWAY_PATHS, "/v1/logs"}
     assert isinstance(registered["/v1/logs"], LogReceiver)
 
 
