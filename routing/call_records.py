@@ -26,7 +26,7 @@ from routing.router import token_cap
 from routing.snapshots import ModelChoice
 
 if TYPE_CHECKING:
-    from routing.calls import CallContext, Prepared
+    from routing.call_preparation import CallContext, Prepared
 
 log = logging.getLogger(__name__)
 

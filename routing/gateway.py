@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from controlplane.models import toggle_enabled
 from controlplane.money import dumps_exact
-from routing import calls
+from routing import call_preparation, calls
 from routing.call_refusals import CallFailed, CallRefused, TooLong
 from routing.call_units import UnmeasurableRequest, chat_units
 from routing.gateway_requests import (
@@ -124,7 +124,7 @@ def _look_up(
         if key is None:
             return []
         operation = header_operation or default_operation or key.default_operation
-        return calls.state_keys(table, operation, via_gateway=True)
+        return call_preparation.state_keys(table, operation, via_gateway=True)
 
     reading = read(keys)
     key = reading.table.service_key(raw)
