@@ -19,6 +19,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -75,6 +76,26 @@ def _ledgers(budgets: Sequence[Budget], day: date) -> list[BudgetDay]:
 
 
 def reserve(
+    request_id: str,
+    amount: Decimal,
+    budgets: Iterable[Budget],
+    **options: Any,
+) -> Reservation:
+    """Set `amount` aside on every budget in `budgets` for the call `request_id`
+    (`_reserve`). A ledger this process remembered that is gone from the table (a
+    database restored, or emptied by a test, under a running process) refuses
+    nothing: the process forgets what it remembered and reserves again from the
+    table."""
+    budgets = list(budgets)
+    try:
+        return _reserve(request_id, amount, budgets, **options)
+    except BudgetDay.DoesNotExist:
+        log.warning("a remembered budget ledger is gone; reading the ledgers again")
+        _known_ledgers.clear()
+        return _reserve(request_id, amount, budgets, **options)
+
+
+def _reserve(
     request_id: str,
     amount: Decimal,
     budgets: Iterable[Budget],

@@ -517,3 +517,22 @@ def test_a_settlement_notifies_each_threshold_once_and_otherwise_only_updates_th
 
     assert today(budget).thresholds_notified == [50, 80, 100]
     assert money(today(budget)) == (Decimal("10"), Decimal(0), Decimal("11"))
+
+
+# transaction=True: a process remembers only ledgers it knows committed (autocommit).
+@pytest.mark.django_db(transaction=True)
+def test_a_remembered_ledger_gone_from_the_table_is_read_again_not_a_failure(monkeypatch):
+    # A process remembers each budget's ledger of the day; a database emptied or
+    # restored under it (as a test's flush does under the live server) loses the row.
+    monkeypatch.setattr(reservations, "_known_ledgers", {})
+    budget = Budget.objects.create(scope=Budget.Scope.GLOBAL, daily_limit=Decimal(10))
+    first = reservations.reserve("first", Decimal(1), [budget])
+    assert reservations._known_ledgers  # remembered: the next call reads no ledger
+    reservations.release(first)
+    Reservation.days.through.objects.all().delete()
+    BudgetDay.objects.filter(budget=budget).delete()
+
+    second = reservations.reserve("second", Decimal(2), [budget])
+
+    (ledger,) = BudgetDay.objects.filter(budget=budget)
+    assert (ledger.reserved, second.amount) == (Decimal(2), Decimal(2))
