@@ -37,7 +37,6 @@ from typing import Any
 
 import httpx
 
-from controlplane.money import dumps_exact
 from routing.providers.anthropic_format import (
     StreamedMessage,
     UnsupportedContent,
@@ -45,7 +44,7 @@ from routing.providers.anthropic_format import (
     request_body,
 )
 from routing.providers.base import ChatRequest, Completion, ProviderError, StreamChunk
-from routing.providers.upstream_http import retry_after_seconds, sse_data
+from routing.providers.upstream_http import json_body, retry_after_seconds, sse_data
 
 log = logging.getLogger(__name__)
 
@@ -139,10 +138,7 @@ class AnthropicProvider:
         except UnsupportedContent as exc:
             # Another model of the route (not Anthropic's) may take it.
             raise self._error(f"cannot send {exc}", code="unsupported_content") from None
-        try:
-            return json.dumps(body, separators=(",", ":")).encode()
-        except TypeError:  # Decimals from an exactly parsed body: keep their digits
-            return dumps_exact(body).encode()
+        return json_body(body)
 
     def _parse(self, text: str | bytes) -> Any:
         try:
