@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -144,7 +145,15 @@ class EmbeddedScheduler:
 
         close_old_connections()
         for task_name, args in self.due_tasks(datetime.now(UTC)):
-            _submit(app.tasks[task_name], args, {})
+            try:
+                _submit(app.tasks[task_name], args, {})
+            except RuntimeError:
+                if not interpreter_exiting():
+                    raise
+                # The process is exiting (Ctrl-C): its pool takes no more work, and the
+                # next start runs every entry at its first tick.
+                self.stop()
+                return
 
     def run_forever(self) -> None:
         while not self._stop.wait(self.tick_seconds):
@@ -158,6 +167,11 @@ class EmbeddedScheduler:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def interpreter_exiting() -> bool:
+    """True once Python has begun its exit: the thread pools then refuse new work."""
+    return not threading.main_thread().is_alive() or sys.is_finalizing()
 
 
 def start_embedded_scheduler() -> EmbeddedScheduler:

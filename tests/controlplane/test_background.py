@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -331,3 +332,36 @@ def test_every_entry_of_the_beat_schedule_names_a_registered_task(settings: Any)
     assert scheduler.entries
     for task_name, _, _ in scheduler.entries.values():
         assert task_name in app.tasks
+
+
+@pytest.fixture
+def pool_shut_down(monkeypatch: Any) -> None:
+    """The in-process pool as Python leaves it once the process has begun to exit."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    pool.shutdown()
+    monkeypatch.setattr(background, "_pool", pool)
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("pool_shut_down")
+def test_a_tick_while_the_process_exits_stops_the_scheduler_quietly(
+    clock: FakeClock, monkeypatch: Any, caplog: Any
+) -> None:
+    monkeypatch.setattr(background, "interpreter_exiting", lambda: True)
+    scheduler = scheduler_of(often=timedelta(seconds=10))
+
+    with caplog.at_level(logging.INFO, logger="controlplane.background"):
+        scheduler.tick()
+
+    assert scheduler._stop.is_set()
+    assert caplog.records == []
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("pool_shut_down")
+def test_a_pool_refusing_work_while_the_process_runs_is_an_error(clock: FakeClock) -> None:
+    scheduler = scheduler_of(often=timedelta(seconds=10))
+
+    with pytest.raises(RuntimeError):
+        scheduler.tick()
+    assert not scheduler._stop.is_set()
