@@ -30,9 +30,7 @@ The key goes in `x-api-key` and is redacted from anything raised or logged.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -44,12 +42,15 @@ from routing.providers.anthropic_format import (
     request_body,
 )
 from routing.providers.base import ChatRequest, Completion, ProviderError, StreamChunk
-from routing.providers.upstream_http import json_body, retry_after_seconds, sse_data
-
-log = logging.getLogger(__name__)
+from routing.providers.upstream_http import (
+    UpstreamClient,
+    clip,
+    json_body,
+    retry_after_seconds,
+    sse_data,
+)
 
 API_VERSION = "2023-06-01"
-MAX_MESSAGE_CHARS = 500
 # Anthropic's error types, by the status they come with (an `error` event in a stream
 # names its type only).
 _STATUS_OF_TYPE = {
@@ -64,9 +65,8 @@ _STATUS_OF_TYPE = {
 }
 
 
-class AnthropicProvider:
-    """One base URL and key; one `httpx.Client` (a connection pool shared by threads),
-    so `provider_for()` keeps an instance per catalog provider."""
+class AnthropicProvider(UpstreamClient):
+    """Claude through its own API; the client and its failures as every upstream's."""
 
     def __init__(
         self,
@@ -76,24 +76,13 @@ class AnthropicProvider:
         timeout: float = 60.0,
         label: str = "anthropic",
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        # `https://api.anthropic.com` as Anthropic documents it; `.../v1` works too.
-        self.url = self.base_url + (
-            "/messages" if self.base_url.endswith("/v1") else "/v1/messages"
-        )
-        self.label = label
-        self.timeout = timeout
-        self._api_key = api_key
         headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
         if api_key:
             headers["x-api-key"] = api_key
-        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout))
-
-    def __repr__(self) -> str:
-        return f"<AnthropicProvider {self.label} {self.base_url}>"
-
-    def close(self) -> None:
-        self._client.close()
+        base_url = base_url.rstrip("/")
+        super().__init__(base_url, api_key, timeout=timeout, label=label, headers=headers)
+        # `https://api.anthropic.com` as Anthropic documents it; `.../v1` works too.
+        self.url = base_url + ("/messages" if base_url.endswith("/v1") else "/v1/messages")
 
     def complete(self, request: ChatRequest) -> Completion:
         body = self._body(request, stream=False)
@@ -140,45 +129,6 @@ class AnthropicProvider:
             raise self._error(f"cannot send {exc}", code="unsupported_content") from None
         return json_body(body)
 
-    def _parse(self, text: str | bytes) -> Any:
-        try:
-            return json.loads(text, parse_float=Decimal)
-        except ValueError:
-            snippet = text[:80] if isinstance(text, str) else text[:80].decode(errors="replace")
-            raise self._error(
-                f"the response is not valid JSON: {snippet!r}", code="invalid_response"
-            ) from None
-
-    # -- failures ------------------------------------------------------------------
-
-    def _error(
-        self,
-        detail: str,
-        *,
-        code: str,
-        status: int | None = None,
-        retryable: bool = True,
-        retry_after: float | None = None,
-    ) -> ProviderError:
-        message = f"{self.label}: {detail}"
-        if self._api_key:
-            message = message.replace(self._api_key, "[redacted]")
-        log.warning("provider call failed (%s): %s", code, message)
-        return ProviderError(
-            message, status=status, retryable=retryable, retry_after=retry_after, code=code
-        )
-
-    def _transport_error(self, exc: httpx.HTTPError) -> ProviderError:
-        kind = type(exc).__name__
-        if isinstance(exc, httpx.TimeoutException):
-            return self._error(f"no answer within {self.timeout:g} s ({kind})", code="timeout")
-        if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-            return self._error(
-                f"the connection was dropped before the answer was complete ({kind}: {exc})",
-                code="connection_lost",
-            )
-        return self._error(f"could not reach {self.base_url} ({kind})", code="connection_failed")
-
     def _status_error(self, response: httpx.Response) -> ProviderError:
         status = response.status_code
         try:
@@ -186,7 +136,7 @@ class AnthropicProvider:
         except ValueError:
             body = None
         error = body.get("error") if isinstance(body, dict) else None
-        detail = _clip(
+        detail = clip(
             str(error.get("message") or error.get("type") or "")
             if isinstance(error, dict)
             else response.text.strip()
@@ -209,7 +159,7 @@ class AnthropicProvider:
         if not isinstance(error, dict):
             return self._error(f"unexpected answer {str(event)[:80]!r}", code="invalid_response")
         kind = str(error.get("type") or "api_error")
-        detail = _clip(str(error.get("message") or "no message"))
+        detail = clip(str(error.get("message") or "no message"))
         status = _STATUS_OF_TYPE.get(kind, 500)
         code, retryable = _classify(status, detail)
         return self._error(
@@ -231,7 +181,3 @@ def _classify(status: int, detail: str) -> tuple[str, bool]:
     if status == 400 and ("prompt is too long" in lowered or "context window" in lowered):
         return "context_length_exceeded", True
     return {401: "unauthorized", 403: "forbidden"}.get(status, "bad_request"), False
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"

@@ -36,7 +36,6 @@ never in an error message or this object's repr.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any, NoReturn
@@ -52,35 +51,23 @@ from routing.providers.transcription import (
     Word,
     seconds_of,
 )
-from routing.providers.upstream_http import retry_after_seconds
-
-log = logging.getLogger(__name__)
+from routing.providers.upstream_http import UpstreamClient, clip, retry_after_seconds
 
 DEFAULT_BASE_URL = "https://api.deepgram.com"
-MAX_MESSAGE_CHARS = 500
 NOT_RETRYABLE = {401: "unauthorized", 403: "forbidden"}
 
 
-class DeepgramProvider:
+class DeepgramProvider(UpstreamClient):
     """A client for one Deepgram base URL and key; one `httpx.Client` (a connection
     pool), so `provider_for()` reuses instances."""
 
     def __init__(
         self, base_url: str, api_key: str = "", *, timeout: float = 60.0, label: str = "deepgram"
     ) -> None:
-        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")
-        self.url = f"{self.base_url}/v1/listen"
-        self.label = label
-        self.timeout = timeout
-        self._api_key = api_key
         headers = {"Authorization": f"Token {api_key}"} if api_key else {}
-        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout))
-
-    def __repr__(self) -> str:
-        return f"<DeepgramProvider {self.label} {self.base_url}>"
-
-    def close(self) -> None:
-        self._client.close()
+        base_url = (base_url or DEFAULT_BASE_URL).rstrip("/").removesuffix("/v1")
+        super().__init__(base_url, api_key, timeout=timeout, label=label, headers=headers)
+        self.url = f"{base_url}/v1/listen"
 
     def complete(self, request: ChatRequest) -> Completion:
         self._refuse_chat()
@@ -126,36 +113,6 @@ class DeepgramProvider:
         return transcript
 
     # -- failures ------------------------------------------------------------------
-
-    def _error(
-        self,
-        detail: str,
-        *,
-        code: str,
-        status: int | None = None,
-        retryable: bool = True,
-        retry_after: float | None = None,
-    ) -> ProviderError:
-        message = f"{self.label}: {detail}"
-        if self._api_key:
-            message = message.replace(self._api_key, "[redacted]")
-        log.warning("provider call failed (%s): %s", code, message)
-        return ProviderError(
-            message, status=status, retryable=retryable, retry_after=retry_after, code=code
-        )
-
-    def _transport_error(self, exc: httpx.HTTPError) -> ProviderError:
-        kind = type(exc).__name__
-        if isinstance(exc, httpx.TimeoutException):
-            return self._error(f"no answer within {self.timeout:g} s ({kind})", code="timeout")
-        if isinstance(exc, httpx.ConnectError):
-            return self._error(
-                f"could not connect to {self.base_url} ({kind})", code="connection_failed"
-            )
-        return self._error(
-            f"the connection failed before the answer was complete ({kind}: {exc})",
-            code="connection_lost",
-        )
 
     def _status_error(self, response: httpx.Response) -> ProviderError:
         status = response.status_code
@@ -256,4 +213,4 @@ def _error_message(response: httpx.Response) -> str:
         text = ": ".join(str(part) for part in parts if part)
     else:
         text = response.text.strip()
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
+    return clip(text)

@@ -35,11 +35,8 @@ redacted before it is raised.
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -56,15 +53,18 @@ from routing.providers.base import (
 )
 from routing.providers.embeddings import EmbeddingRequest, upstream_embeddings
 from routing.providers.speech import SpeechRequest, SpokenAudio, upstream_speech
-from routing.providers.upstream_http import json_body, retry_after_seconds, sse_data
+from routing.providers.upstream_http import (
+    UpstreamClient,
+    clip,
+    json_body,
+    retry_after_seconds,
+    sse_data,
+)
 
-log = logging.getLogger(__name__)
-
-MAX_MESSAGE_CHARS = 500
 NOT_RETRYABLE = {400: "bad_request", 401: "unauthorized", 403: "forbidden"}
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(UpstreamClient):
     """A chat-completions client for one base URL and key.
 
     One instance keeps one `httpx.Client` (a connection pool, safe to share between
@@ -80,21 +80,12 @@ class OpenAICompatibleProvider:
         label: str = "openai-compatible",
         headers: dict[str, str] | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.url = f"{self.base_url}/chat/completions"
-        self.label = label
-        self.timeout = timeout
-        self._api_key = api_key
         request_headers = {"Content-Type": "application/json", **(headers or {})}
         if api_key:
             request_headers["Authorization"] = f"Bearer {api_key}"
-        self._client = httpx.Client(headers=request_headers, timeout=httpx.Timeout(timeout))
-
-    def __repr__(self) -> str:
-        return f"<OpenAICompatibleProvider {self.label} {self.base_url}>"
-
-    def close(self) -> None:
-        self._client.close()
+        base_url = base_url.rstrip("/")
+        super().__init__(base_url, api_key, timeout=timeout, label=label, headers=request_headers)
+        self.url = f"{base_url}/chat/completions"
 
     # -- the calls -----------------------------------------------------------------
 
@@ -252,54 +243,7 @@ class OpenAICompatibleProvider:
             raw=body,
         )
 
-    def _parse(self, text: str | bytes) -> Any:
-        try:
-            # NaN and Infinity are not JSON: kept as the text they are, so a figure
-            # using them is flagged (`pricing.checked_usage`) and the body handed on
-            # to the caller is still JSON.
-            return json.loads(text, parse_float=Decimal, parse_constant=str)
-        except ValueError:
-            snippet = text[:80] if isinstance(text, str) else text[:80].decode(errors="replace")
-            raise self._error(
-                f"the response is not valid JSON: {snippet!r}", code="invalid_response"
-            ) from None
-
     # -- failures ------------------------------------------------------------------
-
-    def _error(
-        self,
-        detail: str,
-        *,
-        code: str,
-        status: int | None = None,
-        retryable: bool = True,
-        retry_after: float | None = None,
-    ) -> ProviderError:
-        message = self._redact(f"{self.label}: {detail}")
-        log.warning("provider call failed (%s): %s", code, message)
-        return ProviderError(
-            message, status=status, retryable=retryable, retry_after=retry_after, code=code
-        )
-
-    def _redact(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, "[redacted]")
-        return text
-
-    def _transport_error(self, exc: httpx.HTTPError) -> ProviderError:
-        kind = type(exc).__name__
-        if isinstance(exc, httpx.TimeoutException):
-            return self._error(f"no answer within {self.timeout:g} s ({kind})", code="timeout")
-        if isinstance(exc, httpx.ConnectError):
-            return self._error(
-                f"could not connect to {self.base_url} ({kind})", code="connection_failed"
-            )
-        if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
-            return self._error(
-                f"the connection was dropped before the answer was complete ({kind}: {exc})",
-                code="connection_lost",
-            )
-        return self._error(f"network error ({kind}: {exc})", code="connection_failed")
 
     def _status_error(self, response: httpx.Response) -> ProviderError:
         status = response.status_code
@@ -321,7 +265,7 @@ class OpenAICompatibleProvider:
         if not isinstance(error, dict):
             error = {"message": str(error)}
         raw_code = error.get("code")
-        detail = _clip(str(error.get("message") or "no message"))
+        detail = clip(str(error.get("message") or "no message"))
         status = _int_or_none(raw_code)
         if status is not None and 400 <= status < 600:
             code, retryable = _classify(status, detail)
@@ -454,13 +398,13 @@ def _upstream_message(response: httpx.Response) -> str:
     try:
         body = loads_exact(response.content)
     except ValueError:
-        return _clip(response.text.strip())
+        return clip(response.text.strip())
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
-        return _clip(str(error.get("message") or error.get("code") or ""))
+        return clip(str(error.get("message") or error.get("code") or ""))
     if isinstance(error, str):
-        return _clip(error)
-    return _clip(response.text.strip())
+        return clip(error)
+    return clip(response.text.strip())
 
 
 def _arguments_text(arguments: Any) -> str:
@@ -476,7 +420,3 @@ def _int_or_none(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
