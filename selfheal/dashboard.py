@@ -13,7 +13,8 @@ from typing import Any
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from selfheal.engine import silence_limit
+from selfheal import task_kinds
+from selfheal.engine import CLAIM_ORDER, silence_limit
 from selfheal.models import PlaybookExecution, Task, TaskStatus, Worker
 from selfheal.playbooks import playbooks
 from selfheal.playbooks.checks import CHECKS
@@ -151,10 +152,15 @@ def engine_attention_context(now: datetime | None = None) -> dict[str, Any]:
     failed = Task.objects.filter(
         status=TaskStatus.FAILED, finished_at__gte=now - FAILED_WINDOW
     ).order_by("-finished_at", "-id")
+    todos = Task.objects.filter(
+        status=TaskStatus.PENDING, kind__in=task_kinds.person_kinds()
+    ).order_by(*CLAIM_ORDER)
     return {
         "attention": list(attention[:ATTENTION_LIMIT]),
         "attention_count": attention.count(),
         "failed": list(failed[:FAILED_LIMIT]),
+        "todos": list(todos[:ATTENTION_LIMIT]),
+        "todo_count": todos.count(),
         "now": now,
     }
 

@@ -114,5 +114,12 @@ def retry_task(request: StaffRequest, task_id: int) -> HttpResponse:
 
 @require_POST
 @permission_required_for_staff("selfheal.operate_task")
+def done_task(request: StaffRequest, task_id: int) -> HttpResponse:
+    """A person's to-do (a chat request, a fix to make) is done: the person says so."""
+    return _move_task(request, task_id, TaskStatus.COMPLETED, "Marked done")
+
+
+@require_POST
+@permission_required_for_staff("selfheal.operate_task")
 def cancel_task(request: StaffRequest, task_id: int) -> HttpResponse:
     return _move_task(request, task_id, TaskStatus.CANCELLED, "Cancelled")
