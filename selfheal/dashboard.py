@@ -40,25 +40,39 @@ def latest_report() -> dict[str, Any] | None:
     )
     if execution is None:
         return None
-    findings = [
-        {
-            **finding,
-            "title": CHECKS.get(finding.get("check", ""), (finding.get("check", ""),))[0],
-            "manual": needs_a_person(finding),
-        }
-        for finding in execution.findings
-    ]
+    found = [_shown(finding) for finding in execution.findings]
+    verified = execution.verified_findings
+    # After a repair, the card shows the state it left: the diagnosis it ran after its
+    # changes, each finding saying what it was before (a resolved warning reads
+    # "was warning", not as a warning still there). What it found first is kept apart.
+    if verified is not None:
+        before = {f.get("check"): f.get("severity") for f in execution.findings}
+        findings = [
+            {**_shown(finding), "was": before.get(finding.get("check"))} for finding in verified
+        ]
+    else:
+        findings = found
     changes = [
         a for a in execution.actions if a.get("action") not in ("step", "read") and a.get("action")
     ]
     return {
         "execution": execution,
-        "severity": execution.worst_severity,
+        "severity": execution.severity_now,
+        "verified": verified is not None,
+        "before_repair": found if verified is not None else [],
         "findings": findings,
         "manual": [f for f in findings if f["manual"]],
         "changes": changes,
         "approvals": [a for a in changes if a["action"] == "request_approval" and a["performed"]],
         "verification": execution.verification or {},
+    }
+
+
+def _shown(finding: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **finding,
+        "title": CHECKS.get(finding.get("check", ""), (finding.get("check", ""),))[0],
+        "manual": needs_a_person(finding),
     }
 
 

@@ -13,7 +13,7 @@ from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from controlplane.tiers import StaffRequest, permission_required_for_staff, staff_required
 from selfheal import engine as task_engine
@@ -36,7 +36,9 @@ def _back_to(request: StaffRequest, view_name: str) -> HttpResponse:
 @require_GET
 @staff_required
 def index(request: StaffRequest) -> HttpResponse:
-    return render(request, "selfheal/index.html", index_context())
+    return render(
+        request, "selfheal/index.html", {**index_context(), "repair_question": REPAIR_QUESTION}
+    )
 
 
 @require_GET
@@ -59,9 +61,22 @@ def diagnose(request: StaffRequest) -> HttpResponse:
     return _back_to(request, "selfheal:index")
 
 
-@require_POST
+# Asked before a repair (htmx's confirm, or the confirmation page without JavaScript),
+# as a rollback is: a repair changes tasks.
+REPAIR_QUESTION = (
+    "Run the repair playbook? Unless Dry run is ticked it resets blocked and stuck tasks "
+    "and opens fix tasks, within its caps (over a cap it asks for approval). Rollback "
+    "undoes what it changed."
+)
+
+
+@require_http_methods(["GET", "POST"])
 @permission_required_for_staff("selfheal.run_playbook")
 def repair(request: StaffRequest) -> HttpResponse:
+    if request.method == "GET":  # the form without JavaScript: ask first
+        dry_run = request.GET.get("dry_run") in ("1", "on", "true")
+        context = {"dry_run": dry_run, "repair_question": REPAIR_QUESTION}
+        return render(request, "selfheal/repair_confirm.html", context)
     dry_run = request.POST.get("dry_run") in ("1", "on", "true")
     execution = run_playbook("repair", user=request.user, dry_run=dry_run)
     level = messages.ERROR if execution.status == execution.Status.FAILED else messages.SUCCESS
