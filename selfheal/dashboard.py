@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -156,6 +157,7 @@ def engine_workers_context(now: datetime | None = None) -> dict[str, Any]:
     return {
         "workers": worker_rows(now),
         "stale_after_s": int(silence_limit().total_seconds()),
+        "site_url": settings.SITE_URL,  # what an external worker's --api points at
         "now": now,
     }
 

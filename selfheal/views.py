@@ -9,6 +9,8 @@ outcome message as a plain form post does.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -22,6 +24,7 @@ from selfheal.dashboard import engine_context, engine_workers_context, index_con
 from selfheal.engine_errors import TransitionRefused
 from selfheal.models import PlaybookExecution, Task, TaskStatus
 from selfheal.playbooks import RollbackRefused, rollback, run_playbook
+from selfheal.task_list import PAGE_PARAMETER, task_list_context, throughput_context
 
 MESSAGE_LEVELS = {"ok": messages.SUCCESS, "warning": messages.WARNING, "critical": messages.ERROR}
 
@@ -46,7 +49,17 @@ def index(request: StaffRequest) -> HttpResponse:
 def engine(request: StaffRequest) -> HttpResponse:
     if request.GET.get("fragment") == "workers":  # the workers panel refreshes its ages
         return render(request, "selfheal/partials/workers.html", engine_workers_context())
-    return render(request, "selfheal/engine.html", engine_context())
+    tasks = task_list_context(request.GET)
+    # The socket's URL carries the filter and page, so live updates show the same list.
+    socket_query = "&".join(part for part in (tasks["filter_query"], _page_query(request)) if part)
+    context = {**engine_context(), **tasks, **throughput_context(), "socket_query": socket_query}
+    status = 400 if tasks["task_filter"].errors else 200
+    return render(request, "selfheal/engine.html", context, status=status)
+
+
+def _page_query(request: StaffRequest) -> str:
+    page = request.GET.get(PAGE_PARAMETER, "")
+    return urlencode({PAGE_PARAMETER: page}) if page.isdigit() else ""
 
 
 @require_POST

@@ -89,7 +89,7 @@ class PlaybookExecution(models.Model):
         if verified is None:
             return self.worst_severity
         order = {"ok": 0, "warning": 1, "critical": 2}
-        worst = max((order.get(f.get("severity"), 0) for f in verified), default=0)
+        worst = max((order.get(str(f.get("severity")), 0) for f in verified), default=0)
         return {0: "ok", 1: "warning", 2: "critical"}[worst]
 
     @property
