@@ -88,8 +88,7 @@ REPAIR_QUESTION = (
 def repair(request: StaffRequest) -> HttpResponse:
     if request.method == "GET":  # the form without JavaScript: ask first
         dry_run = request.GET.get("dry_run") in ("1", "on", "true")
-        context = {"dry_run": dry_run, "repair_question": REPAIR_QUESTION}
-        return render(request, "selfheal/repair_confirm.html", context)
+        return render(request, "selfheal/repair_confirm.html", {"dry_run": dry_run})
     dry_run = request.POST.get("dry_run") in ("1", "on", "true")
     execution = run_playbook("repair", user=request.user, dry_run=dry_run)
     level = messages.ERROR if execution.status == execution.Status.FAILED else messages.SUCCESS
