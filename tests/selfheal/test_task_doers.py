@@ -258,3 +258,14 @@ def test_the_engine_page_lists_to_dos_with_done_for_an_operator_only(client, ope
     html = client.get("/selfheal/engine/").content.decode()
     assert "Look into the backup" in html
     assert "done-button" not in html
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_what_a_task_waits_for(client, observer):
+    task = make_task("Look into the backup", "chat.request")
+    client.force_login(observer)
+
+    html = client.get(f"/admin/selfheal/task/{task.pk}/change/").content.decode()
+
+    assert "Waiting for" in html
+    assert task_kinds.waiting_for("chat.request") in html
