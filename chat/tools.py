@@ -245,15 +245,26 @@ def _list_tasks(arguments: dict[str, Any], context: ToolContext) -> list[dict[st
     ]
 
 
+# A task asked for in chat is a to-do for a person (no machine knows what "look into
+# the nightly backup" means); the person marks it done on the Engine page.
+CHAT_REQUEST_KIND = "chat.request"
+CHAT_REQUEST_WAITS_FOR = "a person to do what was asked in chat, then mark it done"
+
+
 def _create_task(arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
-    from selfheal import engine
+    from selfheal import engine, task_kinds
     from selfheal.engine_errors import EngineError
     from selfheal.models import Task
 
+    kind = arguments.get("kind") or CHAT_REQUEST_KIND
+    if not task_kinds.has_a_doer(kind):
+        # A kind nobody does would wait forever: refuse it and say which ones exist.
+        doable = ", ".join(task_kinds.known_kinds() + task_kinds.person_kinds())
+        raise ToolRefused(f"No worker or person does tasks of kind '{kind}'; use one of {doable}.")
     try:
         task = engine.create_task(
             arguments["title"],
-            arguments.get("kind") or "chat.request",
+            kind,
             payload={**arguments.get("payload", {}), "chat_run_id": context.run_id},
             priority=int(arguments.get("priority", 0)),
             source=Task.Source.CHAT,
@@ -261,7 +272,13 @@ def _create_task(arguments: dict[str, Any], context: ToolContext) -> dict[str, A
         )
     except EngineError as exc:
         raise ToolRefused(str(exc)) from exc
-    return {"id": task.pk, "title": task.title, "kind": task.kind, "status": task.status}
+    return {
+        "id": task.pk,
+        "title": task.title,
+        "kind": task.kind,
+        "status": task.status,
+        "waiting_for": task.waiting_for,
+    }
 
 
 def _queue_summary(arguments: dict[str, Any], context: ToolContext) -> dict[str, int]:
@@ -389,7 +406,9 @@ def register_builtin_tools() -> None:
     """Called from `ChatConfig.ready()`."""
     if apps.is_installed("selfheal"):
         from selfheal.models import TaskStatus
+        from selfheal.task_kinds import declare_person_kind
 
+        declare_person_kind(CHAT_REQUEST_KIND, CHAT_REQUEST_WAITS_FOR)
         register(
             Tool(
                 "list_tasks",
@@ -408,7 +427,10 @@ def register_builtin_tools() -> None:
         register(
             Tool(
                 "create_task",
-                "Create a task in the governance work queue for a worker to do.",
+                "Create a task in the governance work queue. By default (kind "
+                f"{CHAT_REQUEST_KIND}) it is a to-do that waits for a person; another kind "
+                "must be one a worker executes (e.g. playbook.run with payload "
+                '{"playbook": "diagnose"}).',
                 {
                     "type": "object",
                     "properties": {

@@ -18,11 +18,17 @@ class HealthmonConfig(AppConfig):
         from healthmon import code_pull_requests, overview
         from healthmon.alerts import rule_audit
         from healthmon.code_consumers import connect_announcements
+        from healthmon.code_findings import FIX_CODE_TASK_KIND
         from healthmon.error_source import recent_error_patterns
         from healthmon.railway.connection import check_railway_connection
         from selfheal.error_patterns import register_error_source
+        from selfheal.task_kinds import declare_person_kind
 
         register_error_source(recent_error_patterns)
+        declare_person_kind(
+            FIX_CODE_TASK_KIND,
+            "a person to fix the finding (it closes by itself when a scan finds it fixed)",
+        )
         register_connection_test(Integration.Kind.RAILWAY, check_railway_connection)
         rule_audit.connect()
         connect_announcements()

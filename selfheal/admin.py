@@ -60,6 +60,7 @@ class TaskAdmin(AuditHistoryMixin, ReadOnlyAdmin):
         "title",
         "kind",
         "status",
+        "waiting_for",
         "priority",
         "source",
         "dedupe_key",
@@ -77,7 +78,7 @@ class TaskAdmin(AuditHistoryMixin, ReadOnlyAdmin):
         "started_at",
         "finished_at",
     ]
-    readonly_fields = ["attempts_label", "payload_pretty", "result_pretty"]
+    readonly_fields = ["attempts_label", "waiting_for", "payload_pretty", "result_pretty"]
 
     @admin.display(description="Attempts")
     def attempts_label(self, task: Task) -> str:

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from django.contrib.auth.context_processors import PermWrapper
+from django.http import QueryDict
 from django.template.loader import render_to_string
 
 from controlplane.consumers import StaffConsumer
 from controlplane.tiers import StaffUser
-from selfheal import dashboard
+from selfheal import dashboard, task_list
 from selfheal.engine import ENGINE_GROUP
 
 log = logging.getLogger(__name__)
@@ -30,22 +31,35 @@ INDEX, ENGINE = "index", "engine"
 # Which fragments each page re-renders for each kind of change.
 FRAGMENTS: dict[str, dict[str, tuple[str, ...]]] = {
     INDEX: {"playbook": ("report", "history")},
-    ENGINE: {"engine": ("queue", "workers", "attention")},
+    ENGINE: {"engine": ("queue", "workers", "attention", "throughput", "tasks")},
 }
-TEMPLATES = {
-    "report": ("selfheal/partials/report.html", dashboard.report_context),
-    "history": ("selfheal/partials/history.html", dashboard.history_context),
-    "queue": ("selfheal/partials/queue.html", dashboard.engine_queue_context),
-    "workers": ("selfheal/partials/workers.html", dashboard.engine_workers_context),
-    "attention": ("selfheal/partials/attention.html", dashboard.engine_attention_context),
+TEMPLATES: dict[str, tuple[str, Callable[[QueryDict], dict[str, Any]]]] = {
+    "report": ("selfheal/partials/report.html", lambda query: dashboard.report_context()),
+    "history": ("selfheal/partials/history.html", lambda query: dashboard.history_context()),
+    "queue": ("selfheal/partials/queue.html", lambda query: dashboard.engine_queue_context()),
+    "workers": (
+        "selfheal/partials/workers.html",
+        lambda query: dashboard.engine_workers_context(),
+    ),
+    "attention": (
+        "selfheal/partials/attention.html",
+        lambda query: dashboard.engine_attention_context(),
+    ),
+    "throughput": (
+        "selfheal/partials/throughput.html",
+        lambda query: task_list.throughput_context(),
+    ),
+    # The task list as this page filters it (its filter and page ride in the socket's URL).
+    "tasks": ("selfheal/partials/tasks.html", task_list.task_list_context),
 }
 
 
-def render_fragments(names: list[str], user: StaffUser) -> str:
+def render_fragments(names: list[str], user: StaffUser, query: QueryDict | None = None) -> str:
     # Rendered without a request: `perms` as the context processor gives a page.
     perms = PermWrapper(user)
+    query = query if query is not None else QueryDict()
     return "\n".join(
-        render_to_string(template, {**context(), "perms": perms, "oob": True})
+        render_to_string(template, {**context(query), "perms": perms, "oob": True})
         for template, context in (TEMPLATES[name] for name in names)
     )
 
@@ -71,8 +85,8 @@ class SelfhealConsumer(StaffConsumer):
     flusher: asyncio.Task[None] | None = None
 
     def groups_for(self) -> list[str]:
-        query = parse_qs(self.scope.get("query_string", b"").decode())
-        self.page = ENGINE if query.get("page") == [ENGINE] else INDEX
+        self.query = QueryDict(self.scope.get("query_string", b"").decode())
+        self.page = ENGINE if self.query.getlist("page") == [ENGINE] else INDEX
         self.dirty: set[str] = set()
         self.pace = self.pace_class()
         return [ENGINE_GROUP]
@@ -104,7 +118,9 @@ class SelfhealConsumer(StaffConsumer):
             names = [name for name in TEMPLATES if name in self.dirty]
             self.dirty.clear()
             try:
-                html = await database_sync_to_async(render_fragments)(names, self.scope["user"])
+                html = await database_sync_to_async(render_fragments)(
+                    names, self.scope["user"], self.query
+                )
                 await self.send(text_data=html)
             except Exception:
                 # A live update is best effort: the page shows the same data on reload.

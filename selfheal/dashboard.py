@@ -10,10 +10,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from selfheal.engine import silence_limit
+from selfheal import task_kinds
+from selfheal.engine import CLAIM_ORDER, silence_limit
 from selfheal.models import PlaybookExecution, Task, TaskStatus, Worker
 from selfheal.playbooks import playbooks
 from selfheal.playbooks.checks import CHECKS
@@ -39,25 +41,39 @@ def latest_report() -> dict[str, Any] | None:
     )
     if execution is None:
         return None
-    findings = [
-        {
-            **finding,
-            "title": CHECKS.get(finding.get("check", ""), (finding.get("check", ""),))[0],
-            "manual": needs_a_person(finding),
-        }
-        for finding in execution.findings
-    ]
+    found = [_shown(finding) for finding in execution.findings]
+    verified = execution.verified_findings
+    # After a repair, the card shows the state it left: the diagnosis it ran after its
+    # changes, each finding saying what it was before (a resolved warning reads
+    # "was warning", not as a warning still there). What it found first is kept apart.
+    if verified is not None:
+        before = {f.get("check"): f.get("severity") for f in execution.findings}
+        findings = [
+            {**_shown(finding), "was": before.get(finding.get("check"))} for finding in verified
+        ]
+    else:
+        findings = found
     changes = [
         a for a in execution.actions if a.get("action") not in ("step", "read") and a.get("action")
     ]
     return {
         "execution": execution,
-        "severity": execution.worst_severity,
+        "severity": execution.severity_now,
+        "verified": verified is not None,
+        "before_repair": found if verified is not None else [],
         "findings": findings,
         "manual": [f for f in findings if f["manual"]],
         "changes": changes,
         "approvals": [a for a in changes if a["action"] == "request_approval" and a["performed"]],
         "verification": execution.verification or {},
+    }
+
+
+def _shown(finding: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **finding,
+        "title": CHECKS.get(finding.get("check", ""), (finding.get("check", ""),))[0],
+        "manual": needs_a_person(finding),
     }
 
 
@@ -141,6 +157,7 @@ def engine_workers_context(now: datetime | None = None) -> dict[str, Any]:
     return {
         "workers": worker_rows(now),
         "stale_after_s": int(silence_limit().total_seconds()),
+        "site_url": settings.SITE_URL,  # what an external worker's --api points at
         "now": now,
     }
 
@@ -151,10 +168,15 @@ def engine_attention_context(now: datetime | None = None) -> dict[str, Any]:
     failed = Task.objects.filter(
         status=TaskStatus.FAILED, finished_at__gte=now - FAILED_WINDOW
     ).order_by("-finished_at", "-id")
+    todos = Task.objects.filter(
+        status=TaskStatus.PENDING, kind__in=task_kinds.person_kinds()
+    ).order_by(*CLAIM_ORDER)
     return {
         "attention": list(attention[:ATTENTION_LIMIT]),
         "attention_count": attention.count(),
         "failed": list(failed[:FAILED_LIMIT]),
+        "todos": list(todos[:ATTENTION_LIMIT]),
+        "todo_count": todos.count(),
         "now": now,
     }
 

@@ -29,7 +29,7 @@ from django.utils import timezone
 from controlplane import audit
 from controlplane.live import publish
 from controlplane.tiers import StaffUser
-from selfheal import storable
+from selfheal import storable, task_kinds
 from selfheal.engine_errors import (
     EngineError,
     InvalidTask,
@@ -140,6 +140,10 @@ def transition(task: Task, to: str, *, actor: StaffUser | None = None, reason: s
     if to == TaskStatus.RUNNING:
         raise TransitionRefused(
             f"Task #{task.pk} starts running only when a worker claims it (with a lease)."
+        )
+    if old == TaskStatus.PENDING and to == TaskStatus.COMPLETED and not task.for_a_person:
+        raise TransitionRefused(
+            f"Task #{task.pk} ({task.kind}) is a worker's: it completes when a worker does it."
         )
     moved = _move(task, old, to, fields=_entering(to, old, reason), actor=actor, reason=reason)
     if moved is None:
@@ -265,7 +269,10 @@ def claim(worker: Worker, *, kinds: Collection[str] | None = None) -> Task | Non
             raise offline_refusal(worker.name)
         if worker.status == Worker.Status.DRAINING or worker.revoked_at is not None:
             return None
-        pending = Task.objects.filter(status=TaskStatus.PENDING)
+        # A person's to-do is never a worker's, whatever kinds the worker claims.
+        pending = Task.objects.filter(status=TaskStatus.PENDING).exclude(
+            kind__in=task_kinds.person_kinds()
+        )
         claimable = pending.doable_with(worker.capabilities or [], kinds).order_by(*CLAIM_ORDER)
         candidates = claimable.values_list("pk", flat=True)
         if connection.vendor == "postgresql":

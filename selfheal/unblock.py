@@ -17,6 +17,7 @@ from django.utils import timezone
 from controlplane.approvals import register_waiter, request_approval
 from controlplane.models import Approval
 from controlplane.service_accounts import service_account
+from selfheal import task_kinds
 from selfheal.engine import (
     CLAIM_ORDER,
     SELFHEAL_SERVICE,
@@ -36,8 +37,11 @@ def route_unclaimable_tasks(now: datetime | None = None) -> list[Approval]:
     window = now - timedelta(seconds=settings.UNBLOCK_AFTER_SECONDS)
     recent = Worker.objects.filter(revoked_at__isnull=True, last_heartbeat__gte=window)
     abilities = [set(caps or []) for caps in recent.values_list("capabilities", flat=True)]
-    waiting = Task.objects.filter(status=TaskStatus.PENDING, updated_at__lte=window).only(
-        "pk", "title", "required_capabilities", "updated_at"
+    # A person's to-do waits for a person by design: no worker would unblock it.
+    waiting = (
+        Task.objects.filter(status=TaskStatus.PENDING, updated_at__lte=window)
+        .exclude(kind__in=task_kinds.person_kinds())
+        .only("pk", "title", "required_capabilities", "updated_at")
     )
     asked = []
     for task in waiting.order_by(*CLAIM_ORDER):

@@ -18,4 +18,5 @@ urlpatterns = [
     ),
     path("tasks/<int:task_id>/retry/", views.retry_task, name="retry_task"),
     path("tasks/<int:task_id>/cancel/", views.cancel_task, name="cancel_task"),
+    path("tasks/<int:task_id>/done/", views.done_task, name="done_task"),
 ]

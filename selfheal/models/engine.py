@@ -6,9 +6,11 @@ from typing import Any
 from django.db import connection, models
 from django.db.models import Q
 from django.db.models.expressions import RawSQL
+from django.utils import timezone
 
 from controlplane import api_tokens
 from controlplane.audit import AuditedModel
+from selfheal import task_kinds
 
 
 class TaskStatus(models.TextChoices):
@@ -35,6 +37,7 @@ TRANSITIONS: dict[str, set[str]] = {
         TaskStatus.BLOCKED,
         TaskStatus.WAITING_APPROVAL,
         TaskStatus.CANCELLED,
+        TaskStatus.COMPLETED,  # a person's to-do, marked done (the engine refuses it otherwise)
     },
     TaskStatus.RUNNING: {
         TaskStatus.COMPLETED,
@@ -133,6 +136,33 @@ class Task(models.Model):
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
+
+    @property
+    def can_retry(self) -> bool:
+        """A person may put it back in the queue: it is stuck, blocked, waiting or failed
+        (a healthy running task is its worker's)."""
+        if self.status == TaskStatus.RUNNING:
+            return self.lease_expires_at is not None and self.lease_expires_at < timezone.now()
+        return self.status in (TaskStatus.BLOCKED, TaskStatus.WAITING_APPROVAL, TaskStatus.FAILED)
+
+    @property
+    def for_a_person(self) -> bool:
+        return task_kinds.is_person_kind(self.kind)
+
+    @property
+    def waiting_for(self) -> str:
+        """What the task waits for now, in words ("" once it is final). A running
+        task's words name its worker: read it with `select_related("lease_worker")`."""
+        if self.status == TaskStatus.PENDING:
+            return task_kinds.waiting_for(self.kind, self.required_capabilities)
+        if self.status == TaskStatus.RUNNING:
+            holder = self.lease_worker.name if self.lease_worker else "its worker"
+            return f"{holder} to finish it"
+        if self.status == TaskStatus.WAITING_APPROVAL:
+            return "an approval decision"
+        if self.status == TaskStatus.BLOCKED:
+            return self.blocked_reason or "a retry (it is blocked)"
+        return ""
 
 
 hash_token = api_tokens.digest

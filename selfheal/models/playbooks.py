@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 
@@ -58,8 +60,36 @@ class PlaybookExecution(models.Model):
 
     @property
     def worst_severity(self) -> str:
+        """The worst of what it found before acting (see `severity_now` for after)."""
         order = {"ok": 0, "warning": 1, "critical": 2}
         worst = max((order.get(f.get("severity"), 0) for f in self.findings), default=0)
+        return {0: "ok", 1: "warning", 2: "critical"}[worst]
+
+    @property
+    def verified_findings(self) -> list[dict[str, Any]] | None:
+        """The diagnosis a repair ran after its changes; None when it did not verify
+        (a diagnosis, a dry run, a failure before verifying)."""
+        verification = self.verification or {}
+        checks = verification.get("checks")
+        if self.dry_run or not checks:
+            return None
+        if verification.get("findings"):
+            return list(verification["findings"])
+        # Recorded before verifications kept whole findings: what the checks say.
+        return [
+            {"check": c["check"], "severity": c["after"], "summary": c.get("summary", "")}
+            for c in checks
+        ]
+
+    @property
+    def severity_now(self) -> str:
+        """The worst severity as the execution left the system: after a repair's
+        changes when it verified them, else what it found."""
+        verified = self.verified_findings
+        if verified is None:
+            return self.worst_severity
+        order = {"ok": 0, "warning": 1, "critical": 2}
+        worst = max((order.get(str(f.get("severity")), 0) for f in verified), default=0)
         return {0: "ok", 1: "warning", 2: "critical"}[worst]
 
     @property

@@ -16,6 +16,7 @@ from selfheal.models import PlaybookExecution
 from selfheal.playbooks import diagnose, repair
 from selfheal.playbooks.events import EXECUTION_EVENT, SELFHEAL_GROUP
 from selfheal.playbooks.executor import (
+    FIX_TASK_KIND,
     REPAIR_OVER_CAP_ACTION,
     Playbook,
     PlaybookRun,
@@ -34,7 +35,12 @@ from selfheal.playbooks.steps import (
     Step,
     step,
 )
-from selfheal.task_kinds import PermanentFailure, TaskContext, register_kind
+from selfheal.task_kinds import (
+    PermanentFailure,
+    TaskContext,
+    declare_person_kind,
+    register_kind,
+)
 
 __all__ = [
     "EXECUTION_EVENT",
@@ -107,3 +113,7 @@ def connect() -> None:
     `SelfhealConfig.ready()`, so every process (web, Celery, worker) has them."""
     repair.register_waiters()
     register_kind(PLAYBOOK_TASK_KIND, execute_playbook_task)
+    # Fixing the code behind an error is a developer's job: no worker can do it.
+    declare_person_kind(
+        FIX_TASK_KIND, "a person to fix the code behind the error, then mark it done"
+    )

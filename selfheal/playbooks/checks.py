@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Min, Q
 
+from selfheal import task_kinds
 from selfheal.engine import silence_limit
 from selfheal.error_patterns import fix_task_dedupe_key, top_error_patterns
 from selfheal.models import OPEN_STATUSES, Task, TaskStatus, Worker
@@ -116,7 +117,12 @@ def check_worker_heartbeats(now: datetime) -> Finding:
         offline=Count("id", filter=Q(status=Worker.Status.OFFLINE)),
         oldest_live_heartbeat=Min("last_heartbeat", filter=online & heard),
     )
-    pending = Task.objects.filter(status=TaskStatus.PENDING).exists()
+    # A person's to-do waits for a person, not a worker: it needs no worker alive.
+    pending = (
+        Task.objects.filter(status=TaskStatus.PENDING)
+        .exclude(kind__in=task_kinds.person_kinds())
+        .exists()
+    )
     evidence = {
         "registered": counts["registered"],
         "live": counts["live"],
@@ -175,9 +181,13 @@ class Problem(NamedTuple):
 
 
 def check_task_queue(now: datetime) -> Finding:
+    # A person's to-do is not stuck however long it waits: it is counted apart.
+    for_a_person = Q(kind__in=task_kinds.person_kinds())
+    for_a_worker = Q(status=TaskStatus.PENDING) & ~for_a_person
     counts = Task.objects.filter(status__in=OPEN_STATUSES).aggregate(
-        pending=Count("id", filter=Q(status=TaskStatus.PENDING)),
-        oldest_pending=Min("created_at", filter=Q(status=TaskStatus.PENDING)),
+        pending=Count("id", filter=for_a_worker),
+        oldest_pending=Min("created_at", filter=for_a_worker),
+        waiting_for_a_person=Count("id", filter=Q(status=TaskStatus.PENDING) & for_a_person),
         running=Count("id", filter=Q(status=TaskStatus.RUNNING)),
         stuck_running=Count("id", filter=Q(status=TaskStatus.RUNNING, lease_expires_at__lt=now)),
         blocked=Count("id", filter=Q(status=TaskStatus.BLOCKED)),
@@ -187,6 +197,7 @@ def check_task_queue(now: datetime) -> Finding:
     evidence = {
         "pending": counts["pending"],
         "oldest_pending_age_s": oldest_age,
+        "waiting_for_a_person": counts["waiting_for_a_person"],
         "running": counts["running"],
         "stuck_running": counts["stuck_running"],
         "blocked": counts["blocked"],
@@ -241,7 +252,12 @@ def check_task_queue(now: datetime) -> Finding:
         return Finding(
             "task_queue",
             OK,
-            f"{counts['pending']} pending, {counts['running']} running; nothing blocked or stuck.",
+            f"{counts['pending']} pending, {counts['running']} running; nothing blocked or stuck."
+            + (
+                f" {counts['waiting_for_a_person']} to-do(s) wait for a person."
+                if counts["waiting_for_a_person"]
+                else ""
+            ),
             evidence,
         )
     suggestions = list(dict.fromkeys(problem.action for problem in problems))

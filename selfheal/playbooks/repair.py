@@ -246,7 +246,12 @@ class RepairPlaybook(Playbook):
                 + ", ".join(f"{c['check']} {c['before']} → {c['after']}" for c in worsened)
             )
         parts.append(f"{len(checks) - len(improved) - len(worsened)} unchanged")
-        return {"summary": "; ".join(parts) + ".", "checks": checks}
+        # The whole findings too: the Self-heal page shows the state the repair left.
+        return {
+            "summary": "; ".join(parts) + ".",
+            "checks": checks,
+            "findings": list(after.values()),
+        }
 
     def summarize(self, run: PlaybookRun) -> str:
         done = [a for a in run.actions if a["action"] not in ("step", "read") and a["performed"]]

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from selfheal.engine import create_task
-from selfheal.models import Worker
+from selfheal.engine import create_task, transition
+from selfheal.models import PlaybookExecution, Task, Worker
 from tests.personas import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -87,9 +87,14 @@ def test_the_engine_page_counts_new_and_claimed_tasks_without_reloading(
             "() => document.querySelector('#engine-workers .worker-online') !== null",
         )
 
+        # The task list re-renders too, each task saying what it waits for.
+        page.wait_for_function("() => document.querySelectorAll('#task-list-rows tr').length === 2")
+        assert "an external worker that executes deploy" in page.inner_text("#engine-tasks")
+
         assert worker_call(live_server_url, token, "claim", {}) == 200
         wait_for_count(page, "pending", 1)
         wait_for_count(page, "running", 1)
+        page.wait_for_selector("#engine-tasks .waiting-for:has-text('builder to finish it')")
         assert navigations == [], "the Engine page reloaded instead of updating live"
     finally:
         context.close()
@@ -128,3 +133,58 @@ def test_diagnose_shows_a_colour_coded_report_here_and_live_on_an_open_page(
     finally:
         operator_view.close()
         observer_view.close()
+
+
+def test_repair_asks_first_and_then_shows_the_state_it_left(
+    live_server_url: str, browser: Any, operator: Any
+) -> None:
+    # A blocked to-do: the queue check warns; repair puts it back, and a person's to-do
+    # needs no worker, so the queue is fine afterwards.
+    blocked = transition(create_task("Look into it", "chat.request"), "blocked", reason="no disk")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        log_in(page, live_server_url, operator.username)
+        page.goto(f"{live_server_url}/selfheal/")
+        page.wait_for_function("() => window.htmx !== undefined")
+        repairs: list[str] = []
+        page.on(
+            "request",
+            lambda request: (
+                repairs.append(request.method)
+                if request.url.endswith("/selfheal/repair/")
+                else None
+            ),
+        )
+        page.uncheck("#repair-dry-run")
+
+        questions: list[str] = []
+
+        def answer(dialog: Any, accept: bool) -> None:
+            questions.append(dialog.message)
+            if accept:
+                dialog.accept()
+            else:
+                dialog.dismiss()
+
+        page.once("dialog", lambda dialog: answer(dialog, accept=False))
+        page.click("#repair-button")  # returns once its dialog is answered
+        assert len(questions) == 1
+        assert questions[0].startswith("Run the repair playbook?")
+
+        page.once("dialog", lambda dialog: answer(dialog, accept=True))
+        page.click("#repair-button")
+        page.wait_for_selector("#finding-task_queue.sev-ok")
+
+        # Only the accepted question sent a repair: the dismissed one sent nothing.
+        assert repairs.count("POST") == 1
+        assert PlaybookExecution.objects.filter(playbook="repair").count() == 1
+        assert Task.objects.get(pk=blocked.pk).status == "pending"
+        queue = page.inner_text("#finding-task_queue")
+        assert "resolved: was warning" in queue
+        assert "nothing blocked or stuck" in queue
+        assert page.is_visible("#after-repair-heading")
+        # What it found before is kept, folded: not beside the state it left.
+        assert not page.is_visible("#before-repair ul")
+    finally:
+        context.close()

@@ -45,6 +45,7 @@ ACTIONS = [
     "/selfheal/executions/{id}/rollback/",
     "/selfheal/tasks/{id}/retry/",
     "/selfheal/tasks/{id}/cancel/",
+    "/selfheal/tasks/{id}/done/",
     "/health/fingerprints/{id}/resolve/",
     "/health/fingerprints/{id}/unresolve/",
     "/health/fingerprints/{id}/ignore/",

@@ -260,3 +260,25 @@ async def test_closing_the_socket_stops_a_pending_render(observer: Any) -> None:
         await guarded(pending)
     assert pending.cancelled()
     assert consumer.sent == 1  # only the first render went out
+
+
+async def test_the_task_list_re_renders_with_the_filter_of_the_page(observer: Any) -> None:
+    communicator = WebsocketCommunicator(
+        SelfhealConsumer.as_asgi(), "/ws/selfheal/?page=engine&kind=echo"
+    )
+    communicator.scope["user"] = observer
+    connected, _ = await communicator.connect()
+    assert connected
+
+    def create() -> tuple[Task, Task]:
+        # The other kind first: once the echo task is listed, it exists too.
+        other = engine.create_task("Not me", "noop")
+        return engine.create_task("Echo me", "echo"), other
+
+    echo, other = await database_sync_to_async(create)()
+
+    html = await receive_containing(communicator, f'id="task-{echo.pk}"')
+    listed = html[html.index('id="engine-tasks"') :]
+    assert f'id="task-{other.pk}"' not in listed
+    assert '<option value="echo" selected>echo</option>' in listed
+    await communicator.disconnect()
