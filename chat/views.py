@@ -86,6 +86,7 @@ def session(request: StaffRequest, session_id: int) -> HttpResponse:
         "runs": runs,
         "modes": modes(),
         "queue": queue_summary(),
+        "message_placeholder": message_placeholder(),
         **run_panel(run, viewer_permissions(request.user)),
     }
     return render(request, "chat/session.html", context)
@@ -100,8 +101,9 @@ def set_mode(request: StaffRequest, session_id: int) -> HttpResponse:
         return HttpResponse("Choose one of the modes.", status=400)
     chat.mode = form.cleaned_data["mode"]
     chat.save(update_fields=["mode", "updated_at"])
-    if request.htmx:
-        return HttpResponse(status=204)
+    if request.htmx:  # the "remembered" badge moves to the mode chosen
+        context = {"chat": chat, "modes": modes(), "oob": True}
+        return render(request, "chat/session.html#mode-panel", context)
     return redirect("chat:session", chat.pk)
 
 
@@ -196,7 +198,7 @@ def run_panel(run: Run | None, perms: PermissionSnapshot) -> dict[str, Any]:
         "run_message": messages[0].content if messages else "",
         "last_seq": snapshot.last_seq,
         "fragments": snapshot.fragments(run.pk, perms),
-        "tools": snapshot.tool_rows(),
+        "timeline": snapshot.timeline_rows(),
     }
 
 
@@ -254,6 +256,14 @@ def modes() -> list[dict[str, Any]]:
         }
         for value, label in Mode.choices
     ]
+
+
+def message_placeholder() -> str:
+    """Built from the tools registered now, so it never names one that does not exist."""
+    names = [tool.name for tool in tools.available_tools()]
+    if not names:
+        return "Ask the agent."
+    return f"Ask the agent; name a tool to have it call one: {', '.join(names)}."
 
 
 def queue_summary() -> dict[str, int] | None:
