@@ -23,6 +23,7 @@ from chat import stop_reasons
 from chat.budget_tracker import BudgetTracker
 from chat.events import EventSpec, emit_many
 from chat.guardrails import Guardrails, fingerprint
+from chat.live_runs import announce_run
 from chat.models import (
     ACTIVE_STATUSES,
     WORKING_STATUSES,
@@ -107,6 +108,11 @@ def move_run(
                 target_repr=f"Run #{run_id}",
             )
         emit_many(run_id, events)
+        if announce:
+            session_id, stop_reason = (
+                Run.objects.filter(pk=run_id).values_list("session_id", "stop_reason").get()
+            )
+            announce_run(run_id, session_id, to, stop_reason)
     return True
 
 

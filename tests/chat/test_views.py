@@ -115,7 +115,7 @@ def test_an_observer_sees_every_session_but_cannot_start_one(
     response = client.get(reverse("chat:index"))
 
     assert b"Nightly &lt;checks&gt;" in response.content
-    assert b"completed" in response.content
+    assert b"Completed" in response.content
     assert b"Start a session" not in response.content
     assert client.post(reverse("chat:new_session"), {"mode": "code"}).status_code == 403
 
@@ -138,7 +138,8 @@ def test_a_session_without_runs_says_what_to_do(client: Client, operator: Any) -
 
     assert response.status_code == 200
     assert b"Nothing has run in this session yet" in response.content
-    assert b"ws-connect" not in response.content
+    assert b"/ws/runs/" not in response.content  # no run to watch; the session's socket only
+    assert f'ws-connect="/ws/chat/sessions/{chat.pk}/"'.encode() in response.content
     assert b'id="task-queue"' in response.content
 
 
