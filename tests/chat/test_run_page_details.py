@@ -178,7 +178,8 @@ def test_healthy_guardrail_counters_read_as_healthy_and_warn_only_near_their_lim
         oob=False,
     )
     assert "All clear" in html
-    assert "1 / 5" not in html and "1/5" not in html
+    assert "1 / 5" not in html
+    assert "1/5" not in html
     assert "no repeated call · stops at 5" in html
     assert "making progress · stops at 3" in html
     assert 'class="guardrail level-ok"' in html
@@ -225,9 +226,8 @@ def test_a_working_runs_status_carries_its_clock_origin_and_a_stopped_one_none(
     statuses = [e.data for e in events_of(run, StreamEvent.Type.STATUS)]
     origin = Decimal(str(run.started_at.timestamp())) + Decimal(str(run.paused_seconds))
     working = [s for s in statuses if s["status"] in ("thinking", "streaming")]
-    assert working and all(
-        abs(Decimal(str(s["clock_since"])) - origin) < Decimal("0.01") for s in working
-    )
+    assert working
+    assert all(abs(Decimal(str(s["clock_since"])) - origin) < Decimal("0.01") for s in working)
     assert all("clock_since" not in s for s in statuses if s["status"] in ("idle", "stopped"))
 
     live = render_event(run.pk, StreamEvent.Type.STATUS, working[0], perms=NO_PERMISSIONS)
