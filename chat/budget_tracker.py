@@ -72,6 +72,14 @@ class BudgetTracker:
         elapsed = Decimal(str((end - run.started_at).total_seconds())) - paused
         return max(elapsed, Decimal(0)).quantize(Decimal("0.1"))
 
+    def clock_origin(self) -> float | None:
+        """When the wall clock would read 0 had the run never paused (epoch seconds):
+        the page counts up from it between events. None before the first pickup."""
+        run = self.run
+        if run.started_at is None:
+            return None
+        return round(run.started_at.timestamp() + float(run.paused_seconds or 0), 3)
+
     # -- limits --------------------------------------------------------------------
 
     def wall_clock_exceeded(self) -> Exhausted | None:

@@ -22,6 +22,13 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 
 from chat.events import events_after, run_group
+from chat.live_runs import (
+    INDEX_GROUP,
+    chip_html,
+    index_update_html,
+    session_group,
+    sidebar_html,
+)
 from chat.models import Run
 from chat.rendering import render_live, viewer_permissions
 from controlplane.consumers import StaffConsumer
@@ -124,3 +131,34 @@ def missed_frame(run_id: int, after: int, perms: PermissionSnapshot) -> tuple[st
     events = events_after(run_id, after, limit=REPLAY_BATCH)
     html = render_live(run_id, [(e.seq, e.type, e.data) for e in events], perms=perms)
     return html, (events[-1].seq if events else after), len(events)
+
+
+class SessionConsumer(StaffConsumer):
+    """A session page's socket: its runs' chips as their status changes (rendered from
+    the message, without the database), and its Runs sidebar when a run is added."""
+
+    session_id: int
+
+    async def connect(self) -> None:
+        self.session_id = int(self.scope["url_route"]["kwargs"]["session_id"])
+        await super().connect()
+
+    def groups_for(self) -> list[str]:
+        return [session_group(self.session_id)]
+
+    async def run_changed(self, message: dict[str, Any]) -> None:
+        html = chip_html(message)
+        if message.get("created"):
+            html += await database_sync_to_async(sidebar_html)(self.session_id)
+        await self.send(text_data=html)
+
+
+class SessionsConsumer(StaffConsumer):
+    """The chat index's socket: "Running now", and each session's last-run chip."""
+
+    def groups_for(self) -> list[str]:
+        return [INDEX_GROUP]
+
+    async def run_changed(self, message: dict[str, Any]) -> None:
+        html = await database_sync_to_async(index_update_html)(int(message["session_id"]))
+        await self.send(text_data=html)

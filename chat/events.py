@@ -17,15 +17,24 @@ order, and a reader that sees seq k also sees every seq below it.
 Event data (what the page helper renders; keys are stable, new keys only get added)
 -------------------------------------------------------------------------------------
 
-- `status`: `{status, detail}`; status is one of idle, thinking, streaming,
-  tool_running, waiting_approval, stopping, stopped; detail is a sentence for people.
-- `token`: `{text}`, a coalesced piece of the reply.
-- `tool_start`: `{execution_id, tool, arguments, step}`, when a `ToolExecution` row is
-  created (a risky call's row is created, and started, when the run pauses for it).
+- `status`: `{status, detail, clock_since}`; status is one of idle, thinking,
+  streaming, tool_running, waiting_approval, stopping, stopped; detail is a sentence
+  for people; clock_since (epoch seconds, only while the agent loop works the run) is
+  when its wall clock would read 0, so the page ticks the clock between events.
+- `token`: `{text, step}`, a coalesced piece of the reply; step only on the first
+  piece of a step's text (the page sets each step's reply apart).
+- `model_call`: `{call_id, step, model, phase, started_at, outcome, duration_ms,
+  input_tokens, output_tokens, cost, error}`; phase started (with started_at, an ISO
+  time) when the model starts answering, then finished with outcome ok (tokens and
+  cost, an exact decimal string), stopped (the run stopped mid-stream) or failed.
+- `tool_start`: `{execution_id, tool, arguments, step, started_at, outcome}`, when a
+  `ToolExecution` row is created (a risky call's row is created when the run pauses
+  for it, with outcome awaiting_approval; otherwise outcome running).
 - `tool_result`: `{execution_id, tool, outcome, duration_ms, fingerprint, result,
   error}`; outcome ok, error or refused (bad arguments, a host off the allowlist, a
   rejected approval); fingerprint is empty unless the call failed. Every execution
-  gets exactly one `tool_start` and at most one `tool_result`.
+  gets exactly one `tool_start` and at most one final `tool_result`; a call that
+  waited for an approval gets one more before it, outcome running, once granted.
 - `budget`: `{steps, wall_clock, cost}`, each `{used, limit, percent, state}` (state
   green below 60%, amber 60-85%, red above 85%; cost amounts are exact decimal
   strings, wall clock in seconds), plus `retries: {fingerprint: count}` and
@@ -38,7 +47,7 @@ Event data (what the page helper renders; keys are stable, new keys only get add
   awaiting_approval, next action "approve").
 - `error`: `{message}`, the error behind a stop (provider failure, refusal, crash).
 
-The order within one change: `status` first, then tokens, `tool_start`,
+The order within one change: `status` first, then tokens, `model_call`, `tool_start`,
 `tool_result`, then `budget` and `guardrails`, then `approval`, `stop_reason` and
 `error`. A run that stops emits `status` (stopped), `budget`, `guardrails`,
 `stop_reason` and, when there was one, `error`.
@@ -131,8 +140,13 @@ class TokenCoalescer:
 
     clock = staticmethod(time.monotonic)  # tests drive a fake one
 
-    def __init__(self, run_id: int, *, seconds: float = COALESCE_SECONDS) -> None:
+    def __init__(
+        self, run_id: int, *, seconds: float = COALESCE_SECONDS, step: int | None = None
+    ) -> None:
         self.run_id = run_id
+        # The first piece of a step's text says which step it starts, so the page
+        # sets each step's reply apart from the one before.
+        self.step = step
         self.seconds = seconds
         self.buffer: list[str] = []
         self.size = 0
@@ -155,7 +169,10 @@ class TokenCoalescer:
 
     def flush(self) -> None:
         if self.buffer:
-            emit(self.run_id, StreamEvent.Type.TOKEN, {"text": "".join(self.buffer)})
+            data: dict[str, Any] = {"text": "".join(self.buffer)}
+            if self.step is not None:
+                data["step"], self.step = self.step, None
+            emit(self.run_id, StreamEvent.Type.TOKEN, data)
             self.buffer.clear()
             self.size = 0
         self.last_flush = self.clock()

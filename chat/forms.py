@@ -53,3 +53,20 @@ class RetryForm(forms.Form):
             return {}
         value: Decimal = self.cleaned_data["value"]
         return {budget: value if budget == "max_cost" else int(value)}
+
+
+class SessionFilterForm(forms.Form):
+    """The chat index's filter and search: by the last run's status, the session's
+    mode and owner, and words in its title or its messages."""
+
+    STATUS_CHOICES = [
+        ("", "Any status"),
+        ("running", "Running now"),
+        ("waiting_approval", "Waiting for approval"),
+        ("stopped", "Stopped"),
+        ("never", "Never run"),
+    ]
+    q = forms.CharField(max_length=200, required=False, label="Search")
+    status = forms.ChoiceField(choices=STATUS_CHOICES, required=False)
+    mode = forms.ChoiceField(choices=[("", "Any mode"), *Mode.choices], required=False)
+    owner = forms.ChoiceField(choices=[("", "Anyone"), ("me", "Me")], required=False)

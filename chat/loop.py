@@ -37,6 +37,8 @@ from chat.budget_tracker import BudgetTracker
 from chat.conversation import assistant_message, conversation
 from chat.events import TokenCoalescer, emit_many
 from chat.guardrails import Guardrails, fingerprint
+from chat.model_calls import ModelCall
+from chat.model_calls import Outcome as ModelCallOutcome
 from chat.models import (
     ACTIVE_STATUSES,
     WORKING_STATUSES,
@@ -172,6 +174,7 @@ class AgentLoop:
     # -- the model call ------------------------------------------------------------------------
 
     def _ask_model(self, step: int) -> CallResult:
+        timed = ModelCall(self.run.pk, step)
         context = CallContext(
             OPERATION,
             mode=self.run.mode,
@@ -197,10 +200,11 @@ class AgentLoop:
         except CallFailed as exc:
             self._call_failed(exc)
         self.model_approval_id = None
-        return self._read_stream(call, step)
+        return self._read_stream(call, timed)
 
-    def _read_stream(self, call: calls.StreamingCall, step: int) -> CallResult:
-        coalescer = TokenCoalescer(self.run.pk)
+    def _read_stream(self, call: calls.StreamingCall, timed: ModelCall) -> CallResult:
+        step = timed.step
+        coalescer = TokenCoalescer(self.run.pk, step=step)
         source = open_stream(call)
         try:
             self._set_status(
@@ -208,10 +212,12 @@ class AgentLoop:
                 f"Step {step}: {call.decision.model.label} is answering.",
                 pending_approval=None,
             )
+            timed.started(call.decision.model.label)
             while True:
                 item = source.next(STOP_POLL_SECONDS)
                 if isinstance(item, CallResult):
                     coalescer.flush()
+                    timed.finished(ModelCallOutcome.OK, item)
                     return item
                 if isinstance(item, StreamChunk):
                     coalescer.add(item.content)
@@ -220,10 +226,12 @@ class AgentLoop:
                 if stop is not None:
                     coalescer.flush()
                     source.close()
+                    timed.finished(ModelCallOutcome.STOPPED, error=stop.detail)
                     self._remember_answer(coalescer.text, [])
                     self._stop(stop.reason, stop.detail, context=stop.context)
         except CallFailed as exc:
             coalescer.flush()
+            timed.finished(ModelCallOutcome.FAILED, error=str(exc))
             self._remember_answer(coalescer.text, [])
             self._call_failed(exc)
         finally:
@@ -388,6 +396,7 @@ class AgentLoop:
             f"Step {step}: approval #{approval.pk} granted; running {execution.tool}.",
             pending_approval=None,
         )
+        tool_calls.approval_granted(execution)
         tool = tools.get_tool(execution.tool)
         refusal = None if tool else tools.ToolRefused(f"The tool {execution.tool} is gone.")
         self._execute(execution, tool, refusal)
@@ -428,6 +437,7 @@ class AgentLoop:
             sources=WORKING_STATUSES,  # a run asked to stop is stopping, or stopped
             where=Q(stop_requested=False),
             fields={**self._usage(), "heartbeat_at": timezone.now(), **fields},
+            clock_since=self.budget.clock_origin(),
         )
         if not moved:
             self._lost_control()

@@ -10,6 +10,8 @@ What each fragment carries (the ids the page expects):
 
 - `status`: `#run-status` (replaced)
 - `token`: text appended to `#run-reply`
+- `model_call`: a `#model-call-<call_id>` row appended to `#timeline` (started), then
+  its `#model-call-<call_id>-outcome` (replaced, finished)
 - `tool_start`: a `#tool-<execution_id>` row appended to `#timeline`
 - `tool_result`: `#tool-<execution_id>-outcome` and `#tool-<execution_id>-result` (replaced)
 - `budget`: `#run-budget` (replaced)
@@ -25,6 +27,7 @@ and every live message ends with `#run-last-seq`, which the browser sends back a
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -35,8 +38,17 @@ from django.urls import reverse
 
 from chat.budget_tracker import BudgetTracker
 from chat.guardrails import Guardrails
-from chat.models import ACTIVE_STATUSES, Run, RunStatus, StopReason, StreamEvent
+from chat.models import (
+    ACTIVE_STATUSES,
+    Run,
+    RunStatus,
+    StopReason,
+    StreamEvent,
+    status_label,
+    stop_reason_label,
+)
 from chat.stop_reasons import explain
+from chat.timeline import model_call_row, pretty_json, tool_row
 from controlplane.money import usd
 from controlplane.tiers import PermissionSnapshot, StaffUser
 from controlplane.toggle_changes import toggle_page_url
@@ -53,6 +65,7 @@ FRAGMENTS: dict[str, str] = {
     StreamEvent.Type.APPROVAL: "chat/partials/approval.html",
     StreamEvent.Type.STOP_REASON: "chat/partials/stop_reason.html",
     StreamEvent.Type.ERROR: "chat/partials/last_error.html",
+    StreamEvent.Type.MODEL_CALL: "chat/partials/model_call.html",
 }
 LAST_SEQ_FRAGMENT = "chat/partials/last_seq.html"
 
@@ -70,11 +83,16 @@ STATUS_DETAILS: dict[str, str] = {
 }
 STOPPED_STATUSES = (RunStatus.IDLE, RunStatus.STOPPED)
 
+# Each counter in words that read as healthy while it is far from its limit: what it
+# counts, and what it says while nothing is wrong.
 GUARDRAILS = (
-    ("loop", "Same call repeated"),
-    ("no_progress", "Steps without progress"),
-    ("repeated_failure", "Same failure"),
+    ("loop", "Identical calls in a row", "no repeated call"),
+    ("no_progress", "Identical steps in a row", "making progress"),
+    ("repeated_failure", "Same failure again", "no repeated failure"),
 )
+# A counter at 1 is healthy for loop and no_progress (a call or a step seen once);
+# they warn from this share of their limit.
+GUARDRAIL_WARN_PERCENT = 60
 
 
 # -- contexts, one per event type ------------------------------------------------------
@@ -82,10 +100,13 @@ GUARDRAILS = (
 
 def status_context(data: dict[str, Any]) -> dict[str, Any]:
     status = str(data.get("status") or RunStatus.IDLE)
-    label = RunStatus(status).label if status in RunStatus.values else status
     return {
         "status": status,
-        "label": label,
+        "label": status_label(status),
+        # The page ticks the wall clock from here (chat.js); rendered_at lets it allow
+        # for a browser clock that differs from the server's.
+        "clock_since": data.get("clock_since"),
+        "rendered_at": round(time.time(), 3),
         "detail": data.get("detail") or STATUS_DETAILS.get(status, ""),
         "active": status in ACTIVE_STATUSES,
         "running": status not in STOPPED_STATUSES,
@@ -93,7 +114,9 @@ def status_context(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def reply_context(data: dict[str, Any]) -> dict[str, Any]:
-    return {"text": data.get("text", "")}
+    """Pieces of the reply, each `{step, text}`: a piece with a step starts that step's
+    text, set apart from the step before."""
+    return {"pieces": [{"step": data.get("step"), "text": data.get("text", "")}]}
 
 
 def tool_start_context(data: dict[str, Any]) -> dict[str, Any]:
@@ -104,30 +127,8 @@ def tool_result_context(data: dict[str, Any]) -> dict[str, Any]:
     return {"tool": tool_row(data)}
 
 
-def tool_row(*parts: dict[str, Any]) -> dict[str, Any]:
-    """A timeline row from a tool_start and (when it came) its tool_result."""
-    merged: dict[str, Any] = {}
-    for part in parts:
-        merged.update({key: value for key, value in part.items() if value is not None})
-    outcome = str(merged.get("outcome") or "running")
-    has_arguments = "arguments" in merged
-    has_result = "result" in merged and merged["result"] is not None
-    return {
-        "id": merged.get("execution_id", ""),
-        "name": merged.get("tool", ""),
-        "step": merged.get("step"),
-        "outcome": outcome,
-        "outcome_label": outcome.replace("_", " "),
-        "failed": outcome in ("error", "refused"),
-        "finished": outcome != "running",
-        "duration_ms": merged.get("duration_ms"),
-        "fingerprint": merged.get("fingerprint") or "",
-        "arguments": pretty_json(merged.get("arguments")) if has_arguments else "",
-        "has_arguments": has_arguments,
-        "result": pretty_json(merged.get("result")) if has_result else "",
-        "has_result": has_result,
-        "error": merged.get("error") or "",
-    }
+def model_call_context(data: dict[str, Any]) -> dict[str, Any]:
+    return {"call": model_call_row(data), "phase": data.get("phase", "")}
 
 
 def budget_context(data: dict[str, Any]) -> dict[str, Any]:
@@ -157,6 +158,7 @@ def meter(key: str, label: str, values: dict[str, Any], *, unit: str) -> dict[st
         "label": label,
         "used": format_amount(used, unit),
         "limit": format_amount(limit, unit),
+        "limit_value": f"{limit:f}" if limit is not None else "",
         "percent": int(shown),
         "level": METER_STATES.get(str(values.get("state")), "") or level(percent),
     }
@@ -164,20 +166,23 @@ def meter(key: str, label: str, values: dict[str, Any], *, unit: str) -> dict[st
 
 def guardrails_context(data: dict[str, Any]) -> dict[str, Any]:
     counters = []
-    for key, label in GUARDRAILS:
+    for key, label, healthy in GUARDRAILS:
         values = data.get(key) or {}
         count, threshold = number(values.get("count")) or 0, number(values.get("threshold"))
         percent = count * 100 / threshold if threshold else None
+        near = percent is not None and percent >= GUARDRAIL_WARN_PERCENT and count > 1
         counters.append(
             {
                 "key": key,
                 "label": label,
+                "healthy": healthy,
                 "count": int(count),
                 "threshold": int(threshold) if threshold is not None else None,
-                "level": level(percent),
+                # Muted while healthy; warned only as it nears the count that stops the run.
+                "level": level(percent) if near else "ok",
             }
         )
-    return {"counters": counters}
+    return {"counters": counters, "all_healthy": all(c["level"] == "ok" for c in counters)}
 
 
 def approval_context(data: dict[str, Any]) -> dict[str, Any]:
@@ -201,9 +206,7 @@ def stop_reason_context(data: dict[str, Any], run_id: int = 0) -> dict[str, Any]
     ]
     if not reason:
         return {"stop": None, "retry_modes": []}
-    label = data.get("label") or (
-        StopReason(reason).label if reason in StopReason.values else reason
-    )
+    label = data.get("label") or stop_reason_label(reason)
     action = data.get("next_action") or None
     return {
         "stop": {
@@ -293,6 +296,7 @@ CONTEXTS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     StreamEvent.Type.APPROVAL: approval_context,
     StreamEvent.Type.STOP_REASON: stop_reason_context,
     StreamEvent.Type.ERROR: error_context,
+    StreamEvent.Type.MODEL_CALL: model_call_context,
 }
 
 
@@ -367,8 +371,10 @@ class RunSnapshot:
     approval: dict[str, Any] = field(default_factory=dict)
     stop_reason: dict[str, Any] = field(default_factory=dict)
     error: str = ""
-    reply: str = ""
-    tools: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The reply as pieces `{step, text}`, one per step that wrote text.
+    reply: list[dict[str, Any]] = field(default_factory=list)
+    # Each model call's and tool call's events by type, in the order the calls started.
+    timeline: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def fragments(self, run_id: int, perms: PermissionSnapshot) -> dict[str, str]:
         """Each panel as the fragment its events render live (not out of band)."""
@@ -383,12 +389,21 @@ class RunSnapshot:
             "approval": render(StreamEvent.Type.APPROVAL, self.approval),
             "stop_reason": render(StreamEvent.Type.STOP_REASON, self.stop_reason),
             "error": render(StreamEvent.Type.ERROR, {"message": self.error}),
-            "reply": render(StreamEvent.Type.TOKEN, {"text": self.reply}),
+            "reply": render_to_string(FRAGMENTS[StreamEvent.Type.TOKEN], {"pieces": self.reply}),
             "last_seq": render_to_string(LAST_SEQ_FRAGMENT, {"seq": self.last_seq}),
         }
 
-    def tool_rows(self) -> list[dict[str, Any]]:
-        return [tool_row(*parts.values()) for parts in self.tools.values()]
+    def timeline_rows(self) -> list[dict[str, Any]]:
+        return [
+            model_call_row(*parts.values())
+            if key.startswith("model")
+            else tool_row(*parts.values())
+            for key, parts in self.timeline.items()
+        ]
+
+    @property
+    def reply_text(self) -> str:
+        return "".join(piece["text"] for piece in self.reply)
 
 
 def snapshot_of(run: Run, events: list[StreamEvent]) -> RunSnapshot:
@@ -410,15 +425,21 @@ def snapshot_of(run: Run, events: list[StreamEvent]) -> RunSnapshot:
 def fold_events(events: list[StreamEvent]) -> RunSnapshot:
     """The state the events show, in one pass (the events are in seq order)."""
     snapshot = RunSnapshot()
-    reply: list[str] = []
+    reply: list[dict[str, Any]] = []
     for event in events:
         data = event.data or {}
         snapshot.last_seq = event.seq
         if event.type == StreamEvent.Type.TOKEN:
-            reply.append(str(data.get("text", "")))
+            if data.get("step") is not None or not reply:
+                reply.append({"step": data.get("step"), "parts": []})
+            reply[-1]["parts"].append(str(data.get("text", "")))
         elif event.type in (StreamEvent.Type.TOOL_START, StreamEvent.Type.TOOL_RESULT):
-            parts = snapshot.tools.setdefault(str(data.get("execution_id", "")), {})
-            parts[event.type] = data
+            parts = snapshot.timeline.setdefault(f"tool-{data.get('execution_id', '')}", {})
+            # A later result (the final one after "running") replaces the earlier.
+            parts[f"{event.type}-{len(parts)}"] = data
+        elif event.type == StreamEvent.Type.MODEL_CALL:
+            parts = snapshot.timeline.setdefault(f"model-{data.get('call_id', '')}", {})
+            parts[str(data.get("phase", ""))] = data
         elif event.type == StreamEvent.Type.STATUS:
             snapshot.status = data
         elif event.type == StreamEvent.Type.BUDGET:
@@ -431,20 +452,11 @@ def fold_events(events: list[StreamEvent]) -> RunSnapshot:
             snapshot.stop_reason = data
         elif event.type == StreamEvent.Type.ERROR:
             snapshot.error = str(data.get("message", ""))
-    snapshot.reply = "".join(reply)
+    snapshot.reply = [{"step": piece["step"], "text": "".join(piece["parts"])} for piece in reply]
     return snapshot
 
 
 # -- small formatting ------------------------------------------------------------------
-
-
-def pretty_json(value: Any) -> str:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return value
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def number(value: Any) -> Decimal | None:

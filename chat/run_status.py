@@ -23,6 +23,7 @@ from chat import stop_reasons
 from chat.budget_tracker import BudgetTracker
 from chat.events import EventSpec, emit_many
 from chat.guardrails import Guardrails, fingerprint
+from chat.live_runs import announce_run
 from chat.models import (
     ACTIVE_STATUSES,
     WORKING_STATUSES,
@@ -46,8 +47,11 @@ class RunMoveRefused(ValueError):
     """A move the transition table does not allow: a programming error, nothing written."""
 
 
-def status_event(status: str, detail: str) -> EventSpec:
-    return StreamEvent.Type.STATUS, {"status": str(status), "detail": detail}
+def status_event(status: str, detail: str, clock_since: float | None = None) -> EventSpec:
+    data: dict[str, Any] = {"status": str(status), "detail": detail}
+    if clock_since is not None:
+        data["clock_since"] = clock_since
+    return StreamEvent.Type.STATUS, data
 
 
 def move_run(
@@ -62,12 +66,15 @@ def move_run(
     announce: bool = True,
     actor: StaffUser | None = None,
     audit_as: str = "",
+    clock_since: float | None = None,
 ) -> bool:
     """Move run `run_id` to `to` if it is in one of `sources` (by default every status
     the table lets reach `to`) and matches `where`, writing `fields` with it. Then emit
     the `status` event (unless `announce` is false: a claim, whose first step says it)
     followed by the events `then` returns, and audit the move as `run.<audit_as>` when
-    given. Whether this call moved it: of two racing callers, only one does."""
+    given. `clock_since` (a working run's wall-clock origin) goes into the status
+    event, for the page to tick the clock between events. Whether this call moved it:
+    of two racing callers, only one does."""
     allowed = sources_of(to)
     starts = allowed if sources is None else frozenset(str(s) for s in sources)
     if not starts <= allowed:
@@ -88,7 +95,7 @@ def move_run(
                 return False
         if not rows.update(**changed):
             return False
-        events = [status_event(to, detail[:DETAIL_LENGTH])] if announce else []
+        events = [status_event(to, detail[:DETAIL_LENGTH], clock_since)] if announce else []
         if then is not None:
             events += then()
         if audit_as:
@@ -101,6 +108,11 @@ def move_run(
                 target_repr=f"Run #{run_id}",
             )
         emit_many(run_id, events)
+        if announce:
+            session_id, stop_reason = (
+                Run.objects.filter(pk=run_id).values_list("session_id", "stop_reason").get()
+            )
+            announce_run(run_id, session_id, to, stop_reason)
     return True
 
 

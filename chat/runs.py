@@ -33,6 +33,7 @@ from chat import budget_bounds
 from chat.budget_tracker import BudgetTracker
 from chat.events import emit_many
 from chat.guardrails import Guardrails
+from chat.live_runs import announce_run
 from chat.loop import RISKY_TOOL_ACTION, AgentLoop, kill_switch_off
 from chat.models import (
     ACTIVE_STATUSES,
@@ -125,6 +126,7 @@ def open_run(
                 (StreamEvent.Type.GUARDRAILS, Guardrails(run).counters()),
             ],
         )
+        announce_run(run.pk, session.pk, run.status, "", created=True)
     return run
 
 

@@ -36,7 +36,21 @@ def tool_start_event(execution: ToolExecution) -> EventSpec:
         "tool": execution.tool,
         "arguments": execution.arguments,
         "step": execution.step,
+        "started_at": execution.started_at.isoformat() if execution.started_at else None,
+        "outcome": execution.outcome,  # awaiting_approval for a risky call's paused row
     }
+
+
+def approval_granted(execution: ToolExecution) -> None:
+    """A paused risky call, its approval granted, runs now: its row says so (a
+    `tool_result` with outcome running; the final one follows)."""
+    execution.outcome = ToolExecution.Outcome.RUNNING
+    execution.save(update_fields=["outcome"])
+    emit(
+        execution.run_id,
+        StreamEvent.Type.TOOL_RESULT,
+        {"execution_id": execution.pk, "tool": execution.tool, "outcome": execution.outcome},
+    )
 
 
 def tool_result_event(execution: ToolExecution) -> EventSpec:

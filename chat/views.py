@@ -12,7 +12,7 @@ from django import forms
 from django.apps import apps
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Count, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -21,10 +21,12 @@ from django.utils.html import escape, format_html
 from django.views.decorators.http import require_GET, require_POST
 
 from chat import tools
-from chat.forms import ModeForm, NewSessionForm, RetryForm, RunForm
+from chat.forms import ModeForm, NewSessionForm, RetryForm, RunForm, SessionFilterForm
+from chat.live_runs import RUNS_SHOWN, running_now, runs_with_message
 from chat.models import ChatSession, Message, Run, RunBudget
 from chat.rendering import snapshot_of, viewer_permissions
 from chat.runs import RunNotQueued, RunSwitchedOff, request_stop, retry_run, start_run
+from chat.session_filters import filtered_sessions
 from controlplane.tiers import (
     PermissionSnapshot,
     StaffRequest,
@@ -35,24 +37,25 @@ from controlplane.toggle_changes import toggle_page_url
 from routing.models import Mode, Policy
 
 SESSIONS_PER_PAGE = 50
-RUNS_SHOWN = 20
 
 
 @require_GET
 @staff_required
 def index(request: StaffRequest) -> HttpResponse:
-    latest = Run.objects.filter(session=OuterRef("pk")).order_by("-created_at", "-id")
-    sessions = (
-        ChatSession.objects.select_related("user")
-        .annotate(
-            run_count=Count("runs"),
-            last_status=Subquery(latest.values("status")[:1]),
-            last_stop_reason=Subquery(latest.values("stop_reason")[:1]),
-        )
-        .order_by("-updated_at", "-id")
-    )
-    page = Paginator(sessions, SESSIONS_PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "chat/index.html", {"page": page, "form": NewSessionForm()})
+    """Running now (live), then the sessions, filtered and searched."""
+    filters = SessionFilterForm(request.GET)
+    context: dict[str, Any] = {
+        "form": NewSessionForm(),
+        "filters": filters,
+        "running": running_now(),
+        "page": None,
+    }
+    if not filters.is_valid():
+        return render(request, "chat/index.html", context, status=400)
+    sessions = filtered_sessions(filters.cleaned_data, request.user)
+    context["page"] = Paginator(sessions, SESSIONS_PER_PAGE).get_page(request.GET.get("page"))
+    context["filtered"] = any(filters.cleaned_data.values())
+    return render(request, "chat/index.html", context)
 
 
 @require_POST
@@ -60,7 +63,9 @@ def index(request: StaffRequest) -> HttpResponse:
 def new_session(request: StaffRequest) -> HttpResponse:
     form = NewSessionForm(request.POST)
     if not form.is_valid():
-        return render(request, "chat/index.html", {"page": None, "form": form}, status=400)
+        context: dict[str, Any] = {"page": None, "form": form, "running": []}
+        context["filters"] = SessionFilterForm()
+        return render(request, "chat/index.html", context, status=400)
     chat = ChatSession.objects.create(
         user=request.user,
         title=form.cleaned_data["title"],
@@ -86,6 +91,7 @@ def session(request: StaffRequest, session_id: int) -> HttpResponse:
         "runs": runs,
         "modes": modes(),
         "queue": queue_summary(),
+        "message_placeholder": message_placeholder(),
         **run_panel(run, viewer_permissions(request.user)),
     }
     return render(request, "chat/session.html", context)
@@ -100,8 +106,9 @@ def set_mode(request: StaffRequest, session_id: int) -> HttpResponse:
         return HttpResponse("Choose one of the modes.", status=400)
     chat.mode = form.cleaned_data["mode"]
     chat.save(update_fields=["mode", "updated_at"])
-    if request.htmx:
-        return HttpResponse(status=204)
+    if request.htmx:  # the "remembered" badge moves to the mode chosen
+        context = {"chat": chat, "modes": modes(), "oob": True}
+        return render(request, "chat/session.html#mode-panel", context)
     return redirect("chat:session", chat.pk)
 
 
@@ -176,10 +183,7 @@ def queue(request: StaffRequest) -> HttpResponse:
 
 
 def runs_of(chat: ChatSession) -> QuerySet[Run]:
-    user_messages = Message.objects.filter(role=Message.Role.USER)
-    return chat.runs.select_related("started_by").prefetch_related(
-        Prefetch("messages", queryset=user_messages, to_attr="user_messages")
-    )
+    return runs_with_message(chat.runs.all())
 
 
 def run_panel(run: Run | None, perms: PermissionSnapshot) -> dict[str, Any]:
@@ -196,7 +200,7 @@ def run_panel(run: Run | None, perms: PermissionSnapshot) -> dict[str, Any]:
         "run_message": messages[0].content if messages else "",
         "last_seq": snapshot.last_seq,
         "fragments": snapshot.fragments(run.pk, perms),
-        "tools": snapshot.tool_rows(),
+        "timeline": snapshot.timeline_rows(),
     }
 
 
@@ -213,7 +217,7 @@ def run_started(request: StaffRequest, chat: ChatSession, run: Run) -> HttpRespo
         **run_panel(run, viewer_permissions(request.user)),
     }
     html = render_to_string("chat/session.html#run-panel", context, request) + render_to_string(
-        "chat/session.html#run-history", context, request
+        "chat/partials/run_history.html", context, request
     )
     return HttpResponse(html, headers={"HX-Push-Url": url})
 
@@ -254,6 +258,14 @@ def modes() -> list[dict[str, Any]]:
         }
         for value, label in Mode.choices
     ]
+
+
+def message_placeholder() -> str:
+    """Built from the tools registered now, so it never names one that does not exist."""
+    names = [tool.name for tool in tools.available_tools()]
+    if not names:
+        return "Ask the agent."
+    return f"Ask the agent; name a tool to have it call one: {', '.join(names)}."
 
 
 def queue_summary() -> dict[str, int] | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from django.urls import URLPattern, path, re_path
 
-from chat.consumers import RunConsumer
+from chat.consumers import RunConsumer, SessionConsumer, SessionsConsumer
 from controlplane.consumers import HomeConsumer
 from controlplane.runtime.http_endpoints import ASGIApp
 from controlplane.websockets import NoSuchSocket
@@ -40,6 +40,8 @@ http_endpoints: dict[str, ASGIApp] = {
 websocket_urlpatterns: list[URLPattern] = [
     path("ws/home/", HomeConsumer.as_asgi()),
     path("ws/runs/<int:run_id>/", RunConsumer.as_asgi()),
+    path("ws/chat/sessions/", SessionsConsumer.as_asgi()),
+    path("ws/chat/sessions/<int:session_id>/", SessionConsumer.as_asgi()),
     path("ws/selfheal/", SelfhealConsumer.as_asgi()),
     path("ws/health/", HealthConsumer.as_asgi()),
     path("ws/health/code/", CodeHealthConsumer.as_asgi()),

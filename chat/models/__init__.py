@@ -14,6 +14,8 @@ from chat.models.runs import (
     StreamEvent,
     ToolExecution,
     sources_of,
+    status_label,
+    stop_reason_label,
 )
 
 __all__ = [
@@ -30,4 +32,6 @@ __all__ = [
     "StreamEvent",
     "ToolExecution",
     "sources_of",
+    "status_label",
+    "stop_reason_label",
 ]

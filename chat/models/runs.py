@@ -73,6 +73,18 @@ class StopReason(models.TextChoices):
     INVALID_BUDGET = "invalid_budget", "Budget out of bounds"
 
 
+def status_label(status: str) -> str:
+    """A run status as people read it ("Waiting for approval"): every page and live
+    update names statuses through this, never by the raw value or a CSS transform."""
+    return str(RunStatus(status).label) if status in RunStatus.values else status.replace("_", " ")
+
+
+def stop_reason_label(reason: str) -> str:
+    return (
+        str(StopReason(reason).label) if reason in StopReason.values else reason.replace("_", " ")
+    )
+
+
 def bounded_budget_constraints(prefix: str) -> list[models.BaseConstraint]:
     """A CHECK per budget column: no path below the forms stores a value out of bounds."""
     return [
@@ -266,6 +278,7 @@ class StreamEvent(models.Model):
         APPROVAL = "approval"
         STOP_REASON = "stop_reason"
         ERROR = "error"
+        MODEL_CALL = "model_call"
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
     seq = models.PositiveBigIntegerField()

@@ -33,6 +33,18 @@
     }
   });
 
+  // The Runs sidebar marks the run this page shows. The sidebar may come over the
+  // session's socket (a run was added), rendered for every viewer alike: mark it here.
+  function markCurrentRun() {
+    var panel = document.getElementById("run-panel");
+    var shown = panel && panel.dataset.runId ? "run-row-" + panel.dataset.runId : "";
+    document.querySelectorAll("#run-history li[id^='run-row-']").forEach(function (row) {
+      row.classList.toggle("current", row.id === shown);
+    });
+  }
+  document.addEventListener("htmx:wsAfterMessage", markCurrentRun);
+  document.addEventListener("htmx:afterSettle", markCurrentRun);
+
   function copyText(text) {
     if (navigator.clipboard && window.isSecureContext) {
       return navigator.clipboard.writeText(text);

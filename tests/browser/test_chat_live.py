@@ -156,3 +156,110 @@ def test_an_observer_watches_a_run_that_someone_else_starts(
     finally:
         watcher_context.close()
         runner_context.close()
+
+
+def socket_open(selector: str) -> str:
+    """A page function: the htmx websocket of the element at `selector` is open."""
+    return (
+        f"() => document.querySelector({selector!r})?.['htmx-internal-data']"
+        "?.webSocket?.socket?.readyState === 1"
+    )
+
+
+LONG_MESSAGE = (
+    "Tell me, at a reading pace, everything the offline model would say about a queue "
+    "of tasks that grows every night and shrinks every morning, and why that may be fine."
+)
+
+
+def test_the_wall_clock_ticks_every_second_while_a_step_streams(
+    live_server_url: str, browser: Any, operator: Any
+) -> None:
+    chat = ChatSession.objects.create(user=operator, title="Clock")
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        log_in(page, live_server_url, operator.username)
+        page.goto(f"{live_server_url}/chat/{chat.pk}/")
+        page.wait_for_function("() => window.htmx !== undefined")
+        page.fill("#id_message", LONG_MESSAGE)
+        page.click("#run-button")
+        page.wait_for_selector('#run-status[data-status="streaming"][data-clock-since]')
+
+        # The budget panel as it is now: no budget event comes until the step ends
+        # (the server sends the wall clock only then), so while this same element
+        # stays in the page, its clock moves only by the browser's own ticking.
+        page.evaluate("window.budgetPanel = document.getElementById('run-budget')")
+        seconds = "parseInt(document.querySelector('#budget-wall_clock .meter-value').textContent)"
+        start = page.evaluate(seconds)
+        page.wait_for_function(
+            f"() => document.getElementById('run-budget') === window.budgetPanel"
+            f" && {seconds} >= {start + 2}"
+        )
+        fill = page.get_attribute("#budget-wall_clock .meter-fill", "width")
+        assert fill is not None
+        assert fill.endswith("%")
+
+        # Once the run stops, its status carries no clock: the meter is the server's.
+        page.wait_for_selector('#run-status[data-status="stopped"]')
+        assert page.query_selector("#run-status[data-clock-since]") is None
+        run = Run.objects.get(session=chat)
+        assert run.stop_reason == StopReason.COMPLETED
+    finally:
+        context.close()
+
+
+def test_the_sidebar_and_the_index_follow_a_run_live(
+    live_server_url: str, browser: Any, operator: Any, observer: Any
+) -> None:
+    chat = ChatSession.objects.create(user=operator, title="Followed")
+    runner_context, watcher_context, index_context = (
+        browser.new_context(),
+        browser.new_context(),
+        browser.new_context(),
+    )
+    try:
+        # Someone watches the session page, someone else the chat index.
+        watcher = watcher_context.new_page()
+        log_in(watcher, live_server_url, observer.username)
+        watcher.goto(f"{live_server_url}/chat/{chat.pk}/")
+        watcher.wait_for_function(socket_open("aside.chat-side"))
+        assert "No runs yet" in watcher.inner_text("#run-history")
+        index = index_context.new_page()
+        log_in(index, live_server_url, observer.username)
+        index.goto(f"{live_server_url}/chat/")
+        index.wait_for_function(socket_open("[ws-connect='/ws/chat/sessions/']"))
+        assert "Nothing is running" in index.inner_text("#running-now")
+        assert index.inner_text(f"#session-{chat.pk}-last-run") == "never run"
+
+        runner = runner_context.new_page()
+        log_in(runner, live_server_url, operator.username)
+        runner.goto(f"{live_server_url}/chat/{chat.pk}/")
+        runner.wait_for_function(socket_open("aside.chat-side"))
+        runner.fill("#id_message", LONG_MESSAGE)
+        runner.click("#run-button")
+        runner.wait_for_selector("#run-panel[ws-connect]")
+        run = Run.objects.get(session=chat)
+        chip = f"#run-{run.pk}-chip .status-chip"
+
+        # While it streams: the sidebars (the runner's and the watcher's, which had no
+        # row for it) say so, and the index lists it as running now.
+        runner.wait_for_selector(f"{chip}.status-streaming")
+        watcher.wait_for_selector(f"#run-row-{run.pk} {chip}.status-streaming")
+        assert runner.inner_text(chip) == "Streaming"
+        assert runner.is_visible(f"#run-row-{run.pk}.current")
+        index.wait_for_selector(f"#running-{run.pk}")
+        index.wait_for_selector(f"#session-{chat.pk}-last-run .status-streaming")
+        assert index.inner_text("#running-now-count") == "1"
+
+        # Once it completes: the chips say so, and it has left "Running now".
+        runner.wait_for_selector(f"{chip}.status-stopped")
+        assert runner.inner_text(f"#run-{run.pk}-chip") == "Stopped Completed"
+        watcher.wait_for_selector(f"{chip}.status-stopped")
+        index.wait_for_selector(f"#running-{run.pk}", state="detached")
+        assert "Nothing is running" in index.inner_text("#running-now")
+        assert index.inner_text(f"#session-{chat.pk}-last-run") == "Stopped Completed"
+        assert "waiting_approval" not in runner.inner_text("#run-history")
+    finally:
+        for context in (runner_context, watcher_context, index_context):
+            context.close()

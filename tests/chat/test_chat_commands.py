@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from io import StringIO
 
 import pytest
@@ -84,6 +85,10 @@ def test_chat_replay_prints_a_runs_events_in_order(operator, django_capture_on_c
     assert "tool_result  queue_summary ok in" in "\n".join(lines)
     assert "budget       steps 2/10 (20.0%, green)" in "\n".join(lines)
     assert "guardrails   loop 1/5 · no_progress 1/3 · repeated_failure 0/3" in "\n".join(lines)
+    assert re.search(
+        r"model_call   step 2 \S+ via \S+ finished ok in \d+ ms, \d+ in / \d+ out tokens, cost 0",
+        "\n".join(lines),
+    )
     assert lines[-1] == f"Run #{run.pk} (normal): stopped, stop reason completed."
 
 

@@ -308,7 +308,9 @@ def test_an_approved_risky_tool_runs_and_the_run_carries_on_to_completion(
     assert execution.outcome == ToolExecution.Outcome.OK
     assert execution.result["id"] == task.pk
     assert [e.data["execution_id"] for e in events_of(run, "tool_start")] == [execution.pk]
-    assert [e.data["outcome"] for e in events_of(run, "tool_result")] == ["ok"]
+    # The row said "awaiting approval" while paused, "running" once granted, then "ok".
+    assert [e.data["outcome"] for e in events_of(run, "tool_start")] == ["awaiting_approval"]
+    assert [e.data["outcome"] for e in events_of(run, "tool_result")] == ["running", "ok"]
     assert run.pending_approval_id is None
     assert run.steps == 2
     # The model saw the approved tool's result.

@@ -115,7 +115,7 @@ def test_an_observer_sees_every_session_but_cannot_start_one(
     response = client.get(reverse("chat:index"))
 
     assert b"Nightly &lt;checks&gt;" in response.content
-    assert b"completed" in response.content
+    assert b"Completed" in response.content
     assert b"Start a session" not in response.content
     assert client.post(reverse("chat:new_session"), {"mode": "code"}).status_code == 403
 
@@ -138,7 +138,8 @@ def test_a_session_without_runs_says_what_to_do(client: Client, operator: Any) -
 
     assert response.status_code == 200
     assert b"Nothing has run in this session yet" in response.content
-    assert b"ws-connect" not in response.content
+    assert b"/ws/runs/" not in response.content  # no run to watch; the session's socket only
+    assert f'ws-connect="/ws/chat/sessions/{chat.pk}/"'.encode() in response.content
     assert b'id="task-queue"' in response.content
 
 
@@ -314,7 +315,7 @@ def test_a_run_with_500_tool_calls_renders_every_call_in_a_bounded_number_of_que
         response = client.get(reverse("chat:session", args=[chat.pk]))
 
     html = response.content.decode()
-    assert len(re.findall(r'<li id="tool-\d+" class="tool-row">', html)) == 500
+    assert len(re.findall(r'<li id="tool-\d+" class="timeline-row tool-row">', html)) == 500
     assert html.count("outcome-error") == 500 // 7
     assert 'id="tool-500-result"' in html
 
@@ -451,9 +452,15 @@ def test_changing_the_mode_selector_remembers_it_for_the_session(
         reverse("chat:mode", args=[chat.pk]), {"mode": "deep_research"}, **HTMX
     )
 
-    assert response.status_code == 204
+    assert response.status_code == 200
     chat.refresh_from_db()
     assert chat.mode == "deep_research"
+    # The "remembered" badge moves to the mode chosen, without a reload.
+    panel = response.content.decode()
+    assert re.search(r'<details class="mode-panel" id="mode-panel" open hx-swap-oob="true"', panel)
+    remembered = [row for row in panel.split('<tr class="mode-row"') if "remembered</span>" in row]
+    assert len(remembered) == 1
+    assert 'data-mode="deep_research"' in remembered[0]
 
 
 def test_stop_stops_a_queued_run_at_once(client: Client, operator: Any) -> None:

@@ -20,7 +20,16 @@ HOST = (b"host", b"localhost:8000")
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
-    "path", ["/ws/runs/abc/", "/ws/runs/", "/ws/runs/7", "/ws/nowhere/", "/", "/ws/home/x/"]
+    "path",
+    [
+        "/ws/runs/abc/",
+        "/ws/runs/",
+        "/ws/runs/7",
+        "/ws/nowhere/",
+        "/",
+        "/ws/home/x/",
+        "/ws/chat/sessions/abc/",
+    ],
 )
 async def test_it_refuses_a_websocket_path_no_consumer_serves_without_an_error(
     path: str, caplog: pytest.LogCaptureFixture
@@ -54,6 +63,8 @@ def test_every_websocket_path_of_the_product_is_declared_in_one_list() -> None:
     assert declared == [
         "ws/home/",
         "ws/runs/<int:run_id>/",
+        "ws/chat/sessions/",
+        "ws/chat/sessions/<int:session_id>/",
         "ws/selfheal/",
         "ws/health/",
         "ws/health/code/",

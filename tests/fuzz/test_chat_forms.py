@@ -305,3 +305,17 @@ def test_chat_pages(clients, chat, django_capture_on_commit_callbacks, run, page
         htmx=htmx,
     )
     assert_invariants()
+
+
+@given(
+    data=form({"q": TEXT, "status": TEXT, "mode": MODE, "owner": TEXT, "page": TEXT}),
+    htmx=st.booleans(),
+)
+def test_chat_index_filters(clients, chat, django_capture_on_commit_callbacks, data, htmx) -> None:
+    send(
+        clients["operator"],
+        django_capture_on_commit_callbacks,
+        "GET /chat/?q=&status=&mode=&owner=",
+        f"{reverse('chat:index')}?{urlencode(data)}",
+        htmx=htmx,
+    )

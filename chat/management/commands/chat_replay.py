@@ -55,7 +55,20 @@ def summary(event_type: str, data: dict[str, Any]) -> str:
         return f"{said} Next: {action}"
     if event_type == StreamEvent.Type.ERROR:
         return str(data.get("message", ""))
+    if event_type == StreamEvent.Type.MODEL_CALL:
+        return _model_call(data)
     return _json(data)
+
+
+def _model_call(data: dict[str, Any]) -> str:
+    line = f"step {data.get('step')} {data.get('model')} {data.get('phase')}"
+    if data.get("phase") != "finished":
+        return f"{line} at {data.get('started_at')}"
+    line = f"{line} {data.get('outcome')} in {data.get('duration_ms')} ms"
+    if data.get("input_tokens") is not None:
+        line += f", {data['input_tokens']} in / {data.get('output_tokens')} out tokens"
+        line += f", cost {data.get('cost')}"
+    return f"{line}: {data['error']}" if data.get("error") else line
 
 
 def event_line(event: StreamEvent) -> str:
