@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from chat.models.ratings import RunRating, Verdict
 from chat.models.run_messages import RunChatMessage
 from chat.models.runs import (
     ACTIVE_STATUSES,
@@ -25,9 +26,11 @@ __all__ = [
     "Run",
     "RunBudget",
     "RunChatMessage",
+    "RunRating",
     "RunStatus",
     "StopReason",
     "StreamEvent",
     "ToolExecution",
+    "Verdict",
     "sources_of",
 ]
