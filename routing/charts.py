@@ -8,10 +8,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-WIDTH = 560
-HEIGHT = 140
+# Each chart's own viewBox, near the size its card draws it at, so that its text
+# is drawn at the size it says: the spend and latency charts fill a wide card, the
+# model mix a narrow one.
+WIDTH = 960
+HEIGHT = 180
 AXIS = 20  # room under the plot for the bucket labels
 PLOT = HEIGHT - AXIS
+MIX_WIDTH = 420
+MIX_LABEL = 170  # room left of the bars for the model's name
 MAX_LABELS = 8  # more would overlap: label every n-th bucket
 # Distinct on the dark theme; a model keeps its colour in every chart of a page.
 PALETTE = ("#4aa3ff", "#f5a524", "#3ecf8e", "#e5484d", "#b07cff", "#2ec4c4", "#e879c6", "#9aa5b1")
@@ -54,7 +59,6 @@ class ShareBar:
     model: str
     share: Decimal  # percent
     calls: int
-    cost: Decimal
     colour: str
     y: int
     width: float
@@ -63,9 +67,9 @@ class ShareBar:
 SHARE_ROW = 22
 
 
-def share_bars(rows: list[tuple[str, int, Decimal]], palette: dict[str, str]) -> list[ShareBar]:
-    """(model, calls, cost) rows as bars whose length is the model's share of all calls."""
-    total = sum(calls for _, calls, _ in rows)
+def share_bars(rows: list[tuple[str, int]], palette: dict[str, str]) -> list[ShareBar]:
+    """(model, calls) rows as bars whose length is the model's share of all calls."""
+    total = sum(calls for _, calls in rows)
     if not total:
         return []
     return [
@@ -73,12 +77,11 @@ def share_bars(rows: list[tuple[str, int, Decimal]], palette: dict[str, str]) ->
             model=model,
             share=Decimal(calls * 100) / total,
             calls=calls,
-            cost=cost,
             colour=palette[model],
             y=n * SHARE_ROW,
-            width=round(calls / total * (WIDTH - 200), 1),
+            width=round(calls / total * (MIX_WIDTH - MIX_LABEL - 50), 1),
         )
-        for n, (model, calls, cost) in enumerate(rows)
+        for n, (model, calls) in enumerate(rows)
     ]
 
 

@@ -171,9 +171,11 @@ def test_every_tier_sees_the_page_with_real_figures(client, persona, request, bu
         by_operation
     )
     by_model = section(response, "model-mix")
-    large, medium = usd(Decimal("7.75")), usd(Decimal("0.08"))
-    assert f"<code>acme/large</code></a></td><td>40</td><td>91%</td><td>{large}</td>" in by_model
-    assert f"<code>acme/medium</code></a></td><td>4</td><td>9%</td><td>{medium}</td>" in by_model
+    assert "<code>acme/large</code></a></td><td>40</td><td>91%</td>" in by_model
+    assert "<code>acme/medium</code></a></td><td>4</td><td>9%</td>" in by_model
+    by_quality = section(response, "quality-by-model")
+    assert f"<td>10.0%</td><td>40</td><td>{usd(Decimal('7.75'))}</td>" in by_quality
+    assert f"<td>25.0%</td><td>4</td><td>{usd(Decimal('0.08'))}</td>" in by_quality
     latency = section(response, "latency-by-model")
     assert "<code>acme/large</code></td><td>40</td><td>800 ms</td><td>2400 ms</td>" in latency
     routes = section(response, "routes")
@@ -198,8 +200,9 @@ def test_the_week_chart_is_drawn_server_side_with_a_bar_per_day(client, observer
     assert f"Wed 15: {usd(Decimal('2.58'))} over 14 calls" in chart
     assert f"Tue 14: {usd(Decimal('1.25'))} over 10 calls" in chart
     assert f"Thu 09: {usd(Decimal(0))} over 0 calls" in chart
-    # The dearest day (Sunday the 12th, $4) is the tallest bar: the plot's full height.
-    assert '<rect x="244.0" y="0.0" width="72.0" height="120.0"' in chart
+    # The dearest day (Sunday the 12th, $4) is the tallest bar: the plot's full height,
+    # the fourth of seven 137 px columns.
+    assert '<rect x="415.4" y="0.0" width="129.1" height="160.0"' in chart
 
 
 @pytest.mark.django_db

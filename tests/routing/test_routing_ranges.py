@@ -157,9 +157,9 @@ def test_the_model_mix_is_a_bar_per_model_sized_by_its_share(client, observer):
     assert mix.count('class="mix-bar"') == 2
     assert "acme/large: 3 calls, 75%" in mix
     assert "acme/small: 1 calls, 25%" in mix
-    # 360 px of bar for all calls: 75% is 270, 25% is 90.
-    assert 'width="270.0" height="14"' in mix
-    assert 'width="90.0" height="14"' in mix
+    # 200 px of bar for all calls: 75% is 150, 25% is 50.
+    assert 'width="150.0" height="14"' in mix
+    assert 'width="50.0" height="14"' in mix
     assert '<a href="/routing/models/acme/small/?range=7d">' in mix
 
 
