@@ -97,6 +97,7 @@ def test_the_range_applies_to_every_figure_of_the_page(client, observer, last_da
     assert "translate" not in section(day, "model-mix") + section(day, "cost-by-operation")
     assert "<code>translate</code>" in section(week, "cost-by-operation")
     assert "last 7 days" in section(week, "ab-tests")
+    assert "A/B splits (today: the rollup has no hours)" in section(day, "ab-tests")
 
 
 def test_thirty_days_reach_further_than_seven(client, observer):
