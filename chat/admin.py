@@ -12,7 +12,7 @@ from django.db.models import Count, QuerySet
 from django.http import Http404, HttpRequest, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 
-from chat.models import ChatSession, Run, RunBudget, StreamEvent, ToolExecution
+from chat.models import ChatSession, Run, RunBudget, RunRating, StreamEvent, ToolExecution
 from controlplane.admin import AuditHistoryMixin, ReadOnlyAdmin
 from controlplane.admin_site import CONTROL, OBSERVABILITY
 from routing.models import Mode
@@ -105,3 +105,16 @@ class StreamEventAdmin(ReadOnlyAdmin):
     list_select_related = ["run"]
     date_hierarchy = "at"
     show_full_result_count = False  # a busy run writes thousands; counting them all is slow
+
+
+@admin.register(RunRating)
+class RunRatingAdmin(ReadOnlyAdmin):
+    """People's verdicts on run replies (given and changed on the chat page, where the
+    audit records each change): history, read-only here."""
+
+    admin_section = OBSERVABILITY
+    list_display = ["run", "verdict", "rated_by", "answered_by", "created_at", "updated_at"]
+    list_filter = ["verdict"]
+    search_fields = ["rated_by__username"]
+    list_select_related = ["run", "rated_by"]
+    date_hierarchy = "updated_at"

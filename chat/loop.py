@@ -49,6 +49,7 @@ from chat.models import (
     StreamEvent,
     ToolExecution,
 )
+from chat.run_calls import request_id_for
 from chat.run_status import end_run, move_run, pause_run, record_progress
 from chat.streams import open_stream
 from chat.tool_calls import emit_tool_start
@@ -180,6 +181,7 @@ class AgentLoop:
             mode=self.run.mode,
             user=self.run.started_by,
             approval_id=self.model_approval_id,
+            request_id=request_id_for(self.run.pk),  # finds the run's calls in the log
         )
         try:
             call = calls.stream(context, list(self.messages), tools=self.tool_specs or None)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from chat import views
+from chat import rating_views, views
 
 app_name = "chat"
 urlpatterns = [
@@ -14,4 +14,5 @@ urlpatterns = [
     path("<int:session_id>/run/", views.start, name="run"),
     path("runs/<int:run_id>/stop/", views.stop, name="stop"),
     path("runs/<int:run_id>/retry/", views.retry, name="retry"),
+    path("runs/<int:run_id>/rating/", rating_views.rating, name="rating"),
 ]

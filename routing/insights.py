@@ -21,6 +21,7 @@ from controlplane.notifications import notify
 from routing.budgets import budget_day
 from routing.models import AIModel, DailySpend, OperationLog, Recommendation, Route
 from routing.models.catalog import CallKind
+from routing.quality import flag_poorly_rated, rated_worse, recent_quality
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +242,8 @@ def savings(operation: str, alternative: AIModel, *, days: int = TRAILING_DAYS) 
 
 def recommend_cheaper_models() -> list[Recommendation]:
     """For each operation of the last week, the cheapest catalog model that can do
-    what the current one does, when it would save money."""
+    what the current one does, when it would save money and people did not rate its
+    replies worse; and a flag on each model whose replies people rated poorly."""
     first = budget_day() - timedelta(days=TRAILING_DAYS - 1)
     catalog = [
         m
@@ -249,7 +251,8 @@ def recommend_cheaper_models() -> list[Recommendation]:
         if not m.price_missing and not m.is_offline
     ]
     by_id = {m.model_id: m for m in AIModel.objects.select_related("provider")}
-    made = []
+    rated = recent_quality()
+    made: list[Recommendation] = flag_poorly_rated(rated)
     operations = _operations(DailySpend.objects.filter(day__gte=first))
     for operation in operations:
         current = by_id.get(
@@ -270,6 +273,8 @@ def recommend_cheaper_models() -> list[Recommendation]:
             and (m.context_length or 0) >= (current.context_length or 0)
             and (m.price_per_1k() or ZERO) < (current.price_per_1k() or ZERO)
         ]
+        # Cheaper is no saving if people rated the replies worse (`routing.quality`).
+        candidates = [m for m in candidates if not rated_worse(m.model_id, current.model_id, rated)]
         if not candidates:
             continue
         cheapest = min(candidates, key=lambda m: m.price_per_1k() or ZERO)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -9,13 +8,13 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 
-from controlplane.money import ZERO
+from controlplane.money import usd
 from controlplane.tiers import staff_required
-from routing import budgets, gateway, insights
+from routing import budgets, charts, gateway, insights, usage_report
 from routing.gateway_asgi import ENDPOINTS
 from routing.models import AIModel, Policy, Recommendation, Route
-
-CHART_WIDTH, CHART_HEIGHT = 560, 140
+from routing.quality import ModelQuality, quality_by_model
+from routing.usage_report import RANGES, Report, pick_range
 
 
 class SavingsForm(forms.Form):
@@ -32,54 +31,68 @@ class SavingsForm(forms.Form):
         model.queryset = AIModel.objects.filter(active=True).select_related("provider")
 
 
-def bars(days: list[insights.DayTotals]) -> list[dict[str, Any]]:
-    """Bar geometry for the 7-day spend chart, drawn server-side as SVG."""
-    top = max((d.cost for d in days), default=ZERO) or Decimal(1)
-    width = CHART_WIDTH / max(len(days), 1)
-    return [
-        {
-            "x": round(i * width + 4, 1),
-            "width": round(width - 8, 1),
-            "height": round(float(d.cost / top) * (CHART_HEIGHT - 20), 1),
-            "y": round(CHART_HEIGHT - 20 - float(d.cost / top) * (CHART_HEIGHT - 20), 1),
-            "label": d.day.strftime("%a %d"),
-            "cost": d.cost,
-            "calls": d.calls,
-        }
-        for i, d in enumerate(days)
-    ]
+def usage_figures(report: Report, quality: dict[str, ModelQuality]) -> dict[str, Any]:
+    """What the page and the drill-downs draw from a report: the spend columns, the
+    model mix, latency per model over time and quality beside errors and cost."""
+    labels = report.time_range.bucket_labels()
+    buckets = report.per_bucket()
+    by_model = report.by("model")
+    palette = charts.colours([model for model, _ in by_model])
+    latency = report.latency_by_model()
+    lines, top = charts.latency_lines({row.model: row.series for row in latency}, labels, palette)
+    return {
+        "range": report.time_range,
+        "ranges": RANGES.values(),
+        "total": report.total,
+        "chart": {"width": charts.WIDTH, "height": charts.HEIGHT, "plot": charts.PLOT},
+        "mix": {"width": charts.MIX_WIDTH, "label": charts.MIX_LABEL},
+        "bars": charts.columns(
+            labels,
+            [tally.cost for tally in buckets],
+            [
+                f"{label}: {usd(t.cost)} over {t.calls} calls"
+                for label, t in zip(labels, buckets, strict=True)
+            ],
+        ),
+        "by_operation": report.by("operation"),
+        "by_kind": report.by_kind(),
+        "model_mix": charts.share_bars([(m, t.calls) for m, t in by_model], palette),
+        "mix_height": len(by_model) * charts.SHARE_ROW,
+        "latency": latency,
+        "latency_lines": lines,
+        "latency_top": top,
+        "axis": charts.axis_labels(labels),
+        "quality": [(model, tally, quality.get(model)) for model, tally in by_model],
+    }
 
 
 @require_GET
 @staff_required
 def index(request: HttpRequest) -> HttpResponse:
-    week = insights.daily_totals(insights.TRAILING_DAYS)
-    by_model = insights.spend_by("model")
-    total_calls = sum(row["calls"] for row in by_model) or 1
+    time_range, range_notice = pick_range(request.GET.get("range"))
+    report = usage_report.report(time_range)
     savings = None
-    form = SavingsForm(request.GET or None)
+    # The range alone is no question to the calculator: its form stays unbound.
+    asked = "operation" in request.GET or "model" in request.GET
+    form = SavingsForm(request.GET if asked else None)
     if form.is_bound and form.is_valid():
-        savings = insights.savings(form.cleaned_data["operation"], form.cleaned_data["model"])
+        savings = insights.savings(
+            form.cleaned_data["operation"], form.cleaned_data["model"], days=time_range.days
+        )
     return render(
         request,
         "routing/index.html",
         {
+            **usage_figures(report, quality_by_model(*time_range.bounds())),
+            "range_notice": range_notice,
             "budget_rows": budgets.spend_today(),
             "meter": {"amber_from": budgets.AMBER_FROM, "red_above": budgets.RED_ABOVE},
-            "week": week,
-            "week_total": sum((d.cost for d in week), ZERO),
-            "bars": bars(week),
-            "chart": {"width": CHART_WIDTH, "height": CHART_HEIGHT},
-            "by_operation": insights.spend_by("operation"),
-            "by_kind": insights.spend_by_kind(),
-            "by_model": [{**row, "share": row["calls"] * 100 / total_calls} for row in by_model],
-            "latency": insights.latency_by_model(),
             "routes": Route.objects.select_related(
                 "primary_model__provider", "policy", "ab_model"
             ).prefetch_related("fallback_links__model"),
             "policies": Policy.objects.select_related("preferred_model", "preferred_provider"),
             "recommendations": Recommendation.objects.filter(dismissed_at__isnull=True)[:10],
-            "ab": insights.ab_comparisons(),
+            "ab": insights.ab_comparisons(time_range.days),
             "form": form,
             "savings": savings,
         },

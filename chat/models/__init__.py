@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from chat.models.ratings import RunRating, Verdict
 from chat.models.run_messages import RunChatMessage
 from chat.models.runs import (
     ACTIVE_STATUSES,
@@ -27,10 +28,12 @@ __all__ = [
     "Run",
     "RunBudget",
     "RunChatMessage",
+    "RunRating",
     "RunStatus",
     "StopReason",
     "StreamEvent",
     "ToolExecution",
+    "Verdict",
     "sources_of",
     "status_label",
     "stop_reason_label",

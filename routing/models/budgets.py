@@ -131,6 +131,7 @@ class Recommendation(models.Model):
         ANOMALY = "anomaly", "Spend anomaly"
         CHEAPER_MODEL = "cheaper_model", "Cheaper model"
         AB_RESULT = "ab_result", "A/B result"
+        POOR_QUALITY = "poor_quality", "Replies rated poorly"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     operation = models.CharField(max_length=100, blank=True)

@@ -13,6 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from controlplane.money import usd
 from routing.models import (
     AIModel,
     Budget,
@@ -159,16 +160,22 @@ def test_every_tier_sees_the_page_with_real_figures(client, persona, request, bu
     assert response.status_code == 200
     budgets = section(response, "budgets-today")
     assert "global budget" in budgets
-    assert "$2.5000" in budgets
+    assert usd(Decimal("2.5")) in budgets
     assert "25.0%" in budgets
     assert "operation chat budget" in budgets
     assert "user oscar-operator budget" in budgets
-    assert "Last 7 days: $7.8300" in section(response, "spend-week")
+    week = usd(Decimal("7.83"))
+    assert f"Spend, last 7 days: {week} over 44 calls" in section(response, "spend-over-time")
     by_operation = section(response, "cost-by-operation")
-    assert "<code>summarize</code></td><td>44</td><td>5</td><td>$7.830000</td>" in by_operation
-    by_model = section(response, "cost-by-model")
-    assert "<code>acme/large</code></td><td>91%</td><td>$7.750000</td>" in by_model
-    assert "<code>acme/medium</code></td><td>9%</td><td>$0.080000</td>" in by_model
+    assert f"<code>summarize</code></a></td><td>44</td><td>5</td><td>11.4%</td><td>{week}</td>" in (
+        by_operation
+    )
+    by_model = section(response, "model-mix")
+    assert "<code>acme/large</code></a></td><td>40</td><td>91%</td>" in by_model
+    assert "<code>acme/medium</code></a></td><td>4</td><td>9%</td>" in by_model
+    by_quality = section(response, "quality-by-model")
+    assert f"<td>10.0%</td><td>40</td><td>{usd(Decimal('7.75'))}</td>" in by_quality
+    assert f"<td>25.0%</td><td>4</td><td>{usd(Decimal('0.08'))}</td>" in by_quality
     latency = section(response, "latency-by-model")
     assert "<code>acme/large</code></td><td>40</td><td>800 ms</td><td>2400 ms</td>" in latency
     routes = section(response, "routes")
@@ -176,23 +183,26 @@ def test_every_tier_sees_the_page_with_real_figures(client, persona, request, bu
     assert "25% → acme/medium" in routes
     recommendations = section(response, "recommendations")
     assert "Route &#x27;summarize&#x27; to acme/medium" in recommendations
-    assert "saves about $39.00/month" in recommendations
+    assert f"saves about {usd(Decimal(39))}/month" in recommendations
     assert "A dismissed anomaly" not in recommendations
     ab = section(response, "ab-tests")
-    assert "<code>acme/large</code></td><td>40</td><td>$0.193750</td><td>800 ms</td><td>10%" in ab
-    assert "<code>acme/medium</code></td><td>4</td><td>$0.020000</td><td>300 ms</td><td>25%" in ab
+    per_call = usd(Decimal("0.19375"))
+    assert f"<code>acme/large</code></td><td>40</td><td>{per_call}</td><td>800 ms</td><td>10%" in ab
+    per_call = usd(Decimal("0.02"))
+    assert f"<code>acme/medium</code></td><td>4</td><td>{per_call}</td><td>300 ms</td><td>25%" in ab
 
 
 @pytest.mark.django_db
 def test_the_week_chart_is_drawn_server_side_with_a_bar_per_day(client, observer, busy_week):
     client.force_login(observer)
-    chart = section(client.get(URL), "spend-week")
+    chart = section(client.get(URL), "spend-over-time")
     assert chart.count("<rect ") == 7
-    assert "Wed 15: $2.580000 over 14 calls" in chart
-    assert "Tue 14: $1.250000 over 10 calls" in chart
-    assert "Thu 09: $0.000000 over 0 calls" in chart
-    # The dearest day (Sunday the 12th, $4) is the tallest bar: the plot's full height.
-    assert '<rect x="244.0" y="0.0" width="72.0" height="120.0"' in chart
+    assert f"Wed 15: {usd(Decimal('2.58'))} over 14 calls" in chart
+    assert f"Tue 14: {usd(Decimal('1.25'))} over 10 calls" in chart
+    assert f"Thu 09: {usd(Decimal(0))} over 0 calls" in chart
+    # The dearest day (Sunday the 12th, $4) is the tallest bar: the plot's full height,
+    # the fourth of seven 137 px columns.
+    assert '<rect x="415.4" y="0.0" width="129.1" height="160.0"' in chart
 
 
 @pytest.mark.django_db
@@ -213,10 +223,14 @@ def test_a_new_install_shows_what_to_do_in_each_empty_card(client, persona, requ
     response = client.get(URL)
     assert response.status_code == 200
     assert "No budgets yet, so nothing stops runaway spend" in section(response, "budgets-today")
-    assert "Last 7 days: $0.0000" in section(response, "spend-week")
+    chart = section(response, "spend-over-time")
+    assert "No calls in the last 7 days, so there is nothing to chart yet" in chart
+    assert "Chat</a> page or send a request to the /v1/ gateway" in chart
+    assert "<svg" not in chart
     assert "No calls in the last 7 days" in section(response, "cost-by-operation")
-    assert "No model has answered yet" in section(response, "cost-by-model")
-    assert "No latencies yet" in section(response, "latency-by-model")
+    assert "No model has answered in the last 7 days" in section(response, "model-mix")
+    assert "No latencies in the last 7 days" in section(response, "latency-by-model")
+    assert "rate their replies good or bad" in section(response, "quality-by-model")
     assert "Nothing to recommend yet" in section(response, "recommendations")
     assert "No A/B split is running" in section(response, "ab-tests")
     # The seeded routes run on the offline model, and say so.
@@ -287,10 +301,10 @@ def test_the_savings_calculator_shows_the_monthly_saving(client, operator, busy_
     assert response.status_code == 200
     savings = section(response, "savings-calculator")
     # The week's 280k prompt and 40k completion tokens cost $7.83; on acme/medium, $0.36.
-    assert "Last 7 days of <code>summarize</code>: $7.830000" in savings
-    assert "on acme/medium: $0.360000" in savings
+    assert f"Last 7 days of <code>summarize</code>: {usd(Decimal('7.83'))}" in savings
+    assert f"on acme/medium: {usd(Decimal('0.36'))}" in savings
     # (7.83 - 0.36) * 30 / 7
-    assert "saves $32.01" in savings
+    assert f"saves {usd((Decimal('7.83') - Decimal('0.36')) * 30 / 7)}" in savings
     assert response.context["savings"].monthly_saving == (
         (Decimal("7.83") - Decimal("0.36")) * 30 / 7
     )
@@ -310,7 +324,7 @@ def test_the_savings_calculator_says_what_a_dearer_model_would_cost_more(client,
     response = client.get(URL, {"operation": "summarize", "model": catalog["large"].pk})
     savings = section(response, "savings-calculator")
     # $7.00 on acme/large against $0.70: (7 - 0.7) * 30 / 7 = $27.00 a month more.
-    assert "costs $27.00 more" in savings
+    assert f"costs {usd(Decimal(27))} more" in savings
     assert "$-" not in savings
 
 
