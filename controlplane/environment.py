@@ -4,6 +4,7 @@ runtime state (SQLite database, generated keys, checkouts)."""
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -11,6 +12,27 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env")
+# Only read when it is there: the embedded default needs no `.env`, and django-environ
+# logs "not found" for a missing one on every start of every process.
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env")
 
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+
+# Addresses that mean "every interface": a server bound there is reached on this
+# machine at the loopback address, which is what a link needs to name.
+WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}  # noqa: S104 (recognised, not bound)
+
+
+def site_url(host: str, port: int) -> str:
+    """The address links in messages (approvals, alerts) point to when SITE_URL is not
+    set: where bin/run serves, from its HOST and PORT."""
+    host = host.strip()
+    if host in WILDCARD_HOSTS:
+        host = "127.0.0.1"
+    try:
+        if ipaddress.ip_address(host.strip("[]")).version == 6:
+            host = f"[{host.strip('[]')}]"
+    except ValueError:
+        pass  # a name, not an address
+    return f"http://{host}:{port}"

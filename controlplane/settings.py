@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.utils.csp import CSP
 
 from controlplane import settings_healthmon
-from controlplane.environment import BASE_DIR, VAR_DIR, env
+from controlplane.environment import BASE_DIR, VAR_DIR, env, site_url
 from controlplane.settings_chatops import *  # noqa: F403 (the chat bots' settings)
 from controlplane.settings_gateway import *  # noqa: F403 (the gateway's endpoints beyond chat)
 from controlplane.settings_healthmon import *  # noqa: F403 (the health monitor's settings)
@@ -62,7 +62,11 @@ ENCRYPTION_KEYS = [
 ] or [_generated_secret("encryption_key", _fernet_key)]
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+# Where bin/run serves; links in messages follow it unless SITE_URL names the public
+# address (behind a proxy, or bound to every interface and reached by another name).
+HOST = env.str("HOST", default="127.0.0.1")
+PORT = env.int("PORT", default=8000)
+SITE_URL = env.str("SITE_URL", default="") or site_url(HOST, PORT)
 
 INSTALLED_APPS = [
     "daphne",
@@ -268,7 +272,14 @@ WHITENOISE_AUTOREFRESH = DEBUG
 if DEBUG:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
-_email = env.email_url("EMAIL_URL", default="consolemail://")
+# No EMAIL_URL: nothing is sent and each message is logged as one line (controlplane.
+# mail_log); `consolemail://` prints whole messages, MIME headers and all.
+EMAIL_URL = env.str("EMAIL_URL", default="")
+_email = (
+    env.email_url_config(EMAIL_URL)
+    if EMAIL_URL
+    else {"EMAIL_BACKEND": "controlplane.mail_log.LoggedEmailBackend"}
+)
 MAILERS = {
     "default": {
         "BACKEND": _email["EMAIL_BACKEND"],
@@ -376,9 +387,10 @@ OPENROUTER_MODELS_URL = env.str(
 OPENROUTER_EMBEDDING_MODELS_URL = env.str(
     "OPENROUTER_EMBEDDING_MODELS_URL", default="https://openrouter.ai/api/v1/embeddings/models"
 )
-# Seconds the offline model waits between streamed pieces of its answer: 0 answers at
-# once; a demo, or the live browser test that presses Stop mid-stream, slows it down.
-OFFLINE_TOKEN_DELAY_SECONDS = env.float("OFFLINE_TOKEN_DELAY_SECONDS", default=0.0)
+# Seconds the offline model waits between streamed pieces (about a word each) of its
+# answer: a demo run streams for a few seconds, long enough to watch it and to press
+# Stop; 0 answers at once (the test settings).
+OFFLINE_TOKEN_DELAY_SECONDS = env.float("OFFLINE_TOKEN_DELAY_SECONDS", default=0.1)
 
 # Self-heal task engine: a claimed task's lease (a worker extends it while working);
 # how often workers heartbeat (three missed beats mark a worker offline and release
