@@ -11,11 +11,19 @@ import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+
+def read_env_file(path: Path) -> bool:
+    """Read a `.env` file into the environment (what is set there already wins), when
+    there is one: the embedded default needs none, and django-environ logs "not found"
+    for a missing one, on every start of every process."""
+    if not path.is_file():
+        return False
+    environ.Env.read_env(path)
+    return True
+
+
 env = environ.Env()
-# Only read when it is there: the embedded default needs no `.env`, and django-environ
-# logs "not found" for a missing one on every start of every process.
-if (BASE_DIR / ".env").is_file():
-    environ.Env.read_env(BASE_DIR / ".env")
+read_env_file(BASE_DIR / ".env")
 
 VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
 

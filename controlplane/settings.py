@@ -55,7 +55,7 @@ SECRET_KEY = env.str("SECRET_KEY", default="") or _generated_secret(
 )
 # Keys that encrypt secrets at rest (webhook URLs, provider API keys, integration
 # credentials). Comma-separated Fernet keys; the first encrypts, all decrypt, so a key
-# is rotated in by putting the new one first and running `manage.py rotate_secrets`,
+# is rotated in by putting the new one first and running `bin/manage rotate_secrets`,
 # after which the old one can be dropped.
 ENCRYPTION_KEYS = [
     key.strip() for key in env.list("ENCRYPTION_KEYS", default=[]) if key.strip()
@@ -230,7 +230,7 @@ AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "controlplane.
 
 # Login throttling: LOGIN_FAILURE_LIMIT failed logins lock out the account (from any
 # address) and, separately, the address (for any account) for LOGIN_LOCKOUT_MINUTES.
-# `manage.py unlock_login <username or address>` lifts a lockout sooner (audited).
+# `bin/manage unlock_login <username or address>` lifts a lockout sooner (audited).
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=30))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
@@ -238,7 +238,7 @@ AXES_RESET_ON_SUCCESS = True  # a person's own typos do not add up across days
 AXES_LOCKOUT_CALLABLE = "controlplane.views.login_locked_out"
 # The address the audit trail records (REMOTE_ADDR: not a header the client can forge).
 AXES_CLIENT_IP_CALLABLE = "controlplane.middleware.client_address"
-# Failed attempts are seen through `manage.py unlock_login` and the logs; the admin
+# Failed attempts are seen through `bin/manage unlock_login` and the logs; the admin
 # sections are the product's own.
 AXES_ENABLE_ADMIN = False
 AXES_VERBOSE = False  # its start-up banner on every command says nothing an operator needs
@@ -352,7 +352,7 @@ CRITICAL_TOGGLES = {
 }
 TOGGLE_CACHE_SECONDS = env.int("TOGGLE_CACHE_SECONDS", default=300)
 
-# `manage.py flush` would erase the audit trail and the cost log, which the database
+# `bin/manage flush` would erase the audit trail and the cost log, which the database
 # keeps append-only: it is refused unless this is on. Only the test settings turn it
 # on (transactional tests flush after each test); not read from the environment.
 FLUSH_ERASES_HISTORY = False
@@ -378,7 +378,7 @@ DEFAULT_COMPLETION_TOKENS = env.int("DEFAULT_COMPLETION_TOKENS", default=1024)
 # The most completion tokens a call may ask of a model whose context the catalog does
 # not give (otherwise its context is the cap); past it the gateway answers 400.
 GATEWAY_MAX_TOKENS_CAP = env.int("GATEWAY_MAX_TOKENS_CAP", default=1_000_000)
-# The public model list `manage.py sync_models` loads prices from.
+# The public model list `bin/manage sync_models` loads prices from.
 OPENROUTER_MODELS_URL = env.str(
     "OPENROUTER_MODELS_URL", default="https://openrouter.ai/api/v1/models"
 )

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from io import TextIOBase
 from pathlib import Path
-from typing import TextIO
 
 from django.conf import settings
 from django.contrib.staticfiles.finders import get_finders
@@ -39,7 +39,7 @@ def pending_migrations(database: str = DEFAULT_DB_ALIAS) -> list[str]:
     return [f"{migration.app_label}.{migration.name}" for migration, _backwards in plan]
 
 
-def migrate_if_needed(stdout: TextIO, database: str = DEFAULT_DB_ALIAS) -> list[str]:
+def migrate_if_needed(stdout: TextIOBase, database: str = DEFAULT_DB_ALIAS) -> list[str]:
     """Apply the pending migrations, if any, saying how many; returns those applied."""
     pending = pending_migrations(database)
     if pending:
