@@ -274,10 +274,10 @@ if DEBUG:
 
 # No EMAIL_URL: nothing is sent and each message is logged as one line (controlplane.
 # mail_log); `consolemail://` prints whole messages, MIME headers and all.
-EMAIL_URL = env.str("EMAIL_URL", default="")
+_email_url = env.str("EMAIL_URL", default="")  # not a setting: it may hold a password
 _email = (
-    env.email_url_config(EMAIL_URL)
-    if EMAIL_URL
+    env.email_url_config(_email_url)
+    if _email_url
     else {"EMAIL_BACKEND": "controlplane.mail_log.LoggedEmailBackend"}
 )
 MAILERS = {
