@@ -12,7 +12,7 @@ from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.cache import patch_cache_control
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_POST, require_safe
 from django_htmx.http import HttpResponseClientRedirect
 
 from controlplane.approval_subjects import DecidedApproval, subject_link
@@ -184,7 +184,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     )
 
 
-@require_GET
+@require_safe
 def favicon(request: HttpRequest) -> HttpResponse:
     """Browsers ask for /favicon.ico where a page names no icon (the admin's pages, a
     JSON answer): it is the static one, under its hashed, long-cached name."""

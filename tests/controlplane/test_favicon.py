@@ -16,6 +16,7 @@ def test_favicon_ico_leads_to_the_icon(client: Client) -> None:
     assert icon.status_code == 200
     assert icon["Content-Type"] in {"image/x-icon", "image/vnd.microsoft.icon"}
     assert b"".join(icon.streaming_content)[:4] == b"\x00\x00\x01\x00"  # an ICO file
+    assert client.head("/favicon.ico")["Location"] == response["Location"]
 
 
 def test_pages_name_the_svg_icon(client: Client) -> None:
