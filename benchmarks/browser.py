@@ -1,4 +1,4 @@
-"""Headless Chromium as `manage.py bench_first_status` and the browser tests drive it:
+"""Headless Chromium as `bin/manage bench_first_status` and the browser tests drive it:
 Debian's chromium through Playwright, so that both measure and test the same browser."""
 
 from __future__ import annotations

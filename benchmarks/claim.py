@@ -1,4 +1,4 @@
-"""`manage.py bench_claim [--tasks 2000] [--workers 8]`: claim throughput.
+"""`bin/manage bench_claim [--tasks 2000] [--workers 8]`: claim throughput.
 
 Tasks claimed and completed per second by `--workers` concurrent workers, two ways:
 through the worker HTTP API of a real daphne process (on the configured database
@@ -47,7 +47,7 @@ WORKER_PREFIX = "bench-claim-"
 
 
 class ClaimBenchmark(Benchmark):
-    """`manage.py bench_claim` (its arguments are parsed there), writing to `stdout`."""
+    """`bin/manage bench_claim` (its arguments are parsed there), writing to `stdout`."""
 
     def run(self, **options: Any) -> None:
         count, workers = options["tasks"], options["workers"]

@@ -1,4 +1,4 @@
-"""`manage.py bench_diagnose`: how long the diagnosis takes on a large queue.
+"""`bin/manage bench_diagnose`: how long the diagnosis takes on a large queue.
 
 Creates `--tasks` tasks (bulk_create; mixed statuses, ages up to 48 hours) and
 `--workers` workers in the configured database inside one transaction, times the
@@ -42,7 +42,7 @@ FINISHED = {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
 
 
 class DiagnoseBenchmark(Benchmark):
-    """`manage.py bench_diagnose` (its arguments are parsed there), writing to `stdout`."""
+    """`bin/manage bench_diagnose` (its arguments are parsed there), writing to `stdout`."""
 
     def run(self, **options: Any) -> None:
         tasks, workers, runs = options["tasks"], options["workers"], options["runs"]

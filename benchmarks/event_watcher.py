@@ -1,4 +1,4 @@
-"""The websocket clients of `manage.py bench_events`, in a process of their own.
+"""The websocket clients of `bin/manage bench_events`, in a process of their own.
 
     python -m benchmarks.event_watcher --url ws://127.0.0.1:8000/ws/runs/7/ \\
         --origin http://127.0.0.1:8000 --cookie "sessionid=..." --clients 10 --events 20000

@@ -1,5 +1,5 @@
 """A run's events from a producer faster than one transaction an event (group commit),
-as `manage.py bench_events` produces them.
+as `bin/manage bench_events` produces them.
 
 `EventWriter` writes them from a thread of its own, each transaction with what queued
 up since the last: a database that syncs every commit to disk does a few hundred

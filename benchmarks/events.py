@@ -1,4 +1,4 @@
-"""`manage.py bench_events`: a run's event stream under load, end to end.
+"""`bin/manage bench_events`: a run's event stream under load, end to end.
 
 One run emits `--events` (20,000) token events (written to the database, then
 published to the run's group) at `--rate` events a second (1,000; 0 for as fast as it
@@ -135,7 +135,7 @@ class Result:
 
 
 class EventsBenchmark(Benchmark):
-    """`manage.py bench_events` (its arguments are parsed there), writing to `stdout`."""
+    """`bin/manage bench_events` (its arguments are parsed there), writing to `stdout`."""
 
     def run(self, **options: Any) -> None:
         events, clients, rate = options["events"], options["clients"], options["rate"]

@@ -1,4 +1,4 @@
-"""`manage.py bench_first_status`: from pressing Run to the run's status in the browser.
+"""`bin/manage bench_first_status`: from pressing Run to the run's status in the browser.
 
 Starts daphne as a process of its own on the configured database and channel layer,
 with agent runs on its in-process worker pool (as in the embedded mode; with a
@@ -86,7 +86,7 @@ WATCH = """
 
 
 class FirstStatusBenchmark(Benchmark):
-    """`manage.py bench_first_status` (its arguments are parsed there), writing to `stdout`."""
+    """`bin/manage bench_first_status` (its arguments are parsed there), writing to `stdout`."""
 
     def run(self, **options: Any) -> None:
         runs, warmup = options["runs"], options["warmup"]

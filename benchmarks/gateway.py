@@ -1,4 +1,4 @@
-"""`manage.py bench_gateway`: what the gateway adds to an AI call's latency.
+"""`bin/manage bench_gateway`: what the gateway adds to an AI call's latency.
 
 Starts a fast local OpenAI-compatible upstream (`python -m benchmarks.upstream`) and
 the gateway as a real daphne process on the configured database and cache; creates
@@ -72,7 +72,7 @@ CHAT = ENDPOINTS["chat"]
 
 
 class GatewayBenchmark(Benchmark):
-    """`manage.py bench_gateway` (its arguments are parsed there), writing to `stdout`."""
+    """`bin/manage bench_gateway` (its arguments are parsed there), writing to `stdout`."""
 
     def run(self, **options: Any) -> None:
         requests, warmup = options["requests"], options["warmup"]
@@ -268,7 +268,7 @@ def _create_rows(upstream_url: str) -> str:
         )
         Route.objects.create(
             operation=endpoint.operation,
-            description="Made by manage.py bench_gateway; removed when it ends.",
+            description="Made by bin/manage bench_gateway; removed when it ends.",
             primary_model=models[endpoint.operation],
         )
     _key, raw = ServiceKey.issue(name="bench", service=SERVICE, default_operation=OPERATION)

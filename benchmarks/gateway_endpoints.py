@@ -1,4 +1,4 @@
-"""The gateway's endpoints as `manage.py bench_gateway --endpoint` sends them: each
+"""The gateway's endpoints as `bin/manage bench_gateway --endpoint` sends them: each
 one's request, the operation (and so the route and model of its kind) it is sent as,
 and the path the bench upstream answers the same request at directly.
 

@@ -1,4 +1,4 @@
-"""`manage.py bench_grouping`: how well and how fast `healthmon.grouping` groups log
+"""`bin/manage bench_grouping`: how well and how fast `healthmon.grouping` groups log
 messages, beside drain3 with its default configuration in the same run.
 
 - Grouping Accuracy (GA, logparser's definition) per system of the labelled LogHub
@@ -129,7 +129,7 @@ class MixedResult:
 
 
 class GroupingBenchmark(Benchmark):
-    """`manage.py bench_grouping` (its arguments are parsed there), writing to `stdout`."""
+    """`bin/manage bench_grouping` (its arguments are parsed there), writing to `stdout`."""
 
     def run(self, **options: Any) -> None:
         data = Path(options["data"])

@@ -34,7 +34,7 @@ OUTPUT_TAIL = 3000
 
 
 class Benchmark:
-    """A benchmark run by its `manage.py bench_*` command (which parses the arguments
+    """A benchmark run by its `bin/manage bench_*` command (which parses the arguments
     and calls `run`), writing its report to the command's `stdout`."""
 
     def __init__(self, stdout: OutputWrapper) -> None:

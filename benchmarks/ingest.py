@@ -1,8 +1,8 @@
-"""`manage.py bench_ingest`: how many log records a second one daphne process takes
+"""`bin/manage bench_ingest`: how many log records a second one daphne process takes
 in over OTLP/HTTP, grouping and counting included, and that none is lost.
 
 Starts daphne as a child process on the configured database and cache (PostgreSQL
-is what the target is about: `DATABASE_URL=postgres://... manage.py bench_ingest`;
+is what the target is about: `DATABASE_URL=postgres://... bin/manage bench_ingest`;
 `--migrate` first brings a new database's tables in), creates a log source
 `bench-ingest` with an ingest key, and builds OTLP/JSON batches of `--batch` records
 (500) from the labelled LogHub samples in `--data` (every system's lines with their
@@ -146,7 +146,7 @@ class Load:
 
 
 class IngestBenchmark(Benchmark):
-    """`manage.py bench_ingest` (its arguments are parsed there), writing to `stdout`."""
+    """`bin/manage bench_ingest` (its arguments are parsed there), writing to `stdout`."""
 
     def run(self, **options: Any) -> None:
         seconds, batch, concurrency = options["seconds"], options["batch"], options["concurrency"]

@@ -1,4 +1,4 @@
-"""`manage.py bench_route`: how long one routing decision takes with a warm cache.
+"""`bin/manage bench_route`: how long one routing decision takes with a warm cache.
 
 Creates `--routes` routes (a primary and two fallbacks each, all priced) in the
 configured database inside a transaction that is rolled back at the end, so nothing
@@ -30,7 +30,7 @@ MODELS_PER_ROUTE = 3  # a primary and two fallbacks
 
 
 class RouteBenchmark(Benchmark):
-    """`manage.py bench_route` (its arguments are parsed there), writing to `stdout`."""
+    """`bin/manage bench_route` (its arguments are parsed there), writing to `stdout`."""
 
     def run(self, **options: Any) -> None:
         routes, calls = options["routes"], options["calls"]

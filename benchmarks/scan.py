@@ -1,4 +1,4 @@
-"""`manage.py bench_scan`: a full code scan of this product's own repository, then an
+"""`bin/manage bench_scan`: a full code scan of this product's own repository, then an
 incremental one after a one-file change; wall time and peak memory of each.
 
 The repository (`--source`, this checkout by default) is cloned at its HEAD into a
@@ -45,7 +45,7 @@ CHANGE = "\n\ndef bench_scan_change() -> int:\n    return 1\n"
 
 
 class ScanBenchmark(Benchmark):
-    """`manage.py bench_scan` (its arguments are parsed there), writing to `stdout`."""
+    """`bin/manage bench_scan` (its arguments are parsed there), writing to `stdout`."""
 
     def run(self, **options: Any) -> None:
         source = Path(options["source"] or settings.BASE_DIR).resolve()

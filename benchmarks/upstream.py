@@ -1,4 +1,4 @@
-"""A minimal, fast OpenAI-compatible upstream for `manage.py bench_gateway` to send
+"""A minimal, fast OpenAI-compatible upstream for `bin/manage bench_gateway` to send
 calls to.
 
 The upstream answers every `POST .../chat/completions` with the same small JSON

@@ -174,8 +174,24 @@ def interpreter_exiting() -> bool:
     return not threading.main_thread().is_alive() or sys.is_finalizing()
 
 
+_scheduler: EmbeddedScheduler | None = None
+
+
 def start_embedded_scheduler() -> EmbeddedScheduler:
-    scheduler = EmbeddedScheduler(settings.CELERY_BEAT_SCHEDULE)
+    global _scheduler
+    scheduler = _scheduler = EmbeddedScheduler(settings.CELERY_BEAT_SCHEDULE)
     scheduler.start()
     log.info("embedded scheduler started with %d entries", len(scheduler.entries))
     return scheduler
+
+
+def stop_in_process_work() -> None:
+    """When the server in this process has stopped: no more scheduler ticks, and work
+    not started yet dropped (the periodic sweeps find it again after a restart). Tasks
+    already running finish before the process exits; without this, the scheduler kept
+    submitting to a pool the exit had shut down, logging an error every second."""
+    if _scheduler is not None:
+        _scheduler.stop()
+    with _pool_lock:
+        if _pool is not None:
+            _pool.shutdown(wait=False, cancel_futures=True)

@@ -1,4 +1,4 @@
-"""System checks run at start-up (`manage.py check`, which the run command calls)."""
+"""System checks run at start-up (`bin/manage check`, which the run command calls)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def critical_toggles(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             errors.append(
                 Error(
                     f"Critical feature toggle '{key}' does not exist.",
-                    hint=f"Create it {state} in the admin, or run 'manage.py migrate'.",
+                    hint=f"Create it {state} in the admin, or run 'bin/manage migrate'.",
                     id="controlplane.E001",
                 )
             )

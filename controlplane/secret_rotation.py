@@ -1,7 +1,7 @@
 """Re-encrypting every stored secret with the first of `ENCRYPTION_KEYS`.
 
 To rotate a key: put the new key first in `ENCRYPTION_KEYS` (the old one after it,
-so both decrypt), restart, run `manage.py rotate_secrets`, then drop the old key.
+so both decrypt), restart, run `bin/manage rotate_secrets`, then drop the old key.
 
 Every model field that is an `EncryptedTextField` is found through the app registry,
 so a secret added later is rotated without this module knowing it. The whole rotation

@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.utils.csp import CSP
 
 from controlplane import settings_healthmon
-from controlplane.environment import BASE_DIR, VAR_DIR, env
+from controlplane.environment import BASE_DIR, VAR_DIR, env, site_url
 from controlplane.settings_chatops import *  # noqa: F403 (the chat bots' settings)
 from controlplane.settings_gateway import *  # noqa: F403 (the gateway's endpoints beyond chat)
 from controlplane.settings_healthmon import *  # noqa: F403 (the health monitor's settings)
@@ -55,14 +55,18 @@ SECRET_KEY = env.str("SECRET_KEY", default="") or _generated_secret(
 )
 # Keys that encrypt secrets at rest (webhook URLs, provider API keys, integration
 # credentials). Comma-separated Fernet keys; the first encrypts, all decrypt, so a key
-# is rotated in by putting the new one first and running `manage.py rotate_secrets`,
+# is rotated in by putting the new one first and running `bin/manage rotate_secrets`,
 # after which the old one can be dropped.
 ENCRYPTION_KEYS = [
     key.strip() for key in env.list("ENCRYPTION_KEYS", default=[]) if key.strip()
 ] or [_generated_secret("encryption_key", _fernet_key)]
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000")
+# Where bin/run serves; links in messages follow it unless SITE_URL names the public
+# address (behind a proxy, or bound to every interface and reached by another name).
+HOST = env.str("HOST", default="127.0.0.1")
+PORT = env.int("PORT", default=8000)
+SITE_URL = env.str("SITE_URL", default="") or site_url(HOST, PORT)
 
 INSTALLED_APPS = [
     "daphne",
@@ -226,7 +230,7 @@ AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "controlplane.
 
 # Login throttling: LOGIN_FAILURE_LIMIT failed logins lock out the account (from any
 # address) and, separately, the address (for any account) for LOGIN_LOCKOUT_MINUTES.
-# `manage.py unlock_login <username or address>` lifts a lockout sooner (audited).
+# `bin/manage unlock_login <username or address>` lifts a lockout sooner (audited).
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=30))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
@@ -234,7 +238,7 @@ AXES_RESET_ON_SUCCESS = True  # a person's own typos do not add up across days
 AXES_LOCKOUT_CALLABLE = "controlplane.views.login_locked_out"
 # The address the audit trail records (REMOTE_ADDR: not a header the client can forge).
 AXES_CLIENT_IP_CALLABLE = "controlplane.middleware.client_address"
-# Failed attempts are seen through `manage.py unlock_login` and the logs; the admin
+# Failed attempts are seen through `bin/manage unlock_login` and the logs; the admin
 # sections are the product's own.
 AXES_ENABLE_ADMIN = False
 AXES_VERBOSE = False  # its start-up banner on every command says nothing an operator needs
@@ -268,7 +272,14 @@ WHITENOISE_AUTOREFRESH = DEBUG
 if DEBUG:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
-_email = env.email_url("EMAIL_URL", default="consolemail://")
+# No EMAIL_URL: nothing is sent and each message is logged as one line (controlplane.
+# mail_log); `consolemail://` prints whole messages, MIME headers and all.
+_email_url = env.str("EMAIL_URL", default="")  # not a setting: it may hold a password
+_email = (
+    env.email_url_config(_email_url)
+    if _email_url
+    else {"EMAIL_BACKEND": "controlplane.mail_log.LoggedEmailBackend"}
+)
 MAILERS = {
     "default": {
         "BACKEND": _email["EMAIL_BACKEND"],
@@ -341,7 +352,7 @@ CRITICAL_TOGGLES = {
 }
 TOGGLE_CACHE_SECONDS = env.int("TOGGLE_CACHE_SECONDS", default=300)
 
-# `manage.py flush` would erase the audit trail and the cost log, which the database
+# `bin/manage flush` would erase the audit trail and the cost log, which the database
 # keeps append-only: it is refused unless this is on. Only the test settings turn it
 # on (transactional tests flush after each test); not read from the environment.
 FLUSH_ERASES_HISTORY = False
@@ -367,7 +378,7 @@ DEFAULT_COMPLETION_TOKENS = env.int("DEFAULT_COMPLETION_TOKENS", default=1024)
 # The most completion tokens a call may ask of a model whose context the catalog does
 # not give (otherwise its context is the cap); past it the gateway answers 400.
 GATEWAY_MAX_TOKENS_CAP = env.int("GATEWAY_MAX_TOKENS_CAP", default=1_000_000)
-# The public model list `manage.py sync_models` loads prices from.
+# The public model list `bin/manage sync_models` loads prices from.
 OPENROUTER_MODELS_URL = env.str(
     "OPENROUTER_MODELS_URL", default="https://openrouter.ai/api/v1/models"
 )
@@ -376,9 +387,10 @@ OPENROUTER_MODELS_URL = env.str(
 OPENROUTER_EMBEDDING_MODELS_URL = env.str(
     "OPENROUTER_EMBEDDING_MODELS_URL", default="https://openrouter.ai/api/v1/embeddings/models"
 )
-# Seconds the offline model waits between streamed pieces of its answer: 0 answers at
-# once; a demo, or the live browser test that presses Stop mid-stream, slows it down.
-OFFLINE_TOKEN_DELAY_SECONDS = env.float("OFFLINE_TOKEN_DELAY_SECONDS", default=0.0)
+# Seconds the offline model waits between streamed pieces (about a word each) of its
+# answer: a demo run streams for a few seconds, long enough to watch it and to press
+# Stop; 0 answers at once (the test settings).
+OFFLINE_TOKEN_DELAY_SECONDS = env.float("OFFLINE_TOKEN_DELAY_SECONDS", default=0.1)
 
 # Self-heal task engine: a claimed task's lease (a worker extends it while working);
 # how often workers heartbeat (three missed beats mark a worker offline and release

@@ -13,7 +13,7 @@ CHATOPS_LINK_CODE_MINUTES = max(1, env.int("CHATOPS_LINK_CODE_MINUTES", default=
 CHATOPS_COMMANDS_PER_MINUTE = max(1, env.int("CHATOPS_COMMANDS_PER_MINUTE", default=20))
 # Long polling (integrations without a public webhook): how long Telegram holds each
 # getUpdates open, and whether the embedded mode polls in its own process (scale mode
-# runs `manage.py telegram_poll` instead).
+# runs `bin/manage telegram_poll` instead).
 TELEGRAM_POLL_TIMEOUT_SECONDS = max(0, env.int("TELEGRAM_POLL_TIMEOUT_SECONDS", default=25))
 TELEGRAM_POLL_IN_PROCESS = env.bool("TELEGRAM_POLL_IN_PROCESS", default=True)
 # Handled updates are remembered this long (Telegram keeps unconfirmed ones for 24 h).

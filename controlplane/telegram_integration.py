@@ -76,9 +76,9 @@ TELEGRAM = declare_kind(
                 "Updates",
                 default="polling",
                 choices=UPDATE_MODES,
-                help_text="Webhook: register it with 'manage.py telegram_webhook NAME' or the "
+                help_text="Webhook: register it with 'bin/manage telegram_webhook NAME' or the "
                 "list's action. Polling: the embedded mode polls in-process; otherwise run "
-                "'manage.py telegram_poll'.",
+                "'bin/manage telegram_poll'.",
             ),
             SettingField(
                 "api_url",

@@ -10,7 +10,7 @@ committed: none is handled twice, none is lost (Telegram keeps unconfirmed updat
 for 24 hours).
 
 `TelegramPoller` runs the loop for every enabled polling Telegram integration:
-`manage.py telegram_poll` in scale mode, a thread of the web process in the embedded
+`bin/manage telegram_poll` in scale mode, a thread of the web process in the embedded
 mode (`start_in_process_poller`). Faults back off without stopping the loop: a rate
 limit waits Telegram's `retry_after`, an outage or a refused token waits longer and
 shows on the integration's row.

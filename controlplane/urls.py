@@ -16,6 +16,7 @@ urlpatterns = [
     path("toggles/", views.toggles, name="toggles"),
     path("toggles/switch/", views.switch, name="toggle-switch"),
     path("healthz", views.healthz, name="healthz"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -1,5 +1,5 @@
 """The code-health report: made once per ISO week by the periodic schedule and sent
-through the notification channels, or on demand (`manage.py code_report`, the last
+through the notification channels, or on demand (`bin/manage code_report`, the last
 seven days) for one repository or all.
 
 Per repository and check it counts the findings first seen in the period (new), fixed

@@ -78,5 +78,5 @@ def register_own_checkout() -> str:
     Repository.objects.create(name=DEMO_REPOSITORY, kind=Repository.Kind.LOCAL, path=str(base))
     return (
         f"Demo repository: {DEMO_REPOSITORY} ({base}), scanned on the schedule or now "
-        f"with: manage.py scan_code --repo {DEMO_REPOSITORY}"
+        f"with: bin/manage scan_code --repo {DEMO_REPOSITORY}"
     )

@@ -1,4 +1,4 @@
-"""Log lines from a file or stdin (`manage.py ingest_logs`) as `LogRecord`s.
+"""Log lines from a file or stdin (`bin/manage ingest_logs`) as `LogRecord`s.
 
 Each line is read on its own: a JSON object is a structured record (its message in
 `message`, `msg`, `body`, `log` or `text`; its level in `level`, `severity`,

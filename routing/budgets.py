@@ -187,7 +187,7 @@ def would_exceed(
     return in_the_way
 
 
-# Today's spend, for the dashboard and `manage.py spend`.
+# Today's spend, for the dashboard and `bin/manage spend`.
 
 
 @dataclass(frozen=True)

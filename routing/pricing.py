@@ -85,7 +85,7 @@ class PriceMissing(Exception):
         kinds = " and ".join(name.removeprefix("price_").replace("_", " ") for name in self.missing)
         super().__init__(
             f"Model {self.model_id} has no {kinds} price in the catalog, so its cost is "
-            "unknown (it is flagged, never priced at zero). Run `manage.py sync_models` "
+            "unknown (it is flagged, never priced at zero). Run `bin/manage sync_models` "
             "or set its prices in the admin."
         )
 

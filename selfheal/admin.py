@@ -138,7 +138,7 @@ class WorkerAdmin(AuditHistoryMixin, SecretShownOnceAdmin):
     shown_once_label = "Token"
     shown_once_usage = (
         "Start the worker with CONTROLPLANE_WORKER_TOKEN set to it, e.g. "
-        "manage.py run_worker --api <this site's URL> --capabilities <its capabilities>."
+        "bin/manage run_worker --api <this site's URL> --capabilities <its capabilities>."
     )
     form = WorkerForm
     list_display = [

@@ -1,7 +1,7 @@
 """The stuck detector: work whose worker went silent, or whose lease ran out, goes
 back in the queue (or fails, when its attempts are used up).
 
-Run periodically (`manage.py detect_stuck`, the Celery beat task); every move it
+Run periodically (`bin/manage detect_stuck`, the Celery beat task); every move it
 makes goes through the engine, so it is audited and published like any other.
 """
 

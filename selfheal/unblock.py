@@ -87,7 +87,7 @@ def _unblock_reason(task: Task, abilities: list[set[str]], now: datetime) -> str
         lack = f"no live worker has {', '.join(missing)}"
     else:
         lack = f"no single live worker has all of {required}"
-    start = f"manage.py run_worker --capabilities {','.join(task.required_capabilities or [])}"
+    start = f"bin/manage run_worker --capabilities {','.join(task.required_capabilities or [])}"
     return (
         f"Task #{task.pk} “{task.title}” has waited {waited} for a worker and {lack}. "
         f"Approve once a capable worker is running ({start.strip()}) to put it back in the "

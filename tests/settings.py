@@ -17,6 +17,9 @@ STORAGES = {
 }
 MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}
 NOTIFY_RETRY_BASE_SECONDS = 0.0
+# The offline model answers at once (its demo pace is for people; the live browser
+# tests below slow it down again to press Stop mid-stream).
+OFFLINE_TOKEN_DELAY_SECONDS = 0.0
 # Transactional tests empty the database with `flush` after each test, append-only
 # tables included (controlplane/management/commands/flush.py).
 FLUSH_ERASES_HISTORY = True

@@ -25,7 +25,7 @@ class ToggleLocked(ValidationError):
         super().__init__(
             f"Feature toggle '{key}' is locked and cannot be changed by anyone. "
             f"A server administrator can unlock it with "
-            f"'manage.py toggle unlock {key} --reason ...'."
+            f"'bin/manage toggle unlock {key} --reason ...'."
         )
         self.key = key
 

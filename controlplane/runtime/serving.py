@@ -7,7 +7,7 @@ applies both; the benchmarks apply the second to themselves, as the served proce
   POST, form or not. daphne never reads `request.args`: it hands the raw body to the
   ASGI application, and Django parses forms itself. So the parse is pure cost, on
   every POST: about a tenth of the CPU the gateway spends on a call (measured with
-  py-spy under `manage.py bench_gateway`), and it parses an uploaded multipart body
+  py-spy under `bin/manage bench_gateway`), and it parses an uploaded multipart body
   twice, Twisted's copy in memory. Twisted has a switch for it
   (`parsePOSTFormSubmission`); daphne does not pass it, so it is turned off here,
   for the requests daphne creates in this process.
@@ -15,7 +15,7 @@ applies both; the benchmarks apply the second to themselves, as the served proce
   apps and Twisted make some hundreds of thousands of objects that live as long as
   the process; every full collection walks all of them again, stalling whichever
   request is running for tens of milliseconds (the gateway's worst latencies under
-  `manage.py bench_gateway` were such stalls, 70-90 ms, and 11-13 ms without them).
+  `bin/manage bench_gateway` were such stalls, 70-90 ms, and 11-13 ms without them).
 """
 
 from __future__ import annotations

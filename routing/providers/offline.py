@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -51,10 +51,14 @@ class OfflineProvider:
 
     label = "offline"
 
-    def __init__(self, token_delay: float | None = None) -> None:
-        # Seconds between streamed pieces, for demos and the live browser tests; None
-        # reads settings.OFFLINE_TOKEN_DELAY_SECONDS at each call.
+    def __init__(
+        self, token_delay: float | None = None, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        # Seconds between streamed pieces, a readable pace for demos; None reads
+        # settings.OFFLINE_TOKEN_DELAY_SECONDS at each call. `sleep` waits them (a fake
+        # clock's in tests).
         self.token_delay = token_delay
+        self.sleep = sleep
 
     def complete(self, request: ChatRequest) -> Completion:
         return complete_answer(_offline_turn(request), request)
@@ -63,7 +67,7 @@ class OfflineProvider:
         delay = self.token_delay
         if delay is None:
             delay = float(getattr(settings, "OFFLINE_TOKEN_DELAY_SECONDS", 0.0))
-        return stream_answer(_offline_turn(request), request, token_delay=delay)
+        return stream_answer(_offline_turn(request), request, token_delay=delay, sleep=self.sleep)
 
     def transcribe(self, request: transcription.TranscriptionRequest) -> transcription.Transcript:
         return transcription.offline_transcript(request)
@@ -241,7 +245,11 @@ def complete_answer(turn: Answer, request: ChatRequest) -> Completion:
 
 
 def stream_answer(
-    turn: Answer, request: ChatRequest, *, token_delay: float = 0.0
+    turn: Answer,
+    request: ChatRequest,
+    *,
+    token_delay: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[StreamChunk | Completion]:
     completion = _completion(turn, request)
     created = int(time.time())
@@ -258,7 +266,7 @@ def stream_answer(
     yield StreamChunk(raw=event({"role": "assistant", "content": ""}))
     for piece in WORD_PIECE.findall(completion.content):
         if token_delay:
-            time.sleep(token_delay)
+            sleep(token_delay)
         yield StreamChunk(content=piece, raw=event({"content": piece}))
     for index, call in enumerate(completion.tool_calls):
         delta = {"index": index, **_tool_call_json(call)}

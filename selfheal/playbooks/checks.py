@@ -138,7 +138,7 @@ def check_worker_heartbeats(now: datetime) -> Finding:
             CRITICAL,
             "Tasks are pending and no worker has sent a heartbeat recently.",
             evidence,
-            "Start a worker (manage.py run_worker --capabilities ...) or check why "
+            "Start a worker (bin/manage run_worker --capabilities ...) or check why "
             "the workers stopped.",
             needs_person=True,
         )
@@ -149,7 +149,7 @@ def check_worker_heartbeats(now: datetime) -> Finding:
             f"{counts['silent']} worker(s) not marked offline have been silent for more "
             f"than {stale_after} s.",
             evidence,
-            "Run manage.py detect_stuck to release their leases, then restart those workers.",
+            "Run bin/manage detect_stuck to release their leases, then restart those workers.",
             needs_person=True,
         )
     if counts["registered"] and counts["live"] == 0:

@@ -62,7 +62,7 @@ def test_the_lockout_page_says_what_happened_and_what_to_do(operator: Any) -> No
     page = response.content.decode()
     assert "Too many failed logins" in page
     assert "30 minutes" in page
-    assert "manage.py unlock_login" in page
+    assert "bin/manage unlock_login" in page
     assert operator.username not in page  # nothing confirms which accounts exist
 
 

@@ -36,7 +36,7 @@ def stored(toggle: FeatureToggle) -> FeatureToggle:
 def assert_clear_lock_message(exc: ToggleLocked, key: str) -> None:
     assert exc.key == key
     assert f"Feature toggle '{key}' is locked" in exc.message
-    assert f"manage.py toggle unlock {key} --reason" in exc.message
+    assert f"bin/manage toggle unlock {key} --reason" in exc.message
 
 
 # Locked toggles: every path refuses, superusers included, and each refusal is audited.

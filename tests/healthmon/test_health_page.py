@@ -128,7 +128,7 @@ def test_without_a_source_the_page_says_how_to_connect_one(client, owner):
     html = client.get(URL).content.decode()
     assert "No log source is connected yet" in html
     assert "/v1/logs" in html
-    assert "manage.py ingest_logs --source" in html
+    assert "bin/manage ingest_logs --source" in html
     assert "Railway integration" in html
     assert reverse("admin:healthmon_logsource_add") in html
 

@@ -175,7 +175,7 @@ def test_a_task_no_worker_could_do_for_the_whole_window_waits_for_approval(unblo
     assert approval.reason.startswith(
         f"Task #{task.pk} “Retrain” has waited 12 minutes for a worker and no live worker has gpu."
     )
-    assert "manage.py run_worker --capabilities gpu,ops" in approval.reason
+    assert "bin/manage run_worker --capabilities gpu,ops" in approval.reason
     assert approval.proposal["missing_capabilities"] == ["gpu"]
     assert waiting.blocked_reason == approval.reason
     event = AuditEvent.objects.get(action="task.waiting_approval", object_id=str(task.pk))

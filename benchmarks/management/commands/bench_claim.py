@@ -1,4 +1,4 @@
-"""`manage.py bench_claim [--tasks 2000] [--workers 8]`: claim throughput.
+"""`bin/manage bench_claim [--tasks 2000] [--workers 8]`: claim throughput.
 
 The benchmark itself is `benchmarks.claim`."""
 

@@ -1,4 +1,4 @@
-"""`manage.py bench_diagnose`: how long the diagnosis takes on a large queue.
+"""`bin/manage bench_diagnose`: how long the diagnosis takes on a large queue.
 
 The benchmark itself is `benchmarks.diagnose`."""
 

@@ -1,4 +1,4 @@
-"""`manage.py bench_events`: a run's event stream under load, end to end.
+"""`bin/manage bench_events`: a run's event stream under load, end to end.
 
 The benchmark itself is `benchmarks.events`."""
 

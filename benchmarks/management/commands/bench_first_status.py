@@ -1,4 +1,4 @@
-"""`manage.py bench_first_status`: from pressing Run to the run's status in the browser.
+"""`bin/manage bench_first_status`: from pressing Run to the run's status in the browser.
 
 The benchmark itself is `benchmarks.first_status`."""
 

@@ -1,4 +1,4 @@
-"""`manage.py bench_gateway`: what the gateway adds to an AI call's latency.
+"""`bin/manage bench_gateway`: what the gateway adds to an AI call's latency.
 
 The benchmark itself is `benchmarks.gateway`."""
 

@@ -1,4 +1,4 @@
-"""`manage.py bench_grouping`: grouping accuracy on labelled LogHub samples and lines per
+"""`bin/manage bench_grouping`: grouping accuracy on labelled LogHub samples and lines per
 second on a mixed file, beside drain3.
 
 The benchmark itself is `benchmarks.grouping`."""

@@ -1,4 +1,4 @@
-"""`manage.py bench_ingest`: records a second one daphne process takes in over
+"""`bin/manage bench_ingest`: records a second one daphne process takes in over
 OTLP/HTTP, latency, memory, and records lost.
 
 The benchmark itself is `benchmarks.ingest`."""

@@ -1,4 +1,4 @@
-"""`manage.py bench_route`: how long one routing decision takes with a warm cache.
+"""`bin/manage bench_route`: how long one routing decision takes with a warm cache.
 
 The benchmark itself is `benchmarks.route`."""
 

@@ -1,4 +1,4 @@
-"""`manage.py bench_scan`: a full code scan of this product's own repository and an
+"""`bin/manage bench_scan`: a full code scan of this product's own repository and an
 incremental one after a one-file change, with wall time and peak memory of each.
 
 The benchmark itself is `benchmarks.scan`."""

@@ -41,7 +41,7 @@ class Command(BaseCommand):
         if existing is not None:
             self.stdout.write(
                 f"Owner account '{existing.get_username()}' exists; its password is not shown "
-                f"again (reset it with: manage.py changepassword {existing.get_username()})."
+                f"again (reset it with: bin/manage changepassword {existing.get_username()})."
             )
             return existing
         password = secrets.token_urlsafe(18)

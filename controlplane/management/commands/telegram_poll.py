@@ -33,7 +33,7 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"{name} takes its updates by webhook: Telegram refuses getUpdates while "
                     "a webhook is set. Set Updates to Long polling and remove the webhook "
-                    f"(manage.py telegram_webhook {name} --delete)."
+                    f"(bin/manage telegram_webhook {name} --delete)."
                 )
         poller = TelegramPoller(names=integrations or None)
         if once:

@@ -1,4 +1,4 @@
-"""`manage.py unlock_login <username or address> --reason "..."`: lift a login lockout
+"""`bin/manage unlock_login <username or address> --reason "..."`: lift a login lockout
 (django-axes) before it runs out, recorded in the audit trail with its reason."""
 
 from __future__ import annotations

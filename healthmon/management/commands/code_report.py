@@ -1,4 +1,4 @@
-"""`manage.py code_report [--repo R] [--send]`: make a code-health report of the last
+"""`bin/manage code_report [--repo R] [--send]`: make a code-health report of the last
 seven days now, store it (it is listed under Health, Code health reports) and print
 it; with `--send`, also send its summary through the enabled notification channels.
 

@@ -1,4 +1,4 @@
-"""`manage.py crawl_logs [--source S]`: crawl Railway sources now and print what
+"""`bin/manage crawl_logs [--source S]`: crawl Railway sources now and print what
 each crawl read.
 
 Without `--source`, every enabled Railway source is crawled, as the periodic

@@ -1,4 +1,4 @@
-"""`manage.py ingest_logs --source S FILE|-`: feed log lines from a file or stdin into
+"""`bin/manage ingest_logs --source S FILE|-`: feed log lines from a file or stdin into
 a source, for backfills and demos.
 
 Plain lines and JSON lines are told apart per line (`healthmon.log_lines`). The file

@@ -1,4 +1,4 @@
-"""`manage.py propose_fixes --repo R`: propose a pull request of mechanical fixes for
+"""`bin/manage propose_fixes --repo R`: propose a pull request of mechanical fixes for
 a GitHub repository now, from its latest successful scan, under the same rails as
 after a scan (the toggle, the most open PRs, an Operator's approval before any push).
 

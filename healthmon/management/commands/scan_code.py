@@ -1,4 +1,4 @@
-"""`manage.py scan_code [--repo R]`: scan repositories now and print, per
+"""`bin/manage scan_code [--repo R]`: scan repositories now and print, per
 repository, the commit scanned and the new, still-open and fixed findings by check.
 
 Without `--repo`, every enabled repository is scanned, as the periodic schedule

@@ -1,4 +1,4 @@
-"""`manage.py detect_stuck`: run the stuck detector once and print what it did.
+"""`bin/manage detect_stuck`: run the stuck detector once and print what it did.
 
 Workers silent for three heartbeat intervals go offline and their tasks go back to
 the queue; running tasks past their lease go back to pending, or fail when they

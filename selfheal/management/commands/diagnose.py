@@ -1,4 +1,4 @@
-"""`manage.py diagnose`: run the six diagnosis checks and print the report.
+"""`bin/manage diagnose`: run the six diagnosis checks and print the report.
 
 One line per check: severity, check, summary, evidence, suggested action; `--json`
 prints the execution as JSON instead. The exit code is the worst severity: 0 ok,

@@ -1,4 +1,4 @@
-"""`manage.py repair [--dry-run]`: run the repair playbook and print what it found,
+"""`bin/manage repair [--dry-run]`: run the repair playbook and print what it found,
 what it did (or, with --dry-run, would do) and what improved."""
 
 from __future__ import annotations

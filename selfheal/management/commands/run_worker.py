@@ -1,4 +1,4 @@
-"""`manage.py run_worker --capabilities a,b`: the built-in worker, in the terminal.
+"""`bin/manage run_worker --capabilities a,b`: the built-in worker, in the terminal.
 
 In-process by default (it talks to the database through `selfheal.engine`): the
 worker is `--name` (registered on first use, its API token printed once), or the one
