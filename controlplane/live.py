@@ -64,13 +64,19 @@ class Coalescer:
                 timer.start()
                 return
             self._last[key] = time.monotonic()
-        _send(group, {"type": event_type})
+        _announce(group, event_type)
 
     def _send_waiting(self, key: tuple[str, str]) -> None:
         with self._lock:
             self._waiting.discard(key)
             self._last[key] = time.monotonic()
-        _send(key[0], {"type": key[1]})
+        _announce(*key)
+
+
+def _announce(group: str, event_type: str) -> None:
+    """Apart from `_send`, so tests of a producer's events see those alone (the
+    `published` fixture) and tests of Home's announcements these (`announced`)."""
+    _send(group, {"type": event_type})
 
 
 # Home's cards re-read what changed; one announcement a second per process is plenty.
