@@ -41,6 +41,9 @@ class Coalescer:
     its end, so the last change is never left unannounced. Only the event's type is
     sent: its consumers read the current state from the database anyway."""
 
+    clock = staticmethod(time.monotonic)  # tests drive a fake one, and a fake timer
+    timer: Any = threading.Timer
+
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._lock = threading.Lock()
@@ -56,20 +59,20 @@ class Coalescer:
         with self._lock:
             if key in self._waiting:
                 return
-            wait = self._last.get(key, float("-inf")) + self.seconds - time.monotonic()
+            wait = self._last.get(key, float("-inf")) + self.seconds - self.clock()
             if wait > 0:
                 self._waiting.add(key)
-                timer = threading.Timer(wait, self._send_waiting, args=(key,))
+                timer = self.timer(wait, self._send_waiting, args=(key,))
                 timer.daemon = True
                 timer.start()
                 return
-            self._last[key] = time.monotonic()
+            self._last[key] = self.clock()
         _announce(group, event_type)
 
     def _send_waiting(self, key: tuple[str, str]) -> None:
         with self._lock:
             self._waiting.discard(key)
-            self._last[key] = time.monotonic()
+            self._last[key] = self.clock()
         _announce(*key)
 
 

@@ -88,4 +88,5 @@ def register() -> None:
         for_everyone(spend_context),
         order=40,
         events=("home.spend",),
+        ages=True,
     )

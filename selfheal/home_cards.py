@@ -75,6 +75,7 @@ def register() -> None:
         order=50,
         events=(ENGINE_CHANGED, EXECUTION_EVENT),
         groups=(ENGINE_GROUP,),
+        ages=True,
     )
     register_health_judge("diagnosis", diagnosis_verdict)
     refresh_on("system_health", events=(EXECUTION_EVENT,), groups=(ENGINE_GROUP,))

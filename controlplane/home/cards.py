@@ -35,6 +35,7 @@ class HomeCard:
     order: int
     events: set[str] = field(default_factory=set)
     groups: set[str] = field(default_factory=set)
+    ages: bool = False  # its content changes with time alone (a lease runs out)
 
 
 _cards: dict[str, HomeCard] = {}
@@ -52,10 +53,12 @@ def register_home_card(
     order: int = 100,
     events: Iterable[str] = (),
     groups: Iterable[str] = (),
+    ages: bool = False,
 ) -> None:
     """Show `template` rendered with `context(viewer)` on Home, in `order`, re-rendered
-    live on `events` (registering a name again replaces it)."""
-    _cards[name] = HomeCard(name, template, context, order, set(events), set(groups))
+    live on `events`, and every little while too when it `ages` (registering a name
+    again replaces it)."""
+    _cards[name] = HomeCard(name, template, context, order, set(events), set(groups), ages)
 
 
 def refresh_on(name: str, *, events: Iterable[str], groups: Iterable[str] = ()) -> None:
@@ -71,6 +74,10 @@ def for_everyone(context: Callable[[], dict[str, Any]]) -> CardContext:
 
 def home_cards() -> list[HomeCard]:
     return sorted(_cards.values(), key=lambda card: (card.order, card.name))
+
+
+def aging_cards() -> set[str]:
+    return {card.name for card in _cards.values() if card.ages}
 
 
 def cards_touched(event_type: str) -> set[str]:

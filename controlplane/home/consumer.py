@@ -2,7 +2,9 @@
 htmx swaps out of band. It listens to Home's own group and to the groups the cards
 registered (the engine's, the log monitor's...), so those producers need not know
 Home exists. Bursts are coalesced: at most one render every `RENDER_INTERVAL`
-seconds, covering every card touched meanwhile."""
+seconds, covering every card touched meanwhile. Cards whose content changes with time
+alone (a lease running out makes a task stuck; the last hour moves on) are rendered
+again every `catch_up_seconds` besides."""
 
 from __future__ import annotations
 
@@ -13,7 +15,13 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from controlplane.consumers import StaffConsumer
-from controlplane.home.cards import cards_touched, home_cards, live_groups, render_cards
+from controlplane.home.cards import (
+    aging_cards,
+    cards_touched,
+    home_cards,
+    live_groups,
+    render_cards,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +45,30 @@ class RenderPace:
 
 class HomeConsumer(StaffConsumer):
     pace_class: type[RenderPace] = RenderPace
+    catch_up_seconds = 30.0
     flusher: asyncio.Task[None] | None = None
+    catcher: asyncio.Task[None] | None = None
 
     def groups_for(self) -> list[str]:
         self.dirty: set[str] = set()
         self.pace = self.pace_class()
         return live_groups()
 
+    async def connect(self) -> None:
+        await super().connect()
+        if getattr(self, "joined", None):  # accepted
+            self.catcher = asyncio.create_task(self._catch_up())
+
     async def disconnect(self, code: int) -> None:
-        if self.flusher is not None:
-            self.flusher.cancel()
+        for task in (self.flusher, self.catcher):
+            if task is not None:
+                task.cancel()
         await super().disconnect(code)
+
+    async def _catch_up(self) -> None:
+        while True:
+            await asyncio.sleep(self.catch_up_seconds)
+            self._mark(aging_cards())
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """The websocket's own messages as any consumer's; every group event marks the
@@ -59,7 +80,10 @@ class HomeConsumer(StaffConsumer):
             self._changed(message)
 
     def _changed(self, event: dict[str, Any]) -> None:
-        self.dirty.update(cards_touched(event["type"]))
+        self._mark(cards_touched(event["type"]))
+
+    def _mark(self, cards: set[str]) -> None:
+        self.dirty.update(cards)
         if self.dirty and (self.flusher is None or self.flusher.done()):
             self.flusher = asyncio.create_task(self._flush())
 
