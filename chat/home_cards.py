@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chat.loop import kill_switch_off
 from chat.models import Run, RunStatus
 from controlplane.home.cards import for_everyone, register_home_card
 from controlplane.home.changes import register_object_pages
@@ -27,6 +28,8 @@ def runs_context() -> dict[str, Any]:
         "active_runs": list(active[:ACTIVE_LIMIT]),
         "active_run_count": active.count(),
         "stopped_runs": list(stopped),
+        # Why nothing runs, when that is why: a kill switch that refuses new runs.
+        "runs_switched_off": kill_switch_off(),
     }
 
 
@@ -44,7 +47,7 @@ def register() -> None:
         "runs",
         "chat/partials/home_runs.html",
         for_everyone(runs_context),
-        order=20,
-        events=("home.runs",),
+        order=40,
+        events=("home.runs", "home.audit"),  # a kill switch turned is audited
     )
     register_object_pages("chat", "run", run_pages)

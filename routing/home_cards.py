@@ -86,7 +86,7 @@ def register() -> None:
         "spend",
         "routing/partials/home_spend.html",
         for_everyone(spend_context),
-        order=40,
+        order=30,
         events=("home.spend",),
         ages=True,
     )

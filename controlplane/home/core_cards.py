@@ -40,7 +40,7 @@ def register() -> None:
         "approvals",
         "controlplane/partials/pending_approvals.html",
         pending_approvals_context,
-        order=30,
+        order=20,
         events=("approval.changed",),
     )
     register_home_card(

@@ -14,6 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from chat.loop import RUNS_TOGGLE
 from chat.models import ChatSession, Run, RunStatus, StopReason
 from controlplane import audit
 from controlplane.approvals import request_approval
@@ -208,6 +209,17 @@ def test_stopped_runs_say_why_they_stopped_newest_first(
     assert "Cost budget used up" in runs
     assert "Spent $0.50 of $0.50" in runs
     assert "Completed" in runs
+
+
+def test_when_runs_are_switched_off_the_runs_card_says_so_instead_of_just_idle(
+    client: Any, observer: Any
+) -> None:
+    FeatureToggle.objects.update_or_create(key=RUNS_TOGGLE, defaults={"enabled": False})
+
+    runs = card(home(client, observer), "home-runs")
+
+    assert 'id="runs-switched-off"' in runs
+    assert f"<code>{RUNS_TOGGLE}</code></a> is off" in runs
 
 
 # --- spend ---------------------------------------------------------------------------------
@@ -409,6 +421,7 @@ def test_homes_queries_do_not_grow_with_the_rows_behind_its_cards(
 ) -> None:
     client.force_login(owner)
     fill(operator, 1)
+    home_queries(client)  # the toggles' cache filled, as every later request finds it
     few = home_queries(client)
     fill(operator, 12, start=1)
     many = home_queries(client)
