@@ -14,17 +14,22 @@ they are published to besides Home's own.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth.context_processors import PermWrapper
+from django.http import HttpRequest
 from django.template.loader import render_to_string
 
 from controlplane.live import HOME_GROUP
 from controlplane.tiers import StaffUser
 
+log = logging.getLogger(__name__)
+
 CardContext = Callable[[StaffUser], dict[str, Any]]
+UNREADABLE = "controlplane/partials/home/unreadable.html"
 
 
 @dataclass
@@ -94,23 +99,30 @@ def live_groups() -> list[str]:
     return sorted(groups)
 
 
-def home_context(user: StaffUser) -> dict[str, Any]:
-    context: dict[str, Any] = {"home_cards": []}
-    for card in home_cards():
-        context.update(card.context(user))
-        context["home_cards"].append(card.template)
-    return context
+def render_card(
+    card: HomeCard, user: StaffUser, *, request: HttpRequest | None = None, oob: bool = False
+) -> str:
+    """One card's fragment; a card whose data cannot be read is logged and said to be
+    unreadable rather than taking Home down with it. Rendered without a request (on
+    the socket), `perms` and `user` are given as the context processors give a page."""
+    try:
+        context = card.context(user)
+        if request is None:
+            context.update(perms=PermWrapper(user), user=user)
+        return render_to_string(card.template, {**context, "oob": oob}, request=request)
+    except Exception:
+        log.exception("Home's %s card could not be rendered", card.name)
+        return render_to_string(UNREADABLE, {"card": card.name}) if not oob else ""
+
+
+def render_page_cards(request: HttpRequest, user: StaffUser) -> list[str]:
+    """Every card, in order, for the page."""
+    return [render_card(card, user, request=request) for card in home_cards()]
 
 
 def render_cards(names: Iterable[str], user: StaffUser) -> str:
-    """The cards named, in the page's order, each marked to be swapped out of band.
-    Rendered without a request: `perms` as the context processor gives a page."""
+    """The cards named, in the page's order, each marked to be swapped out of band."""
     wanted = set(names)
-    perms = PermWrapper(user)
     return "\n".join(
-        render_to_string(
-            card.template, {**card.context(user), "perms": perms, "user": user, "oob": True}
-        )
-        for card in home_cards()
-        if card.name in wanted
+        render_card(card, user, oob=True) for card in home_cards() if card.name in wanted
     )

@@ -18,6 +18,7 @@ from chat.loop import RUNS_TOGGLE
 from chat.models import ChatSession, Run, RunStatus, StopReason
 from controlplane import audit
 from controlplane.approvals import request_approval
+from controlplane.home import cards
 from controlplane.models import FeatureToggle
 from controlplane.templatetags.money import usd
 from healthmon.levels import Level
@@ -139,6 +140,22 @@ def test_every_staff_tier_sees_every_card(request: Any, client: Any, persona: st
     ):
         assert f'<section id="{card_id}"' in html
     assert 'ws-connect="/ws/home/"' in html
+
+
+def test_a_card_that_cannot_be_read_leaves_the_rest_of_home_standing(
+    client: Any, observer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(user: Any) -> dict[str, Any]:
+        raise RuntimeError("the database of this card is away")
+
+    monkeypatch.setattr(cards, "_cards", dict(cards._cards))
+    cards.register_home_card("broken", "controlplane/partials/home/changes.html", broken)
+
+    html = home(client, observer)
+
+    assert "This card could not be read just now" in html
+    assert '<section id="home-runs"' in html
+    assert '<section id="system-health"' in html
 
 
 # --- empty states ----------------------------------------------------------------------
