@@ -10,10 +10,11 @@ class ChatConfig(AppConfig):
     operator_permissions = ("operate_run",)
 
     def ready(self) -> None:
-        from chat import bot_runs, metrics, runs, tools
+        from chat import bot_runs, home_cards, metrics, runs, tools
         from controlplane.metrics import register_section
 
         tools.register_builtin_tools()
         runs.register_approval_waiters()
         register_section("chat", metrics.scrape)
         bot_runs.register()  # /run, /stop and the runs in /status
+        home_cards.register()  # the runs card on Home

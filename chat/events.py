@@ -62,10 +62,12 @@ from typing import Any
 from django.db import connection, transaction
 
 from chat.models import Run, StreamEvent
-from controlplane.live import publish
+from controlplane.live import HOME_GROUP, home_announcements, publish
 
 COALESCE_SECONDS = 0.2  # at most ~5 token writes a second per run
 COALESCE_CHARACTERS = 400
+# The events that change what Home's runs card shows (status, step, cost).
+HOME_EVENT_TYPES = frozenset({StreamEvent.Type.STATUS, StreamEvent.Type.BUDGET})
 
 EventSpec = tuple[str, dict[str, Any] | None]
 
@@ -108,6 +110,8 @@ def emit_many(run_id: int, events: Sequence[EventSpec]) -> list[StreamEvent]:
         ]
         StreamEvent.objects.bulk_create(rows)
         publish(run_group(run_id), "run.events", **events_message(run_id, rows))
+        if any(type in HOME_EVENT_TYPES for type, _ in events):
+            home_announcements.announce(HOME_GROUP, "home.runs")
     return rows
 
 

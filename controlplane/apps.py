@@ -29,6 +29,7 @@ class ControlplaneConfig(AppConfig):
             tiers,
         )
         from controlplane.approvals import register_waiter
+        from controlplane.home import core_cards
         from controlplane.toggle_changes import ACTION, apply_toggle_change
 
         # Exact money on SQLite: its Decimal functions on every connection.
@@ -44,6 +45,7 @@ class ControlplaneConfig(AppConfig):
         telegram_integration.register()
         discord_integration.register()
         chat_channel.register()
+        core_cards.register()  # Home's System health, approvals, toggles, changes
         post_migrate.connect(tiers.sync_tier_permissions, dispatch_uid="sync_tier_permissions")
 
 

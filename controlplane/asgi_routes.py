@@ -14,7 +14,7 @@ from __future__ import annotations
 from django.urls import URLPattern, path, re_path
 
 from chat.consumers import RunConsumer, SessionConsumer, SessionsConsumer
-from controlplane.consumers import HomeConsumer
+from controlplane.home.consumer import HomeConsumer
 from controlplane.runtime.http_endpoints import ASGIApp
 from controlplane.websockets import NoSuchSocket
 from healthmon.code_consumers import CodeHealthConsumer

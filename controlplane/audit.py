@@ -106,7 +106,7 @@ def record(
     reason = _reason.get()
     if reason:
         after = {**(after or {}), "reason": reason}
-    return AuditEvent.objects.create(
+    event = AuditEvent.objects.create(
         action=action,
         actor=actor if actor is not None and actor.is_authenticated else None,
         actor_label=actor.get_username() if actor is not None else "system",
@@ -117,6 +117,11 @@ def record(
         after=after,
         client_address=context.client_address,
     )
+    from controlplane.live import HOME_GROUP, home_announcements
+
+    # Home's recent changes follow the trail (coalesced: task moves are audited too).
+    home_announcements.announce(HOME_GROUP, "home.audit")
+    return event
 
 
 def record_refusal(

@@ -1,15 +1,13 @@
-"""Websocket consumers of the core: the base that refuses outsiders, and Home."""
+"""Websocket consumers of the core: the base that refuses outsiders (Home's own is
+`controlplane.home.consumer`), and the pending-approvals fragment as a socket sends it."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.context_processors import PermWrapper
 from django.template.loader import render_to_string
 
-from controlplane.live import HOME_GROUP
 from controlplane.tiers import StaffUser, is_staff_member
 
 # Close codes in the application range: the browser can tell "log in" from "forbidden".
@@ -44,15 +42,6 @@ class StaffConsumer(AsyncWebsocketConsumer):
 
     def groups_for(self) -> list[str]:
         return []
-
-
-class HomeConsumer(StaffConsumer):
-    def groups_for(self) -> list[str]:
-        return [HOME_GROUP]
-
-    async def approval_changed(self, event: dict[str, Any]) -> None:
-        html = await database_sync_to_async(_render_pending_approvals)(self.scope["user"])
-        await self.send(text_data=html)
 
 
 def _render_pending_approvals(user: StaffUser) -> str:

@@ -20,6 +20,7 @@ from controlplane.approvals import ApprovalError, decide_approval
 from controlplane.dashboard import home_context
 from controlplane.forms import DecisionForm, ToggleChangeRequestForm, ToggleSwitchForm
 from controlplane.health import probe_all
+from controlplane.home.cards import render_page_cards
 from controlplane.models import Approval, FeatureToggle
 from controlplane.tiers import (
     StaffRequest,
@@ -33,7 +34,8 @@ from controlplane.toggle_changes import ToggleNotSwitched, request_toggle_change
 @require_GET
 @staff_required
 def home(request: StaffRequest) -> HttpResponse:
-    return render(request, "controlplane/home.html", home_context(request.user))
+    cards = render_page_cards(request, request.user)
+    return render(request, "controlplane/home.html", {"cards": cards})
 
 
 @require_GET

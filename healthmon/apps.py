@@ -15,7 +15,7 @@ class HealthmonConfig(AppConfig):
         from controlplane.integrations import register_connection_test
         from controlplane.models import Integration
         from controlplane.status_sections import register_status_section
-        from healthmon import code_pull_requests, overview
+        from healthmon import code_pull_requests, home_cards, overview
         from healthmon.alerts import rule_audit
         from healthmon.code_consumers import connect_announcements
         from healthmon.code_findings import FIX_CODE_TASK_KIND
@@ -34,6 +34,7 @@ class HealthmonConfig(AppConfig):
         connect_announcements()
         code_pull_requests.register_waiters()
         register_status_section("errors", overview.status_lines, order=50)
+        home_cards.register()  # the errors and code-health cards on Home
 
     def load_demo(self, owner: object) -> str:
         """`bootstrap --demo`'s hook: the demo service and its log lines, and this

@@ -31,7 +31,7 @@ from controlplane.consumers import StaffConsumer
 from controlplane.tiers import StaffUser
 from healthmon import code_health
 from healthmon.code_health import CodeFilters
-from healthmon.models import PullRequest, Repository, Scan
+from healthmon.models import CodeReport, PullRequest, Repository, Scan
 from selfheal.consumers import RenderPace
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ def announce_pull_request(sender: Any, instance: PullRequest, **kwargs: Any) -> 
     live.publish(CODE_HEALTH_GROUP, "code.changed", repository=instance.repository_id)
 
 
+def announce_report(sender: Any, instance: CodeReport, **kwargs: Any) -> None:
+    live.publish(CODE_HEALTH_GROUP, "code.changed", repository=instance.repository_id)
+
+
 def connect_announcements() -> None:
     """Called once from the app's ready()."""
     from healthmon.code_scans import scan_changed
@@ -57,6 +61,7 @@ def connect_announcements() -> None:
     post_save.connect(
         announce_pull_request, sender=PullRequest, dispatch_uid="code_health_pull_request"
     )
+    post_save.connect(announce_report, sender=CodeReport, dispatch_uid="code_health_report")
 
 
 @dataclass

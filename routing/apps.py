@@ -14,7 +14,7 @@ class RoutingConfig(AppConfig):
 
         from controlplane.metrics import register_section
         from controlplane.status_sections import register_status_section
-        from routing import budgets, metrics, snapshots
+        from routing import budgets, home_cards, metrics, snapshots
         from routing.models import (
             AIModel,
             Budget,
@@ -37,3 +37,4 @@ class RoutingConfig(AppConfig):
         )
         register_section("routing", metrics.scrape)
         register_status_section("spend", budgets.status_lines, order=30)
+        home_cards.register()  # today's spend and the last hour's calls on Home

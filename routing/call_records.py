@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import InterfaceError, OperationalError, transaction
 
+from controlplane.live import HOME_GROUP, home_announcements
 from controlplane.runtime import rows
 from routing import metrics, pricing, reservations
 from routing.call_approvals import give_back, mark_used
@@ -49,6 +50,7 @@ def log_refusal(
     ).fit_columns()
     row.save()
     metrics.count_call(context, row, refusal=exc.code)
+    home_announcements.announce(HOME_GROUP, "home.spend")
 
 
 def finish(
@@ -124,6 +126,7 @@ def priced(
             row = _plain_row(row, f"{type(exc).__name__} while recording the call: {exc}")
             _settle_with_log(prepared, row, cost if settles else None)
         metrics.count_call(prepared.context, row, provider_started=prepared.started)
+        home_announcements.announce(HOME_GROUP, "home.spend")
         return row
 
     return cost, source, record

@@ -12,7 +12,7 @@ class SelfhealConfig(AppConfig):
     def ready(self) -> None:
         from controlplane.metrics import register_section
         from controlplane.status_sections import register_status_section
-        from selfheal import dashboard, metrics, playbooks, unblock
+        from selfheal import dashboard, home_cards, metrics, playbooks, unblock
 
         # Whichever process decides an unblock approval puts its task back or cancels it.
         unblock.register_waiters()
@@ -20,3 +20,4 @@ class SelfhealConfig(AppConfig):
         playbooks.connect()
         register_section("selfheal", metrics.scrape)
         register_status_section("engine", dashboard.status_lines, order=40)
+        home_cards.register()  # the engine card and the diagnosis' verdict on Home

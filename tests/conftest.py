@@ -92,4 +92,19 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]
     """What reaches the channel layer, in the order it was handed over."""
     sent: list[tuple[str, dict[str, Any]]] = []
     monkeypatch.setattr(live, "_send", lambda group, message: sent.append((group, message)))
+    # Home's coalesced announcements are not a producer's events: see `announced`.
+    monkeypatch.setattr(live, "_announce", lambda group, event_type: None)
+    return sent
+
+
+@pytest.fixture
+def announced(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Home's announcements (group, event type) as they are handed to the layer, the
+    coalescer's memory cleared so that the first of each goes out at once."""
+    sent: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        live, "_announce", lambda group, event_type: sent.append((group, event_type))
+    )
+    monkeypatch.setattr(live.home_announcements, "_last", {})
+    monkeypatch.setattr(live.home_announcements, "_waiting", set())
     return sent

@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chat", "0008_run_chat_message"),
+        ("chat", "0009_model_call_event"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

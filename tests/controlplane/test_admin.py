@@ -505,5 +505,7 @@ def test_home_stays_within_a_fixed_query_budget(
     client.force_login(owner)
     _more_approvals(operator, operator2, 10)
     client.get("/")
-    with django_assert_max_num_queries(10):
+    # Home is the cockpit: a few queries per card, however many rows
+    # (tests/controlplane/test_home.py asserts the count does not grow with them).
+    with django_assert_max_num_queries(35):
         assert client.get("/").status_code == 200
