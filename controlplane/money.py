@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Context, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
 from django.db import models
@@ -212,12 +212,63 @@ def dollars(amount: Decimal) -> str:
     return f"${exact:,f}"
 
 
-def usd(amount: Decimal | None, places: int = 6) -> str:
-    """`$1,234.500000`: rounded to `places`, for columns and sentences that compare
-    amounts side by side; "—" for none."""
-    if amount is None:
+CENT = Decimal("0.01")
+# Below a dollar, amounts are shown to this many places; below a cent, to this many
+# significant digits (a per-token price, one cheap call's cost).
+SUB_DOLLAR_PLACES = 4
+SUB_CENT_DIGITS = 3
+
+
+def usd(amount: Decimal | int | float | None) -> str:
+    """Money as people read it, anywhere it is shown: precision chosen by magnitude, so
+    a column of amounts and a sentence read alike. "—" for none; `$0.00`;
+    `$1,234.50` from a dollar up; `$0.25`, `$0.0123` below (4 places at most);
+    `$0.000000812` below a cent (3 significant digits); `-$1.50`. Trailing zeros past
+    the cents are dropped. Exact values travel as `exact_text` (JSON, events, titles)."""
+    value = _shown_amount(amount)
+    if value is None:
         return "—"
-    return f"${amount.quantize(Decimal(1).scaleb(-places)):,}"
+    sign = "-" if value < 0 else ""
+    size = abs(value)
+    if size < CENT:
+        rounded = _rounded(size, SUB_CENT_DIGITS - 1 - size.adjusted()) if size else ZERO
+        if rounded < CENT:
+            return _with_sign(sign, rounded)
+        size = rounded
+    if size < 1:
+        rounded = _rounded(size, SUB_DOLLAR_PLACES)
+        if rounded < 1:
+            return _with_sign(sign, rounded)
+        size = rounded
+    return _with_sign(sign, _rounded(size, 2))
+
+
+def usd_per(amount: Decimal | None, quantity: int) -> str:
+    """A unit price shown per `quantity` units (a per-token price per 1M tokens)."""
+    value = _shown_amount(amount)
+    return usd(None if value is None else value * quantity)
+
+
+def _shown_amount(amount: Decimal | int | float | None) -> Decimal | None:
+    if amount is None or isinstance(amount, bool):
+        return None
+    value = amount if isinstance(amount, Decimal) else to_decimal(amount)
+    return value if value is not None and value.is_finite() else None
+
+
+def _rounded(size: Decimal, places: int) -> Decimal:
+    """`size` (zero or more) rounded half up to `places`, whatever its magnitude."""
+    digits = max(size.adjusted(), 0) + places + 2
+    return size.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP, Context(prec=digits))
+
+
+def _with_sign(sign: str, size: Decimal) -> str:
+    if not size:
+        return "$0.00"
+    text = f"{size:,f}"
+    whole, _, fraction = text.partition(".")
+    fraction = fraction.rstrip("0").ljust(2, "0")
+    return f"{sign}${whole}.{fraction}"
 
 
 def exact_text(amount: Decimal) -> str:

@@ -159,16 +159,16 @@ def test_every_tier_sees_the_page_with_real_figures(client, persona, request, bu
     assert response.status_code == 200
     budgets = section(response, "budgets-today")
     assert "global budget" in budgets
-    assert "$2.5000" in budgets
+    assert "$2.50" in budgets
     assert "25.0%" in budgets
     assert "operation chat budget" in budgets
     assert "user oscar-operator budget" in budgets
-    assert "Last 7 days: $7.8300" in section(response, "spend-week")
+    assert "Last 7 days: $7.83" in section(response, "spend-week")
     by_operation = section(response, "cost-by-operation")
-    assert "<code>summarize</code></td><td>44</td><td>5</td><td>$7.830000</td>" in by_operation
+    assert "<code>summarize</code></td><td>44</td><td>5</td><td>$7.83</td>" in by_operation
     by_model = section(response, "cost-by-model")
-    assert "<code>acme/large</code></td><td>91%</td><td>$7.750000</td>" in by_model
-    assert "<code>acme/medium</code></td><td>9%</td><td>$0.080000</td>" in by_model
+    assert "<code>acme/large</code></td><td>91%</td><td>$7.75</td>" in by_model
+    assert "<code>acme/medium</code></td><td>9%</td><td>$0.08</td>" in by_model
     latency = section(response, "latency-by-model")
     assert "<code>acme/large</code></td><td>40</td><td>800 ms</td><td>2400 ms</td>" in latency
     routes = section(response, "routes")
@@ -179,8 +179,8 @@ def test_every_tier_sees_the_page_with_real_figures(client, persona, request, bu
     assert "saves about $39.00/month" in recommendations
     assert "A dismissed anomaly" not in recommendations
     ab = section(response, "ab-tests")
-    assert "<code>acme/large</code></td><td>40</td><td>$0.193750</td><td>800 ms</td><td>10%" in ab
-    assert "<code>acme/medium</code></td><td>4</td><td>$0.020000</td><td>300 ms</td><td>25%" in ab
+    assert "<code>acme/large</code></td><td>40</td><td>$0.1938</td><td>800 ms</td><td>10%" in ab
+    assert "<code>acme/medium</code></td><td>4</td><td>$0.02</td><td>300 ms</td><td>25%" in ab
 
 
 @pytest.mark.django_db
@@ -188,9 +188,9 @@ def test_the_week_chart_is_drawn_server_side_with_a_bar_per_day(client, observer
     client.force_login(observer)
     chart = section(client.get(URL), "spend-week")
     assert chart.count("<rect ") == 7
-    assert "Wed 15: $2.580000 over 14 calls" in chart
-    assert "Tue 14: $1.250000 over 10 calls" in chart
-    assert "Thu 09: $0.000000 over 0 calls" in chart
+    assert "Wed 15: $2.58 over 14 calls" in chart
+    assert "Tue 14: $1.25 over 10 calls" in chart
+    assert "Thu 09: $0.00 over 0 calls" in chart
     # The dearest day (Sunday the 12th, $4) is the tallest bar: the plot's full height.
     assert '<rect x="244.0" y="0.0" width="72.0" height="120.0"' in chart
 
@@ -213,7 +213,7 @@ def test_a_new_install_shows_what_to_do_in_each_empty_card(client, persona, requ
     response = client.get(URL)
     assert response.status_code == 200
     assert "No budgets yet, so nothing stops runaway spend" in section(response, "budgets-today")
-    assert "Last 7 days: $0.0000" in section(response, "spend-week")
+    assert "Last 7 days: $0.00" in section(response, "spend-week")
     assert "No calls in the last 7 days" in section(response, "cost-by-operation")
     assert "No model has answered yet" in section(response, "cost-by-model")
     assert "No latencies yet" in section(response, "latency-by-model")
@@ -273,7 +273,7 @@ def test_all_30_routes_are_on_the_page(client, observer, catalog):
     routes = section(response, "routes")
     assert routes.count("acme/medium, acme/small") == 30
     assert "spends money" in routes
-    assert "over $0.5000" in routes
+    assert "over $0.50" in routes
     assert section(response, "ab-tests").count("(10% to acme/medium)") == 30
 
 
@@ -287,8 +287,8 @@ def test_the_savings_calculator_shows_the_monthly_saving(client, operator, busy_
     assert response.status_code == 200
     savings = section(response, "savings-calculator")
     # The week's 280k prompt and 40k completion tokens cost $7.83; on acme/medium, $0.36.
-    assert "Last 7 days of <code>summarize</code>: $7.830000" in savings
-    assert "on acme/medium: $0.360000" in savings
+    assert "Last 7 days of <code>summarize</code>: $7.83" in savings
+    assert "on acme/medium: $0.36" in savings
     # (7.83 - 0.36) * 30 / 7
     assert "saves $32.01" in savings
     assert response.context["savings"].monthly_saving == (
