@@ -20,7 +20,7 @@ from controlplane import (
     admin_chat_accounts,  # noqa: F401  (registers ChatAccountAdmin)
     admin_integrations,  # noqa: F401  (registers IntegrationAdmin)
 )
-from controlplane.admin_history import AuditHistoryMixin
+from controlplane.admin_history import AuditedObjectTypeFilter, AuditHistoryMixin
 from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, OBSERVABILITY
 from controlplane.approvals import ApprovalError, decide_approval
@@ -91,7 +91,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class AuditEventAdmin(ReadOnlyAdmin):
     admin_section = OBSERVABILITY
     list_display = ["at", "actor_label", "action", "object_repr", "client_address"]
-    list_filter = ["action", "content_type"]
+    list_filter = ["action", AuditedObjectTypeFilter]
     search_fields = ["actor_label", "action", "object_repr", "object_id"]
     list_select_related = ["content_type"]
     date_hierarchy = "at"
