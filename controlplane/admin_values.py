@@ -4,8 +4,9 @@ Django's admin shows a `MoneyField` as its raw decimal (`0.000000800000000000`, 
 unit) and a time as a long sentence (`Dec. 3, 2026, 6:03:19 p.m.`) that widens every
 list. `ControlPlaneAdminSite` gives every ModelAdmin `ReadableValuesMixin`, so each
 money field of any model, in a list or on a read-only page, goes through
-`controlplane.money.usd` with its unit and the exact amount on hover, and each time
-reads `2026-12-03 18:03:19` in the site's zone with its ISO form on hover. Nobody
+`controlplane.money.usd` with its unit and the exact amount on hover, each time
+reads `2026-12-03 18:03:19` in the site's zone with its ISO form on hover, and a long
+text in a list is cut short with the whole of it on hover, so lists fit the screen. Nobody
 lists fields by hand: a new money field is formatted the day it is added.
 
 A ModelAdmin states a unit for prices that are not plain amounts in `money_units`
@@ -25,11 +26,14 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils.text import capfirst
+from django.utils.text import Truncator, capfirst
 
 from controlplane.money import MoneyField, exact_text, usd, usd_per
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# A list cell shows this much of a text field that may hold more than LONG_TEXT_LENGTH.
+LIST_TEXT_CHARS = 60
+LONG_TEXT_LENGTH = 100
 
 
 @dataclass(frozen=True)
@@ -63,12 +67,30 @@ def time_html(moment: Any) -> str:
     if moment is None:
         return "—"
     local = timezone.localtime(moment) if timezone.is_aware(moment) else moment
+    # Two unbreakable halves: a narrow column puts the time under the date, whole.
+    day, _, clock = local.strftime(TIME_FORMAT).partition(" ")
     return format_html(
-        '<time datetime="{}" title="{}">{}</time>',
+        '<time datetime="{}" title="{}"><span>{}</span> <span>{}</span></time>',
         moment.isoformat(),
         local.isoformat(),
-        local.strftime(TIME_FORMAT),
+        day,
+        clock,
     )
+
+
+def shortened_html(text: str | None) -> str:
+    """A long text in a list cell: its start, the whole of it on hover."""
+    if not text:
+        return text or ""
+    if len(text) <= LIST_TEXT_CHARS:
+        return text
+    return format_html('<span title="{}">{}</span>', text, Truncator(text).chars(LIST_TEXT_CHARS))
+
+
+def _is_long_text(field: Any) -> bool:
+    if isinstance(field, models.TextField):
+        return True
+    return isinstance(field, models.CharField) and (field.max_length or 0) >= LONG_TEXT_LENGTH
 
 
 class ReadableValuesMixin:
@@ -79,11 +101,12 @@ class ReadableValuesMixin:
     # which the site puts after this mixin: a default here would hide it.
 
     def get_list_display(self, request: HttpRequest) -> Sequence[Any]:
-        return [self.readable(name) for name in super().get_list_display(request)]  # type: ignore[misc]
+        shown = super().get_list_display(request)  # type: ignore[misc]
+        return [self.readable(name, in_list=True) for name in shown]
 
     def get_list_display_links(self, request: HttpRequest, list_display: Sequence[Any]) -> Any:
         links = super().get_list_display_links(request, list_display)  # type: ignore[misc]
-        return links if links is None else [self.readable(name) for name in links]
+        return links if links is None else [self.readable(name, in_list=True) for name in links]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Sequence[Any]:
         return [self.readable(name) for name in super().get_readonly_fields(request, obj)]  # type: ignore[misc]
@@ -111,17 +134,18 @@ class ReadableValuesMixin:
             for name, options in fieldsets
         ]
 
-    def readable(self, name: Any) -> Any:
-        """`name`'s formatted column, when it names a money or time field; else `name`.
-        The same function each time: the admin matches read-only fields by identity."""
+    def readable(self, name: Any, *, in_list: bool = False) -> Any:
+        """`name`'s formatted column, when it names a money or time field (or, in a
+        list, a long text); else `name`. The same function each time: the admin
+        matches read-only fields by identity."""
         if not isinstance(name, str):
             return name
-        columns: dict[str, Any] = self.__dict__.setdefault("_readable_columns", {})
-        if name not in columns:
-            columns[name] = self._column(name) or name
-        return columns[name]
+        columns: dict[tuple[str, bool], Any] = self.__dict__.setdefault("_readable_columns", {})
+        if (name, in_list) not in columns:
+            columns[name, in_list] = self._column(name, in_list) or name
+        return columns[name, in_list]
 
-    def _column(self, name: str) -> Callable[[Any], str] | None:
+    def _column(self, name: str, in_list: bool) -> Callable[[Any], str] | None:
         try:
             field = self.model._meta.get_field(name)
         except FieldDoesNotExist:
@@ -136,6 +160,8 @@ class ReadableValuesMixin:
             return _named(name, label, lambda obj: money_html(getattr(obj, name), unit))
         if isinstance(field, models.DateTimeField):
             return _named(name, label, lambda obj: time_html(getattr(obj, name)))
+        if in_list and _is_long_text(field):
+            return _named(name, label, lambda obj: shortened_html(getattr(obj, name)))
         return None
 
 

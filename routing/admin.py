@@ -332,11 +332,11 @@ class SpendByKindMixin:
 @admin.register(OperationLog)
 class OperationLogAdmin(SpendByKindMixin, ReadOnlyAdmin):
     admin_section = OBSERVABILITY
+    # Mode and fallback are filters and on each call's page: the list fits 1,440 px.
     list_display = [
         "at",
         "operation",
         "kind",
-        "mode",
         "service",
         "user",
         "model_used",
@@ -344,7 +344,6 @@ class OperationLogAdmin(SpendByKindMixin, ReadOnlyAdmin):
         "units",
         "cost",
         "latency_ms",
-        "fallback_used",
     ]
     list_filter = ["kind", "status", "operation", "mode", "cost_source", "fallback_used"]
     search_fields = ["request_id", "model_used", "model_requested", "error"]
