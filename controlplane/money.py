@@ -204,7 +204,9 @@ def dumps_exact(value: Any) -> str:
 
 
 def dollars(amount: Decimal) -> str:
-    """`$10.00`, `$0.000075`: cents at least, every significant digit kept."""
+    """`$10.00`, `$0.000075`: cents at least, every significant digit kept. Only where
+    the figures of a sentence must add up to the last digit (a budget refusal's limit,
+    spent and needed; the spend command's ledger); everything shown elsewhere is `usd`."""
     exact = amount.normalize()
     exponent = exact.as_tuple().exponent
     if isinstance(exponent, int) and exponent > -2:
