@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
+from django import forms
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.sql.compiler import SQLCompiler
@@ -54,6 +55,9 @@ class MoneyField(models.DecimalField):
             del kwargs["decimal_places"]
         return name, path, args, kwargs
 
+    def formfield(self, **kwargs: Any) -> Any:
+        return super().formfield(**{"form_class": MoneyFormField, **kwargs})
+
     def db_type(self, connection: BaseDatabaseWrapper) -> str | None:
         if connection.vendor == "sqlite":
             return "text"
@@ -69,6 +73,34 @@ class MoneyField(models.DecimalField):
         if value is None or hasattr(value, "as_sql"):
             return value
         return stored_text(self.to_python(value))
+
+
+class MoneyFormField(forms.DecimalField):
+    """An amount's input shows it as a person types it (`5.00`, `0.0000008`), not as
+    stored (`5.000000000000000000`); every digit is kept, so saving it unchanged
+    changes nothing."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, Decimal) and value.is_finite():
+            return input_text(value)
+        return value
+
+    def clean(self, value: Any) -> Any:
+        # To the field's places, as the database gives it back: saving a form unchanged
+        # leaves the same amount, digit for digit, for the audit's before and after.
+        amount = super().clean(value)
+        if isinstance(amount, Decimal) and self.decimal_places is not None:
+            return amount.quantize(Decimal(1).scaleb(-self.decimal_places), context=_EXACT)
+        return amount
+
+
+def input_text(amount: Decimal) -> str:
+    """`5.00`, `0.0000008`: cents at least, every significant digit, no separators."""
+    exact = amount.normalize()
+    exponent = exact.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        exact = exact.quantize(CENT, context=_EXACT)
+    return format(exact, "f")
 
 
 def money_field(**kwargs: Any) -> MoneyField:
@@ -207,11 +239,8 @@ def dollars(amount: Decimal) -> str:
     """`$10.00`, `$0.000075`: cents at least, every significant digit kept. Only where
     the figures of a sentence must add up to the last digit (a budget refusal's limit,
     spent and needed; the spend command's ledger); everything shown elsewhere is `usd`."""
-    exact = amount.normalize()
-    exponent = exact.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > -2:
-        exact = exact.quantize(Decimal("0.01"))
-    return f"${exact:,f}"
+    whole, _, fraction = input_text(abs(amount)).partition(".")
+    return f"{'-' if amount < 0 else ''}${int(whole):,}.{fraction}"
 
 
 CENT = Decimal("0.01")

@@ -133,7 +133,24 @@ def test_an_editable_page_keeps_its_money_inputs(client, owner, priced):
 
     response = client.get(url)
 
-    assert 'name="daily_limit"' in response.content.decode()
+    html = response.content.decode()
+    assert 'name="daily_limit" value="1234.50"' in html  # not 1234.500000000000000000
+
+
+@pytest.mark.django_db
+def test_saving_an_amount_as_shown_changes_nothing(client, owner, priced):
+    client.force_login(owner)
+    budget = priced["budget"]
+    url = reverse("admin:routing_budget_change", args=[budget.pk])
+
+    response = client.post(
+        url, {"scope": budget.scope, "daily_limit": "1234.50", "enabled": "on", "_save": "Save"}
+    )
+
+    assert response.status_code == 302
+    budget.refresh_from_db()
+    assert budget.daily_limit == Decimal("1234.5")
+    assert not AuditEvent.objects.filter(action="budget.changed").exists()
 
 
 @pytest.mark.django_db
