@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.contrib import admin
+from django.contrib.auth.models import User
 from django.contrib.contenttypes.models import ContentType
 from django.test import RequestFactory
 from django.urls import reverse
@@ -259,3 +260,12 @@ def test_creating_an_account_in_the_admin_is_audited_with_who_made_whom(client, 
         "is_staff": False,
     }
     assert event.client_address == "127.0.0.1"
+
+
+@pytest.mark.django_db
+def test_an_account_made_outside_a_request_is_audited_as_the_systems():
+    made = User.objects.create_user("night-shift", password="a-long-Passphrase-42")
+
+    event = AuditEvent.objects.get(action="user.created", object_id=str(made.pk))
+    assert event.actor is None
+    assert event.actor_label == "system"
