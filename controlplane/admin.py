@@ -23,6 +23,7 @@ from controlplane import (
 from controlplane.admin_history import AuditedObjectTypeFilter, AuditHistoryMixin
 from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, OBSERVABILITY
+from controlplane.admin_values import money_html
 from controlplane.approvals import ApprovalError, decide_approval
 from controlplane.chat_channel import BOT_KINDS, BadTarget, validate_channel_target
 from controlplane.models import (
@@ -35,7 +36,6 @@ from controlplane.models import (
     NotificationDelivery,
     ToggleLocked,
 )
-from controlplane.money import usd
 from controlplane.tiers import TIER_GROUPS, StaffRequest
 
 
@@ -182,7 +182,7 @@ class ApprovalAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Amount", ordering="amount")
     def amount_usd(self, approval: Approval) -> str:
-        return usd(approval.amount)
+        return money_html(approval.amount)
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("controlplane.decide_approval")

@@ -18,8 +18,9 @@ from django.test import RequestFactory
 from django.urls import reverse
 
 from controlplane.admin_history import AuditedObjectTypeFilter
+from controlplane.approvals import request_approval
 from controlplane.audit import record
-from controlplane.models import AuditEvent, FeatureToggle
+from controlplane.models import Approval, AuditEvent, FeatureToggle
 from controlplane.money import MoneyField
 from routing.models import AIModel, Budget, BudgetDay, OperationLog, Provider
 
@@ -102,6 +103,18 @@ def test_budgets_and_their_days_show_formatted_amounts(client, observer, priced)
     assert "$0.25" in days
     assert "$0.000000075" in days
     assert not RAW_DECIMAL.search(shown_text(budgets + days))
+
+
+@pytest.mark.django_db
+def test_approvals_list_their_amount_with_the_exact_one_on_hover(client, operator, observer):
+    request_approval(
+        action="model.call", requested_by=operator, reason="a costly call", amount=Decimal("0.5")
+    )
+    client.force_login(observer)
+
+    rows = changelist(client, Approval)
+
+    assert '<span class="money" title="$0.5">$0.50</span>' in rows
 
 
 @pytest.mark.django_db
