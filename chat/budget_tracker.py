@@ -101,7 +101,7 @@ class BudgetTracker:
         if run.max_cost and Decimal(run.cost) >= run.max_cost:
             return Exhausted(
                 StopReason.COST_BUDGET,
-                f"The run spent {usd(Decimal(run.cost))} of its {usd(run.max_cost, 2)} budget.",
+                f"The run spent {usd(Decimal(run.cost))} of its {usd(run.max_cost)} budget.",
             )
         return self.wall_clock_exceeded()
 

@@ -476,8 +476,7 @@ def format_amount(value: Decimal | None, unit: str) -> str:
     if value is None:
         return "—"
     if unit == "$":
-        # Enough places for runs that cost fractions of a cent.
-        return usd(value, 4 if value < 1 else 2)
+        return usd(value)
     if unit == "s":
         return f"{value:.0f} s"
     return f"{value:.0f}"

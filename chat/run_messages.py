@@ -220,9 +220,7 @@ def message_text(run: Run) -> SafeString:
 
 
 def progress(run: Run) -> str:
-    return (
-        f"Step {run.steps} of {run.max_steps} · cost {usd(run.cost, 4)} of {usd(run.max_cost, 2)}"
-    )
+    return f"Step {run.steps} of {run.max_steps} · cost {usd(run.cost)} of {usd(run.max_cost)}"
 
 
 def _stopped_lines(run: Run) -> list[SafeString]:

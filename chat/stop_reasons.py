@@ -136,11 +136,11 @@ def _cost_budget(run: Run, context: dict[str, Any]) -> Advice:
         )
     value = min(Decimal(run.max_cost) * 2, budget_bounds.COST_CEILING)
     if value <= Decimal(run.max_cost):
-        return _at_ceiling(run, f"a cost budget of {usd(value, 2)}", CHEAPER_MODE)
+        return _at_ceiling(run, f"a cost budget of {usd(value)}", CHEAPER_MODE)
     return (
-        f"The run spent its cost budget of {usd(Decimal(run.max_cost), 2)}. An Owner can run "
-        f"it again with {usd(value, 2)}; or make the request smaller, or use a cheaper mode.",
-        raise_budget(run, "max_cost", value.normalize(), usd(value, 2), tier="owner"),
+        f"The run spent its cost budget of {usd(Decimal(run.max_cost))}. An Owner can run "
+        f"it again with {usd(value)}; or make the request smaller, or use a cheaper mode.",
+        raise_budget(run, "max_cost", value.normalize(), usd(value), tier="owner"),
     )
 
 

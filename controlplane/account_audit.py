@@ -1,4 +1,5 @@
-"""Audit of account changes that alter what someone may do: tiers, superuser, active.
+"""Audit of account changes that alter what someone may do: a new account, tiers,
+superuser, active.
 
 Accounts are Django's own model, so they cannot derive from `AuditedModel`; signals
 record the same kind of events for them.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models.signals import m2m_changed, pre_save
+from django.db.models.signals import m2m_changed, post_save, pre_save
 
 from controlplane import audit
 from controlplane.tiers import StaffUser
@@ -60,9 +61,26 @@ def record_account_flags(sender: Any, instance: Any, **kwargs: Any) -> None:
         )
 
 
+def record_account_created(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    # Who made whom, whichever path made it (the admin, createsuperuser, a shell): a
+    # new account is access granted. Its tiers follow as their own tiers_changed event.
+    if created and not kwargs.get("raw"):
+        audit.record(
+            "user.created",
+            instance,
+            after={
+                "username": instance.get_username(),
+                **{f: getattr(instance, f) for f in WATCHED_FIELDS},
+            },
+        )
+
+
 def connect() -> None:
     user_model = get_user_model()
     m2m_changed.connect(
         record_tier_change, sender=user_model.groups.through, dispatch_uid="audit_tiers"
     )
     pre_save.connect(record_account_flags, sender=user_model, dispatch_uid="audit_account_flags")
+    post_save.connect(
+        record_account_created, sender=user_model, dispatch_uid="audit_account_created"
+    )

@@ -20,9 +20,10 @@ from controlplane import (
     admin_chat_accounts,  # noqa: F401  (registers ChatAccountAdmin)
     admin_integrations,  # noqa: F401  (registers IntegrationAdmin)
 )
-from controlplane.admin_history import AuditHistoryMixin
+from controlplane.admin_history import AuditedObjectTypeFilter, AuditHistoryMixin
 from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, OBSERVABILITY
+from controlplane.admin_values import money_html
 from controlplane.approvals import ApprovalError, decide_approval
 from controlplane.chat_channel import BOT_KINDS, BadTarget, validate_channel_target
 from controlplane.models import (
@@ -35,7 +36,6 @@ from controlplane.models import (
     NotificationDelivery,
     ToggleLocked,
 )
-from controlplane.money import usd
 from controlplane.tiers import TIER_GROUPS, StaffRequest
 
 
@@ -91,7 +91,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class AuditEventAdmin(ReadOnlyAdmin):
     admin_section = OBSERVABILITY
     list_display = ["at", "actor_label", "action", "object_repr", "client_address"]
-    list_filter = ["action", "content_type"]
+    list_filter = ["action", AuditedObjectTypeFilter]
     search_fields = ["actor_label", "action", "object_repr", "object_id"]
     list_select_related = ["content_type"]
     date_hierarchy = "at"
@@ -182,7 +182,7 @@ class ApprovalAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Amount", ordering="amount")
     def amount_usd(self, approval: Approval) -> str:
-        return usd(approval.amount)
+        return money_html(approval.amount)
 
     def has_decide_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("controlplane.decide_approval")

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 
 from controlplane.admin_changelists import InRangeListMixin
+from controlplane.admin_values import ReadableValuesMixin
 from controlplane.tiers import is_staff_member
 
 OBSERVABILITY = "Observability"
@@ -32,11 +33,13 @@ class ControlPlaneAdminSite(admin.AdminSite):
     site_url = "/"
 
     def register(self, model_or_iterable: Any, admin_class: Any = None, **options: Any) -> None:
-        # Every list refuses a query string its database cannot run (admin_changelists),
-        # whichever ModelAdmin it comes from.
+        # Every list refuses a query string its database cannot run (admin_changelists)
+        # and shows money and times as the product does (admin_values), whichever
+        # ModelAdmin it comes from.
         admin_class = admin_class or admin.ModelAdmin
-        if not issubclass(admin_class, InRangeListMixin):
-            admin_class = type(admin_class.__name__, (InRangeListMixin, admin_class), {})
+        for mixin in (InRangeListMixin, ReadableValuesMixin):
+            if not issubclass(admin_class, mixin):
+                admin_class = type(admin_class.__name__, (mixin, admin_class), {})
         super().register(model_or_iterable, admin_class, **options)
 
     def has_permission(self, request: HttpRequest) -> bool:

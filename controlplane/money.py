@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Context, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
+from django import forms
 from django.db import models
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.sql.compiler import SQLCompiler
@@ -54,6 +55,9 @@ class MoneyField(models.DecimalField):
             del kwargs["decimal_places"]
         return name, path, args, kwargs
 
+    def formfield(self, **kwargs: Any) -> Any:
+        return super().formfield(**{"form_class": MoneyFormField, **kwargs})
+
     def db_type(self, connection: BaseDatabaseWrapper) -> str | None:
         if connection.vendor == "sqlite":
             return "text"
@@ -69,6 +73,34 @@ class MoneyField(models.DecimalField):
         if value is None or hasattr(value, "as_sql"):
             return value
         return stored_text(self.to_python(value))
+
+
+class MoneyFormField(forms.DecimalField):
+    """An amount's input shows it as a person types it (`5.00`, `0.0000008`), not as
+    stored (`5.000000000000000000`); every digit is kept, so saving it unchanged
+    changes nothing."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, Decimal) and value.is_finite():
+            return input_text(value)
+        return value
+
+    def clean(self, value: Any) -> Any:
+        # To the field's places, as the database gives it back: saving a form unchanged
+        # leaves the same amount, digit for digit, for the audit's before and after.
+        amount = super().clean(value)
+        if isinstance(amount, Decimal) and self.decimal_places is not None:
+            return amount.quantize(Decimal(1).scaleb(-self.decimal_places), context=_EXACT)
+        return amount
+
+
+def input_text(amount: Decimal) -> str:
+    """`5.00`, `0.0000008`: cents at least, every significant digit, no separators."""
+    exact = amount.normalize()
+    exponent = exact.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -2:
+        exact = exact.quantize(CENT, context=_EXACT)
+    return format(exact, "f")
 
 
 def money_field(**kwargs: Any) -> MoneyField:
@@ -204,20 +236,70 @@ def dumps_exact(value: Any) -> str:
 
 
 def dollars(amount: Decimal) -> str:
-    """`$10.00`, `$0.000075`: cents at least, every significant digit kept."""
-    exact = amount.normalize()
-    exponent = exact.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > -2:
-        exact = exact.quantize(Decimal("0.01"))
-    return f"${exact:,f}"
+    """`$10.00`, `$0.000075`: cents at least, every significant digit kept. Only where
+    the figures of a sentence must add up to the last digit (a budget refusal's limit,
+    spent and needed; the spend command's ledger); everything shown elsewhere is `usd`."""
+    whole, _, fraction = input_text(abs(amount)).partition(".")
+    return f"{'-' if amount < 0 else ''}${int(whole):,}.{fraction}"
 
 
-def usd(amount: Decimal | None, places: int = 6) -> str:
-    """`$1,234.500000`: rounded to `places`, for columns and sentences that compare
-    amounts side by side; "—" for none."""
-    if amount is None:
+CENT = Decimal("0.01")
+# Below a dollar, amounts are shown to this many places; below a cent, to this many
+# significant digits (a per-token price, one cheap call's cost).
+SUB_DOLLAR_PLACES = 4
+SUB_CENT_DIGITS = 3
+
+
+def usd(amount: Decimal | int | float | None) -> str:
+    """Money as people read it, anywhere it is shown: precision chosen by magnitude, so
+    a column of amounts and a sentence read alike. "—" for none; `$0.00`;
+    `$1,234.50` from a dollar up; `$0.25`, `$0.0123` below (4 places at most);
+    `$0.000000812` below a cent (3 significant digits); `-$1.50`. Trailing zeros past
+    the cents are dropped. Exact values travel as `exact_text` (JSON, events, titles)."""
+    value = _shown_amount(amount)
+    if value is None:
         return "—"
-    return f"${amount.quantize(Decimal(1).scaleb(-places)):,}"
+    sign = "-" if value < 0 else ""
+    size = abs(value)
+    if size < CENT:
+        rounded = _rounded(size, SUB_CENT_DIGITS - 1 - size.adjusted()) if size else ZERO
+        if rounded < CENT:
+            return _with_sign(sign, rounded)
+        size = rounded
+    if size < 1:
+        rounded = _rounded(size, SUB_DOLLAR_PLACES)
+        if rounded < 1:
+            return _with_sign(sign, rounded)
+        size = rounded
+    return _with_sign(sign, _rounded(size, 2))
+
+
+def usd_per(amount: Decimal | None, quantity: int) -> str:
+    """A unit price shown per `quantity` units (a per-token price per 1M tokens)."""
+    value = _shown_amount(amount)
+    return usd(None if value is None else value * quantity)
+
+
+def _shown_amount(amount: Decimal | int | float | None) -> Decimal | None:
+    if amount is None or isinstance(amount, bool):
+        return None
+    value = amount if isinstance(amount, Decimal) else to_decimal(amount)
+    return value if value is not None and value.is_finite() else None
+
+
+def _rounded(size: Decimal, places: int) -> Decimal:
+    """`size` (zero or more) rounded half up to `places`, whatever its magnitude."""
+    digits = max(size.adjusted(), 0) + places + 2
+    return size.quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP, Context(prec=digits))
+
+
+def _with_sign(sign: str, size: Decimal) -> str:
+    if not size:
+        return "$0.00"
+    text = f"{size:,f}"
+    whole, _, fraction = text.partition(".")
+    fraction = fraction.rstrip("0").ljust(2, "0")
+    return f"{sign}${whole}.{fraction}"
 
 
 def exact_text(amount: Decimal) -> str:

@@ -13,6 +13,12 @@ from controlplane import audit
 from controlplane.admin import AuditHistoryMixin, ReadOnlyAdmin, SecretShownOnceAdmin
 from controlplane.admin_keys import KeyedFieldsMixin
 from controlplane.admin_site import CONTROL, INTELLIGENCE, OBSERVABILITY
+from controlplane.admin_values import (
+    PER_MILLION_CHARACTERS,
+    PER_MILLION_TOKENS,
+    MoneyUnit,
+    money_text,
+)
 from controlplane.money import MoneySum
 from routing.models import (
     AIModel,
@@ -82,6 +88,19 @@ class AIModelAdmin(AuditHistoryMixin, admin.ModelAdmin):
     list_filter = ["kind", "provider", "active", "supports_tools", "source"]
     search_fields = ["model_id", "name"]
     list_select_related = ["provider"]
+    # Stored per token (as OpenRouter quotes them), shown per 1M tokens as people compare.
+    money_units = {
+        "price_prompt": PER_MILLION_TOKENS,
+        "price_completion": PER_MILLION_TOKENS,
+        "price_cache_read": PER_MILLION_TOKENS,
+        "price_cache_write": PER_MILLION_TOKENS,
+        "price_reasoning": PER_MILLION_TOKENS,
+        "price_request": MoneyUnit("request"),
+        "price_image": MoneyUnit("image"),
+        "price_audio_second": MoneyUnit("second"),
+        "price_video_second": MoneyUnit("second"),
+        "price_character": PER_MILLION_CHARACTERS,
+    }
     fieldsets = [
         (
             None,
@@ -109,7 +128,10 @@ class AIModelAdmin(AuditHistoryMixin, admin.ModelAdmin):
                     "price_cache_write",
                     "price_reasoning",
                 ],
-                "description": "USD per token. Embeddings are priced at the prompt price.",
+                "description": (
+                    "USD per token (lists and read-only pages show them per 1M tokens). "
+                    "Embeddings are priced at the prompt price."
+                ),
             },
         ),
         (
@@ -134,14 +156,14 @@ class AIModelAdmin(AuditHistoryMixin, admin.ModelAdmin):
     @admin.display(description="Unit prices")
     def unit_prices(self, obj: AIModel) -> str:
         listed = [
-            f"{label} {price}"
-            for label, price in (
-                ("image", obj.price_image),
-                ("audio/s", obj.price_audio_second),
-                ("video/s", obj.price_video_second),
-                ("char", obj.price_character),
+            f"{label} {money_text(getattr(obj, name), self.money_units[name])}"
+            for label, name in (
+                ("image", "price_image"),
+                ("audio", "price_audio_second"),
+                ("video", "price_video_second"),
+                ("speech", "price_character"),
             )
-            if price is not None
+            if getattr(obj, name) is not None
         ]
         return ", ".join(listed) or "—"
 
@@ -161,6 +183,7 @@ class AIModelAdmin(AuditHistoryMixin, admin.ModelAdmin):
 @admin.register(Policy)
 class PolicyAdmin(AuditHistoryMixin, admin.ModelAdmin):
     admin_section = CONTROL
+    money_units = {"max_price_per_1k": MoneyUnit("1k tokens")}
     list_display = [
         "mode",
         "max_price_per_1k",
@@ -309,11 +332,11 @@ class SpendByKindMixin:
 @admin.register(OperationLog)
 class OperationLogAdmin(SpendByKindMixin, ReadOnlyAdmin):
     admin_section = OBSERVABILITY
+    # Mode and fallback are filters and on each call's page: the list fits 1,440 px.
     list_display = [
         "at",
         "operation",
         "kind",
-        "mode",
         "service",
         "user",
         "model_used",
@@ -321,7 +344,6 @@ class OperationLogAdmin(SpendByKindMixin, ReadOnlyAdmin):
         "units",
         "cost",
         "latency_ms",
-        "fallback_used",
     ]
     list_filter = ["kind", "status", "operation", "mode", "cost_source", "fallback_used"]
     search_fields = ["request_id", "model_used", "model_requested", "error"]

@@ -10,7 +10,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from controlplane.money import dollars
+from controlplane.money import usd
 from controlplane.notifications import notify
 from routing.budgets import resets_at
 from routing.models import BudgetDay
@@ -68,7 +68,7 @@ def _send_threshold_notice(ledger: BudgetDay, threshold: int) -> None:
     budget, day = ledger.budget, ledger.day
     subject = f"The {budget} reached {threshold}% of its daily limit"
     body = (
-        f"{dollars(ledger.spent)} of {dollars(ledger.limit)} spent on {day.isoformat()} "
+        f"{usd(ledger.spent)} of {usd(ledger.limit)} spent on {day.isoformat()} "
         f"({timezone.get_default_timezone_name()}). "
         + ("Calls that need more are refused until it resets" if threshold >= 100 else "It resets")
         + f" at {resets_at(day).isoformat()}."

@@ -241,5 +241,5 @@ def status_lines(user: StaffUser) -> list[str]:
     lines = ["Spend today:"]
     for row in sorted(rows, key=lambda r: r.percent or ZERO, reverse=True):
         percent = f" ({row.percent}%)" if row.percent is not None else ""
-        lines.append(f"  {row.budget}: {usd(row.spent, 2)} of {usd(row.limit, 2)}{percent}")
+        lines.append(f"  {row.budget}: {usd(row.spent)} of {usd(row.limit)}{percent}")
     return lines

@@ -5,7 +5,7 @@ from django.db import models
 from django.db.models import Q
 
 from controlplane.audit import AuditedModel
-from controlplane.money import money_field
+from controlplane.money import money_field, usd
 
 
 class Budget(AuditedModel):
@@ -121,7 +121,7 @@ class Reservation(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.request_id} {self.amount} ({self.status})"
+        return f"{self.request_id} {usd(self.amount)} ({self.status})"
 
 
 class Recommendation(models.Model):

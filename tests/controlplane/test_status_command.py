@@ -85,7 +85,7 @@ def test_status_tells_an_observer_what_each_part_of_the_system_is_doing(
     assert lines[0].startswith("Status at ")
     assert lines[1:] == [
         "Runs: 1 active.",
-        f"  #{run.pk} idle, step 0 of 8 · cost $0.0000 of $0.25 (oscar-operator)",
+        f"  #{run.pk} idle, step 0 of 8 · cost $0.00 of $0.25 (oscar-operator)",
         "Approvals: 1 pending.",
         f"  #{approval.pk} toggle.set by oscar-operator, expires in 23 h 59 min",
         "Spend today:",

@@ -111,7 +111,7 @@ def test_rule_2_a_call_estimated_over_the_routes_threshold_needs_approval(dear):
     assert need is not None
     assert need.rule is Rule.OVER_THRESHOLD
     assert need.reason == (
-        "Estimated cost $0.007500 is over the route's per-call threshold of $0.005000."
+        "Estimated cost $0.0075 is over the route's per-call threshold of $0.005."
     )
     assert need.about_money
 

@@ -307,7 +307,7 @@ def test_spend_at_twice_the_weekly_average_is_an_anomaly(email_channel):
     assert anomaly.operation == "summarize"
     assert anomaly.title == "Spend on operation 'summarize' is 2.0x the 7-day average"
     assert anomaly.detail.startswith(
-        "$3.000000 today against an average of $1.500000 a day. Look for runaway agents"
+        "$3.00 today against an average of $1.50 a day. Look for runaway agents"
     )
     assert "set or lower a budget for operation 'summarize'" in anomaly.detail
     overall = Recommendation.objects.get(dedupe_key="anomaly:2025-01-15:*:spend")
@@ -457,8 +457,8 @@ def test_it_recommends_the_cheapest_model_that_can_do_the_same_work(summarize_on
     assert recommendation.operation == "summarize"
     assert recommendation.title == "Route 'summarize' to acme/medium"
     assert recommendation.detail == (
-        "The last 7 days cost $10.000000 on acme/large; the same tokens on acme/medium "
-        "would cost $0.900000. Try it first as an A/B split on the route."
+        "The last 7 days cost $10.00 on acme/large; the same tokens on acme/medium "
+        "would cost $0.90. Try it first as an A/B split on the route."
     )
     # ($10.00 - $0.90) over 7 days is $39.00 over 30.
     assert recommendation.estimated_monthly_saving == Decimal("39")

@@ -128,8 +128,8 @@ def test_it_prints_the_approval_rule_of_a_call_over_the_routes_threshold(chat_ro
     chat_route.save()
     shown = lines_of(route_command("chat", *TOKENS))
     assert shown["approval"] == (
-        "needed (over_threshold): Estimated cost $0.025000 is over the route's per-call "
-        "threshold of $0.010000."
+        "needed (over_threshold): Estimated cost $0.025 is over the route's per-call "
+        "threshold of $0.01."
     )
     assert lines_of(route_command("chat", "--tokens", "100", "--completion-tokens", "100"))[
         "approval"

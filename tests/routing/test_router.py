@@ -150,7 +150,7 @@ def test_it_describes_the_decision_with_the_cost_as_exact_text_not_a_float(dear,
     assert Decimal(described["estimated_cost"]) == Decimal("0.0075")
     assert described["needs_approval"] is True
     assert described["approval_rule"] == "over_threshold"
-    assert "$0.007500" in described["approval_reason"]
+    assert "$0.0075" in described["approval_reason"]
 
 
 @pytest.mark.django_db

@@ -62,11 +62,11 @@ def test_the_routing_page_breaks_the_weeks_spend_down_by_kind(client, observer, 
         "Speech",
     ]
     assert "<td>12</td>" in rows[0]
-    assert "$1.750000" in rows[0]
-    assert "$0.750000" in rows[1]
+    assert "$1.75" in rows[0]
+    assert "$0.75" in rows[1]
     assert "$0.000123" in rows[2]
     assert "<td>0</td>" in rows[3]  # its spend is older than the week
-    assert "$0.000000" in rows[3]
+    assert "$0.00" in rows[3]
 
 
 def test_the_kind_card_shows_every_kind_at_zero_on_a_new_install(client, observer):
@@ -107,10 +107,10 @@ def test_the_log_opens_with_spend_by_kind_over_the_calls_listed(client, observer
 
     table = summary(client.get(admin_url(OperationLog)))
 
-    assert "<td>Speech</td><td>1</td><td>$0.018510</td>" in table
-    assert "<td>Chat</td><td>2</td><td>$0.004793</td>" in table
-    assert "<td>Transcription</td><td>1</td><td>$0.006144</td>" in table
-    assert "<td>Embeddings</td><td>1</td><td>$0.000000</td>" in table
+    assert "<td>Speech</td><td>1</td><td>$0.0185</td>" in table
+    assert "<td>Chat</td><td>2</td><td>$0.00479</td>" in table
+    assert "<td>Transcription</td><td>1</td><td>$0.00614</td>" in table
+    assert "<td>Embeddings</td><td>1</td><td>$0.0000002</td>" in table
 
 
 def test_filtering_the_log_by_kind_lists_and_sums_that_kind_only(client, observer, calls):
@@ -143,8 +143,8 @@ def test_the_daily_rollup_sums_its_calls_by_kind_and_filters_by_kind(
     table = summary(client.get(admin_url(DailySpend)))
     only_embeddings = client.get(admin_url(DailySpend), {"kind__exact": "embedding"})
 
-    assert "<td>Chat</td><td>12</td><td>$1.750000</td>" in table
-    assert "<td>Speech</td><td>1</td><td>$9.000000</td>" in table
+    assert "<td>Chat</td><td>12</td><td>$1.75</td>" in table
+    assert "<td>Speech</td><td>1</td><td>$9.00</td>" in table
     assert only_embeddings.context["cl"].result_count == 1
     assert '<td class="field-kind">Embeddings</td>' in only_embeddings.content.decode()
 
