@@ -14,8 +14,6 @@ process may publish where this one cannot hear, a connection also looks every
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,17 +25,16 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from controlplane import live
-from controlplane.consumers import StaffConsumer
+from controlplane.consumers import PacedRenderConsumer
 from controlplane.tiers import StaffUser
 from healthmon import code_health
 from healthmon.code_health import CodeFilters
 from healthmon.models import CodeReport, PullRequest, Repository, Scan
-from selfheal.consumers import RenderPace
-
-log = logging.getLogger(__name__)
 
 CODE_HEALTH_GROUP = "health.code"
 CATCH_UP_SECONDS = 2.0
+# What an event marks: the page looks at its state again for what changed.
+LOOK = "look"
 FINISHED = (Scan.Status.SUCCEEDED, Scan.Status.FAILED)
 
 
@@ -131,52 +128,24 @@ class PageState:
         return parts
 
 
-class CodeHealthConsumer(StaffConsumer):
-    pace_class: type[RenderPace] = RenderPace
+class CodeHealthConsumer(PacedRenderConsumer):
     catch_up_seconds = CATCH_UP_SECONDS
-    flusher: asyncio.Task[None] | None = None
-    catcher: asyncio.Task[None] | None = None
 
-    def groups_for(self) -> list[str]:
+    def page_groups(self) -> list[str]:
         query = QueryDict(self.scope.get("query_string", b"").decode("latin1"))
         filters, _errors = CodeFilters.from_query(query)  # the page named the errors
         self.state = PageState(filters, self.scope["user"])
-        self.dirty = False
-        self.pace = self.pace_class()
         return [CODE_HEALTH_GROUP]
 
-    async def connect(self) -> None:
-        await super().connect()
-        if getattr(self, "state", None) is not None:
-            await database_sync_to_async(self.state.load)()
-            self.catcher = asyncio.create_task(self._catch_up())
-
-    async def disconnect(self, code: int) -> None:
-        for task in (self.flusher, self.catcher):
-            if task is not None:
-                task.cancel()
-        await super().disconnect(code)
+    async def accepted(self) -> None:
+        await database_sync_to_async(self.state.load)()
 
     async def code_changed(self, event: dict[str, Any]) -> None:
-        self._look()
+        self.mark({LOOK})
 
-    def _look(self) -> None:
-        self.dirty = True
-        if self.flusher is None or self.flusher.done():
-            self.flusher = asyncio.create_task(self._flush())
+    def catch_up(self) -> set[str]:
+        # The page's state tells what changed since it was last rendered.
+        return {LOOK}
 
-    async def _catch_up(self) -> None:
-        while True:
-            await asyncio.sleep(self.catch_up_seconds)
-            self._look()
-
-    async def _flush(self) -> None:
-        while self.dirty:
-            await self.pace.wait_turn()
-            self.dirty = False
-            try:
-                for html in await database_sync_to_async(self.state.render_update)():
-                    await self.send(text_data=html)
-            except Exception:
-                # A live update is best effort: the page shows the same data on reload.
-                log.exception("could not render the code health page's update")
+    def render(self, changed: set[Any]) -> list[str]:
+        return self.state.render_update()

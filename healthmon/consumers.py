@@ -15,8 +15,6 @@ a connection also looks for fingerprints stored or seen since it last looked.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,7 +25,7 @@ from django.http import QueryDict
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from controlplane.consumers import StaffConsumer
+from controlplane.consumers import PacedRenderConsumer
 from healthmon.ingest import HEALTH_GROUP
 from healthmon.models import Fingerprint
 from healthmon.overview import (
@@ -38,9 +36,6 @@ from healthmon.overview import (
     fingerprint_rows,
     service_sections,
 )
-from selfheal.consumers import RenderPace
-
-log = logging.getLogger(__name__)
 
 CATCH_UP_SECONDS = 5.0
 
@@ -117,58 +112,23 @@ class PageState:
         return parts
 
 
-class HealthConsumer(StaffConsumer):
-    pace_class: type[RenderPace] = RenderPace
+class HealthConsumer(PacedRenderConsumer):
     catch_up_seconds = CATCH_UP_SECONDS
-    flusher: asyncio.Task[None] | None = None
-    catcher: asyncio.Task[None] | None = None
 
-    def groups_for(self) -> list[str]:
+    def page_groups(self) -> list[str]:
         query = QueryDict(self.scope.get("query_string", b"").decode("latin1"))
         filters, _errors = HealthFilters.from_query(query)  # the page named the errors
         self.state = PageState(filters)
-        self.pending: set[int] = set()
-        self.pace = self.pace_class()
         return [HEALTH_GROUP]
 
-    async def connect(self) -> None:
-        await super().connect()
-        if getattr(self, "state", None) is not None:
-            await database_sync_to_async(self.state.load)()
-            self.catcher = asyncio.create_task(self._catch_up())
-
-    async def disconnect(self, code: int) -> None:
-        for task in (self.flusher, self.catcher):
-            if task is not None:
-                task.cancel()
-        await super().disconnect(code)
+    async def accepted(self) -> None:
+        await database_sync_to_async(self.state.load)()
 
     async def health_fingerprints(self, event: dict[str, Any]) -> None:
-        self._changed({int(pk) for pk in event.get("ids", [])})
+        self.mark({int(pk) for pk in event.get("ids", [])})
 
-    def _changed(self, ids: set[int]) -> None:
-        if not ids:
-            return
-        self.pending.update(ids)
-        if self.flusher is None or self.flusher.done():
-            self.flusher = asyncio.create_task(self._flush())
+    def catch_up(self) -> set[int]:
+        return self.state.changed_since()
 
-    async def _catch_up(self) -> None:
-        while True:
-            await asyncio.sleep(self.catch_up_seconds)
-            try:
-                self._changed(await database_sync_to_async(self.state.changed_since)())
-            except Exception:
-                log.exception("could not look for changed fingerprints")
-
-    async def _flush(self) -> None:
-        """Render what changed, at most once per RENDER_INTERVAL, until nothing is left."""
-        while self.pending:
-            await self.pace.wait_turn()
-            ids, self.pending = self.pending, set()
-            try:
-                for html in await database_sync_to_async(self.state.render_update)(ids):
-                    await self.send(text_data=html)
-            except Exception:
-                # A live update is best effort: the page shows the same data on reload.
-                log.exception("could not render health rows %s", sorted(ids)[:20])
+    def render(self, changed: set[Any]) -> list[str]:
+        return self.state.render_update(changed)

@@ -183,7 +183,7 @@ async def test_a_burst_of_ingests_is_rendered_a_few_times_not_once_each(observer
     await asyncio.wait_for(consumer.hear(30), HANG_GUARD)
 
     frames = [await communicator.receive_from(timeout=HANG_GUARD)]
-    while consumer.pending:
+    while consumer.dirty:
         await asyncio.wait_for(consumer.pace.waiting.wait(), HANG_GUARD)
         consumer.pace.advance()
         frames.append(await communicator.receive_from(timeout=HANG_GUARD))

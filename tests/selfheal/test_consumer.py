@@ -22,9 +22,9 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import connections
 
 from controlplane.asgi import application
-from controlplane.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
+from controlplane.consumers import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, RenderPace
 from selfheal import engine
-from selfheal.consumers import RenderPace, SelfhealConsumer
+from selfheal.consumers import SelfhealConsumer
 from selfheal.models import Task, TaskStatus
 from selfheal.playbooks import run_playbook
 from tests.controlplane.test_consumer import GOOD_ORIGIN, SITE_HOST, session_cookie
