@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -148,10 +147,10 @@ class EmbeddedScheduler:
             try:
                 _submit(app.tasks[task_name], args, {})
             except RuntimeError:
-                if not interpreter_exiting():
-                    raise
-                # The process is exiting (Ctrl-C): its pool takes no more work, and the
-                # next start runs every entry at its first tick.
+                # The pool is shut down: the process is exiting (Ctrl-C, SIGTERM), and
+                # Python's exit shuts pools before it waits for their last tasks. No more
+                # ticks; the next start runs every entry at its first tick.
+                log.info("the in-process pool takes no more work: the scheduler stops")
                 self.stop()
                 return
 
@@ -167,11 +166,6 @@ class EmbeddedScheduler:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def interpreter_exiting() -> bool:
-    """True once Python has begun its exit: the thread pools then refuse new work."""
-    return not threading.main_thread().is_alive() or sys.is_finalizing()
 
 
 _scheduler: EmbeddedScheduler | None = None
