@@ -226,7 +226,7 @@ def test_the_empty_state_tells_the_in_process_worker_from_an_external_one(
     ]
 
     in_process, external = empty.split("On another machine")
-    assert "manage.py run_worker --capabilities a,b" in in_process
+    assert "bin/manage run_worker --capabilities a,b" in in_process
     assert "no token to note" in in_process
     assert "--token" not in in_process
     assert "run_worker --api https://cp.example.com --token" in external
