@@ -37,7 +37,7 @@ class UnreadableMedia(ValueError):
 
 def duration_seconds(data: bytes) -> Decimal:
     """The file's duration in seconds, rounded up to the millisecond."""
-    length = plain_wave_length(data)
+    length: object = plain_wave_length(data)
     if length is None:
         length = _mutagen_length(data)
     if not isinstance(length, int | float) or length <= 0 or length != length:
