@@ -157,3 +157,9 @@ def test_exact_json_reads_back_as_the_same_numbers_and_values(value: object) -> 
 def test_a_list_of_numbers_is_written_exactly_in_place() -> None:
     numbers = [Decimal("0.1250"), Decimal("-1E-7"), 3, True, None, [Decimal("2.50")]]
     assert dumps_exact(numbers) == "[0.1250,-0.0000001,3,true,null,[2.50]]"
+
+
+@given(value=st.decimals())
+def test_a_decimal_is_written_with_every_digit_and_no_exponent(value: Decimal) -> None:
+    assert dumps_exact(value) == format(value, "f")
+    assert dumps_exact([value]) == f"[{format(value, 'f')}]"
