@@ -112,18 +112,18 @@ class GatewayBenchmark(Benchmark):
                     f"gateway: daphne on {gateway_url} (pid {gateway.pid})"
                 )
                 for level in levels:
-                    for each in endpoints:
-                        result = _measure(
-                            each,
-                            level,
-                            requests,
-                            warmup,
-                            upstream_url,
-                            gateway_url,
-                            raw_key,
-                            gateway,
-                        )
-                        results[each.name, level] = result
+                    measured = _measure(
+                        endpoints,
+                        level,
+                        requests,
+                        warmup,
+                        upstream_url,
+                        gateway_url,
+                        raw_key,
+                        gateway,
+                    )
+                    for result in measured:
+                        results[result.endpoint, level] = result
                         self._print_level(result)
                 self._print_target(results)
                 if endpoint is not CHAT:
@@ -405,7 +405,7 @@ class LevelResult:
 
 
 def _measure(
-    endpoint: Endpoint,
+    endpoints: list[Endpoint],
     level: int,
     requests: int,
     warmup: int,
@@ -413,31 +413,55 @@ def _measure(
     gateway_url: str,
     raw_key: str,
     gateway_process: DaphneProcess,
-) -> LevelResult:
-    direct_url = f"{upstream_url}{endpoint.path}"
-    through_url = f"{gateway_url}/v1{endpoint.path}"
-    plain = endpoint.headers()
-    keyed = {**plain, "Authorization": f"Bearer {raw_key}", "X-Operation": endpoint.operation}
-    body = endpoint.body
+) -> list[LevelResult]:
+    """Each endpoint's requests, direct and through the gateway, in turns: a block
+    each way and endpoint at a time."""
     limits = httpx.Limits(max_connections=level, max_keepalive_connections=level)
-    direct, gateway = Load(), Load()
+    ways = [_Way(endpoint, upstream_url, gateway_url, raw_key) for endpoint in endpoints]
     with (
         httpx.Client(limits=limits, timeout=30) as to_upstream,
         httpx.Client(limits=limits, timeout=30) as to_gateway,
     ):
-        _send(to_upstream, direct_url, plain, body, warmup, level)
-        _send(to_gateway, through_url, keyed, body, warmup, level)
-        # In turns, a block each way at a time: a machine that slows down or speeds up
-        # during the run does so for both, not for one side only.
-        for block in _blocks(requests):
-            direct.add(_send(to_upstream, direct_url, plain, body, block, level))
-            cpu_before = gateway_process.cpu_seconds()
-            through = _send(to_gateway, through_url, keyed, body, block, level)
-            cpu_after = gateway_process.cpu_seconds()
-            if cpu_before is not None and cpu_after is not None:
-                through.cpu_seconds = cpu_after - cpu_before
-            gateway.add(through)
-    return LevelResult(endpoint.name, level, requests, warmup, direct, gateway)
+        for way in ways:
+            _send(to_upstream, way.direct_url, way.plain, way.body, warmup, level)
+            _send(to_gateway, way.through_url, way.keyed, way.body, warmup, level)
+        # In turns, a block each way and endpoint at a time: a machine that slows down
+        # or speeds up during the run (other processes on it) does so for every side,
+        # not for one only; so chat and the endpoint compared with it see the same
+        # machine. The endpoints take turns going first, so neither always follows the
+        # other's bookkeeping.
+        for turn, block in enumerate(_blocks(requests)):
+            for way in ways[turn % len(ways) :] + ways[: turn % len(ways)]:
+                way.direct.add(
+                    _send(to_upstream, way.direct_url, way.plain, way.body, block, level)
+                )
+                cpu_before = gateway_process.cpu_seconds()
+                through = _send(to_gateway, way.through_url, way.keyed, way.body, block, level)
+                cpu_after = gateway_process.cpu_seconds()
+                if cpu_before is not None and cpu_after is not None:
+                    through.cpu_seconds = cpu_after - cpu_before
+                way.gateway.add(through)
+    return [
+        LevelResult(way.endpoint.name, level, requests, warmup, way.direct, way.gateway)
+        for way in ways
+    ]
+
+
+class _Way:
+    """One endpoint's requests: where they go each way, with what, and their loads."""
+
+    def __init__(self, endpoint: Endpoint, upstream_url: str, gateway_url: str, key: str):
+        self.endpoint = endpoint
+        self.direct_url = f"{upstream_url}{endpoint.path}"
+        self.through_url = f"{gateway_url}/v1{endpoint.path}"
+        self.plain = endpoint.headers()
+        self.keyed = {
+            **self.plain,
+            "Authorization": f"Bearer {key}",
+            "X-Operation": endpoint.operation,
+        }
+        self.body = endpoint.body
+        self.direct, self.gateway = Load(), Load()
 
 
 BLOCK = 100  # requests each way per turn

@@ -222,14 +222,28 @@ def loads_exact(text: str | bytes) -> Any:
 def dumps_exact(value: Any) -> str:
     """JSON text in which Decimals are written as exact numbers (json.dumps cannot)."""
     if isinstance(value, Decimal):
-        return format(value, "f")
+        return _decimal_text(value)
     if isinstance(value, dict):
         return (
             "{" + ",".join(f"{json.dumps(str(k))}:{dumps_exact(v)}" for k, v in value.items()) + "}"
         )
     if isinstance(value, list | tuple):
-        return "[" + ",".join(dumps_exact(v) for v in value) + "]"
+        # A list of numbers (an embedding's vector, hundreds of them) is written in one
+        # go: a call a number was a third of what the gateway spent on the answer.
+        if value and all(type(v) is Decimal for v in value):
+            numbers = ",".join(map(str, value))
+            if "E" not in numbers:  # else some need `format` to lose their exponent
+                return f"[{numbers}]"
+        return "[" + ",".join(map(dumps_exact, value)) + "]"
     return json.dumps(value)
+
+
+def _decimal_text(value: Decimal) -> str:
+    """`format(value, "f")`: every digit, never an exponent. `str` writes the same
+    text four times faster unless it writes an exponent (a very small or very large
+    number), which `format` then spells out."""
+    text = str(value)
+    return format(value, "f") if "E" in text else text
 
 
 # Money as people read it: every amount shown anywhere goes through one of these.

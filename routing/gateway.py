@@ -64,7 +64,9 @@ class GatewayResponse:
     # A streamed answer: the events, produced as the provider sends them. Closing it
     # early (the client went away) settles and logs the call.
     stream: Generator[bytes] | None = None
-    # What to run once the answer is sent: the call's settlement and log row.
+    # What to run once the answer is sent: the call's settlement and log row. With a
+    # stream, only when the stream never ran to its end nor was closed (which record
+    # the call themselves).
     after: Callable[[], object] | None = None
     # What ends a stream that failed in the gateway itself, in the stream's dialect
     # (chat's error event and `[DONE]` unless told).

@@ -148,6 +148,7 @@ class GatewayApplication:
                 response = await self.run(
                     functools.partial(_serve, handler, request, address, errors)
                 )
+        finished_stream = False
         try:
             await send(
                 {
@@ -165,28 +166,32 @@ class GatewayApplication:
             if response.stream is None:
                 await send({"type": "http.response.body", "body": response.body})
             else:
-                await self._send_stream(response, receive, send, errors)
+                finished_stream = await self._send_stream(response, receive, send, errors)
         finally:
-            # Recorded even when the answer could not be delivered: it was paid for.
-            if response.after is not None:
+            # Recorded even when the answer could not be delivered: it was paid for. A
+            # stream that ran to its end or was closed has recorded its call itself
+            # (a step on the pool saved: a streamed answer takes several).
+            if response.after is not None and not finished_stream:
                 await self.run(functools.partial(_after, response.after))
 
     async def _send_stream(
         self, response: gateway.GatewayResponse, receive: Receive, send: Send, errors: ErrorShape
-    ) -> None:
+    ) -> bool:
         """Server-sent events end with an error event on a failure; any other body
-        (audio bytes) can only be ended there."""
+        (audio bytes) can only be ended there. True once the stream has ended or been
+        closed (its own `finally` has run: the call is settled and logged)."""
         stream = response.stream
         assert stream is not None
         events = response.headers.get("Content-Type") == "text/event-stream"
         gone = asyncio.ensure_future(_disconnected(receive))
+        ended = False
         try:
             while True:
                 step = asyncio.ensure_future(self.run(functools.partial(next, stream, None)))
                 await asyncio.wait({step, gone}, return_when=asyncio.FIRST_COMPLETED)
                 if not step.done():
                     await step  # a thread cannot be interrupted: let the step end
-                    return  # the client went away; `finally` closes the call
+                    return True  # the client went away; `finally` closes the call
                 try:
                     chunk = step.result()
                 except Exception:
@@ -196,15 +201,18 @@ class GatewayApplication:
                         (response.failed_stream_ending or errors.stream_ending()) if events else b""
                     )
                     await send({"type": "http.response.body", "body": ending})
-                    return
+                    return True
                 if chunk is None:
+                    ended = True  # the generator is done: nothing left to close
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
             gone.cancel()
-            # Settles and logs the call now, if it has not finished (client gone).
-            await self.run(stream.close)
+            if not ended:
+                # Settles and logs the call now, if it has not finished (client gone).
+                await self.run(stream.close)
+        return True
 
 
 def _serve(

@@ -4,7 +4,8 @@ OpenAI's Responses API (what its Agents SDK speaks by default) is the same call 
 chat completion in another dialect: `instructions` and `input` items instead of
 `messages`, flat function tools, `max_output_tokens`, `text.format`. The gateway
 checks the request against a JSON Schema before anything is reserved (a 400 naming
-the field, OpenAI's `param`, as `gateway_requests` does for chat), then translates it
+the field, OpenAI's `param`, as `gateway_requests` does for chat; the schema and its
+fast check are `responses_schema`), then translates it
 into the chat call every provider, budget and log row already understands
 (`ResponsesCall`); `responses_answers` translates the answer back.
 
@@ -19,203 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from routing.gateway_requests import InvalidRequest, invalid_field, parse_json_object
-from routing.models import OperationLog
-
-_TEXT = {"type": "string"}
-_TEXT_OR_NONE = {"type": ["string", "null"]}
-
-
-def _when(kind: str, then: dict[str, Any]) -> dict[str, Any]:
-    """The rule for an object of one `type` (so an error names that object's field)."""
-    return {
-        "if": {"required": ["type"], "properties": {"type": {"const": kind}}},
-        "then": then,
-    }
-
-
-RESPONSES_REQUEST_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "type": "object",
-    "required": ["input"],
-    "properties": {
-        "model": {
-            "type": ["string", "null"],
-            "maxLength": OperationLog._meta.get_field("model_requested").max_length,
-        },
-        "instructions": _TEXT_OR_NONE,
-        "input": {
-            "anyOf": [
-                {"type": "string"},
-                {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/input_item"}},
-            ]
-        },
-        "tools": {"type": ["array", "null"], "items": {"$ref": "#/$defs/tool"}},
-        "tool_choice": {
-            "anyOf": [
-                {"enum": ["none", "auto", "required", None]},
-                {
-                    "type": "object",
-                    "required": ["type", "name"],
-                    "properties": {"type": {"const": "function"}, "name": _TEXT},
-                },
-            ]
-        },
-        "max_output_tokens": {"type": ["integer", "null"], "minimum": 1},
-        "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
-        "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-        "stream": {"type": ["boolean", "null"]},
-        "store": {"type": ["boolean", "null"]},
-        "parallel_tool_calls": {"type": ["boolean", "null"]},
-        "metadata": {
-            "type": ["object", "null"],
-            "maxProperties": 16,
-            "additionalProperties": {"type": "string", "maxLength": 512},
-        },
-        "text": {
-            "type": ["object", "null"],
-            "properties": {"format": {"$ref": "#/$defs/format"}},
-        },
-        "reasoning": {
-            "type": ["object", "null"],
-            "properties": {
-                "effort": {"enum": ["none", "minimal", "low", "medium", "high", "xhigh", None]}
-            },
-        },
-        "user": _TEXT_OR_NONE,
-    },
-    "$defs": {
-        "input_item": {
-            "type": "object",
-            "properties": {
-                "type": {"enum": ["message", "function_call", "function_call_output", "reasoning"]},
-            },
-            "allOf": [
-                {
-                    # A message may leave out its type (the easy input message).
-                    "if": {
-                        "anyOf": [
-                            {"not": {"required": ["type"]}},
-                            {"properties": {"type": {"const": "message"}}},
-                        ]
-                    },
-                    "then": {"$ref": "#/$defs/message"},
-                },
-                _when(
-                    "function_call",
-                    {
-                        "required": ["call_id", "name", "arguments"],
-                        "properties": {
-                            "call_id": {"type": "string", "minLength": 1},
-                            "name": {"type": "string", "minLength": 1},
-                            "arguments": _TEXT,
-                        },
-                    },
-                ),
-                _when(
-                    "function_call_output",
-                    {
-                        "required": ["call_id", "output"],
-                        "properties": {
-                            "call_id": {"type": "string", "minLength": 1},
-                            "output": {
-                                "anyOf": [
-                                    {"type": "string"},
-                                    {"type": "array", "items": {"$ref": "#/$defs/text_part"}},
-                                ]
-                            },
-                        },
-                    },
-                ),
-            ],
-        },
-        "message": {
-            "type": "object",
-            "required": ["role", "content"],
-            "properties": {
-                "role": {"enum": ["user", "system", "developer", "assistant"]},
-                "content": {
-                    "anyOf": [
-                        {"type": "string"},
-                        {"type": "array", "items": {"$ref": "#/$defs/content_part"}},
-                    ]
-                },
-            },
-        },
-        "text_part": {
-            "type": "object",
-            "required": ["type", "text"],
-            "properties": {"type": {"enum": ["input_text", "output_text"]}, "text": _TEXT},
-        },
-        "content_part": {
-            "type": "object",
-            "required": ["type"],
-            "properties": {
-                "type": {"enum": ["input_text", "output_text", "input_image", "refusal"]}
-            },
-            "allOf": [
-                _when("input_text", {"required": ["text"], "properties": {"text": _TEXT}}),
-                _when("output_text", {"required": ["text"], "properties": {"text": _TEXT}}),
-                _when("refusal", {"required": ["refusal"], "properties": {"refusal": _TEXT}}),
-                # A file id names a stored upload: the gateway stores none.
-                _when(
-                    "input_image",
-                    {
-                        "required": ["image_url"],
-                        "properties": {
-                            "image_url": {"type": "string", "minLength": 1},
-                            "detail": {"enum": ["auto", "low", "high", None]},
-                        },
-                    },
-                ),
-            ],
-        },
-        # Function tools only: the hosted ones (web search, files...) run at OpenAI.
-        "tool": {
-            "type": "object",
-            "required": ["type"],
-            "properties": {"type": {"const": "function"}},
-            "allOf": [
-                _when(
-                    "function",
-                    {
-                        "required": ["name"],
-                        "properties": {
-                            "name": {"type": "string", "minLength": 1},
-                            "description": _TEXT_OR_NONE,
-                            "parameters": {"type": ["object", "null"]},
-                            "strict": {"type": ["boolean", "null"]},
-                        },
-                    },
-                )
-            ],
-        },
-        "format": {
-            "type": "object",
-            "required": ["type"],
-            "properties": {"type": {"enum": ["text", "json_object", "json_schema"]}},
-            "allOf": [
-                _when(
-                    "json_schema",
-                    {
-                        "required": ["name", "schema"],
-                        "properties": {
-                            "name": {"type": "string", "minLength": 1},
-                            "schema": {"type": "object"},
-                            "description": _TEXT_OR_NONE,
-                            "strict": {"type": ["boolean", "null"]},
-                        },
-                    },
-                )
-            ],
-        },
-    },
-}
-Draft202012Validator.check_schema(RESPONSES_REQUEST_SCHEMA)
-_VALIDATOR = Draft202012Validator(RESPONSES_REQUEST_SCHEMA)
+from routing.responses_schema import VALIDATOR, conforms
 
 # What only a server that keeps responses can honour, and what to do instead.
 STATEFUL_FIELDS = {
@@ -260,9 +68,11 @@ def parse_responses_request(body: bytes) -> ResponsesCall:
             "stream the response instead.",
             param="background",
         )
-    error = best_match(_VALIDATOR.iter_errors(request))
-    if error is not None:
-        raise invalid_field(error)
+    if not conforms(request):
+        # The schema is the authority, and names the field at fault.
+        error = best_match(VALIDATOR.iter_errors(request))
+        if error is not None:
+            raise invalid_field(error)
     return ResponsesCall(
         request=request,
         messages=_messages(request),

@@ -119,7 +119,7 @@ def _encoded(item: Any, encoding_format: str, label: str) -> dict[str, Any]:
             if len(packed) % 4:
                 raise ValueError("not a whole number of float32")
         elif isinstance(vector, list):
-            packed = struct.pack(f"<{len(vector)}f", *(float(n) for n in vector))
+            packed = struct.pack(f"<{len(vector)}f", *map(float, vector))
         else:
             raise ValueError("no embedding")
     except (ValueError, TypeError, OverflowError, struct.error) as exc:

@@ -10,11 +10,21 @@ import pytest
 from django.apps import apps
 from django.db import connection
 from django.template import Context, Template
+from hypothesis import given
+from hypothesis import strategies as st
 
 from controlplane import money
 from controlplane.approvals import request_approval
 from controlplane.models import Approval
-from controlplane.money import canonical_text_on_sqlite, dollars, exact_text, stored_text, usd
+from controlplane.money import (
+    canonical_text_on_sqlite,
+    dollars,
+    dumps_exact,
+    exact_text,
+    loads_exact,
+    stored_text,
+    usd,
+)
 
 # 22 significant digits, 18 of them places: more than a float or a REAL keeps.
 AMOUNT = Decimal("1234.567890123456789012")
@@ -124,3 +134,32 @@ def test_templates_format_money_with_the_same_function():
     )
 
     assert rendered == f"{usd(Decimal('0.12345'))} —"
+
+
+@given(
+    value=st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.decimals(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=5),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=3), children, max_size=3)
+        ),
+        max_leaves=12,
+    )
+)
+def test_exact_json_reads_back_as_the_same_numbers_and_values(value: object) -> None:
+    assert loads_exact(dumps_exact(value)) == value
+
+
+def test_a_list_of_numbers_is_written_exactly_in_place() -> None:
+    numbers = [Decimal("0.1250"), Decimal("-1E-7"), 3, True, None, [Decimal("2.50")]]
+    assert dumps_exact(numbers) == "[0.1250,-0.0000001,3,true,null,[2.50]]"
+
+
+@given(value=st.decimals())
+def test_a_decimal_is_written_with_every_digit_and_no_exponent(value: Decimal) -> None:
+    assert dumps_exact(value) == format(value, "f")
+    assert dumps_exact([value]) == f"[{format(value, 'f')}]"

@@ -1,0 +1,108 @@
+"""The upload an OpenAI-compatible upstream gets for a transcription
+(`routing.providers.transcription.upload_body`): byte for byte what httpx encodes for
+the same form, and read back by the gateway's own parser as what was sent."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from hypothesis import given
+from hypothesis import strategies as st
+
+from routing.providers.transcription import TranscriptionRequest, upload_body
+from routing.transcription_requests import parse_transcription_request
+from tests.routing.audio_files import wav
+
+BOUNDARY = "0123456789abcdef0123456789abcdef"
+
+
+def by_httpx(request: TranscriptionRequest) -> bytes:
+    """The form as httpx encodes it (`data=`, `files=`), under the same boundary."""
+    fields: dict[str, Any] = {"model": request.model, "response_format": request.response_format}
+    for name in ("language", "prompt", "temperature"):
+        if getattr(request, name):
+            fields[name] = getattr(request, name)
+    if request.timestamp_granularities:
+        fields["timestamp_granularities[]"] = list(request.timestamp_granularities)
+    for name, value in request.extra:
+        fields.setdefault(name, value)
+    upload = httpx.Request(
+        "POST",
+        "http://upload.invalid/",
+        data=fields,
+        files={"file": (request.filename, request.audio, request.content_type)},
+        headers={"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+    return upload.read()
+
+
+# Any text: quotes, backslashes, control characters, line breaks, any script.
+texts = st.text(max_size=20)
+requests = st.builds(
+    TranscriptionRequest,
+    model=texts,
+    audio=st.binary(max_size=64),
+    filename=texts,
+    content_type=st.sampled_from(["audio/wav", "audio/mpeg", ""]),
+    seconds=st.just(Decimal(1)),
+    response_format=st.sampled_from(["json", "text", "verbose_json"]),
+    language=texts,
+    prompt=texts,
+    temperature=st.sampled_from(["", "0", "0.5"]),
+    timestamp_granularities=st.lists(st.sampled_from(["word", "segment"]), max_size=2).map(tuple),
+    extra=st.dictionaries(texts, texts, max_size=3).map(lambda extra: tuple(extra.items())),
+)
+
+
+@given(request=requests)
+def test_the_upload_is_byte_for_byte_what_httpx_encodes(request: TranscriptionRequest) -> None:
+    body, content_type = upload_body(request, BOUNDARY)
+    assert content_type == f"multipart/form-data; boundary={BOUNDARY}"
+    assert body == by_httpx(request)
+
+
+def test_each_upload_has_a_boundary_of_its_own() -> None:
+    request = TranscriptionRequest(
+        model="whisper-1",
+        audio=wav("1"),
+        filename="a.wav",
+        content_type="audio/wav",
+        seconds=Decimal(1),
+    )
+    (first, first_type), (_, second_type) = upload_body(request), upload_body(request)
+    assert first_type != second_type
+    boundary = first_type.split("boundary=")[1]
+    assert len(boundary) == 32
+    assert first.startswith(f"--{boundary}\r\n".encode())
+
+
+def test_the_gateway_reads_back_what_it_uploads() -> None:
+    request = TranscriptionRequest(
+        model="whisper-1",
+        audio=wav("1.5"),
+        filename='my "notes".wav',
+        content_type="audio/wav",
+        seconds=Decimal("1.5"),
+        response_format="verbose_json",
+        language="de",
+        prompt="Names: Ana, Bo",
+        temperature="0.2",
+        timestamp_granularities=("word", "segment"),
+        extra=(("user", "u-1"),),
+    )
+    body, content_type = upload_body(request)
+    read = parse_transcription_request(content_type, body)
+    assert read.model == "whisper-1"
+    assert read.audio == request.audio
+    assert read.filename == "my %22notes%22.wav"  # quoted as browsers and httpx quote it
+    assert read.seconds == Decimal("1.500")
+    assert (read.response_format, read.language, read.prompt, read.temperature) == (
+        "verbose_json",
+        "de",
+        "Names: Ana, Bo",
+        "0.2",
+    )
+    assert read.timestamp_granularities == ("word", "segment")
+    assert read.extra == (("user", "u-1"),)
