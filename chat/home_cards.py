@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat.loop import kill_switch_off
+from chat.kill_switches import kill_switch_off
 from chat.models import Run, RunStatus
 from controlplane.home.cards import for_everyone, register_home_card
 from controlplane.home.changes import register_object_pages

@@ -37,6 +37,7 @@ from chat.budget_tracker import BudgetTracker
 from chat.conversation import assistant_message, conversation
 from chat.events import TokenCoalescer, emit_many
 from chat.guardrails import Guardrails, fingerprint
+from chat.kill_switches import OPERATION, OPERATION_TOGGLE, RUNS_TOGGLE
 from chat.model_calls import ModelCall
 from chat.model_calls import Outcome as ModelCallOutcome
 from chat.models import (
@@ -54,28 +55,16 @@ from chat.run_status import end_run, move_run, pause_run, record_progress
 from chat.streams import open_stream
 from chat.tool_calls import emit_tool_start
 from controlplane.approvals import request_approval
-from controlplane.models import Approval, toggle_enabled, toggles_enabled
+from controlplane.models import Approval, toggle_enabled
 from controlplane.tiers import Tier
 from routing import call_approvals, calls
 from routing.call_refusals import ApprovalRequired, CallFailed, CallRefused, FeatureOff, OverBudget
 from routing.calls import CallContext, CallResult
 from routing.providers import StreamChunk
 
-OPERATION = "agent"  # the routing operation every model call of a run goes through
-RUNS_TOGGLE = "chat.runs.enabled"
-OPERATION_TOGGLE = f"operation.{OPERATION}.enabled"  # routing's switch of that operation
 RISKY_TOOL_ACTION = "chat.risky_tool"
 STOP_POLL_SECONDS = 0.25  # a stop request is seen this soon, mid-stream included
 HEARTBEAT_SECONDS = 5.0
-
-
-def kill_switch_off() -> str:
-    """The toggle that keeps runs from working, if one is off ("" if none): runs
-    themselves, or the operation their model calls go through. Read from the same
-    cache the loop and routing read, so a run refused up front is one that would have
-    stopped at once."""
-    states = toggles_enabled({RUNS_TOGGLE: True, OPERATION_TOGGLE: True})
-    return next((key for key, on in states.items() if not on), "")
 
 
 def _username(user_id: int | None) -> str:

@@ -33,8 +33,9 @@ from chat import budget_bounds
 from chat.budget_tracker import BudgetTracker
 from chat.events import emit_many
 from chat.guardrails import Guardrails
+from chat.kill_switches import kill_switch_off
 from chat.live_runs import announce_run
-from chat.loop import RISKY_TOOL_ACTION, AgentLoop, kill_switch_off
+from chat.loop import RISKY_TOOL_ACTION, AgentLoop
 from chat.models import (
     ACTIVE_STATUSES,
     WORKING_STATUSES,

@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from chat.loop import RUNS_TOGGLE
+from chat.kill_switches import RUNS_TOGGLE
 from chat.models import ChatSession, Run, RunStatus, StopReason
 from controlplane import audit
 from controlplane.approvals import request_approval
