@@ -219,10 +219,23 @@ def loads_exact(text: str | bytes) -> Any:
     return json.loads(text, parse_float=Decimal)
 
 
+class JsonText(str):
+    """JSON text kept as it was written, for what is handed on rather than reckoned
+    with: `dumps_exact` writes it as is. Read with `json.loads(...,
+    parse_float=JsonText)`, a number keeps its text (`Decimal(number)` reads it
+    exactly); an embedding's vector, hundreds or thousands of numbers, costs far less
+    read and written back as text than as Decimals or floats."""
+
+    __slots__ = ()
+
+
 def dumps_exact(value: Any) -> str:
-    """JSON text in which Decimals are written as exact numbers (json.dumps cannot)."""
+    """JSON text in which Decimals are written as exact numbers (json.dumps cannot),
+    and `JsonText` as it was written."""
     if isinstance(value, Decimal):
         return _decimal_text(value)
+    if type(value) is JsonText:
+        return value
     if isinstance(value, dict):
         return (
             "{" + ",".join(f"{json.dumps(str(k))}:{dumps_exact(v)}" for k, v in value.items()) + "}"

@@ -65,8 +65,8 @@ class GatewayResponse:
     # early (the client went away) settles and logs the call.
     stream: Generator[bytes] | None = None
     # What to run once the answer is sent: the call's settlement and log row. With a
-    # stream, only when the stream never ran to its end nor was closed (which record
-    # the call themselves).
+    # stream, once it has run to its end (or never started); a stream closed early or
+    # failed records its call itself.
     after: Callable[[], object] | None = None
     # What ends a stream that failed in the gateway itself, in the stream's dialect
     # (chat's error event and `[DONE]` unless told).

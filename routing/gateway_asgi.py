@@ -14,9 +14,9 @@ Django (`controlplane.runtime.http_endpoints.refusal`); a service key is the onl
 
 A streamed answer (server-sent events, or audio bytes) is sent piece by piece as the
 provider produces them; when the client goes away mid-stream the call is closed at
-once, so it settles and logs. A whole answer is sent before the call's settlement and
-log row are written (on the same thread, at once after): the caller does not wait for
-the bookkeeping.
+once, so it settles and logs. A whole answer, and a stream's end, are sent before the
+call's settlement and log row are written (on the same thread, at once after): the
+caller does not wait for the bookkeeping.
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ class GatewayApplication:
                 response = await self.run(
                     functools.partial(_serve, handler, request, address, errors)
                 )
-        finished_stream = False
+        recorded_itself = False
         try:
             await send(
                 {
@@ -166,20 +166,22 @@ class GatewayApplication:
             if response.stream is None:
                 await send({"type": "http.response.body", "body": response.body})
             else:
-                finished_stream = await self._send_stream(response, receive, send, errors)
+                recorded_itself = await self._send_stream(response, receive, send, errors)
         finally:
             # Recorded even when the answer could not be delivered: it was paid for. A
-            # stream that ran to its end or was closed has recorded its call itself
-            # (a step on the pool saved: a streamed answer takes several).
-            if response.after is not None and not finished_stream:
+            # stream closed early or failed has recorded its call itself; one that ran
+            # to its end is recorded here, once its end is sent (the caller does not
+            # wait for the bookkeeping).
+            if response.after is not None and not recorded_itself:
                 await self.run(functools.partial(_after, response.after))
 
     async def _send_stream(
         self, response: gateway.GatewayResponse, receive: Receive, send: Send, errors: ErrorShape
     ) -> bool:
         """Server-sent events end with an error event on a failure; any other body
-        (audio bytes) can only be ended there. True once the stream has ended or been
-        closed (its own `finally` has run: the call is settled and logged)."""
+        (audio bytes) can only be ended there. True when the stream was closed early or
+        failed (its own `finally` has run: the call is settled and logged); False when
+        it ran to its end, whose `after` (if any) is still to run."""
         stream = response.stream
         assert stream is not None
         events = response.headers.get("Content-Type") == "text/event-stream"
@@ -212,7 +214,7 @@ class GatewayApplication:
             if not ended:
                 # Settles and logs the call now, if it has not finished (client gone).
                 await self.run(stream.close)
-        return True
+        return False
 
 
 def _serve(

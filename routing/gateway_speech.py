@@ -7,7 +7,9 @@ speech model's character price. The audio is streamed on as the provider sends i
 with its media type; the call settles and logs once the stream ends, or at once when
 the client goes away mid-stream (the audio was made, and is paid for). A provider
 failure after the audio started can only end the body early: the call's log row
-records it (`X-Request-Id` names the row).
+records it (`X-Request-Id` names the row). An answer the provider sent whole and
+small (`routing.providers.speech.WHOLE_BYTES`) is answered in one piece, as chat is:
+the call settles and logs once it is sent.
 """
 
 from __future__ import annotations
@@ -63,14 +65,18 @@ def speech(request: GatewayRequest) -> GatewayResponse:
     except CallFailed as exc:
         return error_response(502, "upstream_error", str(exc), request_id=context.request_id)
     audio = Speaking(result, context.request_id)
+    headers = {
+        "Content-Type": audio.media_type,
+        "X-Request-Id": context.request_id,
+        "X-Model-Used": result.model.model_id,
+        "X-Cost-USD": format(result.cost, "f"),
+    }
+    if audio.whole is not None:
+        # All of it is here: answered as chat is, the record once it is sent.
+        return GatewayResponse(200, headers, audio.whole, after=audio.finish)
     return GatewayResponse(
         200,
-        {
-            "Content-Type": audio.media_type,
-            "X-Request-Id": context.request_id,
-            "X-Model-Used": result.model.model_id,
-            "X-Cost-USD": format(result.cost, "f"),
-        },
+        headers,
         stream=audio.stream(),
         # Should the stream never start (the client left before the answer did), the
         # upstream's answer is still closed and the call recorded.
@@ -87,26 +93,28 @@ class Speaking:
         self.result = result
         self.request_id = request_id
         self.media_type = spoken.media_type
+        self.whole = spoken.whole
         self.chunks: Iterator[bytes] = spoken.chunks
         self.release = spoken.close
 
     def stream(self) -> Generator[bytes]:
-        problem = ""
+        """The audio's chunks. Failed, or closed because the client went away: the
+        call is recorded at once, with what went wrong. Run to its end: recorded by
+        the response's `after` (`finish`), once the end is sent."""
         try:
             for chunk in self.chunks:
                 if chunk:
                     yield chunk
         except GeneratorExit:
-            problem = "client disconnected mid-stream"
+            self.finish("client disconnected mid-stream")
             raise
         except Exception as exc:
             log.warning("the audio of call %s stopped: %s", self.request_id, exc)
-            problem = f"The audio stopped mid-stream: {exc}"
-        finally:
-            # Ended, failed, or closed because the client went away: recorded now.
-            self.finish(problem)
+            self.finish(f"The audio stopped mid-stream: {exc}")
 
     def finish(self, problem: str = "") -> None:
+        """Let go of the upstream's answer and record the call (once: the first
+        problem told is the one recorded)."""
         close = getattr(self.chunks, "close", None)
         if close is not None:
             close()

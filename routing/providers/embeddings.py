@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from controlplane.money import JsonText
 from routing.providers.base import Completion, ProviderError, Usage
 
 if TYPE_CHECKING:
@@ -62,7 +63,9 @@ class EmbeddingRequest:
 def upstream_embeddings(
     provider: OpenAICompatibleProvider, request: EmbeddingRequest
 ) -> Completion:
-    body = provider.post_json("/embeddings", request.body())
+    # The vectors' numbers are handed on, never reckoned with: read and written back
+    # as their text (`JsonText`), which costs a fraction of Decimals or floats.
+    body = provider.post_json("/embeddings", request.body(), numbers=JsonText)
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
         raise provider.failure("the embeddings answer has no `data` list", code="invalid_response")
     data = [_encoded(item, request.encoding_format, provider.label) for item in body["data"]]
@@ -111,7 +114,9 @@ def _as(packed: bytes, encoding_format: str) -> str | list[float]:
 
 
 def _encoded(item: Any, encoding_format: str, label: str) -> dict[str, Any]:
-    """An answer's embedding object, its vector in the encoding the caller asked for."""
+    """An answer's embedding object, its vector in the encoding the caller asked for:
+    as the provider wrote it when that is the encoding (checked: base64 of whole
+    float32s, or a list of numbers), else converted."""
     vector = item.get("embedding") if isinstance(item, dict) else None
     try:
         if isinstance(vector, str):
@@ -119,6 +124,13 @@ def _encoded(item: Any, encoding_format: str, label: str) -> dict[str, Any]:
             if len(packed) % 4:
                 raise ValueError("not a whole number of float32")
         elif isinstance(vector, list):
+            kinds = set(map(type, vector))
+            if not kinds <= NUMBERS:
+                raise ValueError("not a list of numbers")
+            if encoding_format == "float":
+                # Written back in one piece, each number's text as read.
+                texts = vector if int not in kinds else map(str, vector)
+                return {**item, "embedding": JsonText(f"[{','.join(texts)}]")}
             packed = struct.pack(f"<{len(vector)}f", *map(float, vector))
         else:
             raise ValueError("no embedding")
@@ -128,7 +140,12 @@ def _encoded(item: Any, encoding_format: str, label: str) -> dict[str, Any]:
             code="invalid_response",
             retryable=True,
         ) from None
-    if isinstance(vector, str) == (encoding_format == "base64"):
+    if encoding_format == "base64" and isinstance(vector, str):
         return dict(item)  # as the provider wrote it
     assert isinstance(item, dict)
     return {**item, "embedding": _as(packed, encoding_format)}
+
+
+# What a vector of `float` numbers holds, read as `JsonText`: its numbers with a
+# fraction or exponent, and its whole ones.
+NUMBERS = {JsonText, int}

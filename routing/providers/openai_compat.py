@@ -36,7 +36,8 @@ redacted before it is raised.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -149,10 +150,13 @@ class OpenAICompatibleProvider(UpstreamClient):
             raise self._status_error(response)
         return response
 
-    def post_json(self, path: str, body: dict[str, Any]) -> Any:
-        """`POST {base_url}{path}` with a JSON body; its JSON answer."""
+    def post_json(
+        self, path: str, body: dict[str, Any], numbers: Callable[[str], Any] = Decimal
+    ) -> Any:
+        """`POST {base_url}{path}` with a JSON body; its JSON answer, its numbers read
+        by `numbers` (exact by default)."""
         response = self.post(path, json_body(body))
-        answer = self._parse(response.content)
+        answer = self._parse(response.content, numbers)
         if isinstance(answer, dict) and "error" in answer:
             raise self._error_event(answer["error"])
         return answer

@@ -43,6 +43,10 @@ SAMPLE_RATE = 24_000  # OpenAI's pcm: 24 kHz, 16-bit signed little-endian, mono
 CHARACTERS_A_SECOND = 15  # about how fast the text would be read aloud
 OFFLINE_MOST_SECONDS = 5
 CHUNK_BYTES = 16_384
+# An answer the upstream sent whole, its length known and no more than this, is read
+# at once and handed on in one piece: all of it is made already, and streamed it would
+# cost the caller a step a piece. A longer or chunked answer is streamed as it comes.
+WHOLE_BYTES = 65_536
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class SpokenAudio(Completion):
 
     chunks: Iterator[bytes] = field(default_factory=lambda: iter(()))
     media_type: str = "application/octet-stream"
+    # The whole audio instead, when it came in one piece (`WHOLE_BYTES`).
+    whole: bytes | None = None
     # Lets go of the upstream's answer, read or not (a generator never started cannot
     # run its own `finally`).
     close: Callable[[], object] = lambda: None
@@ -86,6 +92,21 @@ def upstream_speech(provider: OpenAICompatibleProvider, request: SpeechRequest) 
             raise provider.error_in_answer(body["error"])
         raise provider.failure(
             f"the speech answer is {media_type or 'untyped'}, not audio", code="invalid_response"
+        )
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) <= WHOLE_BYTES:
+        try:
+            # Cut short, it is a failure before any audio left: the next model answers.
+            whole = response.read()
+        except httpx.HTTPError as exc:
+            raise provider.transport_failure(exc) from None
+        finally:
+            response.close()
+        return SpokenAudio(
+            usage=Usage(characters=len(request.input)),
+            model=request.model,
+            whole=whole,
+            media_type=media_type,
         )
     return SpokenAudio(
         usage=Usage(characters=len(request.input)),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -102,12 +102,13 @@ class UpstreamClient:
     def close(self) -> None:
         self._client.close()
 
-    def _parse(self, text: str | bytes) -> Any:
-        """A JSON answer with exact numbers. NaN and Infinity are not JSON: kept as the
-        text they are, so a figure using them is flagged (`pricing.checked_usage`) and
-        a body handed on to the caller is still JSON."""
+    def _parse(self, text: str | bytes, numbers: Callable[[str], Any] = Decimal) -> Any:
+        """A JSON answer with exact numbers (`numbers` reads each one with a fraction or
+        exponent). NaN and Infinity are not JSON: kept as the text they are, so a figure
+        using them is flagged (`pricing.checked_usage`) and a body handed on to the
+        caller is still JSON."""
         try:
-            return json.loads(text, parse_float=Decimal, parse_constant=str)
+            return json.loads(text, parse_float=numbers, parse_constant=str)
         except (ValueError, RecursionError):
             snippet = text[:80] if isinstance(text, str) else text[:80].decode(errors="replace")
             raise self._error(

@@ -3,6 +3,7 @@ an approval's amount is money like any other."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +18,7 @@ from controlplane import money
 from controlplane.approvals import request_approval
 from controlplane.models import Approval
 from controlplane.money import (
+    JsonText,
     canonical_text_on_sqlite,
     dollars,
     dumps_exact,
@@ -157,6 +159,28 @@ def test_exact_json_reads_back_as_the_same_numbers_and_values(value: object) -> 
 def test_a_list_of_numbers_is_written_exactly_in_place() -> None:
     numbers = [Decimal("0.1250"), Decimal("-1E-7"), 3, True, None, [Decimal("2.50")]]
     assert dumps_exact(numbers) == "[0.1250,-0.0000001,3,true,null,[2.50]]"
+
+
+def _not_whole(text: str) -> bool:
+    return any(mark in text for mark in ".eE")
+
+
+@given(
+    numbers=st.lists(
+        # Numbers with a fraction or an exponent (whole ones are read as ints).
+        st.decimals(allow_nan=False, allow_infinity=False).map(str).filter(_not_whole)
+        | st.floats(allow_nan=False, allow_infinity=False).map(repr),
+        max_size=6,
+    )
+)
+def test_json_numbers_are_written_back_as_they_were_read(numbers: list[str]) -> None:
+    text = f"[{','.join(numbers)}]"
+    read = json.loads(text, parse_float=JsonText)
+    assert dumps_exact(read) == text
+    assert (
+        dumps_exact({"v": read, "n": read[:1]}) == f'{{"v":{text},"n":[{",".join(numbers[:1])}]}}'
+    )
+    assert [Decimal(n) for n in read] == [Decimal(n) for n in numbers]
 
 
 @given(value=st.decimals())

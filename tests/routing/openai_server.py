@@ -138,6 +138,8 @@ class Embeddings:
     encoding: str | None = None  # default: as the request asks
     report_usage: bool = True
     delay: float = 0.0
+    # Every input's vector as written (Decimals with all their digits), instead.
+    vector: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,9 @@ class Audio:
     # Set by the test: the chunks after `pause_after` wait for it (instead of `pause`).
     release: threading.Event | None = None
     delay: float = 0.0
+    # Sent in one piece with its Content-Length, not chunked (`drop_after` still cuts
+    # it short after that many `chunk_bytes`).
+    whole: bool = False
 
 
 Reply = Answer | Stream | Failure | Disconnect | Transcribed | Embeddings | Audio
@@ -454,6 +459,14 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
         def _send_audio(self, audio: Audio) -> None:
             self.send_response(200)
             self.send_header("Content-Type", audio.content_type)
+            if audio.whole:
+                self.send_header("Content-Length", str(len(audio.data)))
+                self.end_headers()
+                cut = None if audio.drop_after is None else audio.drop_after * audio.chunk_bytes
+                self.wfile.write(audio.data[:cut])
+                if cut is not None:
+                    self._drop()
+                return
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             size = audio.chunk_bytes
@@ -569,7 +582,7 @@ def _embeddings_body(answer: Embeddings, request: Any) -> dict[str, Any]:
     data = []
     for index in range(len(inputs)):
         vector = [index + i / 10 for i in range(answer.dimensions)]
-        embedding: Any = vector
+        embedding: Any = list(answer.vector) if answer.vector is not None else vector
         if encoding == "base64":
             embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
         data.append({"object": "embedding", "index": index, "embedding": embedding})

@@ -188,6 +188,40 @@ def test_an_upstream_that_ignores_the_encoding_asked_is_converted(
     assert floats(as_floats["data"][0]["embedding"]) == pytest.approx([0, 0.1])
 
 
+def test_a_vector_is_handed_on_with_every_number_as_the_upstream_wrote_it(
+    client: Client, raw_key: str, upstream: OpenAIServer, committed: Committed
+) -> None:
+    with committed():
+        route_to("embeddings", embedding_model(upstream))
+    digits = Decimal("0.12345678901234567890123")  # more than a float holds
+    upstream.reply(Embeddings(vector=(digits, Decimal("-0.0000001"), 0), cost="0.0000021"))
+
+    response = embed(client, {"input": "x", "encoding_format": "float"}, raw_key)
+
+    assert response.status_code == 200
+    assert b'"embedding":[0.12345678901234567890123,-0.0000001,0]' in response.content
+    assert body_of(response)["usage"]["cost"] == Decimal("0.0000021")
+
+
+@pytest.mark.parametrize("vector", [("0.5", Decimal(1)), (True, Decimal(1)), (None,), ([1],)])
+def test_a_vector_holding_anything_but_numbers_is_unreadable_and_the_next_model_answers(
+    client: Client, raw_key: str, upstream: OpenAIServer, committed: Committed, vector: Any
+) -> None:
+    broken = embedding_model(upstream)
+    offline = AIModel.objects.get(model_id="offline/echo")
+    with committed():
+        route_to("embeddings", broken, offline)
+    upstream.reply(Embeddings(vector=vector), model=broken.model_id)
+
+    response = embed(client, {"input": "hello", "encoding_format": "float"}, raw_key)
+
+    assert response.status_code == 200
+    assert response["X-Model-Used"] == "offline/echo"
+    row = OperationLog.objects.get()
+    assert [a["outcome"] for a in row.attempts] == ["error", "ok"]
+    assert "an embedding in the answer is unreadable" in row.attempts[0]["error"]
+
+
 def test_usage_the_upstream_leaves_out_is_charged_at_the_estimate(
     client: Client, raw_key: str, upstream: OpenAIServer, committed: Committed
 ) -> None:

@@ -153,6 +153,44 @@ def test_audio_cut_off_upstream_ends_the_body_and_is_logged_as_an_error_still_pa
     assert reservation.status == Reservation.Status.SETTLED
 
 
+def test_audio_the_upstream_sends_whole_is_answered_in_one_piece_and_charged(
+    raw_key: str, upstream: OpenAIServer, committed: Committed
+) -> None:
+    with committed():
+        route_to("speech", speech_model(upstream))
+    upstream.reply(Audio(AUDIO, whole=True))
+
+    answer = asgi_driver.serve(
+        asgi_driver.scope(URL, headers=asgi_driver.bearer(raw_key)),
+        asgi_driver.body_of({"input": TEXT, "voice": "alloy"}),
+    )
+
+    assert (answer.status, answer.headers["content-type"]) == (200, "audio/mpeg")
+    bodies = [m for m in answer.sent if m["type"] == "http.response.body"]
+    assert [(m["body"], m.get("more_body", False)) for m in bodies] == [(AUDIO, False)]
+    row = OperationLog.objects.get()
+    assert (row.status, row.characters, row.cost) == ("ok", len(TEXT), len(TEXT) * CHARACTER_PRICE)
+    assert row.request_id == answer.headers["x-request-id"]
+    assert Reservation.objects.get().status == Reservation.Status.SETTLED
+
+
+def test_whole_audio_cut_short_upstream_is_a_failure_before_any_audio_and_falls_back(
+    client: Client, raw_key: str, upstream: OpenAIServer, committed: Committed
+) -> None:
+    cut = speech_model(upstream)
+    offline = AIModel.objects.get(model_id="offline/echo")
+    with committed():
+        route_to("speech", cut, offline)
+    upstream.reply(Audio(AUDIO, whole=True, drop_after=2))
+
+    response = speak(client, {"input": TEXT, "voice": "alloy"}, raw_key)
+
+    assert response.status_code == 200
+    assert response["X-Model-Used"] == "offline/echo"
+    row = OperationLog.objects.get()
+    assert [a["outcome"] for a in row.attempts] == ["error", "ok"]
+
+
 def test_a_client_that_leaves_mid_stream_closes_the_call_at_once(
     raw_key: str, upstream: OpenAIServer, committed: Committed
 ) -> None:
