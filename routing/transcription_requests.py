@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import (
+    DEFAULT_MAX_HEADER_COUNT,
+    MAX_BOUNDARY_LENGTH,
+    MultipartParser,
+    parse_options_header,
+)
 
 from routing.gateway_requests import InvalidRequest
 from routing.media import UnreadableMedia, duration_seconds
@@ -32,6 +37,8 @@ from routing.providers.transcription import (
 MAX_FIELD_BYTES = 64 * 1024  # a prompt is a few hundred words
 MAX_PARTS = 32
 MAX_FILENAME_CHARS = 255
+# A header line the plain path reads (`_plain_parts`): under python-multipart's limit.
+MAX_HEADER_LINE = 4096
 _MEDIA_TYPE = re.compile(rb"[\w.+-]+/[\w.+-]+", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 GRANULARITIES_FIELD = "timestamp_granularities[]"
@@ -118,6 +125,78 @@ def _read_form(
 ) -> tuple[dict[str, list[str]], dict[str, tuple[str, str, bytes]]]:
     """The form's text fields (each name's values, in order) and its files (name:
     filename, type, bytes)."""
+    if len(boundary) > MAX_BOUNDARY_LENGTH:  # python-multipart's parser refuses it
+        raise InvalidRequest(
+            f"The multipart boundary is over {MAX_BOUNDARY_LENGTH} bytes.", param="file"
+        )
+    parts = _plain_parts(boundary, body)
+    if parts is None:
+        parts = _parsed_parts(boundary, body)
+    fields: dict[str, list[str]] = {}
+    files: dict[str, tuple[str, str, bytes]] = {}
+    for part in parts:
+        _, disposition = parse_options_header(part.headers.get("content-disposition", b""))
+        name = _decoded(disposition.get(b"name", b""), "a form field's name")
+        if name == "file":
+            if name in files:
+                raise InvalidRequest("Send one 'file', not several.", param="file")
+            # The name is only a label (the offline transcript's): never a reason to refuse.
+            filename = disposition.get(b"filename", b"audio").decode(errors="replace")
+            filename = _CONTROL.sub("", filename)[:MAX_FILENAME_CHARS]
+            files[name] = (filename, _media_type(part.headers), b"".join(part.data))
+            continue
+        if part.size > MAX_FIELD_BYTES:
+            raise InvalidRequest(
+                f"'{name[:40]}' is over {MAX_FIELD_BYTES:,} bytes.", param=name[:100]
+            )
+        fields.setdefault(name, []).append(_decoded(b"".join(part.data), name))
+    return fields, files
+
+
+_HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _plain_parts(boundary: bytes, body: bytes) -> list[_Part] | None:
+    """The parts of a form written plainly, as clients write one (no preamble or
+    epilogue, each delimiter followed by a line break, a few short header lines a
+    part), split at once; None for anything else, which python-multipart's parser then
+    reads, or says what is wrong with (`_parsed_parts`). Property tests hold the two to
+    the same parts. The parser is driven from Python a few bytes at a time; this
+    finds the delimiters in C and reads an upload in a fraction of the time."""
+    delimiter = b"\r\n--" + boundary
+    if not body.startswith(delimiter[2:]):
+        return None
+    parts: list[_Part] = []
+    at = len(delimiter) - 2  # where what follows a delimiter starts
+    while not body.startswith(b"--", at):
+        following = body.find(delimiter, at)
+        blank = body.find(b"\r\n\r\n", at, following)
+        if following < 0 or blank < 0 or len(parts) == MAX_PARTS:
+            return None
+        lines = body[at:blank].split(b"\r\n")
+        if lines[0] or len(lines) - 1 > DEFAULT_MAX_HEADER_COUNT:
+            return None
+        headers = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if (
+                not colon
+                or len(line) > MAX_HEADER_LINE
+                or not _HEADER_NAME.fullmatch(name)
+                or b"\r" in value
+                or b"\n" in value
+            ):
+                return None
+            headers[name.decode("latin-1").lower()] = value.lstrip(b" ")
+        data = body[blank + 4 : following]
+        parts.append(_Part(headers, [data], len(data)))
+        at = following + len(delimiter)
+    return parts if body[at:] in (b"--", b"--\r\n") else None
+
+
+def _parsed_parts(boundary: bytes, body: bytes) -> list[_Part]:
+    """The parts as python-multipart's parser reads them; raises `InvalidRequest`
+    saying what is wrong with a malformed body."""
     form = _Form()
 
     def adding(target: Callable[[], list[bytes]]) -> Callable[[bytes, int, int], None]:
@@ -163,25 +242,7 @@ def _read_form(
         raise InvalidRequest(f"The multipart body is malformed: {exc}.", param="file") from None
     if not form.ended:
         raise InvalidRequest("The multipart body ends before its closing boundary.", param="file")
-    fields: dict[str, list[str]] = {}
-    files: dict[str, tuple[str, str, bytes]] = {}
-    for part in form.parts:
-        _, disposition = parse_options_header(part.headers.get("content-disposition", b""))
-        name = _decoded(disposition.get(b"name", b""), "a form field's name")
-        if name == "file":
-            if name in files:
-                raise InvalidRequest("Send one 'file', not several.", param="file")
-            # The name is only a label (the offline transcript's): never a reason to refuse.
-            filename = disposition.get(b"filename", b"audio").decode(errors="replace")
-            filename = _CONTROL.sub("", filename)[:MAX_FILENAME_CHARS]
-            files[name] = (filename, _media_type(part.headers), b"".join(part.data))
-            continue
-        if part.size > MAX_FIELD_BYTES:
-            raise InvalidRequest(
-                f"'{name[:40]}' is over {MAX_FIELD_BYTES:,} bytes.", param=name[:100]
-            )
-        fields.setdefault(name, []).append(_decoded(b"".join(part.data), name))
-    return fields, files
+    return form.parts
 
 
 def _media_type(headers: dict[str, bytes]) -> str:

@@ -8,11 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from routing.gateway_requests import InvalidRequest
 from routing.providers.transcription import TranscriptionRequest, upload_body
-from routing.transcription_requests import parse_transcription_request
+from routing.transcription_requests import _parsed_parts, _plain_parts, parse_transcription_request
 from tests.routing.audio_files import wav
 
 BOUNDARY = "0123456789abcdef0123456789abcdef"
@@ -106,3 +108,87 @@ def test_the_gateway_reads_back_what_it_uploads() -> None:
     )
     assert read.timestamp_granularities == ("word", "segment")
     assert read.extra == (("user", "u-1"),)
+
+
+# -- reading a form: the plain path and python-multipart's parser agree ----------------
+
+token = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!#$%&'*+^`|~",
+    min_size=1,
+    max_size=20,
+)
+header_values = st.binary(max_size=40).filter(lambda v: b"\r" not in v and b"\n" not in v)
+forms = st.tuples(
+    token.map(str.encode),  # the boundary
+    st.lists(
+        st.tuples(
+            st.lists(st.tuples(token.map(str.encode), header_values), max_size=4),
+            st.binary(max_size=60),
+        ),
+        max_size=5,
+    ),
+    st.sampled_from([b"--", b"--\r\n"]),
+)
+
+
+def written(
+    boundary: bytes, parts: list[tuple[list[tuple[bytes, bytes]], bytes]], end: bytes
+) -> bytes:
+    body = b""
+    for headers, data in parts:
+        lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        body += b"--" + boundary + b"\r\n" + lines + b"\r\n" + data + b"\r\n"
+    return body + b"--" + boundary + end
+
+
+def by_parser(boundary: bytes, body: bytes) -> Any:
+    try:
+        return [(p.headers, b"".join(p.data), p.size) for p in _parsed_parts(boundary, body)]
+    except InvalidRequest as exc:
+        return exc
+
+
+def by_plain_path(boundary: bytes, body: bytes) -> Any:
+    parts = _plain_parts(boundary, body)
+    return None if parts is None else [(p.headers, b"".join(p.data), p.size) for p in parts]
+
+
+@given(form=forms)
+def test_a_plainly_written_form_is_read_as_the_parser_reads_it(form: Any) -> None:
+    boundary, parts, end = form
+    body = written(boundary, parts, end)
+    if any(b"\r\n--" + boundary in b"\r\n" + data + b"\r\n" for _, data in parts):
+        return  # the boundary inside a part's data: not a form any client writes
+    assert by_plain_path(boundary, body) == by_parser(boundary, body)
+
+
+@given(form=forms, cut=st.integers(min_value=0), insert=st.binary(min_size=1, max_size=4))
+def test_a_mangled_form_is_read_as_the_parser_reads_it_or_left_to_the_parser(
+    form: Any, cut: int, insert: bytes
+) -> None:
+    boundary, parts, end = form
+    body = written(boundary, parts, end)
+    at = cut % (len(body) + 1)
+    for mangled in (body[:at], body[:at] + insert + body[at:], body[:at] + body[at + 1 :]):
+        plain = by_plain_path(boundary, mangled)
+        if plain is not None:
+            assert plain == by_parser(boundary, mangled)
+
+
+def test_a_boundary_longer_than_the_parser_takes_is_a_400_naming_the_file() -> None:
+    boundary = "b" * 300
+    disposition = 'Content-Disposition: form-data; name="model"'
+    body = f"--{boundary}\r\n{disposition}\r\n\r\nm\r\n--{boundary}--\r\n"
+    with pytest.raises(InvalidRequest) as refused:
+        parse_transcription_request(f"multipart/form-data; boundary={boundary}", body.encode())
+    assert (str(refused.value), refused.value.param) == (
+        "The multipart boundary is over 256 bytes.",
+        "file",
+    )
+
+
+@given(request=requests)
+def test_the_forms_httpx_writes_are_read_by_the_plain_path(request: TranscriptionRequest) -> None:
+    body = by_httpx(request)
+    assert by_plain_path(BOUNDARY.encode(), body) == by_parser(BOUNDARY.encode(), body)
+    assert by_plain_path(BOUNDARY.encode(), body) is not None
