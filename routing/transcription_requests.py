@@ -63,7 +63,7 @@ class _Form:
 
 def parse_transcription_request(content_type: str, body: bytes) -> TranscriptionRequest:
     """The request's file and choices; raises `InvalidRequest` naming the field at fault."""
-    kind, options = parse_options_header(content_type)
+    kind, options = _options(content_type)
     boundary = options.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary:
         raise InvalidRequest(
@@ -135,7 +135,7 @@ def _read_form(
     fields: dict[str, list[str]] = {}
     files: dict[str, tuple[str, str, bytes]] = {}
     for part in parts:
-        _, disposition = parse_options_header(part.headers.get("content-disposition", b""))
+        _, disposition = _options(part.headers.get("content-disposition", b""))
         name = _decoded(disposition.get(b"name", b""), "a form field's name")
         if name == "file":
             if name in files:
@@ -245,9 +245,35 @@ def _parsed_parts(boundary: bytes, body: bytes) -> list[_Part]:
     return form.parts
 
 
+# A header value written plainly, as clients write one: a type, then `; name=value`
+# parameters, each value a token or a quoted string with no backslash, quote or
+# semicolon within.
+_PLAIN_OPTIONS = re.compile(r'[\w.+/-]+(?:; [a-z]+=(?:"[^"\\;]*"|[\w.+-]+))*', re.ASCII)
+_PARAMETER = re.compile(r'; ([a-z]+)=(?:"([^"\\;]*)"|([\w.+-]+))', re.ASCII)
+
+
+def _options(value: str | bytes) -> tuple[bytes, dict[bytes, bytes]]:
+    """A header's value and parameters, as python-multipart's `parse_options_header`
+    reads them (a property test holds the two to the same answer): read with two
+    regular expressions when written plainly, a third of the library's time."""
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    plain = _plain_options(text)
+    return plain if plain is not None else parse_options_header(text)
+
+
+def _plain_options(text: str) -> tuple[bytes, dict[bytes, bytes]] | None:
+    if not _PLAIN_OPTIONS.fullmatch(text):
+        return None
+    kind, _, _ = text.partition(";")
+    return kind.lower().encode("latin-1"), {
+        name.encode("latin-1"): (quoted or token).encode("latin-1")
+        for name, quoted, token in _PARAMETER.findall(text)
+    }
+
+
 def _media_type(headers: dict[str, bytes]) -> str:
     """The file's media type as sent, when it is one (it is passed on as a header)."""
-    kind, _ = parse_options_header(headers.get("content-type", b""))
+    kind, _ = _options(headers.get("content-type", b""))
     return kind.decode("latin-1") if _MEDIA_TYPE.fullmatch(kind) else ""
 
 

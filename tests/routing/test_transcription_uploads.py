@@ -11,10 +11,17 @@ import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from python_multipart.multipart import parse_options_header
 
 from routing.gateway_requests import InvalidRequest
 from routing.providers.transcription import TranscriptionRequest, upload_body
-from routing.transcription_requests import _parsed_parts, _plain_parts, parse_transcription_request
+from routing.transcription_requests import (
+    _options,
+    _parsed_parts,
+    _plain_options,
+    _plain_parts,
+    parse_transcription_request,
+)
 from tests.routing.audio_files import wav
 
 BOUNDARY = "0123456789abcdef0123456789abcdef"
@@ -192,3 +199,33 @@ def test_the_forms_httpx_writes_are_read_by_the_plain_path(request: Transcriptio
     body = by_httpx(request)
     assert by_plain_path(BOUNDARY.encode(), body) == by_parser(BOUNDARY.encode(), body)
     assert by_plain_path(BOUNDARY.encode(), body) is not None
+
+
+# -- a header's value and parameters: the plain path and python-multipart agree ---------
+
+plain_values = st.builds(
+    lambda kind, parameters: kind + "".join(f"; {name}={value}" for name, value in parameters),
+    st.from_regex(r"[A-Za-z0-9_.+/-]+", fullmatch=True),
+    st.lists(
+        st.tuples(
+            st.from_regex(r"[a-z]+", fullmatch=True),
+            st.from_regex(r"[A-Za-z0-9_.+-]+", fullmatch=True)
+            | st.text(st.characters(max_codepoint=255, exclude_characters='"\\;')).map(
+                lambda text: f'"{text}"'
+            ),
+        ),
+        max_size=3,
+    ),
+)
+
+
+@given(value=plain_values)
+def test_a_plainly_written_header_is_read_as_python_multipart_reads_it(value: str) -> None:
+    assert _plain_options(value) is not None
+    assert _options(value) == parse_options_header(value)
+    assert _options(value.encode("latin-1")) == parse_options_header(value)
+
+
+@given(value=plain_values | st.text(st.characters(max_codepoint=255), max_size=40))
+def test_any_header_is_read_as_python_multipart_reads_it(value: str) -> None:
+    assert _options(value) == parse_options_header(value)
