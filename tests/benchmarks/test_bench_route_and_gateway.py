@@ -110,6 +110,8 @@ def test_bench_gateway_measures_another_endpoint_beside_chat_and_cleans_up(
     assert not any("failed" in line for line in starting(lines, "through the gateway"))
     (within,) = starting(lines, "Target /v1/audio/transcriptions p95 added latency within chat's")
     assert within.split(": ")[1].split()[0] in {"met", "MISSED"}
+    (scatter,) = starting(lines, "difference ")
+    assert "95% of this run's own scatter puts it between " in scatter
 
     calls = OperationLog.objects.filter(service="bench-gateway")
     assert calls.filter(kind="transcription", status="ok").count() == 10 + 1
