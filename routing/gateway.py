@@ -65,8 +65,8 @@ class GatewayResponse:
     # early (the client went away) settles and logs the call.
     stream: Generator[bytes] | None = None
     # What to run once the answer is sent: the call's settlement and log row. With a
-    # stream, once it has run to its end (or never started); a stream closed early or
-    # failed records its call itself.
+    # stream, it runs however the stream ended, so it must leave a call the stream
+    # recorded itself (closed early, or failed) as it is.
     after: Callable[[], object] | None = None
     # What ends a stream that failed in the gateway itself, in the stream's dialect
     # (chat's error event and `[DONE]` unless told).

@@ -148,7 +148,6 @@ class GatewayApplication:
                 response = await self.run(
                     functools.partial(_serve, handler, request, address, errors)
                 )
-        recorded_itself = False
         try:
             await send(
                 {
@@ -166,22 +165,21 @@ class GatewayApplication:
             if response.stream is None:
                 await send({"type": "http.response.body", "body": response.body})
             else:
-                recorded_itself = await self._send_stream(response, receive, send, errors)
+                await self._send_stream(response, receive, send, errors)
         finally:
             # Recorded even when the answer could not be delivered: it was paid for. A
-            # stream closed early or failed has recorded its call itself; one that ran
-            # to its end is recorded here, once its end is sent (the caller does not
-            # wait for the bookkeeping).
-            if response.after is not None and not recorded_itself:
+            # stream's end is sent first (the caller does not wait for the
+            # bookkeeping); one closed early or failed has already recorded its call,
+            # which a stream's `after` then leaves as it is.
+            if response.after is not None:
                 await self.run(functools.partial(_after, response.after))
 
     async def _send_stream(
         self, response: gateway.GatewayResponse, receive: Receive, send: Send, errors: ErrorShape
-    ) -> bool:
+    ) -> None:
         """Server-sent events end with an error event on a failure; any other body
-        (audio bytes) can only be ended there. True when the stream was closed early or
-        failed (its own `finally` has run: the call is settled and logged); False when
-        it ran to its end, whose `after` (if any) is still to run."""
+        (audio bytes) can only be ended there. A stream closed early (the client went
+        away) settles and logs its call as it closes."""
         stream = response.stream
         assert stream is not None
         events = response.headers.get("Content-Type") == "text/event-stream"
@@ -193,7 +191,7 @@ class GatewayApplication:
                 await asyncio.wait({step, gone}, return_when=asyncio.FIRST_COMPLETED)
                 if not step.done():
                     await step  # a thread cannot be interrupted: let the step end
-                    return True  # the client went away; `finally` closes the call
+                    return  # the client went away; `finally` closes the call
                 try:
                     chunk = step.result()
                 except Exception:
@@ -203,7 +201,7 @@ class GatewayApplication:
                         (response.failed_stream_ending or errors.stream_ending()) if events else b""
                     )
                     await send({"type": "http.response.body", "body": ending})
-                    return True
+                    return
                 if chunk is None:
                     ended = True  # the generator is done: nothing left to close
                     break
@@ -214,7 +212,6 @@ class GatewayApplication:
             if not ended:
                 # Settles and logs the call now, if it has not finished (client gone).
                 await self.run(stream.close)
-        return False
 
 
 def _serve(
