@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Count, Window
+
 from chat.kill_switches import kill_switch_off
 from chat.models import Run, RunStatus
 from controlplane.home.cards import for_everyone, register_home_card
@@ -15,18 +17,32 @@ ACTIVE_LIMIT = 10
 STOPPED_LIMIT = 5
 
 
+def active_runs() -> tuple[list[Run], int]:
+    """The newest runs not stopped, and how many there are, read together (a count
+    over the whole set beside each row) so the two never disagree."""
+    runs = list(
+        Run.objects.exclude(status=RunStatus.STOPPED)
+        .select_related("started_by")
+        .annotate(active_count=Window(Count("pk")))[:ACTIVE_LIMIT]
+    )
+    return list[Run](runs), int(runs[0].active_count) if runs else 0
+
+
 def runs_context() -> dict[str, Any]:
     """Queued, working, paused and stopping runs (newest first), and the last stopped
-    ones with their stop reason: three queries, however many runs there are."""
-    active = Run.objects.exclude(status=RunStatus.STOPPED).select_related("started_by")
+    ones with their stop reason: two queries. A run that stopped between the two
+    reads shows where the first saw it, once (its row's id is the page's); its move's
+    own announcement brings the next render."""
+    runs, count = active_runs()
     stopped = (
         Run.objects.filter(status=RunStatus.STOPPED)
+        .exclude(pk__in=[run.pk for run in runs])
         .select_related("started_by")
         .order_by("-finished_at", "-id")[:STOPPED_LIMIT]
     )
     return {
-        "active_runs": list(active[:ACTIVE_LIMIT]),
-        "active_run_count": active.count(),
+        "active_runs": runs,
+        "active_run_count": count,
         "stopped_runs": list(stopped),
         # Why nothing runs, when that is why: a kill switch that refuses new runs.
         "runs_switched_off": kill_switch_off(),

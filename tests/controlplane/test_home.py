@@ -14,6 +14,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from chat import home_cards
+from chat.home_cards import ACTIVE_LIMIT
 from chat.kill_switches import RUNS_TOGGLE
 from chat.models import ChatSession, Run, RunStatus, StopReason
 from controlplane import audit
@@ -199,6 +201,38 @@ def test_active_runs_show_status_step_and_cost_and_link_to_their_run(
     assert "3 of 10" in row
     assert f"{usd(Decimal('0.12'))} of {usd(Decimal('0.50'))}" in row
     assert 'id="active-run-count">1<' in runs
+
+
+def test_more_active_runs_than_shown_are_counted_in_all(
+    client: Any, observer: Any, operator: Any
+) -> None:
+    for _ in range(ACTIVE_LIMIT + 2):
+        a_run(operator, RunStatus.THINKING)
+
+    runs = card(home(client, observer), "home-runs")
+
+    assert f'id="active-run-count">{ACTIVE_LIMIT + 2}<' in runs
+    assert runs.count('class="run status-thinking"') == ACTIVE_LIMIT
+    assert f"{ACTIVE_LIMIT + 2} in all; the newest are shown." in runs
+
+
+def test_a_run_that_stops_while_the_card_is_read_is_shown_once(
+    observer: Any, operator: Any, monkeypatch: Any
+) -> None:
+    """The stop commits between the card's two reads: the card shows the run as the
+    first read saw it, not in both lists (a row id twice on the page)."""
+    run = a_run(operator, RunStatus.STOPPING)
+    first_read = home_cards.active_runs()
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.STOPPED, stop_reason=StopReason.STOPPED_BY_USER, finished_at=timezone.now()
+    )
+    monkeypatch.setattr(home_cards, "active_runs", lambda: first_read)
+
+    context = home_cards.runs_context()
+
+    assert [r.pk for r in context["active_runs"]] == [run.pk]
+    assert context["active_run_count"] == 1
+    assert context["stopped_runs"] == []
 
 
 def test_stopped_runs_say_why_they_stopped_newest_first(
