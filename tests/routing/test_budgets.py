@@ -347,7 +347,7 @@ def test_a_call_that_finishes_after_the_sweep_released_it_still_records_its_cost
 @pytest.mark.django_db
 def test_the_sweep_writes_off_only_reservations_held_longer_than_the_cutoff(clock):
     budget = make_budget("10")
-    start = clock.at
+    start, day = clock.at, budget_day()
     crashed = reserve("crashed", dollars("2"), [budget], operation="chat", service="billing")
     settled = reserve("settled", dollars("1"), [budget])
     settle(settled, dollars("1"))
@@ -363,7 +363,10 @@ def test_the_sweep_writes_off_only_reservations_held_longer_than_the_cutoff(cloc
     assert stored(crashed).actual == dollars("2")
     assert stored(settled).status == Reservation.Status.SETTLED
     assert stored(running).status == Reservation.Status.HELD
-    assert (ledger(budget).spent, ledger(budget).reserved) == (dollars("3"), dollars("3"))
+    assert (ledger(budget, day).spent, ledger(budget, day).reserved) == (
+        dollars("3"),
+        dollars("3"),
+    )
     # ... and the call has its log row, saying why it cost that.
     row = OperationLog.objects.get(request_id="crashed")
     assert (row.operation, row.service, row.cost) == ("chat", "billing", dollars("2"))
@@ -374,23 +377,39 @@ def test_the_sweep_writes_off_only_reservations_held_longer_than_the_cutoff(cloc
 @pytest.mark.django_db
 def test_a_call_recorded_late_after_the_write_off_is_not_charged_twice(clock):
     budget = make_budget("10")
-    start = clock.at
+    start, day = clock.at, budget_day()
     late = reserve("late", dollars("2"), [budget])
     clock.at = start + stale_reservations.STALE_AFTER + timedelta(seconds=1)
     assert write_off_stale_reservations() == 1
 
     assert not settle(late, dollars("0.5"))
-    assert ledger(budget).spent == dollars("2")
+    assert ledger(budget, day).spent == dollars("2")
 
 
 @pytest.mark.django_db
 def test_the_sweep_task_writes_off_stale_reservations_after_an_hour(clock):
     budget = make_budget("10")
-    start = clock.at
+    start, day = clock.at, budget_day()
     reserve("crashed", dollars("2"), [budget])
     clock.at = start + stale_reservations.STALE_AFTER + timedelta(seconds=1)
     assert tasks.write_off_stale_reservations() == 1
-    assert (ledger(budget).spent, ledger(budget).reserved) == (dollars("2"), 0)
+    assert (ledger(budget, day).spent, ledger(budget, day).reserved) == (dollars("2"), 0)
+
+
+@pytest.mark.django_db
+def test_a_reservation_written_off_after_midnight_is_spent_on_the_day_it_was_made(clock):
+    """Held from 23:30 and written off at 00:31: the money counts against the day
+    the call was made, whose reservation it was, and the new day starts empty."""
+    budget = make_budget("10")
+    clock.set_local("2026-03-10T23:30:00")
+    reserve("crashed", dollars("2"), [budget])
+    clock.set_local("2026-03-11T00:31:00")
+
+    assert write_off_stale_reservations() == 1
+
+    made_on = ledger(budget, date(2026, 3, 10))
+    assert (made_on.spent, made_on.reserved) == (dollars("2"), 0)
+    assert not BudgetDay.objects.filter(budget=budget, day=date(2026, 3, 11), spent__gt=0).exists()
 
 
 # Approval override and the enforcement toggle.
