@@ -107,10 +107,12 @@ def autoheal(request: StaffRequest) -> HttpResponse:
     return _back_to(request, "selfheal:index")
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @permission_required_for_staff("selfheal.rollback_execution")
 def rollback_execution(request: StaffRequest, execution_id: int) -> HttpResponse:
     execution = get_object_or_404(PlaybookExecution, pk=execution_id)
+    if request.method == "GET":  # the form without JavaScript: ask first
+        return render(request, "selfheal/rollback_confirm.html", {"execution": execution})
     try:
         rollback(execution, user=request.user)
     except RollbackRefused as exc:

@@ -20,6 +20,7 @@ import pytest
 
 from selfheal.engine import create_task, transition
 from selfheal.models import PlaybookExecution, Task, Worker
+from selfheal.playbooks import run_playbook
 from tests.personas import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -186,5 +187,48 @@ def test_repair_asks_first_and_then_shows_the_state_it_left(
         assert page.is_visible("#after-repair-heading")
         # What it found before is kept, folded: not beside the state it left.
         assert not page.is_visible("#before-repair ul")
+    finally:
+        context.close()
+
+
+def test_rollback_asks_first_then_undoes_the_repair(
+    live_server_url: str, browser: Any, operator: Any
+) -> None:
+    blocked = transition(create_task("Look into it", "chat.request"), "blocked", reason="no disk")
+    execution = run_playbook("repair", user=operator)
+    assert Task.objects.get(pk=blocked.pk).status == "pending"
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        log_in(page, live_server_url, operator.username)
+        page.goto(f"{live_server_url}/selfheal/")
+        page.wait_for_function("() => window.htmx !== undefined")
+        questions: list[str] = []
+
+        def answer(dialog: Any, accept: bool) -> None:
+            questions.append(dialog.message)
+            if accept:
+                dialog.accept()
+            else:
+                dialog.dismiss()
+
+        button = f"#execution-{execution.pk} .rollback-button"
+        page.once("dialog", lambda dialog: answer(dialog, accept=False))
+        page.click(button)  # returns once its dialog is answered
+        assert questions == [
+            f"Roll back execution #{execution.pk}? Every row it changed goes back to its "
+            "snapshot (refused if any changed since)."
+        ]
+        assert PlaybookExecution.objects.get(pk=execution.pk).status != "rolled_back"
+
+        page.once("dialog", lambda dialog: answer(dialog, accept=True))
+        page.click(button)
+        page.wait_for_function(
+            f"() => document.querySelector('#execution-{execution.pk} .exec-status')"
+            "?.textContent.includes('Rolled back')"
+        )
+        assert PlaybookExecution.objects.get(pk=execution.pk).status == "rolled_back"
+        assert Task.objects.get(pk=blocked.pk).status == "blocked"
+        assert f"Execution #{execution.pk} rolled back." in page.inner_text("body")
     finally:
         context.close()

@@ -276,6 +276,71 @@ def test_an_operator_rolls_back_a_repair(client: Any, operator: Any) -> None:
     assert any("rolled back" in m for m in messages_of(response))
 
 
+def test_the_rollback_button_asks_before_it_posts(client: Any, operator: Any) -> None:
+    execution = repaired_execution(operator)
+    client.force_login(operator)
+
+    html = client.get(INDEX).content.decode()
+
+    url = f"/selfheal/executions/{execution.pk}/rollback/"
+    form = html[html.index(f'action="{url}"') - 40 : html.index("rollback-button")]
+    assert f'hx-post="{url}"' in form
+    assert f'hx-confirm="Roll back execution #{execution.pk}? Every row it changed' in form
+    # Without JavaScript the form goes to the confirmation page, never straight to a rollback.
+    assert 'method="get"' in form
+
+
+def test_without_javascript_rollback_shows_a_confirmation_and_changes_nothing(
+    client: Any, operator: Any
+) -> None:
+    execution = repaired_execution(operator)
+    task = Task.objects.get()
+    client.force_login(operator)
+
+    response = client.get(f"/selfheal/executions/{execution.pk}/rollback/")
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert f"Roll back execution #{execution.pk}?" in html
+    assert f'method="post" action="/selfheal/executions/{execution.pk}/rollback/"' in html
+    assert 'id="rollback-confirm-button"' in html
+    assert 'name="csrfmiddlewaretoken"' in html
+    assert stored_execution(execution).status != PlaybookExecution.Status.ROLLED_BACK
+    assert stored(task).status == TaskStatus.PENDING
+
+
+def test_the_confirmation_of_an_execution_with_nothing_to_undo_offers_no_button(
+    client: Any, operator: Any
+) -> None:
+    execution = repaired_execution(operator)
+    client.force_login(operator)
+    client.post(f"/selfheal/executions/{execution.pk}/rollback/")  # rolled back already
+
+    html = client.get(f"/selfheal/executions/{execution.pk}/rollback/").content.decode()
+
+    assert 'id="rollback-unavailable"' in html
+    assert "rollback-confirm-button" not in html
+
+
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_an_observer_can_neither_ask_nor_roll_back(
+    client: Any, operator: Any, observer: Any, method: str
+) -> None:
+    execution = repaired_execution(operator)
+    client.force_login(observer)
+
+    response = getattr(client, method)(f"/selfheal/executions/{execution.pk}/rollback/")
+
+    assert response.status_code == 403
+    assert stored_execution(execution).status != PlaybookExecution.Status.ROLLED_BACK
+
+
+def test_asking_about_an_execution_that_does_not_exist_is_a_404(client: Any, operator: Any) -> None:
+    client.force_login(operator)
+
+    assert client.get("/selfheal/executions/999999/rollback/").status_code == 404
+
+
 def test_a_refused_rollback_says_why_and_changes_nothing(client: Any, operator: Any) -> None:
     execution = repaired_execution(operator)
     task = Task.objects.get()
