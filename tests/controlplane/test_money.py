@@ -156,6 +156,23 @@ def test_exact_json_reads_back_as_the_same_numbers_and_values(value: object) -> 
     assert loads_exact(dumps_exact(value)) == value
 
 
+@given(
+    value=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.tuples(children, children)
+            | st.dictionaries(st.text(max_size=4), children, max_size=4)
+        ),
+        max_leaves=16,
+    )
+)
+def test_without_decimals_exact_json_is_what_json_dumps_writes(value: object) -> None:
+    """Non-ASCII text, control characters, floats (NaN included), nesting: written
+    as `json.dumps` writes them, without its spaces."""
+    assert dumps_exact(value) == json.dumps(value, separators=(",", ":"))
+
+
 def test_a_list_of_numbers_is_written_exactly_in_place() -> None:
     numbers = [Decimal("0.1250"), Decimal("-1E-7"), 3, True, None, [Decimal("2.50")]]
     assert dumps_exact(numbers) == "[0.1250,-0.0000001,3,true,null,[2.50]]"
