@@ -285,7 +285,7 @@ def _decimal_text(value: Decimal) -> str:
 
 
 # What `json.dumps` writes for a str (ensure_ascii), in C.
-_quoted: Callable[[str], str] = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_quoted: Callable[[str], str] = json.encoder.encode_basestring_ascii
 _WRITERS: dict[type, Callable[[Any], str]] = {
     str: _quoted,
     int: int.__repr__,
