@@ -20,6 +20,7 @@ from controlplane.websockets import NoSuchSocket
 from healthmon.code_consumers import CodeHealthConsumer
 from healthmon.consumers import HealthConsumer
 from healthmon.otlp.receiver import LogReceiver
+from routing.consumers import RoutingConsumer
 from routing.gateway_asgi import GatewayApplication
 from selfheal.consumers import SelfhealConsumer
 
@@ -43,6 +44,7 @@ websocket_urlpatterns: list[URLPattern] = [
     path("ws/chat/sessions/", SessionsConsumer.as_asgi()),
     path("ws/chat/sessions/<int:session_id>/", SessionConsumer.as_asgi()),
     path("ws/selfheal/", SelfhealConsumer.as_asgi()),
+    path("ws/routing/", RoutingConsumer.as_asgi()),
     path("ws/health/", HealthConsumer.as_asgi()),
     path("ws/health/code/", CodeHealthConsumer.as_asgi()),
     # Last: any other path (`/ws/runs/abc/` too) is refused at the handshake.

@@ -55,15 +55,17 @@ class StaffConsumer(AsyncWebsocketConsumer):
 
 
 class RenderPace:
-    """A connection's turn to render: at most one render every RENDER_INTERVAL
-    seconds, the first at once. Tests give the consumer a pace they advance by hand."""
+    """A connection's turn to render: at most one render every `interval` seconds,
+    the first at once. Tests give the consumer a pace they advance by hand."""
+
+    interval = RENDER_INTERVAL
 
     def __init__(self) -> None:
         self.last = float("-inf")
 
     async def wait_turn(self) -> None:
         loop = asyncio.get_running_loop()
-        wait = self.last + RENDER_INTERVAL - loop.time()
+        wait = self.last + self.interval - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
         self.last = loop.time()

@@ -14,7 +14,7 @@ from routing import budgets, charts, gateway, insights, usage_report
 from routing.gateway_asgi import ENDPOINTS
 from routing.models import AIModel, Policy, Recommendation, Route
 from routing.quality import ModelQuality, quality_by_model
-from routing.usage_report import RANGES, Report, pick_range
+from routing.usage_report import RANGES, Report, TimeRange, pick_range
 
 
 class SavingsForm(forms.Form):
@@ -66,11 +66,21 @@ def usage_figures(report: Report, quality: dict[str, ModelQuality]) -> dict[str,
     }
 
 
+def usage_context(time_range: TimeRange) -> dict[str, Any]:
+    """The Routing page's live part (`routing/partials/usage.html`): today's spend
+    against each budget, and the range's spend, breakdowns, latency and quality. The
+    page and its socket (`routing.consumers`) render it with this."""
+    return {
+        **usage_figures(usage_report.report(time_range), quality_by_model(*time_range.bounds())),
+        "budget_rows": budgets.spend_today(),
+        "meter": {"amber_from": budgets.AMBER_FROM, "red_above": budgets.RED_ABOVE},
+    }
+
+
 @require_GET
 @staff_required
 def index(request: HttpRequest) -> HttpResponse:
     time_range, range_notice = pick_range(request.GET.get("range"))
-    report = usage_report.report(time_range)
     savings = None
     # The range alone is no question to the calculator: its form stays unbound.
     asked = "operation" in request.GET or "model" in request.GET
@@ -83,10 +93,8 @@ def index(request: HttpRequest) -> HttpResponse:
         request,
         "routing/index.html",
         {
-            **usage_figures(report, quality_by_model(*time_range.bounds())),
+            **usage_context(time_range),
             "range_notice": range_notice,
-            "budget_rows": budgets.spend_today(),
-            "meter": {"amber_from": budgets.AMBER_FROM, "red_above": budgets.RED_ABOVE},
             "routes": Route.objects.select_related(
                 "primary_model__provider", "policy", "ab_model"
             ).prefetch_related("fallback_links__model"),

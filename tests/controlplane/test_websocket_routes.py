@@ -66,6 +66,7 @@ def test_every_websocket_path_of_the_product_is_declared_in_one_list() -> None:
         "ws/chat/sessions/",
         "ws/chat/sessions/<int:session_id>/",
         "ws/selfheal/",
+        "ws/routing/",
         "ws/health/",
         "ws/health/code/",
         "",
