@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -125,6 +126,7 @@ class GatewayBenchmark(Benchmark):
                 self._print_target(results)
                 if endpoint is not CHAT:
                     self._print_within_chat(results, endpoint, levels)
+                self._wait_for_records(started)
             except KeyboardInterrupt:
                 interrupted = True
                 self.stdout.write("Interrupted: stopping the processes and cleaning up.")
@@ -225,6 +227,22 @@ class GatewayBenchmark(Benchmark):
                 f"{what}: {', '.join(removed)} (their creation and removal are in the audit trail)"
             )
 
+    def _wait_for_records(self, since: datetime) -> None:
+        """Until the gateway has recorded every call it answered (it answers first and
+        records just after), so that stopping it loses none and the count below is
+        whole; a call still unrecorded after `RECORD_WAIT` seconds is reported."""
+        held = Reservation.objects.filter(
+            service=SERVICE, created_at__gte=since, status=Reservation.Status.HELD
+        )
+        deadline = time.monotonic() + RECORD_WAIT
+        while (waiting := held.count()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if waiting:
+            self.stdout.write(
+                f"{waiting} answered call(s) not recorded within {RECORD_WAIT:.0f} s: the "
+                "stale sweep writes their reservations off."
+            )
+
     def _print_kept(self, since: datetime) -> None:
         logs = OperationLog.objects.filter(service=SERVICE, at__gte=since)
         kept = logs.aggregate(rows=Count("pk"), total=MoneySum("cost"))
@@ -289,6 +307,8 @@ def _create_rows(upstream_url: str) -> str:
     return raw
 
 
+# How long the gateway is given to record the calls it answered before it is stopped.
+RECORD_WAIT = 30.0
 BUDGET_LIMIT = Decimal(1_000_000)  # room for any run: the budgets are checked, not hit
 
 

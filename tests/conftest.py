@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 from django.core.cache import cache
 
 from controlplane import live
@@ -17,6 +18,10 @@ from tests.personas import make_user
 def _clear_cache() -> Any:
     # The cache is Redis when REDIS_URL is set and outlives each test's rollback.
     _forget_cached_values()
+    # Content type ids this process remembered: an earlier transactional test's flush
+    # took the rows, and a thread of this test would write an audit event under an id
+    # that no longer exists.
+    ContentType.objects.clear_cache()
     yield
     _forget_cached_values()
     # Ledger ids this process remembered as committed: an earlier transactional test's
