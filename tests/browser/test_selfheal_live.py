@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -48,6 +49,19 @@ def open_live(page: Any, url: str) -> list[str]:
     navigations: list[str] = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
     return navigations
+
+
+def answer(questions: list[str], *, accept: bool) -> Callable[[Any], None]:
+    """A handler for a page's next dialog: notes its question, then accepts or dismisses."""
+
+    def handle(dialog: Any) -> None:
+        questions.append(dialog.message)
+        if accept:
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    return handle
 
 
 def worker_call(base_url: str, token: str, endpoint: str, body: dict[str, Any]) -> Any:
@@ -160,20 +174,12 @@ def test_repair_asks_first_and_then_shows_the_state_it_left(
         page.uncheck("#repair-dry-run")
 
         questions: list[str] = []
-
-        def answer(dialog: Any, accept: bool) -> None:
-            questions.append(dialog.message)
-            if accept:
-                dialog.accept()
-            else:
-                dialog.dismiss()
-
-        page.once("dialog", lambda dialog: answer(dialog, accept=False))
+        page.once("dialog", answer(questions, accept=False))
         page.click("#repair-button")  # returns once its dialog is answered
         assert len(questions) == 1
         assert questions[0].startswith("Run the repair playbook?")
 
-        page.once("dialog", lambda dialog: answer(dialog, accept=True))
+        page.once("dialog", answer(questions, accept=True))
         page.click("#repair-button")
         page.wait_for_selector("#finding-task_queue.sev-ok")
 
@@ -204,16 +210,8 @@ def test_rollback_asks_first_then_undoes_the_repair(
         page.goto(f"{live_server_url}/selfheal/")
         page.wait_for_function("() => window.htmx !== undefined")
         questions: list[str] = []
-
-        def answer(dialog: Any, accept: bool) -> None:
-            questions.append(dialog.message)
-            if accept:
-                dialog.accept()
-            else:
-                dialog.dismiss()
-
         button = f"#execution-{execution.pk} .rollback-button"
-        page.once("dialog", lambda dialog: answer(dialog, accept=False))
+        page.once("dialog", answer(questions, accept=False))
         page.click(button)  # returns once its dialog is answered
         assert questions == [
             f"Roll back execution #{execution.pk}? Every row it changed goes back to its "
@@ -221,7 +219,7 @@ def test_rollback_asks_first_then_undoes_the_repair(
         ]
         assert PlaybookExecution.objects.get(pk=execution.pk).status != "rolled_back"
 
-        page.once("dialog", lambda dialog: answer(dialog, accept=True))
+        page.once("dialog", answer(questions, accept=True))
         page.click(button)
         page.wait_for_function(
             f"() => document.querySelector('#execution-{execution.pk} .exec-status')"
