@@ -20,12 +20,12 @@ STOPPED_LIMIT = 5
 def active_runs() -> tuple[list[Run], int]:
     """The newest runs not stopped, and how many there are, read together (a count
     over the whole set beside each row) so the two never disagree."""
-    runs = list(
+    runs: list[Any] = list(
         Run.objects.exclude(status=RunStatus.STOPPED)
         .select_related("started_by")
         .annotate(active_count=Window(Count("pk")))[:ACTIVE_LIMIT]
     )
-    return list[Run](runs), int(runs[0].active_count) if runs else 0
+    return runs, runs[0].active_count if runs else 0
 
 
 def runs_context() -> dict[str, Any]:

@@ -118,6 +118,21 @@ class PacedRenderConsumer(StaffConsumer):
         """What changed without an event (run in the database thread)."""
         return ()
 
+    def touched(self, event_type: str) -> Iterable[Any] | None:
+        """What a group event of `event_type` marks, for a page that follows a group
+        shared with other pages (Home's): an event it does not show marks nothing,
+        rather than closing the socket. None: the event goes to the consumer's method
+        of its name, as Channels dispatches it."""
+        return None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        if not message["type"].startswith("websocket."):
+            touched = self.touched(message["type"])
+            if touched is not None:
+                self.mark(touched)
+                return
+        await super().dispatch(message)
+
     def mark(self, changed: Iterable[Any]) -> None:
         self.dirty.update(changed)
         if self.dirty and (self.flusher is None or self.flusher.done()):

@@ -39,14 +39,10 @@ class RoutingConsumer(PacedRenderConsumer):
         self.time_range, _ = pick_range(query.get("range"))
         return [HOME_GROUP]
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """The websocket's own messages as any consumer's; of Home's group's events
-        (runs, tasks, audit...) only spend concerns this page: the others are ignored
-        rather than closing the socket."""
-        if message["type"].startswith("websocket."):
-            await super().dispatch(message)
-        elif message["type"] == SPEND_EVENT:
-            self.mark([USAGE])
+    def touched(self, event_type: str) -> set[str]:
+        """Of Home's group's events (runs, tasks, audit...) only spend concerns this
+        page."""
+        return {USAGE} if event_type == SPEND_EVENT else set()
 
     def catch_up(self) -> set[str]:
         return {USAGE}

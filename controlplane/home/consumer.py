@@ -26,14 +26,10 @@ class HomeConsumer(PacedRenderConsumer):
     def page_groups(self) -> list[str]:
         return live_groups()
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """The websocket's own messages as any consumer's; every group event marks the
-        cards it touches. An event of a type Home does not show (the groups are other
-        pages' too) is ignored rather than closing the socket."""
-        if message["type"].startswith("websocket."):
-            await super().dispatch(message)
-        else:
-            self.mark(cards_touched(message["type"]))
+    def touched(self, event_type: str) -> set[str]:
+        """The cards an event touches: none for a type Home does not show (the groups
+        are other pages' too)."""
+        return cards_touched(event_type)
 
     def catch_up(self) -> set[str]:
         return aging_cards()
