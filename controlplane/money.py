@@ -247,6 +247,8 @@ def dumps_exact(value: Any) -> str:
         return _object_text(value)
     if isinstance(value, list | tuple):
         return _array_text(value)
+    if isinstance(value, JsonText):  # a kind of its own (an embedding's `VectorText`)
+        return str.__str__(value)
     return json.dumps(value)
 
 

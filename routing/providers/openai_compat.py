@@ -151,12 +151,19 @@ class OpenAICompatibleProvider(UpstreamClient):
         return response
 
     def post_json(
-        self, path: str, body: dict[str, Any], numbers: Callable[[str], Any] = Decimal
+        self,
+        path: str,
+        body: dict[str, Any],
+        numbers: Callable[[str], Any] = Decimal,
+        read: Callable[[bytes], Any] | None = None,
     ) -> Any:
         """`POST {base_url}{path}` with a JSON body; its JSON answer, its numbers read
-        by `numbers` (exact by default)."""
+        by `numbers` (exact by default). `read`: a faster reading of the answers of
+        the shape expected, None for any other, which is then read as JSON."""
         response = self.post(path, json_body(body))
-        answer = self._parse(response.content, numbers)
+        answer = read(response.content) if read is not None else None
+        if answer is None:
+            answer = self._parse(response.content, numbers)
         if isinstance(answer, dict) and "error" in answer:
             raise self._error_event(answer["error"])
         return answer
