@@ -14,7 +14,9 @@ concurrency 1.
 `--endpoint embeddings|speech|transcriptions|responses|messages` measures that
 endpoint too, in the same run and in turns with chat (`benchmarks.gateway_endpoints`:
 each has a model of its kind, priced by its unit, and a route), and prints whether
-what it adds stays within what chat adds.
+what it adds stays within what chat adds. With `--as-large`, also a chat whose
+request is as large as the endpoint's (its message padded out), and how the endpoint
+compares with that: what an endpoint does apart from how many bytes it carries.
 
 The configuration rows are removed at the end (their creation and removal stay in
 the audit trail); the two budgets, whose ledgers are history, are disabled instead.
@@ -34,11 +36,11 @@ from typing import Any
 
 import httpx
 from django.conf import settings
-from django.core.management.base import CommandError
+from django.core.management.base import CommandError, OutputWrapper
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from benchmarks.gateway_endpoints import ENDPOINTS, OPERATION, Endpoint
+from benchmarks.gateway_endpoints import ENDPOINTS, OPERATION, Endpoint, chat_as_large_as
 from benchmarks.gateway_load import LevelResult, difference_interval, measure, signed
 from benchmarks.harness import (
     Benchmark,
@@ -72,6 +74,11 @@ CHAT = ENDPOINTS["chat"]
 class GatewayBenchmark(Benchmark):
     """`bin/manage bench_gateway` (its arguments are parsed there), writing to `stdout`."""
 
+    def __init__(self, stdout: OutputWrapper) -> None:
+        super().__init__(stdout)
+        # What is measured, by name: the endpoints, and a chat `--as-large`.
+        self.endpoints: dict[str, Endpoint] = dict(ENDPOINTS)
+
     def run(self, **options: Any) -> None:
         requests, warmup = options["requests"], options["warmup"]
         levels = _levels(options["concurrency"])
@@ -79,10 +86,15 @@ class GatewayBenchmark(Benchmark):
             raise CommandError("--requests must be at least 1 and --warmup at least 0.")
         endpoint = ENDPOINTS[options.get("endpoint") or "chat"]
         endpoints = [CHAT] if endpoint is CHAT else [CHAT, endpoint]
+        if options.get("as_large"):
+            if endpoint is CHAT:
+                raise CommandError("--as-large compares an --endpoint other than chat.")
+            endpoints.append(chat_as_large_as(endpoint))
+        self.endpoints.update({e.name: e for e in endpoints})
         check_database_is_shareable("gateway process")
         self.stdout.write(
             f"bench_gateway: {requests} non-streaming requests each way per level and "
-            f"endpoint ({', '.join(f'/v1{e.path}' for e in endpoints)}), concurrency "
+            f"endpoint ({', '.join(map(self._label, endpoints))}), concurrency "
             f"{','.join(map(str, levels))}, {warmup} warm-up requests each way first"
         )
         self.stdout.write(f"Database: {describe_database()}")
@@ -124,8 +136,8 @@ class GatewayBenchmark(Benchmark):
                         results[result.endpoint, level] = result
                         self._print_level(result)
                 self._print_target(results)
-                if endpoint is not CHAT:
-                    self._print_within_chat(results, endpoint, levels)
+                for baseline in endpoints[:1] + endpoints[2:] if endpoint is not CHAT else []:
+                    self._print_within(results, endpoint, levels, baseline)
                 self._wait_for_records(started)
             except KeyboardInterrupt:
                 interrupted = True
@@ -152,7 +164,7 @@ class GatewayBenchmark(Benchmark):
     def _print_level(self, result: LevelResult) -> None:
         direct, gateway = result.direct.stats(), result.gateway.stats()
         self.stdout.write(
-            f"/v1{ENDPOINTS[result.endpoint].path}, concurrency {result.level}: "
+            f"{self._label(self.endpoints[result.endpoint])}, concurrency {result.level}: "
             f"{result.requests} requests each way (after {result.warmup} warm-up requests "
             "each way)"
         )
@@ -168,6 +180,12 @@ class GatewayBenchmark(Benchmark):
                 self.stdout.write(
                     f"  {label} {len(load.failures)} failed; first: {load.failures[0]}"
                 )
+        if result.warmup_failures:
+            self.stdout.write(
+                f"  {len(result.warmup_failures)} warm-up request(s) failed (not counted, "
+                f"and logged by the gateway if they reached it); first: "
+                f"{result.warmup_failures[0]}"
+            )
         if direct is not None and gateway is not None:
             self.stdout.write(
                 f"  added by the gateway p50 {milliseconds(gateway.p50 - direct.p50)}  "
@@ -192,32 +210,54 @@ class GatewayBenchmark(Benchmark):
             f"Target p95 added latency under 5 ms at concurrency 1: {verdict} ({added:.2f} ms)"
         )
 
-    def _print_within_chat(
-        self, results: dict[tuple[str, int], LevelResult], endpoint: Endpoint, levels: list[int]
+    def _print_within(
+        self,
+        results: dict[tuple[str, int], LevelResult],
+        endpoint: Endpoint,
+        levels: list[int],
+        baseline: Endpoint,
     ) -> None:
-        """Whether the endpoint adds no more than chat does, level by level (p95)."""
+        """Whether the endpoint adds no more than `baseline` does, level by level (p95):
+        the target against chat; against chat as large (`--as-large`), a reading."""
         for level in levels:
-            chat = results["chat", level].added_p95()
+            base = results[baseline.name, level].added_p95()
             other = results[endpoint.name, level].added_p95()
-            if chat is None or other is None:
+            if base is None or other is None:
                 self.stdout.write(f"Concurrency {level}: not measured")
                 continue
-            verdict = "met" if other <= chat else "MISSED"
-            self.stdout.write(
-                f"Target /v1{endpoint.path} p95 added latency within chat's at concurrency "
-                f"{level}: {verdict} ({milliseconds(other)} against {milliseconds(chat)})"
+            verdict = "met" if other <= base else "MISSED"
+            figures = f"{milliseconds(other)} against {milliseconds(base)}"
+            if baseline is CHAT:
+                self.stdout.write(
+                    f"Target /v1{endpoint.path} p95 added latency within chat's at concurrency "
+                    f"{level}: {verdict} ({figures})"
+                )
+            else:
+                self.stdout.write(
+                    f"Against {self._label(baseline)} at concurrency {level}: /v1{endpoint.path}"
+                    f" p95 added latency {'within' if verdict == 'met' else 'over'} its "
+                    f"({figures})"
+                )
+            low, high = difference_interval(
+                results[baseline.name, level], results[endpoint.name, level]
             )
-            low, high = difference_interval(results["chat", level], results[endpoint.name, level])
+            whose = "chat's" if baseline is CHAT else "its"
             if low > 0:
-                reading = "more than chat's, beyond this run's scatter"
+                reading = f"more than {whose}, beyond this run's scatter"
             elif high < 0:
-                reading = "less than chat's, beyond this run's scatter"
+                reading = f"less than {whose}, beyond this run's scatter"
             else:
                 reading = "no difference this run can tell from its scatter"
             self.stdout.write(
-                f"  difference {signed(other - chat)}; resampled, 95% of this run's own "
+                f"  difference {signed(other - base)}; resampled, 95% of this run's own "
                 f"scatter puts it between {signed(low)} and {signed(high)}: {reading}"
             )
+
+    @staticmethod
+    def _label(endpoint: Endpoint) -> str:
+        if endpoint.name in ENDPOINTS:
+            return f"/v1{endpoint.path}"
+        return f"/v1{endpoint.path} ({endpoint.name}: {len(endpoint.body):,} bytes)"
 
     def _remove_rows(self, *, leftovers: bool = False) -> None:
         removed = remove_bench_rows()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import wave
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -150,3 +150,15 @@ ENDPOINTS: dict[str, Endpoint] = {
         ),
     )
 }
+
+
+def chat_as_large_as(endpoint: Endpoint) -> Endpoint:
+    """Chat whose request is as large as `endpoint`'s (its message padded out): what
+    chat adds for as many bytes. A 32 KB upload costs any endpoint more than chat's
+    70-byte request (received, parsed and sent on again), so the plain comparison
+    mixes what an endpoint does with how large its request is."""
+    chat = ENDPOINTS["chat"]
+    padding = max(len(endpoint.body) - len(chat.body), 0)
+    body = json.loads(chat.body)
+    body["messages"][0]["content"] += " " + "x" * max(padding - 1, 0)
+    return replace(chat, name=f"chat as large as {endpoint.name}", body=_json(body))

@@ -48,6 +48,8 @@ class LevelResult:
     warmup: int
     direct: Load
     gateway: Load
+    # What failed among the warm-up requests (either way): not counted, but said.
+    warmup_failures: list[str] = field(default_factory=list)
 
     def added_p95(self) -> float | None:
         """The gateway's p95 minus the direct p95, in seconds."""
@@ -76,8 +78,11 @@ def measure(
         httpx.Client(limits=limits, timeout=30) as to_gateway,
     ):
         for way in ways:
-            _send(to_upstream, way.direct_url, way.plain, way.body, warmup, level)
-            _send(to_gateway, way.through_url, way.keyed, way.body, warmup, level)
+            for client, url, headers in (
+                (to_upstream, way.direct_url, way.plain),
+                (to_gateway, way.through_url, way.keyed),
+            ):
+                way.warmup_failures += _send(client, url, headers, way.body, warmup, level).failures
         # In turns, a block each way and endpoint at a time: a machine that slows down
         # or speeds up during the run (other processes on it) does so for every side,
         # not for one only; so chat and the endpoint compared with it see the same
@@ -95,7 +100,9 @@ def measure(
                     through.cpu_seconds = cpu_after - cpu_before
                 way.gateway.add(through)
     return [
-        LevelResult(way.endpoint.name, level, requests, warmup, way.direct, way.gateway)
+        LevelResult(
+            way.endpoint.name, level, requests, warmup, way.direct, way.gateway, way.warmup_failures
+        )
         for way in ways
     ]
 
@@ -115,6 +122,7 @@ class _Way:
         }
         self.body = endpoint.body
         self.direct, self.gateway = Load(), Load()
+        self.warmup_failures: list[str] = []
 
 
 # Requests each way per turn: short turns, so that a stall of the machine (a disk

@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.core.management.base import OutputWrapper
 
+from benchmarks.gateway import GatewayBenchmark
+from benchmarks.gateway_load import LevelResult, Load
 from routing.models import AIModel, OperationLog, Provider, Route, RouteFallback, ServiceKey
 
 
@@ -100,23 +103,42 @@ def test_bench_gateway_measures_another_endpoint_beside_chat_and_cleans_up(
         "1",
         "--warmup",
         "1",
+        "--as-large",
     )
     assert lines[0].startswith(
         "bench_gateway: 10 non-streaming requests each way per level and endpoint "
-        "(/v1/chat/completions, /v1/audio/transcriptions)"
+        "(/v1/chat/completions, /v1/audio/transcriptions, /v1/chat/completions (chat as "
+        "large as transcriptions: "
     )
     for path in ("/v1/chat/completions, ", "/v1/audio/transcriptions, "):
         assert [line.split(":")[0] for line in starting(lines, path)] == [f"{path}concurrency 1"]
     assert not any("failed" in line for line in starting(lines, "through the gateway"))
     (within,) = starting(lines, "Target /v1/audio/transcriptions p95 added latency within chat's")
     assert within.split(": ")[1].split()[0] in {"met", "MISSED"}
-    (scatter,) = starting(lines, "difference ")
-    assert "95% of this run's own scatter puts it between " in scatter
+    (against_large,) = starting(lines, "Against /v1/chat/completions (chat as large as ")
+    assert "/v1/audio/transcriptions p95 added latency " in against_large
+    scatters = starting(lines, "difference ")
+    assert len(scatters) == 2
+    assert all("95% of this run's own scatter puts it between " in line for line in scatters)
 
     calls = OperationLog.objects.filter(service="bench-gateway")
     assert calls.filter(kind="transcription", status="ok").count() == 10 + 1
-    assert calls.filter(kind="chat", status="ok").count() == 10 + 1
+    # Chat, and chat with a request as large as the transcription's.
+    assert calls.filter(kind="chat", status="ok").count() == 2 * (10 + 1)
     # Priced from the catalog: one second of audio at the benchmark model's price.
     assert {row.cost for row in calls.filter(kind="transcription")} == {Decimal("0.0001")}
     assert not Provider.objects.filter(name="bench-upstream").exists()
     assert not Route.objects.filter(operation__startswith="bench").exists()
+
+
+def test_bench_gateway_says_what_failed_among_its_warm_up_requests():
+    out = StringIO()
+    answered = Load(latencies=[0.001, 0.002], elapsed=0.003)
+    result = LevelResult(
+        "chat", 1, 2, 3, answered, answered, warmup_failures=["HTTP 503: database locked"] * 2
+    )
+
+    GatewayBenchmark(OutputWrapper(out))._print_level(result)
+
+    (said,) = starting(out.getvalue().splitlines(), "2 warm-up request(s) failed")
+    assert said.endswith("first: HTTP 503: database locked")

@@ -37,6 +37,12 @@ class Command(BaseCommand):
             help="Measure this endpoint too, beside chat, in the same run (default chat only).",
         )
         parser.add_argument(
+            "--as-large",
+            action="store_true",
+            help="Also measure chat with a request as large as --endpoint's, and compare "
+            "the endpoint with it too.",
+        )
+        parser.add_argument(
             "--application",
             default=APPLICATION,
             help=f"The ASGI application daphne serves (default {APPLICATION}).",
