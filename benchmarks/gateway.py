@@ -241,7 +241,7 @@ class GatewayBenchmark(Benchmark):
             low, high = difference_interval(
                 results[baseline.name, level], results[endpoint.name, level]
             )
-            whose = "chat's" if baseline is CHAT else "its"
+            whose = "chat's" if baseline is CHAT else "that chat's"
             if low > 0:
                 reading = f"more than {whose}, beyond this run's scatter"
             elif high < 0:

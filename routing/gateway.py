@@ -35,6 +35,7 @@ from routing.gateway_requests import (
     approval_id,
     completion_limit,
     header_value,
+    operation_header,
     parse_chat_request,
 )
 from routing.models import AIModel, ServiceKey
@@ -159,9 +160,7 @@ def _context(
     default_operation: str | None = None,
 ) -> calls.CallContext:
     return calls.CallContext(
-        operation=header_value(request.headers, "X-Operation")
-        or default_operation
-        or key.default_operation,
+        operation=operation_header(request.headers) or default_operation or key.default_operation,
         mode=header_value(request.headers, "X-Mode") or None,
         service=key.service,
         approval_id=approval_id(request.headers),
@@ -182,7 +181,7 @@ def open_call(
     operation is `X-Operation`, else `default_operation` (an endpoint whose calls are
     of another kind than chat has one of its own: `embeddings`...), else the key's."""
     try:
-        operation, refused = header_value(request.headers, "X-Operation"), None
+        operation, refused = operation_header(request.headers), None
     except InvalidRequest as exc:
         operation, refused = "", exc  # answered once the key is known good
     key, reading = _look_up(raw_key, operation, default_operation)

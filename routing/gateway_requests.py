@@ -23,6 +23,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
 from routing.models import OperationLog
+from routing.models.routes import OPERATION_NAME, operation_name
 
 # Deeper than any real request (a tool's parameter schema nests a few levels), and far
 # below what the validators and serializers after the parser can recurse through.
@@ -405,6 +406,22 @@ def header_value(headers: Mapping[str, str], name: str) -> str:
     if _CONTROL.search(value):
         raise InvalidRequest(f"{name} contains a control character.", param=name)
     return value
+
+
+def operation_header(headers: Mapping[str, str]) -> str:
+    """`X-Operation`: empty, or named as a route's operation is (`operation_name`); any
+    other name could never be routed, so it is refused for what it is, naming the
+    header, rather than looked up."""
+    value = header_value(headers, "X-Operation")
+    if value and not _OPERATION_NAME.fullmatch(value):
+        raise InvalidRequest(
+            f"X-Operation must be an operation's name: {operation_name.message}",
+            param="X-Operation",
+        )
+    return value
+
+
+_OPERATION_NAME = re.compile(OPERATION_NAME)
 
 
 def approval_id(headers: Mapping[str, str]) -> int | None:

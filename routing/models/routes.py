@@ -42,7 +42,9 @@ class Policy(AuditedModel):
         return self.get_mode_display()
 
 
-operation_name = RegexValidator(r"^[a-z0-9_.-]+$", "Use lowercase letters, digits, . _ and -.")
+# How operations are named: the gateway refuses an `X-Operation` named otherwise.
+OPERATION_NAME = r"[a-z0-9_.-]+"
+operation_name = RegexValidator(f"^{OPERATION_NAME}$", "Use lowercase letters, digits, . _ and -.")
 
 
 class UpstreamApi(models.TextChoices):

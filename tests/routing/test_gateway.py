@@ -915,6 +915,24 @@ def test_an_approval_id_that_is_not_a_number_gets_400(client: Client, raw_key: s
     assert not OperationLog.objects.exists()
 
 
+@pytest.mark.parametrize("operation", ["Chat", "my operation", "café", "chat/ops"])
+def test_an_operation_no_route_could_be_named_gets_400_naming_x_operation(
+    client: Client, raw_key: str, operation: str
+) -> None:
+    response = post(client, {"messages": HELLO}, raw_key, {"X-Operation": operation})
+
+    assert response.status_code == 400
+    error = error_of(response)
+    assert (error["param"], error["message"]) == (
+        "X-Operation",
+        "X-Operation must be an operation's name: Use lowercase letters, digits, . _ and -.",
+    )
+    assert not OperationLog.objects.exists()
+    assert not Reservation.objects.exists()
+    # The key is checked first: without one, the answer says only that.
+    assert post(client, {"messages": HELLO}, None, {"X-Operation": operation}).status_code == 401
+
+
 def test_null_stream_and_max_tokens_mean_the_defaults_as_in_openais_api(
     client: Client, raw_key: str
 ) -> None:
