@@ -157,10 +157,11 @@ def _context(
     request: GatewayRequest,
     key: KeySnapshot,
     reading: Reading | None,
+    operation: str,
     default_operation: str | None = None,
 ) -> calls.CallContext:
     return calls.CallContext(
-        operation=operation_header(request.headers) or default_operation or key.default_operation,
+        operation=operation or default_operation or key.default_operation,
         mode=header_value(request.headers, "X-Mode") or None,
         service=key.service,
         approval_id=approval_id(request.headers),
@@ -189,7 +190,7 @@ def open_call(
         raise KeyRefused
     if refused is not None:
         raise refused
-    return _context(request, key, reading, default_operation)
+    return _context(request, key, reading, operation, default_operation)
 
 
 def authorised(

@@ -222,16 +222,22 @@ def _object(text: str, index: int, member: Member) -> tuple[dict[str, Any], int]
     members: dict[str, Any] = {}
     while (key := _KEY(text, index)) is not None:
         members[key[1]], index = member(key[1], text, key.end())
-        following = _FOLLOWING(text, index)
-        if following is None or following[1] == "]":
-            raise _OffShape
-        index = following.end()
-        if following[1] == "}":
+        index, closed = _after_value(text, index, "}")
+        if closed:
             return members, index
     closing = _FOLLOWING(text, index)
     if members or closing is None or closing[1] != "}":
         raise _OffShape  # a comma before `}`, or no key where one belongs
     return members, closing.end()
+
+
+def _after_value(text: str, index: int, closer: str) -> tuple[int, bool]:
+    """Past what follows a value in an object (`closer` `}`) or an array (`]`): where
+    the next member or item starts, and whether the object or array ended there."""
+    following = _FOLLOWING(text, index)
+    if following is None or following[1] not in (",", closer):
+        raise _OffShape
+    return following.end(), following[1] == closer
 
 
 def _answer_member(key: str, text: str, index: int) -> tuple[Any, int]:
@@ -247,11 +253,8 @@ def _answer_member(key: str, text: str, index: int) -> tuple[Any, int]:
         else:
             item, index = _EXACT(text, index)
         items.append(item)
-        following = _FOLLOWING(text, index)
-        if following is None or following[1] == "}":
-            raise _OffShape
-        index = following.end()
-        if following[1] == "]":
+        index, closed = _after_value(text, index, "]")
+        if closed:
             return items, index
 
 
