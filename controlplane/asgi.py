@@ -19,11 +19,13 @@ from controlplane.asgi_routes import http_endpoints, websocket_urlpatterns  # no
 from controlplane.runtime.http_endpoints import HTTPRouter  # noqa: E402
 from controlplane.runtime.serving import (  # noqa: E402
     freeze_startup_objects,
+    hand_on_bodies_whole,
     skip_twisted_form_parsing,
 )
 from controlplane.websockets import SameOriginValidator  # noqa: E402
 
 skip_twisted_form_parsing()  # daphne hands the raw body on; Django parses forms
+hand_on_bodies_whole()  # in one message, not 8 KB at a time
 application = ProtocolTypeRouter(
     {
         "http": HTTPRouter(django_asgi_app, http_endpoints),
