@@ -1,5 +1,5 @@
 """How the served process is set up, beyond Django's settings (`controlplane.asgi`
-applies both; the benchmarks apply the second to themselves, as the served process).
+applies all three; the benchmarks apply the last to themselves, as the served process).
 
 - Twisted's form parsing off. daphne serves HTTP with Twisted's `http.Request`,
   which parses every POST body whose Content-Type is a form (urlencoded or multipart)
