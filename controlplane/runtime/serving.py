@@ -38,14 +38,14 @@ from daphne.server import Server
 # How much of a request's body daphne hands the application a message.
 REQUEST_BODY_CHUNK_BYTES = 1024 * 1024
 
-_original_init = WebRequest.__init__
+_original_request_init = WebRequest.__init__
 _original_server_init = Server.__init__
 
 
-@functools.wraps(_original_init)
+@functools.wraps(_original_request_init)
 def _init_without_form_parsing(self: WebRequest, *args: Any, **kwargs: Any) -> None:
     kwargs["parsePOSTFormSubmission"] = False
-    _original_init(self, *args, **kwargs)
+    _original_request_init(self, *args, **kwargs)
 
 
 def skip_twisted_form_parsing() -> None:

@@ -6,6 +6,7 @@ at a time, and what startup loaded is exempt from garbage collection."""
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
@@ -37,6 +38,15 @@ def test_daphnes_servers_hand_a_body_on_whole_unless_told_a_size() -> None:
     assert Server(None, listening, request_buffer_size=4096).request_buffer_size == 4096
 
 
+@pytest.fixture(scope="module")
+def counting_server() -> Iterator[str]:
+    """daphne serving `body_messages` from its command line, shared by the sizes."""
+    with DaphneProcess("tests.controlplane.runtime.body_messages:application") as daphne:
+        daphne.start()
+        wait_until_ready(daphne.accepts_connections, daphne)
+        yield daphne.url
+
+
 @pytest.mark.parametrize(
     ("size", "messages"),
     [
@@ -47,10 +57,7 @@ def test_daphnes_servers_hand_a_body_on_whole_unless_told_a_size() -> None:
     ],
 )
 def test_a_served_request_body_reaches_the_application_in_as_few_messages(
-    size: int, messages: int
+    counting_server: str, size: int, messages: int
 ) -> None:
-    with DaphneProcess("tests.controlplane.runtime.body_messages:application") as daphne:
-        daphne.start()
-        wait_until_ready(daphne.accepts_connections, daphne)
-        response = httpx.post(daphne.url, content=b"x" * size, timeout=30)
+    response = httpx.post(counting_server, content=b"x" * size, timeout=30)
     assert response.text == f"{messages} {size}"
