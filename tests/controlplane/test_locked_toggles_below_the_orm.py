@@ -115,6 +115,18 @@ def test_the_database_refuses_any_change_to_a_locked_toggle(
 
 @pytest.mark.postgres
 @pytest.mark.django_db
+def test_the_database_refusal_names_the_command_that_unlocks_the_toggle():
+    toggle = make_locked_toggle("agents.autopilot")
+    with pytest.raises(DatabaseError) as refused, transaction.atomic():
+        raw_update(toggle)
+    assert (
+        "feature toggle agents.autopilot is locked: UPDATE refused "
+        "(bin/manage toggle unlock agents.autopilot --reason ...)"
+    ) in str(refused.value)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
 def test_the_unlock_setting_lets_through_unlocking_and_nothing_else():
     toggle = make_locked_toggle()
     with pytest.raises(DatabaseError, match="locked"), transaction.atomic():
