@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+_stopping = threading.Event()
 
 
 def broker_configured() -> bool:
@@ -179,11 +180,20 @@ def start_embedded_scheduler() -> EmbeddedScheduler:
     return scheduler
 
 
+def stopping() -> bool:
+    """True once the server in this process has stopped (`stop_in_process_work`): long
+    work still running (a code scan) ends at its next step rather than hold up the
+    exit, and what fails from here on is the exit's doing, not the work's."""
+    return _stopping.is_set()
+
+
 def stop_in_process_work() -> None:
     """When the server in this process has stopped: no more scheduler ticks, and work
     not started yet dropped (the periodic sweeps find it again after a restart). Tasks
-    already running finish before the process exits; without this, the scheduler kept
-    submitting to a pool the exit had shut down, logging an error every second."""
+    already running finish before the process exits, long ones at their next step
+    (`stopping`); without this, the scheduler kept submitting to a pool the exit had
+    shut down, logging an error every second."""
+    _stopping.set()
     if _scheduler is not None:
         _scheduler.stop()
     with _pool_lock:

@@ -33,8 +33,9 @@ from django.db.models import Q
 from django.dispatch import Signal
 from django.utils import timezone
 
+from controlplane.background import stopping
 from healthmon import code_checkout, code_findings, code_pull_requests
-from healthmon.code_checks import CheckFailed, Reported, ScanContext
+from healthmon.code_checks import CheckFailed, Reported, ScanContext, ScanInterrupted
 from healthmon.code_checks import ci_annotations as ci_check
 from healthmon.code_checks import contracts as contracts_check
 from healthmon.code_checks import dependencies as dependencies_check
@@ -77,6 +78,12 @@ class ScanRefused(Exception):
 
 class ScanTimedOut(CheckFailed):
     """The scan as a whole ran past its time limit (not one check's fault)."""
+
+
+INTERRUPTED = (
+    "Interrupted: the process running the scan stopped. The repository is scanned "
+    "again at the next scheduled scan (with bin/run, as soon as it starts again)."
+)
 
 
 def time_limit() -> timedelta:
@@ -160,11 +167,21 @@ def scan_repository(repository: Repository, scan: Scan | None = None) -> Scan:
         return scan
     try:
         _run(scan, repository)
-    except CheckFailed as error:
-        _move(scan, Status.FAILED, error=str(error))
-    except Exception as error:  # a bug in a check must not leave the scan running
-        log.exception("Code scan #%s of %s crashed", scan.pk, repository)
-        _move(scan, Status.FAILED, error=f"The scan crashed: {type(error).__name__}: {error}")
+    except Exception as error:
+        if isinstance(error, ScanInterrupted) or stopping():
+            # The process stops (Ctrl-C, SIGTERM): whatever failed on the way out (a
+            # pool that takes no more work, a tool killed with its process group) is
+            # the exit's doing. Nothing of the scan was kept; no fix is proposed.
+            log.info(
+                "Code scan #%s of %s interrupted: the process is stopping", scan.pk, repository
+            )
+            _move(scan, Status.FAILED, error=INTERRUPTED)
+            return scan
+        if isinstance(error, CheckFailed):
+            _move(scan, Status.FAILED, error=str(error))
+        else:  # a bug in a check must not leave the scan running
+            log.exception("Code scan #%s of %s crashed", scan.pk, repository)
+            _move(scan, Status.FAILED, error=f"The scan crashed: {type(error).__name__}: {error}")
     code_pull_requests.after_scan(scan)  # refresh this repository's PRs; propose fixes
     return scan
 
@@ -173,6 +190,8 @@ def _run(scan: Scan, repository: Repository) -> None:
     deadline = time.monotonic() + settings.HEALTHMON_CODE_SCAN_TIMEOUT_SECONDS
 
     def remaining() -> float:
+        if stopping():
+            raise ScanInterrupted("The process running the scan is stopping.")
         left = deadline - time.monotonic()
         if left <= 0:
             raise ScanTimedOut("The scan ran past its time limit.")
@@ -213,6 +232,8 @@ def _run(scan: Scan, repository: Repository) -> None:
         states[check.NAME] = context.state
         progress.finish(check.NAME)
         _prune_results(context.cache)
+    if errors and stopping():
+        raise ScanInterrupted("A check failed as the process running the scan stopped.")
     with transaction.atomic():
         summary: dict[str, Any] = code_findings.reconcile(scan, repository, reported)
         summary.update({name: {"error": error} for name, error in errors.items()})

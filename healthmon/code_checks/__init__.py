@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from controlplane.background import stopping
+
 if TYPE_CHECKING:
     from healthmon.models import Repository
 
@@ -35,6 +37,11 @@ _DEFINITION = re.compile(r"^(\s*)(?:async\s+def|def|class)\s+([A-Za-z_][A-Za-z0-
 
 class CheckFailed(Exception):
     """The tool could not run or crashed: the scan fails with this reason."""
+
+
+class ScanInterrupted(Exception):
+    """The process running the scan is stopping (`controlplane.background.stopping`):
+    the scan ends here, not by any check's fault, and runs again at the next scan."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,10 @@ class ScanContext:
     state: dict[str, Any] = field(default_factory=dict)
 
     def remaining(self) -> float:
-        """Seconds left before the scan's time limit; raises `CheckFailed` past it."""
+        """Seconds left before the scan's time limit; raises `CheckFailed` past it, and
+        `ScanInterrupted` once the process is stopping."""
+        if stopping():
+            raise ScanInterrupted("The process running the scan is stopping.")
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise CheckFailed("The scan ran past its time limit.")
