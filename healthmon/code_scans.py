@@ -35,7 +35,13 @@ from django.utils import timezone
 
 from controlplane.background import stopping
 from healthmon import code_checkout, code_findings, code_pull_requests
-from healthmon.code_checks import CheckFailed, Reported, ScanContext, ScanInterrupted
+from healthmon.code_checks import (
+    CheckFailed,
+    Reported,
+    ScanContext,
+    ScanInterrupted,
+    stop_if_stopping,
+)
 from healthmon.code_checks import ci_annotations as ci_check
 from healthmon.code_checks import contracts as contracts_check
 from healthmon.code_checks import dependencies as dependencies_check
@@ -190,8 +196,7 @@ def _run(scan: Scan, repository: Repository) -> None:
     deadline = time.monotonic() + settings.HEALTHMON_CODE_SCAN_TIMEOUT_SECONDS
 
     def remaining() -> float:
-        if stopping():
-            raise ScanInterrupted("The process running the scan is stopping.")
+        stop_if_stopping()
         left = deadline - time.monotonic()
         if left <= 0:
             raise ScanTimedOut("The scan ran past its time limit.")

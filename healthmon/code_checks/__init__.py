@@ -44,6 +44,12 @@ class ScanInterrupted(Exception):
     the scan ends here, not by any check's fault, and runs again at the next scan."""
 
 
+def stop_if_stopping() -> None:
+    """Raise `ScanInterrupted` once the process running the scan is stopping."""
+    if stopping():
+        raise ScanInterrupted("The process running the scan is stopping.")
+
+
 @dataclass(frozen=True)
 class Reported:
     check: str
@@ -75,8 +81,7 @@ class ScanContext:
     def remaining(self) -> float:
         """Seconds left before the scan's time limit; raises `CheckFailed` past it, and
         `ScanInterrupted` once the process is stopping."""
-        if stopping():
-            raise ScanInterrupted("The process running the scan is stopping.")
+        stop_if_stopping()
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise CheckFailed("The scan ran past its time limit.")
