@@ -17,6 +17,8 @@ each has a model of its kind, priced by its unit, and a route), and prints wheth
 what it adds stays within what chat adds. With `--as-large`, also a chat whose
 request is as large as the endpoint's (its message padded out), and how the endpoint
 compares with that: what an endpoint does apart from how many bytes it carries.
+With `--control`, chat a second time under another name, compared with chat as an
+endpoint is: what the comparison reads when nothing differs.
 
 The configuration rows are removed at the end (their creation and removal stay in
 the audit trail); the two budgets, whose ledgers are history, are disabled instead.
@@ -40,7 +42,14 @@ from django.core.management.base import CommandError, OutputWrapper
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from benchmarks.gateway_endpoints import ENDPOINTS, OPERATION, Endpoint, chat_as_large_as
+from benchmarks.gateway_endpoints import (
+    CONTROL,
+    ENDPOINTS,
+    OPERATION,
+    Endpoint,
+    chat_again,
+    chat_as_large_as,
+)
 from benchmarks.gateway_load import LevelResult, difference_interval, measure, signed
 from benchmarks.harness import (
     Benchmark,
@@ -86,10 +95,15 @@ class GatewayBenchmark(Benchmark):
             raise CommandError("--requests must be at least 1 and --warmup at least 0.")
         endpoint = ENDPOINTS[options.get("endpoint") or "chat"]
         endpoints = [CHAT] if endpoint is CHAT else [CHAT, endpoint]
+        baselines = [CHAT]
         if options.get("as_large"):
             if endpoint is CHAT:
                 raise CommandError("--as-large compares an --endpoint other than chat.")
-            endpoints.append(chat_as_large_as(endpoint))
+            baselines.append(chat_as_large_as(endpoint))
+            endpoints.append(baselines[-1])
+        control = chat_again() if options.get("control") else None
+        if control is not None:
+            endpoints.append(control)
         self.endpoints.update({e.name: e for e in endpoints})
         check_database_is_shareable("gateway process")
         self.stdout.write(
@@ -137,8 +151,10 @@ class GatewayBenchmark(Benchmark):
                         self._print_level(result)
                 self._print_target(results)
                 if endpoint is not CHAT:
-                    for baseline in [CHAT, *endpoints[2:]]:
+                    for baseline in baselines:
                         self._print_within(results, endpoint, levels, baseline)
+                if control is not None:
+                    self._print_within(results, control, levels, CHAT)
                 self._wait_for_records(started)
             except KeyboardInterrupt:
                 interrupted = True
@@ -228,7 +244,13 @@ class GatewayBenchmark(Benchmark):
                 continue
             within = other <= base
             figures = f"{milliseconds(other)} against {milliseconds(base)}"
-            if baseline is CHAT:
+            if endpoint.name == CONTROL:
+                self.stdout.write(
+                    f"Control at concurrency {level}: chat measured again, the same requests "
+                    f"in the same turns, reads {'within' if within else 'over'} chat's "
+                    f"({figures}): the target's verdict when nothing differs"
+                )
+            elif baseline is CHAT:
                 self.stdout.write(
                     f"Target /v1{endpoint.path} p95 added latency within chat's at concurrency "
                     f"{level}: {'met' if within else 'MISSED'} ({figures})"

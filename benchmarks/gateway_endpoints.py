@@ -162,3 +162,13 @@ def chat_as_large_as(endpoint: Endpoint) -> Endpoint:
     body = json.loads(chat.body)
     body["messages"][0]["content"] += " " + "x" * max(padding - 1, 0)
     return replace(chat, name=f"chat as large as {endpoint.name}", body=_json(body))
+
+
+def chat_again() -> Endpoint:
+    """Chat a second time, under another name (`--control`): the same requests, in the
+    same turns. How far it reads from chat is how far two endpoints that cost the
+    same read apart in one run: the comparison's resolution, seen rather than argued."""
+    return replace(ENDPOINTS["chat"], name=CONTROL)
+
+
+CONTROL = "chat again"

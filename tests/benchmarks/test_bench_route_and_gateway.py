@@ -131,6 +131,41 @@ def test_bench_gateway_measures_another_endpoint_beside_chat_and_cleans_up(
     assert not Route.objects.filter(operation__startswith="bench").exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_bench_gateway_control_measures_chat_twice_and_compares_the_two(
+    daphne_sees_the_test_database: Any,
+):
+    lines = run(
+        "bench_gateway",
+        "--endpoint",
+        "embeddings",
+        "--control",
+        "--requests",
+        "10",
+        "--concurrency",
+        "1",
+        "--warmup",
+        "1",
+    )
+    assert lines[0].startswith(
+        "bench_gateway: 10 non-streaming requests each way per level and endpoint "
+        "(/v1/chat/completions, /v1/embeddings, /v1/chat/completions (chat again: "
+    )
+    assert len(starting(lines, "/v1/chat/completions (chat again: ")) == 1
+    (within,) = starting(lines, "Target /v1/embeddings p95 added latency within chat's")
+    assert within.split(": ")[1].split()[0] in {"met", "MISSED"}
+    (control,) = starting(lines, "Control at concurrency 1: chat measured again, ")
+    assert "chat's (" in control
+    assert control.endswith("): the target's verdict when nothing differs")
+    assert not starting(lines, "Against ")
+    assert len(starting(lines, "difference ")) == 2
+    assert not any("failed" in line for line in starting(lines, "through the gateway"))
+
+    calls = OperationLog.objects.filter(service="bench-gateway", status="ok")
+    assert calls.filter(kind="embedding").count() == 10 + 1
+    assert calls.filter(kind="chat").count() == 2 * (10 + 1)
+
+
 def test_bench_gateway_says_what_failed_among_its_warm_up_requests():
     out = StringIO()
     answered = Load(latencies=[0.001, 0.002], elapsed=0.003)

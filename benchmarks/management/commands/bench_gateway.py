@@ -43,6 +43,12 @@ class Command(BaseCommand):
             "the endpoint with it too.",
         )
         parser.add_argument(
+            "--control",
+            action="store_true",
+            help="Also measure chat a second time, in the same turns, and compare it with "
+            "chat as --endpoint is: what the comparison reads when nothing differs.",
+        )
+        parser.add_argument(
             "--application",
             default=APPLICATION,
             help=f"The ASGI application daphne serves (default {APPLICATION}).",
