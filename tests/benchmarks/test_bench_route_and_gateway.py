@@ -26,6 +26,22 @@ def starting(lines: list[str], prefix: str) -> list[str]:
     return [line for line in lines if line.strip().startswith(prefix)]
 
 
+def bench_endpoint(endpoint: str, *flags: str) -> list[str]:
+    """`bench_gateway --endpoint endpoint` at concurrency 1: 10 requests each way, after 1."""
+    return run(
+        "bench_gateway",
+        "--endpoint",
+        endpoint,
+        "--requests",
+        "10",
+        "--concurrency",
+        "1",
+        "--warmup",
+        "1",
+        *flags,
+    )
+
+
 @pytest.mark.django_db
 def test_bench_route_prints_percentiles_throughput_and_the_target():
     lines = run("bench_route", "--routes", "5", "--calls", "50")
@@ -93,18 +109,7 @@ def test_bench_gateway_prints_both_paths_per_level_and_cleans_up(
 def test_bench_gateway_measures_another_endpoint_beside_chat_and_cleans_up(
     daphne_sees_the_test_database: Any,
 ):
-    lines = run(
-        "bench_gateway",
-        "--endpoint",
-        "transcriptions",
-        "--requests",
-        "10",
-        "--concurrency",
-        "1",
-        "--warmup",
-        "1",
-        "--as-large",
-    )
+    lines = bench_endpoint("transcriptions", "--as-large")
     assert lines[0].startswith(
         "bench_gateway: 10 non-streaming requests each way per level and endpoint "
         "(/v1/chat/completions, /v1/audio/transcriptions, /v1/chat/completions (chat as "
@@ -135,18 +140,7 @@ def test_bench_gateway_measures_another_endpoint_beside_chat_and_cleans_up(
 def test_bench_gateway_control_measures_chat_twice_and_compares_the_two(
     daphne_sees_the_test_database: Any,
 ):
-    lines = run(
-        "bench_gateway",
-        "--endpoint",
-        "embeddings",
-        "--control",
-        "--requests",
-        "10",
-        "--concurrency",
-        "1",
-        "--warmup",
-        "1",
-    )
+    lines = bench_endpoint("embeddings", "--control")
     assert lines[0].startswith(
         "bench_gateway: 10 non-streaming requests each way per level and endpoint "
         "(/v1/chat/completions, /v1/embeddings, /v1/chat/completions (chat again: "

@@ -16,7 +16,7 @@ import pytest
 
 from controlplane import background
 from healthmon import code_pull_requests, code_scans
-from healthmon.code_checks import Reported, ScanContext
+from healthmon.code_checks import CheckFailed, Reported, ScanContext
 from healthmon.code_checks import ruff as ruff_check
 from healthmon.code_scans import INTERRUPTED, scan_repository
 from healthmon.models import Finding, Repository, Scan
@@ -94,38 +94,35 @@ def test_a_scan_the_process_stops_under_ends_at_its_next_step_as_interrupted(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-def test_what_fails_on_the_way_out_is_the_exit_s_doing_not_a_crash(
-    repository: Repository, monkeypatch: pytest.MonkeyPatch, after_scans: list[int], caplog: Any
-):
-    def pool_gone(context: ScanContext) -> list[Reported]:
-        background.stop_in_process_work()
+@pytest.mark.parametrize(
+    "failure",
+    [
         # What a thread pool says once the interpreter's exit has begun.
-        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-
-    checks(monkeypatch, pool_gone)
-
-    scan = scan_repository(repository)
-
-    assert (scan.status, scan.error) == (Scan.Status.FAILED, INTERRUPTED)
-    assert after_scans == []
-    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-
-
-def test_a_tool_killed_with_the_process_in_the_last_check_interrupts_the_scan(
-    repository: Repository, monkeypatch: pytest.MonkeyPatch, after_scans: list[int]
+        RuntimeError("cannot schedule new futures after interpreter shutdown"),
+        # A tool killed with the process group, in the scan's last check.
+        CheckFailed("ruff exited with -2 (SIGINT)"),
+    ],
+    ids=["a pool that takes no more work", "a tool killed with the process"],
+)
+def test_what_fails_on_the_way_out_is_the_exit_s_doing_not_a_crash(
+    repository: Repository,
+    monkeypatch: pytest.MonkeyPatch,
+    after_scans: list[int],
+    caplog: Any,
+    failure: Exception,
 ):
-    from healthmon.code_checks import CheckFailed
-
-    def killed(context: ScanContext) -> list[Reported]:
+    def fails_as_the_process_stops(context: ScanContext) -> list[Reported]:
         background.stop_in_process_work()
-        raise CheckFailed("ruff exited with -2 (SIGINT)")
+        raise failure
 
-    checks(monkeypatch, killed)
+    checks(monkeypatch, fails_as_the_process_stops)
 
     scan = scan_repository(repository)
 
     assert (scan.status, scan.error) == (Scan.Status.FAILED, INTERRUPTED)
     assert not Finding.objects.filter(repository=repository).exists()
+    assert after_scans == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_a_check_that_crashes_while_the_process_runs_on_is_a_crash(
