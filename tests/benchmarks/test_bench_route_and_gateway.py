@@ -3,6 +3,7 @@ expected format. (The numbers themselves are not tested: benchmarks are run by h
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 from io import StringIO
 from typing import Any
@@ -12,6 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import OutputWrapper
 
 from benchmarks.gateway import GatewayBenchmark
+from benchmarks.gateway_endpoints import ENDPOINTS
 from benchmarks.gateway_load import LevelResult, Load
 from routing.models import AIModel, OperationLog, Provider, Route, RouteFallback, ServiceKey
 
@@ -171,3 +173,45 @@ def test_bench_gateway_says_what_failed_among_its_warm_up_requests():
 
     (said,) = starting(out.getvalue().splitlines(), "2 warm-up request(s) failed")
     assert said.endswith("first: HTTP 503: database locked")
+
+
+def level_result(endpoint: str, added_ms: float, seed: int) -> LevelResult:
+    """A level's result whose gateway adds about `added_ms` to a direct call, with
+    some scatter (the same for every seed: only the draws differ)."""
+    draw = random.Random(seed)
+    direct = [0.001 + draw.uniform(0, 0.0005) for _ in range(400)]
+    gateway = [d + added_ms / 1000 + draw.uniform(0, 0.0005) for d in direct]
+    return LevelResult(endpoint, 1, 400, 0, Load(direct, elapsed=1), Load(gateway, elapsed=1))
+
+
+@pytest.mark.parametrize(
+    ("added_ms", "verdict", "reading"),
+    [
+        (6.0, "MISSED", "more, beyond this run's scatter"),
+        (5.0, "met", "level within this run's scatter"),
+        (4.0, "met", "less, beyond this run's scatter"),
+    ],
+)
+def test_an_endpoint_is_over_chat_only_beyond_the_runs_own_scatter(
+    added_ms: float, verdict: str, reading: str
+):
+    """Chat adds about 5 ms. An endpoint that adds as much, with other draws of the
+    same scatter, is level with it though its p95 reads a little over chat's; one that
+    adds 1 ms more is over, one that adds 1 ms less under."""
+    results = {
+        ("chat", 1): level_result("chat", 5.0, seed=1),
+        ("embeddings", 1): level_result("embeddings", added_ms, seed=4),
+    }
+    endpoint_p95, chat_p95 = (results[name, 1].added_p95() or 0 for name in ("embeddings", "chat"))
+    assert (endpoint_p95 > chat_p95) == (added_ms >= 5.0)
+    bench = GatewayBenchmark(OutputWrapper(out := StringIO()))
+
+    bench._print_within(results, ENDPOINTS["embeddings"], [1], ENDPOINTS["chat"])
+
+    target, difference = out.getvalue().splitlines()
+    assert target.startswith(
+        f"Target /v1/embeddings p95 added latency within chat's at concurrency 1: {verdict} ("
+    )
+    assert target.endswith(f": {reading})")
+    assert difference.startswith("  difference ")
+    assert "; resampled, 95% of this run's own scatter puts it between " in difference
