@@ -300,6 +300,43 @@ _WRITERS: dict[type, Callable[[Any], str]] = {
 }
 
 
+def dumps_built(value: Any) -> str:
+    """What `dumps_exact` writes, for a value the gateway built itself, which holds no
+    `JsonText`: a Responses or Messages answer, or one of their events. json's C
+    encoder writes it in one pass, each Decimal marked there and written in after:
+    half the time of `dumps_exact` on a Responses answer (7 µs against 14), which
+    calls into Python for each container. The encoder would quote a `JsonText`, a
+    `str` to it, so what a provider wrote goes through `dumps_exact`."""
+    decimals: list[Decimal] = []
+
+    def mark(number: Any) -> str:
+        if not isinstance(number, Decimal):
+            raise TypeError(f"Object of type {type(number).__name__} is not JSON serializable")
+        decimals.append(number)
+        return _DECIMAL_MARK
+
+    encode = _c_make_encoder({}, mark, _quoted, None, ":", ",", False, False, True)
+    text = "".join(encode(value, 0))
+    if not decimals:
+        return text
+    pieces = text.split(_QUOTED_DECIMAL_MARK)
+    if len(pieces) != len(decimals) + 1:
+        return dumps_exact(value)  # a string of the value's is the mark itself
+    written = [pieces[0]]
+    for number, piece in zip(decimals, pieces[1:], strict=True):
+        written += (_decimal_text(number), piece)
+    return "".join(written)
+
+
+# json's C encoder (`c_make_encoder`), as `json.dumps` makes it for one value: its
+# markers (for cycles), default, string writer, indent, separators, sort_keys,
+# skipkeys and allow_nan.
+_c_make_encoder: Callable[..., Callable[[Any, int], Sequence[str]]] = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+# Where a Decimal goes, as the encoder writes it: a whole string no answer holds.
+_DECIMAL_MARK = "\x00decimal\x00"
+_QUOTED_DECIMAL_MARK = _quoted(_DECIMAL_MARK)
+
+
 # Money as people read it: every amount shown anywhere goes through one of these.
 
 

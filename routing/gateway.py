@@ -90,10 +90,15 @@ def invalid_request(exc: InvalidRequest) -> GatewayResponse:
 
 
 def json_response(
-    body: Any, headers: dict[str, str] | None = None, status: int = 200
+    body: Any,
+    headers: dict[str, str] | None = None,
+    status: int = 200,
+    *,
+    write: Callable[[Any], str] = dumps_exact,
 ) -> GatewayResponse:
+    """`body` as JSON; `write` is `dumps_built` for a body the gateway built itself."""
     return GatewayResponse(
-        status, {"Content-Type": "application/json", **(headers or {})}, dumps_exact(body).encode()
+        status, {"Content-Type": "application/json", **(headers or {})}, write(body).encode()
     )
 
 

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Generator
 from typing import Any
 
-from controlplane.money import dumps_exact
+from controlplane.money import dumps_built, dumps_exact
 from routing import calls
 from routing.call_refusals import CallFailed, CallRefused, TooLong
 from routing.gateway import GatewayRequest, GatewayResponse, KeyRefused, bearer, open_call
@@ -105,7 +105,7 @@ def messages(request: GatewayRequest) -> GatewayResponse:
             "X-Model-Used": result.model.model_id,
             "X-Cost-USD": format(result.cost, "f"),
         },
-        dumps_exact(body).encode(),
+        dumps_built(body).encode(),
     )
     response.after = result.record
     return response
@@ -183,7 +183,7 @@ def usage_body(usage: Usage) -> dict[str, int]:
 
 
 def _event(kind: str, data: dict[str, Any]) -> bytes:
-    return f"event: {kind}\ndata: {dumps_exact(data)}\n\n".encode()
+    return f"event: {kind}\ndata: {dumps_built(data)}\n\n".encode()
 
 
 def _error_event(kind: str, message: str) -> dict[str, Any]:

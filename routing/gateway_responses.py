@@ -15,6 +15,7 @@ import logging
 from collections.abc import Generator
 from typing import Any
 
+from controlplane.money import dumps_built
 from routing import calls
 from routing.call_refusals import CallFailed, CallRefused, TooLong
 from routing.gateway import (
@@ -74,6 +75,7 @@ def responses(request: GatewayRequest) -> GatewayResponse:
             "X-Model-Used": result.model.model_id,
             "X-Cost-USD": format(result.cost, "f"),
         },
+        write=dumps_built,
     )
     response.after = result.record
     return response

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from controlplane.money import dumps_exact
+from controlplane.money import dumps_built
 from routing import calls
 from routing.providers.base import Completion, StreamChunk
 from routing.responses_requests import ResponsesCall
@@ -152,7 +152,7 @@ class ResponseEvents:
     def event(self, kind: str, **fields: Any) -> bytes:
         body = {"type": kind, **fields, "sequence_number": self.sequence}
         self.sequence += 1
-        return f"event: {kind}\ndata: {dumps_exact(body)}\n\n".encode()
+        return f"event: {kind}\ndata: {dumps_built(body)}\n\n".encode()
 
     def start(self) -> Iterator[bytes]:
         opened = response_body(self.call, self.request_id, model=self.model, status="in_progress")

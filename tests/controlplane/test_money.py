@@ -21,6 +21,7 @@ from controlplane.money import (
     JsonText,
     canonical_text_on_sqlite,
     dollars,
+    dumps_built,
     dumps_exact,
     exact_text,
     loads_exact,
@@ -154,6 +155,34 @@ def test_templates_format_money_with_the_same_function():
 )
 def test_exact_json_reads_back_as_the_same_numbers_and_values(value: object) -> None:
     assert loads_exact(dumps_exact(value)) == value
+
+
+@given(
+    value=st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats()
+        | st.decimals()
+        | st.text(max_size=5)
+        | st.just(money._DECIMAL_MARK),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.tuples(children, children)
+            | st.dictionaries(st.text(max_size=3), children, max_size=3)
+        ),
+        max_leaves=16,
+    )
+)
+def test_a_value_built_here_is_written_as_dumps_exact_writes_it(value: object) -> None:
+    """Decimals anywhere (NaN and exponents included), floats, text holding what the
+    encoder marks a Decimal with: the same text, whichever writer."""
+    assert dumps_built(value) == dumps_exact(value)
+
+
+def test_a_value_built_here_refuses_what_json_cannot_write() -> None:
+    with pytest.raises(TypeError, match="Object of type set is not JSON serializable"):
+        dumps_built({"cost": Decimal("0.1"), "tags": {"a"}})
 
 
 @given(
