@@ -31,6 +31,8 @@ from decimal import Decimal
 from json.scanner import make_scanner
 from typing import TYPE_CHECKING, Any, cast
 
+import orjson
+
 from controlplane.money import JsonText
 from routing.providers.base import Completion, ProviderError, Usage
 
@@ -174,10 +176,10 @@ def read_answer(content: bytes) -> dict[str, Any] | None:
 
     A vector is most of an answer: 1,536 numbers for OpenAI's small model. Read a
     number at a time as `JsonText`, the C scanner calls back into Python for each;
-    here it reads the vector with a callback that costs next to nothing (`_CHECK`),
-    to check its grammar and find its end, and the text is cut out in one piece:
-    about half the time for 256 numbers, a third for 1,536. A property test holds
-    the two readings to the same answer."""
+    here the vector's text is cut out in one piece (a list of numbers ends at its
+    first `]`) and orjson checks its grammar, in C with no callback: for 256
+    numbers, 4 µs where the scanner took 14 only to check them. A property test
+    holds the two readings to the same answer."""
     try:
         text = content.decode()
         opening = _OPENING(text)
@@ -207,8 +209,6 @@ _FOLLOWING = re.compile(_WS + r"([,}\]])" + _WS).match
 Scan = Callable[[str, int], tuple[Any, int]]
 # Every value but a vector is read as `UpstreamClient._parse` reads it.
 _EXACT: Scan = make_scanner(json.JSONDecoder(parse_float=JsonText, parse_constant=str))  # type: ignore[arg-type]
-# A vector, read only for its grammar and its end: each number as its length.
-_CHECK: Scan = make_scanner(json.JSONDecoder(parse_float=len, parse_int=len))  # type: ignore[arg-type]
 _WHITESPACE = b" \t\n\r"
 # What a list of numbers is written with: with these taken out, only `[]` is left.
 _NUMBER_LIST = b"0123456789.eE+-," + _WHITESPACE
@@ -260,9 +260,18 @@ def _answer_member(key: str, text: str, index: int) -> tuple[Any, int]:
 
 def _item_member(key: str, text: str, index: int) -> tuple[Any, int]:
     if key == "embedding" and text.startswith("[", index):
-        _, end = _CHECK(text, index)
+        end = text.find("]", index) + 1
         written = text[index:end].encode()
-        # Valid JSON of these characters alone is a list of numbers.
-        if written.translate(None, _NUMBER_LIST) == b"[]":
+        # Valid JSON of these characters alone is a list of numbers. One orjson cannot
+        # read as doubles (`1e400`, past 64-bit integers) is read number by number.
+        if end and written.translate(None, _NUMBER_LIST) == b"[]" and _valid(written):
             return VectorText(written.translate(None, _WHITESPACE).decode()), end
     return _EXACT(text, index)
+
+
+def _valid(written: bytes) -> bool:
+    try:
+        orjson.loads(written)
+    except orjson.JSONDecodeError:
+        return False
+    return True

@@ -127,3 +127,13 @@ def test_a_vector_of_anything_but_numbers_is_read_number_by_number() -> None:
 
     assert read == {"data": [{"embedding": [1, True]}, {"embedding": ["NaN", "0.5"]}]}
     assert Decimal(read["data"][1]["embedding"][1]) == Decimal("0.5")
+
+
+def test_a_vector_past_what_a_double_holds_is_kept_as_written() -> None:
+    read = read_answer(b'{"data": [{"embedding": [1e400, -0.5]}, {"embedding": [1.,2]}]}')
+
+    assert read is None  # `1.` is not JSON: the full reading refuses the answer
+    read = read_answer(b'{"data": [{"embedding": [1e400, -0.5, 123456789012345678901234]}]}')
+
+    assert read is not None
+    assert dumps_exact(read) == '{"data":[{"embedding":[1e400,-0.5,123456789012345678901234]}]}'
