@@ -158,6 +158,7 @@ class GatewayApplication:
                         for name, value in {
                             **security_headers(scope, headers),
                             **response.headers,
+                            **_length(response),
                         }.items()
                     ],
                 }
@@ -212,6 +213,11 @@ class GatewayApplication:
             if not ended:
                 # Settles and logs the call now, if it has not finished (client gone).
                 await self.run(stream.close)
+
+
+def _length(response: gateway.GatewayResponse) -> dict[str, str]:
+    """A whole answer's length, so that it is sent as it is rather than in chunks."""
+    return {} if response.stream is not None else {"Content-Length": str(len(response.body))}
 
 
 def _serve(

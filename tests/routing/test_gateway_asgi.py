@@ -225,6 +225,23 @@ def test_a_body_of_exactly_the_limit_is_served(
 
 
 @pytest.mark.django_db
+def test_a_whole_answer_says_its_length_and_a_stream_does_not(
+    issued: tuple[ServiceKey, str],
+) -> None:
+    _, raw = issued
+
+    whole = chat(raw)
+    refused = chat(raw, {"messages": "not a list"})
+    streamed = chat(raw, {"messages": HELLO, "stream": True})
+
+    assert (whole.status, refused.status, streamed.status) == (200, 400, 200)
+    for answer in (whole, refused):
+        assert answer.headers["content-length"] == str(len(answer.body))
+    assert "content-length" not in streamed.headers
+    assert streamed.body.endswith(b"data: [DONE]\n\n")
+
+
+@pytest.mark.django_db
 def test_without_a_body_limit_a_large_body_is_served(
     issued: tuple[ServiceKey, str], settings: Any
 ) -> None:
