@@ -74,6 +74,23 @@ def clip(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "…"
 
 
+class _Client(httpx.Client):
+    """httpx's client, whose whole answers (all but `stream=True`) leave no reference
+    cycle behind: httpx's answer and its stream refer to each other, so, read and
+    closed, an answer and the 40-odd objects of its request waited for the cyclic
+    garbage collector, a pause of a few tenths of a millisecond every 20 calls or so,
+    in the middle of a later one. With its stream the bytes it read, it is freed as
+    soon as it is dropped."""
+
+    def send(
+        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        response = super().send(request, stream=stream, **kwargs)
+        if not stream:
+            response.stream = httpx.ByteStream(response.content)
+        return response
+
+
 class UpstreamClient:
     """What every provider speaking HTTP to an upstream has in common: one base URL,
     key and `httpx.Client` (a connection pool shared by threads, so `provider_for()`
@@ -94,7 +111,7 @@ class UpstreamClient:
         self.label = label
         self.timeout = timeout
         self._api_key = api_key
-        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout))
+        self._client = _Client(headers=headers, timeout=httpx.Timeout(timeout))
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.label} {self.base_url}>"

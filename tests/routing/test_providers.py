@@ -3,6 +3,7 @@ offline and scripted providers."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from decimal import Decimal
@@ -292,6 +293,31 @@ def test_a_non_streamed_completion_keeps_the_raw_body_with_exact_numbers(
     assert str(completion.raw["usage"]["cost"]) == EXACT_COST
     assert completion.raw["choices"][0]["message"] == {"role": "assistant", "content": "Bonjour"}
     assert server.requests[-1].json.get("stream") is None
+
+
+def test_a_whole_answer_is_freed_as_soon_as_it_is_dropped(
+    server: OpenAIServer, client: OpenAICompatibleProvider
+) -> None:
+    """Nothing of the call is left for the cyclic garbage collector, whose pauses would
+    fall in the middle of later calls."""
+    client.complete(HELLO)  # the connection is opened
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        client.complete(HELLO)
+        gc.collect()
+        left = [
+            type(o).__qualname__
+            for o in gc.garbage
+            if type(o).__module__.split(".")[0] in {"httpx", "httpcore"}
+        ]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+    assert left == []
 
 
 def test_a_non_streamed_completion_reads_tool_calls(
