@@ -14,8 +14,9 @@ concurrency 1.
 `--endpoint embeddings|speech|transcriptions|responses|messages` measures that
 endpoint too, in the same run and in turns with chat (`benchmarks.gateway_endpoints`:
 each has a model of its kind, priced by its unit, and a route), and prints whether
-what it adds stays within what chat adds: not more than chat's beyond the run's own
-scatter (the resampled 95% interval of the difference, printed beside it). With
+what it adds stays within what chat adds at concurrency 1, where chat's target is read
+(at other levels, a reading): not more than chat's beyond the run's own scatter (the
+resampled 95% interval of the difference, printed beside it). With
 `--as-large`, also a chat whose request is as large as the endpoint's (its message
 padded out), and how the endpoint compares with that: what an endpoint does apart
 from how many bytes it carries. With `--control`, chat a second time under another
@@ -79,6 +80,8 @@ from routing.models import (
 PROVIDER = "bench-upstream"
 SERVICE = "bench-gateway"
 TARGET_ADDED_P95_MS = 5.0
+# The level both targets are read at: one request at a time, latency without queueing.
+TARGET_LEVEL = 1
 CHAT = ENDPOINTS["chat"]
 
 
@@ -218,7 +221,7 @@ class GatewayBenchmark(Benchmark):
             )
 
     def _print_target(self, results: dict[tuple[str, int], LevelResult]) -> None:
-        result = results.get(("chat", 1))
+        result = results.get(("chat", TARGET_LEVEL))
         stats = (result.direct.stats(), result.gateway.stats()) if result else (None, None)
         if stats[0] is None or stats[1] is None:
             self.stdout.write("Target p95 added latency under 5 ms at concurrency 1: not measured")
@@ -237,7 +240,11 @@ class GatewayBenchmark(Benchmark):
         baseline: Endpoint,
     ) -> None:
         """Whether the endpoint adds no more than `baseline` does, level by level (p95):
-        the target against chat; against chat as large (`--as-large`), a reading.
+        the target against chat at `TARGET_LEVEL`, where chat's own target is read; at
+        other levels, and against chat as large (`--as-large`), a reading. Past a
+        level the machine serves at once, what the gateway adds is mostly queueing,
+        and so its CPU a request times the requests ahead: there an upload's bytes
+        weigh, which a chat as large carries too.
 
         "No more" is read against the run's own scatter: an endpoint is over only when
         its difference from the baseline is more than 95% of the run's resampled
@@ -268,10 +275,16 @@ class GatewayBenchmark(Benchmark):
                     f"in the same turns, reads {'within' if within else 'over'} chat's "
                     f"({figures}): the target's verdict when nothing differs"
                 )
-            elif baseline is CHAT:
+            elif baseline is CHAT and level == TARGET_LEVEL:
                 self.stdout.write(
                     f"Target /v1{endpoint.path} p95 added latency within chat's at concurrency "
                     f"{level}: {'met' if within else 'MISSED'} ({figures})"
+                )
+            elif baseline is CHAT:
+                self.stdout.write(
+                    f"At concurrency {level}, a reading beside the target (read at "
+                    f"concurrency {TARGET_LEVEL}, as chat's): /v1{endpoint.path} p95 added "
+                    f"latency {'within' if within else 'over'} chat's ({figures})"
                 )
             else:
                 self.stdout.write(

@@ -175,13 +175,13 @@ def test_bench_gateway_says_what_failed_among_its_warm_up_requests():
     assert said.endswith("first: HTTP 503: database locked")
 
 
-def level_result(endpoint: str, added_ms: float, seed: int) -> LevelResult:
+def level_result(endpoint: str, added_ms: float, seed: int, level: int = 1) -> LevelResult:
     """A level's result whose gateway adds about `added_ms` to a direct call, with
     some scatter (the same for every seed: only the draws differ)."""
     draw = random.Random(seed)
     direct = [0.001 + draw.uniform(0, 0.0005) for _ in range(400)]
     gateway = [d + added_ms / 1000 + draw.uniform(0, 0.0005) for d in direct]
-    return LevelResult(endpoint, 1, 400, 0, Load(direct, elapsed=1), Load(gateway, elapsed=1))
+    return LevelResult(endpoint, level, 400, 0, Load(direct, elapsed=1), Load(gateway, elapsed=1))
 
 
 @pytest.mark.parametrize(
@@ -215,3 +215,23 @@ def test_an_endpoint_is_over_chat_only_beyond_the_runs_own_scatter(
     assert target.endswith(f": {reading})")
     assert difference.startswith("  difference ")
     assert "; resampled, 95% of this run's own scatter puts it between " in difference
+
+
+def test_past_concurrency_1_an_endpoint_against_chat_is_a_reading_not_the_target():
+    results = {
+        (name, level): level_result(name, added, seed=seed, level=level)
+        for level in (1, 10)
+        for name, added, seed in (("chat", 5.0, 1), ("transcriptions", 6.0, 4))
+    }
+    bench = GatewayBenchmark(OutputWrapper(out := StringIO()))
+
+    bench._print_within(results, ENDPOINTS["transcriptions"], [1, 10], ENDPOINTS["chat"])
+
+    target, _, reading, _ = out.getvalue().splitlines()
+    assert target.startswith(
+        "Target /v1/audio/transcriptions p95 added latency within chat's at concurrency 1: MISSED"
+    )
+    assert reading.startswith(
+        "At concurrency 10, a reading beside the target (read at concurrency 1, as chat's): "
+        "/v1/audio/transcriptions p95 added latency over chat's ("
+    )
