@@ -21,7 +21,14 @@ from typing import Any
 from controlplane.money import dumps_built, dumps_exact
 from routing import calls
 from routing.call_refusals import CallFailed, CallRefused, TooLong
-from routing.gateway import GatewayRequest, GatewayResponse, KeyRefused, bearer, open_call
+from routing.gateway import (
+    GatewayRequest,
+    GatewayResponse,
+    KeyRefused,
+    bearer,
+    json_response,
+    open_call,
+)
 from routing.gateway_requests import InvalidRequest, parse_json_object
 from routing.messages_api import MessagesCall, messages_call
 from routing.providers.anthropic_format import tool_input
@@ -54,7 +61,7 @@ def error_response(
     (`error_type`, OpenAI's kind, has no place here: the status names the type.)"""
     error = {"type": ERROR_TYPES.get(status, "api_error"), "message": message, "code": code}
     body = {"type": "error", "error": {**error, **details}}
-    return GatewayResponse(status, {"Content-Type": "application/json"}, dumps_exact(body).encode())
+    return json_response(body, status=status)
 
 
 def stream_failure() -> bytes:
@@ -97,15 +104,14 @@ def messages(request: GatewayRequest) -> GatewayResponse:
     except CallFailed as exc:
         return error_response(502, "upstream_error", str(exc), request_id=context.request_id)
     body = message_body(result.completion, result.model.model_id, call, context.request_id)
-    response = GatewayResponse(
-        200,
+    response = json_response(
+        body,
         {
-            "Content-Type": "application/json",
             **headers,
             "X-Model-Used": result.model.model_id,
             "X-Cost-USD": format(result.cost, "f"),
         },
-        dumps_built(body).encode(),
+        write=dumps_built,
     )
     response.after = result.record
     return response
